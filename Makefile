@@ -1,0 +1,30 @@
+# `make run` and `make test` each set up .venv first when it is missing or older than
+# pyproject.toml, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build by default (on this project's machines it is a local file); a user with a GPU
+# can run e.g. `make TORCH=torch test` to take the build pip picks for their platform.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/study demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_engines.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,62 @@
+"""One argument checker, so that every refusal reads the same way.
+
+A message names the parameter, where it entered, what is allowed and what was passed:
+"The 'lr' parameter of LinearRegression must be a finite number > 0. Got -0.1 instead."
+``where`` is the phrase after the name: "parameter of LinearRegression", "key of [grid] in x.toml".
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any, Sequence
+
+__all__ = ["check_int", "check_real", "check_choice", "check_vector", "fail"]
+
+
+def fail(name: str, where: str, allowed: str, value: Any) -> None:
+    raise ValueError(f"The {name!r} {where} must be {allowed}. Got {value!r} instead.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check_int(value: Any, name: str, where: str, *, low: int = 0) -> int:
+    """An integer >= low (bools are refused: True is not a size)."""
+    if not _is_int(value) or value < low:
+        fail(name, where, f"an integer >= {low}", value)
+    return int(value)
+
+
+def check_real(value: Any, name: str, where: str, *, low: float = 0.0, strict: bool = True) -> float:
+    """A finite real number > low (or >= low when strict is False)."""
+    relation = ">" if strict else ">="
+    if not _is_real(value) or not math.isfinite(value) or (value <= low if strict else value < low):
+        fail(name, where, f"a finite number {relation} {low:g}", value)
+    return float(value)
+
+
+def check_choice(value: Any, name: str, where: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        fail(name, where, f"one of {list(choices)}", value)
+    return value
+
+
+def check_vector(value: Any, name: str, where: str) -> list[float]:
+    """A non-empty list of finite numbers (a torch tensor or numpy array is accepted too)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(_is_real(v) and math.isfinite(v) for v in value)
+    ):
+        fail(name, where, "a non-empty list of finite numbers", value)
+    return [float(v) for v in value]

@@ -1,0 +1,152 @@
+"""The ``study`` command: run | table | demo.
+
+Exit status: 0 on success, 2 for bad input (a one-line message, no traceback, nothing
+written), 1 for a failure at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its complaints on one line (it prints the usage block otherwise)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or -1, got {text!r}") from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or -1, got {text!r}")
+    return value
+
+
+def _build_parser() -> _Parser:
+    from .engine import ENGINES
+    from .runner import BACKENDS
+
+    parser = _Parser(prog="study", description="Estimation error of minibatch SGD on d2l's concise linear regression.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train every run of a TOML grid and write the tidy CSV")
+    run.add_argument("spec", type=Path, help="the TOML spec (see experiments/)")
+    run.add_argument("--out", type=Path, help="output CSV (default: results/NAME.csv)")
+    run.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: all cores, or one per GPU)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    run.add_argument("--engine", choices=ENGINES, default="batched")
+    run.add_argument("--backend", choices=BACKENDS, default="loky")
+    run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk")
+    run.add_argument("--fresh", action="store_true", help="ignore chunks saved by an interrupted run")
+    run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+    table = sub.add_parser("table", help="per-cell summary of a results CSV")
+    table.add_argument("csv", type=Path)
+    table.add_argument("--by", help="comma-separated columns that define a cell (default: the axes that vary)")
+    table.add_argument("--out", type=Path, help="write the full summary (all statistics) to this CSV")
+
+    demo = sub.add_parser("demo", help="the seed's own example: lr 0.03, 3 epochs, w=[2, -3.4], b=4.2")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--lr", type=float, default=0.03)
+    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--loss", default="squared")
+    demo.add_argument("--num-train", type=int, default=1000)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .grid import load_grid
+    from .results import default_by, summarize
+    from .runner import check_output, run_grid
+
+    grid = load_grid(args.spec)
+    out = check_output(args.out or Path("results") / f"{grid.name}.csv")
+    df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
+                  resume=not args.fresh, progress=not args.quiet, chunk_size=args.chunk_size)
+    if not args.quiet:
+        runs = len(df) // len(grid.checkpoints)
+        print(f"wrote {out} ({runs} runs, {len(df)} rows) and {out.with_name(out.stem + '.meta.json').name}")
+        by = [a for a in default_by(df) if a != "epoch"]  # the last checkpoint of each run
+        print(f"medians at epoch {grid.max_epoch} (all checkpoints: study table {out}):")
+        _print_medians(summarize(df, by=by or None))
+    return EXIT_OK
+
+
+def _print_medians(summary) -> None:
+    import pandas as pd
+
+    cols = [c for c in summary.columns if not c.endswith(("_mean", "_q10", "_q90"))]
+    with pd.option_context("display.max_rows", 60, "display.width", 160, "display.float_format", "{:.3g}".format):
+        print(summary[cols].to_string(index=False))
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from .results import read_results, summarize, write_csv
+
+    df = read_results(args.csv)
+    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    summary = summarize(df, by=by)
+    if args.out:
+        from .runner import check_output
+
+        write_csv(summary, check_output(args.out))
+    _print_medians(summary)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import SyntheticRegressionData
+    from .model import LinearRegression
+    from .theory import least_squares
+    from .train import Trainer
+
+    model = LinearRegression(lr=args.lr, loss=args.loss)
+    data = SyntheticRegressionData(w=torch.tensor([2, -3.4]), b=4.2, num_train=args.num_train, seed=args.seed)
+    Trainer(max_epochs=args.epochs).fit(model, data)
+    w, b = model.get_w_b()
+    print(f"error in estimating w: {data.w - w.reshape(data.w.shape)}")
+    print(f"error in estimating b: {data.b - b}")
+    w_ols, b_ols = least_squares(data.X_train, data.y_train)
+    print(f"least squares on the same data: error in w: {(data.w.double() - w_ols).numpy()}, "
+          f"error in b: {data.b - float(b_ols):.3g}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        command = {"run": _cmd_run, "table": _cmd_table, "demo": _cmd_demo}[args.command]
+        return command(args)
+    except _UsageError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, FileNotFoundError) as err:
+        print(f"study: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("study: interrupted; finished chunks are kept, run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # a failure at run time: one line, the kind and the message
+        print(f"study: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

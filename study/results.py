@@ -1,0 +1,170 @@
+"""The tidy results table: its schema, atomic CSV + metadata writing, and summaries.
+
+One row per run per checkpoint. Columns, in order:
+
+- the grid coordinates: ``num_train, lr, epoch, loss, sigma, reduction, batch_size, noise,
+  noise_kind``, then ``replicate`` and ``seed`` (the run's own seed: ``SyntheticRegressionData(...,
+  seed=seed)`` rebuilds its data);
+- ``w_hat_j`` and ``w_err_j`` = ŵ_j − w_j for each feature j, ``w_err_norm`` = ‖ŵ − w‖₂,
+  ``b_hat``, ``b_err`` = b̂ − b (w and b are the float32 values the data were generated with);
+- ``train_loss`` (mean per-example training loss of the run's loss, for ``sum`` runs too),
+  ``val_mse``, ``grad_w_norm`` and ``grad_b`` (full-batch gradient of ``train_loss``);
+- ``ols_w_err_norm``, ``ols_b_err`` (least squares on the same training data) and
+  ``gap_w_norm`` = ‖ŵ − ŵ_ols‖ (what optimisation has yet to close);
+- ``steps`` (SGD updates so far) and ``diverged`` (ŵ, b̂ or the loss is no longer finite).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .engine import ChunkResult
+from .grid import AXES, Run
+
+__all__ = [
+    "SCHEMA_VERSION", "COORDINATES", "ERROR_METRICS", "to_frame", "finish", "write_csv", "write_json",
+    "atomic_write", "summarize", "read_results", "default_by",
+]
+
+#: Bumped whenever a column is added, removed or changes meaning; saved chunks of another
+#: version are never reused.
+SCHEMA_VERSION = 1
+COORDINATES = (*AXES, "replicate", "seed")
+#: The error measures a summary describes, each a magnitude (absolute errors for b).
+ERROR_METRICS = ("w_err_norm", "b_err_abs", "ols_w_err_norm", "ols_b_err_abs", "gap_w_norm", "val_mse")
+_STATS = {"mean": "mean", "median": "median", "q10": lambda s: s.quantile(0.1), "q90": lambda s: s.quantile(0.9)}
+
+
+def to_frame(runs: Sequence[Run], checkpoints: Sequence[int], result: ChunkResult) -> pd.DataFrame:
+    """The tidy rows of one chunk: runs x checkpoints, run-major, with ``_index`` (grid order)."""
+    R, C = len(runs), len(checkpoints)
+    d = result.w_true.shape[0]
+
+    def per_row(values: Sequence[Any]) -> np.ndarray:  # one value per run, repeated per checkpoint
+        return np.repeat(np.asarray(values), C)
+
+    cols: dict[str, Any] = {}
+    for axis in AXES:
+        cols[axis] = np.tile(np.asarray(checkpoints, dtype=np.int64), R) if axis == "epoch" else per_row(
+            [getattr(r, axis) for r in runs])
+    cols["replicate"] = per_row([r.replicate for r in runs])
+    cols["seed"] = per_row([r.seed for r in runs]).astype(np.int64)
+    w_hat = result.w_hat.reshape(R * C, d)
+    w_err = w_hat - result.w_true
+    for j in range(d):
+        cols[f"w_hat_{j}"] = w_hat[:, j]
+    for j in range(d):
+        cols[f"w_err_{j}"] = w_err[:, j]
+    cols["w_err_norm"] = np.linalg.norm(w_err, axis=1)
+    b_hat = result.b_hat.reshape(-1)
+    cols["b_hat"] = b_hat
+    cols["b_err"] = b_hat - result.b_true
+    cols["train_loss"] = result.train_loss.reshape(-1)
+    cols["val_mse"] = result.val_mse.reshape(-1)
+    cols["grad_w_norm"] = np.linalg.norm(result.grad_w.reshape(R * C, d), axis=1)
+    cols["grad_b"] = result.grad_b.reshape(-1)
+    ols_w = np.repeat(result.ols_w, C, axis=0)
+    cols["ols_w_err_norm"] = np.linalg.norm(ols_w - result.w_true, axis=1)
+    cols["ols_b_err"] = np.repeat(result.ols_b, C) - result.b_true
+    cols["gap_w_norm"] = np.linalg.norm(w_hat - ols_w, axis=1)
+    cols["steps"] = np.tile(result.steps, R)
+    finite = np.isfinite(w_hat).all(1) & np.isfinite(b_hat) & np.isfinite(cols["train_loss"])
+    cols["diverged"] = ~finite
+    cols["_index"] = per_row([r.index for r in runs])
+    return pd.DataFrame(cols)
+
+
+def finish(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate chunk frames in grid order (run, then epoch): never in completion order."""
+    df = pd.concat(frames, ignore_index=True)
+    df = df.sort_values(["_index", "epoch"], kind="stable").drop(columns="_index")
+    return df.reset_index(drop=True)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: a reader sees the old
+    file or the whole new one, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read a results CSV; refuses a file that lacks the schema's coordinates and errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No results file at {str(path)!r}.")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not a results CSV: {err}") from None
+    missing = [c for c in (*COORDINATES, "w_err_norm", "b_err", "diverged") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a results CSV of this schema: it lacks the columns {missing}.")
+    return df
+
+
+def default_by(df: pd.DataFrame) -> list[str]:
+    """The grid axes that take more than one value in df, and epoch."""
+    return [a for a in AXES if a == "epoch" or df[a].nunique() > 1]
+
+
+def summarize(df: pd.DataFrame, by: Sequence[str] | None = None, stats: Sequence[str] = tuple(_STATS)) -> pd.DataFrame:
+    """Per grid cell: the count of runs, how many diverged, and statistics of each error.
+
+    Parameters
+    ----------
+    df : DataFrame
+        A results table (one row per run per checkpoint).
+    by : list of str, optional
+        The columns that define a cell; default: the axes that vary, and ``epoch``. When
+        ``epoch`` is not among them, each run's last checkpoint is used.
+    stats : sequence of {"mean", "median", "q10", "q90"}
+
+    Returns
+    -------
+    DataFrame
+        One row per cell: the ``by`` columns, ``count``, ``diverged``, then ``<metric>_<stat>``
+        for each metric of ERROR_METRICS (w_err_norm, b_err_abs, ...), computed over the runs
+        that did not diverge.
+    """
+    by = list(default_by(df) if by is None else by)
+    unknown = [c for c in by if c not in df.columns]
+    if unknown:
+        raise ValueError(f"The 'by' parameter of summarize must name columns of the table; {unknown} are not among {list(df.columns)}.")
+    bad = [s for s in stats if s not in _STATS]
+    if bad:
+        raise ValueError(f"The 'stats' parameter of summarize must be among {list(_STATS)}. Got {bad} instead.")
+    if "epoch" not in by:
+        df = df[df["epoch"] == df.groupby(["seed", *[a for a in AXES if a != "epoch"]])["epoch"].transform("max")]
+    df = df.assign(b_err_abs=df["b_err"].abs(), ols_b_err_abs=df["ols_b_err"].abs())
+    groups = df.groupby(by, sort=True)
+    out = groups.agg(count=("diverged", "size"), diverged=("diverged", "sum"))
+    finite = df[~df["diverged"].astype(bool)].groupby(by, sort=True)
+    for metric in ERROR_METRICS:
+        for stat in stats:
+            out[f"{metric}_{stat}"] = finite[metric].agg(_STATS[stat])
+    return out.reset_index()
