@@ -83,7 +83,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({runs} runs, {len(df)} rows) and {out.with_name(out.stem + '.meta.json').name}")
         by = [a for a in default_by(df) if a != "epoch"]  # the last checkpoint of each run
         print(f"medians at epoch {grid.max_epoch} (all checkpoints: study table {out}):")
-        _print_medians(summarize(df, by=by or None))
+        _print_medians(summarize(df, by=by or ["num_train"]))
     return EXIT_OK
 
 

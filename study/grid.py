@@ -172,10 +172,7 @@ class Grid:
         self.num_val = check_int(self.num_val, "num_val", where, low=1)
         self.replicates = check_int(self.replicates, "replicates", where, low=1)
         self.seed = check_int(self.seed, "seed", where, low=0)
-        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
-            fail("name", where, "a file-name-safe string (letters, digits, '_', '.', '-')", self.name)
-        if not isinstance(self.description, str):
-            fail("description", where, "a string", self.description)
+        _check_labels(self.name, self.description, where)
 
     @property
     def max_epoch(self) -> int:
@@ -202,6 +199,17 @@ class Grid:
     @property
     def spec_hash(self) -> str:
         return _sha256({k: v for k, v in self.to_dict().items() if k not in ("name", "description")})
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_labels(name: Any, description: Any, where: str) -> None:
+    # The name names output files (results/NAME.csv), so it must be safe as a file name.
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        fail("name", where, "a file-name-safe string (letters, digits, '_', '.', '-')", name)
+    if not isinstance(description, str):
+        fail("description", where, "a string", description)
 
 
 def grid_from_mapping(table: Mapping[str, Any], *, name: str, description: str = "", where: str) -> Grid:
@@ -238,8 +246,8 @@ def load_grid(path: str | Path) -> Grid:
             raise ValueError(f"Unknown top-level key {key!r} in {path.name}; valid keys are {list(top)}.")
     if not isinstance(spec.get("grid"), dict):
         raise ValueError(f"{path.name} must have a [grid] table; got {spec.get('grid')!r}.")
-    name, description = spec.get("name", path.stem), spec.get("description", "")
-    for key, value in (("name", name), ("description", description)):
-        if not isinstance(value, str):
-            fail(key, f"key of {path.name}", "a string", value)
+    # Without a name key, the file's stem, made safe: "my study.toml" is named "my_study".
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem).strip("_.-") or "grid"
+    name, description = spec.get("name", stem), spec.get("description", "")
+    _check_labels(name, description, f"key of {path.name}")
     return grid_from_mapping(spec["grid"], name=name, description=description, where=f"[grid] in {path.name}")

@@ -11,7 +11,8 @@ One row per run per checkpoint. Columns, in order:
   ``val_mse``, ``grad_w_norm`` and ``grad_b`` (full-batch gradient of ``train_loss``);
 - ``ols_w_err_norm``, ``ols_b_err`` (least squares on the same training data) and
   ``gap_w_norm`` = ‖ŵ − ŵ_ols‖ (what optimisation has yet to close);
-- ``steps`` (SGD updates so far) and ``diverged`` (ŵ, b̂ or the loss is no longer finite).
+- ``steps`` (SGD updates so far) and ``diverged``: ŵ, b̂ or the training loss is no longer
+  finite, or the loss has grown past DIVERGENCE_FACTOR (100) times its value at the start.
 """
 
 from __future__ import annotations
@@ -75,8 +76,7 @@ def to_frame(runs: Sequence[Run], checkpoints: Sequence[int], result: ChunkResul
     cols["ols_b_err"] = np.repeat(result.ols_b, C) - result.b_true
     cols["gap_w_norm"] = np.linalg.norm(w_hat - ols_w, axis=1)
     cols["steps"] = np.tile(result.steps, R)
-    finite = np.isfinite(w_hat).all(1) & np.isfinite(b_hat) & np.isfinite(cols["train_loss"])
-    cols["diverged"] = ~finite
+    cols["diverged"] = result.diverged.reshape(-1)
     cols["_index"] = per_row([r.index for r in runs])
     return pd.DataFrame(cols)
 
@@ -86,6 +86,17 @@ def finish(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     df = df.sort_values(["_index", "epoch"], kind="stable").drop(columns="_index")
     return df.reset_index(drop=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: mkstemp makes files readable by their owner alone; results are shared, so they get the
+#: permissions a plain open() would have given them.
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -98,6 +109,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ import datetime
 import hashlib
 import os
 import pickle
+import shutil
 import platform
 import subprocess
 import sys
@@ -89,12 +90,22 @@ def resolve_devices(device: str) -> list[str]:
     fail("device", "parameter of run_grid", "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
 
 
-def _worker_count(n_jobs: int, devices: list[str], n_chunks: int) -> int:
-    if devices[0].startswith("cuda"):
-        wanted = len(devices) if n_jobs == -1 else n_jobs  # one worker per GPU by default
+#: Seconds a new worker process takes to start and import torch (measured: about 1.5-2 s).
+WORKER_START_S = 2.0
+
+
+def _worker_count(n_jobs: int, devices: list[str], todo: list[list[Run]], max_epoch: int) -> int:
+    """Workers for the chunks to do. An explicit n_jobs is obeyed (up to one per chunk). With
+    -1: one per GPU, or on CPUs as many as pay for their start-up: a grid of a second's work
+    runs in this process, since starting workers would cost more than it saves."""
+    if n_jobs != -1:
+        wanted = n_jobs
+    elif devices[0].startswith("cuda"):
+        wanted = len(devices)
     else:
-        wanted = joblib.cpu_count() if n_jobs == -1 else n_jobs
-    return max(1, min(wanted, n_chunks))
+        work = sum(engines.estimated_seconds(c[0].num_train, c[0].batch_size, len(c), max_epoch) for c in todo)
+        wanted = min(joblib.cpu_count(), int(work // WORKER_START_S))
+    return max(1, min(wanted, len(todo)))
 
 
 def _train_chunk(chunk: list[Run], checkpoints: list[int], engine: str, device: str, cid: str):
@@ -163,7 +174,8 @@ def run_grid(
         Where to write the CSV (and ``NAME.meta.json`` beside it). With a path, finished
         chunks are saved as they finish and a rerun resumes from them.
     n_jobs : int, default=-1
-        Workers; -1 means one per CPU core, or one per GPU when the device is CUDA.
+        Workers; -1 means one per GPU on CUDA, and on CPUs one per core when the grid is
+        large enough to pay for starting them (a small grid runs in this process).
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     engine : {"batched", "reference"}, default="batched"
         ``reference`` trains one run at a time with :class:`~study.train.Trainer` (CPU only).
@@ -221,7 +233,7 @@ def run_grid(
             for stale in store.glob("*.pkl"):
                 stale.unlink()
     todo = [(c, cid) for c, cid in zip(chunks, ids) if cid not in frames]
-    workers = _worker_count(n_jobs, devices, len(todo))
+    workers = _worker_count(n_jobs, devices, [c for c, _ in todo], grid.max_epoch)
     bar = tqdm(total=len(runs), initial=len(runs) - sum(len(c) for c, _ in todo), unit="run",
                desc=grid.name, disable=None if progress else True, smoothing=0.1)
     sizes = dict(zip(ids, map(len, chunks)))
@@ -243,9 +255,7 @@ def run_grid(
         meta = _metadata(grid, engine, devices, workers, backend, len(todo), len(chunks) - len(todo),
                          time.perf_counter() - started, len(runs), len(df))
         write_json(meta, out.with_name(out.stem + ".meta.json"))
-        for f in store.glob("*.pkl"):
-            f.unlink()
-        store.rmdir()
+        shutil.rmtree(store)  # saved chunks, and temporary files a killed run left half-written
     return df
 
 

@@ -1,0 +1,158 @@
+"""Engine speed and scaling: the reference loop against the batched engine.
+
+Workload "ex5": exercise 5's grid, log_sizes(5, 10_000) x lr {0.01, 0.03, 0.1} x loss
+{squared, huber} x 20 replicates, trained to 10 epochs (checkpoints 1, 2, 3, 5, 10): 1320 runs.
+Workload "100k": the same axes with 1516 replicates, 100,056 runs, batched engine only.
+
+Each measurement runs in a fresh Python process, so that peak memory is that of the one
+measurement; wall time is taken around ``run_grid`` alone (interpreter start and imports
+excluded) and the table is kept in memory (no CSV). Peak memory is the largest sum of the
+resident sizes of the process and its workers, sampled every 20 ms.
+
+    python benchmarks/bench_engines.py                  # all CPU rows, writes results/benchmarks.csv
+    python benchmarks/bench_engines.py --device cuda    # adds the GPU row
+    python benchmarks/bench_engines.py --quick          # the batched rows only (seconds)
+
+No timing is asserted anywhere: this prints and records what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKLOADS = {"ex5": 20, "100k": 1516}  # replicates
+
+
+def grid_for(workload: str):
+    from study.grid import Grid, log_sizes
+
+    return Grid(num_train=log_sizes(5, 10_000), lr=[0.01, 0.03, 0.1], loss=["squared", "huber"],
+                epoch=[1, 2, 3, 5, 10], replicates=WORKLOADS[workload], name=workload)
+
+
+def model_steps(grid) -> int:
+    """SGD updates summed over runs: each run takes ceil(n / batch_size) per epoch."""
+    per_cell = sum(math.ceil(n / grid.batch_size[0]) for n in grid.num_train) * grid.max_epoch
+    return per_cell * len(grid.lr) * len(grid.loss) * grid.replicates
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (Linux /proc)."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def measure(workload: str, engine: str, jobs: int, device: str) -> dict:
+    """One measurement, in this process (called in a fresh subprocess by main)."""
+    from study.runner import run_grid
+
+    grid = grid_for(workload)
+    peak = [_tree_rss(os.getpid())]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], _tree_rss(os.getpid()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    df = run_grid(grid, n_jobs=jobs, device=device, engine=engine, progress=False)
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    runs = len(df) // len(grid.checkpoints)
+    steps = model_steps(grid)
+    return {
+        "workload": workload, "engine": engine, "jobs": jobs, "device": device, "runs": runs,
+        "model_steps": steps, "wall_s": round(wall, 3), "runs_per_s": round(runs / wall, 1),
+        "model_steps_per_s": round(steps / wall), "peak_mem_mb": round(peak[0] / 2**20),
+    }
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: cuda adds the GPU rows")
+    parser.add_argument("--quick", action="store_true", help="skip the reference engine (minutes) rows")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks.csv")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement as JSON
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(**json.loads(args.one))))
+        return
+
+    cores = os.cpu_count() or 1
+    plan = []
+    if not args.quick:
+        plan += [("ex5", "reference", 1, "cpu"), ("ex5", "reference", cores, "cpu")]
+    plan += [("ex5", "batched", 1, "cpu"), ("ex5", "batched", cores, "cpu"), ("100k", "batched", cores, "cpu")]
+    if args.device.startswith("cuda"):
+        plan += [("ex5", "batched", 1, args.device), ("100k", "batched", 1, args.device)]
+
+    import pandas as pd
+
+    rows = []
+    for workload, engine, jobs, device in plan:
+        spec = json.dumps(dict(workload=workload, engine=engine, jobs=jobs, device=device))
+        done = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            sys.exit(f"measurement {spec} failed:\n{done.stderr}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row["machine"] = _device_name(device)
+        rows.append(row)
+        print(f"{workload:>5} {engine:>9} jobs={jobs} {device:>5}: {row['wall_s']:8.2f} s  "
+              f"{row['runs_per_s']:>9} runs/s  {row['model_steps_per_s']:>11} model-steps/s  {row['peak_mem_mb']} MB",
+              flush=True)
+    table = pd.DataFrame(rows)
+    ex5 = table[table["workload"] == "ex5"]
+    for jobs in sorted(set(ex5["jobs"])):
+        pair = ex5[(ex5["jobs"] == jobs) & (ex5["device"] == "cpu")].set_index("engine")["wall_s"]
+        if {"reference", "batched"} <= set(pair.index):
+            print(f"ex5, {jobs} worker(s): batched is {pair['reference'] / pair['batched']:.0f}x faster than reference")
+    if args.out.exists() and args.device == "cpu":
+        old = pd.read_csv(args.out)
+        table = pd.concat([table, old[old["device"] != "cpu"]], ignore_index=True)  # keep earlier GPU rows
+    elif args.out.exists():
+        old = pd.read_csv(args.out)
+        table = pd.concat([old[old["device"] == "cpu"], table], ignore_index=True)
+        table = table.drop_duplicates(["workload", "engine", "jobs", "device"], keep="last")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from study.engine import CHUNK_MEMORY_BUDGET, ChunkResult, max_chunk_runs, train_batched, train_reference
+from study.grid import Grid
+
+FIELDS = ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b")
+CHECKPOINTS = [0, 1, 2, 4]
+
+
+def mixed_runs() -> list:
+    """Every axis varied: sizes around the batch size, both losses and reductions, several
+    sigmas and lrs (one diverging), all noise kinds."""
+    common = dict(num_train=[1, 5, 31, 32, 33, 100], loss=["squared", "huber"], sigma=[0.5, 2.0],
+                  noise_kind=["gaussian", "student_t", "outliers"], noise=[0.01, 0.5], epoch=[1, 2, 4], num_val=20)
+    grids = [
+        Grid(lr=[0.01, 0.1], reduction=["mean"], **common),
+        Grid(lr=[0.001, 0.003], reduction=["sum"], **common),  # the same step size per example
+        Grid(lr=[10.0], reduction=["mean"], **{**common, "loss": ["squared"]}),  # diverges
+    ]
+    runs = [r for g in grids for r in g.runs()]
+    return runs
+
+
+def by_size(runs):
+    groups = {}
+    for r in runs:
+        groups.setdefault(r.num_train, []).append(r)
+    return groups
+
+
+def assert_close(batched: ChunkResult, reference: ChunkResult):
+    """Within max(1e-5, 1e-5 |ref|) at every checkpoint before divergence; flagged alike after."""
+    np.testing.assert_array_equal(batched.diverged, reference.diverged)
+    live = ~reference.diverged
+    for field in FIELDS:
+        a, b = getattr(batched, field)[live], getattr(reference, field)[live]
+        bad = ~(np.abs(a - b) <= np.maximum(1e-5, 1e-5 * np.abs(b)))
+        assert not bad.any(), f"{field}: {bad.sum()} values differ, worst {np.abs(a - b)[bad].max()}"
+    assert np.array_equal(batched.steps, reference.steps)
+    np.testing.assert_array_equal(batched.ols_w, reference.ols_w)
+    np.testing.assert_array_equal(batched.ols_b, reference.ols_b)
+
+
+def test_train_batched_equals_reference_run_for_run_on_a_mixed_grid():
+    runs = mixed_runs()
+    diverged = 0
+    for size, group in by_size(runs).items():
+        batched = train_batched(group, CHECKPOINTS)
+        reference = train_reference(group, CHECKPOINTS)
+        assert_close(batched, reference)
+        diverged += int(batched.diverged[:, -1].sum())
+    assert diverged > 0  # the diverging lr really diverged, and was matched
+
+
+def test_train_batched_noise_free_recovers_w_and_b():
+    runs = Grid(num_train=[1000], lr=[0.03], noise=[0.0], epoch=[10], replicates=3).runs()
+    res = train_batched(runs, [0, 10])
+    assert np.abs(res.w_hat[:, -1] - res.w_true).max() < 1e-4
+    assert np.abs(res.b_hat[:, -1] - res.b_true).max() < 1e-4
+    assert np.abs(res.ols_w - res.w_true).max() < 1e-5
+
+
+def test_train_batched_divergence_is_isolated_bit_for_bit():
+    calm = Grid(num_train=[64], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2).runs()
+    wild = Grid(num_train=[64], lr=[50.0], epoch=[1, 3], replicates=2).runs()
+    alone = train_batched(calm, [0, 1, 3])
+    mixed = train_batched(calm[:5] + wild + calm[5:], [0, 1, 3])
+    keep = [i for i in range(len(calm) + len(wild)) if not (5 <= i < 5 + len(wild))]
+    assert mixed.diverged[5:5 + len(wild), -1].all()
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(mixed, field)[keep], getattr(alone, field))
+
+
+def test_train_batched_chunking_changes_nothing():
+    runs = Grid(num_train=[50], lr=[0.01, 0.1], loss=["squared", "huber"], reduction=["mean", "sum"],
+                noise_kind=["gaussian", "outliers"], epoch=[2, 3], replicates=3).runs()
+    whole = train_batched(runs, [0, 2, 3])
+    for size in (1, 4, 7):
+        parts = [train_batched(runs[i:i + size], [0, 2, 3]) for i in range(0, len(runs), size)]
+        for field in FIELDS:
+            np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field))
+
+
+def test_train_batched_common_random_numbers_share_start_and_data():
+    runs = Grid(num_train=[40], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1]).runs()
+    res = train_batched(runs, [0, 1])
+    assert len({r.seed for r in runs}) == 1
+    assert (res.w_hat[:, 0] == res.w_hat[0, 0]).all() and (res.ols_w == res.ols_w[0]).all()
+    assert len(np.unique(res.w_hat[:, 1, 0])) == len(runs)  # they then train differently
+
+
+def test_train_batched_refuses_mixed_sizes():
+    runs = Grid(num_train=[10, 20]).runs()
+    with pytest.raises(ValueError, match="must share num_train"):
+        train_batched(runs, [0, 1])
+
+
+def test_max_chunk_runs_keeps_a_chunk_within_the_budget():
+    k = max_chunk_runs(10_000, 1000, 2)
+    assert k >= 64
+    per_run = 4 * (2 + 2) * 11_000 * 4
+    assert k * per_run <= CHUNK_MEMORY_BUDGET
+    assert max_chunk_runs(10**9, 1000, 2) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_batched_on_cuda_equals_cpu():
+    runs = [r for g in by_size(mixed_runs()).values() for r in g if r.num_train == 33]
+    on_gpu = train_batched(runs, CHECKPOINTS, device="cuda")
+    on_cpu = train_batched(runs, CHECKPOINTS, device="cpu")
+    assert_close(on_gpu, on_cpu)

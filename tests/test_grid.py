@@ -1,0 +1,394 @@
+"""Tests of study.grid: log_sizes, Grid, Run identities and seeds, TOML loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from study.grid import AXES, SETTINGS, Grid, Run, load_grid, log_sizes
+
+INT64_MAX = 2**63 - 1
+
+
+def _write(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _first_run(**settings) -> Run:
+    return Grid(**settings).runs()[0]
+
+
+# log_sizes ----------------------------------------------------------------------------------
+
+
+def test_log_sizes_gives_the_1_2_5_sequence():
+    assert log_sizes(5, 10_000) == [5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+
+
+def test_log_sizes_single_value():
+    assert log_sizes(1, 1) == [1]
+
+
+def test_log_sizes_stop_between_steps_is_not_exceeded():
+    assert log_sizes(3, 40) == [5, 10, 20]
+
+
+def test_log_sizes_start_zero_raises():
+    with pytest.raises(ValueError, match=re.escape("The 'start' parameter of log_sizes must be an integer >= 1. Got 0 instead.")):
+        log_sizes(0, 10)
+
+
+def test_log_sizes_stop_below_start_raises():
+    with pytest.raises(ValueError, match=r"'stop' parameter of log_sizes.*integer >= 10\. Got 5 instead"):
+        log_sizes(10, 5)
+
+
+def test_log_sizes_float_start_raises():
+    with pytest.raises(ValueError, match=r"'start'.*integer >= 1\. Got 2\.5 instead"):
+        log_sizes(2.5, 10)
+
+
+def test_log_sizes_bool_stop_raises():
+    with pytest.raises(ValueError, match=r"'stop'.*Got True instead"):
+        log_sizes(1, True)
+
+
+# Grid -----------------------------------------------------------------------------------------
+
+
+def test_grid_defaults_are_the_seed_example():
+    grid = Grid()
+    assert grid.num_train == [1000]
+    assert grid.lr == [0.03]
+    assert grid.epoch == [3]
+    assert grid.loss == ["squared"]
+    assert grid.sigma == [1.0]
+    assert grid.reduction == ["mean"]
+    assert grid.batch_size == [32]
+    assert grid.noise == [0.01]
+    assert grid.noise_kind == ["gaussian"]
+    assert grid.w == [2.0, -3.4]
+    assert grid.b == 4.2
+    assert grid.num_val == 1000
+    assert grid.replicates == 1
+    assert grid.seed == 0
+    assert grid.name == "grid"
+    assert grid.description == ""
+    assert len(grid.runs()) == 1
+    assert grid.checkpoints == [0, 3]
+
+
+def test_grid_scalar_axis_becomes_one_value_list():
+    grid = Grid(lr=0.1, num_train=20, loss="huber", epoch=2)
+    assert grid.lr == [0.1]
+    assert grid.num_train == [20]
+    assert grid.loss == ["huber"]
+    assert grid.epoch == [2]
+
+
+def test_grid_duplicates_warn_with_count_and_are_deduped():
+    with pytest.warns(UserWarning, match=r"'lr' has 2 duplicate value\(s\)"):
+        grid = Grid(lr=[0.1, 0.03, 0.1, 0.1])
+    assert grid.lr == [0.1, 0.03]
+    assert len(grid.runs()) == 2
+
+
+def test_grid_duplicates_int_and_float_count_as_one():
+    with pytest.warns(UserWarning, match=r"'sigma' has 1 duplicate"):
+        grid = Grid(sigma=[1, 1.0])
+    assert grid.sigma == [1.0]
+
+
+def test_grid_epoch_is_sorted():
+    grid = Grid(epoch=[10, 1, 3])
+    assert grid.epoch == [1, 3, 10]
+    assert grid.max_epoch == 10
+    assert grid.checkpoints == [0, 1, 3, 10]
+
+
+def test_grid_runs_count_is_product_of_axes_times_replicates():
+    grid = Grid(num_train=[10, 20], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"],
+                noise=[0.0, 0.1], epoch=[1, 2, 5, 7], replicates=3)
+    assert len(grid.runs()) == 2 * 3 * 2 * 2 * 3  # epoch is a checkpoint axis, not a run axis
+
+
+def test_grid_runs_are_in_grid_order():
+    grid = Grid(num_train=[10, 20], lr=[0.01, 0.1], replicates=2)
+    runs = grid.runs()
+    assert [r.index for r in runs] == list(range(len(runs)))
+    # axes in AXES order (num_train outermost), replicate innermost
+    assert [(r.num_train, r.lr, r.replicate) for r in runs] == [
+        (10, 0.01, 0), (10, 0.01, 1), (10, 0.1, 0), (10, 0.1, 1),
+        (20, 0.01, 0), (20, 0.01, 1), (20, 0.1, 0), (20, 0.1, 1),
+    ]
+
+
+def test_grid_runs_carry_the_settings():
+    run = _first_run(w=[1.0, 2.0, 3.0], b=-1.5, num_val=77, seed=9)
+    assert run.w == (1.0, 2.0, 3.0)
+    assert run.b == -1.5
+    assert run.num_val == 77
+    assert run.base_seed == 9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": -0.1}, "The 'lr' parameter of Grid must be a finite number > 0. Got -0.1 instead."),
+        ({"num_train": [10, 0]}, "The 'num_train' parameter of Grid must be an integer >= 1. Got 0 instead."),
+        ({"loss": "hubber"}, "The 'loss' parameter of Grid must be one of ['squared', 'huber']. Got 'hubber' instead."),
+        ({"reduction": "max"}, "The 'reduction' parameter of Grid must be one of ['mean', 'sum']. Got 'max' instead."),
+        ({"epoch": []}, "The 'epoch' parameter of Grid must be a value or a non-empty list of values. Got [] instead."),
+        ({"w": []}, "The 'w' parameter of Grid must be a non-empty list of finite numbers. Got [] instead."),
+        ({"b": float("inf")}, "The 'b' parameter of Grid must be a finite number"),
+        ({"replicates": 0}, "The 'replicates' parameter of Grid must be an integer >= 1. Got 0 instead."),
+        ({"seed": -1}, "The 'seed' parameter of Grid must be an integer >= 0. Got -1 instead."),
+        ({"num_val": 2.0}, "The 'num_val' parameter of Grid must be an integer >= 1. Got 2.0 instead."),
+        ({"name": "a/b"}, "The 'name' parameter of Grid must be a file-name-safe string"),
+        ({"description": 3}, "The 'description' parameter of Grid must be a string. Got 3 instead."),
+    ],
+    ids=["lr", "num_train", "loss", "reduction", "epoch", "w", "b", "replicates", "seed", "num_val", "name",
+         "description"],
+)
+def test_grid_bad_value_raises_naming_parameter_of_grid(kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        Grid(**kwargs)
+
+
+# Run.key and Run.seed ---------------------------------------------------------------------------
+
+
+def test_run_key_is_hex_sha256():
+    assert re.fullmatch(r"[0-9a-f]{64}", _first_run().key)
+
+
+def test_run_key_equal_for_equal_settings():
+    assert _first_run(lr=0.1, num_train=50).key == _first_run(lr=0.1, num_train=50).key
+
+
+def test_run_key_does_not_depend_on_index():
+    run = _first_run()
+    assert dataclasses.replace(run, index=41).key == run.key
+
+
+def test_run_key_differs_when_lr_differs():
+    assert _first_run(lr=0.1).key != _first_run(lr=0.2).key
+
+
+def test_run_key_is_sha256_of_canonical_json_of_the_run():
+    # The key names saved chunks, so it must be the same in every process and session
+    # (no hash(), no id(), no dict order): sha256 of sorted-key compact JSON.
+    run = _first_run(lr=0.1, w=[1.0, -2.0])
+    doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "index"}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert run.key == hashlib.sha256(canonical).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lr": 0.5}, {"loss": "huber"}, {"sigma": 0.25}, {"reduction": "sum"}],
+    ids=["lr", "loss", "sigma", "reduction"],
+)
+def test_run_seed_shared_by_runs_differing_only_in_optimisation(change):
+    base = _first_run()
+    other = _first_run(**change)
+    assert other.key != base.key
+    assert other.seed == base.seed
+
+
+def test_run_seed_shared_within_one_grid_across_lr_and_loss():
+    runs = Grid(lr=[0.01, 0.1], loss=["squared", "huber"], sigma=[0.5, 2.0]).runs()
+    assert len(runs) == 8
+    assert len({r.seed for r in runs}) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"num_train": 999}, {"noise": 0.5}, {"noise_kind": "student_t"}, {"batch_size": 16}, {"num_val": 10},
+     {"seed": 1}],
+    ids=["num_train", "noise", "noise_kind", "batch_size", "num_val", "base_seed"],
+)
+def test_run_seed_differs_when_data_settings_differ(change):
+    assert _first_run(**change).seed != _first_run().seed
+
+
+def test_run_seed_differs_between_replicates():
+    runs = Grid(replicates=5).runs()
+    assert len({r.seed for r in runs}) == 5
+
+
+def test_run_seed_fits_in_int64():
+    runs = Grid(num_train=log_sizes(1, 1000), noise=[0.0, 0.1, 1.0], replicates=10, seed=123).runs()
+    seeds = [r.seed for r in runs]
+    assert all(isinstance(s, int) and 0 <= s <= INT64_MAX for s in seeds)
+    assert len(set(seeds)) == len(seeds)
+
+
+# load_grid: good specs --------------------------------------------------------------------------
+
+
+def test_load_grid_reads_a_spec_and_name_defaults_to_stem(tmp_path):
+    path = _write(tmp_path, """
+description = "a tiny study"
+
+[grid]
+num_train = [20, 50]
+lr = 0.1
+epoch = [3, 1]
+loss = ["squared", "huber"]
+noise = 0
+w = [1, 2, 3]
+b = -1
+replicates = 2
+seed = 7
+""", name="tiny-study.toml")
+    grid = load_grid(path)
+    assert grid.name == "tiny-study"
+    assert grid.description == "a tiny study"
+    assert grid.num_train == [20, 50]
+    assert grid.lr == [0.1]
+    assert grid.epoch == [1, 3]
+    assert grid.loss == ["squared", "huber"]
+    assert grid.noise == [0.0]
+    assert grid.w == [1.0, 2.0, 3.0]
+    assert grid.b == -1.0
+    assert grid.replicates == 2
+    assert grid.seed == 7
+    assert grid.num_val == 1000  # a default
+    assert len(grid.runs()) == 2 * 2 * 2
+
+
+def test_load_grid_name_key_overrides_stem(tmp_path):
+    path = _write(tmp_path, 'name = "ex1"\ndescription = "d"\n[grid]\nlr = [0.01]\n', name="spec.toml")
+    grid = load_grid(path)
+    assert grid.name == "ex1"
+    assert grid.description == "d"
+
+
+def test_load_grid_empty_grid_table_gives_defaults(tmp_path):
+    grid = load_grid(_write(tmp_path, "[grid]\n", name="d.toml"))
+    assert grid.spec_hash == Grid().spec_hash
+    assert grid.name == "d"
+
+
+def test_load_grid_accepts_str_path(tmp_path):
+    assert load_grid(str(_write(tmp_path, "[grid]\nlr = 0.2\n", name="s.toml"))).lr == [0.2]
+
+
+def test_load_grid_duplicates_warn(tmp_path):
+    path = _write(tmp_path, "[grid]\nnum_train = [10, 10, 20]\n", name="dup.toml")
+    with pytest.warns(UserWarning, match=r"'num_train' has 1 duplicate"):
+        grid = load_grid(path)
+    assert grid.num_train == [10, 20]
+
+
+# load_grid: bad specs ---------------------------------------------------------------------------
+
+_WHERE = "key of [grid] in bad.toml"
+_BAD_SPECS = [
+    ("unknown_key", "[grid]\nfoo = 1\n",
+     re.escape("Unknown key 'foo' in [grid] in bad.toml") + r".*valid keys are \[.*'num_train'.*'lr'.*'seed'\]"),
+    ("misspelt_axis", "[grid]\nlrs = [0.1]\n",
+     re.escape("Unknown key 'lrs' in [grid] in bad.toml (did you mean 'lr'?)")),
+    ("misspelt_setting", "[grid]\nreplicate = 3\n", re.escape("(did you mean 'replicates'?)")),
+    ("lr_wrong_type", '[grid]\nlr = "fast"\n',
+     re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got 'fast' instead.")),
+    ("num_train_negative", "[grid]\nnum_train = [-5]\n",
+     re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got -5 instead.")),
+    ("lr_zero", "[grid]\nlr = 0\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got 0 instead.")),
+    ("lr_nan", "[grid]\nlr = nan\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got nan instead.")),
+    ("lr_inf", "[grid]\nlr = [0.1, inf]\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got inf instead.")),
+    ("lr_empty", "[grid]\nlr = []\n",
+     re.escape(f"The 'lr' {_WHERE} must be a value or a non-empty list of values. Got [] instead.")),
+    ("loss_unknown", '[grid]\nloss = "hubber"\n',
+     re.escape(f"The 'loss' {_WHERE} must be one of ['squared', 'huber']. Got 'hubber' instead.")),
+    ("reduction_unknown", '[grid]\nreduction = ["mean", "avg"]\n',
+     re.escape(f"The 'reduction' {_WHERE} must be one of ['mean', 'sum']. Got 'avg' instead.")),
+    ("epoch_zero", "[grid]\nepoch = [0, 3]\n", re.escape(f"The 'epoch' {_WHERE} must be an integer >= 1. Got 0 instead.")),
+    ("replicates_zero", "[grid]\nreplicates = 0\n",
+     re.escape(f"The 'replicates' {_WHERE} must be an integer >= 1. Got 0 instead.")),
+    ("replicates_list", "[grid]\nreplicates = [2]\n",
+     re.escape(f"The 'replicates' {_WHERE} must be an integer >= 1. Got [2] instead.")),
+    ("sigma_zero", "[grid]\nsigma = 0.0\n", re.escape(f"The 'sigma' {_WHERE} must be a finite number > 0. Got 0.0 instead.")),
+    ("batch_size_zero", "[grid]\nbatch_size = 0\n",
+     re.escape(f"The 'batch_size' {_WHERE} must be an integer >= 1. Got 0 instead.")),
+    ("w_not_numbers", '[grid]\nw = ["a", 1]\n',
+     re.escape(f"The 'w' {_WHERE} must be a non-empty list of finite numbers. Got ['a', 1] instead.")),
+    ("w_empty", "[grid]\nw = []\n", re.escape(f"The 'w' {_WHERE} must be a non-empty list of finite numbers. Got [] instead.")),
+    ("b_string", '[grid]\nb = "4.2"\n', re.escape(f"The 'b' {_WHERE} must be a finite number") + r".*Got '4\.2' instead"),
+    ("num_train_bool", "[grid]\nnum_train = true\n",
+     re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got True instead.")),
+    ("num_train_float", "[grid]\nnum_train = 1e3\n",
+     re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got 1000.0 instead.")),
+    ("num_val_zero", "[grid]\nnum_val = 0\n", re.escape(f"The 'num_val' {_WHERE} must be an integer >= 1. Got 0 instead.")),
+    ("seed_negative", "[grid]\nseed = -3\n", re.escape(f"The 'seed' {_WHERE} must be an integer >= 0. Got -3 instead.")),
+    ("noise_negative", "[grid]\nnoise = -0.1\n",
+     re.escape(f"The 'noise' {_WHERE} must be a finite number >= 0. Got -0.1 instead.")),
+    ("noise_kind_unknown", '[grid]\nnoise_kind = "cauchy"\n',
+     re.escape(f"The 'noise_kind' {_WHERE} must be one of ['gaussian', 'student_t', 'outliers']. Got 'cauchy' instead.")),
+    ("axis_subtable", "[grid.lr]\nvalue = 0.1\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got {{'value': 0.1}}")),
+    ("unknown_top_level_key", 'title = "x"\n[grid]\n',
+     re.escape("Unknown top-level key 'title' in bad.toml; valid keys are ['name', 'description', 'grid'].")),
+    ("missing_grid_table", 'name = "x"\n', re.escape("bad.toml must have a [grid] table; got None.")),
+    ("grid_not_a_table", "grid = 3\n", re.escape("bad.toml must have a [grid] table; got 3.")),
+    ("name_not_string", "name = 3\n[grid]\n", re.escape("The 'name' key of bad.toml must be a file-name-safe string (letters, digits, '_', '.', '-'). Got 3 instead.")),
+    ("description_not_string", "description = [1]\n[grid]\n",
+     re.escape("The 'description' key of bad.toml must be a string. Got [1] instead.")),
+    ("not_toml", "this is not = = toml {\n", r"bad\.toml' is not a valid TOML file"),
+    ("name_in_grid_table", '[grid]\nname = "x"\n', re.escape("Unknown key 'name' in [grid] in bad.toml")),
+]
+
+
+@pytest.mark.parametrize(("text", "match"), [(t, m) for _, t, m in _BAD_SPECS], ids=[i for i, _, _ in _BAD_SPECS])
+def test_load_grid_bad_spec_raises_naming_key_and_value(tmp_path, text, match):
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError, match=match):
+        load_grid(path)
+
+
+def test_load_grid_unknown_key_message_lists_every_valid_key(tmp_path):
+    with pytest.raises(ValueError) as excinfo:
+        load_grid(_write(tmp_path, "[grid]\nfoo = 1\n"))
+    for key in (*AXES, *SETTINGS):
+        assert repr(key) in str(excinfo.value)
+
+
+def test_load_grid_unsafe_name_is_reported_as_a_top_level_key(tmp_path):
+    # `name` is a top-level key (in [grid] it is refused as unknown), so the message must
+    # send the user to the top level, not to [grid].
+    path = _write(tmp_path, 'name = "../escape"\n[grid]\n')
+    with pytest.raises(ValueError, match=re.escape("The 'name' key of bad.toml must be a file-name-safe string")):
+        load_grid(path)
+
+
+def test_load_grid_binary_file_raises(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"\xff\xfe\x00garbage\x80")
+    with pytest.raises(ValueError, match=r"is not a valid TOML file"):
+        load_grid(path)
+
+
+def test_load_grid_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape("No spec file at") + r".*nope\.toml"):
+        load_grid(tmp_path / "nope.toml")
+
+
+def test_load_grid_folder_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No spec file at"):
+        load_grid(tmp_path)
+
+
+def test_load_grid_default_name_from_a_stem_with_a_space_loads(tmp_path):
+    # The user wrote no name: a legal file name must not make a good spec fail, and least
+    # of all with a message about a 'name' key of [grid] that is not there.
+    path = _write(tmp_path, "[grid]\nlr = 0.1\n", name="my study.toml")
+    grid = load_grid(path)
+    assert grid.lr == [0.1]
+    assert grid.name

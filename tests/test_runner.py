@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.grid import Grid
+from study.results import COORDINATES
+from study.runner import plan_chunks, resolve_devices, run_grid
+
+SMALL = dict(num_train=[5, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2, num_val=50)
+
+
+def small_grid(**kw) -> Grid:
+    return Grid(**{**SMALL, **kw})
+
+
+def test_run_grid_schema_and_row_count():
+    grid = small_grid()
+    df = run_grid(grid, n_jobs=1, progress=False)
+    runs = 3 * 2 * 2 * 2
+    assert len(df) == runs * 3  # epochs 0, 1, 3
+    expected = [*COORDINATES, "w_hat_0", "w_hat_1", "w_err_0", "w_err_1", "w_err_norm", "b_hat", "b_err",
+                "train_loss", "val_mse", "grad_w_norm", "grad_b", "ols_w_err_norm", "ols_b_err", "gap_w_norm",
+                "steps", "diverged"]
+    assert list(df.columns) == expected
+    assert df[list(COORDINATES)].notna().all().all()
+    assert sorted(df["epoch"].unique()) == [0, 1, 3]
+    assert df.groupby(["num_train", "lr", "loss", "replicate"]).size().eq(3).all()
+    np.testing.assert_allclose(df["w_err_norm"], np.hypot(df["w_err_0"], df["w_err_1"]))
+    np.testing.assert_allclose(df["w_err_0"], df["w_hat_0"] - np.float32(2.0))
+    # steps: ceil(n / 32) per epoch
+    last = df[df["epoch"] == 3]
+    np.testing.assert_array_equal(last["steps"], 3 * np.ceil(last["num_train"] / 32))
+
+
+def test_run_grid_same_spec_twice_gives_byte_identical_csv(tmp_path):
+    grid = small_grid()
+    run_grid(grid, out=tmp_path / "a.csv", n_jobs=1, progress=False)
+    run_grid(grid, out=tmp_path / "b.csv", n_jobs=1, progress=False)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    meta = json.loads((tmp_path / "a.meta.json").read_text())
+    assert meta["runs"] == 24 and meta["engine"] == "batched" and "wall_time_s" in meta
+    assert not (tmp_path / "a.csv.chunks").exists()  # the chunk store is gone once the CSV is written
+
+
+def test_run_grid_workers_backends_and_chunk_sizes_change_nothing(tmp_path):
+    grid = small_grid()
+    outs = {
+        "one": dict(n_jobs=1),
+        "two": dict(n_jobs=2),
+        "chunk1": dict(n_jobs=2, chunk_size=1),
+        "chunk5": dict(n_jobs=1, chunk_size=5),
+        "threads": dict(n_jobs=2, backend="threading", chunk_size=3),
+    }
+    for name, kw in outs.items():
+        run_grid(grid, out=tmp_path / f"{name}.csv", progress=False, **kw)
+    first = (tmp_path / "one.csv").read_bytes()
+    for name in outs:
+        assert (tmp_path / f"{name}.csv").read_bytes() == first, name
+
+
+def test_run_grid_common_random_numbers_across_lr_and_loss():
+    df = run_grid(small_grid(), n_jobs=1, progress=False)
+    start = df[df["epoch"] == 0]
+    cols = ["seed", "w_hat_0", "w_hat_1", "b_hat", "train_loss", "val_mse", "ols_w_err_norm", "ols_b_err"]
+    squared = start[start["loss"] == "squared"]
+    per_cell = squared.groupby(["num_train", "replicate"])[cols].nunique()
+    assert (per_cell == 1).all().all()  # lr does not change data, start or seed
+    trained = df[(df["epoch"] == 3) & (df["num_train"] == 100)]
+    assert trained.groupby(["replicate", "loss"])["w_hat_0"].nunique().eq(2).all()  # but training differs
+
+
+def test_run_grid_epoch_is_a_checkpoint_axis():
+    long = run_grid(small_grid(epoch=[3, 10]), n_jobs=1, progress=False)
+    short = run_grid(small_grid(epoch=[3]), n_jobs=1, progress=False)
+    a = long[long["epoch"] == 3].reset_index(drop=True)
+    b = short[short["epoch"] == 3].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_run_grid_divergence_is_flagged_and_contained():
+    grid = Grid(num_train=[1000], lr=[0.03, 10.0], epoch=[1, 3], replicates=2, num_val=100)
+    df = run_grid(grid, n_jobs=1, progress=False)
+    last = df[df["epoch"] == 3]
+    assert last[last["lr"] == 10.0]["diverged"].all()
+    calm = last[last["lr"] == 0.03]
+    assert not calm["diverged"].any() and np.isfinite(calm["w_err_norm"]).all()
+    assert (calm["w_err_norm"] < 0.05).all()
+
+
+def test_run_grid_reference_engine_agrees_with_batched():
+    grid = small_grid(num_train=[5, 40])
+    a = run_grid(grid, n_jobs=1, progress=False)
+    b = run_grid(grid, n_jobs=1, progress=False, engine="reference")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-5)
+
+
+def test_plan_chunks_groups_by_size_and_respects_the_cap():
+    runs = small_grid(batch_size=[8, 32]).runs()
+    chunks = plan_chunks(runs, chunk_size=5)
+    assert sum(len(c) for c in chunks) == len(runs)
+    assert all(len(c) <= 5 for c in chunks)
+    assert all(len({(r.num_train, r.batch_size) for r in c}) == 1 for c in chunks)
+    big = plan_chunks(Grid(num_train=[10_000], replicates=2000).runs())
+    assert max(len(c) for c in big) <= 256
+
+
+def test_resolve_devices_without_gpu_is_cpu():
+    if not __import__("torch").cuda.is_available():
+        assert resolve_devices("auto") == ["cpu"]
+        with pytest.raises(ValueError, match="'device' parameter of run_grid .* no CUDA GPU"):
+            resolve_devices("cuda")
+    with pytest.raises(ValueError, match=r"'device' parameter of run_grid must be 'auto', 'cpu', 'cuda' or 'cuda:N'\. Got 'tpu'"):
+        resolve_devices("tpu")
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(n_jobs=0), r"'n_jobs' parameter of run_grid must be a positive integer or -1"),
+        (dict(engine="fast"), r"'engine' parameter of run_grid must be one of \['batched', 'reference'\]"),
+        (dict(backend="ray"), r"'backend' parameter of run_grid must be one of"),
+        (dict(chunk_size=0), r"'chunk_size' parameter of run_grid"),
+        (dict(out="results.txt"), r"'out' parameter of run_grid must be a path ending in \.csv"),
+    ],
+)
+def test_run_grid_bad_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        run_grid(small_grid(), progress=False, **kw)
+
+
+def test_run_grid_refuses_an_output_under_a_file_before_any_work(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="'out' parameter of run_grid must be a path in a folder that can be written"):
+        run_grid(small_grid(), out=blocker / "sub" / "r.csv", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_run_grid_truncated_chunk_file_is_recomputed(tmp_path):
+    grid = small_grid()
+    out = tmp_path / "r.csv"
+    run_grid(grid, out=out, n_jobs=1, progress=False)
+    reference = out.read_bytes()
+    # Simulate an interrupted run: a chunk store holding a truncated and a foreign file.
+    from study.runner import chunk_id
+
+    chunks = plan_chunks(grid.runs())
+    store = tmp_path / "r.csv.chunks"
+    store.mkdir()
+    cid = chunk_id(chunks[0], grid.checkpoints, "batched")
+    (store / f"{cid}.pkl").write_bytes(b"\x80\x05truncated")
+    (store / "0123.pkl").write_bytes(b"not a chunk")
+    out.unlink()
+    run_grid(grid, out=out, n_jobs=1, progress=False)
+    assert out.read_bytes() == reference
+    meta = json.loads((tmp_path / "r.meta.json").read_text())
+    assert meta["chunks_resumed"] == 0 and meta["chunks_computed"] == len(chunks)
+
+
+RESUME_SPEC = """
+name = "resume"
+[grid]
+num_train = [500, 1000, 2000]
+lr = [0.01, 0.03, 0.1]
+loss = ["squared", "huber"]
+epoch = [5, 20]
+replicates = 8
+num_val = 100
+"""
+
+
+def _study(*args, cwd):
+    return [sys.executable, "-m", "study", *map(str, args)]
+
+
+def test_study_run_killed_midway_resumes_to_the_same_csv(tmp_path):
+    spec = tmp_path / "resume.toml"
+    spec.write_text(RESUME_SPEC)
+    common = ["--jobs", "1", "--chunk-size", "4", "--quiet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(_study("run", spec, "--out", tmp_path / "whole.csv", *common, cwd=tmp_path), check=True, env=env)
+
+    out = tmp_path / "killed.csv"
+    store = tmp_path / "killed.csv.chunks"
+    proc = subprocess.Popen(_study("run", spec, "--out", out, *common, cwd=tmp_path), env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(store.glob("*.pkl"))) < 5:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = len(list(store.glob("*.pkl")))
+    assert not out.exists() and 5 <= saved < 36  # killed midway: some chunks saved, no CSV
+
+    subprocess.run(_study("run", spec, "--out", out, *common, cwd=tmp_path), check=True, env=env)
+    assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    meta = json.loads((tmp_path / "killed.meta.json").read_text())
+    assert meta["chunks_resumed"] == saved
+    assert meta["chunks_computed"] == 36 - saved  # 144 runs in chunks of 4: only the unsaved ones
+    assert not store.exists()
+
+
+def test_study_run_fresh_recomputes_everything(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[grid]\nnum_train = [20]\nlr = [0.1]\nepoch = [1]\nnum_val = 10\n')
+    store = tmp_path / "s.csv.chunks"
+    store.mkdir()
+    subprocess.run(_study("run", spec, "--out", tmp_path / "s.csv", "--jobs", "1", "--quiet", "--fresh", cwd=tmp_path),
+                   check=True)
+    meta = json.loads((tmp_path / "s.meta.json").read_text())
+    assert meta["chunks_computed"] == 1 and meta["chunks_resumed"] == 0
