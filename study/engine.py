@@ -45,9 +45,9 @@ CHUNK_MEMORY_BUDGET = 192 * 2**20
 def max_chunk_runs(num_train: int, num_val: int, num_inputs: int, budget: int = CHUNK_MEMORY_BUDGET) -> int:
     """How many runs of this size fit one chunk's memory budget (at least 1).
 
-    Per run the engine holds its examples z = (x, 1, y), n_total x (d + 2) floats, a shuffled
-    copy of the training part, and at checkpoints a per-run copy and a product of the same
-    size: about 4 (d + 2) n_total float32 numbers.
+    Per run the engine holds its examples z = (x, 1, y), n_total x (d + 2) floats, its own copy
+    for the checkpoints, a shuffled copy of the training part, and at checkpoints vectors of
+    n_total: about 4 (d + 2) n_total float32 numbers.
     """
     per_run = 4 * (num_inputs + 2) * (num_train + num_val) * 4
     return max(1, budget // per_run)
@@ -156,8 +156,8 @@ def train_batched(runs: Sequence[Run], checkpoints: Sequence[int], device: str |
     Each example is stored as z = (x, 1, y) and each run's parameters as θ = (w, b, −1), so
     that one product and one sum give the residual r = z·θ = xw + b − y, and one more the
     update of (w, b). The derivative of the loss is clamp(s·r, lo, hi): s = 2, lo/hi = ∓inf
-    for squared; s = 1/σ, lo/hi = ∓1 for Huber (3.5.1). Each step is then six small kernels,
-    whatever mix of losses the chunk holds.
+    for squared; s = 1/σ, lo/hi = ∓1 for Huber (3.5.1). Each step is then a handful of small
+    kernels, whatever mix of losses the chunk holds.
     """
     _check_chunk(runs, checkpoints)
     device = torch.device(device)
@@ -174,8 +174,11 @@ def train_batched(runs: Sequence[Run], checkpoints: Sequence[int], device: str |
     d = datas_[0].num_inputs
     starts = torch.cat([draw_initial_weight(d, data.generator) for data in datas_])  # (S, d)
     Z = torch.stack([torch.cat([data.X, torch.ones_like(data.y), data.y], 1).T for data in datas_]).to(device)  # (S, d+2, n_total)
-    shared = len(datas_) < K  # several runs per stream: shuffle per stream, then copy per run
     index = run_stream.to(device)
+    # Runs sharing a stream read its data through `index`; each run's own copy is made once,
+    # for the full-batch checkpoints (the steps copy only the minibatch they use).
+    shared = len(datas_) < K
+    ZK = Z.index_select(0, index) if shared else Z  # (K, d+2, n_total)
 
     theta = torch.zeros(K, d + 2, device=device)  # (K, d+2) = (w, b, -1)
     theta[:, :d] = starts[run_stream].to(device)
@@ -188,38 +191,47 @@ def train_batched(runs: Sequence[Run], checkpoints: Sequence[int], device: str |
     lr = torch.tensor([r.lr for r in runs], device=device)[:, None]
     is_mean = torch.tensor([r.reduction == "mean" for r in runs], device=device)[:, None]
 
+    any_huber = bool(huber.any())
+
     def per_example_loss(r: torch.Tensor) -> torch.Tensor:
+        sq = r.square()
+        if not any_huber:
+            return sq
         a = r.abs()
-        return torch.where(huber & (a > sigma), a - sigma / 2, torch.where(huber, r.square() / (2 * sigma), r.square()))
+        return torch.where(huber, torch.where(a > sigma, a - sigma / 2, sq / (2 * sigma)), sq)
 
     record = _Recorder()
 
     def checkpoint(steps: int) -> None:
-        ZK = Z[index] if shared else Z  # (K, d+2, n_total)
-        r = (ZK * theta[:, :, None]).sum(1)  # (K, n_total)
+        r = torch.bmm(theta[:, None, :], ZK)[:, 0]  # (K, n_total): one product per run, no temporaries
         r_train, r_val = r[:, :n], r[:, n:]
         g = torch.clamp(r_train * scale, lo, hi) / n  # (K, n) d(mean loss)/dr
-        grad = (ZK[:, : d + 1, :n] * g[:, None, :]).sum(2)  # (K, d+1)
+        grad = torch.bmm(ZK[:, : d + 1, :n], g[:, :, None])[:, :, 0]  # (K, d+1)
         record.add(theta[:, :d], theta[:, d], per_example_loss(r_train).mean(1), r_val.square().mean(1),
                    grad[:, :d], grad[:, d], steps)
 
-    # Step sizes: −lr/m for `mean` (m the minibatch's size, smaller for the ragged last one).
-    bounds = [(a, min(a + bs, n)) for a in range(0, n, bs)]
-    step_size = {m: -torch.where(is_mean, lr / m, lr) for m in {b - a for a, b in bounds}}  # (K, 1)
+    # Minibatches are bs wide; the ragged last one is padded with z = 0, which adds exactly 0
+    # to every sum. Step sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
+    T = math.ceil(n / bs)
+    sizes = [min(bs, n - t * bs) for t in range(T)]
+    step_size = {m: -torch.where(is_mean, lr / m, lr) for m in set(sizes)}  # (K, 1)
+    Zpad = torch.cat([Z, torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n_total + 1)
+    pad = torch.full((len(datas_), T * bs - n), Z.shape[2], device=device)
     wanted = set(checkpoints)
     steps = 0
     checkpoint(steps)
     for epoch in range(1, max(checkpoints) + 1):
-        order = torch.stack([data.permutation() for data in datas_]).to(device)  # (S, n)
-        Zp = torch.gather(Z[:, :, :n], 2, order[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, n)
-        if shared:
-            Zp = Zp[index]  # (K, d+2, n)
-        for a, b in bounds:
-            Zb = Zp[:, :, a:b]  # (K, d+2, m)
-            r = (Zb * theta[:, :, None]).sum(1)  # (K, m)
-            g = torch.clamp(r.mul_(scale), lo, hi).mul_(step_size[b - a])  # (K, m)
+        order = torch.cat([torch.stack([data.permutation() for data in datas_]).to(device), pad], 1)  # (S, T*bs)
+        Zp = torch.gather(Zpad, 2, order[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
+        Zp = Zp.view(-1, d + 2, T, bs).permute(2, 0, 1, 3).contiguous()  # (T, S, d+2, bs): a step's block is contiguous
+        for t, m in enumerate(sizes):
+            Zb = Zp[t]  # (S, d+2, bs)
+            if shared:
+                Zb = Zb.index_select(0, index)  # (K, d+2, bs)
+            r = (Zb * theta[:, :, None]).sum(1)  # (K, bs) residuals
+            g = torch.clamp(r.mul_(scale), lo, hi).mul_(step_size[m])  # (K, bs)
             theta[:, : d + 1] += (Zb[:, : d + 1] * g[:, None, :]).sum(2)
-        steps += len(bounds)
+        steps += T
         if epoch in wanted:
             checkpoint(steps)
 
