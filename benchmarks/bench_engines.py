@@ -142,12 +142,8 @@ def main() -> None:
         pair = ex5[(ex5["jobs"] == jobs) & (ex5["device"] == "cpu")].set_index("engine")["wall_s"]
         if {"reference", "batched"} <= set(pair.index):
             print(f"ex5, {jobs} worker(s): batched is {pair['reference'] / pair['batched']:.0f}x faster than reference")
-    if args.out.exists() and args.device == "cpu":
-        old = pd.read_csv(args.out)
-        table = pd.concat([table, old[old["device"] != "cpu"]], ignore_index=True)  # keep earlier GPU rows
-    elif args.out.exists():
-        old = pd.read_csv(args.out)
-        table = pd.concat([old[old["device"] == "cpu"], table], ignore_index=True)
+    if args.out.exists():  # rows not measured this time (the reference's, a GPU's) are kept
+        table = pd.concat([pd.read_csv(args.out), table], ignore_index=True)
         table = table.drop_duplicates(["workload", "engine", "jobs", "device"], keep="last")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

@@ -39,7 +39,7 @@ ENGINES = ("batched", "reference")
 DIVERGENCE_FACTOR = 100.0
 #: Bytes one chunk may hold on its device. With one chunk per worker this bounds a grid's
 #: memory by workers x budget, however many runs the grid has.
-CHUNK_MEMORY_BUDGET = 192 * 2**20
+CHUNK_MEMORY_BUDGET = 128 * 2**20
 
 
 def max_chunk_runs(num_train: int, num_val: int, num_inputs: int, budget: int = CHUNK_MEMORY_BUDGET) -> int:

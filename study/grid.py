@@ -196,10 +196,6 @@ class Grid:
         """The spec as plain data (what the TOML ``[grid]`` table holds, plus name/description)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @property
-    def spec_hash(self) -> str:
-        return _sha256({k: v for k, v in self.to_dict().items() if k not in ("name", "description")})
-
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

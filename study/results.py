@@ -49,7 +49,10 @@ def to_frame(runs: Sequence[Run], checkpoints: Sequence[int], result: ChunkResul
     d = result.w_true.shape[0]
 
     def per_row(values: Sequence[Any]) -> np.ndarray:  # one value per run, repeated per checkpoint
-        return np.repeat(np.asarray(values), C)
+        array = np.asarray(values)
+        if array.dtype.kind == "U":  # object cells that share the run's str, not a new str per row
+            array = np.asarray(values, dtype=object)
+        return np.repeat(array, C)
 
     cols: dict[str, Any] = {}
     for axis in AXES:
@@ -84,8 +87,10 @@ def to_frame(runs: Sequence[Run], checkpoints: Sequence[int], result: ChunkResul
 def finish(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate chunk frames in grid order (run, then epoch): never in completion order."""
     df = pd.concat(frames, ignore_index=True)
-    df = df.sort_values(["_index", "epoch"], kind="stable").drop(columns="_index")
-    return df.reset_index(drop=True)
+    index = df.pop("_index").to_numpy()
+    df = df.take(np.lexsort((df["epoch"].to_numpy(), index)))  # one copy, whatever the size
+    df.index = pd.RangeIndex(len(df))
+    return df
 
 
 def _umask() -> int:
