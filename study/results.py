@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ from .grid import AXES, Run
 
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "ERROR_METRICS", "to_frame", "finish", "write_csv", "write_json",
-    "atomic_write", "summarize", "read_results", "default_by",
+    "atomic_write", "summarize", "read_results", "default_by", "PowerLaw", "fit_power_law",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; saved chunks of another
@@ -185,3 +186,55 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | None = None, stats: Sequence
         for stat in stats:
             out[f"{metric}_{stat}"] = finite[metric].agg(_STATS[stat])
     return out.reset_index()
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y ≈ prefactor · x^slope, with a bootstrap interval for the slope."""
+
+    slope: float
+    prefactor: float
+    low: float  # 2.5% bootstrap quantile of the slope
+    high: float  # 97.5%
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.prefactor * np.asarray(x, dtype=float) ** self.slope
+
+
+def fit_power_law(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> PowerLaw:
+    """Fit y ≈ c · x^k by least squares on the logs of the per-x medians.
+
+    Parameters
+    ----------
+    x, y : sequences of positive numbers, one pair per run (several runs per x).
+    n_boot : int, default=1000
+        Bootstrap resamples (runs resampled within each x) for the 95% interval of k.
+    seed : int, default=0
+        Seeds the bootstrap, so the interval is reproducible.
+
+    Examples
+    --------
+    >>> x = np.repeat([10, 100, 1000], 5); fit = fit_power_law(x, 3.0 * x ** -0.5)
+    >>> round(fit.slope, 6), round(fit.prefactor, 6)
+    (-0.5, 3.0)
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y = x[keep], y[keep]
+    levels = np.unique(x)
+    if len(levels) < 2:
+        raise ValueError(f"A power law needs positive values at two x or more; got x levels {levels.tolist()}.")
+    groups = [np.log(y[x == level]) for level in levels]
+    lx = np.log(levels)
+
+    def slope_of(medians: np.ndarray) -> tuple[float, float]:
+        k, logc = np.polyfit(lx, medians, 1)
+        return float(k), float(logc)
+
+    k, logc = slope_of(np.array([np.median(g) for g in groups]))
+    rng = np.random.default_rng(seed)
+    boot = [
+        slope_of(np.array([np.median(rng.choice(g, size=len(g))) for g in groups]))[0] for _ in range(n_boot)
+    ]
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return PowerLaw(slope=k, prefactor=float(np.exp(logc)), low=float(low), high=float(high))
