@@ -390,3 +390,49 @@ def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".
     (out_dir / "results").mkdir(parents=True, exist_ok=True)
     (out_dir / "results" / "answers.md").write_text(answers + "\n", encoding="utf-8")
     return outcomes
+
+
+# --- figures of any results table (study plot) ---------------------------------------------
+
+#: Figures `study plot` draws from any results table: the error against one axis.
+GENERIC_FIGURES = {"error-vs-num_train": "num_train", "error-vs-epoch": "epoch", "error-vs-lr": "lr",
+                   "heatmap": None}
+_FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
+
+
+def figure_names() -> list[str]:
+    """What ``study plot --figure`` accepts: the generic figures and every exercise's figures."""
+    exercise = ["ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients", "ex4_lr_epochs", "ex5_data_size"]
+    return [*GENERIC_FIGURES, *exercise]
+
+
+def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str | None = None) -> plt.Figure:
+    """One figure from a results table: a generic one, or an exercise's (from its raw table)."""
+    if name not in figure_names():
+        raise ValueError(f"The 'figure' parameter of draw_figure must be one of {figure_names()}. Got {name!r} instead.")
+    if y not in df.columns:
+        raise ValueError(f"The 'y' parameter of draw_figure must be a column of the table. Got {y!r} instead.")
+    if name not in GENERIC_FIGURES:
+        study = next(s for s in STUDIES.values() if name.startswith(s.name.split("_")[0] + "_"))
+        figures = study.analyse(df).figures
+        for other, fig in figures.items():
+            if other != name:
+                plt.close(fig)
+        return figures[name]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if name == "heatmap":
+        lr_epoch_heatmap(df, value=y, ax=ax)
+        return fig
+    x = GENERIC_FIGURES[name]
+    data = df[df["epoch"] > 0] if x == "epoch" else df[df["epoch"] == df["epoch"].max()]
+    if hue is None:
+        varying = [a for a in ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size")
+                   if a != x and df[a].nunique() > 1]
+        hue = varying[0] if varying else None
+    error_curve(data, x=x, y=y, hue=hue, floor=_FLOORS.get(y), ax=ax, legend="outside")
+    pooled = [a for a in ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size")
+              if a not in (x, hue) and data[a].nunique() > 1]
+    title = [] if x == "epoch" else [f"after {int(data['epoch'].max())} epochs"]
+    title += [f"pooled over {', '.join(pooled)}"] if pooled else []
+    ax.set_title("; ".join(title))
+    return fig

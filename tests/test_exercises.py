@@ -70,3 +70,28 @@ def test_every_study_has_its_spec():
     for study in STUDIES.values():
         full, small = study_grid(study), study_grid(study, quick=True)
         assert full.name == study.name and len(small.runs()) < len(full.runs())
+
+
+def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
+    from study.exercises import draw_figure
+
+    out, _ = quick
+    raw = pd.read_csv(out / "results" / "raw" / "ex4_lr_epochs.csv")
+    fig = draw_figure(raw, "error-vs-epoch")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_legend().get_title().get_text() == "lr"
+    assert len(draw_figure(raw, "heatmap").axes) == 2  # the heatmap and its colour bar
+    assert draw_figure(raw, "ex4_lr_epochs").axes[0].get_title().startswith("median")
+    raw5 = pd.read_csv(out / "results" / "raw" / "ex5_data_size.csv")
+    assert "pooled over loss" in draw_figure(raw5, "error-vs-num_train").axes[0].get_title()
+
+
+def test_draw_figure_refuses_unknown_names_and_columns(quick):
+    from study.exercises import draw_figure
+
+    out, _ = quick
+    raw = pd.read_csv(out / "results" / "raw" / "ex4_lr_epochs.csv")
+    with pytest.raises(ValueError, match=r"The 'figure' parameter of draw_figure must be one of \['error-vs-num_train'"):
+        draw_figure(raw, "scatter")
+    with pytest.raises(ValueError, match=r"The 'y' parameter of draw_figure must be a column of the table\. Got 'nope'"):
+        draw_figure(raw, "heatmap", y="nope")
