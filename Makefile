@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/study demo
+	$(BIN)/study exercises
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

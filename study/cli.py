@@ -1,7 +1,7 @@
-"""The ``study`` command: run | table | demo.
+"""The ``study`` command: run | table | plot | exercises | demo.
 
 Exit status: 0 on success, 2 for bad input (a one-line message, no traceback, nothing
-written), 1 for a failure at run time.
+written), 1 for a failure at run time, 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Sequence
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Failed chunks listed one per line; past this many, a count of the others.
+_MAX_FAILURES_SHOWN = 10
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,20 +40,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _build_parser() -> _Parser:
     from .engine import ENGINES
-    from .runner import BACKENDS
+    from .runner import BACKENDS, DEFAULT_CHUNK_TIMEOUT
 
     parser = _Parser(prog="study", description="Estimation error of minibatch SGD on d2l's concise linear regression.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="train every run of a TOML grid and write the tidy CSV")
     run.add_argument("spec", type=Path, help="the TOML spec (see experiments/)")
-    run.add_argument("--out", type=Path, help="output CSV (default: results/NAME.csv)")
+    run.add_argument("--out", type=Path, help="output CSV (default: results/raw/NAME.csv)")
     run.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: all cores, or one per GPU)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     run.add_argument("--engine", choices=ENGINES, default="batched")
-    run.add_argument("--backend", choices=BACKENDS, default="loky")
+    run.add_argument("--backend", choices=BACKENDS, default="loky",
+                     help="a joblib backend, or dask: a Dask cluster (--scheduler), else a local one")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="with --backend dask: tcp://HOST:PORT of a running `dask scheduler`, or its scheduler file")
+    run.add_argument("--chunk-timeout", type=_seconds, metavar="SECONDS",
+                     help=f"with --backend dask: give up a chunk after this long on the cluster "
+                          f"(default {DEFAULT_CHUNK_TIMEOUT:g})")
     run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk")
     run.add_argument("--fresh", action="store_true", help="ignore chunks saved by an interrupted run")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -60,6 +78,21 @@ def _build_parser() -> _Parser:
     table.add_argument("csv", type=Path)
     table.add_argument("--by", help="comma-separated columns that define a cell (default: the axes that vary)")
     table.add_argument("--out", type=Path, help="write the full summary (all statistics) to this CSV")
+
+    exercises = sub.add_parser("exercises", help="answer the section's five exercises: tables, figures, answers")
+    exercises.add_argument("--quick", action="store_true", help="smaller grids, in seconds (into exercises-quick/)")
+    exercises.add_argument("--only", help="comma-separated exercise numbers (default: all five)")
+    exercises.add_argument("--out-dir", type=Path, help="where results/ and figures/ go (default: '.', or exercises-quick/)")
+    exercises.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: as many as pay off)")
+    exercises.add_argument("--quiet", action="store_true", help="no progress bars, no report")
+
+    plot = sub.add_parser("plot", help="draw a figure from a results CSV (PNG and SVG)")
+    plot.add_argument("csv", type=Path)
+    plot.add_argument("--figure", required=True, help="error-vs-num_train | error-vs-epoch | error-vs-lr | heatmap, or an "
+                      "exercise's figure (ex1_reduction, ..., ex5_data_size) drawn from its raw table")
+    plot.add_argument("--y", default="w_err_norm", help="the error column to draw (default: w_err_norm)")
+    plot.add_argument("--hue", help="the column whose values get one line each (default: the first axis that varies)")
+    plot.add_argument("--out", type=Path, help="PNG path, an SVG is written beside it (default: figures/CSVSTEM_FIGURE.png)")
 
     demo = sub.add_parser("demo", help="the seed's own example: lr 0.03, 3 epochs, w=[2, -3.4], b=4.2")
     demo.add_argument("--seed", type=int, default=0)
@@ -73,12 +106,35 @@ def _build_parser() -> _Parser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .grid import load_grid
     from .results import default_by, summarize
-    from .runner import check_output, run_grid
+    from .runner import ChunksFailed, check_output, run_grid
 
-    grid = load_grid(args.spec)
-    out = check_output(args.out or Path("results") / f"{grid.name}.csv")
-    df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
-                  resume=not args.fresh, progress=not args.quiet, chunk_size=args.chunk_size)
+    # Warnings about the spec (duplicate values) are shown once it is accepted: a refused
+    # spec gets its one line of error and nothing else.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grid = load_grid(args.spec)
+        # raw tables go to results/raw/ (git-ignored), clear of the exercises' committed summaries
+        out = check_output(args.out or Path("results") / "raw" / f"{grid.name}.csv")
+    for warning in caught:
+        _one_line_warning(warning.message, warning.category, warning.filename, warning.lineno)
+    store = out.with_name(out.name + ".chunks")
+    try:
+        df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
+                      resume=not args.fresh, progress=not args.quiet, chunk_size=args.chunk_size,
+                      scheduler=args.scheduler, chunk_timeout=args.chunk_timeout)
+    except ChunksFailed as err:
+        for failure in err.failures[:_MAX_FAILURES_SHOWN]:
+            print(f"study: failed: {failure}", file=sys.stderr)
+        if len(err.failures) > _MAX_FAILURES_SHOWN:
+            print(f"study: failed: ... and {len(err.failures) - _MAX_FAILURES_SHOWN} more chunks "
+                  f"(all listed in {out.stem}.partial.meta.json)", file=sys.stderr)
+        print(f"study: failed: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        kept = len(list(store.glob("*.pkl"))) if store.is_dir() else 0
+        print(f"study: interrupted; {kept} finished chunks are kept in {store}; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not args.quiet:
         runs = len(df) // len(grid.checkpoints)
         print(f"wrote {out} ({runs} runs, {len(df)} rows) and {out.with_name(out.stem + '.meta.json').name}")
@@ -107,6 +163,43 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
         write_csv(summary, check_output(args.out))
     _print_medians(summary)
+    return EXIT_OK
+
+
+def _cmd_exercises(args: argparse.Namespace) -> int:
+    import time
+
+    from .exercises import STUDIES, run_exercises
+
+    numbers = None
+    if args.only:
+        try:
+            numbers = [int(n) for n in args.only.split(",") if n.strip()]
+        except ValueError:
+            raise ValueError(f"The '--only' option must be comma-separated numbers among {sorted(STUDIES)}. "
+                             f"Got {args.only!r} instead.") from None
+    out_dir = args.out_dir or Path("exercises-quick" if args.quick else ".")
+    started = time.perf_counter()
+    run_exercises(numbers, quick=args.quick, out_dir=out_dir, n_jobs=args.jobs, progress=not args.quiet,
+                  log=(lambda _: None) if args.quiet else print)
+    if not args.quiet:
+        print(f"done in {time.perf_counter() - started:.1f} s; answers in {out_dir / 'results' / 'answers.md'}")
+    return EXIT_OK
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .exercises import draw_figure, figure_names
+    from .plots import save_figure
+    from .results import read_results
+
+    if args.figure not in figure_names():
+        raise ValueError(f"The '--figure' option must be one of {figure_names()}. Got {args.figure!r} instead.")
+    out = args.out or Path("figures") / f"{args.csv.stem}_{args.figure}.png"
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"The '--out' option must be a path ending in .png. Got {str(out)!r} instead.")
+    fig = draw_figure(read_results(args.csv), args.figure, y=args.y, hue=args.hue)
+    written = save_figure(fig, out)
+    print("wrote " + " and ".join(map(str, written)))
     return EXIT_OK
 
 
@@ -143,8 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        command = {"run": _cmd_run, "table": _cmd_table, "demo": _cmd_demo}[args.command]
+        command = {"run": _cmd_run, "table": _cmd_table, "exercises": _cmd_exercises, "plot": _cmd_plot, "demo": _cmd_demo}[args.command]
         return command(args)
+    except SystemExit as done:  # argparse after --help: main returns its status, as for every other path
+        return done.code if isinstance(done.code, int) else EXIT_OK
     except _UsageError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
@@ -153,7 +248,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("study: interrupted; finished chunks are kept, run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as err:  # a failure at run time: one line, the kind and the message
         print(f"study: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE

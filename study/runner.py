@@ -1,30 +1,53 @@
-"""run_grid: a grid cut into chunks, dispatched with joblib over the available devices.
+"""run_grid: a grid cut into chunks, dispatched over the available devices, on one machine or a cluster.
 
 Chunks hold runs of one (num_train, batch_size), so that they share a step schedule; their
 size follows the engine's memory budget. Every chunk is a pure function of its runs, so the
 table does not depend on the number of workers, the chunking, the backend or the order in
 which chunks finish.
 
+Dispatch: joblib on one machine (``loky`` and the other joblib backends); the distributed
+Client directly for ``backend="dask"``. joblib's own Dask backend is not used: when a task keeps
+killing its worker, Dask gives up on it (KilledWorker) but joblib never hears of it and waits
+forever, and a failure there cannot be told apart by chunk. Here every chunk ends, with its rows
+or a failure, within ``chunk_timeout`` seconds per attempt (see ``_dask_results``).
+
+Failures: a chunk that raises, or whose worker dies under it, is reported (a ChunkFailure: its
+runs, the grid cells they span, the reason); the other chunks go on and are saved. run_grid then
+raises ChunksFailed, after writing what finished as ``NAME.partial.csv``; a rerun computes only
+the chunks that are missing.
+
 Resume: with an output path, each finished chunk is saved atomically in ``OUT.chunks/`` as it
-arrives. A chunk file's name is a hash of the schema version, the engine, the checkpoints and
-the run keys of the chunk, so a file from another spec, engine or schema is never taken for
-one of this run's. A rerun loads what is saved and computes the rest; ``resume=False`` starts
+arrives, with a digest of its contents. A chunk file's name is a hash of the schema version, the
+engine, the checkpoints and the run keys of the chunk, so a file from another spec, engine or
+schema is never taken for one of this run's, and a truncated or damaged file fails its digest
+and is recomputed. A rerun loads what is saved and computes the rest; ``resume=False`` starts
 over. Once the CSV is written the folder is removed.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime
+import glob
 import hashlib
+import logging
 import os
 import pickle
-import shutil
 import platform
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import joblib
 import numpy as np
@@ -32,18 +55,73 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import engine as engines
-from ._checks import check_choice, fail
-from .grid import Grid, Run
 from . import __version__
+from . import engine as engines
+from ._checks import check_choice, check_real, fail
+from .grid import RUN_AXES, Grid, Run
 from .results import SCHEMA_VERSION, atomic_write, finish, to_frame, write_csv, write_json
 
-__all__ = ["run_grid", "plan_chunks", "resolve_devices", "BACKENDS", "DEFAULT_CHUNK_RUNS"]
+__all__ = [
+    "run_grid", "plan_chunks", "resolve_devices", "check_output", "ChunkFailure", "ChunksFailed",
+    "BACKENDS", "DEFAULT_CHUNK_RUNS", "DEFAULT_CHUNK_TIMEOUT",
+]
 
-BACKENDS = ("loky", "multiprocessing", "threading", "sequential")
+#: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
+#: "multiprocessing" backend cannot), and Dask.
+BACKENDS = ("loky", "threading", "sequential", "dask")
 #: Upper bound on runs per chunk: large enough to amortise Python overhead per SGD step,
 #: small enough that a grid splits into work for every core and resumes at a fine grain.
 DEFAULT_CHUNK_RUNS = 256
+#: Seconds one attempt of a chunk may take on a Dask cluster before it is given up. A chunk
+#: under the memory budget takes seconds to minutes; an hour leaves room for the reference
+#: engine and slow workers, and still ends a run whose workers hang or are gone.
+DEFAULT_CHUNK_TIMEOUT = 3600.0
+#: Seconds to wait for a Dask scheduler to answer before giving up on it.
+DASK_CONNECT_TIMEOUT = 30
+#: How often, at most, the Dask loop wakes to check deadlines and the workers it has.
+_DASK_POLL_S = 0.5
+#: A saved chunk starts with this line, then the sha256 of the pickle that follows it.
+_CHUNK_MAGIC = b"study-chunk 2\n"
+_WHERE = "parameter of run_grid"
+
+
+@dataclass(frozen=True)
+class ChunkFailure:
+    """A chunk that gave no rows: which runs it held and why."""
+
+    chunk_id: str
+    runs: int  # how many runs the chunk held
+    cells: str  # the grid coordinates its runs span, e.g. "num_train=13, batch_size=32, lr=[0.01, 0.1]"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"chunk {self.chunk_id[:12]} ({self.runs} runs: {self.cells}): {self.reason}"
+
+
+class ChunksFailed(RuntimeError):
+    """Some chunks gave no rows; the others were saved (and written as ``NAME.partial.csv``).
+
+    Attributes
+    ----------
+    failures : list of ChunkFailure
+    partial : DataFrame or None
+        The rows of the runs that finished, in grid order (None if none did).
+    partial_path : Path or None
+        Where those rows were written, when run_grid had an output path.
+    """
+
+    def __init__(self, failures: Sequence[ChunkFailure], n_chunks: int, n_runs: int,
+                 partial: pd.DataFrame | None = None, partial_path: Path | None = None, resumable: bool = False) -> None:
+        self.failures = list(failures)
+        self.partial = partial
+        self.partial_path = partial_path
+        failed_runs = sum(f.runs for f in self.failures)
+        message = f"{len(self.failures)} of {n_chunks} chunks ({failed_runs} of {n_runs} runs) failed"
+        if partial_path is not None:
+            message += f"; the runs that finished are in {partial_path}"
+        if resumable:
+            message += "; run again to compute only the failed chunks"
+        super().__init__(message)
 
 
 def plan_chunks(runs: Sequence[Run], chunk_size: int | None = None) -> list[list[Run]]:
@@ -73,7 +151,7 @@ def resolve_devices(device: str) -> list[str]:
     """``auto``: every CUDA GPU when there are any, else the CPU. ``cpu``, ``cuda`` (all GPUs)
     and ``cuda:N`` name devices directly."""
     if not isinstance(device, str):
-        fail("device", "parameter of run_grid", "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
+        fail("device", _WHERE, "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "auto":
         return [f"cuda:{i}" for i in range(gpus)] or ["cpu"]
@@ -81,13 +159,13 @@ def resolve_devices(device: str) -> list[str]:
         return ["cpu"]
     if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
         if gpus == 0:
-            fail("device", "parameter of run_grid", "a device that exists (this machine has no CUDA GPU)", device)
+            fail("device", _WHERE, "a device that exists (this machine has no CUDA GPU)", device)
         if device == "cuda":
             return [f"cuda:{i}" for i in range(gpus)]
         if int(device[5:]) >= gpus:
-            fail("device", "parameter of run_grid", f"a CUDA device in 0..{gpus - 1}", device)
+            fail("device", _WHERE, f"a CUDA device in 0..{gpus - 1}", device)
         return [device]
-    fail("device", "parameter of run_grid", "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
+    fail("device", _WHERE, "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
 
 
 #: Seconds a new worker process takes to start and import torch (measured: about 1.5-2 s).
@@ -95,11 +173,13 @@ WORKER_START_S = 2.0
 
 
 def _worker_count(n_jobs: int, devices: list[str], todo: list[list[Run]], max_epoch: int) -> int:
-    """Workers for the chunks to do. An explicit n_jobs is obeyed (up to one per chunk). With
-    -1: one per GPU, or on CPUs as many as pay for their start-up: a grid of a second's work
-    runs in this process, since starting workers would cost more than it saves."""
+    """Workers for the chunks to do. An explicit n_jobs is obeyed up to one per chunk and, on
+    CPUs, one per core: each worker trains with one torch thread, so workers x threads never
+    exceeds the cores. With -1: one per GPU, or on CPUs as many as pay for their start-up: a
+    grid of a second's work runs in this process, since starting workers would cost more than
+    it saves."""
     if n_jobs != -1:
-        wanted = n_jobs
+        wanted = n_jobs if devices[0].startswith("cuda") else min(n_jobs, joblib.cpu_count())
     elif devices[0].startswith("cuda"):
         wanted = len(devices)
     else:
@@ -109,49 +189,113 @@ def _worker_count(n_jobs: int, devices: list[str], todo: list[list[Run]], max_ep
 
 
 def _train_chunk(chunk: list[Run], checkpoints: list[int], engine: str, device: str, cid: str):
-    """One task: a chunk trained on one device with one torch thread (no oversubscription)."""
-    threads = torch.get_num_threads()
+    """One task: a chunk trained on one device with one torch thread.
+
+    Returns ``(cid, frame, None)``, or ``(cid, None, reason)`` when training raised: a failed
+    chunk is recorded and reported, never fatal to the others.
+    """
+    # One torch thread per task, so that tasks x threads stays within the cores. Not restored:
+    # on a Dask worker with several threads a restore would race with the tasks beside it;
+    # run_grid restores its caller's setting for the chunks it trains in its own process.
     torch.set_num_threads(1)
     try:
         train = engines.train_batched if engine == "batched" else engines.train_reference
-        return cid, to_frame(chunk, checkpoints, train(chunk, checkpoints, device))
-    finally:
-        torch.set_num_threads(threads)
+        return cid, to_frame(chunk, checkpoints, train(chunk, checkpoints, device)), None
+    except Exception as err:  # whatever broke in this chunk, the others go on
+        return cid, None, _one_line(err)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _load_chunk(path: Path, cid: str, expected_rows: int) -> pd.DataFrame | None:
-    """A saved chunk, or None if it is missing, truncated, or not this chunk."""
+    """A saved chunk, or None if it is missing, truncated, damaged, or not this chunk."""
     try:
-        with open(path, "rb") as f:
-            saved = pickle.load(f)
+        data = path.read_bytes()
+        head = len(_CHUNK_MAGIC)
+        digest, payload = data[head : head + 32], data[head + 32 :]
+        # The digest is checked before unpickling: a damaged file is never read as a chunk.
+        if not data.startswith(_CHUNK_MAGIC) or hashlib.sha256(payload).digest() != digest:
+            return None
+        saved = pickle.loads(payload)
         ok = saved["chunk_id"] == cid and saved["schema"] == SCHEMA_VERSION and len(saved["frame"]) == expected_rows
         return saved["frame"] if ok else None
-    except Exception:  # a truncated or foreign file is recomputed, whatever broke in reading it
+    except Exception:  # an unreadable or foreign file is recomputed, whatever broke in reading it
         return None
 
 
 def _save_chunk(path: Path, cid: str, frame: pd.DataFrame) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            pickle.dump({"chunk_id": cid, "schema": SCHEMA_VERSION, "frame": frame}, f, protocol=5)
-
-    atomic_write(path, write)
+    payload = pickle.dumps({"chunk_id": cid, "schema": SCHEMA_VERSION, "frame": frame}, protocol=5)
+    data = _CHUNK_MAGIC + hashlib.sha256(payload).digest() + payload
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def check_output(out: str | Path) -> Path:
-    """Refuse an output path that cannot be written, before any work starts."""
-    out = Path(out)
+    """Refuse an output path that cannot be written, before any work starts.
+
+    The nearest folder that exists on the way to ``out`` must take a new file: a probe file is
+    created there and removed at once, which also catches what permission bits do not say
+    (a read-only file system, ``/proc``, a user allowed everything but the disk).
+    """
+    try:
+        out = Path(out)
+    except TypeError:
+        fail("out", _WHERE, "a path ending in .csv", out)
     if out.suffix.lower() != ".csv":
-        fail("out", "parameter of run_grid", "a path ending in .csv", str(out))
-    if out.is_dir():
-        fail("out", "parameter of run_grid", "a file path, not a folder", str(out))
-    parent = out.parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        fail("out", "parameter of run_grid", "a path in a folder that can be written", str(out))
-    if out.exists() and not os.access(out, os.W_OK):
-        fail("out", "parameter of run_grid", "a file that can be written", str(out))
+        fail("out", _WHERE, "a path ending in .csv", str(out))
+    try:
+        if out.is_dir():
+            fail("out", _WHERE, "a file path, not a folder", str(out))
+        existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            fail("out", _WHERE, "a path in a folder that can be written", str(out))
+        if out.exists() and not os.access(out, os.W_OK):
+            fail("out", _WHERE, "a file that can be written", str(out))
+        fd, probe = tempfile.mkstemp(prefix=".study-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:  # too long a name, a read-only file system, no space left...
+        fail("out", _WHERE, f"a path that can be written ({err.strerror or err})", str(out))
     return out
+
+
+_ADDRESS = re.compile(r"(?:(tcp|tls)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+
+
+def _check_scheduler(scheduler: Any, backend: str) -> str | None:
+    """The scheduler as Dask's Client takes it: 'tcp://HOST:PORT' (a bare HOST:PORT gets tcp://),
+    'tls://HOST:PORT', or the path of a scheduler file (``dask scheduler --scheduler-file``)."""
+    if scheduler is None:
+        return None
+    if backend != "dask":
+        fail("scheduler", _WHERE, "None unless backend is 'dask'", scheduler)
+    if isinstance(scheduler, os.PathLike):
+        scheduler = os.fspath(scheduler)
+    allowed = "'tcp://HOST:PORT', 'HOST:PORT' or an existing scheduler file ending in .json"
+    if not isinstance(scheduler, str):
+        fail("scheduler", _WHERE, allowed, scheduler)
+    if scheduler.endswith(".json"):
+        try:
+            exists = Path(scheduler).is_file()
+        except (OSError, ValueError):
+            exists = False
+        if not exists:
+            fail("scheduler", _WHERE, allowed, scheduler)
+        return scheduler
+    match = _ADDRESS.fullmatch(scheduler)
+    if match is None or not 1 <= int(match.group(3)) <= 65535:
+        fail("scheduler", _WHERE, allowed, scheduler)
+    return scheduler if match.group(1) else f"tcp://{scheduler}"
+
+
+def _check_dask_installed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        fail("backend", _WHERE, "one of the backends installed ('dask' needs the dask extra: "
+             "pip install 'estimation-study[dask]')", "dask")
 
 
 def run_grid(
@@ -164,6 +308,8 @@ def run_grid(
     resume: bool = True,
     progress: bool = True,
     chunk_size: int | None = None,
+    scheduler: str | None = None,
+    chunk_timeout: float | None = None,
 ) -> pd.DataFrame:
     """Train every run of a grid and return the tidy results table.
 
@@ -175,23 +321,43 @@ def run_grid(
         chunks are saved as they finish and a rerun resumes from them.
     n_jobs : int, default=-1
         Workers; -1 means one per GPU on CUDA, and on CPUs one per core when the grid is
-        large enough to pay for starting them (a small grid runs in this process).
+        large enough to pay for starting them (a small grid runs in this process). On CPUs
+        never more than one per core: each trains with one torch thread. With
+        ``backend="dask"`` and a scheduler: at most this many chunks at once (-1: one per
+        thread of the cluster's workers).
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     engine : {"batched", "reference"}, default="batched"
         ``reference`` trains one run at a time with :class:`~study.train.Trainer` (CPU only).
-    backend : {"loky", "multiprocessing", "threading", "sequential"}, default="loky"
-        The joblib backend.
+    backend : {"loky", "threading", "sequential", "dask"}, default="loky"
+        A joblib backend, or ``dask``: the chunks go to a Dask cluster, the one at
+        ``scheduler``, or without one a LocalCluster of ``n_jobs`` single-threaded worker
+        processes on 127.0.0.1 (needs the ``dask`` extra).
     resume : bool, default=True
         Reuse chunks saved by an earlier, interrupted run of the same grid and output.
     progress : bool, default=True
         Show a progress bar (only when stderr is a terminal).
     chunk_size : int, optional
         At most this many runs per chunk (default DEFAULT_CHUNK_RUNS, and the memory budget).
+    scheduler : str, optional
+        With ``backend="dask"``: the scheduler's address, ``tcp://HOST:PORT`` (or
+        ``HOST:PORT``), or the scheduler file a ``dask scheduler --scheduler-file`` wrote.
+    chunk_timeout : float, optional
+        With ``backend="dask"``: seconds one attempt of a chunk may take, from the moment it
+        is handed to the cluster (default DEFAULT_CHUNK_TIMEOUT, one hour). A chunk whose
+        workers die under it (Dask's KilledWorker) is tried once more, alone on the cluster,
+        after the others; so no chunk holds a run up for more than twice this.
 
     Returns
     -------
     DataFrame
         One row per run per checkpoint; columns as in :mod:`study.results`.
+
+    Raises
+    ------
+    ChunksFailed
+        When some chunks gave no rows. Every other chunk is saved (with ``out``: in
+        ``OUT.chunks/``, and written as ``NAME.partial.csv``); a rerun computes only the
+        failed ones.
 
     Examples
     --------
@@ -199,18 +365,25 @@ def run_grid(
     >>> len(df)  # 4 runs x (epoch 0, 1, 3)
     12
     """
-    where = "parameter of run_grid"
     if not isinstance(grid, Grid):
-        fail("grid", where, "a Grid", grid)
-    check_choice(engine, "engine", where, engines.ENGINES)
-    check_choice(backend, "backend", where, BACKENDS)
+        fail("grid", _WHERE, "a Grid", grid)
+    check_choice(engine, "engine", _WHERE, engines.ENGINES)
+    check_choice(backend, "backend", _WHERE, BACKENDS)
     if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or (n_jobs < 1 and n_jobs != -1):
-        fail("n_jobs", where, "a positive integer or -1 (all cores)", n_jobs)
+        fail("n_jobs", _WHERE, "a positive integer or -1 (all cores)", n_jobs)
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
-        fail("chunk_size", where, "a positive integer or None", chunk_size)
+        fail("chunk_size", _WHERE, "a positive integer or None", chunk_size)
+    scheduler = _check_scheduler(scheduler, backend)
+    if chunk_timeout is not None:
+        if backend != "dask":
+            fail("chunk_timeout", _WHERE, "None unless backend is 'dask' (the only backend that bounds a chunk)",
+                 chunk_timeout)
+        chunk_timeout = check_real(chunk_timeout, "chunk_timeout", _WHERE)
+    if backend == "dask":
+        _check_dask_installed()
     devices = resolve_devices(device)
     if engine == "reference" and devices[0] != "cpu":
-        fail("device", where, "'cpu' or 'auto' on a machine without GPU when engine is 'reference'", device)
+        fail("device", _WHERE, "'cpu' or 'auto' on a machine without GPU when engine is 'reference'", device)
     out = check_output(out) if out is not None else None
 
     started = time.perf_counter()
@@ -218,45 +391,346 @@ def run_grid(
     runs = grid.runs()
     chunks = plan_chunks(runs, chunk_size)
     ids = [chunk_id(c, checkpoints, engine) for c in chunks]
+    by_id = dict(zip(ids, chunks))
+    store = out.with_name(out.name + ".chunks") if out is not None else None
     frames: dict[str, pd.DataFrame] = {}
-    store = None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        store = out.with_name(out.name + ".chunks")
-        store.mkdir(exist_ok=True)
-        if resume:
-            for chunk, cid in zip(chunks, ids):
-                frame = _load_chunk(store / f"{cid}.pkl", cid, len(chunk) * len(checkpoints))
-                if frame is not None:
-                    frames[cid] = frame
-        else:
-            for stale in store.glob("*.pkl"):
-                stale.unlink()
-    todo = [(c, cid) for c, cid in zip(chunks, ids) if cid not in frames]
-    workers = _worker_count(n_jobs, devices, [c for c, _ in todo], grid.max_epoch)
-    bar = tqdm(total=len(runs), initial=len(runs) - sum(len(c) for c, _ in todo), unit="run",
-               desc=grid.name, disable=None if progress else True, smoothing=0.1)
-    sizes = dict(zip(ids, map(len, chunks)))
-    with bar:
-        if todo:
-            tasks = (
-                joblib.delayed(_train_chunk)(c, checkpoints, engine, devices[i % len(devices)], cid)
-                for i, (c, cid) in enumerate(todo)
-            )
-            parallel = joblib.Parallel(n_jobs=workers, backend=backend, return_as="generator_unordered")
-            for cid, frame in parallel(tasks):
-                if store is not None:
-                    _save_chunk(store / f"{cid}.pkl", cid, frame)
+    if store is not None and resume and store.is_dir():
+        for cid, chunk in by_id.items():
+            frame = _load_chunk(store / f"{cid}.pkl", cid, len(chunk) * len(checkpoints))
+            if frame is not None:
                 frames[cid] = frame
-                bar.update(sizes[cid])
+    todo = [(by_id[cid], cid) for cid in ids if cid not in frames]
+    workers = _worker_count(n_jobs, devices, [c for c, _ in todo], grid.max_epoch)
+    failures: list[ChunkFailure] = []
+    where_run: dict[str, Any] = {"backend": backend}
+    threads = torch.get_num_threads()
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, threads)  # chunks trained in this process set it to 1
+        client, limit = None, None
+        if todo and backend == "dask":  # connected before anything is written: an unreachable scheduler leaves no trace
+            client = stack.enter_context(_dask_client(scheduler, workers))
+            capacity = sum(client.nthreads().values())
+            limit = n_jobs if scheduler is not None and n_jobs != -1 else None
+            workers = min(capacity, limit or capacity)
+            where_run["scheduler"] = scheduler or "LocalCluster on 127.0.0.1"
+        if store is not None:
+            store.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                for stale in store.glob("*.pkl"):
+                    stale.unlink()
+        if todo:
+            results = stack.enter_context(_dispatched(todo, checkpoints, engine, devices, backend, workers, client,
+                                                      limit, chunk_timeout or DEFAULT_CHUNK_TIMEOUT))
+        else:
+            results = iter(())
+        bar = stack.enter_context(tqdm(total=len(runs), initial=len(runs) - sum(len(c) for c, _ in todo),
+                                       unit="run", desc=grid.name, disable=None if progress else True, smoothing=0.1))
+        for cid, frame, reason in results:
+            if frame is None:
+                failures.append(ChunkFailure(cid, len(by_id[cid]), _describe(grid, by_id[cid]), reason))
+                continue
+            if store is not None:
+                _save_chunk(store / f"{cid}.pkl", cid, frame)
+            frames[cid] = frame
+            bar.update(len(by_id[cid]))
+
+    def metadata(n_rows: int, **extra: Any) -> dict:
+        return _metadata(grid, engine, devices, workers, where_run, computed=len(todo) - len(failures),
+                         resumed=len(chunks) - len(todo), wall=time.perf_counter() - started, n_runs=len(runs),
+                         n_rows=n_rows, **extra)
+
+    partial_csv = out.with_name(out.stem + ".partial.csv") if out is not None else None
+    partial_meta = out.with_name(out.stem + ".partial.meta.json") if out is not None else None
+    if failures:
+        done = [frames[cid] for cid in ids if cid in frames]
+        partial = finish(done) if done else None
+        written = None
+        if out is not None:
+            if partial is not None:
+                write_csv(partial, partial_csv)
+                written = partial_csv
+            else:  # nothing finished: an older partial table would pass for this run's
+                partial_csv.unlink(missing_ok=True)
+            write_json(metadata(0 if partial is None else len(partial), partial=True, complete_output=str(out),
+                                failed_chunks=[asdict(f) for f in failures]), partial_meta)
+        raise ChunksFailed(failures, len(chunks), len(runs), partial, written, resumable=out is not None)
     df = finish([frames[cid] for cid in ids])
     if out is not None:
         write_csv(df, out)
-        meta = _metadata(grid, engine, devices, workers, backend, len(todo), len(chunks) - len(todo),
-                         time.perf_counter() - started, len(runs), len(df))
-        write_json(meta, out.with_name(out.stem + ".meta.json"))
+        write_json(metadata(len(df)), out.with_name(out.stem + ".meta.json"))
+        for stale in (partial_csv, partial_meta):  # an earlier run's, now superseded
+            stale.unlink(missing_ok=True)
+        _remove_stale_temporaries(out)
         shutil.rmtree(store)  # saved chunks, and temporary files a killed run left half-written
     return df
+
+
+@contextlib.contextmanager
+def _dispatched(todo: list[tuple[list[Run], str]], checkpoints: list[int], engine: str, devices: list[str],
+                backend: str, workers: int, client: Any, limit: int | None, chunk_timeout: float) -> Iterator[Iterator]:
+    """The chunks' outcomes, ``(cid, frame, None)`` or ``(cid, None, reason)``, as they finish.
+    Left early (Ctrl-C), the chunks still in flight are cancelled on the way out."""
+    if backend == "dask":
+        results = _dask_results(client, todo, checkpoints, engine, devices, limit, chunk_timeout)
+        try:
+            yield results
+        finally:
+            results.close()
+        return
+    tasks = (joblib.delayed(_train_chunk)(c, checkpoints, engine, devices[i % len(devices)], cid)
+             for i, (c, cid) in enumerate(todo))
+    init = {"initializer": _init_worker, "initargs": (os.getpid(),)} if backend == "loky" else {}
+    with joblib.parallel_config(backend=backend, **init), warnings.catch_warnings():
+        # Stopped early, joblib warns that it cancelled the chunks in flight: what run_grid's
+        # caller is told says that already, and how to resume.
+        warnings.filterwarnings("ignore", message=r".*still being processed by the workers have been cancelled")
+        results = joblib.Parallel(n_jobs=workers, return_as="generator_unordered")(tasks)
+        try:
+            yield results
+        finally:
+            results.close()
+
+
+def _describe(grid: Grid, chunk: Sequence[Run]) -> str:
+    """The grid cells a chunk's runs span: its (num_train, batch_size), and the values it
+    holds of every other axis that varies in the grid, replicates as a range."""
+    names = ["num_train", "batch_size"]
+    names += [a for a in RUN_AXES if a not in names and len(getattr(grid, a)) > 1]
+    parts = []
+    for name in names:
+        values = sorted({getattr(r, name) for r in chunk})
+        parts.append(f"{name}={values[0]!r}" if len(values) == 1 else f"{name}={values!r}")
+    if grid.replicates > 1:
+        reps = sorted({r.replicate for r in chunk})
+        if len(reps) == 1:
+            parts.append(f"replicate={reps[0]}")
+        elif reps == list(range(reps[0], reps[-1] + 1)):
+            parts.append(f"replicate={reps[0]}..{reps[-1]}")
+        else:
+            parts.append(f"replicate={reps}")
+    return ", ".join(parts)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of this output that a run killed while writing it left behind (a
+    finished write renames its own away)."""
+    for name in (out.name, out.stem + ".meta.json", out.stem + ".partial.csv", out.stem + ".partial.meta.json"):
+        for tmp in out.parent.glob(f".{glob.escape(name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
+    """A Client of the cluster at ``scheduler``, or of a LocalCluster of ``workers``
+    single-threaded processes on 127.0.0.1, closed (and the LocalCluster stopped) on exit."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        where = {"scheduler_file": scheduler} if scheduler.endswith(".json") else {"address": scheduler}
+        with _dask_logs_silenced(), Client(**where, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False) as client:
+            yield client
+        return
+    # The scheduler's and the workers' scratch space live in a folder of this run's, removed
+    # with the cluster (Dask's default, TMPDIR/dask-scratch-space, outlives the run). It is named
+    # by this process, so that a run killed outright (SIGKILL) has its folder removed by the next.
+    _remove_scratch_of_dead_runs()
+    scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_dask_logs_silenced())
+            stack.enter_context(dask.config.set({"temporary-directory": scratch}))
+            # No dashboard; the scheduler's HTTP server (always started) on a free loopback port,
+            # not on 8787, which another cluster may hold.
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL,
+                local_directory=scratch, preload=[_IGNORE_CTRL_C]))
+            yield stack.enter_context(Client(cluster, set_as_default=False))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+_SCRATCH_PREFIX = "study-dask-"
+
+
+def _remove_scratch_of_dead_runs() -> None:
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(_SCRATCH_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, and belongs to someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _dask_logs_silenced() -> Iterator[None]:
+    """Dask's own log lines, quiet while run_grid uses a cluster, then as they were. A worker
+    lost, a result gathered again, a heartbeat missed while a cluster shuts down on Ctrl-C:
+    Dask copes and logs; what does fail, run_grid reports, chunk by chunk."""
+    # Each logger by name: Dask's configuration gives some (distributed.client...) their own level.
+    names = [name for name in list(logging.root.manager.loggerDict) if name.split(".")[0] in ("distributed", "tornado")]
+    loggers = [logging.getLogger(name) for name in {"distributed", "tornado", *names}]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _init_worker(parent: int) -> None:
+    """A loky worker's initializer: Ctrl-C is ignored, and the worker exits when ``parent``,
+    run_grid's process, is gone.
+
+    Ctrl-C at a terminal sends SIGINT to the workers too, and each would print a
+    KeyboardInterrupt traceback; run_grid is the one to stop them. A run_grid process that is
+    killed outright (SIGKILL) cannot stop them, and loky's idle workers would linger for
+    minutes: each watches its parent, and leaves once it has been orphaned (possibly while it
+    was still starting, hence the pid passed in rather than read here).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_ORPHAN_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="study-orphan-watch", daemon=True).start()
+
+
+#: How often a worker checks that the process that started it is still there.
+_ORPHAN_POLL_S = 0.5
+
+
+#: Ctrl-C ignored in the workers of a LocalCluster, as a Dask preload (the text of a script run
+#: in each worker process at its start). They leave with their parent on their own.
+_IGNORE_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)"
+
+
+@dataclass
+class _Attempt:
+    chunk: list[Run]
+    cid: str
+    device: str
+    alone: bool  # the second attempt of a chunk whose workers died: no other chunk beside it
+    deadline: float
+
+
+def _dask_results(client: Any, todo: list[tuple[list[Run], str]], checkpoints: list[int], engine: str,
+                  devices: list[str], limit: int | None, chunk_timeout: float) -> Iterator[tuple]:
+    """Train chunks on a Dask cluster; yield ``(cid, frame, None)`` or ``(cid, None, reason)``
+    for every chunk, each within ``chunk_timeout`` seconds of being handed to the cluster.
+
+    At most one chunk per worker thread is on the cluster at a time, so a chunk's clock runs
+    while it runs, not while it queues. When a worker dies, Dask runs its tasks elsewhere, up to
+    ``distributed.scheduler.allowed-failures`` times (3), then fails them with KilledWorker. A
+    chunk that was only running beside the culprit in a dying worker can be failed too, so a
+    chunk failed that way is tried once more, alone on the cluster, after the others; if it
+    kills its worker again, it is the culprit and is reported.
+    """
+    from distributed import KilledWorker
+
+    pending = collections.deque(
+        (chunk, cid, devices[i % len(devices)]) for i, (chunk, cid) in enumerate(todo))
+    suspects: collections.deque = collections.deque()
+    inflight: dict[Any, _Attempt] = {}
+    no_workers_since: float | None = None
+    settled = threading.Event()  # set by any future that finishes, errs or is cancelled
+
+    def submit(chunk: list[Run], cid: str, device: str, alone: bool) -> None:
+        future = client.submit(_train_chunk, chunk, checkpoints, engine, device, cid,
+                               key=f"study-chunk-{cid[:12]}-{uuid.uuid4().hex[:8]}", pure=False)
+        inflight[future] = _Attempt(chunk, cid, device, alone, time.monotonic() + chunk_timeout)
+        future.add_done_callback(lambda _: settled.set())
+
+    try:
+        while pending or suspects or inflight:
+            capacity = sum(client.nthreads().values())
+            now = time.monotonic()
+            if capacity > 0:
+                no_workers_since = None
+            elif no_workers_since is None:
+                no_workers_since = now
+            elif now - no_workers_since > chunk_timeout:
+                reason = f"no Dask worker was connected to the scheduler for {chunk_timeout:g} s (chunk_timeout)"
+                client.cancel(list(inflight))
+                left = [a.cid for a in inflight.values()] + [cid for _, cid, _ in (*pending, *suspects)]
+                inflight.clear()
+                for cid in left:
+                    yield cid, None, reason
+                return
+            slots = min(capacity, limit or capacity) - len(inflight)
+            while pending and slots > 0:
+                submit(*pending.popleft(), alone=False)
+                slots -= 1
+            if not pending and not inflight and suspects and capacity > 0:
+                chunk, cid, device = suspects.popleft()
+                submit(chunk, cid, device, alone=True)
+            if not inflight:
+                time.sleep(_DASK_POLL_S)
+                continue
+            soonest = min(a.deadline for a in inflight.values())
+            settled.wait(max(0.01, min(_DASK_POLL_S, soonest - time.monotonic())))
+            settled.clear()  # before the scan: a future that settles after it sets it again
+            now = time.monotonic()
+            for future, attempt in list(inflight.items()):
+                if future.done():
+                    del inflight[future]
+                    outcome = _outcome(future, attempt, KilledWorker)
+                    if outcome is None:
+                        suspects.append((attempt.chunk, attempt.cid, attempt.device))
+                    else:
+                        yield outcome
+                elif now > attempt.deadline:
+                    del inflight[future]
+                    _give_up(client, future)
+                    yield attempt.cid, None, (f"no result within {chunk_timeout:g} s (chunk_timeout); "
+                                              "the chunk was cancelled and its worker restarted")
+    finally:
+        if inflight:  # interrupted: the cluster need not finish what no one will read
+            with contextlib.suppress(Exception):
+                client.cancel(list(inflight))
+
+
+def _give_up(client: Any, future: Any) -> None:
+    """Cancel a chunk past its time, and restart the worker that runs it (through its nanny):
+    Dask cannot interrupt a running function, and a worker thread stuck in it would take, and
+    time out, every chunk sent there after it."""
+    holders = [worker for worker, keys in client.processing().items() if future.key in keys]
+    future.cancel()
+    if holders:
+        client.restart_workers(holders, timeout=DASK_CONNECT_TIMEOUT, raise_for_error=False)
+
+
+def _outcome(future: Any, attempt: _Attempt, killed_worker: type) -> tuple | None:
+    """What a finished attempt gives: the task's own ``(cid, frame, reason)``, a failure, or None
+    for a first attempt whose workers died under it (it is tried again, alone)."""
+    if future.status == "finished":
+        try:
+            return future.result(timeout=DASK_CONNECT_TIMEOUT)
+        except Exception as err:  # the result was lost with its worker between done and here
+            return attempt.cid, None, _one_line(err)
+    if future.status == "cancelled":
+        return attempt.cid, None, "cancelled by the Dask cluster (was the scheduler restarted?)"
+    err = future.exception()
+    if isinstance(err, killed_worker):
+        if not attempt.alone:
+            return None
+        return attempt.cid, None, (
+            f"KilledWorker: the worker process died each of the {err.allowed_failures + 1} times it ran this chunk, "
+            "alone on the cluster too (out of memory? a crash in native code? see the workers' logs)")
+    return attempt.cid, None, _one_line(err)
 
 
 def _git_commit() -> str | None:
@@ -272,7 +746,7 @@ def _git_commit() -> str | None:
     return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _metadata(grid, engine, devices, workers, backend, computed, resumed, wall, n_runs, n_rows) -> dict:
+def _metadata(grid, engine, devices, workers, where_run, *, computed, resumed, wall, n_runs, n_rows, **extra) -> dict:
     return {
         "name": grid.name,
         "description": grid.description,
@@ -282,7 +756,7 @@ def _metadata(grid, engine, devices, workers, backend, computed, resumed, wall, 
         "devices": devices,
         "device_names": [torch.cuda.get_device_name(d) if d.startswith("cuda") else platform.processor() or platform.machine() for d in devices],
         "workers": workers,
-        "backend": backend,
+        **where_run,
         "runs": n_runs,
         "rows": n_rows,
         "chunks_computed": computed,
@@ -295,4 +769,5 @@ def _metadata(grid, engine, devices, workers, backend, computed, resumed, wall, 
             "pandas": pd.__version__, "numpy": np.__version__, "joblib": joblib.__version__,
         },
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        **extra,
     }

@@ -136,10 +136,10 @@ def test_run_csv_is_byte_identical_run_to_run(tmp_path, tiny_spec):
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_run_default_output_is_results_name_csv(tmp_path, tiny_spec):
+def test_run_default_output_is_results_raw_name_csv(tmp_path, tiny_spec):
     assert main(["run", str(tiny_spec), "--quiet", "--jobs", "1"]) == 0
-    assert (tmp_path / "results" / "tiny.csv").is_file()
-    assert (tmp_path / "results" / "tiny.meta.json").is_file()
+    assert (tmp_path / "results" / "raw" / "tiny.csv").is_file()
+    assert (tmp_path / "results" / "raw" / "tiny.meta.json").is_file()
 
 
 def test_run_not_quiet_reports_what_it_wrote(tmp_path, tiny_spec, capsys):
@@ -194,6 +194,29 @@ def test_run_zero_jobs_exits_2(tmp_path, tiny_spec, capsys):
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--jobs", "0", "--quiet"])
     _assert_refused(code, capsys, before, tmp_path, mentions=r"--jobs.*'0'")
+
+
+@pytest.mark.parametrize(
+    "args, mentions",
+    [
+        (["--scheduler", "tcp://127.0.0.1:8786"], r"'scheduler'.*None unless backend is 'dask'"),
+        (["--backend", "dask", "--scheduler", "nowhere"], r"'scheduler'.*tcp://HOST:PORT.*Got 'nowhere'"),
+        (["--chunk-timeout", "60"], r"'chunk_timeout'.*None unless backend is 'dask'"),
+        (["--backend", "dask", "--chunk-timeout", "0"], r"--chunk-timeout.*'0'"),
+        (["--backend", "dask", "--chunk-timeout", "soon"], r"--chunk-timeout.*'soon'"),
+        (["--backend", "multiprocessing"], r"--backend.*'multiprocessing'"),
+    ],
+)
+def test_run_bad_dask_options_exit_2(tmp_path, tiny_spec, capsys, args, mentions):
+    before = _snapshot(tmp_path)
+    code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--quiet", *args])
+    _assert_refused(code, capsys, before, tmp_path, mentions=mentions)
+
+
+def test_run_help_names_the_dask_options(capsys):
+    assert main(["run", "--help"]) == 0
+    stdout = capsys.readouterr().out
+    assert "--scheduler ADDRESS" in stdout and "--chunk-timeout SECONDS" in stdout and "dask" in stdout
 
 
 def test_run_bad_device_exits_2(tmp_path, tiny_spec, capsys):
@@ -324,3 +347,37 @@ def test_python_m_study_help_exits_0(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout and "table" in done.stdout
+
+
+def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_path, capsys):
+    assert main(["exercises", "--quick", "--only", "4", "--out-dir", str(tmp_path / "q"), "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "exercise 4:" in out and "answers.md" in out
+    for name in ("results/ex4_lr_epochs.csv", "figures/ex4_lr_epochs.png", "figures/ex4_lr_epochs.svg",
+                 "results/answers.md"):
+        assert (tmp_path / "q" / name).is_file(), name
+    raw = tmp_path / "q" / "results" / "raw" / "ex4_lr_epochs.csv"
+    assert main(["plot", str(raw), "--figure", "heatmap", "--out", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").stat().st_size > 1000 and (tmp_path / "h.svg").is_file()
+    assert main(["plot", str(raw), "--figure", "error-vs-epoch"]) == 0
+    assert (tmp_path / "figures" / "ex4_lr_epochs_error-vs-epoch.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["exercises", "--only", "9"], "The 'numbers' parameter of run_exercises must be among [1, 2, 3, 4, 5]. Got [9]"),
+        (["exercises", "--only", "one"], "The '--only' option must be comma-separated numbers"),
+        (["plot", "missing.csv", "--figure", "heatmap"], "No results file at 'missing.csv'"),
+        (["plot", "RESULTS", "--figure", "pie"], "The '--figure' option must be one of ['error-vs-num_train'"),
+        (["plot", "RESULTS", "--figure", "heatmap", "--out", "h.jpg"], "The '--out' option must be a path ending in .png"),
+        (["plot", "RESULTS", "--figure", "heatmap", "--y", "nope"], "The 'y' parameter of draw_figure must be a column"),
+    ],
+)
+def test_exercises_and_plot_refuse_bad_input_with_one_line(tmp_path, results_csv, capsys, args, message):
+    args = [str(results_csv) if a == "RESULTS" else a for a in args]
+    before = _snapshot(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert _snapshot(tmp_path) == before

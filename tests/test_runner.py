@@ -131,11 +131,37 @@ def test_resolve_devices_without_gpu_is_cpu():
         (dict(backend="ray"), r"'backend' parameter of run_grid must be one of"),
         (dict(chunk_size=0), r"'chunk_size' parameter of run_grid"),
         (dict(out="results.txt"), r"'out' parameter of run_grid must be a path ending in \.csv"),
+        (dict(backend="multiprocessing"), r"'backend' parameter of run_grid must be one of \['loky', 'threading', "
+                                          r"'sequential', 'dask'\]\. Got 'multiprocessing'"),
+        (dict(scheduler="tcp://127.0.0.1:8786"), r"'scheduler' parameter of run_grid must be None unless backend is 'dask'"),
+        (dict(chunk_timeout=60), r"'chunk_timeout' parameter of run_grid must be None unless backend is 'dask'"),
+        (dict(backend="dask", chunk_timeout=0), r"'chunk_timeout' parameter of run_grid must be a finite number > 0\. Got 0"),
+        (dict(backend="dask", chunk_timeout=float("inf")), r"'chunk_timeout' parameter of run_grid must be a finite"),
     ],
 )
 def test_run_grid_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         run_grid(small_grid(), progress=False, **kw)
+
+
+@pytest.mark.parametrize("scheduler", ["nowhere", "127.0.0.1", "127.0.0.1:99999", "udp://127.0.0.1:8786",
+                                       "tcp://a b:1", "missing.json", 8786, ""])
+def test_run_grid_refuses_a_malformed_scheduler_before_any_work(tmp_path, scheduler):
+    with pytest.raises(ValueError, match=r"The 'scheduler' parameter of run_grid must be 'tcp://HOST:PORT', "
+                                         r"'HOST:PORT' or an existing scheduler file ending in \.json\. Got "):
+        run_grid(small_grid(), out=tmp_path / "r.csv", backend="dask", scheduler=scheduler, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scheduler_addresses_are_taken_as_dask_takes_them(tmp_path):
+    from study.runner import _check_scheduler
+
+    assert _check_scheduler("127.0.0.1:8786", "dask") == "tcp://127.0.0.1:8786"
+    assert _check_scheduler("tcp://node-3.cluster:8786", "dask") == "tcp://node-3.cluster:8786"
+    assert _check_scheduler("tls://[::1]:8786", "dask") == "tls://[::1]:8786"
+    (tmp_path / "scheduler.json").write_text("{}")
+    assert _check_scheduler(str(tmp_path / "scheduler.json"), "dask") == str(tmp_path / "scheduler.json")
+    assert _check_scheduler(None, "loky") is None
 
 
 def test_run_grid_refuses_an_output_under_a_file_before_any_work(tmp_path):
@@ -183,29 +209,52 @@ def _study(*args, cwd):
     return [sys.executable, "-m", "study", *map(str, args)]
 
 
-def test_study_run_killed_midway_resumes_to_the_same_csv(tmp_path):
+def _saved_chunks_all_load(store: Path, spec: Path, chunk_size: int) -> int:
+    """Every chunk file in the store is a whole chunk of this grid (never a part); their count."""
+    from study.grid import load_grid
+    from study.runner import _load_chunk, chunk_id
+
+    grid = load_grid(spec)
+    rows = {chunk_id(c, grid.checkpoints, "batched"): len(c) * len(grid.checkpoints)
+            for c in plan_chunks(grid.runs(), chunk_size)}
+    files = list(store.glob("*.pkl"))
+    for path in files:
+        assert _load_chunk(path, path.stem, rows[path.stem]) is not None, path.name
+    return len(files)
+
+
+def test_study_run_killed_at_any_moment_resumes_to_the_same_csv(tmp_path):
+    """SIGKILLed before its first chunk, early, and late; each time restarted: the chunks saved
+    are whole, no CSV appears until the end, and the last run computes only what is missing."""
+    from study.grid import load_grid
+
     spec = tmp_path / "resume.toml"
     spec.write_text(RESUME_SPEC)
-    common = ["--jobs", "1", "--chunk-size", "4", "--quiet"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run(_study("run", spec, "--out", tmp_path / "whole.csv", *common, cwd=tmp_path), check=True, env=env)
+    common = ["--jobs", "1", "--chunk-size", "2", "--quiet"]  # 144 runs in 72 chunks
+    whole = tmp_path / "whole.csv"
+    run_grid(load_grid(spec), out=whole, n_jobs=1, chunk_size=2, progress=False)
 
     out = tmp_path / "killed.csv"
     store = tmp_path / "killed.csv.chunks"
-    proc = subprocess.Popen(_study("run", spec, "--out", out, *common, cwd=tmp_path), env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(store.glob("*.pkl"))) < 5:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    saved = len(list(store.glob("*.pkl")))
-    assert not out.exists() and 5 <= saved < 36  # killed midway: some chunks saved, no CSV
+    saved = 0
+    for kill_after in (0, 20, 55):
+        proc = subprocess.Popen(_study("run", spec, "--out", out, *common, cwd=tmp_path))
+        deadline = time.time() + 120
+        while time.time() < deadline and not (store.is_dir() and len(list(store.glob("*.pkl"))) >= kill_after):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not out.exists()
+        now = _saved_chunks_all_load(store, spec, chunk_size=2)
+        assert saved <= now < 72
+        saved = now
+    assert saved >= 55
 
-    subprocess.run(_study("run", spec, "--out", out, *common, cwd=tmp_path), check=True, env=env)
-    assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    subprocess.run(_study("run", spec, "--out", out, *common, cwd=tmp_path), check=True)
+    assert out.read_bytes() == whole.read_bytes()
     meta = json.loads((tmp_path / "killed.meta.json").read_text())
     assert meta["chunks_resumed"] == saved
-    assert meta["chunks_computed"] == 36 - saved  # 144 runs in chunks of 4: only the unsaved ones
+    assert meta["chunks_computed"] == 72 - saved  # only the chunks that were not saved
     assert not store.exists()
 
 
