@@ -26,6 +26,7 @@ from distributed import Client  # noqa: E402
 from study.cli import main  # noqa: E402
 from study.grid import load_grid  # noqa: E402
 from study.runner import run_grid  # noqa: E402
+from specs import default_sigint, long_spec
 
 HERE = Path(__file__).resolve().parent
 SPEC = """\
@@ -39,16 +40,7 @@ replicates = 4
 num_val = 50
 """
 #: Long enough (about 5 s on two workers) that a worker can be killed in the middle of it.
-LONG_SPEC = """\
-name = "long"
-[grid]
-num_train = [500, 1000, 2000]
-lr = [0.01, 0.03, 0.1]
-loss = ["squared", "huber"]
-epoch = [5, 20]
-replicates = 8
-num_val = 100
-"""
+LONG_SPEC = long_spec("long")
 CRASH_SPEC = """\
 name = "crash"
 [grid]
@@ -348,7 +340,8 @@ def test_ctrl_c_on_a_local_dask_cluster_exits_130_quietly_and_leaves_nothing_beh
     out, store = tmp_path / "long.csv", tmp_path / "long.csv.chunks"
     proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "2",
                                    "--quiet"), cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
-                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, preexec_fn=default_sigint, stderr=subprocess.PIPE,
+                            text=True)
     seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.pkl"))) >= 6)
     interrupted = time.time()
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group

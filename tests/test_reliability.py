@@ -27,20 +27,12 @@ import study.engine
 from study.cli import main
 from study.grid import Grid, load_grid
 from study.runner import ChunksFailed, _load_chunk, _train_chunk, _worker_count, chunk_id, plan_chunks, run_grid
+from specs import default_sigint, long_spec
 
 GRID = dict(num_train=[20, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 2], replicates=2, num_val=30)
 BROKEN_NUM_TRAIN = 40
 
-SPEC = """\
-name = "faults"
-[grid]
-num_train = [500, 1000, 2000]
-lr = [0.01, 0.03, 0.1]
-loss = ["squared", "huber"]
-epoch = [5, 20]
-replicates = 8
-num_val = 100
-"""
+SPEC = long_spec("faults")
 
 
 def _study(*args) -> list[str]:
@@ -212,6 +204,7 @@ def test_ctrl_c_stops_promptly_keeps_chunks_says_how_to_resume_and_exits_130(tmp
     args = ["run", spec, "--out", out, "--jobs", "2", "--chunk-size", "2", "--quiet"]
     # Ctrl-C at a terminal signals the whole foreground process group, workers included.
     proc = subprocess.Popen(_study(*args), cwd=tmp_path, env=env, start_new_session=True,
+                            preexec_fn=default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = _watch_children(proc, lambda: store.is_dir() and len(list(store.glob("*.pkl"))) >= 6)
     assert proc.poll() is None and len(seen) >= 2  # interrupted midway, with its workers running

@@ -15,6 +15,7 @@ import pytest
 from study.grid import Grid
 from study.results import COORDINATES
 from study.runner import plan_chunks, resolve_devices, run_grid
+from specs import long_spec
 
 SMALL = dict(num_train=[5, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2, num_val=50)
 
@@ -193,16 +194,7 @@ def test_run_grid_truncated_chunk_file_is_recomputed(tmp_path):
     assert meta["chunks_resumed"] == 0 and meta["chunks_computed"] == len(chunks)
 
 
-RESUME_SPEC = """
-name = "resume"
-[grid]
-num_train = [500, 1000, 2000]
-lr = [0.01, 0.03, 0.1]
-loss = ["squared", "huber"]
-epoch = [5, 20]
-replicates = 8
-num_val = 100
-"""
+RESUME_SPEC = long_spec("resume")
 
 
 def _study(*args, cwd):

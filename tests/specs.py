@@ -1,0 +1,26 @@
+"""Specs that several fault tests share (importable: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import signal
+
+#: 144 runs that take a few seconds: long enough to be killed or interrupted midway.
+LONG_GRID = """\
+[grid]
+num_train = [500, 1000, 2000]
+lr = [0.01, 0.03, 0.1]
+loss = ["squared", "huber"]
+epoch = [5, 20]
+replicates = 8
+num_val = 100
+"""
+
+
+def long_spec(name: str) -> str:
+    return f'name = "{name}"\n' + LONG_GRID
+
+
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action, even when this run inherited SIGINT ignored (as the
+    background jobs of a non-interactive shell do, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
