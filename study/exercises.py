@@ -398,6 +398,8 @@ def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".
 GENERIC_FIGURES = {"error-vs-num_train": "num_train", "error-vs-epoch": "epoch", "error-vs-lr": "lr",
                    "heatmap": None}
 _FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
+#: The axes a generic figure may colour by, in the order a default hue is picked.
+_HUE_AXES = ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size")
 
 
 def figure_names() -> list[str]:
@@ -426,12 +428,10 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
     x = GENERIC_FIGURES[name]
     data = df[df["epoch"] > 0] if x == "epoch" else df[df["epoch"] == df["epoch"].max()]
     if hue is None:
-        varying = [a for a in ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size")
-                   if a != x and df[a].nunique() > 1]
+        varying = [a for a in _HUE_AXES if a != x and df[a].nunique() > 1]
         hue = varying[0] if varying else None
     error_curve(data, x=x, y=y, hue=hue, floor=_FLOORS.get(y), ax=ax, legend="outside")
-    pooled = [a for a in ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size")
-              if a not in (x, hue) and data[a].nunique() > 1]
+    pooled = [a for a in _HUE_AXES if a not in (x, hue) and data[a].nunique() > 1]
     title = [] if x == "epoch" else [f"after {int(data['epoch'].max())} epochs"]
     title += [f"pooled over {', '.join(pooled)}"] if pooled else []
     ax.set_title("; ".join(title))
