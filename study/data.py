@@ -1,7 +1,15 @@
 """Synthetic linear-regression data, as d2l's SyntheticRegressionData, made reproducible.
 
-Each data set owns one ``torch.Generator``. Everything random about a run is drawn from it, in
-this order, so that a run is reproduced by its seed alone:
+A data set's random numbers come from its seed through one of two streams (``stream=``):
+
+``counter`` (the default): Philox4x32-10 counter-based numbers (:mod:`study.streams`). Each
+number is a pure function of the seed, its purpose, the epoch and its index, so the data of
+many runs are drawn at once on any device (:func:`draw_counter_data`), and a run's numbers
+are the same on a CPU and a GPU. Features, noise, the noise kind's extra draws, the initial
+weight and each epoch's permutation each have their own purpose (``streams.PURPOSES``).
+
+``torch``: the data set owns one ``torch.Generator`` (on the CPU). Everything random about a run
+is drawn from it, in this order, the book's own sequence:
 
 1. the features ``X`` of all ``num_train + num_val`` examples, ``(n, d)`` standard normal;
 2. the standard-normal noise draws ``(n, 1)``;
@@ -16,10 +24,13 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_choice, check_int, check_real, check_vector
+from . import streams
+from ._checks import check_choice, check_int, check_real, check_vector, fail
 
 __all__ = [
     "SyntheticRegressionData",
+    "draw_counter_data",
+    "counter_initial_weights",
     "NOISE_KINDS",
     "STUDENT_T_DF",
     "OUTLIER_FRACTION",
@@ -35,6 +46,43 @@ NOISE_KINDS = ("gaussian", "student_t", "outliers")
 STUDENT_T_DF = 3
 OUTLIER_FRACTION = 0.1
 OUTLIER_SCALE = 10.0
+#: The initial weight's standard deviation, N(0, 0.01²) as in d2l (see study.model).
+INIT_STD = 0.01
+
+
+def draw_counter_data(seeds: torch.Tensor, w: torch.Tensor, b: float, noise: float, noise_kind: str,
+                      num_train: int, num_val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The counter stream's data of S seeds at once, on the seeds' device.
+
+    Returns X (S, n, d) and y (S, n) float32, n = num_train + num_val. Every operation is
+    elementwise or runs over one example's own numbers, in a fixed order, so a seed's data
+    are the same bits whether it is drawn alone or beside others.
+    """
+    S, n, d = seeds.shape[0], num_train + num_val, w.shape[0]
+    w = w.to(seeds.device, torch.float32)
+    X = streams.normals(seeds, "features", n * d).view(S, n, d)
+    eps = streams.normals(seeds, "noise", n)  # (S, n)
+    if noise_kind == "student_t":
+        z = streams.normals(seeds, "chi2", n * STUDENT_T_DF).view(S, n, STUDENT_T_DF)
+        chi2 = z[..., 0].square()
+        for k in range(1, STUDENT_T_DF):
+            chi2 = chi2 + z[..., k].square()
+        eps = eps / torch.sqrt(chi2 / STUDENT_T_DF)
+    y = X[..., 0] * w[0]
+    for j in range(1, d):  # an explicit sum, in one order for any S (a matmul's blocking may vary)
+        y = y + X[..., j] * w[j]
+    y = y + b
+    y = y + noise * eps
+    if noise_kind == "outliers":
+        hit = streams.uniforms(seeds, "outlier_hit", num_train) < OUTLIER_FRACTION
+        gross = OUTLIER_SCALE * streams.normals(seeds, "outlier_size", num_train)
+        y[:, :num_train] += torch.where(hit, gross, torch.zeros_like(gross))
+    return X, y
+
+
+def counter_initial_weights(seeds: torch.Tensor, num_inputs: int) -> torch.Tensor:
+    """(S, d) initial weights of the counter stream, N(0, INIT_STD²)."""
+    return INIT_STD * streams.normals(seeds, "init", num_inputs)
 
 
 class SyntheticRegressionData:
@@ -53,6 +101,8 @@ class SyntheticRegressionData:
     batch_size : int, default=32
         Minibatch size for training (the last minibatch is ragged when it does not divide).
     noise_kind : {"gaussian", "student_t", "outliers"}, default="gaussian"
+    stream : {"counter", "torch"}, default="counter"
+        Where the random numbers come from (see the module's docstring).
     seed : int, optional
         Seeds this data set's generator. When None, a seed is drawn from torch's global
         generator, so ``torch.manual_seed`` makes even an unseeded data set repeatable.
@@ -74,6 +124,7 @@ class SyntheticRegressionData:
         batch_size: int = 32,
         noise_kind: str = "gaussian",
         seed: int | None = None,
+        stream: str = "counter",
     ) -> None:
         where = "parameter of SyntheticRegressionData"
         self.w = torch.tensor(check_vector(w, "w", where))
@@ -86,8 +137,18 @@ class SyntheticRegressionData:
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         self.seed = check_int(seed, "seed", where, low=0)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.X, self.y = self._draw()
+        if self.seed >= 2**63:  # the counter stream keeps seeds in int64 tensors
+            fail("seed", where, "an integer in [0, 2**63)", seed)
+        self.stream = check_choice(stream, "stream", where, streams.STREAMS)
+        self._epoch = 0
+        if self.stream == "torch":
+            self.generator = torch.Generator().manual_seed(self.seed)
+            self.X, self.y = self._draw()
+        else:
+            self.generator = None
+            X, y = draw_counter_data(torch.tensor([self.seed]), self.w.float(), self.b, self.noise, self.noise_kind,
+                                     self.num_train, self.num_val)
+            self.X, self.y = X[0], y[0, :, None]
 
     def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         g, n, d = self.generator, self.num_train + self.num_val, len(self.w)
@@ -125,13 +186,23 @@ class SyntheticRegressionData:
     def y_val(self) -> torch.Tensor:
         return self.y[self.num_train :]
 
+    def initial_weight(self) -> torch.Tensor:
+        """The model's starting weight (1, d) ~ N(0, INIT_STD²): for ``torch``, draw 4 of the
+        documented order (so call it once, before the first permutation)."""
+        if self.stream == "torch":
+            return torch.normal(0.0, INIT_STD, size=(1, self.num_inputs), generator=self.generator)
+        return counter_initial_weights(torch.tensor([self.seed]), self.num_inputs)
+
     def permutation(self) -> torch.Tensor:
-        """The next epoch's order of the training examples (draw 5 of the documented order)."""
-        return torch.randperm(self.num_train, generator=self.generator)
+        """The next epoch's order of the training examples (epochs count from 1)."""
+        self._epoch += 1
+        if self.stream == "torch":
+            return torch.randperm(self.num_train, generator=self.generator)  # draw 5 of the documented order
+        return streams.permutations(torch.tensor([self.seed]), self.num_train, self._epoch)[0]
 
     def __repr__(self) -> str:
         return (
             f"SyntheticRegressionData(w={self.w.tolist()}, b={self.b}, noise={self.noise}, "
             f"num_train={self.num_train}, num_val={self.num_val}, batch_size={self.batch_size}, "
-            f"noise_kind={self.noise_kind!r}, seed={self.seed})"
+            f"noise_kind={self.noise_kind!r}, seed={self.seed}, stream={self.stream!r})"
         )

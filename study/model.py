@@ -13,11 +13,12 @@ from torch import nn
 
 from ._checks import check_choice, check_int, check_real
 
+from .data import INIT_STD
+
 __all__ = ["LinearRegression", "LOSSES", "REDUCTIONS", "INIT_STD", "draw_initial_weight", "per_example_loss"]
 
 LOSSES = ("squared", "huber")
 REDUCTIONS = ("mean", "sum")
-INIT_STD = 0.01
 
 
 def draw_initial_weight(num_inputs: int, generator: torch.Generator) -> torch.Tensor:
@@ -63,12 +64,14 @@ class LinearRegression(nn.Module):
         return not isinstance(self.net.weight, nn.parameter.UninitializedParameter)
 
     @torch.no_grad()
-    def initialize(self, num_inputs: int, generator: torch.Generator | None = None) -> None:
-        """Materialize the lazy layer for d inputs, then set weight ~ N(0, 0.01²) and bias 0."""
+    def initialize(self, num_inputs: int, generator: torch.Generator | None = None, weight: torch.Tensor | None = None) -> None:
+        """Materialize the lazy layer for d inputs, then set the weight and a bias of 0. The
+        weight is ``weight`` (1, d) when given (a data set's ``initial_weight()``), else drawn
+        from N(0, 0.01²) with ``generator``."""
         check_int(num_inputs, "num_inputs", "parameter of LinearRegression.initialize", low=1)
         if not self.initialized:
             self.net(torch.zeros(1, num_inputs))  # materializes (and Kaiming-initializes) the layer
-        self.net.weight.copy_(draw_initial_weight(num_inputs, generator))
+        self.net.weight.copy_(draw_initial_weight(num_inputs, generator) if weight is None else weight)
         self.net.bias.zero_()
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:

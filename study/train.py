@@ -34,7 +34,7 @@ class Checkpoint:
 class Trainer:
     """Minibatch SGD for ``max_epochs`` epochs, a fresh shuffle every epoch.
 
-    ``fit`` draws the model's initial weight from the data's generator (unless the model was
+    ``fit`` takes the model's initial weight from the data's stream (unless the model was
     initialized already), then one permutation per epoch, and records a :class:`Checkpoint`
     at the start and after every epoch in ``history``. After ``fit``,
     ``model.net.weight.grad`` holds the gradient of the last minibatch, as PyTorch leaves it.
@@ -46,7 +46,7 @@ class Trainer:
 
     def fit(self, model: LinearRegression, data: SyntheticRegressionData) -> Trainer:
         if not model.initialized:
-            model.initialize(data.num_inputs, data.generator)
+            model.initialize(data.num_inputs, weight=data.initial_weight())
         optimizer = model.configure_optimizers()
         X, y = data.X_train, data.y_train
         steps = 0

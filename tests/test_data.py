@@ -6,10 +6,22 @@ import torch
 from study.data import OUTLIER_FRACTION, SyntheticRegressionData
 
 
+STREAM = "counter"
+
+
+@pytest.fixture(autouse=True, params=["counter", "torch"])
+def stream(request, monkeypatch):
+    """Every property below holds for both streams."""
+    monkeypatch.setitem(globals(), "STREAM", request.param)
+    return request.param
+
+
 def make(**kw):
-    args = dict(w=[2, -3.4], b=4.2, seed=0)
+    args = dict(w=[2, -3.4], b=4.2, seed=0, stream=STREAM)
     args.update(kw)
-    return SyntheticRegressionData(**args)
+    data = SyntheticRegressionData(**args)
+    assert data.stream == args["stream"]
+    return data
 
 
 def test_data_shapes_and_split():
@@ -44,9 +56,9 @@ def test_data_permutation_is_a_fresh_shuffle_each_epoch():
 
 def test_data_unseeded_follows_torch_manual_seed():
     torch.manual_seed(3)
-    a = SyntheticRegressionData(w=[1.0], b=0.0)
+    a = SyntheticRegressionData(w=[1.0], b=0.0, stream=STREAM)
     torch.manual_seed(3)
-    b = SyntheticRegressionData(w=[1.0], b=0.0)
+    b = SyntheticRegressionData(w=[1.0], b=0.0, stream=STREAM)
     assert a.seed == b.seed and torch.equal(a.X, b.X)
 
 
@@ -78,8 +90,25 @@ def test_data_outliers_hit_a_fraction_of_training_labels_only():
         (dict(w=["a", 1]), r"'w' .* a non-empty list of finite numbers"),
         (dict(b=float("nan")), r"'b' .* a finite number"),
         (dict(seed=-1), r"'seed' .* an integer >= 0\. Got -1"),
+        (dict(seed=2**63), r"'seed' .* an integer in \[0, 2\*\*63\)\. Got 9223372036854775808"),
+        (dict(stream="numpy"), r"'stream' .* one of \['counter', 'torch'\]\. Got 'numpy'"),
     ],
 )
 def test_data_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         make(**kw)
+
+
+def test_data_counter_stream_is_the_batched_draw_of_its_seed():
+    """SyntheticRegressionData(stream="counter") holds exactly draw_counter_data's row of its seed,
+    drawn alone or beside other seeds, and its start and orders are the stream's."""
+    from study import streams
+    from study.data import counter_initial_weights, draw_counter_data
+
+    data = make(seed=11, num_train=40, num_val=7, noise_kind="outliers", stream="counter")
+    seeds = torch.tensor([5, 11, 2**62 + 3])
+    X, y = draw_counter_data(seeds, data.w.float(), data.b, data.noise, "outliers", 40, 7)
+    assert torch.equal(X[1], data.X) and torch.equal(y[1, :, None], data.y)
+    assert torch.equal(counter_initial_weights(seeds, 2)[1:2], data.initial_weight())
+    assert torch.equal(data.permutation(), streams.permutations(torch.tensor([11]), 40, 1)[0])
+    assert torch.equal(data.permutation(), streams.permutations(torch.tensor([11]), 40, 2)[0])

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from study import streams
 from study.data import SyntheticRegressionData
 from study.model import LinearRegression
 from study.train import Trainer
@@ -52,15 +53,24 @@ def test_trainer_same_seed_same_trajectory_different_seed_differs():
     assert not torch.equal(a.history[-1].w_hat, c.history[-1].w_hat)
 
 
-def test_trainer_matches_a_hand_written_loop_and_leaves_the_last_minibatch_gradient():
-    """An independent statement of the method: fresh shuffle per epoch, ragged last batch."""
-    model, _, _ = fit(seed=3, lr=0.1, epochs=2, num_train=50, batch_size=16)
-    data = SyntheticRegressionData(w=[2, -3.4], b=4.2, seed=3, num_train=50, batch_size=16)
-    gen = data.generator
-    w = torch.normal(0.0, 0.01, size=(1, 2), generator=gen).requires_grad_()
+@pytest.mark.parametrize("stream", ["torch", "counter"])
+def test_trainer_matches_a_hand_written_loop_and_leaves_the_last_minibatch_gradient(stream):
+    """An independent statement of the method: fresh shuffle per epoch, ragged last batch, the
+    start and the orders read from the data set's stream as documented in study.data."""
+    model, _, _ = fit(seed=3, lr=0.1, epochs=2, num_train=50, batch_size=16, stream=stream)
+    data = SyntheticRegressionData(w=[2, -3.4], b=4.2, seed=3, num_train=50, batch_size=16, stream=stream)
+    if stream == "torch":
+        gen = data.generator
+        w = torch.normal(0.0, 0.01, size=(1, 2), generator=gen)
+        orders = [torch.randperm(50, generator=gen) for _ in range(2)]
+    else:
+        seeds = torch.tensor([3])
+        w = 0.01 * streams.normals(seeds, "init", 2)
+        orders = [streams.permutations(seeds, 50, epoch)[0] for epoch in (1, 2)]
+    w = w.clone().requires_grad_()
     b = torch.zeros(1, requires_grad=True)
-    for _ in range(2):
-        for idx in torch.split(torch.randperm(50, generator=gen), 16):
+    for order in orders:
+        for idx in torch.split(order, 16):
             w.grad = b.grad = None
             loss = ((data.X_train[idx] @ w.T + b - data.y_train[idx]) ** 2).mean()
             loss.backward()

@@ -1,0 +1,132 @@
+"""Counter-based random streams: Philox4x32-10, evaluated with tensor operations on any device.
+
+A run's random numbers are a pure function of four things: its seed (the Philox key), what
+they are for (a ``purpose``), the epoch (0 for what is drawn once) and their index. Nothing is
+sequential, so the numbers of a million runs are drawn at once on the chunk's device, and a
+run's numbers do not depend on which other runs share its chunk, worker or device.
+
+The generator is Philox4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as
+easy as 1, 2, 3", SC'11), the one behind PyTorch's and JAX's CUDA random numbers. It maps a
+128-bit counter and a 64-bit key to 128 random bits; ``tests/test_streams.py`` checks it
+against the paper's published known-answer vectors and an independent NumPy implementation.
+
+Layout of the counter for the i-th block of four 32-bit words of a purpose::
+
+    (c0, c1, c2, c3) = (i mod 2**32, i // 2**32, epoch, purpose)     key = (seed mod 2**32, seed // 2**32)
+
+Words are integers, identical on every device. From them:
+
+- ``uniforms``: (u >> 8 + 0.5) / 2**24 in float32, strictly inside (0, 1) and exactly
+  representable, so bit-identical on every device.
+- ``normals``: Box-Muller on pairs of uniforms, in float32. The radius is at most
+  sqrt(2 ln 2**25) ≈ 5.9: tails beyond 5.9σ (probability 4e-9) are not drawn. The transcendental
+  functions round differently on a CPU and a GPU, by an ulp or so.
+- ``permutations``: each row is the order of ``n`` counter-drawn 32-bit keys, ties broken by the
+  index (the 63-bit sort keys ``word << 31 | index`` are distinct), so any sort gives the same
+  permutation, on any device.
+
+Integers are held in int64 tensors with values below 2**32. The 32 x 32-bit products of Philox
+reach 2**64 and wrap in int64; their low 64 bits are what two's-complement multiplication gives
+on every device torch supports, which the known-answer tests check on the CPU and on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "STREAMS", "PURPOSES", "philox4x32", "words", "uniforms", "normals", "permutations", "seed_keys",
+]
+
+#: ``counter``: this module's Philox streams, drawn on the chunk's device for all runs at once.
+#: ``torch``: a per-run ``torch.Generator`` on the CPU, drawn in the documented order of
+#: :mod:`study.data` (the book's own sequence).
+STREAMS = ("counter", "torch")
+
+#: What the numbers are for: the fourth counter word. Each purpose has its own numbers, so
+#: adding one never shifts another.
+PURPOSES = {
+    "features": 0,  # X, (num_train + num_val) x d normals, row-major
+    "noise": 1,  # the label noise, num_train + num_val normals
+    "chi2": 2,  # student_t: STUDENT_T_DF normals per example
+    "outlier_hit": 3,  # outliers: one uniform per training example
+    "outlier_size": 4,  # outliers: one normal per training example
+    "init": 5,  # the initial weight, d normals
+    "permutation": 6,  # one 32-bit sort key per training example and epoch
+}
+
+_M0, _M1 = 0xD2511F53, 0xCD9E8D57  # the multipliers of Philox4x32
+_W0, _W1 = 0x9E3779B9, 0xBB67AE85  # the key schedule's Weyl increments
+_MASK = 0xFFFFFFFF
+
+
+def philox4x32(counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, ...], rounds: int = 10) -> tuple[torch.Tensor, ...]:
+    """Philox4x32 with ``rounds`` rounds, elementwise over broadcastable int64 tensors.
+
+    Parameters
+    ----------
+    counter : 4 int64 tensors, values in [0, 2**32)
+    key : 2 int64 tensors, values in [0, 2**32)
+
+    Returns
+    -------
+    4 int64 tensors of the broadcast shape, values in [0, 2**32)
+    """
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for r in range(rounds):
+        if r:
+            k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
+        p0, p1 = c0 * _M0, c2 * _M1  # full 64-bit products, wrapped in int64 (see the module's docstring)
+        hi0, lo0 = (p0 >> 32) & _MASK, p0 & _MASK
+        hi1, lo1 = (p1 >> 32) & _MASK, p1 & _MASK
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def seed_keys(seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Philox key (k0, k1) of each seed, shaped (S, 1) to broadcast over a row of blocks."""
+    seeds = seeds.to(torch.int64).reshape(-1, 1)
+    return seeds & _MASK, (seeds >> 32) & _MASK
+
+
+def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:
+    """(S, count) random 32-bit words (int64) of each seed for ``purpose`` and ``epoch``.
+
+    The j-th word of a row is lane j % 4 of block j // 4: it depends on the seed, the purpose,
+    the epoch and j alone, not on ``count``.
+    """
+    k0, k1 = seed_keys(seeds)
+    blocks = -(-count // 4)
+    index = torch.arange(blocks, device=k0.device, dtype=torch.int64)[None, :]  # (1, B)
+    lanes = philox4x32((index & _MASK, index >> 32, torch.tensor(epoch, device=k0.device), torch.tensor(PURPOSES[purpose], device=k0.device)), (k0, k1))
+    return torch.stack(torch.broadcast_tensors(*lanes), -1).reshape(k0.shape[0], 4 * blocks)[:, :count]
+
+
+def _to_uniform(w: torch.Tensor) -> torch.Tensor:
+    # 24 random bits and a half: exactly representable in float32, never 0 nor 1.
+    return ((w >> 8).to(torch.float32) + 0.5) * (2.0**-24)
+
+
+def uniforms(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:
+    """(S, count) float32 uniforms in (0, 1), bit-identical on every device."""
+    return _to_uniform(words(seeds, purpose, count, epoch))
+
+
+def normals(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:
+    """(S, count) float32 standard normals (Box-Muller on the words' uniforms, pairs of lanes)."""
+    even = count + (count % 2)
+    u = uniforms(seeds, purpose, even, epoch).view(-1, even // 2, 2)
+    radius = torch.sqrt(-2.0 * torch.log(u[..., 0]))
+    angle = (2.0 * math.pi) * u[..., 1]
+    z = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle)), -1)
+    return z.reshape(-1, even)[:, :count]
+
+
+def permutations(seeds: torch.Tensor, n: int, epoch: int) -> torch.Tensor:
+    """(S, n) int64: each seed's permutation of range(n) for ``epoch`` (see the module's docstring)."""
+    keys = words(seeds, "permutation", n, epoch) << 31
+    keys |= torch.arange(n, device=keys.device)
+    return torch.sort(keys, dim=1).values & (2**31 - 1)
