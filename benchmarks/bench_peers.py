@@ -240,7 +240,9 @@ def main() -> None:
     for row in rows:
         if row["engine"] == "batched":
             which = f" (stream={row['stream']})" if row["stream"] else ""
-            print(f"W on one core: batched{which} is {peer['wall_s'] / row['wall_s']:.1f}x faster than SGDRegressor")
+            ratio = peer["wall_s"] / row["wall_s"]
+            verdict = f"{ratio:.1f}x faster than" if ratio >= 1 else f"{1 / ratio:.1f}x slower than"
+            print(f"W on one core: batched{which} is {verdict} SGDRegressor")
     if args.no_write:
         return
 

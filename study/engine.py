@@ -1,17 +1,20 @@
 """The batched engine: a chunk of K runs trained at once, exactly as the reference trains them.
 
-A chunk's runs share num_train, batch_size, num_val, w and b (hence the step schedule); each
-has its own lr, loss, sigma, reduction and random stream. Parameters are stacked, weights
-(K, d) and biases (K,), and every SGD step is a handful of tensor operations on all K runs.
+A chunk's runs share num_train, batch_size, num_val, w, b and the stream setting (hence the
+step schedule); each has its own lr, loss, sigma, reduction and random stream. The runs of one
+stream (those that differ only in lr, loss, sigma or reduction: common random numbers) are laid
+out together: parameters are (S, m, d + 2), S streams of m runs each (a stream with fewer runs
+is padded with idle slots), so that a stream's data are stored once and read by its m runs.
 Gradients are analytic (the same formulas autograd applies to MSELoss and SmoothL1Loss).
 
-Random streams are the reference's: each distinct stream (runs that differ only in lr, loss,
-sigma or reduction share one) builds its SyntheticRegressionData from the run's seed on the
-CPU, draws its initial weight and then one permutation per epoch from the same generator.
+Random streams: with ``stream="counter"`` the data, starts and permutations of all S streams
+are drawn at once on the chunk's device (:func:`study.data.draw_counter_data`,
+:mod:`study.streams`); with ``stream="torch"`` each stream builds its SyntheticRegressionData
+from its seed on the CPU, draws its start and then one permutation per epoch from its generator.
 
-Every operation is elementwise or reduces within one run, so a run's numbers do not depend on
-the other runs of its chunk: chunking changes nothing, and a diverging run (inf, NaN) cannot
-contaminate its neighbours.
+Every floating-point operation is elementwise or reduces within one run along a dimension of a
+fixed length, so a run's numbers do not depend on the other runs of its chunk: chunking changes
+nothing, bit for bit on a CPU, and a diverging run (inf, NaN) cannot contaminate its neighbours.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import SyntheticRegressionData
+from .data import SyntheticRegressionData, counter_initial_weights, draw_counter_data
 from .grid import Run
-from .model import LinearRegression, draw_initial_weight
+from .model import LinearRegression
+from .plan import Chunk
+from . import streams
 from .theory import least_squares
 from .train import Trainer
 
-__all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_reference", "ENGINES", "CHUNK_MEMORY_BUDGET", "max_chunk_runs"]
+__all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_reference", "ENGINES", "CHUNK_MEMORY_BUDGET",
+           "max_chunk_runs", "chunk_bytes", "as_chunk"]
 
 ENGINES = ("batched", "reference")
 #: A run has diverged at a checkpoint once ŵ, b̂ or its training loss is not finite, or its
@@ -37,28 +43,47 @@ ENGINES = ("batched", "reference")
 #: comes near that; one that diverges gets there within a few steps, and from then on its
 #: numbers are amplified rounding, which no two implementations share.
 DIVERGENCE_FACTOR = 100.0
-#: Bytes one chunk may hold on its device. With one chunk per worker this bounds a grid's
-#: memory by workers x budget, however many runs the grid has.
+#: Bytes one chunk may hold on a CPU. With one chunk per worker this bounds a grid's memory by
+#: workers x budget, however many runs the grid has. On a GPU the budget is a share of its
+#: free memory (see study.runner).
 CHUNK_MEMORY_BUDGET = 128 * 2**20
+#: Bytes that drawing counter numbers may take at once: streams are drawn in slices under it.
+DRAW_BUDGET = 64 * 2**20
 
 
-def max_chunk_runs(num_train: int, num_val: int, num_inputs: int, budget: int = CHUNK_MEMORY_BUDGET) -> int:
-    """How many runs of this size fit one chunk's memory budget (at least 1).
+def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
+    """Bytes a chunk of ``runs`` runs over ``streams_`` streams holds on its device, at most.
 
-    Per run the engine holds its examples z = (x, 1, y), n_total x (d + 2) floats, its own copy
-    for the checkpoints, a shuffled copy of the training part, and at checkpoints vectors of
-    n_total: about 4 (d + 2) n_total float32 numbers.
+    Per stream: its examples z = (x, 1, y), n_total x (d + 2) float32, the epoch's shuffled copy
+    of the training part and its order (int64, and the sort's keys): about 4 (d + 2) n_total + 24
+    n_total bytes. Per run: at a checkpoint its residuals and their derivatives and one product,
+    n_total float32 each, 12 n_total bytes; and per step a few (d + 2) x batch_size temporaries.
     """
-    per_run = 4 * (num_inputs + 2) * (num_train + num_val) * 4
-    return max(1, budget // per_run)
+    n_total = num_train + num_val
+    per_stream = (8 * (num_inputs + 2) + 24) * n_total
+    per_run = 12 * n_total + 64 * (num_inputs + 2)
+    return per_stream * streams_ + per_run * runs + DRAW_BUDGET // 4
 
 
-def estimated_seconds(num_train: int, batch_size: int, runs: int, max_epoch: int) -> float:
-    """Rough CPU time of a chunk with one thread: a fixed cost per SGD step (Python and kernel
-    launches, ~60 µs) and a cost per run-step (~0.4 µs), measured on this project's 2-core
-    machine. Used only to decide whether worker processes pay for their start-up."""
+def max_chunk_runs(num_train: int, num_val: int, num_inputs: int, budget: int = CHUNK_MEMORY_BUDGET,
+                   runs_per_stream: int = 1) -> int:
+    """How many runs of this size fit one chunk's memory budget (at least one stream's)."""
+    per = chunk_bytes(num_train, num_val, num_inputs, runs_per_stream, 1) - DRAW_BUDGET // 4
+    return max(runs_per_stream, (budget - DRAW_BUDGET // 4) // per * runs_per_stream)
+
+
+def estimated_seconds(num_train: int, batch_size: int, runs: int, max_epoch: int, num_val: int = 1000) -> float:
+    """Rough CPU time of a chunk with one thread, measured on this project's 2-core machine: a
+    fixed cost per SGD step (kernel launches, ~50 µs), a cost per run-step (~0.2 µs), and the
+    drawing of the data (~25 ns per number, counted for one stream per run, an upper bound).
+    Used to balance chunks over workers and to decide whether workers pay for their start-up."""
     steps = max_epoch * math.ceil(num_train / batch_size)
-    return steps * (60e-6 + 0.4e-6 * runs) + 1e-4 * runs
+    draws = 3 * (num_train + num_val) * runs
+    return steps * (50e-6 + 0.2e-6 * runs) + 25e-9 * draws + 5e-6 * runs
+
+
+def as_chunk(runs: Chunk | Sequence[Run]) -> Chunk:
+    return runs if isinstance(runs, Chunk) else Chunk.from_runs(list(runs))
 
 
 @dataclass
@@ -85,48 +110,45 @@ class ChunkResult:
             gone |= self.train_loss > DIVERGENCE_FACTOR * self.train_loss[:, :1]
         return np.logical_or.accumulate(gone, axis=1)
 
+    @classmethod
+    def concat(cls, parts: Sequence[ChunkResult]) -> ChunkResult:
+        """The results of consecutive parts of a chunk, as one."""
+        first = parts[0]
+        per_run = ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b", "ols_w", "ols_b")
+        return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in per_run},
+                   steps=first.steps, w_true=first.w_true, b_true=first.b_true)
 
-def _check_chunk(runs: Sequence[Run], checkpoints: Sequence[int]) -> None:
+
+def _check_checkpoints(checkpoints: Sequence[int]) -> None:
     if list(checkpoints) != sorted(set(checkpoints)) or not checkpoints or checkpoints[0] != 0:
         raise ValueError(f"Checkpoints must be sorted, distinct epochs starting at 0; got {list(checkpoints)}.")
-    if not runs:
-        raise ValueError("A chunk needs at least one run.")
-    shared = {(r.num_train, r.batch_size, r.num_val, r.w, r.b) for r in runs}
-    if len(shared) > 1:
-        raise ValueError("The runs of a chunk must share num_train, batch_size, num_val, w and b.")
 
 
 def _make_data(run: Run) -> SyntheticRegressionData:
     return SyntheticRegressionData(
         w=list(run.w), b=run.b, noise=run.noise, num_train=run.num_train, num_val=run.num_val,
-        batch_size=run.batch_size, noise_kind=run.noise_kind, seed=run.seed,
+        batch_size=run.batch_size, noise_kind=run.noise_kind, seed=run.seed, stream=run.stream,
     )
 
 
-def _ols(datas: Sequence[SyntheticRegressionData]) -> tuple[np.ndarray, np.ndarray]:
-    X = torch.stack([d.X_train for d in datas])  # (S, n, d)
-    y = torch.stack([d.y_train for d in datas])  # (S, n, 1)
-    w, b = least_squares(X, y)
-    return w.numpy(), b.numpy()
+def _truth(w: Sequence[float], b: float) -> tuple[np.ndarray, float]:
+    return torch.tensor(w).double().numpy(), float(torch.tensor(b, dtype=torch.float32))
 
 
-def _truth(data: SyntheticRegressionData) -> tuple[np.ndarray, float]:
-    return data.w.double().numpy(), float(torch.tensor(data.b, dtype=torch.float32))
-
-
-def train_reference(runs: Sequence[Run], checkpoints: Sequence[int], device: str = "cpu") -> ChunkResult:
+def train_reference(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], device: str = "cpu") -> ChunkResult:
     """Train each run with the reference :class:`~study.train.Trainer`, one at a time (CPU)."""
-    _check_chunk(runs, checkpoints)
+    _check_checkpoints(checkpoints)
+    chunk = as_chunk(runs)
     max_epoch = max(checkpoints)
     datas, histories = [], []
-    for run in runs:
+    for run in chunk.runs():
         data = _make_data(run)
         model = LinearRegression(run.lr, loss=run.loss, sigma=run.sigma, reduction=run.reduction)
         trainer = Trainer(max_epoch).fit(model, data)
         datas.append(data)
         histories.append([trainer.history[c] for c in checkpoints])
-    ols_w, ols_b = _ols(datas)
-    w_true, b_true = _truth(datas[0])
+    ols_w, ols_b = least_squares(torch.stack([d.X_train for d in datas]), torch.stack([d.y_train for d in datas]))
+    w_true, b_true = _truth(chunk.w, chunk.b)
 
     def stack(attr: str) -> np.ndarray:
         return np.array([[np.asarray(getattr(c, attr), dtype=np.float64) for c in h] for h in histories])
@@ -135,18 +157,64 @@ def train_reference(runs: Sequence[Run], checkpoints: Sequence[int], device: str
         w_hat=stack("w_hat"), b_hat=stack("b_hat"), train_loss=stack("train_loss"), val_mse=stack("val_mse"),
         grad_w=stack("grad_w"), grad_b=stack("grad_b"),
         steps=np.array([c.steps for c in histories[0]], dtype=np.int64),
-        ols_w=ols_w, ols_b=ols_b, w_true=w_true, b_true=b_true,
+        ols_w=ols_w.numpy(), ols_b=ols_b.numpy(), w_true=w_true, b_true=b_true,
     )
 
 
+class _Streams:
+    """The data, starts and per-epoch orders of a chunk's S streams, on its device."""
+
+    def __init__(self, chunk: Chunk, seeds: np.ndarray, device: torch.device) -> None:
+        self.chunk, self.device = chunk, device
+        d, n_total = len(chunk.w), chunk.num_train + chunk.num_val
+        first = {int(s): i for i, s in reversed(list(enumerate(chunk.seed)))}
+        rows = [first[int(s)] for s in seeds]  # a run of each stream, for its noise settings
+        self.seeds = torch.as_tensor(seeds, dtype=torch.int64)
+        Z = torch.empty(len(seeds), d + 2, n_total, device=device)
+        self.starts = torch.empty(len(seeds), d, device=device)
+        if chunk.stream == "torch":
+            self.datas = [_make_data(Run(
+                num_train=chunk.num_train, lr=1.0, loss="squared", sigma=1.0, reduction="mean",
+                batch_size=chunk.batch_size, noise=float(chunk.noise[r]), noise_kind=str(chunk.noise_kind[r]),
+                replicate=int(chunk.replicate[r]), w=chunk.w, b=chunk.b, num_val=chunk.num_val,
+                base_seed=chunk.base_seed, index=0, stream="torch")) for r in rows]
+            for i, data in enumerate(self.datas):
+                Z[i] = torch.cat([data.X, torch.ones_like(data.y), data.y], 1).T.to(device)
+                self.starts[i] = data.initial_weight()[0].to(device)
+        else:
+            self.seeds = self.seeds.to(device)
+            w = torch.tensor(chunk.w, dtype=torch.float32)
+            per = max(1, DRAW_BUDGET // (64 * n_total * (d + 4)))  # int64 words and their temporaries
+            # Streams that share noise settings are drawn together, in slices under DRAW_BUDGET.
+            settings: dict[tuple, list[int]] = {}
+            for i, r in enumerate(rows):
+                settings.setdefault((float(chunk.noise[r]), str(chunk.noise_kind[r])), []).append(i)
+            for (noise, kind), members in settings.items():
+                for lo in range(0, len(members), per):
+                    idx = torch.tensor(members[lo : lo + per], device=device)
+                    X, y = draw_counter_data(self.seeds[idx], w, chunk.b, noise, kind, chunk.num_train, chunk.num_val)
+                    Z[idx, :d] = X.transpose(1, 2)
+                    Z[idx, d + 1] = y
+                    del X, y
+            Z[:, d] = 1.0
+            self.starts = counter_initial_weights(self.seeds, d)
+        self.Z = Z  # (S, d+2, n_total): z = (x, 1, y), examples along the last dimension
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """(S, num_train) int64: every stream's order of the training examples for ``epoch``."""
+        if self.chunk.stream == "torch":
+            return torch.stack([data.permutation() for data in self.datas]).to(self.device)
+        return streams.permutations(self.seeds, self.chunk.num_train, epoch)
+
+
 @torch.no_grad()
-def train_batched(runs: Sequence[Run], checkpoints: Sequence[int], device: str | torch.device = "cpu") -> ChunkResult:
+def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], device: str | torch.device = "cpu") -> ChunkResult:
     """Train a chunk of runs at once on one device; the numbers are the reference's.
 
     Parameters
     ----------
-    runs : sequence of Run
-        Runs sharing num_train, batch_size, num_val, w and b.
+    runs : Chunk or sequence of Run
+        Runs sharing num_train, batch_size, num_val, w, b and the stream setting.
     checkpoints : sequence of int
         Epochs to record, sorted and starting with 0 (the start). Training goes to the largest.
     device : str or torch.device, default="cpu"
@@ -154,44 +222,56 @@ def train_batched(runs: Sequence[Run], checkpoints: Sequence[int], device: str |
     Notes
     -----
     Each example is stored as z = (x, 1, y) and each run's parameters as θ = (w, b, −1), so
-    that one product and one sum give the residual r = z·θ = xw + b − y, and one more the
-    update of (w, b). The derivative of the loss is clamp(s·r, lo, hi): s = 2, lo/hi = ∓inf
-    for squared; s = 1/σ, lo/hi = ∓1 for Huber (3.5.1). Each step is then a handful of small
-    kernels, whatever mix of losses the chunk holds.
+    that r = z·θ = xw + b − y, and one more product gives the update of (w, b). The derivative
+    of the loss is c·clamp(r, lo, hi): c = 2, lo/hi = ∓inf for squared; c = 1/σ, lo/hi = ∓σ
+    for Huber (3.5.1). Each step is then a handful of kernels, whatever mix of losses the chunk
+    holds.
     """
-    _check_chunk(runs, checkpoints)
+    _check_checkpoints(checkpoints)
+    chunk = as_chunk(runs)
     device = torch.device(device)
-    n, bs = runs[0].num_train, runs[0].batch_size
-    K = len(runs)
+    n, bs, d = chunk.num_train, chunk.batch_size, len(chunk.w)
+    K = len(chunk)
 
-    # One data set, start and permutation stream per distinct seed (common random numbers).
-    stream_of_seed: dict[int, int] = {}
-    run_stream = torch.tensor([stream_of_seed.setdefault(r.seed, len(stream_of_seed)) for r in runs])  # (K,)
-    datas: dict[int, SyntheticRegressionData] = {}
-    for run in runs:
-        datas.setdefault(run.seed, _make_data(run))
-    datas_ = list(datas.values())
-    d = datas_[0].num_inputs
-    starts = torch.cat([draw_initial_weight(d, data.generator) for data in datas_])  # (S, d)
-    Z = torch.stack([torch.cat([data.X, torch.ones_like(data.y), data.y], 1).T for data in datas_]).to(device)  # (S, d+2, n_total)
-    index = run_stream.to(device)
-    # Runs sharing a stream read its data through `index`; each run's own copy is made once,
-    # for the full-batch checkpoints (the steps copy only the minibatch they use).
-    shared = len(datas_) < K
-    ZK = Z.index_select(0, index) if shared else Z  # (K, d+2, n_total)
+    # Slots: run k is slot (stream_of[k], rank of k among its stream's runs); padding slots idle.
+    seeds, stream_of = chunk.streams()
+    S = len(seeds)
+    order = np.argsort(stream_of, kind="stable")
+    counts = np.bincount(stream_of, minlength=S)
+    m = int(counts.max())
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(K, dtype=np.int64)
+    rank[order] = np.arange(K) - first[stream_of[order]]
+    slot = torch.as_tensor(stream_of * m + rank, device=device)
 
-    theta = torch.zeros(K, d + 2, device=device)  # (K, d+2) = (w, b, -1)
-    theta[:, :d] = starts[run_stream].to(device)
-    theta[:, d + 1] = -1.0
-    huber = torch.tensor([r.loss == "huber" for r in runs], device=device)[:, None]  # (K, 1)
-    sigma = torch.tensor([r.sigma for r in runs], device=device)[:, None]
-    scale = torch.where(huber, 1 / sigma, torch.full_like(sigma, 2.0))
-    hi = torch.where(huber, torch.ones_like(sigma), torch.full_like(sigma, math.inf))
+    def per_slot(values: np.ndarray, pad: float) -> torch.Tensor:  # (S, m, 1)
+        out = torch.full((S * m,), pad, dtype=torch.float32, device=device)
+        out[slot] = torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
+        return out.view(S, m, 1)
+
+    data = _Streams(chunk, seeds, device)
+    Z = data.Z
+    huber_np = chunk.loss == "huber"
+    huber = per_slot(huber_np, 0.0).bool()
+    sigma = per_slot(chunk.sigma, 1.0)
+    coef = torch.where(huber, 1 / sigma, torch.full_like(sigma, 2.0))  # dl/dr = coef * clamp(r, lo, hi)
+    hi = torch.where(huber, sigma, torch.full_like(sigma, math.inf))
     lo = -hi
-    lr = torch.tensor([r.lr for r in runs], device=device)[:, None]
-    is_mean = torch.tensor([r.reduction == "mean" for r in runs], device=device)[:, None]
+    lr = per_slot(chunk.lr, 0.0)  # padding slots take no steps
+    is_mean = per_slot(chunk.reduction == "mean", 1.0).bool()
+    any_huber = bool(huber_np.any())
 
-    any_huber = bool(huber.any())
+    theta = torch.zeros(S, m, d + 2, device=device)  # (S, m, d+2) = (w, b, -1)
+    theta[:, :, :d] = data.starts[:, None, :]
+    theta[:, :, d + 1] = -1.0
+
+    def residuals(Zs: torch.Tensor) -> torch.Tensor:
+        """(S, m, L) residuals of every slot on the examples Zs (S, d+2, L), summed over the
+        d + 2 coordinates one at a time (elementwise: the same bits for any S and m)."""
+        r = theta[:, :, :1] * Zs[:, None, 0, :]
+        for j in range(1, d + 2):
+            r += theta[:, :, j : j + 1] * Zs[:, None, j, :]
+        return r
 
     def per_example_loss(r: torch.Tensor) -> torch.Tensor:
         sq = r.square()
@@ -203,42 +283,41 @@ def train_batched(runs: Sequence[Run], checkpoints: Sequence[int], device: str |
     record = _Recorder()
 
     def checkpoint(steps: int) -> None:
-        r = torch.bmm(theta[:, None, :], ZK)[:, 0]  # (K, n_total): one product per run, no temporaries
-        r_train, r_val = r[:, :n], r[:, n:]
-        g = torch.clamp(r_train * scale, lo, hi) / n  # (K, n) d(mean loss)/dr
-        grad = torch.bmm(ZK[:, : d + 1, :n], g[:, :, None])[:, :, 0]  # (K, d+1)
-        record.add(theta[:, :d], theta[:, d], per_example_loss(r_train).mean(1), r_val.square().mean(1),
-                   grad[:, :d], grad[:, d], steps)
+        r = residuals(Z)  # (S, m, n_total)
+        r_train, r_val = r[:, :, :n], r[:, :, n:]
+        g = torch.clamp(r_train, lo, hi).mul_(coef / n)  # (S, m, n) d(mean loss)/dr
+        grad = torch.stack([(g * Z[:, None, j, :n]).sum(-1) for j in range(d + 1)], -1)  # (S, m, d+1)
+        record.add(theta[:, :, :d], theta[:, :, d], per_example_loss(r_train).mean(-1), r_val.square().mean(-1),
+                   grad[..., :d], grad[..., d], steps)
 
     # Minibatches are bs wide; the ragged last one is padded with z = 0, which adds exactly 0
     # to every sum. Step sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
     T = math.ceil(n / bs)
     sizes = [min(bs, n - t * bs) for t in range(T)]
-    step_size = {m: -torch.where(is_mean, lr / m, lr) for m in set(sizes)}  # (K, 1)
-    Zpad = torch.cat([Z, torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n_total + 1)
-    pad = torch.full((len(datas_), T * bs - n), Z.shape[2], device=device)
+    step = {size: -coef * torch.where(is_mean, lr / size, lr) for size in set(sizes)}  # (S, m, 1)
+    Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
+    pad = torch.full((S, T * bs - n), n, device=device)
     wanted = set(checkpoints)
     steps = 0
     checkpoint(steps)
     for epoch in range(1, max(checkpoints) + 1):
-        order = torch.cat([torch.stack([data.permutation() for data in datas_]).to(device), pad], 1)  # (S, T*bs)
-        Zp = torch.gather(Zpad, 2, order[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
-        Zp = Zp.view(-1, d + 2, T, bs).permute(2, 0, 1, 3).contiguous()  # (T, S, d+2, bs): a step's block is contiguous
-        for t, m in enumerate(sizes):
+        idx = torch.cat([data.order(epoch), pad], 1)  # (S, T*bs)
+        Zp = torch.gather(Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
+        Zp = Zp.view(S, d + 2, T, bs).permute(2, 0, 1, 3).contiguous()  # (T, S, d+2, bs): a step's block is contiguous
+        del idx
+        for t, size in enumerate(sizes):
             Zb = Zp[t]  # (S, d+2, bs)
-            if shared:
-                Zb = Zb.index_select(0, index)  # (K, d+2, bs)
-            r = (Zb * theta[:, :, None]).sum(1)  # (K, bs) residuals
-            g = torch.clamp(r.mul_(scale), lo, hi).mul_(step_size[m])  # (K, bs)
-            theta[:, : d + 1] += (Zb[:, : d + 1] * g[:, None, :]).sum(2)
+            g = torch.clamp(residuals(Zb), lo, hi).mul_(step[size])  # (S, m, bs)
+            theta[:, :, : d + 1] += (Zb[:, None, : d + 1, :] * g[:, :, None, :]).sum(-1)
+        del Zp
         steps += T
         if epoch in wanted:
             checkpoint(steps)
 
-    ols_w, ols_b = _ols(datas_)
-    w_true, b_true = _truth(datas_[0])
-    idx = run_stream.numpy()
-    return record.result(ols_w[idx], ols_b[idx], w_true, b_true)
+    X = Z[:, :d, :n].transpose(1, 2)
+    ols_w, ols_b = least_squares(X, Z[:, d + 1, :n])
+    w_true, b_true = _truth(chunk.w, chunk.b)
+    return record.result(slot.cpu().numpy(), stream_of, ols_w.numpy(), ols_b.numpy(), w_true, b_true)
 
 
 class _Recorder:
@@ -252,10 +331,15 @@ class _Recorder:
         self.parts.append(tuple(t.clone() for t in (W, B, train_loss, val_mse, grad_w, grad_b)))
         self.steps.append(steps)
 
-    def result(self, ols_w, ols_b, w_true, b_true) -> ChunkResult:
-        cols = [torch.stack(c, dim=1).cpu().double().numpy() for c in zip(*self.parts)]  # (K, C, ...)
+    def result(self, slot: np.ndarray, stream_of: np.ndarray, ols_w, ols_b, w_true, b_true) -> ChunkResult:
+        """Slots (S, m, ...) back to runs (K, C, ...), in the chunk's order."""
+        slot_t = torch.as_tensor(slot, device=self.parts[0][0].device)
+        cols = []
+        for c in zip(*self.parts):
+            stacked = torch.stack(c, dim=2)  # (S, m, C, ...)
+            cols.append(stacked.flatten(0, 1).index_select(0, slot_t).cpu().double().numpy())
         return ChunkResult(
             w_hat=cols[0], b_hat=cols[1], train_loss=cols[2], val_mse=cols[3], grad_w=cols[4], grad_b=cols[5],
-            steps=np.array(self.steps, dtype=np.int64), ols_w=ols_w, ols_b=ols_b, w_true=w_true, b_true=b_true,
+            steps=np.array(self.steps, dtype=np.int64), ols_w=ols_w[stream_of], ols_b=ols_b[stream_of],
+            w_true=w_true, b_true=b_true,
         )
-

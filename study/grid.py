@@ -6,15 +6,22 @@ words. A run is one cell of the grid (one value per axis, ``epoch`` aside) times
 ``epoch`` is a checkpoint axis: every run trains once to the largest epoch asked for and is
 recorded at each epoch listed (and at epoch 0, the start).
 
-Seeds (common random numbers): a run's generator is seeded from the base ``seed``, the
+Seeds (common random numbers): a run's stream is seeded from the base ``seed``, the
 ``replicate`` and the data settings (num_train, num_val, noise, noise_kind, batch_size) alone.
 Runs that differ only in lr, loss, sigma or reduction therefore see the same data, the same
 start and the same minibatch order, and comparisons between them are paired.
+
+Seeds and run keys are computed as arrays, so that a grid of millions of runs is planned in
+seconds: a cell's settings are hashed once (the first 8 bytes of the sha256 of their canonical
+JSON), and each replicate's 64-bit value is splitmix64's mixing function (Steele, Lea and Flood,
+OOPSLA 2014) of that hash plus (replicate + 1) times the golden ratio, a bijection of the
+replicate for each cell. A seed keeps 63 of those bits (it fits an int64 column).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -26,14 +33,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from ._checks import check_choice, check_int, check_real, check_vector, fail
 from .data import NOISE_KINDS
 from .model import LOSSES, REDUCTIONS
+from .streams import STREAMS
 
-__all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid"]
+__all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid", "stream_seeds", "run_keys"]
 
 AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "batch_size", "noise", "noise_kind")
-SETTINGS = ("w", "b", "num_val", "replicates", "seed")
+SETTINGS = ("w", "b", "num_val", "replicates", "seed", "stream")
 #: What a run's random stream depends on, besides the base seed and the replicate.
 STREAM_KEYS = ("num_train", "num_val", "noise", "noise_kind", "batch_size")
 #: The axes that define a run (epoch is a checkpoint axis, not part of a run).
@@ -82,6 +92,47 @@ def _check_axis(axis: str, values: Any, where: str) -> list:
     return unique
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's mixing function, a bijection of uint64 words (NumPy's uint64 wraps)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _derive(cell_hash: int, replicate: Any) -> np.ndarray:
+    """The 64-bit value of each replicate of a cell (see the module's docstring)."""
+    rep = np.asarray(replicate, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return mix64(np.uint64(cell_hash) + (rep + np.uint64(1)) * _GOLDEN)
+
+
+@functools.lru_cache(maxsize=65536)
+def _hash64(canonical: str) -> int:
+    return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big")
+
+
+def _canonical(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def stream_seeds(settings: Mapping[str, Any], base_seed: int, replicate: Any) -> np.ndarray:
+    """int64 seeds of the given replicates of one stream cell: ``settings`` holds STREAM_KEYS."""
+    doc = {k: settings[k] for k in STREAM_KEYS}
+    doc.update(seed=base_seed)
+    return (_derive(_hash64(_canonical(doc)), replicate) >> np.uint64(1)).astype(np.int64)
+
+
+def run_keys(settings: Mapping[str, Any], replicate: Any) -> np.ndarray:
+    """uint64 keys of the given replicates of one run cell: ``settings`` holds every field of
+    :class:`Run` but ``replicate`` and ``index``, and the grid's ``stream``."""
+    return _derive(_hash64(_canonical(settings)), replicate)
+
+
 @dataclass(frozen=True)
 class Run:
     """One training: one value of every run axis, one replicate, and the grid's settings."""
@@ -100,22 +151,19 @@ class Run:
     num_val: int
     base_seed: int
     index: int  # position in the grid's order; rows are sorted by it
+    stream: str = "counter"
 
     @cached_property
     def key(self) -> str:
-        """A stable identity: sha256 of the canonical JSON of everything that defines the run."""
-        return _sha256({f.name: getattr(self, f.name) for f in fields(self) if f.name != "index"})
+        """A stable identity (16 hex digits) of everything that defines the run, the stream
+        included, the same in every process and session (see the module's docstring)."""
+        cell = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("index", "replicate")}
+        return f"{int(run_keys(cell, [self.replicate])[0]):016x}"
 
     @cached_property
     def seed(self) -> int:
-        """The seed of this run's generator (data, start, permutations)."""
-        stream = {k: getattr(self, k) for k in STREAM_KEYS}
-        stream.update(seed=self.base_seed, replicate=self.replicate)
-        return int(_sha256(stream)[:16], 16) >> 1  # 63 bits: fits an int64 column
-
-
-def _sha256(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        """The seed of this run's stream (data, start, permutations)."""
+        return int(stream_seeds(vars(self), self.base_seed, [self.replicate])[0])
 
 
 @dataclass
@@ -133,6 +181,10 @@ class Grid:
         Independent repetitions of every cell (each its own data, start and order).
     seed : int, default=0
         The base seed; every run's own seed is derived from it (see the module's docstring).
+    stream : {"counter", "torch"}, default="counter"
+        Where runs draw their random numbers (:mod:`study.streams`): ``counter``, Philox
+        numbers drawn on the chunk's device for all runs at once, the same on a CPU and a GPU;
+        ``torch``, one CPU ``torch.Generator`` per run in the book's own order.
     name, description : str
         Labels of the study; ``name`` names its output files.
 
@@ -157,6 +209,7 @@ class Grid:
     num_val: int = 1000
     replicates: int = 1
     seed: int = 0
+    stream: str = "counter"
     name: str = "grid"
     description: str = ""
 
@@ -172,6 +225,7 @@ class Grid:
         self.num_val = check_int(self.num_val, "num_val", where, low=1)
         self.replicates = check_int(self.replicates, "replicates", where, low=1)
         self.seed = check_int(self.seed, "seed", where, low=0)
+        self.stream = check_choice(self.stream, "stream", where, STREAMS)
         _check_labels(self.name, self.description, where)
 
     @property
@@ -188,7 +242,7 @@ class Grid:
         cells = itertools.product(*(getattr(self, a) for a in RUN_AXES), range(self.replicates))
         return [
             Run(**dict(zip(RUN_AXES, cell[:-1])), replicate=cell[-1], w=tuple(self.w), b=self.b,
-                num_val=self.num_val, base_seed=self.seed, index=i)
+                num_val=self.num_val, base_seed=self.seed, index=i, stream=self.stream)
             for i, cell in enumerate(cells)
         ]
 

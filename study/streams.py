@@ -16,14 +16,17 @@ Layout of the counter for the i-th block of four 32-bit words of a purpose::
 
 Words are integers, identical on every device. From them:
 
-- ``uniforms``: (u >> 8 + 0.5) / 2**24 in float32, strictly inside (0, 1) and exactly
-  representable, so bit-identical on every device.
+- ``uniforms``: ((u >> 9) + 0.5) / 2**23 in float32, in [2**-24, 1 - 2**-24] and exactly
+  representable (23 bits and a half fit float32's 24), so bit-identical on every device.
 - ``normals``: Box-Muller on pairs of uniforms, in float32. The radius is at most
-  sqrt(2 ln 2**25) ≈ 5.9: tails beyond 5.9σ (probability 4e-9) are not drawn. The transcendental
+  sqrt(2 ln 2**24) ≈ 5.77: tails beyond 5.77σ (probability 8e-9) are not drawn. The transcendental
   functions round differently on a CPU and a GPU, by an ulp or so.
 - ``permutations``: each row is the order of ``n`` counter-drawn 32-bit keys, ties broken by the
   index (the 63-bit sort keys ``word << 31 | index`` are distinct), so any sort gives the same
   permutation, on any device.
+
+Limits: seeds in [0, 2**63), epochs and purposes below 2**32, permutations of fewer than
+2**31 elements.
 
 Integers are held in int64 tensors with values below 2**32. The 32 x 32-bit products of Philox
 reach 2**64 and wrap in int64; their low 64 bits are what two's-complement multiplication gives
@@ -106,8 +109,8 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torc
 
 
 def _to_uniform(w: torch.Tensor) -> torch.Tensor:
-    # 24 random bits and a half: exactly representable in float32, never 0 nor 1.
-    return ((w >> 8).to(torch.float32) + 0.5) * (2.0**-24)
+    # 23 random bits and a half: exactly representable in float32, never 0 nor 1.
+    return ((w >> 9).to(torch.float32) + 0.5) * (2.0**-23)
 
 
 def uniforms(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Closed-form least squares on the same training data: the floor any method can reach.
 
-The fit is solved in float64 so that it is a reference, not a second source of rounding error.
-With fewer examples than unknowns (num_train < d + 1) it is the minimum-norm solution.
+The fit is solved in float64 so that it is a reference, not a second source of rounding error,
+on the data's own device: through the normal equations, (AᵀA)⁺ Aᵀy with A = [X, 1], which for
+the well-conditioned Gaussian designs here is accurate to about 1e-12 and costs one pass over
+the data, where an SVD of every data set would cost more than training on a GPU. With fewer
+examples than unknowns (num_train < d + 1) the pseudo-inverse gives the minimum-norm solution.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ def least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     w_hat : float64 tensor of shape (d,) or (S, d)
     b_hat : float64 tensor of shape () or (S,)
     """
-    X = X.detach().to("cpu", torch.float64)
-    y = y.detach().to("cpu", torch.float64).reshape(*X.shape[:-1], 1)
+    X = X.detach().to(torch.float64)
+    y = y.detach().to(torch.float64).reshape(*X.shape[:-1], 1)
     design = torch.cat([X, torch.ones_like(X[..., :1])], dim=-1)  # (..., n, d + 1)
-    # gelsd (SVD) handles the rank-deficient case (n < d + 1) with the minimum-norm answer.
-    coef = torch.linalg.lstsq(design, y, driver="gelsd").solution[..., 0]  # (..., d + 1)
-    return coef[..., :-1], coef[..., -1]
+    gram = design.transpose(-1, -2) @ design  # (..., d + 1, d + 1)
+    moment = design.transpose(-1, -2) @ y  # (..., d + 1, 1)
+    # pinv, not solve: a rank-deficient Gram (n < d + 1) gets the minimum-norm answer.
+    coef = (torch.linalg.pinv(gram, hermitian=True) @ moment)[..., 0]  # (..., d + 1)
+    return coef[..., :-1].cpu(), coef[..., -1].cpu()

@@ -11,11 +11,15 @@ FIELDS = ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b")
 CHECKPOINTS = [0, 1, 2, 4]
 
 
-def mixed_runs() -> list:
+STREAMS = ["counter", "torch"]
+
+
+def mixed_runs(stream: str = "counter") -> list:
     """Every axis varied: sizes around the batch size, both losses and reductions, several
     sigmas and lrs (one diverging), all noise kinds."""
     common = dict(num_train=[1, 5, 31, 32, 33, 100], loss=["squared", "huber"], sigma=[0.5, 2.0],
-                  noise_kind=["gaussian", "student_t", "outliers"], noise=[0.01, 0.5], epoch=[1, 2, 4], num_val=20)
+                  noise_kind=["gaussian", "student_t", "outliers"], noise=[0.01, 0.5], epoch=[1, 2, 4], num_val=20,
+                  stream=stream)
     grids = [
         Grid(lr=[0.01, 0.1], reduction=["mean"], **common),
         Grid(lr=[0.001, 0.003], reduction=["sum"], **common),  # the same step size per example
@@ -45,8 +49,9 @@ def assert_close(batched: ChunkResult, reference: ChunkResult):
     np.testing.assert_array_equal(batched.ols_b, reference.ols_b)
 
 
-def test_train_batched_equals_reference_run_for_run_on_a_mixed_grid():
-    runs = mixed_runs()
+@pytest.mark.parametrize("stream", STREAMS)
+def test_train_batched_equals_reference_run_for_run_on_a_mixed_grid(stream):
+    runs = mixed_runs(stream)
     diverged = 0
     for size, group in by_size(runs).items():
         batched = train_batched(group, CHECKPOINTS)
@@ -64,9 +69,11 @@ def test_train_batched_noise_free_recovers_w_and_b():
     assert np.abs(res.ols_w - res.w_true).max() < 1e-5
 
 
-def test_train_batched_divergence_is_isolated_bit_for_bit():
-    calm = Grid(num_train=[64], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2).runs()
-    wild = Grid(num_train=[64], lr=[50.0], epoch=[1, 3], replicates=2).runs()
+@pytest.mark.parametrize("stream", STREAMS)
+def test_train_batched_divergence_is_isolated_bit_for_bit(stream):
+    calm = Grid(num_train=[64], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2,
+                stream=stream).runs()
+    wild = Grid(num_train=[64], lr=[50.0], epoch=[1, 3], replicates=2, stream=stream).runs()
     alone = train_batched(calm, [0, 1, 3])
     mixed = train_batched(calm[:5] + wild + calm[5:], [0, 1, 3])
     keep = [i for i in range(len(calm) + len(wild)) if not (5 <= i < 5 + len(wild))]
@@ -75,9 +82,10 @@ def test_train_batched_divergence_is_isolated_bit_for_bit():
         np.testing.assert_array_equal(getattr(mixed, field)[keep], getattr(alone, field))
 
 
-def test_train_batched_chunking_changes_nothing():
+@pytest.mark.parametrize("stream", STREAMS)
+def test_train_batched_chunking_changes_nothing(stream):
     runs = Grid(num_train=[50], lr=[0.01, 0.1], loss=["squared", "huber"], reduction=["mean", "sum"],
-                noise_kind=["gaussian", "outliers"], epoch=[2, 3], replicates=3).runs()
+                noise_kind=["gaussian", "outliers"], epoch=[2, 3], replicates=3, stream=stream).runs()
     whole = train_batched(runs, [0, 2, 3])
     for size in (1, 4, 7):
         parts = [train_batched(runs[i:i + size], [0, 2, 3]) for i in range(0, len(runs), size)]
@@ -99,6 +107,24 @@ def test_train_batched_refuses_mixed_sizes():
         train_batched(runs, [0, 1])
 
 
+def test_train_batched_takes_a_planned_chunk_as_its_runs():
+    """The columns of a Plan's chunk give the numbers of the same runs as Run objects."""
+    from study.plan import Plan
+
+    grid = Grid(num_train=[20], lr=[0.01, 0.1], loss=["squared", "huber"], noise=[0.1, 1.0], epoch=[2], replicates=3)
+    chunk = next(Plan(grid, lambda *_: 10**6).chunks())
+    runs = [grid.runs()[i] for i in chunk.index]
+    a, b = train_batched(chunk, [0, 2]), train_batched(runs, [0, 2])
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_noise_free_counter_and_torch_streams_both_recover_w(stream):
+    res = train_batched(Grid(num_train=[200], lr=[0.1], noise=[0.0], epoch=[30], stream=stream).runs(), [0, 30])
+    assert np.abs(res.w_hat[:, -1] - res.w_true).max() < 1e-5
+
+
 def test_max_chunk_runs_keeps_a_chunk_within_the_budget():
     k = max_chunk_runs(10_000, 1000, 2)
     assert k >= 64
@@ -108,8 +134,9 @@ def test_max_chunk_runs_keeps_a_chunk_within_the_budget():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_train_batched_on_cuda_equals_cpu():
-    runs = [r for g in by_size(mixed_runs()).values() for r in g if r.num_train == 33]
+@pytest.mark.parametrize("stream", STREAMS)
+def test_train_batched_on_cuda_equals_cpu(stream):
+    runs = [r for g in by_size(mixed_runs(stream)).values() for r in g if r.num_train == 33]
     on_gpu = train_batched(runs, CHECKPOINTS, device="cuda")
     on_cpu = train_batched(runs, CHECKPOINTS, device="cpu")
     assert_close(on_gpu, on_cpu)

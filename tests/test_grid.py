@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from study.grid import AXES, SETTINGS, Grid, Run, load_grid, log_sizes
@@ -165,8 +166,22 @@ def test_grid_bad_value_raises_naming_parameter_of_grid(kwargs, match):
 # Run.key and Run.seed ---------------------------------------------------------------------------
 
 
-def test_run_key_is_hex_sha256():
-    assert re.fullmatch(r"[0-9a-f]{64}", _first_run().key)
+def test_run_key_is_16_hex_digits():
+    assert re.fullmatch(r"[0-9a-f]{16}", _first_run().key)
+
+
+def test_mix64_is_splitmix64():
+    """splitmix64 seeded with 0 gives e220a8397b1dcdaf, 6e789e6aa1b965f4, 06c45d188009454f
+    (Vigna's reference splitmix64.c): its output is mix64 of the state, k times the golden ratio."""
+    from study.grid import mix64
+
+    state = np.arange(1, 4, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    assert mix64(state).tolist() == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+def test_run_key_depends_on_the_stream():
+    assert _first_run(stream="torch").key != _first_run(stream="counter").key
+    assert _first_run(stream="torch").seed == _first_run(stream="counter").seed
 
 
 def test_run_key_equal_for_equal_settings():
@@ -182,13 +197,26 @@ def test_run_key_differs_when_lr_differs():
     assert _first_run(lr=0.1).key != _first_run(lr=0.2).key
 
 
-def test_run_key_is_sha256_of_canonical_json_of_the_run():
+def test_run_key_is_mix64_of_sha256_of_canonical_json_of_the_cell():
     # The key names saved chunks, so it must be the same in every process and session
-    # (no hash(), no id(), no dict order): sha256 of sorted-key compact JSON.
-    run = _first_run(lr=0.1, w=[1.0, -2.0])
-    doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name != "index"}
+    # (no hash(), no id(), no dict order): sha256 of sorted-key compact JSON, then the replicate.
+    from study.grid import mix64
+
+    run = Grid(lr=[0.1], w=[1.0, -2.0], replicates=3).runs()[2]
+    doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name not in ("index", "replicate")}
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    assert run.key == hashlib.sha256(canonical).hexdigest()
+    cell = int.from_bytes(hashlib.sha256(canonical).digest()[:8], "big")
+    expected = mix64(np.array([(cell + 3 * 0x9E3779B97F4A7C15) % 2**64], dtype=np.uint64))[0]
+    assert run.key == f"{int(expected):016x}"
+
+
+def test_run_seeds_and_keys_of_a_grid_are_distinct_over_many_replicates():
+    from study.grid import run_keys, stream_seeds
+
+    reps = np.arange(200_000)
+    seeds = stream_seeds(dict(num_train=10, num_val=5, noise=0.1, noise_kind="gaussian", batch_size=32), 0, reps)
+    assert seeds.dtype == np.int64 and seeds.min() >= 0 and len(np.unique(seeds)) == len(reps)
+    assert len(np.unique(run_keys({"lr": 0.1}, reps))) == len(reps)
 
 
 @pytest.mark.parametrize(
@@ -295,9 +323,11 @@ def test_load_grid_duplicates_warn(tmp_path):
 _WHERE = "key of [grid] in bad.toml"
 _BAD_SPECS = [
     ("unknown_key", "[grid]\nfoo = 1\n",
-     re.escape("Unknown key 'foo' in [grid] in bad.toml") + r".*valid keys are \[.*'num_train'.*'lr'.*'seed'\]"),
+     re.escape("Unknown key 'foo' in [grid] in bad.toml") + r".*valid keys are \[.*'num_train'.*'lr'.*'seed', 'stream'\]"),
     ("misspelt_axis", "[grid]\nlrs = [0.1]\n",
      re.escape("Unknown key 'lrs' in [grid] in bad.toml (did you mean 'lr'?)")),
+    ("bad_stream", "[grid]\nstream = \"numpy\"\n",
+     re.escape("The 'stream' key of [grid] in bad.toml must be one of ['counter', 'torch']. Got 'numpy' instead.")),
     ("misspelt_setting", "[grid]\nreplicate = 3\n", re.escape("(did you mean 'replicates'?)")),
     ("lr_wrong_type", '[grid]\nlr = "fast"\n',
      re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got 'fast' instead.")),

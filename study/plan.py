@@ -1,0 +1,198 @@
+"""Planning: a grid as arrays, cut into chunks of whole streams, sized to their device.
+
+A grid of millions of runs is never a list of Python objects. Its runs are enumerated by axis
+indices; a :class:`Chunk` holds its runs as columns (NumPy arrays), made only when the chunk is
+dispatched, with its seeds and run keys computed as arrays (:func:`study.grid.stream_seeds`,
+:func:`study.grid.run_keys`).
+
+A chunk holds runs of one (num_train, batch_size), so that they share a step schedule, and
+whole streams: every run of a stream (the runs that differ only in lr, loss, sigma or
+reduction) is in the same chunk, so its data are drawn once. Within a (num_train, batch_size)
+group, streams are ordered by (noise, noise_kind, replicate) and each stream's runs by
+(lr, loss, sigma, reduction), the grid's own order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .grid import RUN_AXES, Grid, Run, run_keys, stream_seeds
+
+__all__ = ["Chunk", "ChunkSpec", "Plan"]
+
+#: The axes that do not change a run's stream, in the grid's order.
+OPTIM_AXES = ("lr", "loss", "sigma", "reduction")
+
+
+@dataclass
+class Chunk:
+    """Runs as columns, all of one (num_train, batch_size) and the grid's settings.
+
+    ``lr, loss, sigma, reduction, noise, noise_kind, replicate, seed, index`` are arrays of one
+    value per run; ``key`` holds the runs' uint64 keys (hex in :attr:`Run.key`).
+    """
+
+    num_train: int
+    batch_size: int
+    num_val: int
+    w: tuple[float, ...]
+    b: float
+    stream: str
+    base_seed: int
+    lr: np.ndarray
+    loss: np.ndarray
+    sigma: np.ndarray
+    reduction: np.ndarray
+    noise: np.ndarray
+    noise_kind: np.ndarray
+    replicate: np.ndarray
+    seed: np.ndarray
+    index: np.ndarray
+    key: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def column(self, name: str) -> np.ndarray:
+        """One value per run of any run axis, a per-chunk one (num_train, batch_size) repeated."""
+        value = getattr(self, name)
+        return value if isinstance(value, np.ndarray) else np.full(len(self), value)
+
+    def runs(self) -> list[Run]:
+        """The runs as :class:`~study.grid.Run` objects (for the reference engine and messages)."""
+        cols = {a: self.column(a).tolist() for a in (*RUN_AXES, "replicate", "index")}
+        return [
+            Run(**{a: cols[a][i] for a in cols}, w=self.w, b=self.b, num_val=self.num_val, base_seed=self.base_seed,
+                stream=self.stream)
+            for i in range(len(self))
+        ]
+
+    def take(self, rows: np.ndarray | slice) -> Chunk:
+        """The chunk of the given rows."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in out.items():
+            if isinstance(value, np.ndarray):
+                out[name] = value[rows]
+        return Chunk(**out)
+
+    @classmethod
+    def from_runs(cls, runs: Sequence[Run]) -> Chunk:
+        """A chunk of Run objects (which must share num_train, batch_size and the settings)."""
+        if not runs:
+            raise ValueError("A chunk needs at least one run.")
+        shared = {(r.num_train, r.batch_size, r.num_val, r.w, r.b, r.stream, r.base_seed) for r in runs}
+        if len(shared) > 1:
+            raise ValueError("The runs of a chunk must share num_train, batch_size, num_val, w, b and the stream.")
+        r0 = runs[0]
+
+        def col(name: str, dtype=None) -> np.ndarray:
+            return np.array([getattr(r, name) for r in runs], dtype=dtype)
+
+        return cls(
+            num_train=r0.num_train, batch_size=r0.batch_size, num_val=r0.num_val, w=tuple(r0.w), b=r0.b,
+            stream=r0.stream, base_seed=r0.base_seed, lr=col("lr", np.float64), loss=col("loss", object),
+            sigma=col("sigma", np.float64), reduction=col("reduction", object), noise=col("noise", np.float64),
+            noise_kind=col("noise_kind", object), replicate=col("replicate", np.int64), seed=col("seed", np.int64),
+            index=col("index", np.int64), key=np.array([int(r.key, 16) for r in runs], dtype=np.uint64),
+        )
+
+    def streams(self) -> tuple[np.ndarray, np.ndarray]:
+        """(seeds of the distinct streams, in order of first appearance; each run's stream number)."""
+        seeds, first, inverse = np.unique(self.seed, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        return seeds[order], rank[inverse.reshape(-1)]
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Streams [start, stop) of one (num_train, batch_size) group, in the group's stream order."""
+
+    num_train_i: int
+    batch_size_i: int
+    start: int
+    stop: int
+    runs: int
+
+
+class Plan:
+    """A grid's runs as chunks of whole streams.
+
+    Parameters
+    ----------
+    grid : Grid
+    chunk_runs : callable (num_train, batch_size, total_runs) -> int
+        The most runs a chunk of that group may hold (rounded down to whole streams, at least
+        one stream).
+    """
+
+    def __init__(self, grid: Grid, chunk_runs) -> None:
+        self.grid = grid
+        self.optim_shape = tuple(len(getattr(grid, a)) for a in OPTIM_AXES)
+        self.runs_per_stream = math.prod(self.optim_shape)
+        self.stream_shape = (len(grid.noise), len(grid.noise_kind), grid.replicates)
+        self.streams_per_group = math.prod(self.stream_shape)
+        self.shape = tuple(len(getattr(grid, a)) for a in RUN_AXES) + (grid.replicates,)
+        self.n_runs = math.prod(self.shape)
+        specs = []
+        for i, num_train in enumerate(grid.num_train):
+            for j, batch_size in enumerate(grid.batch_size):
+                cap = int(chunk_runs(num_train, batch_size, self.n_runs))
+                per = max(1, cap // self.runs_per_stream)
+                for start in range(0, self.streams_per_group, per):
+                    stop = min(start + per, self.streams_per_group)
+                    specs.append(ChunkSpec(i, j, start, stop, (stop - start) * self.runs_per_stream))
+        self.specs = specs
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def chunk(self, spec: ChunkSpec) -> Chunk:
+        """The runs of one chunk, as columns."""
+        g = self.grid
+        s = np.arange(spec.start, spec.stop)
+        i_noise, i_kind, rep = np.unravel_index(s, self.stream_shape)
+        L = self.runs_per_stream
+        i_lr, i_loss, i_sigma, i_red = (np.tile(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape))
+        i_noise, i_kind, rep = (np.repeat(a, L) for a in (i_noise, i_kind, rep))
+        n = len(rep)
+        i_nt, i_bs = np.full(n, spec.num_train_i), np.full(n, spec.batch_size_i)
+        # The grid's order: RUN_AXES (num_train, lr, loss, sigma, reduction, batch_size, noise,
+        # noise_kind), then the replicate.
+        index = np.ravel_multi_index((i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind, rep), self.shape)
+        num_train, batch_size = g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i]
+        noise, kinds = np.asarray(g.noise, dtype=np.float64), np.asarray(g.noise_kind, dtype=object)
+        seed = np.empty(n, dtype=np.int64)
+        key = np.empty(n, dtype=np.uint64)
+        # Seeds and keys per cell, vectorized over its replicates: cells are few, replicates many.
+        stream_cell = i_noise * len(kinds) + i_kind
+        for c in np.unique(stream_cell):
+            rows = np.flatnonzero(stream_cell == c)
+            settings = dict(num_train=num_train, num_val=g.num_val, noise=float(noise[i_noise[rows[0]]]),
+                            noise_kind=kinds[i_kind[rows[0]]], batch_size=batch_size)
+            seed[rows] = stream_seeds(settings, g.seed, rep[rows])
+        run_cell = np.ravel_multi_index((i_lr, i_loss, i_sigma, i_red, i_noise, i_kind), (*self.optim_shape, *self.stream_shape[:2]))
+        for c in np.unique(run_cell):
+            rows = np.flatnonzero(run_cell == c)
+            r0 = rows[0]
+            cell = dict(num_train=num_train, lr=g.lr[i_lr[r0]], loss=g.loss[i_loss[r0]], sigma=g.sigma[i_sigma[r0]],
+                        reduction=g.reduction[i_red[r0]], batch_size=batch_size, noise=g.noise[i_noise[r0]],
+                        noise_kind=g.noise_kind[i_kind[r0]], w=list(g.w), b=g.b, num_val=g.num_val,
+                        base_seed=g.seed, stream=g.stream)
+            key[rows] = run_keys(cell, rep[rows])
+        return Chunk(
+            num_train=num_train, batch_size=batch_size, num_val=g.num_val, w=tuple(g.w), b=g.b, stream=g.stream,
+            base_seed=g.seed, lr=np.asarray(g.lr, dtype=np.float64)[i_lr], loss=np.asarray(g.loss, dtype=object)[i_loss],
+            sigma=np.asarray(g.sigma, dtype=np.float64)[i_sigma], reduction=np.asarray(g.reduction, dtype=object)[i_red],
+            noise=noise[i_noise], noise_kind=kinds[i_kind], replicate=rep.astype(np.int64), seed=seed,
+            index=index.astype(np.int64), key=key,
+        )
+
+    def chunks(self) -> Iterator[Chunk]:
+        for spec in self.specs:
+            yield self.chunk(spec)
