@@ -35,7 +35,7 @@ from .theory import least_squares
 from .train import Trainer
 
 __all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_reference", "ENGINES", "CHUNK_MEMORY_BUDGET",
-           "max_chunk_runs", "chunk_bytes", "as_chunk"]
+           "max_chunk_runs", "chunk_bytes", "as_chunk", "past_stability_edge"]
 
 ENGINES = ("batched", "reference")
 #: A run has diverged at a checkpoint once ŵ, b̂ or its training loss is not finite, or its
@@ -47,8 +47,9 @@ DIVERGENCE_FACTOR = 100.0
 #: workers x budget, however many runs the grid has. On a GPU the budget is a share of its
 #: free memory (see study.runner).
 CHUNK_MEMORY_BUDGET = 128 * 2**20
-#: Bytes that drawing counter numbers may take at once: streams are drawn in slices under it.
-DRAW_BUDGET = 64 * 2**20
+#: Bytes that drawing counter numbers may take at once, by device type: streams are drawn in
+#: slices under it (on a GPU, few large slices: each slice costs a few dozen kernel launches).
+DRAW_BUDGET = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
 
 
 def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
@@ -62,14 +63,14 @@ def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, stream
     n_total = num_train + num_val
     per_stream = (8 * (num_inputs + 2) + 24) * n_total
     per_run = 12 * n_total + 64 * (num_inputs + 2)
-    return per_stream * streams_ + per_run * runs + DRAW_BUDGET // 4
+    return per_stream * streams_ + per_run * runs
 
 
 def max_chunk_runs(num_train: int, num_val: int, num_inputs: int, budget: int = CHUNK_MEMORY_BUDGET,
                    runs_per_stream: int = 1) -> int:
     """How many runs of this size fit one chunk's memory budget (at least one stream's)."""
-    per = chunk_bytes(num_train, num_val, num_inputs, runs_per_stream, 1) - DRAW_BUDGET // 4
-    return max(runs_per_stream, (budget - DRAW_BUDGET // 4) // per * runs_per_stream)
+    per = chunk_bytes(num_train, num_val, num_inputs, runs_per_stream, 1)
+    return max(runs_per_stream, budget // per * runs_per_stream)
 
 
 def estimated_seconds(num_train: int, batch_size: int, runs: int, max_epoch: int, num_val: int = 1000) -> float:
@@ -80,6 +81,24 @@ def estimated_seconds(num_train: int, batch_size: int, runs: int, max_epoch: int
     steps = max_epoch * math.ceil(num_train / batch_size)
     draws = 3 * (num_train + num_val) * runs
     return steps * (50e-6 + 0.2e-6 * runs) + 25e-9 * draws + 5e-6 * runs
+
+
+def past_stability_edge(lr, loss, sigma, reduction, batch_size) -> np.ndarray:
+    """Runs whose steps put them near or past SGD's stability edge, where they bounce
+    chaotically and amplify rounding: two implementations (a CPU and a GPU) then agree only
+    statistically, not number for number.
+
+    The rule: η·c >= 1, with η the step per unit of mean gradient (lr for ``mean``, lr ×
+    batch_size for ``sum``) and c the loss's curvature (2 for ``squared``, MSELoss; 1/σ for
+    ``huber`` in its quadratic zone), on features whose second moment is the identity. Full-batch
+    gradient descent is stable for η·c < 2; half that leaves room for the minibatch Gram
+    matrices, whose largest eigenvalue exceeds 1 by (1 + sqrt((d+1)/batch_size))² − 1, 70% at
+    a batch of 32.
+    """
+    lr, sigma, batch_size = (np.asarray(a, dtype=float) for a in (lr, sigma, batch_size))
+    eta = np.where(np.asarray(reduction) == "sum", lr * batch_size, lr)
+    curvature = np.where(np.asarray(loss) == "huber", 1 / sigma, 2.0)
+    return eta * curvature >= 1.0
 
 
 def as_chunk(runs: Chunk | Sequence[Run]) -> Chunk:
@@ -184,7 +203,8 @@ class _Streams:
         else:
             self.seeds = self.seeds.to(device)
             w = torch.tensor(chunk.w, dtype=torch.float32)
-            per = max(1, DRAW_BUDGET // (64 * n_total * (d + 4)))  # int64 words and their temporaries
+            budget = DRAW_BUDGET["cpu" if device.type == "cpu" else "cuda"]
+            per = max(1, budget // (64 * n_total * (d + 4)))  # int64 words and their temporaries
             # Streams that share noise settings are drawn together, in slices under DRAW_BUDGET.
             settings: dict[tuple, list[int]] = {}
             for i, r in enumerate(rows):
@@ -266,12 +286,13 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     theta[:, :, d + 1] = -1.0
 
     def residuals(Zs: torch.Tensor) -> torch.Tensor:
-        """(S, m, L) residuals of every slot on the examples Zs (S, d+2, L), summed over the
-        d + 2 coordinates one at a time (elementwise: the same bits for any S and m)."""
-        r = theta[:, :, :1] * Zs[:, None, 0, :]
-        for j in range(1, d + 2):
-            r += theta[:, :, j : j + 1] * Zs[:, None, j, :]
-        return r
+        """(S, m, L) residuals of every slot on the examples Zs (S, d+2, L).
+
+        A product and a sum over the d + 2 coordinates, not a matmul: a (batched) matmul picks
+        its kernel, and so its rounding, by the shapes, and a run's numbers would then depend
+        on how many runs share its chunk. This sum runs over one dimension of fixed length, in
+        one order, whatever S and m are."""
+        return (theta[:, :, :, None] * Zs[:, None, :, :]).sum(2)
 
     def per_example_loss(r: torch.Tensor) -> torch.Tensor:
         sq = r.square()
@@ -283,7 +304,10 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     record = _Recorder()
 
     def checkpoint(steps: int) -> None:
-        r = residuals(Z)  # (S, m, n_total)
+        # The coordinates one at a time: (S, m, d+2, n_total) at once would be 4x the memory.
+        r = theta[:, :, :1] * Z[:, None, 0, :]  # (S, m, n_total)
+        for j in range(1, d + 2):
+            r += theta[:, :, j : j + 1] * Z[:, None, j, :]
         r_train, r_val = r[:, :, :n], r[:, :, n:]
         g = torch.clamp(r_train, lo, hi).mul_(coef / n)  # (S, m, n) d(mean loss)/dr
         grad = torch.stack([(g * Z[:, None, j, :n]).sum(-1) for j in range(d + 1)], -1)  # (S, m, d+1)
@@ -307,7 +331,8 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
         del idx
         for t, size in enumerate(sizes):
             Zb = Zp[t]  # (S, d+2, bs)
-            g = torch.clamp(residuals(Zb), lo, hi).mul_(step[size])  # (S, m, bs)
+            r = residuals(Zb)  # (S, m, bs)
+            g = (torch.clamp(r, lo, hi) if any_huber else r).mul_(step[size])
             theta[:, :, : d + 1] += (Zb[:, None, : d + 1, :] * g[:, :, None, :]).sum(-1)
         del Zp
         steps += T

@@ -14,15 +14,30 @@ group, streams are ordered by (noise, noise_kind, replicate) and each stream's r
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, fields
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from .grid import RUN_AXES, Grid, Run, run_keys, stream_seeds
 
-__all__ = ["Chunk", "ChunkSpec", "Plan"]
+__all__ = ["Chunk", "ChunkSpec", "Plan", "chunk_id", "grid_seconds", "chunk_cap", "REFERENCE_CHUNK_RUNS",
+           "GPU_MEMORY_SHARE", "CHUNKS_PER_WORKER"]
+
+#: Runs per chunk of the reference engine (a run takes milliseconds to seconds there): small
+#: enough that an interrupted grid resumes at a fine grain.
+REFERENCE_CHUNK_RUNS = 256
+#: The share of a GPU's free memory one chunk may take (the rest: the CUDA context, the
+#: allocator's slack, and the copy of the chunk's results).
+GPU_MEMORY_SHARE = 0.5
+#: On CPUs, a grid is cut into about this many chunks per core, so that workers that finish
+#: early take the next (balance), and the largest are handed out first.
+CHUNKS_PER_WORKER = 4
+#: A CPU chunk is at least this many times its fixed cost (the Python and kernel launches of its
+#: steps, which do not grow with its runs), so that cutting it finer does not waste the cores.
+MIN_WORK_OVER_FIXED = 4.0
 
 #: The axes that do not change a run's stream, in the grid's order.
 OPTIM_AXES = ("lr", "loss", "sigma", "reduction")
@@ -56,6 +71,13 @@ class Chunk:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def __getitem__(self, i: int) -> Run:
+        """The i-th run, as a :class:`~study.grid.Run` (a chunk reads as a sequence of runs)."""
+        return self.take(slice(i, i + 1 if i != -1 else None)).runs()[0]
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs())
 
     def column(self, name: str) -> np.ndarray:
         """One value per run of any run axis, a per-chunk one (num_train, batch_size) repeated."""
@@ -196,3 +218,51 @@ class Plan:
     def chunks(self) -> Iterator[Chunk]:
         for spec in self.specs:
             yield self.chunk(spec)
+
+
+def chunk_id(chunk: Chunk, checkpoints: Sequence[int], engine: str, schema: int) -> str:
+    """The name of a chunk's saved results: a hash of the schema, the engine, the stream, the
+    checkpoints and its runs' keys, so that a file of another spec, engine, stream or schema is
+    never taken for this chunk's."""
+    head = repr((schema, engine, chunk.stream, list(checkpoints), len(chunk))).encode()
+    return hashlib.sha256(head + np.ascontiguousarray(chunk.key, dtype="<u8").tobytes()).hexdigest()[:32]
+
+
+def _group_runs(grid: Grid) -> int:
+    """Runs of one (num_train, batch_size) group."""
+    return math.prod(len(getattr(grid, a)) for a in (*OPTIM_AXES, "noise", "noise_kind")) * grid.replicates
+
+
+def grid_seconds(grid: Grid, seconds: Callable[..., float]) -> float:
+    """Estimated one-core seconds of a whole grid, chunk overheads aside: ``seconds(num_train,
+    batch_size, runs, max_epoch, num_val)`` per (num_train, batch_size) group."""
+    runs = _group_runs(grid)
+    return sum(seconds(n, bs, runs, grid.max_epoch, grid.num_val) for n in grid.num_train for bs in grid.batch_size)
+
+
+def chunk_cap(grid: Grid, *, engine: str, budget: int, cores: int, chunk_size: int | None,
+              max_runs: Callable[..., int], seconds: Callable[..., float]) -> Callable[[int, int, int], int]:
+    """The most runs a chunk of each (num_train, batch_size) may hold.
+
+    The memory ``budget`` bounds every chunk (``max_runs(num_train, num_val, d, budget,
+    runs_per_stream)``), and ``chunk_size`` when given. On CPUs (``cores`` > 0) a chunk also
+    aims at 1 / (CHUNKS_PER_WORKER x cores) of the grid's work, but at least MIN_WORK_OVER_FIXED
+    times its fixed cost; on a GPU (``cores`` = 0) it is as large as memory allows.
+    """
+    per_stream = math.prod(len(getattr(grid, a)) for a in OPTIM_AXES)
+    total = grid_seconds(grid, seconds)
+
+    def cap(num_train: int, batch_size: int, _runs: int) -> int:
+        limit = max_runs(num_train, grid.num_val, len(grid.w), budget, per_stream)
+        if engine == "reference":
+            limit = min(limit, REFERENCE_CHUNK_RUNS)
+        elif cores > 0:
+            fixed = seconds(num_train, batch_size, 0, grid.max_epoch, grid.num_val)
+            per_run = seconds(num_train, batch_size, 1, grid.max_epoch, grid.num_val) - fixed
+            target = max(total / (CHUNKS_PER_WORKER * cores), MIN_WORK_OVER_FIXED * fixed)
+            limit = min(limit, max(1, int(target / per_run)))
+        if chunk_size is not None:
+            limit = min(limit, chunk_size)
+        return limit
+
+    return cap

@@ -27,8 +27,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .engine import ChunkResult
+from .engine import ChunkResult, as_chunk
 from .grid import AXES, Run
+from .plan import Chunk
 
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "ERROR_METRICS", "to_frame", "finish", "write_csv", "write_json",
@@ -44,23 +45,23 @@ ERROR_METRICS = ("w_err_norm", "b_err_abs", "ols_w_err_norm", "ols_b_err_abs", "
 _STATS = {"mean": "mean", "median": "median", "q10": lambda s: s.quantile(0.1), "q90": lambda s: s.quantile(0.9)}
 
 
-def to_frame(runs: Sequence[Run], checkpoints: Sequence[int], result: ChunkResult) -> pd.DataFrame:
+def to_frame(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], result: ChunkResult) -> pd.DataFrame:
     """The tidy rows of one chunk: runs x checkpoints, run-major, with ``_index`` (grid order)."""
-    R, C = len(runs), len(checkpoints)
+    chunk = as_chunk(runs)
+    R, C = len(chunk), len(checkpoints)
     d = result.w_true.shape[0]
 
-    def per_row(values: Sequence[Any]) -> np.ndarray:  # one value per run, repeated per checkpoint
-        array = np.asarray(values)
-        if array.dtype.kind == "U":  # object cells that share the run's str, not a new str per row
-            array = np.asarray(values, dtype=object)
-        return np.repeat(array, C)
+    def per_row(values: np.ndarray) -> np.ndarray:  # one value per run, repeated per checkpoint
+        if values.dtype.kind == "U":  # object cells that share the run's str, not a new str per row
+            values = values.astype(object)
+        return np.repeat(values, C)
 
     cols: dict[str, Any] = {}
     for axis in AXES:
         cols[axis] = np.tile(np.asarray(checkpoints, dtype=np.int64), R) if axis == "epoch" else per_row(
-            [getattr(r, axis) for r in runs])
-    cols["replicate"] = per_row([r.replicate for r in runs])
-    cols["seed"] = per_row([r.seed for r in runs]).astype(np.int64)
+            chunk.column(axis))
+    cols["replicate"] = per_row(chunk.replicate.astype(np.int64))
+    cols["seed"] = per_row(chunk.seed.astype(np.int64))
     w_hat = result.w_hat.reshape(R * C, d)
     w_err = w_hat - result.w_true
     for j in range(d):
@@ -81,7 +82,7 @@ def to_frame(runs: Sequence[Run], checkpoints: Sequence[int], result: ChunkResul
     cols["gap_w_norm"] = np.linalg.norm(w_hat - ols_w, axis=1)
     cols["steps"] = np.tile(result.steps, R)
     cols["diverged"] = result.diverged.reshape(-1)
-    cols["_index"] = per_row([r.index for r in runs])
+    cols["_index"] = per_row(chunk.index.astype(np.int64))
     return pd.DataFrame(cols)
 
 

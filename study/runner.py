@@ -1,9 +1,12 @@
 """run_grid: a grid cut into chunks, dispatched over the available devices, on one machine or a cluster.
 
-Chunks hold runs of one (num_train, batch_size), so that they share a step schedule; their
-size follows the engine's memory budget. Every chunk is a pure function of its runs, so the
-table does not depend on the number of workers, the chunking, the backend or the order in
-which chunks finish.
+Planning (study.plan): chunks hold whole streams of one (num_train, batch_size), so that they
+share a step schedule, as columns of arrays; a chunk is made when it is handed out, so a grid
+of millions of runs never exists as Python objects. A chunk's size follows its device: on a GPU,
+a share of its free memory; on CPUs, the memory budget and a share of the grid's work, so that
+the chunks, largest first, balance over the workers. Every chunk is a pure function of its runs,
+so the table does not depend on the number of workers, the chunking, the backend or the order
+in which chunks finish.
 
 Dispatch: joblib on one machine (``loky`` and the other joblib backends); the distributed
 Client directly for ``backend="dask"``. joblib's own Dask backend is not used: when a task keeps
@@ -18,8 +21,8 @@ the chunks that are missing.
 
 Resume: with an output path, each finished chunk is saved atomically in ``OUT.chunks/`` as it
 arrives, with a digest of its contents. A chunk file's name is a hash of the schema version, the
-engine, the checkpoints and the run keys of the chunk, so a file from another spec, engine or
-schema is never taken for one of this run's, and a truncated or damaged file fails its digest
+engine, the stream, the checkpoints and the run keys of the chunk, so a file from another spec,
+engine, stream or schema is never taken for one of this run's, and a truncated or damaged file fails its digest
 and is recomputed. A rerun loads what is saved and computes the rest; ``resume=False`` starts
 over. Once the CSV is written the folder is removed.
 """
@@ -58,20 +61,23 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import engine as engines
 from ._checks import check_choice, check_real, fail
-from .grid import RUN_AXES, Grid, Run
+from .grid import RUN_AXES, Grid
+from .plan import GPU_MEMORY_SHARE, Chunk, ChunkSpec, Plan, chunk_cap, grid_seconds
+from .plan import chunk_id as _chunk_id
 from .results import SCHEMA_VERSION, atomic_write, finish, to_frame, write_csv, write_json
 
 __all__ = [
-    "run_grid", "plan_chunks", "resolve_devices", "check_output", "ChunkFailure", "ChunksFailed",
-    "BACKENDS", "DEFAULT_CHUNK_RUNS", "DEFAULT_CHUNK_TIMEOUT",
+    "run_grid", "plan_grid", "plan_chunks", "chunk_id", "resolve_devices", "check_output", "ChunkFailure",
+    "ChunksFailed", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "AUTO_GPU_MIN_SECONDS",
 ]
 
 #: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
 #: "multiprocessing" backend cannot), and Dask.
 BACKENDS = ("loky", "threading", "sequential", "dask")
-#: Upper bound on runs per chunk: large enough to amortise Python overhead per SGD step,
-#: small enough that a grid splits into work for every core and resumes at a fine grain.
-DEFAULT_CHUNK_RUNS = 256
+#: ``device="auto"`` takes the GPU for the batched engine with the counter stream when the grid
+#: is estimated at more than this many one-core seconds: below it, starting CUDA (a second or
+#: two) costs more than the GPU saves (measured, see the README's benchmarks).
+AUTO_GPU_MIN_SECONDS = 4.0
 #: Seconds one attempt of a chunk may take on a Dask cluster before it is given up. A chunk
 #: under the memory budget takes seconds to minutes; an hour leaves room for the reference
 #: engine and slow workers, and still ends a run whose workers hang or are gone.
@@ -124,37 +130,43 @@ class ChunksFailed(RuntimeError):
         super().__init__(message)
 
 
-def plan_chunks(runs: Sequence[Run], chunk_size: int | None = None) -> list[list[Run]]:
-    """Cut runs into chunks of one (num_train, batch_size), runs sharing a stream kept together.
-
-    A chunk has at most ``chunk_size`` runs (default DEFAULT_CHUNK_RUNS) and never more than
-    the engine's memory budget allows for its size.
-    """
-    groups: dict[tuple[int, int], list[Run]] = {}
-    for run in runs:
-        groups.setdefault((run.num_train, run.batch_size), []).append(run)
-    chunks = []
-    for (num_train, _), group in sorted(groups.items()):
-        group.sort(key=lambda r: (r.seed, r.index))
-        cap = engines.max_chunk_runs(num_train, group[0].num_val, len(group[0].w))
-        cap = min(cap, chunk_size or DEFAULT_CHUNK_RUNS)
-        chunks.extend(group[i : i + cap] for i in range(0, len(group), cap))
-    return chunks
+def plan_grid(grid: Grid, chunk_size: int | None = None, devices: Sequence[str] = ("cpu",),
+              engine: str = "batched", cores: int | None = None) -> Plan:
+    """The grid cut into chunks sized to ``devices`` (see study.plan.chunk_cap)."""
+    if devices[0].startswith("cuda"):
+        free = min(torch.cuda.mem_get_info(torch.device(d))[0] for d in devices)
+        budget, cores = int(free * GPU_MEMORY_SHARE), 0
+    else:
+        budget, cores = engines.CHUNK_MEMORY_BUDGET, cores or joblib.cpu_count()
+    cap = chunk_cap(grid, engine=engine, budget=budget, cores=cores, chunk_size=chunk_size,
+                    max_runs=engines.max_chunk_runs, seconds=engines.estimated_seconds)
+    return Plan(grid, cap)
 
 
-def chunk_id(chunk: Sequence[Run], checkpoints: Sequence[int], engine: str) -> str:
-    ident = repr((SCHEMA_VERSION, engine, list(checkpoints), [r.key for r in chunk]))
-    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+def plan_chunks(grid: Grid, chunk_size: int | None = None, **kw: Any) -> list[Chunk]:
+    """Every chunk of the grid, made at once (for small grids and tests; run_grid makes each
+    when it hands it out)."""
+    plan = plan_grid(grid, chunk_size, **kw)
+    return list(plan.chunks())
 
 
-def resolve_devices(device: str) -> list[str]:
-    """``auto``: every CUDA GPU when there are any, else the CPU. ``cpu``, ``cuda`` (all GPUs)
-    and ``cuda:N`` name devices directly."""
+def chunk_id(chunk: Chunk, checkpoints: Sequence[int], engine: str) -> str:
+    return _chunk_id(chunk, checkpoints, engine, SCHEMA_VERSION)
+
+
+def resolve_devices(device: str, engine: str = "batched", grid: Grid | None = None) -> list[str]:
+    """The devices to run on. ``auto``: the CPU for the reference engine; for the batched engine,
+    every CUDA GPU where there are any and the GPU is the faster, that is with the counter stream
+    (the torch stream draws on the CPU) and a grid of more than AUTO_GPU_MIN_SECONDS of work;
+    else the CPU. ``cpu``, ``cuda`` (all GPUs) and ``cuda:N`` name devices directly."""
     if not isinstance(device, str):
         fail("device", _WHERE, "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "auto":
-        return [f"cuda:{i}" for i in range(gpus)] or ["cpu"]
+        if engine != "batched" or gpus == 0 or (grid is not None and (
+                grid.stream != "counter" or grid_seconds(grid, engines.estimated_seconds) < AUTO_GPU_MIN_SECONDS)):
+            return ["cpu"]
+        return [f"cuda:{i}" for i in range(gpus)]
     if device == "cpu":
         return ["cpu"]
     if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
@@ -172,27 +184,31 @@ def resolve_devices(device: str) -> list[str]:
 WORKER_START_S = 2.0
 
 
-def _worker_count(n_jobs: int, devices: list[str], todo: list[list[Run]], max_epoch: int) -> int:
-    """Workers for the chunks to do. An explicit n_jobs is obeyed up to one per chunk and, on
-    CPUs, one per core: each worker trains with one torch thread, so workers x threads never
-    exceeds the cores. With -1: one per GPU, or on CPUs as many as pay for their start-up: a
-    grid of a second's work runs in this process, since starting workers would cost more than
-    it saves."""
+def _worker_count(n_jobs: int, devices: list[str], work: Sequence[float]) -> int:
+    """Workers for the chunks to do, given each chunk's estimated one-core seconds. An explicit
+    n_jobs is obeyed up to one per chunk and, on CPUs, one per core: each worker trains with one
+    torch thread, so workers x threads never exceeds the cores. With -1: one per GPU, or on CPUs
+    as many as pay for their start-up: a grid of a second's work runs in this process, since
+    starting workers would cost more than it saves."""
     if n_jobs != -1:
         wanted = n_jobs if devices[0].startswith("cuda") else min(n_jobs, joblib.cpu_count())
     elif devices[0].startswith("cuda"):
         wanted = len(devices)
     else:
-        work = sum(engines.estimated_seconds(c[0].num_train, c[0].batch_size, len(c), max_epoch) for c in todo)
-        wanted = min(joblib.cpu_count(), int(work // WORKER_START_S))
-    return max(1, min(wanted, len(todo)))
+        wanted = min(joblib.cpu_count(), int(sum(work) // WORKER_START_S))
+    return max(1, min(wanted, len(work)))
 
 
-def _train_chunk(chunk: list[Run], checkpoints: list[int], engine: str, device: str, cid: str):
+def _chunk_seconds(chunk: Chunk, max_epoch: int) -> float:
+    return engines.estimated_seconds(chunk.num_train, chunk.batch_size, len(chunk), max_epoch, chunk.num_val)
+
+
+def _train_chunk(chunk: Chunk, checkpoints: list[int], engine: str, device: str, cid: str):
     """One task: a chunk trained on one device with one torch thread.
 
     Returns ``(cid, frame, None)``, or ``(cid, None, reason)`` when training raised: a failed
-    chunk is recorded and reported, never fatal to the others.
+    chunk is recorded and reported, never fatal to the others. A chunk that runs out of GPU
+    memory is split in two, and each half trained (and split again if need be).
     """
     # One torch thread per task, so that tasks x threads stays within the cores. Not restored:
     # on a Dask worker with several threads a restore would race with the tasks beside it;
@@ -200,9 +216,28 @@ def _train_chunk(chunk: list[Run], checkpoints: list[int], engine: str, device: 
     torch.set_num_threads(1)
     try:
         train = engines.train_batched if engine == "batched" else engines.train_reference
-        return cid, to_frame(chunk, checkpoints, train(chunk, checkpoints, device)), None
+        return cid, to_frame(chunk, checkpoints, _split_on_oom(train, chunk, checkpoints, device)), None
     except Exception as err:  # whatever broke in this chunk, the others go on
         return cid, None, _one_line(err)
+
+
+def _split_on_oom(train, chunk: Chunk, checkpoints: list[int], device: str) -> engines.ChunkResult:
+    """train(chunk), or on CUDA out-of-memory the results of its two halves (cut between
+    streams where it can), each trained the same way: a run's numbers do not depend on its
+    chunk, so the split changes nothing but the memory."""
+    try:
+        return train(chunk, checkpoints, device)
+    except torch.cuda.OutOfMemoryError:
+        if len(chunk) == 1:
+            raise
+        torch.cuda.empty_cache()
+    seeds = chunk.seed
+    cut = len(chunk) // 2
+    boundaries = np.flatnonzero(seeds[1:] != seeds[:-1]) + 1  # where a new stream starts
+    if len(boundaries):
+        cut = int(boundaries[np.argmin(np.abs(boundaries - cut))])
+    halves = [chunk.take(slice(0, cut)), chunk.take(slice(cut, None))]
+    return engines.ChunkResult.concat([_split_on_oom(train, h, checkpoints, device) for h in halves])
 
 
 def _one_line(err: BaseException) -> str:
@@ -326,6 +361,7 @@ def run_grid(
         ``backend="dask"`` and a scheduler: at most this many chunks at once (-1: one per
         thread of the cluster's workers).
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+        ``auto``: the faster device for the engine and grid (see :func:`resolve_devices`).
     engine : {"batched", "reference"}, default="batched"
         ``reference`` trains one run at a time with :class:`~study.train.Trainer` (CPU only).
     backend : {"loky", "threading", "sequential", "dask"}, default="loky"
@@ -337,7 +373,9 @@ def run_grid(
     progress : bool, default=True
         Show a progress bar (only when stderr is a terminal).
     chunk_size : int, optional
-        At most this many runs per chunk (default DEFAULT_CHUNK_RUNS, and the memory budget).
+        At most this many runs per chunk (rounded down to whole streams, at least one). By
+        default chunks are sized to their device: on a GPU a share of its free memory, on CPUs
+        the memory budget and a share of the grid's work (see study.plan).
     scheduler : str, optional
         With ``backend="dask"``: the scheduler's address, ``tcp://HOST:PORT`` (or
         ``HOST:PORT``), or the scheduler file a ``dask scheduler --scheduler-file`` wrote.
@@ -381,26 +419,32 @@ def run_grid(
         chunk_timeout = check_real(chunk_timeout, "chunk_timeout", _WHERE)
     if backend == "dask":
         _check_dask_installed()
-    devices = resolve_devices(device)
+    devices = resolve_devices(device, engine, grid)
     if engine == "reference" and devices[0] != "cpu":
-        fail("device", _WHERE, "'cpu' or 'auto' on a machine without GPU when engine is 'reference'", device)
+        fail("device", _WHERE, "'cpu' or 'auto' when engine is 'reference' (it trains on the CPU)", device)
     out = check_output(out) if out is not None else None
 
     started = time.perf_counter()
     checkpoints = grid.checkpoints
-    runs = grid.runs()
-    chunks = plan_chunks(runs, chunk_size)
-    ids = [chunk_id(c, checkpoints, engine) for c in chunks]
-    by_id = dict(zip(ids, chunks))
+    plan = plan_grid(grid, chunk_size, devices, engine)
+    n_runs = plan.n_runs
+    # Each chunk is made here once to name it (its id hashes its runs' keys), then again when
+    # it is handed out: the parent holds the chunks in flight, never the whole grid.
+    ids = [chunk_id(plan.chunk(spec), checkpoints, engine) for spec in plan.specs]
+    spec_of = dict(zip(ids, plan.specs))
     store = out.with_name(out.name + ".chunks") if out is not None else None
     frames: dict[str, pd.DataFrame] = {}
     if store is not None and resume and store.is_dir():
-        for cid, chunk in by_id.items():
-            frame = _load_chunk(store / f"{cid}.pkl", cid, len(chunk) * len(checkpoints))
+        for cid, spec in spec_of.items():
+            frame = _load_chunk(store / f"{cid}.pkl", cid, spec.runs * len(checkpoints))
             if frame is not None:
                 frames[cid] = frame
-    todo = [(by_id[cid], cid) for cid in ids if cid not in frames]
-    workers = _worker_count(n_jobs, devices, [c for c, _ in todo], grid.max_epoch)
+    # The largest chunks first, so that the last ones to finish are small (balance).
+    work = {cid: engines.estimated_seconds(g.num_train[spec_of[cid].num_train_i], g.batch_size[spec_of[cid].batch_size_i],
+                                           spec_of[cid].runs, g.max_epoch, g.num_val)
+            for g in [grid] for cid in ids if cid not in frames}
+    todo = sorted(work, key=work.get, reverse=True)
+    workers = _worker_count(n_jobs, devices, [work[cid] for cid in todo])
     failures: list[ChunkFailure] = []
     where_run: dict[str, Any] = {"backend": backend}
     threads = torch.get_num_threads()
@@ -418,27 +462,30 @@ def run_grid(
             if not resume:
                 for stale in store.glob("*.pkl"):
                     stale.unlink()
+        pending = [(plan, spec_of[cid], cid) for cid in todo]
         if todo:
-            results = stack.enter_context(_dispatched(todo, checkpoints, engine, devices, backend, workers, client,
+            results = stack.enter_context(_dispatched(pending, checkpoints, engine, devices, backend, workers, client,
                                                       limit, chunk_timeout or DEFAULT_CHUNK_TIMEOUT))
         else:
             results = iter(())
-        bar = stack.enter_context(tqdm(total=len(runs), initial=len(runs) - sum(len(c) for c, _ in todo),
+        bar = stack.enter_context(tqdm(total=n_runs, initial=n_runs - sum(spec_of[c].runs for c in todo),
                                        unit="run", desc=grid.name, disable=None if progress else True, smoothing=0.1))
         for cid, frame, reason in results:
             if frame is None:
-                failures.append(ChunkFailure(cid, len(by_id[cid]), _describe(grid, by_id[cid]), reason))
+                failures.append(ChunkFailure(cid, spec_of[cid].runs, _describe(grid, plan.chunk(spec_of[cid])), reason))
                 continue
             if store is not None:
                 _save_chunk(store / f"{cid}.pkl", cid, frame)
             frames[cid] = frame
-            bar.update(len(by_id[cid]))
+            bar.update(spec_of[cid].runs)
 
     def metadata(n_rows: int, **extra: Any) -> dict:
         return _metadata(grid, engine, devices, workers, where_run, computed=len(todo) - len(failures),
-                         resumed=len(chunks) - len(todo), wall=time.perf_counter() - started, n_runs=len(runs),
+                         resumed=len(ids) - len(todo), wall=time.perf_counter() - started, n_runs=n_runs,
                          n_rows=n_rows, **extra)
 
+    position = {cid: i for i, cid in enumerate(ids)}
+    failures.sort(key=lambda f: position[f.chunk_id])  # reported in the grid's order, not as they ended
     partial_csv = out.with_name(out.stem + ".partial.csv") if out is not None else None
     partial_meta = out.with_name(out.stem + ".partial.meta.json") if out is not None else None
     if failures:
@@ -453,7 +500,7 @@ def run_grid(
                 partial_csv.unlink(missing_ok=True)
             write_json(metadata(0 if partial is None else len(partial), partial=True, complete_output=str(out),
                                 failed_chunks=[asdict(f) for f in failures]), partial_meta)
-        raise ChunksFailed(failures, len(chunks), len(runs), partial, written, resumable=out is not None)
+        raise ChunksFailed(failures, len(ids), n_runs, partial, written, resumable=out is not None)
     df = finish([frames[cid] for cid in ids])
     if out is not None:
         write_csv(df, out)
@@ -466,10 +513,11 @@ def run_grid(
 
 
 @contextlib.contextmanager
-def _dispatched(todo: list[tuple[list[Run], str]], checkpoints: list[int], engine: str, devices: list[str],
+def _dispatched(todo: list[tuple[Plan, ChunkSpec, str]], checkpoints: list[int], engine: str, devices: list[str],
                 backend: str, workers: int, client: Any, limit: int | None, chunk_timeout: float) -> Iterator[Iterator]:
     """The chunks' outcomes, ``(cid, frame, None)`` or ``(cid, None, reason)``, as they finish.
-    Left early (Ctrl-C), the chunks still in flight are cancelled on the way out."""
+    Each chunk is made as it is handed out. Left early (Ctrl-C), the chunks still in flight are
+    cancelled on the way out."""
     if backend == "dask":
         results = _dask_results(client, todo, checkpoints, engine, devices, limit, chunk_timeout)
         try:
@@ -477,8 +525,8 @@ def _dispatched(todo: list[tuple[list[Run], str]], checkpoints: list[int], engin
         finally:
             results.close()
         return
-    tasks = (joblib.delayed(_train_chunk)(c, checkpoints, engine, devices[i % len(devices)], cid)
-             for i, (c, cid) in enumerate(todo))
+    tasks = (joblib.delayed(_train_chunk)(plan.chunk(spec), checkpoints, engine, devices[i % len(devices)], cid)
+             for i, (plan, spec, cid) in enumerate(todo))
     init = {"initializer": _init_worker, "initargs": (os.getpid(),)} if backend == "loky" else {}
     with joblib.parallel_config(backend=backend, **init), warnings.catch_warnings():
         # Stopped early, joblib warns that it cancelled the chunks in flight: what run_grid's
@@ -491,17 +539,17 @@ def _dispatched(todo: list[tuple[list[Run], str]], checkpoints: list[int], engin
             results.close()
 
 
-def _describe(grid: Grid, chunk: Sequence[Run]) -> str:
+def _describe(grid: Grid, chunk: Chunk) -> str:
     """The grid cells a chunk's runs span: its (num_train, batch_size), and the values it
     holds of every other axis that varies in the grid, replicates as a range."""
     names = ["num_train", "batch_size"]
     names += [a for a in RUN_AXES if a not in names and len(getattr(grid, a)) > 1]
     parts = []
     for name in names:
-        values = sorted({getattr(r, name) for r in chunk})
+        values = sorted(set(chunk.column(name).tolist()))
         parts.append(f"{name}={values[0]!r}" if len(values) == 1 else f"{name}={values!r}")
     if grid.replicates > 1:
-        reps = sorted({r.replicate for r in chunk})
+        reps = sorted(set(chunk.replicate.tolist()))
         if len(reps) == 1:
             parts.append(f"replicate={reps[0]}")
         elif reps == list(range(reps[0], reps[-1] + 1)):
@@ -620,14 +668,14 @@ _IGNORE_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)"
 
 @dataclass
 class _Attempt:
-    chunk: list[Run]
+    chunk: Chunk
     cid: str
     device: str
     alone: bool  # the second attempt of a chunk whose workers died: no other chunk beside it
     deadline: float
 
 
-def _dask_results(client: Any, todo: list[tuple[list[Run], str]], checkpoints: list[int], engine: str,
+def _dask_results(client: Any, todo: list[tuple[Plan, ChunkSpec, str]], checkpoints: list[int], engine: str,
                   devices: list[str], limit: int | None, chunk_timeout: float) -> Iterator[tuple]:
     """Train chunks on a Dask cluster; yield ``(cid, frame, None)`` or ``(cid, None, reason)``
     for every chunk, each within ``chunk_timeout`` seconds of being handed to the cluster.
@@ -642,13 +690,15 @@ def _dask_results(client: Any, todo: list[tuple[list[Run], str]], checkpoints: l
     from distributed import KilledWorker
 
     pending = collections.deque(
-        (chunk, cid, devices[i % len(devices)]) for i, (chunk, cid) in enumerate(todo))
+        ((plan, spec), cid, devices[i % len(devices)]) for i, (plan, spec, cid) in enumerate(todo))
     suspects: collections.deque = collections.deque()
     inflight: dict[Any, _Attempt] = {}
     no_workers_since: float | None = None
     settled = threading.Event()  # set by any future that finishes, errs or is cancelled
 
-    def submit(chunk: list[Run], cid: str, device: str, alone: bool) -> None:
+    def submit(chunk: Chunk | tuple[Plan, ChunkSpec], cid: str, device: str, alone: bool) -> None:
+        if not isinstance(chunk, Chunk):  # made as it is handed out
+            chunk = chunk[0].chunk(chunk[1])
         future = client.submit(_train_chunk, chunk, checkpoints, engine, device, cid,
                                key=f"study-chunk-{cid[:12]}-{uuid.uuid4().hex[:8]}", pure=False)
         inflight[future] = _Attempt(chunk, cid, device, alone, time.monotonic() + chunk_timeout)
@@ -753,6 +803,7 @@ def _metadata(grid, engine, devices, workers, where_run, *, computed, resumed, w
         "spec": grid.to_dict(),
         "schema_version": SCHEMA_VERSION,
         "engine": engine,
+        "stream": grid.stream,
         "devices": devices,
         "device_names": [torch.cuda.get_device_name(d) if d.startswith("cuda") else platform.processor() or platform.machine() for d in devices],
         "workers": workers,

@@ -30,8 +30,12 @@ def least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     X = X.detach().to(torch.float64)
     y = y.detach().to(torch.float64).reshape(*X.shape[:-1], 1)
     design = torch.cat([X, torch.ones_like(X[..., :1])], dim=-1)  # (..., n, d + 1)
-    gram = design.transpose(-1, -2) @ design  # (..., d + 1, d + 1)
-    moment = design.transpose(-1, -2) @ y  # (..., d + 1, 1)
+    # Sums of products, not matmuls: a batched matmul picks its kernel (and rounding) by the
+    # batch's shape, and a data set's fit must not depend on the others beside it.
+    cols = design.unbind(-1)
+    k = len(cols)
+    gram = torch.stack([torch.stack([(cols[i] * cols[j]).sum(-1) for j in range(k)], -1) for i in range(k)], -2)
+    moment = torch.stack([(c * y[..., 0]).sum(-1) for c in cols], -1)[..., None]  # (..., d + 1, 1)
     # pinv, not solve: a rank-deficient Gram (n < d + 1) gets the minimum-norm answer.
     coef = (torch.linalg.pinv(gram, hermitian=True) @ moment)[..., 0]  # (..., d + 1)
     return coef[..., :-1].cpu(), coef[..., -1].cpu()

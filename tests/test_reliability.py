@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import study.engine
 from study.cli import main
 from study.grid import Grid, load_grid
-from study.runner import ChunksFailed, _load_chunk, _train_chunk, _worker_count, chunk_id, plan_chunks, run_grid
+from study.runner import ChunksFailed, _chunk_seconds, _load_chunk, _train_chunk, _worker_count, chunk_id, plan_chunks, run_grid
 from specs import default_sigint, long_spec
 
 GRID = dict(num_train=[20, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 2], replicates=2, num_val=30)
@@ -286,18 +286,20 @@ def test_tasks_train_with_one_torch_thread_and_the_caller_keeps_its_own(monkeypa
     assert seen and set(seen) == {1}
     assert torch.get_num_threads() == 2
     grid = Grid(**GRID)
-    chunks = plan_chunks(grid.runs(), chunk_size=1)
+    chunks = plan_chunks(grid, chunk_size=1)
     cid = chunk_id(chunks[0], grid.checkpoints, "batched")
     assert _train_chunk(chunks[0], grid.checkpoints, "batched", "cpu", cid)[0] == cid
 
 
 def test_workers_never_outnumber_the_cores():
-    chunks = plan_chunks(Grid(num_train=[10_000], replicates=4000, epoch=[20]).runs())
+    chunks = plan_chunks(Grid(num_train=[10_000], replicates=4000, epoch=[20]))
+    work = [_chunk_seconds(c, 20) for c in chunks]
     cores = joblib.cpu_count()
     assert len(chunks) > cores
     for n_jobs in (-1, 1, cores, cores + 1, 64):
-        assert 1 <= _worker_count(n_jobs, ["cpu"], chunks, 20) <= cores
-    assert _worker_count(-1, ["cpu"], chunks, 20) == cores  # a big grid takes every core
+        assert 1 <= _worker_count(n_jobs, ["cpu"], work) <= cores
+    assert _worker_count(-1, ["cpu"], work) == cores  # a big grid takes every core
+    assert _worker_count(-1, ["cpu"], [0.1, 0.2]) == 1  # a second's work stays in this process
 
 
 # outputs that cannot be written -------------------------------------------------------------------

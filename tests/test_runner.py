@@ -105,14 +105,32 @@ def test_run_grid_reference_engine_agrees_with_batched():
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-5)
 
 
-def test_plan_chunks_groups_by_size_and_respects_the_cap():
-    runs = small_grid(batch_size=[8, 32]).runs()
-    chunks = plan_chunks(runs, chunk_size=5)
-    assert sum(len(c) for c in chunks) == len(runs)
-    assert all(len(c) <= 5 for c in chunks)
+def test_plan_chunks_groups_by_size_whole_streams_and_respects_the_cap():
+    grid = small_grid(batch_size=[8, 32])
+    runs = grid.runs()
+    per_stream = len(grid.lr) * len(grid.loss) * len(grid.sigma) * len(grid.reduction)
+    cap = 5 * per_stream
+    chunks = plan_chunks(grid, chunk_size=cap)
+    assert sorted(i for c in chunks for i in c.index.tolist()) == list(range(len(runs)))
+    assert all(len(c) <= cap for c in chunks)
     assert all(len({(r.num_train, r.batch_size) for r in c}) == 1 for c in chunks)
-    big = plan_chunks(Grid(num_train=[10_000], replicates=2000).runs())
-    assert max(len(c) for c in big) <= 256
+    for c in chunks:  # every stream of a chunk is whole there
+        seeds, counts = np.unique(c.seed, return_counts=True)
+        assert (counts == per_stream).all()
+        for i in c.index:
+            assert runs[i] == c[int(np.flatnonzero(c.index == i)[0])]
+    # A cap below one stream still keeps the stream whole.
+    assert all(len(c) == per_stream for c in plan_chunks(grid, chunk_size=1))
+
+
+def test_plan_chunks_balance_the_work_and_stay_in_the_memory_budget():
+    from study.engine import CHUNK_MEMORY_BUDGET, chunk_bytes
+
+    grid = Grid(num_train=[10_000], replicates=2000)
+    big = plan_chunks(grid, cores=2)
+    assert all(chunk_bytes(10_000, 1000, 2, len(c), len(c)) <= CHUNK_MEMORY_BUDGET for c in big)
+    small = plan_chunks(Grid(num_train=[20], replicates=4000, epoch=[1]), cores=2)
+    assert len(small) >= 2  # a grid of little work still splits over the cores
 
 
 def test_resolve_devices_without_gpu_is_cpu():
@@ -181,7 +199,7 @@ def test_run_grid_truncated_chunk_file_is_recomputed(tmp_path):
     # Simulate an interrupted run: a chunk store holding a truncated and a foreign file.
     from study.runner import chunk_id
 
-    chunks = plan_chunks(grid.runs())
+    chunks = plan_chunks(grid)
     store = tmp_path / "r.csv.chunks"
     store.mkdir()
     cid = chunk_id(chunks[0], grid.checkpoints, "batched")
@@ -208,7 +226,7 @@ def _saved_chunks_all_load(store: Path, spec: Path, chunk_size: int) -> int:
 
     grid = load_grid(spec)
     rows = {chunk_id(c, grid.checkpoints, "batched"): len(c) * len(grid.checkpoints)
-            for c in plan_chunks(grid.runs(), chunk_size)}
+            for c in plan_chunks(grid, chunk_size)}
     files = list(store.glob("*.pkl"))
     for path in files:
         assert _load_chunk(path, path.stem, rows[path.stem]) is not None, path.name
@@ -259,3 +277,42 @@ def test_study_run_fresh_recomputes_everything(tmp_path):
                    check=True)
     meta = json.loads((tmp_path / "s.meta.json").read_text())
     assert meta["chunks_computed"] == 1 and meta["chunks_resumed"] == 0
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_run_grid_on_cuda_gives_the_cpu_table_on_stable_runs():
+    """A seeded spec gives the same table on a GPU as on a CPU, to max(1e-5, 1e-5 |x|), for the
+    runs inside SGD's stability edge (engine.past_stability_edge); the chaotic ones are only
+    flagged diverged alike where both diverged."""
+    from study.engine import past_stability_edge
+
+    grid = Grid(num_train=[5, 33, 200, 1000], lr=[0.01, 0.1, 0.4, 2.0], loss=["squared", "huber"], sigma=[0.5, 1.0],
+                reduction=["mean", "sum"], noise_kind=["gaussian", "outliers"], epoch=[1, 3], replicates=3, num_val=50)
+    gpu = run_grid(grid, device="cuda", progress=False)
+    cpu = run_grid(grid, device="cpu", n_jobs=1, progress=False)
+    stable = ~past_stability_edge(cpu["lr"], cpu["loss"], cpu["sigma"], cpu["reduction"], cpu["batch_size"])
+    assert stable.mean() > 0.4 and (~stable).sum() > 0
+    coords = ["num_train", "lr", "epoch", "loss", "sigma", "reduction", "noise_kind", "replicate", "seed", "steps"]
+    pd.testing.assert_frame_equal(gpu[coords], cpu[coords])
+    assert (gpu["diverged"][stable] == cpu["diverged"][stable]).all()
+    live = stable & ~cpu["diverged"]
+    for col in ["w_hat_0", "w_hat_1", "b_hat", "train_loss", "val_mse", "grad_w_norm", "grad_b", "ols_w_err_norm"]:
+        a, b = gpu[col][live].to_numpy(), cpu[col][live].to_numpy()
+        bad = ~(np.abs(a - b) <= np.maximum(1e-5, 1e-5 * np.abs(b)))
+        assert not bad.any(), f"{col}: {bad.sum()} of {len(a)} differ, worst {np.abs(a - b)[bad].max()}"
+
+
+def test_auto_device_is_the_cpu_for_the_reference_engine_small_grids_and_the_torch_stream():
+    from study.runner import AUTO_GPU_MIN_SECONDS, resolve_devices
+
+    assert resolve_devices("auto", "reference") == ["cpu"]
+    assert resolve_devices("auto", "batched", small_grid()) == ["cpu"]
+    big = Grid(num_train=[10_000], replicates=5000, epoch=[10])
+    torch_big = Grid(num_train=[10_000], replicates=5000, epoch=[10], stream="torch")
+    assert resolve_devices("auto", "batched", torch_big) == ["cpu"]
+    gpus = __import__("torch").cuda.device_count()
+    assert resolve_devices("auto", "batched", big) == ([f"cuda:{i}" for i in range(gpus)] or ["cpu"])
+    from study.engine import estimated_seconds
+    from study.plan import grid_seconds
+
+    assert grid_seconds(big, estimated_seconds) > AUTO_GPU_MIN_SECONDS > grid_seconds(small_grid(), estimated_seconds)

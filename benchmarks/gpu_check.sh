@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU check, one script within about 8 minutes: the CUDA tests, the GPU benchmark rows (with
+# the same machine's CPU cores for comparison), the CPU scaling rows (1, 2, 4, 8, 16 workers),
+# then the whole test suite. Run from the repository root on a machine with a CUDA GPU, the
+# project importable from its checkout (dask may be absent: its tests skip):
+#
+#     PYTHONPATH=. bash benchmarks/gpu_check.sh [OUTDIR]
+#
+# Each step has its own time limit, so that a slow one cannot eat the others' time; what each
+# printed is kept in OUTDIR (default results/gpu_check, or $OUT where that is set).
+set -u
+out=${1:-${OUT:-results/gpu_check}}
+mkdir -p "$out"
+export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+step() {  # step SECONDS NAME COMMAND...: run, log to OUTDIR/NAME.txt, report the status and time
+  local limit=$1 name=$2; shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.txt" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc in $((SECONDS - start)) s"; tail -n 25 "$out/$name.txt"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$py -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cores', os.cpu_count())"
+step 150 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
+step 170 bench_gpu $py benchmarks/bench_engines.py --rows gpu --out "$out/benchmarks.csv"
+step 150 bench_scaling $py benchmarks/bench_engines.py --rows scaling --out "$out/benchmarks.csv"
+step 300 suite $py -m pytest -q -x -p no:cacheprovider
