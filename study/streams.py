@@ -78,7 +78,7 @@ def philox4x32(counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, ...],
     -------
     4 int64 tensors of the broadcast shape, values in [0, 2**32)
     """
-    shape = torch.broadcast_shapes(*(t.shape for t in (*counter, *key)))
+    shape = torch.broadcast_tensors(*counter, *key)[0].shape  # (broadcast_shapes imports sympy: half a second)
     # Fresh full-size words, then updated in place: a round allocates two tensors, not twelve.
     c0, c1, c2, c3 = (t.expand(shape).clone() for t in counter)
     k0, k1 = key
