@@ -62,9 +62,9 @@ def plan_rows(rows: str, quick: bool, cores: int) -> list[tuple]:
     if rows == "gpu":
         return [("ex5", "batched", 1, "cuda", "counter"), ("100k", "batched", 1, "cuda", "counter"),
                 ("1M", "batched", 1, "cuda", "counter"), ("100k", "batched", 1, "cuda", "torch"),
-                ("100k", "batched", cores, "cpu", "counter")]
+                ("100k", "batched", cores, "cpu", "counter", True)]
     if rows == "scaling":
-        return [("100k", "batched", j, "cpu", "counter") for j in (1, 2, 4, 8, 16) if j <= cores]
+        return [("100k", "batched", j, "cpu", "counter", True) for j in (1, 2, 4, 8, 16) if j <= cores]
     plan = []
     if not quick:
         plan += [("ex5", "reference", 1, "cpu", "counter"), ("ex5", "reference", cores, "cpu", "counter")]
@@ -91,15 +91,26 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def measure(workload: str, engine: str, jobs: int, device: str, stream: str = "counter") -> dict:
-    """One measurement, in this process (called in a fresh subprocess by main)."""
+def measure(workload: str, engine: str, jobs: int, device: str, stream: str = "counter", warm: bool = False) -> dict:
+    """One measurement, in this process (called in a fresh subprocess by main). ``warm``: the
+    worker processes are started (a throwaway grid of one-step runs) before the clock, as a
+    notebook's second run_grid finds them: what scales with the cores, without the one-off
+    start-up of about two seconds."""
+    from study.grid import Grid
     from study.runner import run_grid
 
     grid = grid_for(workload, stream)
-    if device.startswith("cuda"):  # CUDA's start-up is the device's, not the grid's: made before the clock
+    if warm and jobs > 1:
+        run_grid(Grid(num_train=[5], epoch=[1], replicates=jobs * 1000), n_jobs=jobs, device=device,
+                 chunk_size=1000, progress=False)
+    setup_s = 0.0
+    if device.startswith("cuda"):  # CUDA's start-up is the device's, not the grid's: made (and timed) before the clock
         import torch
 
+        started = time.perf_counter()
         torch.zeros(1, device=device)
+        torch.cuda.synchronize()
+        setup_s = time.perf_counter() - started
     peak = [_tree_rss(os.getpid())]
     done = threading.Event()
 
@@ -117,9 +128,11 @@ def measure(workload: str, engine: str, jobs: int, device: str, stream: str = "c
     runs = len(df) // len(grid.checkpoints)
     steps = model_steps(grid)
     return {
-        "workload": workload, "engine": engine, "jobs": jobs, "device": device, "stream": stream, "runs": runs,
+        "workload": workload, "engine": engine, "jobs": jobs, "device": device, "stream": stream, "warm": warm,
+        "runs": runs,
         "model_steps": steps, "wall_s": round(wall, 3), "runs_per_s": round(runs / wall, 1),
         "model_steps_per_s": round(steps / wall), "peak_mem_mb": round(peak[0] / 2**20),
+        "cuda_init_s": round(setup_s, 2) if device.startswith("cuda") else None,
     }
 
 
@@ -155,8 +168,9 @@ def main() -> None:
     import pandas as pd
 
     rows = []
-    for workload, engine, jobs, device, stream in plan:
-        spec = json.dumps(dict(workload=workload, engine=engine, jobs=jobs, device=device, stream=stream))
+    for workload, engine, jobs, device, stream, *warm in plan:
+        spec = json.dumps(dict(workload=workload, engine=engine, jobs=jobs, device=device, stream=stream,
+                               warm=bool(warm and warm[0])))
         done = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             sys.exit(f"measurement {spec} failed:\n{done.stderr}")
@@ -172,7 +186,8 @@ def main() -> None:
         pair = ex5[(ex5["jobs"] == jobs) & (ex5["device"] == "cpu")].set_index("engine")["wall_s"]
         if {"reference", "batched"} <= set(pair.index):
             print(f"ex5, {jobs} worker(s): batched is {pair['reference'] / pair['batched']:.0f}x faster than reference")
-    scaling = table[(table["workload"] == "100k") & (table["device"] == "cpu") & (table["stream"] == "counter")]
+    scaling = table[(table["workload"] == "100k") & (table["device"] == "cpu") & (table["stream"] == "counter")
+                    & table["warm"]]
     one = scaling[scaling["jobs"] == 1]["wall_s"]
     if len(one):
         for _, row in scaling.iterrows():
@@ -182,8 +197,10 @@ def main() -> None:
         old = pd.read_csv(args.out)
         if "stream" not in old.columns:  # rows of before the counter stream: the torch stream
             old.insert(4, "stream", "torch")
+        if "warm" not in old.columns:
+            old.insert(5, "warm", False)
         table = pd.concat([old, table], ignore_index=True)
-        table = table.drop_duplicates(["workload", "engine", "jobs", "device", "stream", "machine"], keep="last")
+        table = table.drop_duplicates(["workload", "engine", "jobs", "device", "stream", "warm", "machine"], keep="last")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     print(f"wrote {args.out}")

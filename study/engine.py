@@ -83,22 +83,23 @@ def estimated_seconds(num_train: int, batch_size: int, runs: int, max_epoch: int
     return steps * (50e-6 + 0.2e-6 * runs) + 25e-9 * draws + 5e-6 * runs
 
 
-def past_stability_edge(lr, loss, sigma, reduction, batch_size) -> np.ndarray:
+def past_stability_edge(lr, loss, sigma, reduction, batch_size, num_train, num_inputs: int = 2) -> np.ndarray:
     """Runs whose steps put them near or past SGD's stability edge, where they bounce
     chaotically and amplify rounding: two implementations (a CPU and a GPU) then agree only
     statistically, not number for number.
 
-    The rule: η·c >= 1, with η the step per unit of mean gradient (lr for ``mean``, lr ×
-    batch_size for ``sum``) and c the loss's curvature (2 for ``squared``, MSELoss; 1/σ for
-    ``huber`` in its quadratic zone), on features whose second moment is the identity. Full-batch
-    gradient descent is stable for η·c < 2; half that leaves room for the minibatch Gram
-    matrices, whose largest eigenvalue exceeds 1 by (1 + sqrt((d+1)/batch_size))² − 1, 70% at
-    a batch of 32.
+    The rule: η·c·(1 + sqrt((d + 1)/b))² >= 2. Here b = min(batch_size, num_train) is the
+    minibatch, η the step per unit of mean gradient (lr for ``mean``, lr·b for ``sum``) and c the
+    loss's curvature (2 for ``squared``, MSELoss; 1/σ for ``huber`` in its quadratic zone), on
+    features whose second moment is the identity. Full-batch gradient descent is stable for
+    η·c < 2; a minibatch's Gram matrix has its largest eigenvalue near (1 + sqrt((d+1)/b))²
+    (Marchenko-Pastur's edge) rather than 1, 1.7 at a batch of 32 and 3.2 at 5.
     """
-    lr, sigma, batch_size = (np.asarray(a, dtype=float) for a in (lr, sigma, batch_size))
-    eta = np.where(np.asarray(reduction) == "sum", lr * batch_size, lr)
+    lr, sigma = np.asarray(lr, dtype=float), np.asarray(sigma, dtype=float)
+    b = np.minimum(np.asarray(batch_size, dtype=float), np.asarray(num_train, dtype=float))
+    eta = np.where(np.asarray(reduction) == "sum", lr * b, lr)
     curvature = np.where(np.asarray(loss) == "huber", 1 / sigma, 2.0)
-    return eta * curvature >= 1.0
+    return eta * curvature * (1 + np.sqrt((num_inputs + 1) / b)) ** 2 >= 2.0
 
 
 def as_chunk(runs: Chunk | Sequence[Run]) -> Chunk:
@@ -186,8 +187,8 @@ class _Streams:
     def __init__(self, chunk: Chunk, seeds: np.ndarray, device: torch.device) -> None:
         self.chunk, self.device = chunk, device
         d, n_total = len(chunk.w), chunk.num_train + chunk.num_val
-        first = {int(s): i for i, s in reversed(list(enumerate(chunk.seed)))}
-        rows = [first[int(s)] for s in seeds]  # a run of each stream, for its noise settings
+        uniq, first = np.unique(chunk.seed, return_index=True)
+        rows = first[np.searchsorted(uniq, seeds)].tolist()  # a run of each stream, for its noise settings
         self.seeds = torch.as_tensor(seeds, dtype=torch.int64)
         Z = torch.empty(len(seeds), d + 2, n_total, device=device)
         self.starts = torch.empty(len(seeds), d, device=device)

@@ -140,3 +140,16 @@ def test_train_batched_on_cuda_equals_cpu(stream):
     on_gpu = train_batched(runs, CHECKPOINTS, device="cuda")
     on_cpu = train_batched(runs, CHECKPOINTS, device="cpu")
     assert_close(on_gpu, on_cpu)
+
+
+def test_past_stability_edge_follows_the_stated_rule():
+    from study.engine import past_stability_edge
+
+    # η·c·(1 + sqrt(3/b))² against 2: squared at lr 0.1, bs 32: 0.2 · 1.71 = 0.34, stable.
+    assert not past_stability_edge(0.1, "squared", 1.0, "mean", 32, 1000)
+    assert past_stability_edge(1.0, "squared", 1.0, "mean", 32, 1000)  # 2 · 1.71
+    assert past_stability_edge(0.4, "squared", 1.0, "mean", 32, 5)  # a batch of 5: 0.8 · 3.15
+    assert not past_stability_edge(0.4, "squared", 1.0, "mean", 32, 1000)  # 0.8 · 1.71
+    assert past_stability_edge(0.05, "squared", 1.0, "sum", 32, 1000)  # η = 1.6
+    assert not past_stability_edge(1.0, "huber", 2.0, "mean", 32, 1000)  # c = 1/2: 0.86
+    assert past_stability_edge(1.0, "huber", 0.5, "mean", 32, 1000)

@@ -289,8 +289,10 @@ def test_run_grid_on_cuda_gives_the_cpu_table_on_stable_runs():
     grid = Grid(num_train=[5, 33, 200, 1000], lr=[0.01, 0.1, 0.4, 2.0], loss=["squared", "huber"], sigma=[0.5, 1.0],
                 reduction=["mean", "sum"], noise_kind=["gaussian", "outliers"], epoch=[1, 3], replicates=3, num_val=50)
     gpu = run_grid(grid, device="cuda", progress=False)
+    assert len(gpu) == len(grid.runs()) * len(grid.checkpoints)
     cpu = run_grid(grid, device="cpu", n_jobs=1, progress=False)
-    stable = ~past_stability_edge(cpu["lr"], cpu["loss"], cpu["sigma"], cpu["reduction"], cpu["batch_size"])
+    stable = ~past_stability_edge(cpu["lr"], cpu["loss"], cpu["sigma"], cpu["reduction"], cpu["batch_size"],
+                                  cpu["num_train"])
     assert stable.mean() > 0.4 and (~stable).sum() > 0
     coords = ["num_train", "lr", "epoch", "loss", "sigma", "reduction", "noise_kind", "replicate", "seed", "steps"]
     pd.testing.assert_frame_equal(gpu[coords], cpu[coords])
