@@ -8,8 +8,8 @@ dispatched, with its seeds and run keys computed as arrays (:func:`study.grid.st
 A chunk holds runs of one (num_train, batch_size), so that they share a step schedule, and
 whole streams: every run of a stream (the runs that differ only in lr, loss, sigma or
 reduction) is in the same chunk, so its data are drawn once. Within a (num_train, batch_size)
-group, streams are ordered by (noise, noise_kind, replicate) and each stream's runs by
-(lr, loss, sigma, reduction), the grid's own order.
+group, streams are ordered by (noise, noise_kind, replicate), and a chunk's runs are in the
+grid's own order: by (lr, loss, sigma, reduction), then by stream.
 """
 
 from __future__ import annotations
@@ -180,8 +180,10 @@ class Plan:
         s = np.arange(spec.start, spec.stop)
         i_noise, i_kind, rep = np.unravel_index(s, self.stream_shape)
         L = self.runs_per_stream
-        i_lr, i_loss, i_sigma, i_red = (np.tile(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape))
-        i_noise, i_kind, rep = (np.repeat(a, L) for a in (i_noise, i_kind, rep))
+        # Runs in the grid's order: (lr, loss, sigma, reduction) outer, streams inner. A chunk's
+        # rows then land in L contiguous blocks of the table (see results.finish).
+        i_lr, i_loss, i_sigma, i_red = (np.repeat(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape))
+        i_noise, i_kind, rep = (np.tile(a, L) for a in (i_noise, i_kind, rep))
         n = len(rep)
         i_nt, i_bs = np.full(n, spec.num_train_i), np.full(n, spec.batch_size_i)
         # The grid's order: RUN_AXES (num_train, lr, loss, sigma, reduction, batch_size, noise,

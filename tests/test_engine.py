@@ -36,8 +36,11 @@ def by_size(runs):
     return groups
 
 
-def assert_close(batched: ChunkResult, reference: ChunkResult):
-    """Within max(1e-5, 1e-5 |ref|) at every checkpoint before divergence; flagged alike after."""
+def assert_close(batched: ChunkResult, reference: ChunkResult, same_data: bool = True):
+    """Within max(1e-5, 1e-5 |ref|) at every checkpoint before divergence; flagged alike after.
+    Least squares is the same function of the same data, so equal to the bit when both sides
+    hold the same data (``same_data``), and within the tolerance when they do not (a GPU's
+    counter normals differ from a CPU's by an ulp)."""
     np.testing.assert_array_equal(batched.diverged, reference.diverged)
     live = ~reference.diverged
     for field in FIELDS:
@@ -45,8 +48,12 @@ def assert_close(batched: ChunkResult, reference: ChunkResult):
         bad = ~(np.abs(a - b) <= np.maximum(1e-5, 1e-5 * np.abs(b)))
         assert not bad.any(), f"{field}: {bad.sum()} values differ, worst {np.abs(a - b)[bad].max()}"
     assert np.array_equal(batched.steps, reference.steps)
-    np.testing.assert_array_equal(batched.ols_w, reference.ols_w)
-    np.testing.assert_array_equal(batched.ols_b, reference.ols_b)
+    if same_data:
+        np.testing.assert_array_equal(batched.ols_w, reference.ols_w)
+        np.testing.assert_array_equal(batched.ols_b, reference.ols_b)
+    else:
+        np.testing.assert_allclose(batched.ols_w, reference.ols_w, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(batched.ols_b, reference.ols_b, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("stream", STREAMS)
@@ -139,7 +146,7 @@ def test_train_batched_on_cuda_equals_cpu(stream):
     runs = [r for g in by_size(mixed_runs(stream)).values() for r in g if r.num_train == 33]
     on_gpu = train_batched(runs, CHECKPOINTS, device="cuda")
     on_cpu = train_batched(runs, CHECKPOINTS, device="cpu")
-    assert_close(on_gpu, on_cpu)
+    assert_close(on_gpu, on_cpu, same_data=False)
 
 
 def test_past_stability_edge_follows_the_stated_rule():
