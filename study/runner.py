@@ -215,29 +215,36 @@ def _train_chunk(chunk: Chunk, checkpoints: list[int], engine: str, device: str,
     # run_grid restores its caller's setting for the chunks it trains in its own process.
     torch.set_num_threads(1)
     try:
+        device = _local_device(device)
         train = engines.train_batched if engine == "batched" else engines.train_reference
         return cid, to_frame(chunk, checkpoints, _split_on_oom(train, chunk, checkpoints, device)), None
     except Exception as err:  # whatever broke in this chunk, the others go on
         return cid, None, _one_line(err)
 
 
+def _local_device(device: str) -> str:
+    """``auto`` as a Dask worker resolves it: its first GPU where it has one, else its CPU."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _split_on_oom(train, chunk: Chunk, checkpoints: list[int], device: str) -> engines.ChunkResult:
-    """train(chunk), or on CUDA out-of-memory the results of its two halves (cut between
-    streams where it can), each trained the same way: a run's numbers do not depend on its
-    chunk, so the split changes nothing but the memory."""
+    """train(chunk), or on CUDA out-of-memory the results of its two halves (half of its streams
+    each, whole, where it has more than one), each trained the same way: a run's numbers do not
+    depend on its chunk, so the split changes nothing but the memory."""
     try:
         return train(chunk, checkpoints, device)
     except torch.cuda.OutOfMemoryError:
         if len(chunk) == 1:
             raise
         torch.cuda.empty_cache()
-    seeds = chunk.seed
-    cut = len(chunk) // 2
-    boundaries = np.flatnonzero(seeds[1:] != seeds[:-1]) + 1  # where a new stream starts
-    if len(boundaries):
-        cut = int(boundaries[np.argmin(np.abs(boundaries - cut))])
-    halves = [chunk.take(slice(0, cut)), chunk.take(slice(cut, None))]
-    return engines.ChunkResult.concat([_split_on_oom(train, h, checkpoints, device) for h in halves])
+    seeds = np.unique(chunk.seed)
+    first = np.isin(chunk.seed, seeds[: len(seeds) // 2]) if len(seeds) > 1 else np.arange(len(chunk)) < len(chunk) // 2
+    parts = [np.flatnonzero(first), np.flatnonzero(~first)]
+    results = [_split_on_oom(train, chunk.take(rows), checkpoints, device) for rows in parts]
+    back = np.argsort(np.concatenate(parts), kind="stable")  # the chunk's own order again
+    return engines.ChunkResult.concat(results).take(back)
 
 
 def _one_line(err: BaseException) -> str:
@@ -422,6 +429,10 @@ def run_grid(
     devices = resolve_devices(device, engine, grid)
     if engine == "reference" and devices[0] != "cpu":
         fail("device", _WHERE, "'cpu' or 'auto' when engine is 'reference' (it trains on the CPU)", device)
+    if backend == "dask" and device == "auto" and engine == "batched" and grid.stream == "counter":
+        # The cluster's workers, not this process, know their GPUs: each resolves "auto" itself
+        # (_local_device). Chunks are then sized for CPUs, which any worker can hold.
+        devices = ["auto"]
     out = check_output(out) if out is not None else None
 
     started = time.perf_counter()
@@ -805,7 +816,9 @@ def _metadata(grid, engine, devices, workers, where_run, *, computed, resumed, w
         "engine": engine,
         "stream": grid.stream,
         "devices": devices,
-        "device_names": [torch.cuda.get_device_name(d) if d.startswith("cuda") else platform.processor() or platform.machine() for d in devices],
+        "device_names": [torch.cuda.get_device_name(d) if d.startswith("cuda") else
+                         "each Dask worker's GPU, or its CPU" if d == "auto" else
+                         platform.processor() or platform.machine() for d in devices],
         "workers": workers,
         **where_run,
         "runs": n_runs,

@@ -318,3 +318,38 @@ def test_auto_device_is_the_cpu_for_the_reference_engine_small_grids_and_the_tor
     from study.plan import grid_seconds
 
     assert grid_seconds(big, estimated_seconds) > AUTO_GPU_MIN_SECONDS > grid_seconds(small_grid(), estimated_seconds)
+
+
+def test_a_chunk_out_of_gpu_memory_is_split_and_gives_the_same_numbers(monkeypatch):
+    """CUDA out-of-memory is simulated: any chunk of more than 4 runs raises it. The chunk is cut
+    in halves between streams until the halves fit, and the numbers are the unsplit chunk's."""
+    import torch
+
+    from study import engine
+    from study.runner import _split_on_oom
+
+    from study.plan import Plan
+
+    grid = Grid(num_train=[30], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[2], replicates=5)
+    chunk = next(Plan(grid, lambda *_: 10**6).chunks())
+    assert len(chunk) == 20
+    whole = engine.train_batched(chunk, grid.checkpoints)
+    sizes = []
+
+    def small_memory(runs, checkpoints, device="cpu"):
+        sizes.append(len(runs))
+        if len(runs) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return engine.train_batched(runs, checkpoints, device)
+
+    split = _split_on_oom(small_memory, chunk, grid.checkpoints, "cpu")
+    assert max(sizes) == 20 and [s for s in sizes if s <= 4] and all(s % 4 == 0 for s in sizes)  # whole streams
+    for field in ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b", "ols_w", "ols_b"):
+        np.testing.assert_array_equal(getattr(split, field), getattr(whole, field))
+
+
+def test_auto_on_a_dask_worker_is_its_own_device():
+    from study.runner import _local_device
+
+    assert _local_device("cpu") == "cpu"
+    assert _local_device("auto") == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
