@@ -70,7 +70,7 @@ def _build_parser() -> _Parser:
     run.add_argument("--chunk-timeout", type=_seconds, metavar="SECONDS",
                      help=f"with --backend dask: give up a chunk after this long on the cluster "
                           f"(default {DEFAULT_CHUNK_TIMEOUT:g})")
-    run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk")
+    run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk, rounded down to whole streams (at least one)")
     run.add_argument("--fresh", action="store_true", help="ignore chunks saved by an interrupted run")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
