@@ -51,7 +51,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -188,12 +187,10 @@ def measure(engine: str, stream: str | None = None, repeats: int = REPEATS) -> d
 
 
 def _machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {os.cpu_count()} cores"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_engines import _device_name  # one way to name the machine, in both scripts
+
+    return _device_name("cpu")
 
 
 def _spawn(spec: dict) -> dict:

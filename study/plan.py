@@ -221,6 +221,13 @@ class Plan:
         for spec in self.specs:
             yield self.chunk(spec)
 
+    def seconds(self, spec: ChunkSpec, seconds: Callable[..., float]) -> float:
+        """A chunk's estimated one-core seconds, ``seconds(num_train, batch_size, runs,
+        max_epoch, num_val)`` (engine.estimated_seconds), without making the chunk."""
+        g = self.grid
+        return seconds(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i], spec.runs, g.max_epoch,
+                       g.num_val)
+
 
 def chunk_id(chunk: Chunk, checkpoints: Sequence[int], engine: str, schema: int) -> str:
     """The name of a chunk's saved results: a hash of the schema, the engine, the stream, the

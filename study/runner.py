@@ -199,10 +199,6 @@ def _worker_count(n_jobs: int, devices: list[str], work: Sequence[float]) -> int
     return max(1, min(wanted, len(work)))
 
 
-def _chunk_seconds(chunk: Chunk, max_epoch: int) -> float:
-    return engines.estimated_seconds(chunk.num_train, chunk.batch_size, len(chunk), max_epoch, chunk.num_val)
-
-
 def _train_chunk(chunk: Chunk, checkpoints: list[int], engine: str, device: str, cid: str):
     """One task: a chunk trained on one device with one torch thread.
 
@@ -451,9 +447,7 @@ def run_grid(
             if frame is not None:
                 frames[cid] = frame
     # The largest chunks first, so that the last ones to finish are small (balance).
-    work = {cid: engines.estimated_seconds(g.num_train[spec_of[cid].num_train_i], g.batch_size[spec_of[cid].batch_size_i],
-                                           spec_of[cid].runs, g.max_epoch, g.num_val)
-            for g in [grid] for cid in ids if cid not in frames}
+    work = {cid: plan.seconds(spec_of[cid], engines.estimated_seconds) for cid in ids if cid not in frames}
     todo = sorted(work, key=work.get, reverse=True)
     workers = _worker_count(n_jobs, devices, [work[cid] for cid in todo])
     failures: list[ChunkFailure] = []

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 import study.engine
 from study.cli import main
 from study.grid import Grid, load_grid
-from study.runner import ChunksFailed, _chunk_seconds, _load_chunk, _train_chunk, _worker_count, chunk_id, plan_chunks, run_grid
+from study.engine import estimated_seconds
+from study.runner import ChunksFailed, _load_chunk, _train_chunk, _worker_count, chunk_id, plan_chunks, plan_grid, run_grid
 from specs import default_sigint, long_spec
 
 GRID = dict(num_train=[20, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 2], replicates=2, num_val=30)
@@ -292,8 +293,9 @@ def test_tasks_train_with_one_torch_thread_and_the_caller_keeps_its_own(monkeypa
 
 
 def test_workers_never_outnumber_the_cores():
-    chunks = plan_chunks(Grid(num_train=[10_000], replicates=4000, epoch=[20]))
-    work = [_chunk_seconds(c, 20) for c in chunks]
+    plan = plan_grid(Grid(num_train=[10_000], replicates=4000, epoch=[20]))
+    chunks = plan.specs
+    work = [plan.seconds(spec, estimated_seconds) for spec in chunks]
     cores = joblib.cpu_count()
     assert len(chunks) > cores
     for n_jobs in (-1, 1, cores, cores + 1, 64):
