@@ -1,28 +1,33 @@
 """estimation-study: how well minibatch SGD on d2l's concise linear regression recovers w and b.
 
-The modules follow the data's path: data → model → train/engine → runner → results → plots.
+The modules follow the data's path: streams → data → model → train/engine → plan → runner →
+results → plots.
 """
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from .data import SyntheticRegressionData  # noqa: E402
-from .grid import Grid, load_grid, log_sizes  # noqa: E402
-from .model import LinearRegression  # noqa: E402
-from .train import Trainer  # noqa: E402
+#: What ``from study import X`` gives, and the module it comes from. Imported on first use
+#: only: torch, pandas and matplotlib take seconds to import, and ``study --help`` or a refused
+#: spec should not wait for them.
+_EXPORTS = {
+    "SyntheticRegressionData": "data", "LinearRegression": "model", "Trainer": "train", "Grid": "grid",
+    "load_grid": "grid", "log_sizes": "grid", "run_grid": "runner", "summarize": "results",
+}
 
-__all__ = ["SyntheticRegressionData", "LinearRegression", "Trainer", "Grid", "load_grid", "log_sizes", "run_grid", "summarize"]
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # run_grid and summarize pull in joblib, pandas and tqdm: imported on first use only.
-    if name == "run_grid":
-        from .runner import run_grid
-
-        return run_grid
-    if name == "summarize":
-        from .results import summarize
-
-        return summarize
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # once imported, an attribute like any other
+        return value
     raise AttributeError(f"module 'study' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -8,10 +8,13 @@ A message names the parameter, where it entered, what is allowed and what was pa
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["check_int", "check_real", "check_choice", "check_vector", "fail"]
+__all__ = ["check_int", "check_real", "check_choice", "check_vector", "check_output", "fail"]
 
 
 def fail(name: str, where: str, allowed: str, value: Any) -> None:
@@ -60,3 +63,32 @@ def check_vector(value: Any, name: str, where: str) -> list[float]:
     ):
         fail(name, where, "a non-empty list of finite numbers", value)
     return [float(v) for v in value]
+
+
+def check_output(out: str | Path, where: str = "parameter of run_grid") -> Path:
+    """Refuse an output path that cannot be written, before any work starts.
+
+    The nearest folder that exists on the way to ``out`` must take a new file: a probe file is
+    created there and removed at once, which also catches what permission bits do not say
+    (a read-only file system, ``/proc``, a user allowed everything but the disk).
+    """
+    try:
+        out = Path(out)
+    except TypeError:
+        fail("out", where, "a path ending in .csv", out)
+    if out.suffix.lower() != ".csv":
+        fail("out", where, "a path ending in .csv", str(out))
+    try:
+        if out.is_dir():
+            fail("out", where, "a file path, not a folder", str(out))
+        existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            fail("out", where, "a path in a folder that can be written", str(out))
+        if out.exists() and not os.access(out, os.W_OK):
+            fail("out", where, "a file that can be written", str(out))
+        fd, probe = tempfile.mkstemp(prefix=".study-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:  # too long a name, a read-only file system, no space left...
+        fail("out", where, f"a path that can be written ({err.strerror or err})", str(out))
+    return out

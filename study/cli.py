@@ -51,8 +51,7 @@ def _seconds(text: str) -> float:
 
 
 def _build_parser() -> _Parser:
-    from .engine import ENGINES
-    from .runner import BACKENDS, DEFAULT_CHUNK_TIMEOUT
+    from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINES
 
     parser = _Parser(prog="study", description="Estimation error of minibatch SGD on d2l's concise linear regression.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -104,12 +103,11 @@ def _build_parser() -> _Parser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ._checks import check_output
     from .grid import load_grid
-    from .results import default_by, summarize
-    from .runner import ChunksFailed, check_output, run_grid
 
     # Warnings about the spec (duplicate values) are shown once it is accepted: a refused
-    # spec gets its one line of error and nothing else.
+    # spec gets its one line of error and nothing else, before torch and pandas are imported.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         grid = load_grid(args.spec)
@@ -117,6 +115,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = check_output(args.out or Path("results") / "raw" / f"{grid.name}.csv")
     for warning in caught:
         _one_line_warning(warning.message, warning.category, warning.filename, warning.lineno)
+    from .results import default_by, summarize
+    from .runner import ChunksFailed, run_grid
+
     store = out.with_name(out.name + ".chunks")
     try:
         df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,

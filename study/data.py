@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from . import streams
+from .vocabulary import NOISE_KINDS
 from ._checks import check_choice, check_int, check_real, check_vector, fail
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
 #: ``outliers``: gaussian noise, and in addition a fraction OUTLIER_FRACTION of the *training*
 #: labels gets a gross error drawn from N(0, OUTLIER_SCALE²); the validation labels stay clean,
 #: so that validation MSE still measures how well the true line was found.
-NOISE_KINDS = ("gaussian", "student_t", "outliers")
 STUDENT_T_DF = 3
 OUTLIER_FRACTION = 0.1
 OUTLIER_SCALE = 10.0

@@ -33,11 +33,11 @@ from .plan import Chunk
 from . import streams
 from .theory import least_squares
 from .train import Trainer
+from .vocabulary import ENGINES
 
 __all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_reference", "ENGINES", "CHUNK_MEMORY_BUDGET",
            "max_chunk_runs", "chunk_bytes", "as_chunk", "past_stability_edge"]
 
-ENGINES = ("batched", "reference")
 #: A run has diverged at a checkpoint once ŵ, b̂ or its training loss is not finite, or its
 #: training loss exceeds this many times its value at the start. A run that converges never
 #: comes near that; one that diverges gets there within a few steps, and from then on its

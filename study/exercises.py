@@ -24,7 +24,7 @@ from .data import SyntheticRegressionData
 from .grid import Grid, load_grid, log_sizes
 from .model import LinearRegression
 from .plots import LABELS, PALETTE, error_curve, loss_shapes, lr_epoch_heatmap, save_figure
-from .results import fit_power_law, summarize, write_csv
+from .results import SUMMARY_DIGITS, fit_power_law, summarize, write_csv
 from .runner import run_grid
 from .train import Trainer
 
@@ -380,7 +380,7 @@ def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".
         df = run_grid(grids[n], out=raw, n_jobs=n_jobs, progress=progress)
         outcome = study.analyse(df)
         for name, table in outcome.tables.items():
-            write_csv(table, out_dir / "results" / f"{name}.csv")
+            write_csv(table, out_dir / "results" / f"{name}.csv", significant=SUMMARY_DIGITS)
         for name, fig in outcome.figures.items():
             save_figure(fig, out_dir / "figures" / f"{name}.png")
         outcomes[n] = outcome

@@ -36,18 +36,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._checks import check_choice, check_int, check_real, check_vector, fail
-from .data import NOISE_KINDS
-from .model import LOSSES, REDUCTIONS
-from .streams import STREAMS
+from .vocabulary import AXES, LOSSES, NOISE_KINDS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS
 
 __all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid", "stream_seeds", "run_keys"]
 
-AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "batch_size", "noise", "noise_kind")
-SETTINGS = ("w", "b", "num_val", "replicates", "seed", "stream")
-#: What a run's random stream depends on, besides the base seed and the replicate.
-STREAM_KEYS = ("num_train", "num_val", "noise", "noise_kind", "batch_size")
-#: The axes that define a run (epoch is a checkpoint axis, not part of a run).
-RUN_AXES = tuple(a for a in AXES if a != "epoch")
 
 
 def log_sizes(start: int, stop: int) -> list[int]:

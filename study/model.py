@@ -14,11 +14,10 @@ from torch import nn
 from ._checks import check_choice, check_int, check_real
 
 from .data import INIT_STD
+from .vocabulary import LOSSES, REDUCTIONS
 
 __all__ = ["LinearRegression", "LOSSES", "REDUCTIONS", "INIT_STD", "draw_initial_weight", "per_example_loss"]
 
-LOSSES = ("squared", "huber")
-REDUCTIONS = ("mean", "sum")
 
 
 def draw_initial_weight(num_inputs: int, generator: torch.Generator) -> torch.Tensor:

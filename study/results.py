@@ -42,7 +42,7 @@ SCHEMA_VERSION = 1
 COORDINATES = (*AXES, "replicate", "seed")
 #: The error measures a summary describes, each a magnitude (absolute errors for b).
 ERROR_METRICS = ("w_err_norm", "b_err_abs", "ols_w_err_norm", "ols_b_err_abs", "gap_w_norm", "val_mse")
-_STATS = {"mean": "mean", "median": "median", "q10": lambda s: s.quantile(0.1), "q90": lambda s: s.quantile(0.9)}
+_STATS = ("mean", "median", "q10", "q90")
 
 
 def to_frame(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], result: ChunkResult) -> pd.DataFrame:
@@ -196,8 +196,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def write_csv(df: pd.DataFrame, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+#: Significant digits of the summary tables that are committed: what a median of float32
+#: errors or a bootstrap quantile carries, so that the same study on another machine (whose
+#: last bits differ) writes the same file.
+SUMMARY_DIGITS = 6
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, significant: int | None = None) -> None:
+    """Write df as CSV, atomically; floats at full precision, or rounded to ``significant``
+    digits (a summary: see SUMMARY_DIGITS)."""
+    fmt = None if significant is None else f"%.{significant}g"
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format=fmt))
 
 
 def write_json(obj: Any, path: str | Path) -> None:
@@ -233,7 +242,7 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | None = None, stats: Sequence
     ----------
     df : DataFrame
         A results table (one row per run per checkpoint).
-    by : list of str, optional
+    by : str or list of str, optional
         The columns that define a cell; default: the axes that vary, and ``epoch``. When
         ``epoch`` is not among them, each run's last checkpoint is used.
     stats : sequence of {"mean", "median", "q10", "q90"}
@@ -245,7 +254,7 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | None = None, stats: Sequence
         for each metric of ERROR_METRICS (w_err_norm, b_err_abs, ...), computed over the runs
         that did not diverge.
     """
-    by = list(default_by(df) if by is None else by)
+    by = list(default_by(df) if by is None else [by] if isinstance(by, str) else by)
     unknown = [c for c in by if c not in df.columns]
     if unknown:
         raise ValueError(f"The 'by' parameter of summarize must name columns of the table; {unknown} are not among {list(df.columns)}.")
@@ -253,14 +262,19 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | None = None, stats: Sequence
     if bad:
         raise ValueError(f"The 'stats' parameter of summarize must be among {list(_STATS)}. Got {bad} instead.")
     if "epoch" not in by:
-        df = df[df["epoch"] == df.groupby(["seed", *[a for a in AXES if a != "epoch"]])["epoch"].transform("max")]
+        last = df.groupby(["seed", *[a for a in AXES if a != "epoch"]], observed=True)["epoch"].transform("max")
+        df = df[df["epoch"] == last]
     df = df.assign(b_err_abs=df["b_err"].abs(), ols_b_err_abs=df["ols_b_err"].abs())
-    groups = df.groupby(by, sort=True)
-    out = groups.agg(count=("diverged", "size"), diverged=("diverged", "sum"))
-    finite = df[~df["diverged"].astype(bool)].groupby(by, sort=True)
+    out = df.groupby(by, sort=True, observed=True).agg(count=("diverged", "size"), diverged=("diverged", "sum"))
+    # pandas' own grouped mean, median and quantiles (compiled), one call each for all metrics:
+    # a Python function per group would be called once per cell and metric.
+    finite = df[~df["diverged"].astype(bool)].groupby(by, sort=True, observed=True)[list(ERROR_METRICS)]
+    computed = {"mean": finite.mean, "median": finite.median, "q10": lambda: finite.quantile(0.1),
+                "q90": lambda: finite.quantile(0.9)}
+    values = {stat: computed[stat]() for stat in stats}
     for metric in ERROR_METRICS:
         for stat in stats:
-            out[f"{metric}_{stat}"] = finite[metric].agg(_STATS[stat])
+            out[f"{metric}_{stat}"] = values[stat][metric]
     return out.reset_index()
 
 
@@ -303,14 +317,16 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000,
     groups = [np.log(y[x == level]) for level in levels]
     lx = np.log(levels)
 
-    def slope_of(medians: np.ndarray) -> tuple[float, float]:
-        k, logc = np.polyfit(lx, medians, 1)
-        return float(k), float(logc)
+    centred = lx - lx.mean()
 
-    k, logc = slope_of(np.array([np.median(g) for g in groups]))
+    def slopes(medians: np.ndarray) -> np.ndarray:  # (..., L) medians: least-squares slopes, one per row
+        return (medians - medians.mean(-1, keepdims=True)) @ centred / (centred @ centred)
+
+    medians = np.array([np.median(g) for g in groups])
+    k = float(slopes(medians))
+    logc = float(medians.mean() - k * lx.mean())
+    # The bootstrap as one array computation: every resample of every level at once, (n_boot, L).
     rng = np.random.default_rng(seed)
-    boot = [
-        slope_of(np.array([np.median(rng.choice(g, size=len(g))) for g in groups]))[0] for _ in range(n_boot)
-    ]
-    low, high = np.quantile(boot, [0.025, 0.975])
+    boot_medians = np.stack([np.median(g[rng.integers(0, len(g), size=(n_boot, len(g)))], axis=1) for g in groups], -1)
+    low, high = np.quantile(slopes(boot_medians), [0.025, 0.975])
     return PowerLaw(slope=k, prefactor=float(np.exp(logc)), low=float(low), high=float(high))

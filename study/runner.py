@@ -60,28 +60,22 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from . import engine as engines
-from ._checks import check_choice, check_real, fail
+from ._checks import check_choice, check_output, check_real, fail
 from .grid import RUN_AXES, Grid
 from .plan import GPU_MEMORY_SHARE, Chunk, ChunkSpec, Plan, chunk_cap, grid_seconds
 from .plan import chunk_id as _chunk_id
 from .results import SCHEMA_VERSION, atomic_write, finish, to_frame, write_csv, write_json
+from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT
 
 __all__ = [
     "run_grid", "plan_grid", "plan_chunks", "chunk_id", "resolve_devices", "check_output", "ChunkFailure",
     "ChunksFailed", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "AUTO_GPU_MIN_SECONDS",
 ]
 
-#: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
-#: "multiprocessing" backend cannot), and Dask.
-BACKENDS = ("loky", "threading", "sequential", "dask")
 #: ``device="auto"`` takes the GPU for the batched engine with the counter stream when the grid
 #: is estimated at more than this many one-core seconds: below it, starting CUDA (a second or
 #: two) costs more than the GPU saves (measured, see the README's benchmarks).
 AUTO_GPU_MIN_SECONDS = 4.0
-#: Seconds one attempt of a chunk may take on a Dask cluster before it is given up. A chunk
-#: under the memory budget takes seconds to minutes; an hour leaves room for the reference
-#: engine and slow workers, and still ends a run whose workers hang or are gone.
-DEFAULT_CHUNK_TIMEOUT = 3600.0
 #: Seconds to wait for a Dask scheduler to answer before giving up on it.
 DASK_CONNECT_TIMEOUT = 30
 #: How often, at most, the Dask loop wakes to check deadlines and the workers it has.
@@ -268,35 +262,6 @@ def _save_chunk(path: Path, cid: str, frame: pd.DataFrame) -> None:
     payload = pickle.dumps({"chunk_id": cid, "schema": SCHEMA_VERSION, "frame": frame}, protocol=5)
     data = _CHUNK_MAGIC + hashlib.sha256(payload).digest() + payload
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def check_output(out: str | Path) -> Path:
-    """Refuse an output path that cannot be written, before any work starts.
-
-    The nearest folder that exists on the way to ``out`` must take a new file: a probe file is
-    created there and removed at once, which also catches what permission bits do not say
-    (a read-only file system, ``/proc``, a user allowed everything but the disk).
-    """
-    try:
-        out = Path(out)
-    except TypeError:
-        fail("out", _WHERE, "a path ending in .csv", out)
-    if out.suffix.lower() != ".csv":
-        fail("out", _WHERE, "a path ending in .csv", str(out))
-    try:
-        if out.is_dir():
-            fail("out", _WHERE, "a file path, not a folder", str(out))
-        existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            fail("out", _WHERE, "a path in a folder that can be written", str(out))
-        if out.exists() and not os.access(out, os.W_OK):
-            fail("out", _WHERE, "a file that can be written", str(out))
-        fd, probe = tempfile.mkstemp(prefix=".study-probe-", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:  # too long a name, a read-only file system, no space left...
-        fail("out", _WHERE, f"a path that can be written ({err.strerror or err})", str(out))
-    return out
 
 
 _ADDRESS = re.compile(r"(?:(tcp|tls)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")

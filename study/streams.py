@@ -40,14 +40,15 @@ import math
 import numpy as np
 import torch
 
+from .vocabulary import STREAMS
+
 __all__ = [
     "STREAMS", "PURPOSES", "philox4x32", "words", "uniforms", "normals", "permutations", "seed_keys",
 ]
 
 #: ``counter``: this module's Philox streams, drawn on the chunk's device for all runs at once.
 #: ``torch``: a per-run ``torch.Generator`` on the CPU, drawn in the documented order of
-#: :mod:`study.data` (the book's own sequence).
-STREAMS = ("counter", "torch")
+#: :mod:`study.data` (the book's own sequence). (The names live in study.vocabulary.)
 
 #: What the numbers are for: the fourth counter word. Each purpose has its own numbers, so
 #: adding one never shifts another.

@@ -378,3 +378,27 @@ def test_exercises_and_plot_refuse_bad_input_with_one_line(tmp_path, results_csv
     args = [str(results_csv) if a == "RESULTS" else a for a in args]
     before = _snapshot(tmp_path)
     _assert_refused(main(args), capsys, before, tmp_path, mentions=re.escape(message))
+
+
+def test_help_and_a_refused_spec_import_neither_torch_nor_pandas(tmp_path):
+    """What makes them answer at once: the CLI imports torch, pandas and matplotlib only in the
+    commands that need them, after the spec is accepted."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grid]\nlr = 0\n")
+    probe = (
+        "import sys\n"
+        "from study.cli import main\n"
+        f"assert main(['--help']) == 0 and main(['run', {str(bad)!r}]) == 2\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "must be a finite number > 0. Got 0" in done.stderr
+
+
+def test_the_package_lists_its_lazy_names():
+    import study
+
+    assert {"run_grid", "summarize", "Grid", "SyntheticRegressionData"} <= set(dir(study))
+    assert study.summarize is __import__("study.results", fromlist=["summarize"]).summarize

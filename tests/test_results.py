@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from study.grid import Grid
-from study.results import read_results, summarize, write_csv
+from study.results import fit_power_law, read_results, summarize, write_csv
 from study.runner import run_grid
 
 
@@ -86,3 +86,32 @@ def test_read_results_refuses_other_files(tmp_path):
         read_results(other)
     with pytest.raises(FileNotFoundError, match="No results file at"):
         read_results(tmp_path / "missing.csv")
+
+
+def test_power_law_bootstrap_interval_covers_the_truth_and_shrinks_with_data():
+    """Lognormal scatter around 3·x^-1/2: the slope is found, its 95% interval holds -1/2, and
+    four times the runs per level halve the interval's width (within the bootstrap's noise)."""
+    rng = np.random.default_rng(1)
+    levels = np.array([5, 10, 20, 50, 100, 200, 500, 1000])
+    widths = []
+    for per_level in (25, 100):
+        x = np.repeat(levels, per_level)
+        fit = fit_power_law(x, 3.0 * x**-0.5 * np.exp(rng.normal(0, 0.3, len(x))), n_boot=2000)
+        assert fit.low < -0.5 < fit.high and abs(fit.slope + 0.5) < 0.05
+        widths.append(fit.high - fit.low)
+    assert 0.35 < widths[1] / widths[0] < 0.7
+
+
+def test_write_csv_rounds_a_summary_to_its_significant_digits(tmp_path):
+    df = pd.DataFrame({"a": [0.123456789123, 1234567.891], "n": [3, 4]})
+    write_csv(df, tmp_path / "full.csv")
+    write_csv(df, tmp_path / "summary.csv", significant=6)
+    assert (tmp_path / "full.csv").read_text().splitlines()[1] == "0.123456789123,3"
+    assert (tmp_path / "summary.csv").read_text().splitlines()[1:] == ["0.123457,3", "1.23457e+06,4"]
+
+
+def test_summarize_takes_one_column_name_as_a_string():
+    df = run_grid(Grid(num_train=[20], loss=["squared", "huber"], epoch=[1], replicates=3), n_jobs=1, progress=False)
+    one, listed = summarize(df, by="loss"), summarize(df, by=["loss"])
+    pd.testing.assert_frame_equal(one, listed)
+    assert one["loss"].tolist() == ["squared", "huber"] and one["count"].tolist() == [3, 3]

@@ -1,0 +1,40 @@
+"""The one vocabulary: the names of the grid's axes and settings, and the values a user may type.
+
+These are the words of a Grid's fields, a TOML spec's keys, the CLI's flags and the results
+table's columns. They live here, apart from the modules that give them meaning (data, model,
+streams, engine, runner), so that checking a spec or answering ``study --help`` needs neither
+torch nor pandas: the CLI answers at once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AXES", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
+    "BACKENDS", "DEFAULT_CHUNK_TIMEOUT",
+]
+
+#: The grid's axes (each a list of values), in the grid's order.
+AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "batch_size", "noise", "noise_kind")
+#: The grid's settings (one value each).
+SETTINGS = ("w", "b", "num_val", "replicates", "seed", "stream")
+#: The axes that define a run (epoch is a checkpoint axis, not part of a run).
+RUN_AXES = tuple(a for a in AXES if a != "epoch")
+#: What a run's random stream depends on, besides the base seed and the replicate.
+STREAM_KEYS = ("num_train", "num_val", "noise", "noise_kind", "batch_size")
+
+#: ``squared`` is MSELoss (no 1/2); ``huber`` is equation (3.5.1), SmoothL1Loss(beta=sigma).
+LOSSES = ("squared", "huber")
+REDUCTIONS = ("mean", "sum")
+#: See study.data.
+NOISE_KINDS = ("gaussian", "student_t", "outliers")
+#: See study.streams.
+STREAMS = ("counter", "torch")
+#: See study.engine.
+ENGINES = ("batched", "reference")
+#: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
+#: "multiprocessing" backend cannot), and Dask.
+BACKENDS = ("loky", "threading", "sequential", "dask")
+#: Seconds one attempt of a chunk may take on a Dask cluster before it is given up. A chunk
+#: under the memory budget takes seconds to minutes; an hour leaves room for the reference
+#: engine and slow workers, and still ends a run whose workers hang or are gone.
+DEFAULT_CHUNK_TIMEOUT = 3600.0
