@@ -1,20 +1,51 @@
 """The ``study`` command: run | table | plot | exercises | demo.
 
 Exit status: 0 on success, 2 for bad input (a one-line message, no traceback, nothing
-written), 1 for a failure at run time, 130 when interrupted (Ctrl-C).
+written), 1 for a failure at run time, 130 when interrupted (Ctrl-C), 143 when terminated
+(SIGTERM, what a batch system sends at its time limit: handled as Ctrl-C is, finished work kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that it stops the same way: the chunks in
+    flight are cancelled, the finished ones are kept."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs (in the main thread), SIGTERM raises Terminated; then as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(err: KeyboardInterrupt) -> tuple[str, int]:
+    """What a stop is called, and its exit status."""
+    return ("terminated", EXIT_TERMINATED) if isinstance(err, Terminated) else ("interrupted", EXIT_INTERRUPTED)
 #: Failed chunks listed one per line; past this many, a count of the others.
 _MAX_FAILURES_SHOWN = 10
 
@@ -131,11 +162,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"(all listed in {out.stem}.partial.meta.json)", file=sys.stderr)
         print(f"study: failed: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         kept = len(list(store.glob("*.pkl"))) if store.is_dir() else 0
-        print(f"study: interrupted; {kept} finished chunks are kept in {store}; run the same command again to resume",
+        what, status = _stopped(err)
+        print(f"study: {what}; {kept} finished chunks are kept in {store}; run the same command again to resume",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return status
     if not args.quiet:
         runs = len(df) // len(grid.checkpoints)
         print(f"wrote {out} ({runs} runs, {len(df)} rows) and {out.with_name(out.stem + '.meta.json').name}")
@@ -229,7 +261,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _sigterm_as_interrupt():
         warnings.showwarning = _one_line_warning
         return _main(argv)
 
@@ -247,9 +279,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"study: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("study: interrupted; finished chunks are kept, run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        what, status = _stopped(err)
+        print(f"study: {what}; finished chunks are kept, run the same command again to resume", file=sys.stderr)
+        return status
     except Exception as err:  # a failure at run time: one line, the kind and the message
         print(f"study: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE

@@ -69,7 +69,7 @@ from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT
 
 __all__ = [
     "run_grid", "plan_grid", "plan_chunks", "chunk_id", "resolve_devices", "check_output", "ChunkFailure",
-    "ChunksFailed", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "AUTO_GPU_MIN_SECONDS",
+    "ChunksFailed", "OutputBusy", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "AUTO_GPU_MIN_SECONDS",
 ]
 
 #: ``device="auto"`` takes the GPU for the batched engine with the counter stream when the grid
@@ -396,6 +396,44 @@ def run_grid(
         devices = ["auto"]
     out = check_output(out) if out is not None else None
 
+    with _exclusive(out):
+        return _execute(grid, out, n_jobs, devices, engine, backend, resume, progress, chunk_size, scheduler,
+                        chunk_timeout)
+
+
+class OutputBusy(RuntimeError):
+    """Another process is writing the same output."""
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path | None) -> Iterator[None]:
+    """Hold the output's lock (``.NAME.lock`` beside it, an flock) while writing it: a second
+    run_grid on the same output, in any process, is refused at once, naming the first, rather
+    than mixing its chunks and temporary files with the first's."""
+    if out is None:
+        yield
+        return
+    import fcntl
+
+    path = out.with_name(f".{out.name}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputBusy(f"another study run (pid {holder}) is writing {out}; wait for it to finish, or stop it "
+                             "(its finished chunks are kept) and run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the empty file stays, as a lock file must
+
+
+def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engine: str, backend: str, resume: bool,
+             progress: bool, chunk_size: int | None, scheduler: str | None, chunk_timeout: float | None) -> pd.DataFrame:
+    """run_grid's work, its arguments checked: plan, resume, dispatch, save, assemble, write."""
     started = time.perf_counter()
     checkpoints = grid.checkpoints
     plan = plan_grid(grid, chunk_size, devices, engine)
@@ -608,7 +646,7 @@ def _dask_logs_silenced() -> Iterator[None]:
 
 
 def _init_worker(parent: int) -> None:
-    """A loky worker's initializer: Ctrl-C is ignored, and the worker exits when ``parent``,
+    """A loky worker's initializer: Ctrl-C and SIGTERM are ignored, and the worker exits when ``parent``,
     run_grid's process, is gone.
 
     Ctrl-C at a terminal sends SIGINT to the workers too, and each would print a
@@ -618,6 +656,9 @@ def _init_worker(parent: int) -> None:
     was still starting, hence the pid passed in rather than read here).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM too: a batch system's SIGTERM reaches the whole process group, and run_grid stops
+    # its workers itself (loky kills them with SIGKILL), after keeping what finished.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

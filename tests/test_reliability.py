@@ -230,6 +230,65 @@ def test_ctrl_c_stops_promptly_keeps_chunks_says_how_to_resume_and_exits_130(tmp
     assert (meta["chunks_resumed"], meta["chunks_computed"]) == (kept, 72 - kept)
 
 
+@pytest.mark.timeout(120)
+def test_sigterm_is_handled_as_ctrl_c_keeps_chunks_says_how_to_resume_and_exits_143(tmp_path):
+    """What a batch system sends at its time limit, to the whole process group: the finished
+    chunks are kept, one line says how to resume, the exit status is 143, the workers are gone,
+    and no leaked-resource warning is printed."""
+    spec = tmp_path / "faults.toml"
+    spec.write_text(SPEC)
+    out, store = tmp_path / "r.csv", tmp_path / "r.csv.chunks"
+    args = ["run", spec, "--out", out, "--jobs", "2", "--chunk-size", "2", "--quiet"]
+    proc = subprocess.Popen(_study(*args), cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = _watch_children(proc, lambda: store.is_dir() and len(list(store.glob("*.pkl"))) >= 6)
+    assert proc.poll() is None and len(seen) >= 2
+    terminated = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert time.time() - terminated < 10
+    assert proc.returncode == 143
+    kept = len(list(store.glob("*.pkl")))
+    assert 6 <= kept < 72 and not out.exists()
+    assert stderr.splitlines() == [f"study: terminated; {kept} finished chunks are kept in {store}; "
+                                   "run the same command again to resume"], stderr
+    time.sleep(0.5)
+    assert _alive(seen) == []
+    subprocess.run(_study(*args), cwd=tmp_path, check=True)
+    meta = json.loads((tmp_path / "r.meta.json").read_text())
+    assert (meta["chunks_resumed"], meta["chunks_computed"]) == (kept, 72 - kept)
+
+
+def test_sigterm_in_process_restores_the_previous_handler(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["--help"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.timeout(180)
+def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
+    """Two `study run` on one --out at once: the second exits 1 at once, with one line naming
+    the first's pid and writing nothing; the first finishes with the table a lone run gives."""
+    spec = tmp_path / "faults.toml"
+    spec.write_text(SPEC)
+    out, store = tmp_path / "r.csv", tmp_path / "r.csv.chunks"
+    args = ["run", spec, "--out", out, "--jobs", "1", "--chunk-size", "2", "--quiet"]
+    first = subprocess.Popen(_study(*args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _watch_children(first, lambda: store.is_dir() and len(list(store.glob("*.pkl"))) >= 2)
+    assert first.poll() is None
+    before = sorted(p.name for p in store.iterdir())
+    second = subprocess.run(_study(*args), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert second.stderr.splitlines() == [
+        f"study: failed: OutputBusy: another study run (pid {first.pid}) is writing {out}; wait for it to finish, "
+        "or stop it (its finished chunks are kept) and run again"], second.stderr
+    assert set(before) <= {p.name for p in store.iterdir()}  # nothing of the first's removed
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    whole = tmp_path / "whole.csv"
+    run_grid(load_grid(spec), out=whole, n_jobs=1, chunk_size=2, progress=False)
+    assert out.read_bytes() == whole.read_bytes()
+
+
 # leftovers and oversubscription -------------------------------------------------------------------
 
 
