@@ -407,29 +407,45 @@ class OutputBusy(RuntimeError):
 
 @contextlib.contextmanager
 def _exclusive(out: Path | None) -> Iterator[None]:
-    """Hold the output's lock (``.NAME.lock`` beside it, an flock) while writing it: a second
+    """Hold the output's lock (an flock on ``.NAME.lock`` beside it) while writing it: a second
     run_grid on the same output, in any process, is refused at once, naming the first, rather
-    than mixing its chunks and temporary files with the first's."""
+    than mixing its chunks and temporary files with the first's. The lock file, and the folders
+    made for it, are removed on the way out, so a run leaves only what it wrote."""
     if out is None:
         yield
         return
     import fcntl
 
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
     path = out.with_name(f".{out.name}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise OutputBusy(f"another study run (pid {holder}) is writing {out}; wait for it to finish, or stop it "
                              "(its finished chunks are kept) and run again") from None
+        # Locked; but if the holder before us removed the file meanwhile, ours is a lock on a file
+        # no one else will open: start again with the file at the path.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock; the empty file stays, as a lock file must
-
+        path.unlink(missing_ok=True)  # while still held: a process that opened it since starts again
+        os.close(fd)
+        for folder in made:  # the folders made for the lock, where the run left nothing in them
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engine: str, backend: str, resume: bool,
              progress: bool, chunk_size: int | None, scheduler: str | None, chunk_timeout: float | None) -> pd.DataFrame:
