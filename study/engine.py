@@ -56,7 +56,7 @@ def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, stream
     """Bytes a chunk of ``runs`` runs over ``streams_`` streams holds on its device, at most.
 
     Per stream: its examples z = (x, 1, y), n_total x (d + 2) float32, the epoch's shuffled copy
-    of the training part and its order (int64, and the sort's keys): about 4 (d + 2) n_total + 24
+    of the training part and its order (int64, and the sort's keys): about 8 (d + 2) n_total + 24
     n_total bytes. Per run: at a checkpoint its residuals and their derivatives and one product,
     n_total float32 each, 12 n_total bytes; and per step a few (d + 2) x batch_size temporaries.
     """
@@ -199,11 +199,10 @@ class _Streams:
         Z = torch.empty(len(seeds), d + 2, n_total, device=device)
         self.starts = torch.empty(len(seeds), d, device=device)
         if chunk.stream == "torch":
-            self.datas = [_make_data(Run(
-                num_train=chunk.num_train, lr=1.0, loss="squared", sigma=1.0, reduction="mean",
-                batch_size=chunk.batch_size, noise=float(chunk.noise[r]), noise_kind=str(chunk.noise_kind[r]),
-                replicate=int(chunk.replicate[r]), w=chunk.w, b=chunk.b, num_val=chunk.num_val,
-                base_seed=chunk.base_seed, index=0, stream="torch")) for r in rows]
+            self.datas = [SyntheticRegressionData(
+                w=list(chunk.w), b=chunk.b, noise=float(chunk.noise[r]), num_train=chunk.num_train,
+                num_val=chunk.num_val, batch_size=chunk.batch_size, noise_kind=str(chunk.noise_kind[r]),
+                seed=int(chunk.seed[r]), stream="torch") for r in rows]
             for i, data in enumerate(self.datas):
                 Z[i] = torch.cat([data.X, torch.ones_like(data.y), data.y], 1).T.to(device)
                 self.starts[i] = data.initial_weight()[0].to(device)
@@ -292,15 +291,6 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     theta[:, :, :d] = data.starts[:, None, :]
     theta[:, :, d + 1] = -1.0
 
-    def residuals(Zs: torch.Tensor) -> torch.Tensor:
-        """(S, m, L) residuals of every slot on the examples Zs (S, d+2, L).
-
-        A product and a sum over the d + 2 coordinates, not a matmul: a (batched) matmul picks
-        its kernel, and so its rounding, by the shapes, and a run's numbers would then depend
-        on how many runs share its chunk. This sum runs over one dimension of fixed length, in
-        one order, whatever S and m are."""
-        return (theta[:, :, :, None] * Zs[:, None, :, :]).sum(2)
-
     def per_example_loss(r: torch.Tensor) -> torch.Tensor:
         sq = r.square()
         if not any_huber:
@@ -355,13 +345,16 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
         Zp = torch.gather(Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
         Zp = Zp.view(S, d + 2, T, bs).permute(2, 0, 1, 3).contiguous()  # (T, S, d+2, bs): a step's block is contiguous
         del idx
-        # The step below is residuals(Zp[t]) and the update, written with the views made once
-        # per epoch and buffers made once per chunk: a step of small tensors costs its kernel
+        # A step: the residuals r = θ·z of every slot on its minibatch, the loss's derivative,
+        # and the update. Products and sums over one dimension of fixed length, not matmuls: a
+        # (batched) matmul picks its kernel, and so its rounding, by the shapes, and a run's
+        # numbers would then depend on how many runs share its chunk. The views are made once
+        # per epoch and the buffers once per chunk: a step of small tensors costs its kernel
         # launches, and each view or allocation saved is a microsecond saved per step.
         Zr, Zu = Zp[:, :, None, :, :], Zp[:, :, None, : d + 1, :]  # (T, S, 1, d+2, bs), (T, S, 1, d+1, bs)
         for t, size in enumerate(sizes):
             torch.mul(theta4, Zr[t], out=prod)  # (S, m, d+2, bs)
-            torch.sum(prod, 2, out=r)  # (S, m, bs): the residuals, as residuals() sums them
+            torch.sum(prod, 2, out=r)  # (S, m, bs): the residuals
             if any_huber:
                 torch.clamp(r, lo, hi, out=r)
             r.mul_(step[size])
