@@ -401,6 +401,50 @@ def run_grid(
                         chunk_timeout)
 
 
+#: When stderr is not a terminal (a pipe, a log file, nohup), a progress line about this often,
+#: for grids expected to take longer than that.
+PROGRESS_EVERY_S = 30.0
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced, or closed
+        return False
+
+
+class _LineProgress:
+    """Progress as lines on stderr: one when the work starts, then one every PROGRESS_EVERY_S
+    seconds, and one at the end (``enabled``: a grid expected to take longer than that)."""
+
+    def __init__(self, total: int, initial: int, name: str, enabled: bool) -> None:
+        self.total, self.done, self.name, self.enabled = total, initial, name, enabled
+        self.initial = initial
+        self.started = self.last = time.monotonic()
+        if enabled:
+            self._line()
+
+    def _line(self) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
+        left = f", about {(self.total - self.done) / rate:.0f} s left" if rate > 0 and self.done < self.total else ""
+        print(f"study: {self.name}: {self.done:,} of {self.total:,} runs ({100 * self.done / self.total:.0f}%), "
+              f"{elapsed:.0f} s{left}", file=sys.stderr, flush=True)
+        self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.enabled and time.monotonic() - self.last >= PROGRESS_EVERY_S:
+            self._line()
+
+    def __enter__(self) -> _LineProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled and exc[0] is None:
+            self._line()
+
+
 class OutputBusy(RuntimeError):
     """Another process is writing the same output."""
 
@@ -492,8 +536,13 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                                                       limit, chunk_timeout or DEFAULT_CHUNK_TIMEOUT))
         else:
             results = iter(())
-        bar = stack.enter_context(tqdm(total=n_runs, initial=n_runs - sum(spec_of[c].runs for c in todo),
-                                       unit="run", desc=grid.name, disable=None if progress else True, smoothing=0.1))
+        initial = n_runs - sum(spec_of[c].runs for c in todo)
+        if progress and not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar
+            expected = sum(work.values()) / max(workers, 1)
+            bar = stack.enter_context(_LineProgress(n_runs, initial, grid.name, expected > PROGRESS_EVERY_S))
+        else:
+            bar = stack.enter_context(tqdm(total=n_runs, initial=initial, unit="run", desc=grid.name,
+                                           disable=None if progress else True, smoothing=0.1))
         for cid, frame, reason in results:
             if frame is None:
                 failures.append(ChunkFailure(cid, spec_of[cid].runs, _describe(grid, plan.chunk(spec_of[cid])), reason))

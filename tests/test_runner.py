@@ -353,3 +353,19 @@ def test_auto_on_a_dask_worker_is_its_own_device():
 
     assert _local_device("cpu") == "cpu"
     assert _local_device("auto") == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+
+
+def test_progress_is_printed_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    """Under nohup or a batch system stderr is a file: a line at the start, then about every
+    PROGRESS_EVERY_S seconds (here every chunk), and at the end; a short grid prints none."""
+    from study import runner
+
+    grid = Grid(num_train=[20], lr=[0.01, 0.1], epoch=[1], replicates=6, name="lines")
+    run_grid(grid, n_jobs=1, progress=True)
+    assert capsys.readouterr().err == ""  # expected to take well under PROGRESS_EVERY_S
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)
+    run_grid(grid, n_jobs=1, progress=True, chunk_size=4)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "study: lines: 0 of 12 runs (0%), 0 s"
+    assert lines[-1].startswith("study: lines: 12 of 12 runs (100%), ") and len(lines) >= 3
+    assert all(line.startswith("study: lines: ") for line in lines)
