@@ -102,6 +102,8 @@ def _build_parser() -> _Parser:
                           f"(default {DEFAULT_CHUNK_TIMEOUT:g})")
     run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk, rounded down to whole streams (at least one)")
     run.add_argument("--fresh", action="store_true", help="ignore chunks saved by an interrupted run")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the runs, rows, chunks, devices, an estimate of the time and the CSV's size; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
     table = sub.add_parser("table", help="per-cell summary of a results CSV")
@@ -147,8 +149,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for warning in caught:
         _one_line_warning(warning.message, warning.category, warning.filename, warning.lineno)
     from .results import default_by, summarize
-    from .runner import ChunksFailed, run_grid
+    from .runner import ChunksFailed, plan_summary, run_grid
 
+    if args.dry_run or not args.quiet:
+        print(plan_summary(grid, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
+                           chunk_size=args.chunk_size), flush=True)
+        if args.dry_run:
+            return EXIT_OK
     store = out.with_name(out.name + ".chunks")
     try:
         df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,

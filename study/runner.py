@@ -35,6 +35,7 @@ import datetime
 import glob
 import hashlib
 import logging
+import math
 import os
 import pickle
 import platform
@@ -69,7 +70,7 @@ from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT
 
 __all__ = [
     "run_grid", "plan_grid", "plan_chunks", "chunk_id", "resolve_devices", "check_output", "ChunkFailure",
-    "ChunksFailed", "OutputBusy", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "AUTO_GPU_MIN_SECONDS",
+    "ChunksFailed", "OutputBusy", "plan_summary", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "AUTO_GPU_MIN_SECONDS",
 ]
 
 #: ``device="auto"`` takes the GPU for the batched engine with the counter stream when the grid
@@ -172,6 +173,60 @@ def resolve_devices(device: str, engine: str = "batched", grid: Grid | None = No
             fail("device", _WHERE, f"a CUDA device in 0..{gpus - 1}", device)
         return [device]
     fail("device", _WHERE, "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
+
+
+#: Seconds per SGD step of a GPU chunk (its kernel launches, about 8 a step) and per run, fitted
+#: to one H200's measurements of the W mix (100k runs: 1.5 s; 1M runs: 6.2 s).
+GPU_STEP_S, GPU_RUN_S = 150e-6, 5e-6
+#: Seconds per model step of the reference loop (exercise 5 on one core of this project's machine).
+REFERENCE_STEP_S = 230e-6
+#: Bytes per row of a results CSV, about 13 for each of its 27 columns (d = 2), 3 columns more per feature.
+CSV_BYTES_PER_COLUMN = 13
+
+
+def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str = "batched",
+                 backend: str = "loky", chunk_size: int | None = None) -> str:
+    """One line on what run_grid would do: the runs, rows and chunks, the devices and workers,
+    an estimate of the time and the size of the CSV. The estimate is rough (the models behind
+    it were fitted on this project's machine and one H200; see the README's benchmarks)."""
+    devices = resolve_devices(device, engine, grid)
+    plan = plan_grid(grid, chunk_size, devices, engine)
+    rows = plan.n_runs * len(grid.checkpoints)
+    work = [plan.seconds(spec, engines.estimated_seconds) for spec in plan.specs]
+    if backend == "dask":
+        where, seconds = "a Dask cluster", None
+    else:
+        workers = _worker_count(n_jobs, devices, work)
+        if engine == "reference":
+            steps = sum(spec.runs * grid.max_epoch * math.ceil(grid.num_train[spec.num_train_i] / grid.batch_size[spec.batch_size_i])
+                        for spec in plan.specs)
+            seconds = steps * REFERENCE_STEP_S / workers
+        elif devices[0].startswith("cuda"):
+            seconds = sum(grid.max_epoch * math.ceil(grid.num_train[s.num_train_i] / grid.batch_size[s.batch_size_i]) * GPU_STEP_S
+                          + s.runs * GPU_RUN_S for s in plan.specs) / len(devices)
+        else:
+            seconds = max(sum(work) / workers, max(work)) + (WORKER_START_S if workers > 1 else 0.0)
+        where = f"{', '.join(devices)}, {workers} worker{'s' if workers > 1 else ''}"
+    size = rows * CSV_BYTES_PER_COLUMN * (27 + 3 * (len(grid.w) - 2))
+    estimate = "time unknown" if seconds is None else f"about {_duration(seconds)}"
+    return (f"{grid.name}: {plan.n_runs:,} runs, {rows:,} rows in {len(plan.specs):,} chunks on {where}; "
+            f"{estimate}; the CSV about {_size(size)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 #: Seconds a new worker process takes to start and import torch (measured: about 1.5-2 s).

@@ -402,3 +402,25 @@ def test_the_package_lists_its_lazy_names():
 
     assert {"run_grid", "summarize", "Grid", "SyntheticRegressionData"} <= set(dir(study))
     assert study.summarize is __import__("study.results", fromlist=["summarize"]).summarize
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_spec, capsys):
+    before = _snapshot(tmp_path)
+    assert main(["run", str(tiny_spec), "--out", str(tmp_path / "deep" / "x.csv"), "--jobs", "1", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    size = TINY_RUNS * TINY_CHECKPOINTS * 13 * 27 / 1000  # kB: 13 bytes for each of 27 columns
+    assert re.fullmatch(rf"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in \d+ chunks on cpu, 1 worker; "
+                        rf"about 1 s; the CSV about {size:.1f} kB\n", captured.out), captured.out
+    assert captured.err == "" and _snapshot(tmp_path) == before
+
+
+def test_dry_run_refuses_a_bad_device_like_a_run(tmp_path, tiny_spec, capsys):
+    before = _snapshot(tmp_path)
+    code = main(["run", str(tiny_spec), "--dry-run", "--device", "tpu"])
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"'device'.*'tpu'")
+
+
+def test_a_run_says_what_it_will_do_before_it_starts(tmp_path, tiny_spec, capsys):
+    assert main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--jobs", "1"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in ") and "the CSV about" in first

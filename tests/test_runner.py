@@ -369,3 +369,14 @@ def test_progress_is_printed_as_lines_when_stderr_is_not_a_terminal(monkeypatch,
     assert lines[0] == "study: lines: 0 of 12 runs (0%), 0 s"
     assert lines[-1].startswith("study: lines: 12 of 12 runs (100%), ") and len(lines) >= 3
     assert all(line.startswith("study: lines: ") for line in lines)
+
+
+def test_plan_summary_counts_the_work_and_estimates_by_engine_and_backend():
+    from study.runner import REFERENCE_STEP_S, plan_summary
+
+    grid = Grid(num_train=[100, 1000], lr=[0.01, 0.1], epoch=[1, 5], replicates=300, name="s")
+    line = plan_summary(grid, n_jobs=1, device="cpu")
+    assert line.startswith("s: 1,200 runs, 3,600 rows in ") and line.endswith("the CSV about 1.3 MB")
+    steps = 600 * 5 * (4 + 32)  # runs x epochs x steps an epoch, per size: 108,000
+    assert f"about {steps * REFERENCE_STEP_S:.0f} s" in plan_summary(grid, n_jobs=1, engine="reference")
+    assert "on a Dask cluster; time unknown" in plan_summary(grid, backend="dask")
