@@ -244,22 +244,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import torch
+    from .exercises import seed_example
 
-    from .data import SyntheticRegressionData
-    from .model import LinearRegression
-    from .theory import least_squares
-    from .train import Trainer
-
-    model = LinearRegression(lr=args.lr, loss=args.loss)
-    data = SyntheticRegressionData(w=torch.tensor([2, -3.4]), b=4.2, num_train=args.num_train, seed=args.seed)
-    Trainer(max_epochs=args.epochs).fit(model, data)
-    w, b = model.get_w_b()
-    print(f"error in estimating w: {data.w - w.reshape(data.w.shape)}")
-    print(f"error in estimating b: {data.b - b}")
-    w_ols, b_ols = least_squares(data.X_train, data.y_train)
-    print(f"least squares on the same data: error in w: {(data.w.double() - w_ols).numpy()}, "
-          f"error in b: {data.b - float(b_ols):.3g}")
+    errors = seed_example(lr=args.lr, loss=args.loss, epochs=args.epochs, num_train=args.num_train, seed=args.seed)
+    print(f"error in estimating w: {errors['w']}")
+    print(f"error in estimating b: {errors['b']}")
+    print(f"least squares on the same data: error in w: {errors['ols_w']}, error in b: {errors['ols_b']:.3g}")
     return EXIT_OK
 
 

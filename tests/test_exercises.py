@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from study.exercises import STUDIES, gradient_access, run_exercises
 
@@ -95,3 +97,13 @@ def test_draw_figure_refuses_unknown_names_and_columns(quick):
         draw_figure(raw, "scatter")
     with pytest.raises(ValueError, match=r"The 'y' parameter of draw_figure must be a column of the table\. Got 'nope'"):
         draw_figure(raw, "heatmap", y="nope")
+
+
+def test_seed_example_gives_the_books_errors_and_least_squares_beside_them():
+    from study.exercises import seed_example
+
+    errors = seed_example(epochs=3, seed=0)
+    assert errors["w"].abs().max() < 0.05 and abs(float(errors["b"])) < 0.05  # the book's order of magnitude
+    assert np.abs(errors["ols_w"]).max() < 2e-3 and abs(errors["ols_b"]) < 2e-3
+    again = seed_example(epochs=3, seed=0)
+    assert torch.equal(again["w"], errors["w"])
