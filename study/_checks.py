@@ -75,9 +75,9 @@ def check_output(out: str | Path, where: str = "parameter of run_grid") -> Path:
     try:
         out = Path(out)
     except TypeError:
-        fail("out", where, "a path ending in .csv", out)
-    if out.suffix.lower() != ".csv":
-        fail("out", where, "a path ending in .csv", str(out))
+        fail("out", where, "a path ending in .csv or .parquet", out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        fail("out", where, "a path ending in .csv or .parquet", str(out))
     try:
         if out.is_dir():
             fail("out", where, "a file path, not a folder", str(out))

@@ -89,7 +89,7 @@ def _build_parser() -> _Parser:
 
     run = sub.add_parser("run", help="train every run of a TOML grid and write the tidy CSV")
     run.add_argument("spec", type=Path, help="the TOML spec (see experiments/)")
-    run.add_argument("--out", type=Path, help="output CSV (default: results/raw/NAME.csv)")
+    run.add_argument("--out", type=Path, help="output table, .csv or .parquet (default: results/raw/NAME.csv)")
     run.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: all cores, or one per GPU)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     run.add_argument("--engine", choices=ENGINES, default="batched")
@@ -109,7 +109,7 @@ def _build_parser() -> _Parser:
     table = sub.add_parser("table", help="per-cell summary of a results CSV")
     table.add_argument("csv", type=Path)
     table.add_argument("--by", help="comma-separated columns that define a cell (default: the axes that vary)")
-    table.add_argument("--out", type=Path, help="write the full summary (all statistics) to this CSV")
+    table.add_argument("--out", type=Path, help="write the full summary (all statistics) to this .csv or .parquet")
 
     exercises = sub.add_parser("exercises", help="answer the section's five exercises: tables, figures, answers")
     exercises.add_argument("--quick", action="store_true", help="smaller grids, in seconds (into exercises-quick/)")
@@ -193,15 +193,14 @@ def _print_medians(summary) -> None:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from .results import read_results, summarize, write_csv
+    from ._checks import check_output
+    from .results import read_results, summarize, write_table
 
     df = read_results(args.csv)
     by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
     summary = summarize(df, by=by)
     if args.out:
-        from .runner import check_output
-
-        write_csv(summary, check_output(args.out))
+        write_table(summary, check_output(args.out))
     _print_medians(summary)
     return EXIT_OK
 

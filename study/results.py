@@ -33,7 +33,7 @@ from .plan import Chunk
 
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "to_frame", "finish", "write_csv", "write_json",
-    "atomic_write", "summarize", "read_results", "default_by", "PowerLaw", "fit_power_law",
+    "atomic_write", "summarize", "read_results", "write_table", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; saved chunks of another
@@ -209,19 +209,56 @@ def write_csv(df: pd.DataFrame, path: str | Path, significant: int | None = None
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format=fmt))
 
 
+#: Rows of a Parquet row group: large enough for fast columnar reads, small enough that a reader
+#: filtering on a few cells skips most of a big table.
+ROW_GROUP_ROWS = 1 << 20
+
+
+def write_table(df: pd.DataFrame, path: str | Path, metadata: dict | None = None, significant: int | None = None) -> None:
+    """Write df, atomically, as CSV or Parquet by the path's extension.
+
+    Parquet (pyarrow) keeps the columns and dtypes (the string axes as dictionaries) and holds
+    ``metadata`` in the file, under the schema's ``study`` key (read it with
+    :func:`table_metadata`); CSV writes floats at full precision, or at ``significant`` digits.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".parquet":
+        write_csv(df, path, significant)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata is not None:
+        extra = {b"study": json.dumps(metadata, sort_keys=True, default=str).encode()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS))
+
+
+def table_metadata(path: str | Path) -> dict:
+    """The metadata a Parquet results table carries (an empty dict when it has none)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(b"study")
+    return json.loads(raw) if raw else {}
+
+
 def write_json(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a results CSV; refuses a file that lacks the schema's coordinates and errors."""
+    """Read a results table, CSV or Parquet by extension; refuses a file that lacks the
+    schema's coordinates and errors."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No results file at {str(path)!r}.")
+    parquet = path.suffix.lower() == ".parquet"
     try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"{str(path)!r} is not a results CSV: {err}") from None
+        df = pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as err:
+        kind = "Parquet" if parquet else "CSV"
+        raise ValueError(f"{str(path)!r} is not a results {kind} file: {' '.join(str(err).split())}") from None
     missing = [c for c in (*COORDINATES, "w_err_norm", "b_err", "diverged") if c not in df.columns]
     if missing:
         raise ValueError(f"{str(path)!r} is not a results CSV of this schema: it lacks the columns {missing}.")

@@ -65,7 +65,7 @@ from ._checks import check_choice, check_output, check_real, fail
 from .grid import RUN_AXES, Grid
 from .plan import GPU_MEMORY_SHARE, Chunk, ChunkSpec, Plan, chunk_cap, grid_seconds
 from .plan import chunk_id as _chunk_id
-from .results import SCHEMA_VERSION, atomic_write, finish, to_frame, write_csv, write_json
+from .results import SCHEMA_VERSION, atomic_write, finish, to_frame, write_json, write_table
 from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT
 
 __all__ = [
@@ -614,26 +614,30 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
 
     position = {cid: i for i, cid in enumerate(ids)}
     failures.sort(key=lambda f: position[f.chunk_id])  # reported in the grid's order, not as they ended
-    partial_csv = out.with_name(out.stem + ".partial.csv") if out is not None else None
+    partial_table = out.with_name(out.stem + ".partial" + out.suffix) if out is not None else None
     partial_meta = out.with_name(out.stem + ".partial.meta.json") if out is not None else None
+    # What a Parquet table carries inside: what defines its rows (no timing, so that the table of
+    # a seeded grid is the same bytes run to run; the sidecar has the rest).
+    identity = {"name": grid.name, "spec": grid.to_dict(), "schema_version": SCHEMA_VERSION, "engine": engine,
+                "stream": grid.stream, "study": __version__}
     if failures:
         done = [frames[cid] for cid in ids if cid in frames]
         partial = finish(done) if done else None
         written = None
         if out is not None:
             if partial is not None:
-                write_csv(partial, partial_csv)
-                written = partial_csv
+                write_table(partial, partial_table, {**identity, "partial": True})
+                written = partial_table
             else:  # nothing finished: an older partial table would pass for this run's
-                partial_csv.unlink(missing_ok=True)
+                partial_table.unlink(missing_ok=True)
             write_json(metadata(0 if partial is None else len(partial), partial=True, complete_output=str(out),
                                 failed_chunks=[asdict(f) for f in failures]), partial_meta)
         raise ChunksFailed(failures, len(ids), n_runs, partial, written, resumable=out is not None)
     df = finish([frames[cid] for cid in ids])
     if out is not None:
-        write_csv(df, out)
+        write_table(df, out, identity)
         write_json(metadata(len(df)), out.with_name(out.stem + ".meta.json"))
-        for stale in (partial_csv, partial_meta):  # an earlier run's, now superseded
+        for stale in (partial_table, partial_meta):  # an earlier run's, now superseded
             stale.unlink(missing_ok=True)
         _remove_stale_temporaries(out)
         shutil.rmtree(store)  # saved chunks, and temporary files a killed run left half-written
@@ -690,7 +694,7 @@ def _describe(grid: Grid, chunk: Chunk) -> str:
 def _remove_stale_temporaries(out: Path) -> None:
     """Temporary files of this output that a run killed while writing it left behind (a
     finished write renames its own away)."""
-    for name in (out.name, out.stem + ".meta.json", out.stem + ".partial.csv", out.stem + ".partial.meta.json"):
+    for name in (out.name, out.stem + ".meta.json", out.stem + ".partial" + out.suffix, out.stem + ".partial.meta.json"):
         for tmp in out.parent.glob(f".{glob.escape(name)}.*.tmp"):
             tmp.unlink(missing_ok=True)
 

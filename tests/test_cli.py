@@ -424,3 +424,22 @@ def test_a_run_says_what_it_will_do_before_it_starts(tmp_path, tiny_spec, capsys
     assert main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--jobs", "1"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in ") and "the CSV about" in first
+
+
+def test_run_table_and_plot_take_parquet(tmp_path, tiny_spec, capsys):
+    out = tmp_path / "t.parquet"
+    assert main(["run", str(tiny_spec), "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    assert out.is_file() and (tmp_path / "t.meta.json").is_file()
+    assert main(["table", str(out), "--out", str(tmp_path / "s.parquet")]) == 0
+    assert "w_err_norm_median" in capsys.readouterr().out
+    import pandas as pd
+
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) > 0
+    assert main(["plot", str(out), "--figure", "error-vs-num_train", "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").is_file()
+
+
+def test_run_refuses_an_output_that_is_neither_csv_nor_parquet(tmp_path, tiny_spec, capsys):
+    before = _snapshot(tmp_path)
+    code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.txt")])
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"'out'.*\.csv or \.parquet.*x\.txt")

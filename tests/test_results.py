@@ -115,3 +115,29 @@ def test_summarize_takes_one_column_name_as_a_string():
     one, listed = summarize(df, by="loss"), summarize(df, by=["loss"])
     pd.testing.assert_frame_equal(one, listed)
     assert one["loss"].tolist() == ["squared", "huber"] and one["count"].tolist() == [3, 3]
+
+
+def test_a_parquet_table_is_the_frame_and_carries_its_spec(tmp_path):
+    """run_grid(out=*.parquet): the same rows and dtypes as the DataFrame it returns, the spec
+    inside the file, the same bytes for the same seeded grid, and the same numbers as the CSV."""
+    from study.results import table_metadata
+
+    grid = Grid(num_train=[20, 40], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1], replicates=2, name="pq")
+    df = run_grid(grid, out=tmp_path / "a.parquet", n_jobs=1, progress=False)
+    back = read_results(tmp_path / "a.parquet")
+    pd.testing.assert_frame_equal(back, df)
+    assert isinstance(back["loss"].dtype, pd.CategoricalDtype) and back["loss"].cat.categories.tolist() == ["squared", "huber"]
+    meta = table_metadata(tmp_path / "a.parquet")
+    assert meta["spec"]["lr"] == [0.01, 0.1] and meta["stream"] == "counter" and "wall_time_s" not in meta
+    assert (tmp_path / "a.meta.json").is_file()
+    run_grid(grid, out=tmp_path / "b.parquet", n_jobs=1, progress=False)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    run_grid(grid, out=tmp_path / "c.csv", n_jobs=1, progress=False)
+    pd.testing.assert_frame_equal(read_results(tmp_path / "c.csv"), back, check_exact=False, rtol=1e-15)
+
+
+def test_a_file_that_is_not_a_results_table_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / "x.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=r"is not a results Parquet file: "):
+        read_results(bad)
