@@ -221,6 +221,11 @@ class Plan:
         for spec in self.specs:
             yield self.chunk(spec)
 
+    def steps(self, spec: ChunkSpec) -> int:
+        """The SGD steps each run of a chunk takes: max_epoch x ceil(num_train / batch_size)."""
+        g = self.grid
+        return g.max_epoch * math.ceil(g.num_train[spec.num_train_i] / g.batch_size[spec.batch_size_i])
+
     def seconds(self, spec: ChunkSpec, seconds: Callable[..., float]) -> float:
         """A chunk's estimated one-core seconds, ``seconds(num_train, batch_size, runs,
         max_epoch, num_val)`` (engine.estimated_seconds), without making the chunk."""

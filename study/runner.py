@@ -35,7 +35,6 @@ import datetime
 import glob
 import hashlib
 import logging
-import math
 import os
 import pickle
 import platform
@@ -198,12 +197,9 @@ def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str
     else:
         workers = _worker_count(n_jobs, devices, work)
         if engine == "reference":
-            steps = sum(spec.runs * grid.max_epoch * math.ceil(grid.num_train[spec.num_train_i] / grid.batch_size[spec.batch_size_i])
-                        for spec in plan.specs)
-            seconds = steps * REFERENCE_STEP_S / workers
+            seconds = sum(spec.runs * plan.steps(spec) for spec in plan.specs) * REFERENCE_STEP_S / workers
         elif devices[0].startswith("cuda"):
-            seconds = sum(grid.max_epoch * math.ceil(grid.num_train[s.num_train_i] / grid.batch_size[s.batch_size_i]) * GPU_STEP_S
-                          + s.runs * GPU_RUN_S for s in plan.specs) / len(devices)
+            seconds = sum(plan.steps(s) * GPU_STEP_S + s.runs * GPU_RUN_S for s in plan.specs) / len(devices)
         else:
             seconds = max(sum(work) / workers, max(work)) + (WORKER_START_S if workers > 1 else 0.0)
         where = f"{', '.join(devices)}, {workers} worker{'s' if workers > 1 else ''}"
