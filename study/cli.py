@@ -54,6 +54,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its complaints on one line (it prints the usage block otherwise)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse echoes what was typed: a control character in it (a stray \r) would break
+        # the one line, so such characters are shown escaped.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 

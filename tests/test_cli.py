@@ -443,3 +443,11 @@ def test_run_refuses_an_output_that_is_neither_csv_nor_parquet(tmp_path, tiny_sp
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.txt")])
     _assert_refused(code, capsys, before, tmp_path, mentions=r"'out'.*\.csv or \.parquet.*x\.txt")
+
+
+def test_a_control_character_in_an_argument_is_refused_in_one_line(capsys):
+    """argparse echoes unrecognized arguments; a stray carriage return must not split the line
+    (found by the hypothesis fuzzing in test_reliability)."""
+    assert main(["demo", "\r"]) == 2
+    err = capsys.readouterr().err
+    assert err == "study: unrecognized arguments: \\r (see 'study --help')\n", err
