@@ -92,7 +92,8 @@ def _build_parser() -> _Parser:
 
     run = sub.add_parser("run", help="train every run of a TOML grid and write the tidy CSV")
     run.add_argument("spec", type=Path, help="the TOML spec (see experiments/)")
-    run.add_argument("--out", type=Path, help="output table, .csv or .parquet (default: results/raw/NAME.csv)")
+    run.add_argument("--out", type=Path, help="output table, .csv or .parquet (default: results/raw/NAME.csv, or "
+                     f"NAME.parquet past {CSV_MAX_ROWS:,} rows)")
     run.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: all cores, or one per GPU)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     run.add_argument("--engine", choices=ENGINES, default="batched")
@@ -104,7 +105,8 @@ def _build_parser() -> _Parser:
                      help=f"with --backend dask: give up a chunk after this long on the cluster "
                           f"(default {DEFAULT_CHUNK_TIMEOUT:g})")
     run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk, rounded down to whole streams (at least one)")
-    run.add_argument("--fresh", action="store_true", help="ignore chunks saved by an interrupted run")
+    run.add_argument("--fresh", action="store_true",
+                     help="empty the store of finished runs kept beside the output (OUT.store/) and train every run")
     run.add_argument("--dry-run", action="store_true",
                      help="print the runs, rows, chunks, devices, an estimate of the time and the CSV's size; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -138,32 +140,51 @@ def _build_parser() -> _Parser:
     return parser
 
 
+#: A table of more rows than this goes to Parquet when no --out is given: as CSV it would take
+#: over 350 MB and minutes to write (about 30 s per million rows on the project's machine).
+CSV_MAX_ROWS = 1_000_000
+#: `study run` prints medians of tables up to this many rows (it reads the table back for them).
+SUMMARY_MAX_ROWS = 2_000_000
+#: run_grid's parameters, as the flags of `study run` that set them.
+_RUN_FLAGS = {"out": "--out", "n_jobs": "--jobs", "device": "--device", "engine": "--engine", "backend": "--backend",
+              "chunk_size": "--chunk-size", "scheduler": "--scheduler", "chunk_timeout": "--chunk-timeout"}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import math
+
     from ._checks import check_output
     from .grid import load_grid
+    from .vocabulary import RUN_AXES
 
     # Warnings about the spec (duplicate values) are shown once it is accepted: a refused
     # spec gets its one line of error and nothing else, before torch and pandas are imported.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         grid = load_grid(args.spec)
-        # raw tables go to results/raw/ (git-ignored), clear of the exercises' committed summaries
-        out = check_output(args.out or Path("results") / "raw" / f"{grid.name}.csv")
+        rows = math.prod(len(getattr(grid, a)) for a in RUN_AXES) * grid.replicates * len(grid.checkpoints)
+        out = args.out
+        if out is None:
+            # raw tables go to results/raw/ (git-ignored), clear of the exercises' committed summaries
+            out = Path("results") / "raw" / f"{grid.name}.{'parquet' if rows > CSV_MAX_ROWS else 'csv'}"
+        out = _flagged(check_output, out, where="option of study run")
     for warning in caught:
         _one_line_warning(warning.message, warning.category, warning.filename, warning.lineno)
-    from .results import default_by, summarize
-    from .runner import ChunksFailed, plan_summary, run_grid
+    from .runner import ChunksFailed, plan_summary, run_grid, store_path
 
     if args.dry_run or not args.quiet:
-        print(plan_summary(grid, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
-                           chunk_size=args.chunk_size), flush=True)
+        print(_flagged(plan_summary, grid, n_jobs=args.jobs, device=args.device, engine=args.engine,
+                       backend=args.backend, chunk_size=args.chunk_size), flush=True)
+        if args.out is None and rows > CSV_MAX_ROWS:
+            print(f"writing Parquet: {rows:,} rows are too many for a CSV (--out NAME.csv to have one anyway)")
         if args.dry_run:
             return EXIT_OK
-    store = out.with_name(out.name + ".chunks")
+    store = store_path(out)
     try:
-        df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
-                      resume=not args.fresh, progress=not args.quiet, chunk_size=args.chunk_size,
-                      scheduler=args.scheduler, chunk_timeout=args.chunk_timeout)
+        df = _flagged(run_grid, grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
+                      backend=args.backend, resume=not args.fresh, progress=not args.quiet,
+                      chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
+                      frame=not args.quiet and rows <= SUMMARY_MAX_ROWS)
     except ChunksFailed as err:
         for failure in err.failures[:_MAX_FAILURES_SHOWN]:
             print(f"study: failed: {failure}", file=sys.stderr)
@@ -173,18 +194,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"study: failed: {err}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt as err:
-        kept = len(list(store.glob("*.pkl"))) if store.is_dir() else 0
+        kept = len(list(store.glob("*.runs"))) if store.is_dir() else 0
         what, status = _stopped(err)
         print(f"study: {what}; {kept} finished chunks are kept in {store}; run the same command again to resume",
               file=sys.stderr)
         return status
     if not args.quiet:
-        runs = len(df) // len(grid.checkpoints)
-        print(f"wrote {out} ({runs} runs, {len(df)} rows) and {out.with_name(out.stem + '.meta.json').name}")
+        import json
+
+        meta = json.loads(out.with_name(out.stem + ".meta.json").read_text())
+        print(f"wrote {out} ({meta['runs']} runs, {meta['rows']} rows) and {out.with_name(out.stem + '.meta.json').name}; "
+              f"{meta['runs_computed']} runs trained, {meta['runs_reused']} taken from {store}")
+        if df is None:
+            print(f"summarize it with: study table {out}")
+            return EXIT_OK
+        from .results import default_by, summarize
+
         by = [a for a in default_by(df) if a != "epoch"]  # the last checkpoint of each run
         print(f"medians at epoch {grid.max_epoch} (all checkpoints: study table {out}):")
-        _print_medians(summarize(df, by=by or ["num_train"]))
+        _print_medians(summarize(df[df["epoch"] == grid.max_epoch], by=by or ["num_train"]))
     return EXIT_OK
+
+
+def _flagged(function, *args, **kwargs):
+    """function(*args, **kwargs), with a refusal of one of run_grid's parameters worded as the
+    flag of `study run` the user typed (--jobs, not n_jobs)."""
+    try:
+        return function(*args, **kwargs)
+    except ValueError as err:
+        text = str(err)
+        for name, flag in _RUN_FLAGS.items():
+            for where in ("parameter of run_grid", "option of study run"):
+                prefix = f"The {name!r} {where} "
+                if text.startswith(prefix):
+                    raise ValueError(f"The {flag!r} option {text[len(prefix):]}") from None
+        raise
 
 
 def _print_medians(summary) -> None:

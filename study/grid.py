@@ -25,11 +25,14 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import re
 import tomllib
 import warnings
 from dataclasses import dataclass, field, fields
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -42,25 +45,138 @@ __all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_
 
 
 
-def log_sizes(start: int, stop: int) -> list[int]:
+# Every integer up to 2**53 is a float, and none is lost on the way: a float past it may be
+# a rounded spelling of another integer (1e17 + 1 == 1e17), so it is refused as a count.
+_EXACT = 2**53
+
+
+def _check_whole(value: Any, name: str, where: str, *, low: int = 0) -> int:
+    """check_int, also taking a float that is exactly a whole number (1e3 is 1000, 5.0 is 5).
+
+    TOML has no exponent for integers, so ``num_train = 1e4`` reads as a float. The value is
+    stored as a Python int, so that run keys, seeds and tables are those of the int spelling.
+    """
+    if isinstance(value, Real) and not isinstance(value, (bool, Integral)):
+        if not (math.isfinite(value) and float(value).is_integer() and abs(value) <= _EXACT):
+            fail(name, where, f"an integer >= {low} (a float only if whole and at most 2**53)", value)
+        if int(value) < low:
+            fail(name, where, f"an integer >= {low}", value)
+        return int(value)
+    return check_int(value, name, where, low=low)
+
+
+#: 1, 2 and 3 values a decade are the round sequences 1; 1-3; 1-2-5. More are 10**(k/n), k < n,
+#: to 3 significant digits (4: 1, 1.78, 3.16, 5.62), the numbers a user would type for them.
+_ROUND_MANTISSAS = {1: ("1",), 2: ("1", "3"), 3: ("1", "2", "5")}
+_MAX_PER_DECADE = 100  # far past any use, and short of 254, where 3 significant digits repeat a value
+
+
+def _mantissas(per_decade: int) -> list[Decimal]:
+    if per_decade in _ROUND_MANTISSAS:
+        return [Decimal(m) for m in _ROUND_MANTISSAS[per_decade]]
+    return [Decimal(f"{10 ** (k / per_decade):.2e}") for k in range(per_decade)]
+
+
+def _log_range(lo: float, hi: float, per_decade: int, integer: bool) -> list:
+    """Every mantissa times a power of ten that lies in [lo, hi], ascending; as ints (rounded,
+    half up, without repeats) when ``integer``. Values are built from decimals, so 3e-1 is the
+    float 0.3 a user types, not 3 * 0.1 == 0.30000000000000004: run keys match a typed list."""
+    mantissas = _mantissas(per_decade)
+    first, last = math.floor(math.log10(lo)) - 1, math.floor(math.log10(hi)) + 1
+    values: list = []
+    for decade in range(max(first, 0) if integer else first, last + 1):
+        for mantissa in mantissas:
+            exact = mantissa.scaleb(decade)
+            value = int(exact.to_integral_value(ROUND_HALF_UP)) if integer else float(exact)
+            if lo <= value <= hi and (not values or value != values[-1]):
+                values.append(value)
+    return values
+
+
+def _check_per_decade(value: Any, name: str, where: str) -> int:
+    if isinstance(value, Real) and not isinstance(value, bool):
+        # An int is compared as it is (math.isfinite cannot take 10**400); a float must be whole.
+        if isinstance(value, Integral) or (math.isfinite(value) and float(value).is_integer()):
+            if 1 <= value <= _MAX_PER_DECADE:
+                return int(value)
+    fail(name, where, f"an integer from 1 to {_MAX_PER_DECADE}", value)
+
+
+def log_sizes(start: int, stop: int, per_decade: int = 3) -> list[int]:
     """The 1-2-5 sequence between start and stop, inclusive: log_sizes(5, 10_000) gives
-    [5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]."""
-    check_int(start, "start", "parameter of log_sizes", low=1)
-    check_int(stop, "stop", f"parameter of log_sizes (start={start})", low=start)
-    sizes = []
-    for decade in itertools.count():
-        for mantissa in (1, 2, 5):
-            size = mantissa * 10**decade
-            if size > stop:
-                return sizes
-            if size >= start:
-                sizes.append(size)
-    raise AssertionError("unreachable")  # pragma: no cover
+    [5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000].
+
+    ``per_decade`` picks the sequence: 1 (1, 10, 100, ...), 2 (1, 3, 10, 30, ...), 3 (1-2-5),
+    or more, 10**(k/n) to 3 significant digits rounded to integers (4: 1, 2, 3, 6, 10, 18, 32,
+    56, 100, ...). In a TOML spec, ``num_train = { log = [5, 10000] }`` (optionally with
+    ``per_decade = n``) gives the same values; see :func:`load_grid`.
+    """
+    start = _check_whole(start, "start", "parameter of log_sizes", low=1)
+    stop = _check_whole(stop, "stop", f"parameter of log_sizes (start={start})", low=start)
+    per_decade = _check_per_decade(per_decade, "per_decade", "parameter of log_sizes")
+    return _log_range(start, stop, per_decade, integer=True)
+
+
+def _is_positive_finite(value: Any) -> bool:
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:  # an int past the floats
+        return False
+
+
+_INT_AXES = ("num_train", "batch_size", "epoch")
+#: The axes a log range may give: every numeric one (noise too, though a range never holds 0).
+_LOG_AXES = (*_INT_AXES, "lr", "sigma", "noise")
+_LOG_KEYS = ("log", "per_decade")
+
+
+def _log_axis(axis: str, table: Mapping[str, Any], where: str) -> list:
+    """The values of a log range ``{log = [lo, hi], per_decade = n}`` on a numeric axis.
+
+    Every refusal names the axis and shows the whole table, so the user sees what they wrote.
+    """
+    shown = dict(table)
+
+    def refuse(allowed: str) -> None:  # raises
+        fail(axis, where, allowed, shown)
+
+    if axis not in _LOG_AXES:  # a choice axis: the usual refusal says what is allowed
+        _check_axis_value(axis, shown, where)
+    if "log" not in table or any(k not in _LOG_KEYS for k in table):
+        refuse("a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade "
+               f"(its keys: {list(_LOG_KEYS)})")
+    bounds = table["log"]
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+        refuse("a log range whose 'log' is a pair [lo, hi]")
+    integer = axis in _INT_AXES
+    if integer:
+        # A bound that is not a whole number >= 1 is refused with the range it came in.
+        try:
+            lo, hi = (_check_whole(v, axis, where, low=1) for v in bounds)
+        except ValueError:
+            refuse("a log range whose bounds are integers >= 1")
+    else:
+        if not all(_is_positive_finite(v) for v in bounds):
+            refuse("a log range whose bounds are finite numbers > 0")
+        lo, hi = (float(v) for v in bounds)
+    if lo > hi:
+        refuse("a log range with lo <= hi")
+    try:
+        per_decade = _check_per_decade(table.get("per_decade", 3), axis, where)
+    except ValueError:
+        refuse(f"a log range whose per_decade is an integer from 1 to {_MAX_PER_DECADE}")
+    values = _log_range(lo, hi, per_decade, integer)
+    if not values:
+        sequence = ", ".join(str(m.normalize()) for m in _mantissas(per_decade))
+        refuse(f"a log range that holds at least one value ({sequence} times a power of 10)")
+    return values
 
 
 def _check_axis_value(axis: str, value: Any, where: str) -> Any:
-    if axis in ("num_train", "batch_size", "epoch"):
-        return check_int(value, axis, where, low=1)
+    if axis in _INT_AXES:
+        return _check_whole(value, axis, where, low=1)
     if axis in ("lr", "sigma"):
         return check_real(value, axis, where)
     if axis == "noise":
@@ -70,6 +186,8 @@ def _check_axis_value(axis: str, value: Any, where: str) -> Any:
 
 
 def _check_axis(axis: str, values: Any, where: str) -> list:
+    if isinstance(values, Mapping):
+        return _log_axis(axis, values, where)
     if not isinstance(values, (list, tuple)):
         values = [values]
     if not values:
@@ -164,8 +282,12 @@ class Grid:
 
     Parameters
     ----------
-    num_train, lr, epoch, loss, sigma, reduction, batch_size, noise, noise_kind : list
+    num_train, lr, epoch, loss, sigma, reduction, batch_size, noise, noise_kind : list or dict
         The axes. A single value is taken as a one-value axis. ``epoch`` lists checkpoints.
+        A numeric axis may also be a log range, ``{"log": [lo, hi]}`` or ``{"log": [lo, hi],
+        "per_decade": n}``, the TOML form (see :func:`load_grid`); it is stored as its list.
+        Integer axes (num_train, batch_size, epoch) and settings (num_val, replicates, seed)
+        take a float that is exactly whole (``1e3``), stored as the int.
     w : list of float, default=[2, -3.4]
     b : float, default=4.2
     num_val : int, default=1000
@@ -214,9 +336,9 @@ class Grid:
         self.epoch = sorted(self.epoch)
         self.w = check_vector(self.w, "w", where)
         self.b = check_real(self.b, "b", where, low=-float("inf"))
-        self.num_val = check_int(self.num_val, "num_val", where, low=1)
-        self.replicates = check_int(self.replicates, "replicates", where, low=1)
-        self.seed = check_int(self.seed, "seed", where, low=0)
+        self.num_val = _check_whole(self.num_val, "num_val", where, low=1)
+        self.replicates = _check_whole(self.replicates, "replicates", where, low=1)
+        self.seed = _check_whole(self.seed, "seed", where, low=0)
         self.stream = check_choice(self.stream, "stream", where, STREAMS)
         _check_labels(self.name, self.description, where)
 
@@ -274,7 +396,16 @@ def grid_from_mapping(table: Mapping[str, Any], *, name: str, description: str =
 def load_grid(path: str | Path) -> Grid:
     """Read a TOML spec: optional top-level ``name`` (default: the file's stem) and
     ``description``, and a ``[grid]`` table of axes and settings. Everything is checked
-    before any work starts; a bad spec raises ValueError (FileNotFoundError if missing)."""
+    before any work starts; a bad spec raises ValueError (FileNotFoundError if missing).
+
+    An axis is a value, a list of values, or, for a numeric axis (num_train, batch_size,
+    epoch, lr, sigma, noise), a log range: ``num_train = { log = [5, 10000] }`` is
+    ``log_sizes(5, 10_000)``, the 1-2-5 sequence from 5 to 10000; ``lr = { log = [1e-3, 1],
+    per_decade = 2 }`` is 0.001, 0.003, 0.01, ..., 1 (see :func:`log_sizes` for
+    ``per_decade``). A range holds the sequence's values between its bounds, inclusive; on an
+    integer axis, the bounds are integers and so are the values. Integer keys take a float that
+    is exactly whole (``num_train = [10, 1e3]``), as TOML writes no integer with an exponent.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No spec file at {str(path)!r}.")

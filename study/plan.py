@@ -181,40 +181,54 @@ class Plan:
         i_noise, i_kind, rep = np.unravel_index(s, self.stream_shape)
         L = self.runs_per_stream
         # Runs in the grid's order: (lr, loss, sigma, reduction) outer, streams inner. A chunk's
-        # rows then land in L contiguous blocks of the table (see results.finish).
+        # rows then land in L contiguous blocks of the table.
         i_lr, i_loss, i_sigma, i_red = (np.repeat(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape))
         i_noise, i_kind, rep = (np.tile(a, L) for a in (i_noise, i_kind, rep))
         n = len(rep)
         i_nt, i_bs = np.full(n, spec.num_train_i), np.full(n, spec.batch_size_i)
+        index = np.ravel_multi_index((i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind, rep), self.shape)
+        cols = self.runs_at(index)
+        return Chunk(
+            num_train=g.num_train[spec.num_train_i], batch_size=g.batch_size[spec.batch_size_i], num_val=g.num_val,
+            w=tuple(g.w), b=g.b, stream=g.stream, base_seed=g.seed,
+            **{k: cols[k] for k in ("lr", "loss", "sigma", "reduction", "noise", "noise_kind", "replicate", "seed",
+                                    "index", "key")},
+        )
+
+    def runs_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The runs at the given positions of the grid's order, as columns: every run axis (the
+        string ones as object arrays), ``replicate``, ``seed``, ``index`` and ``key``."""
+        g = self.grid
+        index = np.asarray(index, dtype=np.int64)
         # The grid's order: RUN_AXES (num_train, lr, loss, sigma, reduction, batch_size, noise,
         # noise_kind), then the replicate.
-        index = np.ravel_multi_index((i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind, rep), self.shape)
-        num_train, batch_size = g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i]
-        noise, kinds = np.asarray(g.noise, dtype=np.float64), np.asarray(g.noise_kind, dtype=object)
+        i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind, rep = np.unravel_index(index, self.shape)
+        n = len(index)
         seed = np.empty(n, dtype=np.int64)
         key = np.empty(n, dtype=np.uint64)
         # Seeds and keys per cell, vectorized over its replicates: cells are few, replicates many.
-        stream_cell = i_noise * len(kinds) + i_kind
-        for c in np.unique(stream_cell):
-            rows = np.flatnonzero(stream_cell == c)
-            settings = dict(num_train=num_train, num_val=g.num_val, noise=float(noise[i_noise[rows[0]]]),
-                            noise_kind=kinds[i_kind[rows[0]]], batch_size=batch_size)
-            seed[rows] = stream_seeds(settings, g.seed, rep[rows])
-        run_cell = np.ravel_multi_index((i_lr, i_loss, i_sigma, i_red, i_noise, i_kind), (*self.optim_shape, *self.stream_shape[:2]))
-        for c in np.unique(run_cell):
-            rows = np.flatnonzero(run_cell == c)
+        stream_cell = np.ravel_multi_index((i_nt, i_bs, i_noise, i_kind),
+                                           (len(g.num_train), len(g.batch_size), *self.stream_shape[:2]))
+        for c, rows in _groups(stream_cell):
             r0 = rows[0]
-            cell = dict(num_train=num_train, lr=g.lr[i_lr[r0]], loss=g.loss[i_loss[r0]], sigma=g.sigma[i_sigma[r0]],
-                        reduction=g.reduction[i_red[r0]], batch_size=batch_size, noise=g.noise[i_noise[r0]],
-                        noise_kind=g.noise_kind[i_kind[r0]], w=list(g.w), b=g.b, num_val=g.num_val,
-                        base_seed=g.seed, stream=g.stream)
+            settings = dict(num_train=g.num_train[i_nt[r0]], num_val=g.num_val, noise=float(g.noise[i_noise[r0]]),
+                            noise_kind=g.noise_kind[i_kind[r0]], batch_size=g.batch_size[i_bs[r0]])
+            seed[rows] = stream_seeds(settings, g.seed, rep[rows])
+        run_cell = np.ravel_multi_index((i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind), self.shape[:-1])
+        for c, rows in _groups(run_cell):
+            r0 = rows[0]
+            cell = dict(num_train=g.num_train[i_nt[r0]], lr=g.lr[i_lr[r0]], loss=g.loss[i_loss[r0]],
+                        sigma=g.sigma[i_sigma[r0]], reduction=g.reduction[i_red[r0]], batch_size=g.batch_size[i_bs[r0]],
+                        noise=g.noise[i_noise[r0]], noise_kind=g.noise_kind[i_kind[r0]], w=list(g.w), b=g.b,
+                        num_val=g.num_val, base_seed=g.seed, stream=g.stream)
             key[rows] = run_keys(cell, rep[rows])
-        return Chunk(
-            num_train=num_train, batch_size=batch_size, num_val=g.num_val, w=tuple(g.w), b=g.b, stream=g.stream,
-            base_seed=g.seed, lr=np.asarray(g.lr, dtype=np.float64)[i_lr], loss=np.asarray(g.loss, dtype=object)[i_loss],
-            sigma=np.asarray(g.sigma, dtype=np.float64)[i_sigma], reduction=np.asarray(g.reduction, dtype=object)[i_red],
-            noise=noise[i_noise], noise_kind=kinds[i_kind], replicate=rep.astype(np.int64), seed=seed,
-            index=index.astype(np.int64), key=key,
+        return dict(
+            num_train=np.asarray(g.num_train, dtype=np.int64)[i_nt], lr=np.asarray(g.lr, dtype=np.float64)[i_lr],
+            loss=np.asarray(g.loss, dtype=object)[i_loss], sigma=np.asarray(g.sigma, dtype=np.float64)[i_sigma],
+            reduction=np.asarray(g.reduction, dtype=object)[i_red],
+            batch_size=np.asarray(g.batch_size, dtype=np.int64)[i_bs], noise=np.asarray(g.noise, dtype=np.float64)[i_noise],
+            noise_kind=np.asarray(g.noise_kind, dtype=object)[i_kind], replicate=rep.astype(np.int64), seed=seed,
+            index=index, key=key,
         )
 
     def chunks(self) -> Iterator[Chunk]:
@@ -232,6 +246,15 @@ class Plan:
         g = self.grid
         return seconds(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i], spec.runs, g.max_epoch,
                        g.num_val)
+
+
+def _groups(labels: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(label, the positions holding it) for each distinct label, in one sort."""
+    order = np.argsort(labels, kind="stable")
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    for rows in np.split(order, cuts):
+        if len(rows):
+            yield int(labels[rows[0]]), rows
 
 
 def chunk_id(chunk: Chunk, checkpoints: Sequence[int], engine: str, schema: int) -> str:

@@ -18,11 +18,12 @@ One row per run per checkpoint. Columns, in order:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,10 +31,14 @@ import pandas as pd
 from .engine import ChunkResult, as_chunk
 from .grid import AXES, Run
 from .plan import Chunk
+from .vocabulary import RUN_AXES, STREAM_KEYS
 
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "to_frame", "finish", "write_csv", "write_json",
-    "atomic_write", "summarize", "read_results", "write_table", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
+    "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
+    "ParameterError", "PoolingError", "LEAST_SQUARES", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
+    "varying_axes", "describe_axes", "values_text", "format_value", "present_values", "diverged_runs", "parse_where",
+    "select",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; saved chunks of another
@@ -48,23 +53,29 @@ _STATS = ("mean", "median", "q10", "q90")
 def to_frame(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], result: ChunkResult) -> pd.DataFrame:
     """The tidy rows of one chunk: runs x checkpoints, run-major, with ``_index`` (grid order)."""
     chunk = as_chunk(runs)
-    R, C = len(chunk), len(checkpoints)
-    d = result.w_true.shape[0]
-
-    def per_row(values: np.ndarray) -> np.ndarray:  # one value per run, repeated per checkpoint
-        return np.repeat(values, C)
-
+    C = len(checkpoints)
     cols: dict[str, Any] = {}
     for axis in AXES:
         if axis == "epoch":
-            cols[axis] = np.tile(np.asarray(checkpoints, dtype=np.int64), R)
+            cols[axis] = np.tile(np.asarray(checkpoints, dtype=np.int64), len(chunk))
         elif axis in STRING_AXES:
             cat = pd.Categorical(np.asarray(chunk.column(axis), dtype=object))
-            cols[axis] = pd.Categorical.from_codes(per_row(cat.codes), categories=cat.categories)
+            cols[axis] = pd.Categorical.from_codes(np.repeat(cat.codes, C), categories=cat.categories)
         else:
-            cols[axis] = per_row(chunk.column(axis))
-    cols["replicate"] = per_row(chunk.replicate.astype(np.int64))
-    cols["seed"] = per_row(chunk.seed.astype(np.int64))
+            cols[axis] = np.repeat(chunk.column(axis), C)
+    cols["replicate"] = np.repeat(chunk.replicate.astype(np.int64), C)
+    cols["seed"] = np.repeat(chunk.seed.astype(np.int64), C)
+    cols.update(metric_columns(result, C))
+    cols["_index"] = np.repeat(chunk.index.astype(np.int64), C)
+    return pd.DataFrame(cols, copy=False)
+
+
+def metric_columns(result: ChunkResult, C: int) -> dict[str, np.ndarray]:
+    """What training measured, one value per run per checkpoint (run-major): every column of
+    the table after the coordinates, in order. This, under the runs' keys, is what the run
+    store keeps (study.store); the coordinates are the grid's to give."""
+    R, d = result.w_hat.shape[0], result.w_true.shape[0]
+    cols: dict[str, np.ndarray] = {}
     w_hat = result.w_hat.reshape(R * C, d)
     w_err = w_hat - result.w_true
     for j in range(d):
@@ -85,8 +96,7 @@ def to_frame(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], result: Ch
     cols["gap_w_norm"] = np.linalg.norm(w_hat - ols_w, axis=1)
     cols["steps"] = np.tile(result.steps, R)
     cols["diverged"] = result.diverged.reshape(-1)
-    cols["_index"] = per_row(chunk.index.astype(np.int64))
-    return pd.DataFrame(cols, copy=False)
+    return {name: np.ascontiguousarray(v) for name, v in cols.items()}
 
 
 #: The string axes, held as categoricals: a byte a row, and fast to gather, group and compare.
@@ -221,18 +231,54 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict | None = None
     ``metadata`` in the file, under the schema's ``study`` key (read it with
     :func:`table_metadata`); CSV writes floats at full precision, or at ``significant`` digits.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".parquet":
+    if Path(path).suffix.lower() != ".parquet":
         write_csv(df, path, significant)
+        return
+    write_table_blocks((df.iloc[i : i + ROW_GROUP_ROWS] for i in range(0, max(len(df), 1), ROW_GROUP_ROWS)), path,
+                       metadata, significant)
+
+
+def write_table_blocks(blocks: Iterable[pd.DataFrame], path: str | Path, metadata: dict | None = None,
+                       significant: int | None = None) -> None:
+    """Write a table given as consecutive blocks of rows (each of the same columns and dtypes),
+    atomically, as CSV or Parquet by the path's extension, holding one block in memory at a time.
+
+    A CSV gets its header once and the blocks' rows after it: the same bytes as writing their
+    concatenation. A Parquet file gets each block as one or more row groups (of at most
+    ROW_GROUP_ROWS rows) and ``metadata`` as with :func:`write_table`.
+    """
+    path = Path(path)
+    fmt = None if significant is None else f"%.{significant}g"
+    if path.suffix.lower() != ".parquet":
+        def write_csv_blocks(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                for i, block in enumerate(blocks):
+                    block.to_csv(f, index=False, header=i == 0, float_format=fmt)
+
+        atomic_write(path, write_csv_blocks)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    if metadata is not None:
-        extra = {b"study": json.dumps(metadata, sort_keys=True, default=str).encode()}
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS))
+    def write_parquet(tmp: Path) -> None:
+        writer = None
+        try:
+            for block in blocks:
+                if writer is None:
+                    table = pa.Table.from_pandas(block, preserve_index=False)
+                    schema = table.schema
+                    if metadata is not None:
+                        extra = {b"study": json.dumps(metadata, sort_keys=True, default=str).encode()}
+                        schema = schema.with_metadata({**(schema.metadata or {}), **extra})
+                    writer = pq.ParquetWriter(tmp, schema)
+                else:
+                    table = pa.Table.from_pandas(block, schema=schema, preserve_index=False)
+                writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=ROW_GROUP_ROWS)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    atomic_write(path, write_parquet)
 
 
 def table_metadata(path: str | Path) -> dict:
@@ -272,47 +318,288 @@ def default_by(df: pd.DataFrame) -> list[str]:
     return [a for a in AXES if a == "epoch" or df[a].nunique() > 1]
 
 
-def summarize(df: pd.DataFrame, by: Sequence[str] | None = None, stats: Sequence[str] = tuple(_STATS)) -> pd.DataFrame:
-    """Per grid cell: the count of runs, how many diverged, and statistics of each error.
+# --- summaries: what is shown, over which runs, and what is pooled ---------------------------
+
+class ParameterError(ValueError):
+    """A refused argument, in the one shape refusals take: "The 'by' parameter of summarize
+    must be ... Got ... instead." It keeps its parts, so that the command line can say the same
+    thing with the flag the user typed (``--by``) in place of the parameter's name."""
+
+    def __init__(self, name: str, where: str, allowed: str, value: Any):
+        self.name, self.where, self.allowed, self.value = name, where, allowed, value
+        super().__init__(f"The {name!r} {where} must be {allowed}. Got {value!r} instead.")
+
+    def as_option(self, flag: str) -> str:
+        return f"The {flag!r} option must be {self.allowed}. Got {self.value!r} instead."
+
+
+class PoolingError(ValueError):
+    """Axes that vary where a figure or a table shows one value: nothing is pooled silently.
+    ``axes`` maps each axis to the values it takes, for a message that says what to choose."""
+
+    def __init__(self, axes: dict[str, list], where: str):
+        self.axes = axes
+        super().__init__(f"{where} would pool over {describe_axes(axes)}; put them on the figure "
+                         "(hue, style, col, row) or select one value of each.")
+
+
+#: The columns of least squares on the run's own training data. They depend on the data alone
+#: (not on lr, loss, sigma, reduction or epoch, and never diverge), so they are summarized over
+#: every run, once per data stream.
+LEAST_SQUARES = ("ols_w_err_norm", "ols_b_err", "ols_b_err_abs")
+#: The axes least squares depends on: those that choose the data (see study.grid's seeds).
+DATA_AXES = tuple(a for a in AXES if a in STREAM_KEYS)
+#: The smallest number of distinct x values a power law is fitted to: two points always lie on
+#: a line, so two sizes give a slope with nothing to check it against.
+MIN_FIT_LEVELS = 3
+
+
+def axes_of(column: str) -> tuple[str, ...]:
+    """The axes a column's values depend on: every axis, or the data's for least squares."""
+    return DATA_AXES if column in LEAST_SQUARES else AXES
+
+
+def format_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def values_text(values: Sequence, limit: int = 8) -> str:
+    """'0.01, 0.03, 0.1', or the first and last few of a long list with the count."""
+    texts = [format_value(v) for v in values]
+    if len(texts) > limit:
+        texts = [*texts[: limit - 2], "…", texts[-1], f"({len(values)} values)"]
+        return ", ".join(texts[:-1]) + " " + texts[-1]
+    return ", ".join(texts)
+
+
+def describe_axes(axes: dict[str, list]) -> str:
+    """'loss (squared, huber) and lr (0.01, 0.03, 0.1)'."""
+    parts = [f"{axis} ({values_text(values)})" for axis, values in axes.items()]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def present_values(column: pd.Series) -> list:
+    """The values a column takes: a string axis in its categories' (the grid's) order, numbers sorted."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        present = set(column.dropna().unique())
+        return [c for c in column.cat.categories if c in present]
+    return sorted(column.dropna().unique().tolist())
+
+
+def varying_axes(df: pd.DataFrame, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:
+    """The axes (of ``axes``) that take more than one value among rows that agree on every
+    column of ``placed``: what a figure or table with those columns would pool over.
+
+    ``placed`` may hold derived columns (a label made of loss and sigma): an axis they
+    determine is not pooled, whatever the column is called.
+    """
+    placed = [c for c in dict.fromkeys(placed) if c is not None]
+    pooled = {}
+    for axis in axes:
+        if axis in placed or axis not in df.columns or df[axis].nunique() < 2:
+            continue
+        if placed and df.groupby(placed, observed=True, sort=False)[axis].nunique().max() < 2:
+            continue
+        pooled[axis] = present_values(df[axis])
+    return pooled
+
+
+def _column_list(value: Any, name: str, where: str) -> list[str]:
+    """A column name or a list of them (a string is one name, never its letters)."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise ParameterError(name, where, "a column name or a non-empty list of them", value)
+    return list(value)
+
+
+def at_epoch(df: pd.DataFrame, epoch: int | None = None, *, placed: Sequence[str | None] = (),
+             where: str = "parameter of at_epoch") -> tuple[pd.DataFrame, str]:
+    """The rows at one checkpoint, and the words that say which.
+
+    ``epoch=None``: where ``epoch`` is among ``placed`` (a column of the table or the figure),
+    every checkpoint; otherwise each run's last checkpoint, which the words name ("epoch 10,
+    the last checkpoint").
+    """
+    checkpoints = sorted(int(e) for e in df["epoch"].unique())
+    if epoch is not None:
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or int(epoch) not in checkpoints:
+            raise ParameterError("epoch", where, f"one of the table's checkpoints ({values_text(checkpoints)})", epoch)
+        return df[df["epoch"] == epoch], f"epoch {int(epoch)}"
+    if "epoch" in placed:
+        return df, f"every checkpoint (epochs {values_text(checkpoints)})"
+    last_all = checkpoints[-1] if checkpoints else 0
+    runs = [a for a in RUN_AXES if a in df.columns] + ["seed"]
+    last = df.groupby(runs, observed=True, sort=False)["epoch"].transform("max")
+    rows = df[df["epoch"] == last]
+    ends = sorted(int(e) for e in rows["epoch"].unique())
+    if ends == [last_all]:
+        return rows, f"epoch {last_all} (the last checkpoint)"
+    return rows, f"each run's last checkpoint (epochs {values_text(ends)})"
+
+
+def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None, stats: Sequence[str] = tuple(_STATS), *,
+              epoch: int | None = None) -> pd.DataFrame:
+    """Per cell: the count of runs, how many diverged, and statistics of each error.
+
+    SGD's errors (``w_err_norm``, ``b_err_abs``, ``gap_w_norm``, ``val_mse``) are described over
+    the runs of the cell that did not diverge (``diverged`` counts the others). Least squares
+    (``ols_w_err_norm``, ``ols_b_err_abs``) never diverges and depends on the data alone: it is
+    described over every run, one value per data stream (runs that differ only in lr, loss,
+    sigma or reduction share their data, so each data set counts once).
 
     Parameters
     ----------
     df : DataFrame
         A results table (one row per run per checkpoint).
     by : str or list of str, optional
-        The columns that define a cell; default: the axes that vary, and ``epoch``. When
-        ``epoch`` is not among them, each run's last checkpoint is used.
+        The column(s) that define a cell; default: the axes that vary, and ``epoch``.
     stats : sequence of {"mean", "median", "q10", "q90"}
+    epoch : int, optional
+        The checkpoint to describe. Default: every checkpoint when ``epoch`` is in ``by``, else
+        each run's last checkpoint.
 
     Returns
     -------
     DataFrame
-        One row per cell: the ``by`` columns, ``count``, ``diverged``, then ``<metric>_<stat>``
-        for each metric of ERROR_METRICS (w_err_norm, b_err_abs, ...), computed over the runs
-        that did not diverge.
+        One row per cell: the ``by`` columns, ``epoch`` (the checkpoint shown, where ``by``
+        lacks it), ``count`` (runs), ``diverged``, ``streams`` (distinct data sets),
+        ``pooled_over`` (only where an axis varies within a cell: the axes and their values),
+        then ``<metric>_<stat>`` for each metric of ERROR_METRICS. ``attrs["epoch"]`` says in
+        words which checkpoint is shown, ``attrs["pooled"]`` maps each pooled axis to its values.
+
+    Examples
+    --------
+    >>> from study import Grid, run_grid
+    >>> df = run_grid(Grid(num_train=[20], loss=["squared", "huber"], epoch=[1, 3]), progress=False)
+    >>> s = summarize(df, by="loss")  # each run's last checkpoint
+    >>> s[["loss", "epoch", "count"]].to_dict("records")
+    [{'loss': 'squared', 'epoch': 3, 'count': 1}, {'loss': 'huber', 'epoch': 3, 'count': 1}]
     """
-    by = list(default_by(df) if by is None else [by] if isinstance(by, str) else by)
+    where = "parameter of summarize"
+    by = default_by(df) if by is None else _column_list(by, "by", where)
     unknown = [c for c in by if c not in df.columns]
     if unknown:
-        raise ValueError(f"The 'by' parameter of summarize must name columns of the table; {unknown} are not among {list(df.columns)}.")
+        axes = [a for a in AXES if a in df.columns]
+        raise ParameterError("by", where, f"columns of the table (its axes: {', '.join(axes)})",
+                             unknown[0] if len(unknown) == 1 else unknown)
     bad = [s for s in stats if s not in _STATS]
     if bad:
-        raise ValueError(f"The 'stats' parameter of summarize must be among {list(_STATS)}. Got {bad} instead.")
-    if "epoch" not in by:
-        last = df.groupby(["seed", *[a for a in AXES if a != "epoch"]], observed=True)["epoch"].transform("max")
-        df = df[df["epoch"] == last]
-    df = df.assign(b_err_abs=df["b_err"].abs(), ols_b_err_abs=df["ols_b_err"].abs())
-    out = df.groupby(by, sort=True, observed=True).agg(count=("diverged", "size"), diverged=("diverged", "sum"))
-    # pandas' own grouped mean, median and quantiles (compiled), one call each for all metrics:
-    # a Python function per group would be called once per cell and metric.
-    finite = df[~df["diverged"].astype(bool)].groupby(by, sort=True, observed=True)[list(ERROR_METRICS)]
-    computed = {"mean": finite.mean, "median": finite.median, "q10": lambda: finite.quantile(0.1),
-                "q90": lambda: finite.quantile(0.9)}
-    values = {stat: computed[stat]() for stat in stats}
+        raise ParameterError("stats", where, f"among {list(_STATS)}", bad)
+    rows, epoch_text = at_epoch(df, epoch, placed=by, where=where)
+    pooled = varying_axes(rows, by)
+    # epoch joins the keys where it is one value per cell: it names the checkpoint shown, and
+    # splits no cell.
+    keys = by if "epoch" in by or "epoch" in pooled else [*by, "epoch"]
+    rows = rows.assign(b_err_abs=rows["b_err"].abs(), ols_b_err_abs=rows["ols_b_err"].abs())
+    groups = rows.groupby(keys, sort=True, observed=True)
+    out = groups.agg(count=("diverged", "size"), diverged=("diverged", "sum"), streams=("seed", "nunique"))
+    if pooled:
+        out["pooled_over"] = describe_axes(pooled)
+    sgd = [m for m in ERROR_METRICS if m not in LEAST_SQUARES]
+    ols = [m for m in ERROR_METRICS if m in LEAST_SQUARES]
+    described = {
+        tuple(sgd): rows[~rows["diverged"].astype(bool)],
+        tuple(ols): rows.drop_duplicates([*keys, "seed"]),  # one row per data stream of the cell
+    }
+    values: dict[str, pd.DataFrame] = {}
+    for metrics, part in described.items():
+        # pandas' own grouped statistics (compiled), one call each for all metrics: a Python
+        # function per group would be called once per cell and metric.
+        grouped = part.groupby(keys, sort=True, observed=True)[list(metrics)]
+        computed = {"mean": grouped.mean, "median": grouped.median, "q10": lambda: grouped.quantile(0.1),
+                    "q90": lambda: grouped.quantile(0.9)}
+        for stat in stats:
+            frame = computed[stat]().reindex(out.index)
+            for metric in metrics:
+                values[f"{metric}_{stat}"] = frame[metric]
     for metric in ERROR_METRICS:
         for stat in stats:
-            out[f"{metric}_{stat}"] = values[stat][metric]
-    return out.reset_index()
+            out[f"{metric}_{stat}"] = values[f"{metric}_{stat}"]
+    out = out.reset_index()
+    out.attrs = {"epoch": epoch_text, "pooled": pooled, "by": list(by)}
+    return out
+
+
+def diverged_runs(df: pd.DataFrame, *, epoch: int | None = None) -> pd.DataFrame:
+    """The runs that diverged by the checkpoint ``epoch`` (default: by their last), one row each.
+
+    Returns
+    -------
+    DataFrame
+        The run's cell (the grid axes but ``epoch``), ``replicate``, ``seed`` (its data: see
+        SyntheticRegressionData) and ``diverged_at``, the first checkpoint at which it had
+        diverged, in the table's order.
+    """
+    if epoch is not None:
+        at_epoch(df, epoch, where="parameter of diverged_runs")  # refuses a checkpoint the table lacks
+        df = df[df["epoch"] <= epoch]
+    keys = [a for a in RUN_AXES if a in df.columns] + ["replicate", "seed"]
+    hit = df[df["diverged"].astype(bool)]
+    first = hit.sort_values("epoch", kind="stable").drop_duplicates(keys).sort_index()
+    return first[[*keys, "epoch"]].rename(columns={"epoch": "diverged_at"}).reset_index(drop=True)
+
+
+def parse_where(df: pd.DataFrame, items: Sequence[str], *, where: str = "parameter of parse_where") -> dict[str, list]:
+    """``["loss=huber", "lr=0.01,0.03"]`` as ``{"loss": ["huber"], "lr": [0.01, 0.03]}``, each
+    value read as its column's type and checked against the values the table holds."""
+    allowed_keys = [a for a in AXES if a in df.columns]
+    chosen: dict[str, list] = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise ParameterError("where", where, "KEY=VALUE, e.g. loss=huber or lr=0.01,0.03", item)
+        if key not in allowed_keys:
+            raise ParameterError("where", where, f"KEY=VALUE with KEY one of the table's axes ({', '.join(allowed_keys)})",
+                                 item)
+        if key in chosen:
+            raise ParameterError("where", where, f"given once for each axis ({key} is given twice)", item)
+        present = present_values(df[key])
+        values = []
+        for part in text.split(","):
+            part = part.strip()
+            value = _read_as(df[key], part)
+            match = _matching(present, value)
+            if match is None:
+                raise ParameterError("where", where, f"one of the values {key} takes in the table "
+                                     f"({key}={values_text(present, limit=12)})", f"{key}={part}")
+            values.append(match)
+        chosen[key] = list(dict.fromkeys(values))
+    return chosen
+
+
+def _read_as(column: pd.Series, text: str) -> Any:
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        try:
+            return float(text)
+        except ValueError:
+            return text  # no number matches it: refused with the values the column takes
+    return text
+
+
+def _matching(present: list, value: Any) -> Any:
+    """The value of the table that ``value`` names: equal, or for numbers equal to 1e-9
+    relative (0.0316 and 3.16e-2 name the same lr)."""
+    for candidate in present:
+        if isinstance(value, float) and isinstance(candidate, (int, float, np.integer, np.floating)):
+            if math.isclose(float(candidate), value, rel_tol=1e-9, abs_tol=0.0):
+                return candidate
+        elif str(candidate) == str(value):
+            return candidate
+    return None
+
+
+def select(df: pd.DataFrame, where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The rows whose value of each axis in ``where`` is the one given (or one of a list)."""
+    mask = np.ones(len(df), dtype=bool)
+    for key, wanted in (where or {}).items():
+        if key not in df.columns:
+            raise ParameterError("where", "parameter of select", f"a mapping from the table's columns "
+                                 f"({', '.join(a for a in AXES if a in df.columns)})", key)
+        wanted = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+        mask &= df[key].isin(wanted).to_numpy()
+    return df[mask]
 
 
 @dataclass(frozen=True)
@@ -323,21 +610,45 @@ class PowerLaw:
     prefactor: float
     low: float  # 2.5% bootstrap quantile of the slope
     high: float  # 97.5%
+    levels: int = 0  # distinct x values fitted
+    units: int = 0  # independent units (data streams) behind the medians
 
     def __call__(self, x: Any) -> np.ndarray:
         return self.prefactor * np.asarray(x, dtype=float) ** self.slope
 
+    def trend(self, variable: str = "n") -> str:
+        """The fit in words, its direction read from the interval, never assumed:
+        "falls as n^-0.55 (95% interval [-0.61, -0.51])", "rises as ...", or "shows no clear
+        trend in n (slope -0.07, 95% interval [-0.33, 0.26])"."""
+        interval = f"95% interval [{self.low:.2f}, {self.high:.2f}]"
+        if self.high < 0:
+            return f"falls as {variable}^{self.slope:.2f} ({interval})"
+        if self.low > 0:
+            return f"rises as {variable}^{self.slope:.2f} ({interval})"
+        return f"shows no clear trend in {variable} (slope {self.slope:.2f}, {interval})"
 
-def fit_power_law(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> PowerLaw:
+
+def fit_power_law(x: Sequence[float], y: Sequence[float], *, units: Sequence | None = None, n_boot: int = 1000,
+                  seed: int = 0) -> PowerLaw:
     """Fit y ≈ c · x^k by least squares on the logs of the per-x medians.
 
     Parameters
     ----------
-    x, y : sequences of positive numbers, one pair per run (several runs per x).
+    x, y : sequences of positive numbers, one pair per row (several rows per x).
+    units : sequence, optional
+        The independent unit of each row, e.g. its data stream (the ``seed`` column). Rows of
+        one unit are one observation (their median): a run's least-squares error appears once
+        for each lr it was trained with, and counting it so would narrow the interval. Default:
+        every row is a unit.
     n_boot : int, default=1000
-        Bootstrap resamples (runs resampled within each x) for the 95% interval of k.
+        Bootstrap resamples (units resampled within each x) for the 95% interval of k.
     seed : int, default=0
         Seeds the bootstrap, so the interval is reproducible.
+
+    Raises
+    ------
+    ValueError
+        Fewer than MIN_FIT_LEVELS (3) distinct x with positive y, or a unit with two x.
 
     Examples
     --------
@@ -348,9 +659,16 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000,
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     x, y = x[keep], y[keep]
+    if units is not None:
+        per = pd.DataFrame({"unit": np.asarray(units)[keep], "x": x, "y": y}).groupby("unit", sort=True)
+        if (per["x"].nunique() > 1).any():
+            raise ValueError("fit_power_law: a unit (data stream) must have one x; got a unit at several.")
+        per = per.agg(x=("x", "first"), y=("y", "median"))
+        x, y = per["x"].to_numpy(), per["y"].to_numpy()
     levels = np.unique(x)
-    if len(levels) < 2:
-        raise ValueError(f"A power law needs positive values at two x or more; got x levels {levels.tolist()}.")
+    if len(levels) < MIN_FIT_LEVELS:
+        raise ValueError(f"A power law is fitted to positive values at {MIN_FIT_LEVELS} distinct x or more; "
+                         f"got x levels {levels.tolist()}.")
     groups = [np.log(y[x == level]) for level in levels]
     lx = np.log(levels)
 
@@ -366,4 +684,5 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000,
     rng = np.random.default_rng(seed)
     boot_medians = np.stack([np.median(g[rng.integers(0, len(g), size=(n_boot, len(g)))], axis=1) for g in groups], -1)
     low, high = np.quantile(slopes(boot_medians), [0.025, 0.975])
-    return PowerLaw(slope=k, prefactor=float(np.exp(logc)), low=float(low), high=float(high))
+    return PowerLaw(slope=k, prefactor=float(np.exp(logc)), low=float(low), high=float(high), levels=len(levels),
+                    units=len(x))

@@ -125,7 +125,7 @@ def test_run_writes_csv_and_metadata(tmp_path, tiny_spec, capsys):
     assert len(df) == TINY_RUNS * TINY_CHECKPOINTS
     assert sorted(df["epoch"].unique()) == [0, 1, 2]
     assert {"num_train", "lr", "replicate", "seed", "w_err_norm", "b_err"} <= set(df.columns)
-    assert not (tmp_path / "x.csv.chunks").exists()
+    assert list((tmp_path / "x.csv.store").glob("*.runs"))  # the runs, kept for the next call
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -199,9 +199,9 @@ def test_run_zero_jobs_exits_2(tmp_path, tiny_spec, capsys):
 @pytest.mark.parametrize(
     "args, mentions",
     [
-        (["--scheduler", "tcp://127.0.0.1:8786"], r"'scheduler'.*None unless backend is 'dask'"),
-        (["--backend", "dask", "--scheduler", "nowhere"], r"'scheduler'.*tcp://HOST:PORT.*Got 'nowhere'"),
-        (["--chunk-timeout", "60"], r"'chunk_timeout'.*None unless backend is 'dask'"),
+        (["--scheduler", "tcp://127.0.0.1:8786"], r"'--scheduler' option.*None unless backend is 'dask'"),
+        (["--backend", "dask", "--scheduler", "nowhere"], r"'--scheduler' option.*tcp://HOST:PORT.*Got 'nowhere'"),
+        (["--chunk-timeout", "60"], r"'--chunk-timeout' option.*None unless backend is 'dask'"),
         (["--backend", "dask", "--chunk-timeout", "0"], r"--chunk-timeout.*'0'"),
         (["--backend", "dask", "--chunk-timeout", "soon"], r"--chunk-timeout.*'soon'"),
         (["--backend", "multiprocessing"], r"--backend.*'multiprocessing'"),
@@ -222,20 +222,20 @@ def test_run_help_names_the_dask_options(capsys):
 def test_run_bad_device_exits_2(tmp_path, tiny_spec, capsys):
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--device", "tpu", "--quiet", "--jobs", "1"])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"'device'.*'tpu'")
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"'--device' option.*'tpu'")
 
 
 def test_run_out_not_csv_exits_2(tmp_path, tiny_spec, capsys):
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.txt"), "--quiet", "--jobs", "1"])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"'out'.*\.csv")
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"'--out' option.*\.csv")
 
 
 def test_run_out_is_a_folder_exits_2(tmp_path, tiny_spec, capsys):
     (tmp_path / "dir.csv").mkdir()
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--out", str(tmp_path / "dir.csv"), "--quiet", "--jobs", "1"])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"'out'.*not a folder")
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"'--out' option.*not a folder")
 
 
 def test_run_out_in_read_only_folder_exits_2(tmp_path, tiny_spec, capsys):
@@ -247,7 +247,7 @@ def test_run_out_in_read_only_folder_exits_2(tmp_path, tiny_spec, capsys):
             pytest.skip("this user can write a 0o500 folder (root)")
         before = _snapshot(tmp_path)
         code = main(["run", str(tiny_spec), "--out", str(locked / "sub" / "x.csv"), "--quiet", "--jobs", "1"])
-        _assert_refused(code, capsys, before, tmp_path, mentions=r"'out'.*can be written")
+        _assert_refused(code, capsys, before, tmp_path, mentions=r"'--out' option.*can be written")
     finally:
         locked.chmod(0o700)
 
@@ -417,7 +417,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_spec, capsys)
 def test_dry_run_refuses_a_bad_device_like_a_run(tmp_path, tiny_spec, capsys):
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--dry-run", "--device", "tpu"])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"'device'.*'tpu'")
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"'--device' option.*'tpu'")
 
 
 def test_a_run_says_what_it_will_do_before_it_starts(tmp_path, tiny_spec, capsys):
@@ -442,7 +442,7 @@ def test_run_table_and_plot_take_parquet(tmp_path, tiny_spec, capsys):
 def test_run_refuses_an_output_that_is_neither_csv_nor_parquet(tmp_path, tiny_spec, capsys):
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.txt")])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"'out'.*\.csv or \.parquet.*x\.txt")
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"'--out' option.*\.csv or \.parquet.*x\.txt")
 
 
 def test_a_control_character_in_an_argument_is_refused_in_one_line(capsys):

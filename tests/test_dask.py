@@ -164,15 +164,15 @@ def test_study_run_on_a_dask_cluster_gives_the_local_csv_byte_for_byte(cluster, 
 @pytest.mark.timeout(180)
 def test_a_worker_sigkilled_mid_grid_still_gives_the_same_csv(cluster, tmp_path):
     spec, local = _local_csv(tmp_path, LONG_SPEC, chunk_size=2)
-    out, store = tmp_path / "dask.csv", tmp_path / "dask.csv.chunks"
+    out, store = tmp_path / "dask.csv", tmp_path / "dask.csv.store"
     pids = cluster.worker_pids()
     proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--scheduler", cluster.address,
                                    "--chunk-size", "2", "--quiet"), cwd=tmp_path)
     deadline = time.time() + 60
-    while time.time() < deadline and not (store.is_dir() and len(list(store.glob("*.pkl"))) >= 10):
+    while time.time() < deadline and not (store.is_dir() and len(list(store.glob("*.runs"))) >= 10):
         time.sleep(0.02)
     os.kill(pids[0], signal.SIGKILL)  # the worker process itself, mid-task: its nanny starts another
-    killed_at = len(list(store.glob("*.pkl")))
+    killed_at = len(list(store.glob("*.runs")))
     assert proc.wait(timeout=120) == 0
     assert 10 <= killed_at < 72  # it died in the middle of the grid
     assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
@@ -243,10 +243,10 @@ def test_a_chunk_that_hangs_is_given_up_after_chunk_timeout_and_its_worker_freed
 def test_an_unreachable_scheduler_is_a_failure_at_run_time_that_writes_nothing(tmp_path, capsys, monkeypatch):
     import socket
 
-    import study.runner
+    import study.cluster
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(study.runner, "DASK_CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr(study.cluster, "DASK_CONNECT_TIMEOUT", 2)
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -303,7 +303,7 @@ def test_same_csv_with_loky_1_loky_2_and_a_local_dask_cluster_which_leaves_nothi
     time.sleep(0.5)
     assert _alive(seen) == []
     assert list(tmp.iterdir()) == []  # no dask-scratch-space, no worker folders
-    assert not (tmp_path / "dask.csv.chunks").exists()
+    assert list((tmp_path / "dask.csv.store").glob("*.runs"))  # kept for the next call
 
 
 @pytest.mark.timeout(120)
@@ -313,10 +313,10 @@ def test_a_local_cluster_run_killed_outright_leaves_no_process_and_its_scratch_g
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
-    out, store = tmp_path / "long.csv", tmp_path / "long.csv.chunks"
+    out, store = tmp_path / "long.csv", tmp_path / "long.csv.store"
     proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "2",
                                    "--quiet"), cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
-    seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.pkl"))) >= 4)
+    seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.runs"))) >= 4)
     proc.kill()
     proc.wait()
     deadline = time.time() + 15
@@ -337,18 +337,18 @@ def test_ctrl_c_on_a_local_dask_cluster_exits_130_quietly_and_leaves_nothing_beh
     spec.write_text(LONG_SPEC)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    out, store = tmp_path / "long.csv", tmp_path / "long.csv.chunks"
+    out, store = tmp_path / "long.csv", tmp_path / "long.csv.store"
     proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "2",
                                    "--quiet"), cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
                             start_new_session=True, preexec_fn=default_sigint, stderr=subprocess.PIPE,
                             text=True)
-    seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.pkl"))) >= 6)
+    seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.runs"))) >= 6)
     interrupted = time.time()
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
     stderr = proc.communicate(timeout=60)[1]
     assert time.time() - interrupted < 15
     assert proc.returncode == 130
-    kept = len(list(store.glob("*.pkl")))
+    kept = len(list(store.glob("*.runs")))
     assert stderr.splitlines() == [f"study: interrupted; {kept} finished chunks are kept in {store}; "
                                    "run the same command again to resume"], stderr
     time.sleep(0.5)

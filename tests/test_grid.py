@@ -52,8 +52,41 @@ def test_log_sizes_stop_below_start_raises():
 
 
 def test_log_sizes_float_start_raises():
-    with pytest.raises(ValueError, match=r"'start'.*integer >= 1\. Got 2\.5 instead"):
+    with pytest.raises(ValueError, match=re.escape(
+            "The 'start' parameter of log_sizes must be an integer >= 1 (a float only if whole and at most 2**53). "
+            "Got 2.5 instead.")):
         log_sizes(2.5, 10)
+
+
+def test_log_sizes_takes_whole_floats():
+    assert log_sizes(5.0, 1e4) == log_sizes(5, 10_000)
+    assert all(type(n) is int for n in log_sizes(5.0, 1e4))
+
+
+@pytest.mark.parametrize(
+    ("per_decade", "expected"),
+    [
+        (1, [1, 10, 100, 1000]),
+        (2, [1, 3, 10, 30, 100, 300, 1000]),
+        (3, [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]),
+        # 10**(k/4) to 3 significant digits (1, 1.78, 3.16, 5.62), rounded to integers
+        (4, [1, 2, 3, 6, 10, 18, 32, 56, 100, 178, 316, 562, 1000]),
+    ],
+)
+def test_log_sizes_per_decade(per_decade, expected):
+    assert log_sizes(1, 1000, per_decade) == expected
+
+
+def test_log_sizes_per_decade_rounding_to_integers_keeps_no_repeats():
+    # 10 a decade: 1, 1.26, 1.58, 2.00, 2.51, ... give 1, 1, 2, 2, 3, ...: each integer once.
+    assert log_sizes(1, 20, per_decade=10) == [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20]
+
+
+@pytest.mark.parametrize("per_decade", [0, 101, 2.5, True, "3"])
+def test_log_sizes_bad_per_decade_raises(per_decade):
+    with pytest.raises(ValueError, match=re.escape(
+            f"The 'per_decade' parameter of log_sizes must be an integer from 1 to 100. Got {per_decade!r} instead.")):
+        log_sizes(1, 10, per_decade)
 
 
 def test_log_sizes_bool_stop_raises():
@@ -151,7 +184,8 @@ def test_grid_runs_carry_the_settings():
         ({"b": float("inf")}, "The 'b' parameter of Grid must be a finite number"),
         ({"replicates": 0}, "The 'replicates' parameter of Grid must be an integer >= 1. Got 0 instead."),
         ({"seed": -1}, "The 'seed' parameter of Grid must be an integer >= 0. Got -1 instead."),
-        ({"num_val": 2.0}, "The 'num_val' parameter of Grid must be an integer >= 1. Got 2.0 instead."),
+        ({"num_val": 2.5}, "The 'num_val' parameter of Grid must be an integer >= 1 (a float only if whole and at most "
+                           "2**53). Got 2.5 instead."),
         ({"name": "a/b"}, "The 'name' parameter of Grid must be a file-name-safe string"),
         ({"description": 3}, "The 'description' parameter of Grid must be a string. Got 3 instead."),
     ],
@@ -356,15 +390,19 @@ _BAD_SPECS = [
     ("b_string", '[grid]\nb = "4.2"\n', re.escape(f"The 'b' {_WHERE} must be a finite number") + r".*Got '4\.2' instead"),
     ("num_train_bool", "[grid]\nnum_train = true\n",
      re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got True instead.")),
-    ("num_train_float", "[grid]\nnum_train = 1e3\n",
-     re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got 1000.0 instead.")),
+    ("num_train_float_too_large", "[grid]\nnum_train = 1e20\n", re.escape(
+        f"The 'num_train' {_WHERE} must be an integer >= 1 (a float only if whole and at most 2**53). Got 1e+20 instead.")),
+    ("num_train_fraction", "[grid]\nnum_train = [10, 2.5]\n", re.escape(
+        f"The 'num_train' {_WHERE} must be an integer >= 1 (a float only if whole and at most 2**53). Got 2.5 instead.")),
     ("num_val_zero", "[grid]\nnum_val = 0\n", re.escape(f"The 'num_val' {_WHERE} must be an integer >= 1. Got 0 instead.")),
     ("seed_negative", "[grid]\nseed = -3\n", re.escape(f"The 'seed' {_WHERE} must be an integer >= 0. Got -3 instead.")),
     ("noise_negative", "[grid]\nnoise = -0.1\n",
      re.escape(f"The 'noise' {_WHERE} must be a finite number >= 0. Got -0.1 instead.")),
     ("noise_kind_unknown", '[grid]\nnoise_kind = "cauchy"\n',
      re.escape(f"The 'noise_kind' {_WHERE} must be one of ['gaussian', 'student_t', 'outliers']. Got 'cauchy' instead.")),
-    ("axis_subtable", "[grid.lr]\nvalue = 0.1\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got {{'value': 0.1}}")),
+    ("axis_subtable", "[grid.lr]\nvalue = 0.1\n", re.escape(
+        f"The 'lr' {_WHERE} must be a value, a list of values, or a log range {{log = [lo, hi]}} with an optional "
+        "per_decade (its keys: ['log', 'per_decade']). Got {'value': 0.1} instead.")),
     ("unknown_top_level_key", 'title = "x"\n[grid]\n',
      re.escape("Unknown top-level key 'title' in bad.toml; valid keys are ['name', 'description', 'grid'].")),
     ("missing_grid_table", 'name = "x"\n', re.escape("bad.toml must have a [grid] table; got None.")),
@@ -423,3 +461,286 @@ def test_load_grid_default_name_from_a_stem_with_a_space_loads(tmp_path):
     grid = load_grid(path)
     assert grid.lr == [0.1]
     assert grid.name
+
+
+# Log ranges: `axis = { log = [lo, hi], per_decade = n }` -----------------------------------------
+
+_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@pytest.mark.parametrize("axis", ["num_train", "batch_size", "epoch"])
+def test_log_range_on_an_integer_axis_is_log_sizes(tmp_path, axis):
+    grid = load_grid(_write(tmp_path, f"[grid]\n{axis} = {{ log = [5, 10000] }}\n", name="log.toml"))
+    assert getattr(grid, axis) == log_sizes(5, 10_000)
+    assert all(type(v) is int for v in getattr(grid, axis))
+
+
+@pytest.mark.parametrize(
+    ("bounds", "per_decade"),
+    [((1, 1), 3), ((3, 40), 3), ((7, 7000), 1), ((1, 1000), 2), ((2, 10_000), 4), ((1, 300), 10)],
+)
+def test_log_range_equals_log_sizes_for_any_bounds_and_per_decade(bounds, per_decade):
+    lo, hi = bounds
+    grid = Grid(num_train={"log": [lo, hi], "per_decade": per_decade})
+    assert grid.num_train == log_sizes(lo, hi, per_decade)
+
+
+def test_log_range_as_a_toml_subtable(tmp_path):
+    grid = load_grid(_write(tmp_path, "[grid.num_train]\nlog = [5, 10000]\nper_decade = 3\n", name="sub.toml"))
+    assert grid.num_train == log_sizes(5, 10_000)
+
+
+def test_log_range_whole_float_bounds_on_an_integer_axis(tmp_path):
+    grid = load_grid(_write(tmp_path, "[grid]\nnum_train = { log = [5.0, 1e4], per_decade = 3.0 }\n", name="f.toml"))
+    assert grid.num_train == log_sizes(5, 10_000)
+
+
+@pytest.mark.parametrize(
+    ("per_decade", "expected"),
+    [
+        (1, [0.001, 0.01, 0.1, 1.0]),
+        (2, [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]),
+        (3, [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
+        (4, [0.001, 0.00178, 0.00316, 0.00562, 0.01, 0.0178, 0.0316, 0.0562, 0.1, 0.178, 0.316, 0.562, 1.0]),
+    ],
+)
+def test_log_range_on_lr_gives_the_floats_a_user_would_type(tmp_path, per_decade, expected):
+    # Equal as floats, not approximately: 0.3 is the literal 0.3, not 3 * 0.1.
+    grid = load_grid(_write(tmp_path, f"[grid]\nlr = {{ log = [1e-3, 1], per_decade = {per_decade} }}\n", name="lr.toml"))
+    assert grid.lr == expected
+
+
+def test_log_range_default_per_decade_is_1_2_5():
+    assert Grid(lr={"log": [1e-3, 1]}).lr == Grid(lr={"log": [1e-3, 1], "per_decade": 3}).lr
+
+
+@pytest.mark.parametrize("axis", ["sigma", "noise"])
+def test_log_range_on_sigma_and_noise(axis):
+    assert getattr(Grid(**{axis: {"log": [0.1, 2]}}), axis) == [0.1, 0.2, 0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "axis", "form"),
+    [
+        ("ex1_reduction.toml", "lr", {"log": [1e-5, 10], "per_decade": 4}),
+        ("ex3_gradients.toml", "lr", {"log": [0.003, 0.3], "per_decade": 2}),
+        ("ex4_lr_epochs.toml", "lr", {"log": [1e-3, 3], "per_decade": 2}),
+        ("ex5_data_size.toml", "num_train", {"log": [5, 10_000]}),
+    ],
+)
+def test_log_range_spells_the_axes_typed_out_in_the_experiments(spec, axis, form):
+    # The same values, hence the same run keys and seeds: a spec may switch to the short form
+    # and reuse every stored run.
+    typed = load_grid(_EXPERIMENTS / spec)
+    short = Grid(**{**typed.to_dict(), axis: form})
+    assert getattr(short, axis) == getattr(typed, axis)
+    assert [r.key for r in short.runs()] == [r.key for r in typed.runs()]
+    assert [r.seed for r in short.runs()] == [r.seed for r in typed.runs()]
+
+
+def test_log_range_is_stored_as_its_list():
+    grid = Grid(num_train={"log": [5, 50]})
+    assert grid.to_dict()["num_train"] == [5, 10, 20, 50]
+
+
+_LOG_WHERE = "key of [grid] in bad.toml"
+_BAD_LOG_RANGES = [
+    # (id, axis, TOML value, what is allowed, the value as shown)
+    ("unknown_subkey", "num_train", "{ log = [5, 100], step = 2 }",
+     "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
+     "['log', 'per_decade'])", "{'log': [5, 100], 'step': 2}"),
+    ("missing_log", "lr", "{ per_decade = 3 }",
+     "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
+     "['log', 'per_decade'])", "{'per_decade': 3}"),
+    ("misspelt_log", "epoch", "{ logs = [1, 10] }",
+     "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
+     "['log', 'per_decade'])", "{'logs': [1, 10]}"),
+    ("one_bound", "num_train", "{ log = [5] }", "a log range whose 'log' is a pair [lo, hi]", "{'log': [5]}"),
+    ("three_bounds", "lr", "{ log = [0.1, 1, 10] }", "a log range whose 'log' is a pair [lo, hi]",
+     "{'log': [0.1, 1, 10]}"),
+    ("bounds_not_a_list", "num_train", "{ log = 100 }", "a log range whose 'log' is a pair [lo, hi]", "{'log': 100}"),
+    ("int_bound_zero", "num_train", "{ log = [0, 100] }", "a log range whose bounds are integers >= 1",
+     "{'log': [0, 100]}"),
+    ("int_bound_negative", "batch_size", "{ log = [-8, 64] }", "a log range whose bounds are integers >= 1",
+     "{'log': [-8, 64]}"),
+    ("int_bound_fraction", "num_train", "{ log = [2.5, 100] }", "a log range whose bounds are integers >= 1",
+     "{'log': [2.5, 100]}"),
+    ("int_bound_string", "epoch", '{ log = [1, "10"] }', "a log range whose bounds are integers >= 1",
+     "{'log': [1, '10']}"),
+    ("int_bound_bool", "epoch", "{ log = [true, 10] }", "a log range whose bounds are integers >= 1",
+     "{'log': [True, 10]}"),
+    ("real_bound_zero", "lr", "{ log = [0, 1] }", "a log range whose bounds are finite numbers > 0",
+     "{'log': [0, 1]}"),
+    ("noise_bound_zero", "noise", "{ log = [0.0, 1] }", "a log range whose bounds are finite numbers > 0",
+     "{'log': [0.0, 1]}"),
+    ("real_bound_inf", "sigma", "{ log = [0.1, inf] }", "a log range whose bounds are finite numbers > 0",
+     "{'log': [0.1, inf]}"),
+    ("real_bound_nan", "lr", "{ log = [nan, 1] }", "a log range whose bounds are finite numbers > 0",
+     "{'log': [nan, 1]}"),
+    ("real_bound_string", "lr", '{ log = ["1e-3", 1] }', "a log range whose bounds are finite numbers > 0",
+     "{'log': ['1e-3', 1]}"),
+    ("int_lo_above_hi", "num_train", "{ log = [10000, 5] }", "a log range with lo <= hi", "{'log': [10000, 5]}"),
+    ("real_lo_above_hi", "lr", "{ log = [1, 1e-3] }", "a log range with lo <= hi", "{'log': [1, 0.001]}"),
+    ("per_decade_zero", "num_train", "{ log = [5, 100], per_decade = 0 }",
+     "a log range whose per_decade is an integer from 1 to 100", "{'log': [5, 100], 'per_decade': 0}"),
+    ("per_decade_too_many", "lr", "{ log = [0.01, 1], per_decade = 101 }",
+     "a log range whose per_decade is an integer from 1 to 100", "{'log': [0.01, 1], 'per_decade': 101}"),
+    ("per_decade_fraction", "lr", "{ log = [0.01, 1], per_decade = 2.5 }",
+     "a log range whose per_decade is an integer from 1 to 100", "{'log': [0.01, 1], 'per_decade': 2.5}"),
+    ("per_decade_string", "lr", '{ log = [0.01, 1], per_decade = "3" }',
+     "a log range whose per_decade is an integer from 1 to 100", "{'log': [0.01, 1], 'per_decade': '3'}"),
+    ("empty_int_range", "num_train", "{ log = [3, 4] }",
+     "a log range that holds at least one value (1, 2, 5 times a power of 10)", "{'log': [3, 4]}"),
+    ("empty_real_range", "lr", "{ log = [0.003, 0.009], per_decade = 1 }",
+     "a log range that holds at least one value (1 times a power of 10)", "{'log': [0.003, 0.009], 'per_decade': 1}"),
+    ("empty_range_per_decade_4", "lr", "{ log = [0.2, 0.3], per_decade = 4 }",
+     "a log range that holds at least one value (1, 1.78, 3.16, 5.62 times a power of 10)",
+     "{'log': [0.2, 0.3], 'per_decade': 4}"),
+    ("choice_axis", "loss", "{ log = [1, 10] }", "one of ['squared', 'huber']", "{'log': [1, 10]}"),
+    ("in_a_list", "num_train", "[{ log = [5, 100] }, 1000]", "an integer >= 1", "{'log': [5, 100]}"),
+    ("on_a_setting", "replicates", "{ log = [1, 10] }", "an integer >= 1", "{'log': [1, 10]}"),
+]
+
+
+@pytest.mark.parametrize(("axis", "toml", "allowed", "shown"), [c[1:] for c in _BAD_LOG_RANGES],
+                         ids=[c[0] for c in _BAD_LOG_RANGES])
+def test_log_range_bad_form_raises_naming_key_and_value(tmp_path, axis, toml, allowed, shown):
+    path = _write(tmp_path, f"[grid]\n{axis} = {toml}\n")
+    with pytest.raises(ValueError) as excinfo:
+        load_grid(path)
+    message = str(excinfo.value)
+    assert message == f"The {axis!r} {_LOG_WHERE} must be {allowed}. Got {shown} instead."
+    assert "\n" not in message
+
+
+def test_log_range_bad_form_in_python_names_parameter_of_grid():
+    with pytest.raises(ValueError, match=re.escape(
+            "The 'num_train' parameter of Grid must be a log range with lo <= hi. Got {'log': [100, 5]} instead.")):
+        Grid(num_train={"log": [100, 5]})
+
+
+def test_log_range_huge_python_int_bound_is_refused_not_crashed():
+    with pytest.raises(ValueError, match=r"'lr' parameter of Grid must be a log range whose bounds are finite"):
+        Grid(lr={"log": [1, 10**400]})
+
+
+# Whole floats for integer keys: `num_train = [10, 1e3]` ------------------------------------------
+
+_INT_KEYS = [  # key, a whole float, the int it stands for, how a Grid holds it
+    ("num_train", 1e3, 1000, [1000]),
+    ("batch_size", 3.2e1, 32, [32]),
+    ("epoch", 5.0, 5, [5]),
+    ("num_val", 2e2, 200, 200),
+    ("replicates", 2.0, 2, 2),
+    ("seed", 7e0, 7, 7),
+]
+
+
+@pytest.mark.parametrize(("key", "whole", "integer", "held"), _INT_KEYS, ids=[k[0] for k in _INT_KEYS])
+def test_whole_float_is_taken_as_the_int(key, whole, integer, held):
+    grid = Grid(**{key: whole})
+    assert getattr(grid, key) == held
+    value = getattr(grid, key)
+    assert all(type(v) is int for v in (value if isinstance(value, list) else [value]))
+
+
+@pytest.mark.parametrize(("key", "whole", "integer", "held"), _INT_KEYS, ids=[k[0] for k in _INT_KEYS])
+def test_whole_float_gives_the_run_keys_and_seeds_of_the_int(key, whole, integer, held):
+    as_float = Grid(**{key: whole}).runs()
+    as_int = Grid(**{key: integer}).runs()
+    assert [r.key for r in as_float] == [r.key for r in as_int]
+    assert [r.seed for r in as_float] == [r.seed for r in as_int]
+    assert as_float == as_int
+
+
+def test_whole_floats_in_toml_give_the_grid_of_the_ints(tmp_path):
+    floats = load_grid(_write(tmp_path, """
+[grid]
+num_train = [10, 1e3]
+batch_size = 1.6e1
+epoch = [1.0, 3]
+num_val = 5e2
+replicates = 3.0
+seed = 1e1
+""", name="s.toml"))
+    ints = load_grid(_write(tmp_path, """
+[grid]
+num_train = [10, 1000]
+batch_size = 16
+epoch = [1, 3]
+num_val = 500
+replicates = 3
+seed = 10
+""", name="s.toml"))
+    assert floats.to_dict() == ints.to_dict()
+    assert json.dumps(floats.to_dict()) == json.dumps(ints.to_dict())  # 1000, not 1000.0, in the metadata
+    assert [(r.key, r.seed) for r in floats.runs()] == [(r.key, r.seed) for r in ints.runs()]
+
+
+def test_whole_float_and_int_spellings_are_one_value():
+    with pytest.warns(UserWarning, match=r"'num_train' has 1 duplicate"):
+        grid = Grid(num_train=[1000, 1e3])
+    assert grid.num_train == [1000]
+
+
+def test_whole_float_up_to_2_53_is_exact():
+    assert Grid(seed=float(2**53)).seed == 2**53
+    assert Grid(num_train=np.float64(1e4)).num_train == [10_000]
+    assert type(Grid(num_train=np.float32(64.0)).num_train[0]) is int
+
+
+_NOT_WHOLE = [
+    ("fraction", 1.5, "1.5"),
+    ("nan", float("nan"), "nan"),
+    ("inf", float("inf"), "inf"),
+    ("minus_inf", float("-inf"), "-inf"),
+    ("past_2_53", float(2**53 + 2), "9007199254740994.0"),
+    ("huge", 1e300, "1e+300"),
+]
+
+
+@pytest.mark.parametrize("key", ["num_train", "batch_size", "epoch", "num_val", "replicates", "seed"])
+@pytest.mark.parametrize(("value", "shown"), [c[1:] for c in _NOT_WHOLE], ids=[c[0] for c in _NOT_WHOLE])
+def test_non_whole_float_is_refused_naming_key_and_value(key, value, shown):
+    low = 0 if key == "seed" else 1
+    with pytest.raises(ValueError) as excinfo:
+        Grid(**{key: value})
+    assert str(excinfo.value) == (
+        f"The {key!r} parameter of Grid must be an integer >= {low} (a float only if whole and at most 2**53). "
+        f"Got {shown} instead.")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "low", "shown"),
+    [
+        ("num_train = 0.0", "num_train", 1, "0.0"),
+        ("epoch = [-1.0, 3]", "epoch", 1, "-1.0"),
+        ("seed = -1e0", "seed", 0, "-1.0"),
+        ("replicates = 0e0", "replicates", 1, "0.0"),
+    ],
+)
+def test_whole_float_below_the_bound_is_refused_as_typed(tmp_path, text, key, low, shown):
+    with pytest.raises(ValueError) as excinfo:
+        load_grid(_write(tmp_path, f"[grid]\n{text}\n"))
+    assert str(excinfo.value) == f"The {key!r} {_WHERE} must be an integer >= {low}. Got {shown} instead."
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "shown"),
+    [
+        ("num_train = nan", "num_train", "nan"),
+        ("batch_size = [32, inf]", "batch_size", "inf"),
+        ("seed = 1e300", "seed", "1e+300"),
+        ("num_val = 12.5", "num_val", "12.5"),
+    ],
+)
+def test_non_whole_float_in_toml_is_refused(tmp_path, text, key, shown):
+    with pytest.raises(ValueError, match=re.escape(
+            f"The {key!r} {_WHERE} must be an integer >= ") + r"[01]" + re.escape(
+            f" (a float only if whole and at most 2**53). Got {shown} instead.")):
+        load_grid(_write(tmp_path, f"[grid]\n{text}\n"))
+
+
+def test_bool_is_still_refused_as_a_count():
+    with pytest.raises(ValueError, match=re.escape("The 'replicates' parameter of Grid must be an integer >= 1. Got True instead.")):
+        Grid(replicates=True)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -50,7 +49,13 @@ def test_run_grid_same_spec_twice_gives_byte_identical_csv(tmp_path):
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     meta = json.loads((tmp_path / "a.meta.json").read_text())
     assert meta["runs"] == 24 and meta["engine"] == "batched" and "wall_time_s" in meta
-    assert not (tmp_path / "a.csv.chunks").exists()  # the chunk store is gone once the CSV is written
+    assert (meta["runs_computed"], meta["runs_reused"]) == (24, 0)
+    # The store outlives the table: the same spec again on the same output trains nothing.
+    assert list((tmp_path / "a.csv.store").glob("*.runs"))
+    run_grid(grid, out=tmp_path / "a.csv", n_jobs=1, progress=False)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    meta = json.loads((tmp_path / "a.meta.json").read_text())
+    assert (meta["runs_computed"], meta["runs_reused"], meta["chunks_computed"]) == (0, 24, 0)
 
 
 def test_run_grid_workers_backends_and_chunk_sizes_change_nothing(tmp_path):
@@ -196,20 +201,23 @@ def test_run_grid_truncated_chunk_file_is_recomputed(tmp_path):
     out = tmp_path / "r.csv"
     run_grid(grid, out=out, n_jobs=1, progress=False)
     reference = out.read_bytes()
-    # Simulate an interrupted run: a chunk store holding a truncated and a foreign file.
-    from study.runner import chunk_id
+    # A store holding a truncated segment, a damaged one, and a file that is not a segment.
+    from study.store import read_segment_head
 
-    chunks = plan_chunks(grid)
-    store = tmp_path / "r.csv.chunks"
-    store.mkdir()
-    cid = chunk_id(chunks[0], grid.checkpoints, "batched")
-    (store / f"{cid}.pkl").write_bytes(b"\x80\x05truncated")
-    (store / "0123.pkl").write_bytes(b"not a chunk")
+    store = tmp_path / "r.csv.store"
+    segments = sorted(store.glob("*.runs"))
+    assert len(segments) >= 2
+    runs = [len(read_segment_head(path, engine="batched", stream="counter").keys) for path in segments]
+    segments[0].write_bytes(segments[0].read_bytes()[:-5])
+    damaged = bytearray(segments[1].read_bytes())
+    damaged[-3] ^= 0xFF
+    segments[1].write_bytes(bytes(damaged))
+    (store / "0123.runs").write_bytes(b"not a segment")
     out.unlink()
     run_grid(grid, out=out, n_jobs=1, progress=False)
     assert out.read_bytes() == reference
     meta = json.loads((tmp_path / "r.meta.json").read_text())
-    assert meta["chunks_resumed"] == 0 and meta["chunks_computed"] == len(chunks)
+    assert meta["runs_computed"] == runs[0] + runs[1] and meta["runs_reused"] == 24 - runs[0] - runs[1]
 
 
 RESUME_SPEC = long_spec("resume")
@@ -220,16 +228,18 @@ def _study(*args, cwd):
 
 
 def _saved_chunks_all_load(store: Path, spec: Path, chunk_size: int) -> int:
-    """Every chunk file in the store is a whole chunk of this grid (never a part); their count."""
+    """Every segment in the store is whole (its digest holds) and holds whole chunks' runs of
+    this grid; their count."""
     from study.grid import load_grid
-    from study.runner import _load_chunk, chunk_id
+    from study.store import read_segment_head
 
     grid = load_grid(spec)
-    rows = {chunk_id(c, grid.checkpoints, "batched"): len(c) * len(grid.checkpoints)
-            for c in plan_chunks(grid, chunk_size)}
-    files = list(store.glob("*.pkl"))
+    chunks = {frozenset(c.key.tolist()) for c in plan_chunks(grid, chunk_size)}
+    files = list(store.glob("*.runs"))
     for path in files:
-        assert _load_chunk(path, path.stem, rows[path.stem]) is not None, path.name
+        head = read_segment_head(path, engine="batched", stream=grid.stream)
+        assert head is not None, path.name
+        assert frozenset(head.keys.tolist()) in chunks
     return len(files)
 
 
@@ -245,12 +255,12 @@ def test_study_run_killed_at_any_moment_resumes_to_the_same_csv(tmp_path):
     run_grid(load_grid(spec), out=whole, n_jobs=1, chunk_size=2, progress=False)
 
     out = tmp_path / "killed.csv"
-    store = tmp_path / "killed.csv.chunks"
+    store = tmp_path / "killed.csv.store"
     saved = 0
     for kill_after in (0, 20, 55):
         proc = subprocess.Popen(_study("run", spec, "--out", out, *common, cwd=tmp_path))
         deadline = time.time() + 120
-        while time.time() < deadline and not (store.is_dir() and len(list(store.glob("*.pkl"))) >= kill_after):
+        while time.time() < deadline and not (store.is_dir() and len(list(store.glob("*.runs"))) >= kill_after):
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -265,18 +275,19 @@ def test_study_run_killed_at_any_moment_resumes_to_the_same_csv(tmp_path):
     meta = json.loads((tmp_path / "killed.meta.json").read_text())
     assert meta["chunks_resumed"] == saved
     assert meta["chunks_computed"] == 72 - saved  # only the chunks that were not saved
-    assert not store.exists()
+    assert (meta["runs_reused"], meta["runs_computed"]) == (2 * saved, 2 * (72 - saved))
+    assert store.is_dir()  # kept for the next grid on this output
 
 
 def test_study_run_fresh_recomputes_everything(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text('[grid]\nnum_train = [20]\nlr = [0.1]\nepoch = [1]\nnum_val = 10\n')
-    store = tmp_path / "s.csv.chunks"
-    store.mkdir()
-    subprocess.run(_study("run", spec, "--out", tmp_path / "s.csv", "--jobs", "1", "--quiet", "--fresh", cwd=tmp_path),
-                   check=True)
+    command = _study("run", spec, "--out", tmp_path / "s.csv", "--jobs", "1", "--quiet", cwd=tmp_path)
+    subprocess.run(command, check=True)
+    subprocess.run(command + ["--fresh"], check=True)
     meta = json.loads((tmp_path / "s.meta.json").read_text())
-    assert meta["chunks_computed"] == 1 and meta["chunks_resumed"] == 0
+    assert meta["chunks_computed"] == 1 and meta["chunks_resumed"] == 0 and meta["runs_reused"] == 0
+    assert len(list((tmp_path / "s.csv.store").glob("*.runs"))) == 1  # the old segment was removed
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
@@ -318,41 +329,6 @@ def test_auto_device_is_the_cpu_for_the_reference_engine_small_grids_and_the_tor
     from study.plan import grid_seconds
 
     assert grid_seconds(big, estimated_seconds) > AUTO_GPU_MIN_SECONDS > grid_seconds(small_grid(), estimated_seconds)
-
-
-def test_a_chunk_out_of_gpu_memory_is_split_and_gives_the_same_numbers(monkeypatch):
-    """CUDA out-of-memory is simulated: any chunk of more than 4 runs raises it. The chunk is cut
-    in halves between streams until the halves fit, and the numbers are the unsplit chunk's."""
-    import torch
-
-    from study import engine
-    from study.runner import _split_on_oom
-
-    from study.plan import Plan
-
-    grid = Grid(num_train=[30], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[2], replicates=5)
-    chunk = next(Plan(grid, lambda *_: 10**6).chunks())
-    assert len(chunk) == 20
-    whole = engine.train_batched(chunk, grid.checkpoints)
-    sizes = []
-
-    def small_memory(runs, checkpoints, device="cpu"):
-        sizes.append(len(runs))
-        if len(runs) > 4:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return engine.train_batched(runs, checkpoints, device)
-
-    split = _split_on_oom(small_memory, chunk, grid.checkpoints, "cpu")
-    assert max(sizes) == 20 and [s for s in sizes if s <= 4] and all(s % 4 == 0 for s in sizes)  # whole streams
-    for field in ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b", "ols_w", "ols_b"):
-        np.testing.assert_array_equal(getattr(split, field), getattr(whole, field))
-
-
-def test_auto_on_a_dask_worker_is_its_own_device():
-    from study.runner import _local_device
-
-    assert _local_device("cpu") == "cpu"
-    assert _local_device("auto") == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
 
 
 def test_progress_is_printed_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):

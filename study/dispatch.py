@@ -1,0 +1,163 @@
+"""Local dispatch: chunks trained by joblib workers on this machine, each on one device.
+
+A worker trains a chunk with one torch thread (workers x threads never exceed the cores) and
+returns a :class:`~study.store.Segment`: its runs' keys and what training measured. A chunk is
+made from its plan as it is handed out, so the parent holds the chunks in flight, never the
+grid. A chunk that raises is reported as a failure, never fatal to the others; one that runs
+out of GPU memory is split and retried (:func:`split_on_oom`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import joblib
+import numpy as np
+import torch
+
+from . import engine as engines
+from .plan import Chunk, ChunkSpec, Plan
+from .results import metric_columns
+from .store import Segment
+
+__all__ = ["Task", "train_chunk", "local_results", "worker_count", "split_on_oom", "local_device", "init_worker",
+           "one_line", "WORKER_START_S"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A chunk to train: task ``n`` of a run_grid call, the plan's chunk ``spec``, or of it only
+    the runs at ``rows`` (those the store lacks); ``runs`` of them, estimated at ``seconds``."""
+
+    n: int
+    spec: ChunkSpec
+    rows: np.ndarray | None
+    runs: int
+    seconds: float
+
+    def chunk(self, plan: Plan) -> Chunk:
+        chunk = plan.chunk(self.spec)
+        return chunk if self.rows is None else chunk.take(self.rows)
+
+
+#: Seconds a new worker process takes to start and import torch (measured: about 1.5-2 s).
+WORKER_START_S = 2.0
+
+
+def worker_count(n_jobs: int, devices: list[str], work: Sequence[float]) -> int:
+    """Workers for the chunks to do, given each chunk's estimated one-core seconds. An explicit
+    n_jobs is obeyed up to one per chunk and, on CPUs, one per core: each worker trains with one
+    torch thread, so workers x threads never exceeds the cores. With -1: one per GPU, or on CPUs
+    as many as pay for their start-up: a grid of a second's work runs in this process, since
+    starting workers would cost more than it saves."""
+    if n_jobs != -1:
+        wanted = n_jobs if devices[0].startswith("cuda") else min(n_jobs, joblib.cpu_count())
+    elif devices[0].startswith("cuda"):
+        wanted = len(devices)
+    else:
+        wanted = min(joblib.cpu_count(), int(sum(work) // WORKER_START_S))
+    return max(1, min(wanted, len(work)))
+
+
+def train_chunk(chunk: Chunk, checkpoints: list[int], engine: str, device: str, n: int):
+    """One task: a chunk trained on one device with one torch thread.
+
+    Returns ``(n, segment, None)``, or ``(n, None, reason)`` when training raised: a failed
+    chunk is recorded and reported, never fatal to the others. A chunk that runs out of GPU
+    memory is split in two, and each half trained (and split again if need be).
+    """
+    # One torch thread per task, so that tasks x threads stays within the cores. Not restored:
+    # on a Dask worker with several threads a restore would race with the tasks beside it;
+    # run_grid restores its caller's setting for the chunks it trains in its own process.
+    torch.set_num_threads(1)
+    try:
+        device = local_device(device)
+        train = engines.train_batched if engine == "batched" else engines.train_reference
+        result = split_on_oom(train, chunk, checkpoints, device)
+        return n, Segment(chunk.key.copy(), tuple(checkpoints), metric_columns(result, len(checkpoints))), None
+    except Exception as err:  # whatever broke in this chunk, the others go on
+        return n, None, one_line(err)
+
+
+def local_device(device: str) -> str:
+    """``auto`` as a Dask worker resolves it: its first GPU where it has one, else its CPU."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def split_on_oom(train, chunk: Chunk, checkpoints: list[int], device: str) -> engines.ChunkResult:
+    """train(chunk), or on CUDA out-of-memory the results of its two halves (half of its streams
+    each, whole, where it has more than one), each trained the same way: a run's numbers do not
+    depend on its chunk, so the split changes nothing but the memory."""
+    try:
+        return train(chunk, checkpoints, device)
+    except torch.cuda.OutOfMemoryError:
+        if len(chunk) == 1:
+            raise
+        torch.cuda.empty_cache()
+    seeds = np.unique(chunk.seed)
+    first = np.isin(chunk.seed, seeds[: len(seeds) // 2]) if len(seeds) > 1 else np.arange(len(chunk)) < len(chunk) // 2
+    parts = [np.flatnonzero(first), np.flatnonzero(~first)]
+    results = [split_on_oom(train, chunk.take(rows), checkpoints, device) for rows in parts]
+    back = np.argsort(np.concatenate(parts), kind="stable")  # the chunk's own order again
+    return engines.ChunkResult.concat(results).take(back)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def init_worker(parent: int) -> None:
+    """A loky worker's initializer: Ctrl-C and SIGTERM are ignored, and the worker exits when ``parent``,
+    run_grid's process, is gone.
+
+    Ctrl-C at a terminal sends SIGINT to the workers too, and each would print a
+    KeyboardInterrupt traceback; run_grid is the one to stop them. A run_grid process that is
+    killed outright (SIGKILL) cannot stop them, and loky's idle workers would linger for
+    minutes: each watches its parent, and leaves once it has been orphaned (possibly while it
+    was still starting, hence the pid passed in rather than read here).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM too: a batch system's SIGTERM reaches the whole process group, and run_grid stops
+    # its workers itself (loky kills them with SIGKILL), after keeping what finished.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_ORPHAN_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="study-orphan-watch", daemon=True).start()
+
+
+#: How often a worker checks that the process that started it is still there.
+_ORPHAN_POLL_S = 0.5
+
+
+@contextlib.contextmanager
+def local_results(plan: Plan, tasks: Sequence[Task], checkpoints: list[int], engine: str, devices: list[str],
+                  backend: str, workers: int) -> Iterator[Iterator[tuple]]:
+    """The tasks' outcomes, ``(n, segment, None)`` or ``(n, None, reason)``, as they finish, from
+    ``workers`` joblib workers of ``backend``; tasks go round the devices. Left early (Ctrl-C),
+    the chunks still in flight are cancelled on the way out."""
+    jobs = (joblib.delayed(train_chunk)(task.chunk(plan), checkpoints, engine, devices[i % len(devices)], task.n)
+            for i, task in enumerate(tasks))
+    init = {"initializer": init_worker, "initargs": (os.getpid(),)} if backend == "loky" else {}
+    with joblib.parallel_config(backend=backend, **init), warnings.catch_warnings():
+        # Stopped early, joblib warns that it cancelled the chunks in flight: what run_grid's
+        # caller is told says that already, and how to resume.
+        warnings.filterwarnings("ignore", message=r".*still being processed by the workers have been cancelled")
+        results = joblib.Parallel(n_jobs=workers, return_as="generator_unordered")(jobs)
+        try:
+            yield results
+        finally:
+            results.close()

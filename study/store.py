@@ -1,0 +1,346 @@
+"""The run-keyed store: finished runs kept under their keys, and the table assembled from them.
+
+A run's numbers are a pure function of its key (study.grid.run_keys: its cell, replicate, the
+grid's settings and stream), the engine, the schema and the checkpoints it was asked for. So
+results are kept per run. Each finished chunk is one *segment*: its runs' keys, the checkpoints
+they were trained to, and what training measured (study.results.metric_columns), one value
+per run per checkpoint. The coordinates of a row (lr, replicate, seed, ...) are not stored:
+the grid gives them (study.plan.Plan.runs_at).
+
+With an output path, segments are files in ``OUT.store/`` (see :func:`save_segment` for the
+layout), each written atomically with a sha256 digest of its contents: a truncated or damaged
+file fails its digest and its runs are computed again; a file of another schema, engine or
+stream is never read as this run's. A rerun of the same spec, or of a grown or changed one,
+looks every run up by key and computes only those the store lacks. The store outlives the
+table it fed, so that the next grid on the same output starts from it; ``resume=False``
+(``study run --fresh``) empties it first.
+
+Checkpoints: a stored run is reused when it holds every checkpoint the grid asks for (a subset
+of its rows is taken). A run asked for a checkpoint it lacks is trained again from the start
+with the grid's checkpoints: the store keeps no optimiser state to continue from, and a run's
+first epochs are the same numbers whatever it goes on to do, so only the time is spent.
+
+The table is assembled in the grid's order, block by block (:func:`table_blocks`), so that a
+table of any size is written holding one block in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .grid import AXES
+from .plan import Plan
+from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write
+
+__all__ = ["Segment", "RunStore", "save_segment", "read_segment_head", "table_blocks", "table_frame", "SUFFIX"]
+
+#: A segment file starts with this line, then the sha256 of everything after the digest.
+MAGIC = b"study-runs 1\n"
+#: The file name ending of a segment.
+SUFFIX = ".runs"
+_HASH_PIECE = 1 << 24  # bytes hashed at a time when a segment is checked: memory stays flat
+
+
+@dataclass
+class Segment:
+    """What some runs gave: their keys, the checkpoints they were trained to, and the measured
+    columns (each ``len(keys) * len(checkpoints)`` values, run-major)."""
+
+    keys: np.ndarray
+    checkpoints: tuple[int, ...]
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> None:
+    """Write a segment, atomically.
+
+    Layout: MAGIC, the 32-byte sha256 of the rest, the header's length (8 bytes, little-endian),
+    the header (JSON: schema, engine, stream, checkpoints, runs, and each column's name and
+    dtype), the keys (uint64), then each column's values, one after the other.
+    """
+    columns = [(name, np.ascontiguousarray(values)) for name, values in segment.columns.items()]
+    header = json.dumps({
+        "schema": SCHEMA_VERSION, "engine": engine, "stream": stream, "checkpoints": list(segment.checkpoints),
+        "runs": len(segment), "columns": [[name, values.dtype.str] for name, values in columns],
+    }, sort_keys=True).encode()
+    parts = [struct.pack("<Q", len(header)), header, np.ascontiguousarray(segment.keys, dtype="<u8").tobytes()]
+    parts += [memoryview(values).cast("B") for _, values in columns]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC)
+            f.write(digest.digest())
+            for part in parts:
+                f.write(part)
+
+    atomic_write(path, write)
+
+
+@dataclass
+class _Head:
+    """A segment file's header, its keys, and where each column's values start."""
+
+    path: Path
+    checkpoints: tuple[int, ...]
+    keys: np.ndarray
+    columns: dict[str, tuple[np.dtype, int]]  # name -> (dtype, byte offset in the file)
+
+
+def read_segment_head(path: Path, *, engine: str, stream: str) -> _Head | None:
+    """A segment's header and keys, once its digest is checked; None for a file that is
+    truncated, damaged, not a segment, or of another schema, engine or stream."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC)) != MAGIC:
+                return None
+            expected = f.read(32)
+            digest = hashlib.sha256()
+            while piece := f.read(_HASH_PIECE):
+                digest.update(piece)
+            if digest.digest() != expected:
+                return None
+            at = len(MAGIC) + 32
+            f.seek(at)
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+            if (header["schema"], header["engine"], header["stream"]) != (SCHEMA_VERSION, engine, stream):
+                return None
+            runs, C = int(header["runs"]), len(header["checkpoints"])
+            keys = np.frombuffer(f.read(8 * runs), dtype="<u8").astype(np.uint64)
+        offset = at + 8 + size + 8 * runs
+        columns = {}
+        for name, dtype in header["columns"]:
+            dtype = np.dtype(dtype)
+            columns[name] = (dtype, offset)
+            offset += runs * C * dtype.itemsize
+        return _Head(path, tuple(int(c) for c in header["checkpoints"]), keys, columns)
+    except Exception:  # an unreadable or foreign file is recomputed, whatever broke in reading it
+        return None
+
+
+class RunStore:
+    """Finished runs by key: segment files in ``folder``, or segments in memory (``folder=None``).
+
+    Parameters
+    ----------
+    folder : Path or None
+        Where segments are kept (made on the first :meth:`add`). Segments already there are
+        read (their headers and keys, each file's digest checked) and those of this ``engine``
+        and ``stream`` whose checkpoints include ``checkpoints`` serve lookups.
+    checkpoints : sequence of int
+        The checkpoints the table is assembled at (epoch 0 included).
+    read : bool, default=True
+        Whether to read the segments already in ``folder`` (False: start from none; see
+        :meth:`clear` to remove them).
+    """
+
+    def __init__(self, folder: Path | None, *, engine: str, stream: str, checkpoints: Sequence[int],
+                 read: bool = True) -> None:
+        self.folder, self.engine, self.stream = folder, engine, stream
+        self.checkpoints = tuple(int(c) for c in checkpoints)
+        self._sources: list[_Head | Segment] = []
+        self._keys: list[np.ndarray] = []
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if read and folder is not None and folder.is_dir():
+            for path in sorted(folder.glob(f"*{SUFFIX}")):
+                head = read_segment_head(path, engine=engine, stream=stream)
+                if head is not None and set(self.checkpoints) <= set(head.checkpoints):
+                    self._append(head)
+
+    def _append(self, source: _Head | Segment) -> None:
+        self._sources.append(source)
+        self._keys.append(source.keys)
+        self._index = None
+
+    def add(self, segment: Segment, name: str) -> None:
+        """Keep a finished chunk's runs (on disk as ``name`` + SUFFIX, when the store has a folder)."""
+        if self.folder is None:
+            self._append(segment)
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{name}{SUFFIX}"
+        save_segment(path, segment, engine=self.engine, stream=self.stream)
+        self._append(_Head(path, tuple(segment.checkpoints), np.asarray(segment.keys, dtype=np.uint64),
+                           _layout(segment, path)))
+
+    def clear(self) -> None:
+        """Forget every run, and remove the segment files (and temporary files of a killed write)."""
+        if self.folder is not None and self.folder.is_dir():
+            for path in self.folder.iterdir():
+                if path.name.endswith(SUFFIX) or path.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+        self._sources, self._keys, self._index = [], [], None
+
+    def __len__(self) -> int:
+        """Runs held (a run kept twice counts once)."""
+        return len(self._lookup()[0])
+
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted distinct keys, the source of each, its position there). A run kept in two
+        segments is taken from the later one."""
+        if self._index is None:
+            if not self._keys:
+                empty = np.empty(0, dtype=np.int64)
+                self._index = (np.empty(0, dtype=np.uint64), empty, empty)
+            else:
+                keys = np.concatenate(self._keys)
+                source = np.repeat(np.arange(len(self._keys)), [len(k) for k in self._keys])
+                position = np.concatenate([np.arange(len(k)) for k in self._keys])
+                order = np.argsort(keys, kind="stable")  # stable: a key's later copies come last
+                keys, source, position = keys[order], source[order], position[order]
+                last = np.append(keys[1:] != keys[:-1], True)
+                self._index = (keys[last], source[last], position[last])
+        return self._index
+
+    def has(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each key's run is held (a boolean array)."""
+        stored = self._lookup()[0]
+        if len(stored) == 0:
+            return np.zeros(len(keys), dtype=bool)
+        at = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
+        return stored[at] == keys
+
+    def gather(self, keys: np.ndarray) -> dict[str, np.ndarray]:
+        """The measured columns of the given runs (all held), ``len(keys) * C`` values each,
+        run-major, at the store's checkpoints."""
+        stored, source, position = self._lookup()
+        at = np.searchsorted(stored, keys)
+        if len(keys) and (at.max(initial=0) >= len(stored) or not np.array_equal(stored[at], keys)):
+            raise KeyError("gather: some runs are not in the store")
+        src, pos = source[at], position[at]
+        C = len(self.checkpoints)
+        out: dict[str, np.ndarray] = {}
+        for s in np.unique(src):
+            rows = np.flatnonzero(src == s)
+            for name, values in self._read(self._sources[s], pos[rows]).items():
+                if name not in out:
+                    out[name] = np.empty(len(keys) * C, dtype=values.dtype)
+                out[name].reshape(len(keys), C)[rows] = values.reshape(len(rows), C)
+        return out
+
+    def _read(self, source: _Head | Segment, pos: np.ndarray) -> dict[str, np.ndarray]:
+        """The store's checkpoints of the runs at ``pos`` in one source, as flat columns."""
+        have = source.checkpoints
+        Cs = len(have)
+        pick = np.array([have.index(c) for c in self.checkpoints])
+        if isinstance(source, Segment):
+            rows = (pos[:, None] * Cs + pick).ravel()
+            return {name: values[rows] for name, values in source.columns.items()}
+        # From the file: for each column, the span of rows from the first run asked to the
+        # last, read at once (runs of a block are mostly neighbours in a segment).
+        lo, hi = int(pos.min()), int(pos.max()) + 1
+        rows = ((pos - lo)[:, None] * Cs + pick).ravel()
+        out = {}
+        fd = os.open(source.path, os.O_RDONLY)
+        try:
+            for name, (dtype, offset) in source.columns.items():
+                start, count = offset + lo * Cs * dtype.itemsize, (hi - lo) * Cs
+                raw = os.pread(fd, count * dtype.itemsize, start)
+                if len(raw) != count * dtype.itemsize:
+                    raise OSError(f"{source.path} was truncated while the table was assembled")
+                out[name] = np.frombuffer(raw, dtype=dtype)[rows]
+        finally:
+            os.close(fd)
+        return out
+
+
+def _layout(segment: Segment, path: Path) -> dict[str, tuple[np.dtype, int]]:
+    """Where each column of a segment just written starts in its file (see save_segment)."""
+    with open(path, "rb") as f:
+        f.seek(len(MAGIC) + 32)
+        (size,) = struct.unpack("<Q", f.read(8))
+    offset = len(MAGIC) + 32 + 8 + size + 8 * len(segment)
+    layout = {}
+    for name, values in segment.columns.items():
+        layout[name] = (values.dtype, offset)
+        offset += values.size * values.dtype.itemsize
+    return layout
+
+
+def _coordinates(plan: Plan, runs: dict[str, np.ndarray], checkpoints: Sequence[int]) -> dict[str, Any]:
+    """The coordinate columns of the given runs (Plan.runs_at), one row per run per checkpoint."""
+    g, C = plan.grid, len(checkpoints)
+    cols: dict[str, Any] = {}
+    for axis in AXES:
+        if axis == "epoch":
+            cols[axis] = np.tile(np.asarray(checkpoints, dtype=np.int64), len(runs["index"]))
+        elif axis in STRING_AXES:
+            # Categories in the grid's order, the same in every block of a table.
+            categories = list(getattr(g, axis))
+            codes = pd.Categorical(runs[axis], categories=categories).codes
+            cols[axis] = pd.Categorical.from_codes(np.repeat(codes, C), categories=categories)
+        else:
+            cols[axis] = np.repeat(runs[axis], C)
+    cols["replicate"] = np.repeat(runs["replicate"], C)
+    cols["seed"] = np.repeat(runs["seed"], C)
+    return cols
+
+
+#: Rows of a block of the table as it is assembled and written.
+BLOCK_ROWS = ROW_GROUP_ROWS
+
+
+def table_blocks(plan: Plan, store: RunStore, *, only_held: bool = False,
+                 block_rows: int = BLOCK_ROWS) -> Iterator[pd.DataFrame]:
+    """The table of the plan's grid, in the grid's order (run, then checkpoint), as DataFrames of
+    at most about ``block_rows`` rows. Every run must be held, or with ``only_held`` the runs
+    that are not are left out (a partial table)."""
+    C = len(store.checkpoints)
+    per = max(1, block_rows // C)
+    for start in range(0, plan.n_runs, per):
+        runs = plan.runs_at(np.arange(start, min(start + per, plan.n_runs)))
+        if only_held:
+            held = store.has(runs["key"])
+            if not held.all():
+                runs = {name: values[held] for name, values in runs.items()}
+            if len(runs["key"]) == 0:
+                continue
+        cols = _coordinates(plan, runs, store.checkpoints)
+        cols.update(store.gather(runs["key"]))
+        yield pd.DataFrame(cols, copy=False)
+
+
+def table_frame(plan: Plan, store: RunStore, *, only_held: bool = False) -> pd.DataFrame | None:
+    """The whole table as one DataFrame (None when no run is held): the blocks of
+    :func:`table_blocks` copied into columns of the table's length."""
+    blocks = table_blocks(plan, store, only_held=only_held)
+    if only_held:
+        held = list(blocks)
+        return pd.concat(held, ignore_index=True) if held else None
+    first = next(blocks, None)
+    if first is None:
+        return None
+    total = plan.n_runs * len(store.checkpoints)
+    if len(first) == total:
+        return first
+    columns: dict[str, Any] = {}
+    for name in first.columns:
+        col = first[name]
+        categorical = isinstance(col.dtype, pd.CategoricalDtype)
+        columns[name] = np.empty(total, dtype=col.cat.codes.dtype if categorical else col.dtype)
+    at = 0
+    for block in (first, *blocks):
+        n = len(block)
+        for name, out in columns.items():
+            col = block[name]
+            out[at : at + n] = col.cat.codes if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()
+        at += n
+    for name in first.columns:
+        if isinstance(first[name].dtype, pd.CategoricalDtype):
+            columns[name] = pd.Categorical.from_codes(columns[name], dtype=first[name].dtype)
+    return pd.DataFrame(columns, copy=False)

@@ -1,0 +1,86 @@
+"""Local dispatch: tasks, one torch thread each, workers that pay, chunks split on CUDA OOM."""
+
+from __future__ import annotations
+
+import joblib
+import numpy as np
+
+from study.dispatch import Task, split_on_oom, local_device, train_chunk, worker_count
+from study.engine import estimated_seconds
+from study.grid import Grid
+from study.plan import Plan
+from study.results import metric_columns
+from study.runner import plan_grid
+
+
+def test_a_chunk_out_of_gpu_memory_is_split_and_gives_the_same_numbers(monkeypatch):
+    """CUDA out-of-memory is simulated: any chunk of more than 4 runs raises it. The chunk is cut
+    in halves between streams until the halves fit, and the numbers are the unsplit chunk's."""
+    import torch
+
+    from study import engine
+
+    grid = Grid(num_train=[30], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[2], replicates=5)
+    chunk = next(Plan(grid, lambda *_: 10**6).chunks())
+    assert len(chunk) == 20
+    whole = engine.train_batched(chunk, grid.checkpoints)
+    sizes = []
+
+    def small_memory(runs, checkpoints, device="cpu"):
+        sizes.append(len(runs))
+        if len(runs) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return engine.train_batched(runs, checkpoints, device)
+
+    split = split_on_oom(small_memory, chunk, grid.checkpoints, "cpu")
+    assert max(sizes) == 20 and [s for s in sizes if s <= 4] and all(s % 4 == 0 for s in sizes)  # whole streams
+    for field in ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b", "ols_w", "ols_b"):
+        np.testing.assert_array_equal(getattr(split, field), getattr(whole, field))
+
+
+def test_auto_on_a_dask_worker_is_its_own_device():
+    assert local_device("cpu") == "cpu"
+    assert local_device("auto") == ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+
+
+def test_workers_never_outnumber_the_cores():
+    plan = plan_grid(Grid(num_train=[10_000], replicates=4000, epoch=[20]))
+    chunks = plan.specs
+    work = [plan.seconds(spec, estimated_seconds) for spec in chunks]
+    cores = joblib.cpu_count()
+    assert len(chunks) > cores
+    for n_jobs in (-1, 1, cores, cores + 1, 64):
+        assert 1 <= worker_count(n_jobs, ["cpu"], work) <= cores
+    assert worker_count(-1, ["cpu"], work) == cores  # a big grid takes every core
+    assert worker_count(-1, ["cpu"], [0.1, 0.2]) == 1  # a second's work stays in this process
+
+
+def test_a_task_trains_its_runs_and_returns_their_keys_and_measures():
+    grid = Grid(num_train=[30], lr=[0.01, 0.1], epoch=[2], replicates=3)
+    plan = Plan(grid, lambda *_: 10**6)
+    whole = plan.chunk(plan.specs[0])
+    rows = np.array([1, 4])
+    task = Task(7, plan.specs[0], rows, 2, 0.0)
+    n, segment, reason = train_chunk(task.chunk(plan), grid.checkpoints, "batched", "cpu", task.n)
+    assert (n, reason) == (7, None)
+    np.testing.assert_array_equal(segment.keys, whole.key[rows])
+    assert segment.checkpoints == (0, 2)
+    from study.engine import train_batched
+
+    expected = metric_columns(train_batched(whole.take(rows), grid.checkpoints), 2)
+    assert list(segment.columns) == list(expected)
+    for name in expected:
+        np.testing.assert_array_equal(segment.columns[name], expected[name])
+
+
+def test_a_task_that_raises_gives_its_reason_in_one_line(monkeypatch):
+    import study.engine
+
+    def broken(runs, checkpoints, device="cpu"):
+        raise MemoryError("cannot\nallocate")
+
+    monkeypatch.setattr(study.engine, "train_batched", broken)
+    grid = Grid(num_train=[30], epoch=[1])
+    plan = Plan(grid, lambda *_: 10**6)
+    assert train_chunk(plan.chunk(plan.specs[0]), grid.checkpoints, "batched", "cpu", 3) == (
+        3, None, "MemoryError: cannot allocate")
