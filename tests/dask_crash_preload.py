@@ -1,4 +1,4 @@
-"""A Dask worker preload for tests/test_dask.py: a faulty worker. It dies whenever it trains a
+"""A Dask worker preload for tests/test_cluster.py: a faulty worker. It dies whenever it trains a
 chunk of ``num_train == CRASH_NUM_TRAIN``, as the kernel's OOM killer would kill it (SIGKILL, no
 cleanup), and hangs (for an hour) in a chunk of ``num_train == HANG_NUM_TRAIN``.
 

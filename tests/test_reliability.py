@@ -1,7 +1,7 @@
 """Faults a run must survive on one machine: a chunk that fails, damaged chunk files, Ctrl-C,
 outputs that cannot be written, leftovers (processes, temporary files), oversubscription, and
 malformed input of every kind (property-based). The SIGKILL/resume case lives in test_runner.py,
-the Dask cluster cases in test_dask.py."""
+the Dask cluster cases in test_cluster.py."""
 
 from __future__ import annotations
 
@@ -400,7 +400,7 @@ _RUN_OPTIONS = {
     "--jobs": ["-1", "1", "0", "-2", "x", "1.5"],
     "--device": ["auto", "cpu", "cuda", "cuda:0", "tpu", ""],
     "--engine": ["batched", "reference", "warp"],
-    "--backend": ["loky", "sequential", "threading", "multiprocessing", "ray"],  # dask: see test_dask.py
+    "--backend": ["loky", "sequential", "threading", "multiprocessing", "ray"],  # dask: see test_cluster.py
     "--scheduler": ["tcp://127.0.0.1:8786", "127.0.0.1:0", "nowhere", "x.json", ""],
     "--chunk-timeout": ["5", "0", "-1", "nan", "inf", "soon"],
     "--chunk-size": ["1", "0", "x"],
