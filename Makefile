@@ -27,6 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_engines.py
 	$(BIN)/python benchmarks/bench_peers.py
+	$(BIN)/python benchmarks/bench_store.py parquet
+	$(BIN)/python benchmarks/bench_store.py grow
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -111,25 +111,58 @@ def _build_parser() -> _Parser:
                      help="print the runs, rows, chunks, devices, an estimate of the time and the CSV's size; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
-    table = sub.add_parser("table", help="per-cell summary of a results CSV")
-    table.add_argument("csv", type=Path)
-    table.add_argument("--by", help="comma-separated columns that define a cell (default: the axes that vary)")
-    table.add_argument("--out", type=Path, help="write the full summary (all statistics) to this .csv or .parquet")
+    table = sub.add_parser("table", help="per-cell summary of a results table (or its diverged runs)",
+                           description="Per cell: runs, diverged runs, data streams, and the median of each error "
+                           "(--out: mean, median, 10% and 90% too). It says which epoch it shows and which axes a "
+                           "cell pools over. SGD's errors leave diverged runs out; least squares uses every run, "
+                           "once per data stream. " + _FOLDER_RULE)
+    table.add_argument("table", type=Path, metavar="TABLE", help="a results table (.csv or .parquet)")
+    table.add_argument("--by", metavar="COLS",
+                       help="comma-separated columns that define a cell (default: the axes that vary, and epoch)")
+    table.add_argument("--epoch", type=int, metavar="E",
+                       help="the checkpoint shown (default: every checkpoint when epoch is among --by, else each "
+                            "run's last)")
+    table.add_argument("--where", action="append", metavar="KEY=VALUE",
+                       help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
+    table.add_argument("--diverged", action="store_true",
+                       help="list the runs that diverged (by --epoch, default by the last), with their cells")
+    table.add_argument("--out", type=Path, metavar="PATH",
+                       help="write the whole table (every statistic) to this .csv or .parquet")
 
-    exercises = sub.add_parser("exercises", help="answer the section's five exercises: tables, figures, answers")
+    exercises = sub.add_parser("exercises", help="answer the section's five exercises: tables, figures, answers",
+                               description="Runs each exercise's grid (experiments/exN_*.toml) and writes under "
+                               "--out-dir: results/ (summary CSVs and answers.md), results/raw/ (the raw tables) "
+                               "and figures/ (PNG and SVG). " + _FOLDER_RULE)
     exercises.add_argument("--quick", action="store_true", help="smaller grids, in seconds (into exercises-quick/)")
-    exercises.add_argument("--only", help="comma-separated exercise numbers (default: all five)")
-    exercises.add_argument("--out-dir", type=Path, help="where results/ and figures/ go (default: '.', or exercises-quick/)")
+    exercises.add_argument("--only", metavar="N,N", help="comma-separated exercise numbers (default: all five)")
+    exercises.add_argument("--out-dir", type=Path, metavar="DIR",
+                           help="where results/ and figures/ go (default: '.', or exercises-quick/ with --quick)")
     exercises.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: as many as pay off)")
     exercises.add_argument("--quiet", action="store_true", help="no progress bars, no report")
 
-    plot = sub.add_parser("plot", help="draw a figure from a results CSV (PNG and SVG)")
-    plot.add_argument("csv", type=Path)
-    plot.add_argument("--figure", required=True, help="error-vs-num_train | error-vs-epoch | error-vs-lr | heatmap, or an "
-                      "exercise's figure (ex1_reduction, ..., ex5_data_size) drawn from its raw table")
-    plot.add_argument("--y", default="w_err_norm", help="the error column to draw (default: w_err_norm)")
-    plot.add_argument("--hue", help="the column whose values get one line each (default: the first axis that varies)")
-    plot.add_argument("--out", type=Path, help="PNG path, an SVG is written beside it (default: figures/CSVSTEM_FIGURE.png)")
+    plot = sub.add_parser("plot", help="draw a figure from a results table (PNG, SVG or PDF)",
+                          description="A median line over the runs of each point with a 10-90% band, on log axes, "
+                          "one line per --hue (and --style) value, one panel per --col and --row value. An axis of "
+                          "the table that varies but is neither on the figure nor fixed by --where is refused, "
+                          "never pooled; --epoch picks the checkpoint (default: the last) unless epoch is on the "
+                          "figure. The named figures put axes that vary on hue, then col, then row, and say so in "
+                          "their title. Dashed lines are theory (study.theory), drawn where it holds: least squares "
+                          "for Gaussian noise, the noise floor of SGD on the squared loss. " + _FOLDER_RULE)
+    plot.add_argument("table", type=Path, metavar="TABLE", help="a results table (.csv or .parquet)")
+    what = plot.add_mutually_exclusive_group()
+    what.add_argument("--figure", metavar="NAME", help="error-vs-num_train | error-vs-epoch | error-vs-lr | heatmap, or "
+                      "an exercise's figure (ex1_reduction, ..., ex5_data_size) drawn from its raw table")
+    what.add_argument("--x", metavar="X", help="the column on the x axis (instead of --figure)")
+    plot.add_argument("--y", metavar="Y", help="the error column drawn (default: w_err_norm)")
+    for role, says in (("hue", "one colour"), ("style", "one marker"), ("col", "one column of panels"),
+                       ("row", "one row of panels")):
+        plot.add_argument(f"--{role}", metavar="COL", help=f"the column whose values get {says} each")
+    plot.add_argument("--where", action="append", metavar="KEY=VALUE",
+                      help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
+    plot.add_argument("--epoch", type=int, metavar="E", help="the checkpoint shown (default: the last)")
+    plot.add_argument("--out", type=Path, metavar="PATH",
+                      help="the figure, PNG, SVG or PDF by its extension; only that file is written "
+                           "(default: figures/TABLESTEM_NAME.png)")
 
     demo = sub.add_parser("demo", help="the seed's own example: lr 0.03, 3 epochs, w=[2, -3.4], b=4.2")
     demo.add_argument("--seed", type=int, default=0)
@@ -153,7 +186,6 @@ _RUN_FLAGS = {"out": "--out", "n_jobs": "--jobs", "device": "--device", "engine"
 def _cmd_run(args: argparse.Namespace) -> int:
     import math
 
-    from ._checks import check_output
     from .grid import load_grid
     from .vocabulary import RUN_AXES
 
@@ -167,20 +199,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if out is None:
             # raw tables go to results/raw/ (git-ignored), clear of the exercises' committed summaries
             out = Path("results") / "raw" / f"{grid.name}.{'parquet' if rows > CSV_MAX_ROWS else 'csv'}"
-        out = _flagged(check_output, out, where="option of study run")
+        out, folders = _output_path(out, "--out", (".csv", ".parquet"), default=args.out is None)
     for warning in caught:
         _one_line_warning(warning.message, warning.category, warning.filename, warning.lineno)
     from .runner import ChunksFailed, plan_summary, run_grid, store_path
 
     if args.dry_run or not args.quiet:
         print(_flagged(plan_summary, grid, n_jobs=args.jobs, device=args.device, engine=args.engine,
-                       backend=args.backend, chunk_size=args.chunk_size), flush=True)
+                       backend=args.backend, chunk_size=args.chunk_size, out=out), flush=True)
         if args.out is None and rows > CSV_MAX_ROWS:
             print(f"writing Parquet: {rows:,} rows are too many for a CSV (--out NAME.csv to have one anyway)")
         if args.dry_run:
             return EXIT_OK
     store = store_path(out)
     try:
+        # run_grid makes the output's folders (those _output_path allowed) once its arguments pass.
         df = _flagged(run_grid, grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
                       backend=args.backend, resume=not args.fresh, progress=not args.quiet,
                       chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
@@ -192,13 +225,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"study: failed: ... and {len(err.failures) - _MAX_FAILURES_SHOWN} more chunks "
                   f"(all listed in {out.stem}.partial.meta.json)", file=sys.stderr)
         print(f"study: failed: {err}", file=sys.stderr)
+        _created(folders)
         return EXIT_FAILURE
     except KeyboardInterrupt as err:
+        _created(folders)
         kept = len(list(store.glob("*.runs"))) if store.is_dir() else 0
         what, status = _stopped(err)
         print(f"study: {what}; {kept} finished chunks are kept in {store}; run the same command again to resume",
               file=sys.stderr)
         return status
+    _created(folders)
     if not args.quiet:
         import json
 
@@ -216,6 +252,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _created(folders: Sequence[Path]) -> None:
+    """Name the folders a run made for its output, as _make_folders does for the other commands."""
+    for folder in folders:
+        if folder.is_dir():
+            print(f"study: created folder {folder}", file=sys.stderr)
+
+
 def _flagged(function, *args, **kwargs):
     """function(*args, **kwargs), with a refusal of one of run_grid's parameters worded as the
     flag of `study run` the user typed (--jobs, not n_jobs)."""
@@ -231,40 +274,218 @@ def _flagged(function, *args, **kwargs):
         raise
 
 
-def _print_medians(summary) -> None:
+#: The one rule for output folders, in every command (and in its --help).
+_FOLDER_RULE = ("Outputs: a path you give must lie in a folder that exists, or in one new folder inside an existing "
+                "one, which is created; a default output's folders (results/, results/raw/, figures/) are created "
+                "as needed. Each folder created is named on stderr; anything else is refused before any work.")
+
+
+def _output_path(path: Path, flag: str, suffixes: Sequence[str], *, default: bool = False) -> tuple[Path, list[Path]]:
+    """Check an output path before any work, by the folder rule (_FOLDER_RULE); return it and
+    the folders to create for it, outermost first (create them with _make_folders when writing).
+
+    ``suffixes``: the extensions allowed, or () for a folder (--out-dir). ``default``: the
+    command chose the path, so its missing folders are the command's layout.
+    """
+    import os
+    import tempfile
+
+    def refuse(allowed: str) -> None:
+        raise ValueError(f"The {flag!r} option must be {allowed}. Got {str(path)!r} instead.")
+
+    if suffixes and path.suffix.lower() not in suffixes:
+        refuse(f"a path ending in {', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1
+               else f"a path ending in {suffixes[0]}")
+    try:
+        folder = path if not suffixes else path.parent
+        if suffixes and path.is_dir():
+            refuse("a file path, not a folder")
+        if not suffixes and path.exists() and not path.is_dir():
+            refuse("a folder, not a file")
+        missing = []
+        existing = folder
+        while not existing.exists():
+            missing.append(existing)
+            if existing.parent == existing:
+                break
+            existing = existing.parent
+        if len(missing) > 1 and not default:
+            refuse(f"a path in an existing folder, or in one new folder inside an existing one (neither "
+                   f"{str(missing[0])!r} nor {str(missing[-1])!r} exists)")
+        if not existing.is_dir():
+            refuse(f"a path in a folder ({str(existing)!r} is a file)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            refuse(f"a path in a folder that can be written ({str(existing)!r} cannot be)")
+        if suffixes and path.exists() and not os.access(path, os.W_OK):
+            refuse("a file that can be written")
+        # what permission bits do not say (a read-only file system): a probe file, removed at once
+        fd, probe = tempfile.mkstemp(prefix=".study-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        refuse(f"a path that can be written ({err.strerror or err})")
+    return path, list(reversed(missing))
+
+
+def _make_folders(folders: Sequence[Path]) -> None:
+    for folder in folders:
+        if not folder.is_dir():
+            folder.mkdir()
+            print(f"study: created folder {folder}", file=sys.stderr)
+
+
+#: How table, plot and exercises name their functions' parameters: by the flags the user typed.
+_TABLE_FLAGS = {"by": "--by", "epoch": "--epoch", "where": "--where", "out": "--out"}
+_PLOT_FLAGS = {"figure": "--figure", "x": "--x", "y": "--y", "value": "--y", "hue": "--hue", "style": "--style",
+               "col": "--col", "row": "--row", "where": "--where", "epoch": "--epoch", "out": "--out"}
+_EXERCISES_FLAGS = {"numbers": "--only", "out_dir": "--out-dir"}
+
+
+@contextlib.contextmanager
+def _in_flags(flags: dict[str, str], *, roles: bool = True):
+    """Refusals of the library, reworded with the flags of the command: a ParameterError names
+    the flag in place of the parameter, a PoolingError the flags that place or fix an axis."""
+    from .results import ParameterError, PoolingError, describe_axes, format_value
+
+    try:
+        yield
+    except ParameterError as err:
+        if err.name not in flags:
+            raise
+        raise ValueError(err.as_option(flags[err.name])) from None
+    except PoolingError as err:
+        fix = " ".join(f"--where {axis}={format_value(values[0])}" for axis, values in err.axes.items())
+        place = "put them on the figure (--hue/--style/--col/--row) or " if roles else ""
+        raise ValueError(f"the table varies in {describe_axes(err.axes)}; {place}fix them ({fix})") from None
+
+
+def _columns_line(frame, width: int, keep: int):
+    """The columns of frame that fit ``width`` characters (at least the first ``keep``), and
+    those left out."""
+    columns, dropped = list(frame.columns), []
+    sample = frame if len(frame) <= 400 else frame.iloc[list(range(200)) + list(range(len(frame) - 200, len(frame)))]
+    while len(columns) > keep and _rendered_width(sample[columns]) > width:
+        dropped.insert(0, columns.pop())
+    return columns, dropped
+
+
+def _rendered_width(frame) -> int:
+    return max(len(line) for line in _render(frame).splitlines()) if len(frame.columns) else 0
+
+
+def _render(frame) -> str:
     import pandas as pd
 
-    cols = [c for c in summary.columns if not c.endswith(("_mean", "_q10", "_q90"))]
-    with pd.option_context("display.max_rows", 60, "display.width", 160, "display.float_format", "{:.3g}".format):
-        print(summary[cols].to_string(index=False))
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 10_000,
+                           "display.max_colwidth", 60, "display.float_format", "{:.3g}".format):
+        return frame.to_string(index=False)
+
+
+def _say(text: str) -> None:
+    """Print a line of text, wrapped to the terminal's width."""
+    import shutil
+    import textwrap
+
+    print(textwrap.fill(text, shutil.get_terminal_size((100, 24)).columns))
+
+
+def _print_fitting(frame, keep: int) -> None:
+    """Print a table as wide as the terminal (shutil.get_terminal_size): columns from the right
+    are left out, and named, until it fits; the first ``keep`` always stay."""
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    columns, dropped = _columns_line(frame, width, keep)
+    print(_render(frame[columns]))
+    if dropped:
+        print(textwrap.fill(f"({len(dropped)} columns left out to fit {width} characters: {', '.join(dropped)}; "
+                            "--out FILE writes every column)", width))
+
+
+#: The medians `study table` prints, in the order they are left out last to first.
+_PRINTED = ("count", "diverged", "streams", "w_err_norm_median", "ols_w_err_norm_median", "b_err_abs_median",
+            "gap_w_norm_median", "ols_b_err_abs_median", "val_mse_median")
+
+
+def _print_medians(summary) -> None:
+    """A summary's cells, counts and medians (the other statistics go to --out), fitted to the
+    terminal; its pooled_over column is said once, above it, by the callers."""
+    cells = [c for c in summary.columns if c not in _PRINTED and not c.endswith(("_mean", "_median", "_q10", "_q90"))
+             and c != "pooled_over"]
+    columns = [*cells, *[c for c in _PRINTED if c in summary.columns]]
+    _print_fitting(summary[columns], keep=min(len(columns), len(cells) + 4))
+
+
+def _where_text(where: dict) -> str:
+    from .results import values_text
+
+    return ", ".join(f"{k} = {values_text(v)}" for k, v in where.items())
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from ._checks import check_output
-    from .results import read_results, summarize, write_table
+    with _in_flags(_TABLE_FLAGS):
+        from .results import (ParameterError, describe_axes, diverged_runs, parse_where, read_results, select,
+                              summarize, write_table)
+        from .vocabulary import RUN_AXES
 
-    df = read_results(args.csv)
-    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
-    summary = summarize(df, by=by)
-    if args.out:
-        write_table(summary, check_output(args.out))
-    _print_medians(summary)
+        out, folders = _output_path(args.out, "--out", (".csv", ".parquet")) if args.out else (None, [])
+        df = read_results(args.table)
+        where = parse_where(df, args.where or [], where="option")
+        rows = select(df, where)
+        by = None
+        if args.by is not None:
+            by = [c.strip() for c in args.by.split(",") if c.strip()]
+            if not by or args.diverged:
+                raise ParameterError("by", "option", "column names separated by commas, and left out with --diverged"
+                                     if args.diverged else "column names separated by commas", args.by)
+        fixed = f"; where {_where_text(where)}" if where else ""
+        if args.diverged:
+            table = diverged_runs(rows, epoch=args.epoch)
+            runs = len(rows[[a for a in RUN_AXES if a in rows] + ["replicate", "seed"]].drop_duplicates())
+            by_when = f"by epoch {args.epoch}" if args.epoch is not None else "by each run's last checkpoint"
+            _say(f"{len(table)} of {runs} runs diverged {by_when}{fixed}")
+        else:
+            table = summarize(rows, by=by, epoch=args.epoch)
+            pooled = table.attrs["pooled"]
+            _say(f"{table.attrs['epoch']}; cells by {', '.join(table.attrs['by'])}{fixed}; "
+                 + (f"pooled over {describe_axes(pooled)}" if pooled else "nothing pooled"))
+            _say("count: runs; SGD's medians leave out the diverged runs; least squares (ols_*) uses every run, "
+                 "once per data stream (streams)")
+    if out is not None:
+        _make_folders(folders)
+        write_table(table, out)
+    if args.diverged:
+        if len(table):
+            _print_fitting(table, keep=min(len(table.columns), 3))
+    else:
+        _print_medians(table)
+    if out is not None:
+        print(f"wrote {out}")
     return EXIT_OK
 
 
 def _cmd_exercises(args: argparse.Namespace) -> int:
     import time
 
-    from .exercises import STUDIES, run_exercises
+    with _in_flags(_EXERCISES_FLAGS):
+        from .exercises import LAYOUT, check_numbers
 
-    numbers = None
-    if args.only:
-        try:
-            numbers = [int(n) for n in args.only.split(",") if n.strip()]
-        except ValueError:
-            raise ValueError(f"The '--only' option must be comma-separated numbers among {sorted(STUDIES)}. "
-                             f"Got {args.only!r} instead.") from None
-    out_dir = args.out_dir or Path("exercises-quick" if args.quick else ".")
+        numbers = None
+        if args.only:
+            try:
+                numbers = [int(n) for n in args.only.split(",") if n.strip()]
+            except ValueError:
+                numbers = None
+            if not numbers:
+                raise ValueError(f"The '--only' option must be exercise numbers separated by commas (e.g. 1,5). "
+                                 f"Got {args.only!r} instead.")
+            check_numbers(numbers)
+        out_dir = args.out_dir or Path("exercises-quick" if args.quick else ".")
+        out_dir, folders = _output_path(out_dir, "--out-dir", (), default=args.out_dir is None)
+    from .exercises import run_exercises
+
+    _make_folders([*folders, out_dir, *(out_dir / f for f in LAYOUT)])
     started = time.perf_counter()
     run_exercises(numbers, quick=args.quick, out_dir=out_dir, n_jobs=args.jobs, progress=not args.quiet,
                   log=(lambda _: None) if args.quiet else print)
@@ -274,16 +495,32 @@ def _cmd_exercises(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from .exercises import draw_figure, figure_names
-    from .plots import save_figure
-    from .results import read_results
+    exercise = args.figure is not None and not args.figure.startswith(("error-vs-", "heatmap"))
+    with _in_flags(_PLOT_FLAGS, roles=not exercise):
+        from .exercises import draw_figure, draw_xy, figure_names
+        from .plots import FIGURE_FORMATS, check_roles, save_figure
+        from .results import ParameterError, read_results, select, parse_where
 
-    if args.figure not in figure_names():
-        raise ValueError(f"The '--figure' option must be one of {figure_names()}. Got {args.figure!r} instead.")
-    out = args.out or Path("figures") / f"{args.csv.stem}_{args.figure}.png"
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"The '--out' option must be a path ending in .png. Got {str(out)!r} instead.")
-    fig = draw_figure(read_results(args.csv), args.figure, y=args.y, hue=args.hue)
+        if args.figure is None and args.x is None:
+            raise ValueError("The '--figure' or '--x' option must be given: a named figure, or the x axis of "
+                             "your own (with --y, default w_err_norm). Got neither.")
+        if args.figure is not None and args.figure not in figure_names():
+            raise ParameterError("figure", "option", f"one of {figure_names()}", args.figure)
+        y = args.y or "w_err_norm"
+        df = read_results(args.table)
+        where = parse_where(df, args.where or [], where="option")
+        rows = select(df, where)
+        roles = {"hue": args.hue, "style": args.style, "col": args.col, "row": args.row}
+        # Every figure's roles, named ones' too: a role that is not one column is refused here.
+        check_roles(rows, where="option", x=args.x, y=None if exercise else y, **roles)
+        name = args.figure or f"{y}-vs-{args.x}"
+        out = args.out or Path("figures") / f"{args.table.stem}_{name}.png"
+        out, folders = _output_path(out, "--out", FIGURE_FORMATS, default=args.out is None)
+        if args.figure is not None:
+            fig = draw_figure(rows, args.figure, y=y, **roles, epoch=args.epoch, fixed=where)
+        else:
+            fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where)
+    _make_folders(folders)
     written = save_figure(fig, out)
     print("wrote " + " and ".join(map(str, written)))
     return EXIT_OK

@@ -2,17 +2,19 @@
 
 Each study reads its grid from ``experiments/<name>.toml``, runs it with :func:`run_grid`
 (the raw table goes to ``results/raw/<name>.csv``, git-ignored), and writes its summary tables
-to ``results/``, its figures to ``figures/`` (PNG and SVG), and its answer, with the numbers
-measured, to ``results/answers.md``. ``quick=True`` shrinks every grid (fewer replicates,
-sizes and epochs) for a preview in seconds.
+to ``results/``, its figures to ``figures/`` (PNG, and SVG for print), and its answer to
+``results/answers.md``. Every number in a figure or an answer is computed from the table the
+study ran: counts, ranges, slopes and their signs. ``quick=True`` shrinks every grid (fewer
+replicates, sizes and epochs) for a preview in seconds.
 """
 
 from __future__ import annotations
 
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,15 +22,23 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .data import SyntheticRegressionData
+from . import theory
+from .data import OUTLIER_FRACTION, SyntheticRegressionData
 from .grid import Grid, load_grid, log_sizes
 from .model import LinearRegression
-from .plots import LABELS, PALETTE, error_curve, loss_shapes, lr_epoch_heatmap, save_figure
-from .results import SUMMARY_DIGITS, fit_power_law, summarize, write_csv
+from .plots import (
+    LABELS, PALETTE, error_curve, error_facets, feature_count, heatmap_facets, loss_shapes, lr_epoch_heatmap,
+    merged_legend, save_figure,
+)
+from .results import (
+    LEAST_SQUARES, MIN_FIT_LEVELS, SUMMARY_DIGITS, ParameterError, PoolingError, at_epoch, axes_of, fit_power_law,
+    present_values, summarize, values_text, varying_axes, write_csv,
+)
 from .runner import run_grid
 from .train import Trainer
 
-__all__ = ["STUDIES", "Outcome", "run_exercises", "seed_example", "EXPERIMENTS"]
+__all__ = ["STUDIES", "Outcome", "run_exercises", "seed_example", "EXPERIMENTS", "GENERIC_FIGURES", "figure_names",
+           "draw_figure", "draw_xy", "gradient_access", "huber_step_check", "step_ratio", "check_numbers", "LAYOUT"]
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -37,13 +47,11 @@ def seed_example(lr: float = 0.03, loss: str = "squared", epochs: int = 3, num_t
     """The section's own example (``study demo``): w = [2, -3.4], b = 4.2, trained by the
     reference loop, and its errors as the book prints them (w − ŵ, b − b̂), beside least
     squares on the same data."""
-    from .theory import least_squares
-
     model = LinearRegression(lr=lr, loss=loss)
     data = SyntheticRegressionData(w=torch.tensor([2, -3.4]), b=4.2, num_train=num_train, seed=seed)
     Trainer(max_epochs=epochs).fit(model, data)
     w, b = model.get_w_b()
-    w_ols, b_ols = least_squares(data.X_train, data.y_train)
+    w_ols, b_ols = theory.least_squares(data.X_train, data.y_train)
     return {"w": data.w - w.reshape(data.w.shape), "b": data.b - b, "ols_w": (data.w.double() - w_ols).numpy(),
             "ols_b": data.b - float(b_ols)}
 
@@ -65,54 +73,96 @@ def _at(df: pd.DataFrame, **where) -> pd.DataFrame:
 
 
 def _median(df: pd.DataFrame, column: str) -> float:
-    ok = df[~df["diverged"].astype(bool)]
-    return float(ok[column].abs().median())
+    """The median |column|: SGD's over the runs that did not diverge; least squares' over every
+    run, once per data stream (it never diverges, and runs on the same data share it)."""
+    if column in LEAST_SQUARES:
+        rows = df.drop_duplicates("seed")
+    else:
+        rows = df[~df["diverged"].astype(bool)]
+    return float(rows[column].abs().median())
+
+
+def _require(df: pd.DataFrame, figure: str, **needed: Sequence) -> None:
+    """Refuse a table that lacks what an exercise's figure is drawn from."""
+    for axis, values in needed.items():
+        have = set(df[axis].unique())
+        missing = [v for v in values if v not in have]
+        if missing:
+            raise ParameterError("figure", "parameter of draw_figure",
+                                 f"a figure the table can draw ({figure} needs {axis} = {values_text(list(values))}; "
+                                 f"the table has {axis} = {values_text(present_values(df[axis]))})", figure)
+
+
+def _noise_var(df: pd.DataFrame) -> float | None:
+    """σ² where the table's noise is one Gaussian level, else None (theory's quantiles need it)."""
+    if set(df["noise_kind"].unique()) != {"gaussian"} or df["noise"].nunique() != 1:
+        return None
+    return float(theory.noise_variance(float(df["noise"].iloc[0]), "gaussian"))
+
+
+def _grid_step(values: Sequence[float]) -> float:
+    """The typical ratio between neighbouring values of a log-spaced axis."""
+    v = np.sort(np.unique(np.asarray(values, dtype=float)))
+    return float(np.exp(np.median(np.diff(np.log(v))))) if len(v) > 1 else float("nan")
 
 
 # --- 1. mean vs sum ------------------------------------------------------------------------
 
 def ex1_reduction(df: pd.DataFrame) -> Outcome:
+    _require(df, "ex1_reduction", reduction=("mean", "sum"))
     epoch = 3 if 3 in set(df["epoch"]) else int(df["epoch"].max())
     at = df[df["epoch"] == epoch]
     bs = int(at["batch_size"].iloc[0])
     n = int(at["num_train"].iloc[0])
+    d = feature_count(df)
     table = summarize(at, by=["reduction", "lr"])
     rows = []
-    for reduction, cells in table.groupby("reduction"):
+    for reduction, cells in table.groupby("reduction", observed=True):
         stable = cells[cells["diverged"] == 0]
         diverging = cells[cells["diverged"] > cells["count"] / 2]
-        best = stable.loc[stable["w_err_norm_median"].idxmin()]
-        rows.append({"reduction": reduction, "epoch": epoch, "best_lr": best["lr"],
-                     "best_w_err_norm_median": best["w_err_norm_median"],
-                     "largest_stable_lr": stable["lr"].max(),
-                     "smallest_diverging_lr": diverging["lr"].min() if len(diverging) else np.nan})
+        best = stable.loc[stable["w_err_norm_median"].idxmin()] if len(stable) else None
+        rows.append({"reduction": reduction, "epoch": epoch,
+                     "best_lr": best["lr"] if best is not None else np.nan,
+                     "best_w_err_norm_median": best["w_err_norm_median"] if best is not None else np.nan,
+                     "largest_stable_lr": stable["lr"].max() if len(stable) else np.nan,
+                     "smallest_diverging_lr": diverging["lr"].min() if len(diverging) else np.nan,
+                     "theory_stability_edge": float(theory.sgd_stability_edge(bs, d, str(reduction)))})
     best = pd.DataFrame(rows)
     b = best.set_index("reduction")
     ratio = b.loc["mean", "best_lr"] / b.loc["sum", "best_lr"]
     ratio_div = b.loc["mean", "smallest_diverging_lr"] / b.loc["sum", "smallest_diverging_lr"]
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-    error_curve(at, x="lr", y="w_err_norm", hue="reduction", ax=axes[0], legend_title="reduction")
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), sharey=True)
+    error_curve(at, x="lr", y="w_err_norm", hue="reduction", ax=axes[0], legend=False)
     axes[0].set_title(f"after {epoch} epochs (num_train={n}, batch_size={bs})")
     scaled = at.assign(step=np.where(at["reduction"] == "sum", at["lr"] * bs, at["lr"]))
-    error_curve(scaled, x="step", y="w_err_norm", hue="reduction", ax=axes[1], legend_title="reduction")
+    error_curve(scaled, x="step", y="w_err_norm", hue="reduction", ax=axes[1], legend=False)
     axes[1].set_xlabel(f"lr × {bs} for sum, lr for mean (step per example)")
-    axes[1].set_title("rescaled by the batch size, the curves coincide")
+    axes[1].set_title("rescaled by the batch size")
+    # Least squares is one number here (one data set per replicate, whatever the lr): a line.
+    ols = _median(at, "ols_w_err_norm")
     for ax in axes:
-        ax.axhline(_median(at, "ols_w_err_norm"), color="0.35", linestyle="--", linewidth=1)
-        ax.text(ax.get_xlim()[0], _median(at, "ols_w_err_norm") * 1.15, " least squares", fontsize="x-small", color="0.35")
+        ax.axhline(ols, color="0.45", linewidth=1.2, label=f"least squares on the same data, median ({ols:.2g})")
+    merged_legend(axes, axes[1], title="reduction")
     fig.suptitle("Exercise 1: the loss summed over the minibatch needs a learning rate batch_size times smaller")
+    fig.tight_layout()
     ragged = n % bs
+    step = _grid_step(at["lr"])
     answer = (
         f"Summing instead of averaging multiplies the gradient of a full minibatch by its size B = {bs}, so the "
         f"learning rate must be divided by B to take the same steps. Measured after {epoch} epochs on {n} "
         f"examples: the best lr was {b.loc['mean', 'best_lr']:.3g} with `mean` and {b.loc['sum', 'best_lr']:.3g} "
-        f"with `sum` (ratio {ratio:.0f}), and runs diverged from lr {b.loc['mean', 'smallest_diverging_lr']:.3g} "
-        f"and {b.loc['sum', 'smallest_diverging_lr']:.3g} (ratio {ratio_div:.0f}); the grid's lrs are "
-        f"10^(1/4) ≈ 1.8 apart, so the ratios are B to within that step. Rescaled, the two curves lie on top "
-        f"of each other except for the ragged last minibatch: {n} = {n // bs}·{bs} + {ragged}, and with `sum` "
-        f"that last step is {ragged}/{bs} as large as with `mean`, which weights its {ragged} examples as much "
-        f"as a full batch. So lr_sum = lr_mean / B exactly when B divides num_train, and nearly so otherwise."
+        f"with `sum` (ratio {ratio:.3g}), and most runs diverged from lr {b.loc['mean', 'smallest_diverging_lr']:.3g} "
+        f"and {b.loc['sum', 'smallest_diverging_lr']:.3g} (ratio {ratio_div:.3g}); the grid's lrs are "
+        f"{step:.2g} times apart, so the ratios are B to within that step. Theory for online SGD on the squared loss "
+        f"(`study.theory.sgd_stability_edge`) puts the edge at lr {b.loc['mean', 'theory_stability_edge']:.2g} for "
+        f"`mean` and {b.loc['sum', 'theory_stability_edge']:.2g} for `sum`, the same ratio B; the largest lr with no "
+        f"diverged run was {b.loc['mean', 'largest_stable_lr']:.3g} and {b.loc['sum', 'largest_stable_lr']:.3g} (a finite "
+        f"training set run for {epoch} epochs is not the online limit). Rescaled, the two curves lie on top of each "
+        f"other except for the ragged last minibatch: {n} = {n // bs}·{bs} + {ragged}"
+        + (f", and with `sum` that last step is {ragged}/{bs} as large as with `mean`, which weights its {ragged} "
+           f"examples as much as a full batch. So lr_sum = lr_mean / B exactly when B divides num_train, and nearly "
+           f"so otherwise." if ragged else ", so every minibatch is full and lr_sum = lr_mean / B exactly.")
     )
     return Outcome({"ex1_reduction": table, "ex1_best_lr": best}, {"ex1_reduction": fig}, answer)
 
@@ -124,35 +174,80 @@ def _loss_label(df: pd.DataFrame) -> pd.DataFrame:
     common random numbers) are dropped."""
     first = df["sigma"].min()
     df = df[(df["loss"] == "huber") | (df["sigma"] == first)]
-    label = np.where(df["loss"] == "squared", "squared", "Huber σ=" + df["sigma"].map("{:g}".format))
+    label = np.where(df["loss"] == "squared", "squared", "Huber σ=" + df["sigma"].map("{:g}".format).astype(str))
     return df.assign(loss_sigma=label)
 
 
+def step_ratio(sigma: float, residual: float | None = None) -> float:
+    """The step of Huber (σ) relative to the squared loss at the same lr and residual, measured
+    on the model's own losses (autograd on LinearRegression.loss): 1/(2σ) inside Huber's
+    quadratic zone (|r| <= σ), since MSELoss (no 1/2) has gradient 2r and Huber r/σ there."""
+    r = sigma / 2 if residual is None else residual
+
+    def slope(loss: str) -> float:
+        y_hat = torch.tensor([[r]], dtype=torch.float64, requires_grad=True)
+        LinearRegression(lr=1.0, loss=loss, sigma=sigma).loss(y_hat, torch.zeros(1, 1, dtype=torch.float64)).backward()
+        return float(y_hat.grad)
+
+    return slope("huber") / slope("squared")
+
+
+def huber_step_check(lr: float = 1.0, sigma: float = 1.0, epochs: int = 3) -> dict:
+    """Huber (σ) at lr η against the squared loss at lr η/(2σ), on the same data and start, with
+    w and b small enough that every residual stays inside Huber's quadratic zone from the first
+    step: the largest difference of ŵ and b̂ over the runs (0: the same numbers)."""
+    squared_lr = lr * step_ratio(sigma)
+    grid = Grid(num_train=[200], lr=[squared_lr, lr], loss=["squared", "huber"], sigma=[sigma], epoch=[epochs],
+                replicates=3, w=[0.05, -0.05], b=0.0, noise=0.01, num_val=20, seed=5)
+    df = run_grid(grid, n_jobs=1, progress=False)
+    last = df[df["epoch"] == epochs]
+    cols = [c for c in df.columns if c.startswith("w_hat_")] + ["b_hat"]
+    a = _at(last, loss="squared", lr=squared_lr).sort_values("replicate")[cols].to_numpy()
+    h = _at(last, loss="huber", lr=lr).sort_values("replicate")[cols].to_numpy()
+    return {"lr": lr, "sigma": sigma, "squared_lr": squared_lr, "epochs": epochs, "runs": len(a),
+            "max_abs_difference": float(np.abs(a - h).max())}
+
+
 def ex2_huber(df: pd.DataFrame) -> Outcome:
+    _require(df, "ex2_huber", loss=("squared", "huber"), noise_kind=("gaussian", "outliers"))
     df = _loss_label(df)
     last = int(df["epoch"].max())
     mid = 1000 if 1000 in set(df["num_train"]) else int(df["num_train"].median())
     table = summarize(df, by=["noise_kind", "loss_sigma", "num_train", "epoch"])
     sigmas = sorted(df.loc[df["loss"] == "huber", "sigma"].unique())
+    lr = float(df["lr"].iloc[0])
+    # Near the solution every residual is inside Huber's quadratic zone, where Huber σ at lr η
+    # steps as the squared loss at lr η/(2σ): measured on the model's losses, not assumed.
+    ratios = {s: step_ratio(s) for s in sigmas}
+    check = huber_step_check()
+    steps_text = ", ".join(f"σ={s:g}: {lr * ratios[s]:.3g}" for s in sigmas)
+    step_note = (f"squared = MSELoss, no ½: l′(r) = 2r. Huber: l′(r) = r/σ for |r| ≤ σ. Inside that zone Huber at "
+                 f"lr {lr:g} steps as squared at lr {lr:g}/(2σ) ({steps_text}).")
 
     fig_shapes, _ = plt.subplots(1, 2, figsize=(10, 3.6))
     loss_shapes(sigmas, axes=fig_shapes.axes)
-    fig_shapes.suptitle("Squared loss and Huber's loss (3.5.1): Huber's derivative is bounded by 1")
+    fig_shapes.suptitle("Squared loss (MSELoss, no ½) and Huber's loss (3.5.1): Huber's derivative is bounded by 1")
+    fig_shapes.tight_layout(rect=(0, 0.11, 1, 1))
+    fig_shapes.text(0.5, 0.01, textwrap.fill(step_note, 110), ha="center", va="bottom", fontsize="small")
 
-    fig, axes = plt.subplots(2, 2, figsize=(14, 8.5), sharey="row")
+    fig, axes = plt.subplots(2, 2, figsize=(14, 8.8), sharey="row")
     order = ["squared", *[f"Huber σ={s:g}" for s in sigmas]]
-    names = {"gaussian": "Gaussian noise", "outliers": "10% gross outliers", "student_t": "Student-t noise"}
+    names = {"gaussian": "Gaussian noise", "outliers": f"{OUTLIER_FRACTION:.0%} gross outliers"}
     for col, kind in enumerate(["gaussian", "outliers"]):
         sub = df[df["noise_kind"] == kind]
-        legend = "outside" if col == 1 else False
+        legend = False
         error_curve(_at(sub, num_train=mid)[lambda d: d["epoch"] > 0], x="epoch", y="w_err_norm", hue="loss_sigma",
                     hue_order=order, floor="ols_w_err_norm", ax=axes[0, col], legend_title="loss", legend=legend)
-        axes[0, col].set_title(f"{names[kind]}: error against epoch (num_train={mid}, lr={sub['lr'].iloc[0]:g})")
+        axes[0, col].set_title(f"{names[kind]}: num_train={mid}, lr={lr:g}")
         error_curve(_at(sub, epoch=last), x="num_train", y="w_err_norm", hue="loss_sigma", hue_order=order,
                     floor="ols_w_err_norm", ax=axes[1, col], legend_title="loss", legend=legend)
-        axes[1, col].set_title(f"{names[kind]}: error against data after {last} epochs")
+        axes[1, col].set_title(f"{names[kind]}: after {last} epochs, lr={lr:g}")
+    for row in range(2):
+        merged_legend(axes[row], axes[row, 1], title="loss")
     fig.suptitle("Exercise 2: Huber's loss is slow from a far start but ignores gross outliers")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.text(0.5, 0.005, textwrap.fill(step_note + " Theory (dashed) is drawn for Gaussian noise and, for SGD, the "
+                                       "squared loss only.", 150), ha="center", va="bottom", fontsize="small")
 
     def med(kind, label, epoch, n=mid):
         return _median(_at(df, noise_kind=kind, loss_sigma=label, epoch=epoch, num_train=n), "w_err_norm")
@@ -161,17 +256,26 @@ def ex2_huber(df: pd.DataFrame) -> Outcome:
     best_out = min(huber, key=lambda h: med("outliers", h, last))
     early = 3 if 3 in set(df["epoch"]) else int(sorted(df["epoch"].unique())[1])
     ols_out = _median(_at(df, noise_kind="outliers", epoch=last, num_train=mid), "ols_w_err_norm")
+    same = check["max_abs_difference"] == 0
     answer = (
         f"Huber's loss (3.5.1) is `nn.SmoothL1Loss(beta=σ)`; its derivative is clipped at ±1, so far from the "
-        f"solution each example pulls with a bounded force. That is its cost: from the start at lr "
-        f"{df['lr'].iloc[0]:g}, after {early} epochs on {mid} examples with Gaussian noise the median ‖ŵ − w‖ was "
-        f"{med('gaussian', 'squared', early):.2g} with the squared loss and {med('gaussian', huber[0], early):.2g} "
-        f"with {huber[0]} ({med('gaussian', huber[-1], early):.2g} with {huber[-1]}), which is why Huber looks "
-        f"worse after the seed's 3 epochs. Once trained ({last} epochs) the two agree under Gaussian noise "
-        f"({med('gaussian', 'squared', last):.2g} vs {med('gaussian', huber[0], last):.2g}). With 10% gross "
-        f"outliers Huber wins: {med('outliers', best_out, last):.2g} with {best_out} against "
-        f"{med('outliers', 'squared', last):.2g} for the squared loss, whose floor is least squares "
-        f"({ols_out:.2g}), itself dragged by the outliers."
+        f"solution each example pulls with a bounded force. Compare the two at a given lr with care: `squared` here "
+        f"is `nn.MSELoss`, without the book's ½, so its gradient is 2r, while Huber's is r/σ inside |r| ≤ σ "
+        f"(measured by autograd on the model's losses: a step ratio of {ratios[sigmas[0]]:.4g} for σ={sigmas[0]:g}"
+        + (f", {ratios[sigmas[-1]]:.4g} for σ={sigmas[-1]:g}" if len(sigmas) > 1 else "") + "). "
+        f"Near the solution Huber at lr {lr:g} therefore steps as the squared loss at lr {lr:g}/(2σ) ({steps_text}); "
+        f"with σ = 1, Huber takes half the step of squared: Huber at lr {check['lr']:g} against squared at lr "
+        f"{check['squared_lr']:g}, on data whose residuals stay inside the zone, gave "
+        + ("exactly the same ŵ and b̂" if same else f"ŵ and b̂ within {check['max_abs_difference']:.2g}")
+        + f" ({check['runs']} runs, {check['epochs']} epochs). "
+        f"Far from the solution the clipping is the cost: from the start at lr {lr:g}, after {early} epochs on "
+        f"{mid} examples with Gaussian noise the median ‖ŵ − w‖ was {med('gaussian', 'squared', early):.2g} with "
+        f"the squared loss and {med('gaussian', huber[0], early):.2g} with {huber[0]} "
+        f"({med('gaussian', huber[-1], early):.2g} with {huber[-1]}), which is why Huber looks worse after the "
+        f"seed's 3 epochs. Once trained ({last} epochs) under Gaussian noise: {med('gaussian', 'squared', last):.2g} "
+        f"(squared) and {med('gaussian', huber[0], last):.2g} ({huber[0]}). With {names['outliers']} Huber wins: "
+        f"{med('outliers', best_out, last):.2g} with {best_out} against {med('outliers', 'squared', last):.2g} for "
+        f"the squared loss, whose floor is least squares ({ols_out:.2g}, over every run), itself dragged by the outliers."
     )
     return Outcome({"ex2_huber": table}, {"ex2_huber_losses": fig_shapes, "ex2_huber": fig}, answer)
 
@@ -189,6 +293,7 @@ def gradient_access(seed: int = 0, epochs: int = 3) -> pd.DataFrame:
     return pd.DataFrame({
         "quantity": ["model.net.weight.grad (last minibatch)", "full-batch gradient at the end"],
         "examples": [last_batch, data.num_train],
+        "batch_size": [data.batch_size, data.batch_size],
         "grad_w_0": [float(grad_w[0]), float(full.grad_w[0])],
         "grad_w_1": [float(grad_w[1]), float(full.grad_w[1])],
         "grad_b": [float(model.net.bias.grad), full.grad_b],
@@ -202,28 +307,35 @@ def ex3_gradients(df: pd.DataFrame) -> Outcome:
     access = gradient_access()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    error_curve(df, x="epoch", y="grad_w_norm", hue="lr", ax=axes[0], logx=False, legend_title="lr", legend=False)
-    error_curve(df, x="epoch", y="grad_b", hue="lr", ax=axes[1], logx=False, legend_title="lr", legend="outside")
+    error_curve(df, x="epoch", y="grad_w_norm", hue="lr", ax=axes[0], logx=False, legend=False)
+    error_curve(df, x="epoch", y="grad_b", hue="lr", ax=axes[1], logx=False, legend=False)
+    merged_legend(axes, axes[1], title="lr")
     axes[0].set_title("full-batch gradient of the training loss, weights")
     axes[1].set_title("full-batch gradient of the training loss, bias")
-    fig.suptitle("Exercise 3: the gradient shrinks geometrically, then stalls at a level set by the learning rate")
+    fig.suptitle(f"Exercise 3: the full-batch gradient against epoch (num_train={int(df['num_train'].iloc[0])})")
     fig.tight_layout()
 
-    last = int(df["epoch"].max())
+    epochs = sorted(set(df["epoch"]) - {0})
+    last, earlier = epochs[-1], epochs[max(0, (2 * len(epochs)) // 3 - 1)]
     lrs = sorted(df["lr"].unique())
     g = {lr: _median(_at(df, lr=lr, epoch=last), "grad_w_norm") for lr in lrs}
+    change = {lr: g[lr] / _median(_at(df, lr=lr, epoch=earlier), "grad_w_norm") for lr in lrs}
     g0 = _median(_at(df, epoch=0), "grad_w_norm")
+    n, bs, ragged = int(access["examples"][1]), int(access["batch_size"][0]), int(access["examples"][0])
     answer = (
         "PyTorch keeps a parameter's gradient on the parameter: `model.net.weight.grad` and "
         "`model.net.bias.grad` (the seed's `get_w_b` reads `.data`, its gradient is `.grad`). After `fit` "
-        "they hold the gradient of the *last minibatch* only, here of "
-        f"{int(access['examples'][0])} examples (1000 = 31·32 + 8): ‖grad‖ = "
+        f"they hold the gradient of the *last minibatch* only, here of {ragged} examples "
+        f"({n} = {(n - ragged) // bs}·{bs} + {ragged}): ‖grad‖ = "
         f"{np.hypot(access['grad_w_0'][0], access['grad_w_1'][0]):.2g}, while the full-batch gradient at the same "
         f"point is {np.hypot(access['grad_w_0'][1], access['grad_w_1'][1]):.2g}; the full-batch gradient needs a pass "
         "of its own (`torch.autograd.grad`, as the checkpoints here do, so `.grad` is left as SGD left it). "
         f"From {g0:.2g} at the start, after {last} epochs the median full-batch ‖∇_w L‖ was "
         + ", ".join(f"{g[lr]:.1g} at lr {lr:g}" for lr in lrs)
-        + ": small learning rates are still descending, large ones have stopped at a noise floor that grows with lr."
+        + f"; from epoch {earlier} to {last} it changed by a factor of "
+        + ", ".join(f"{change[lr]:.2g}" for lr in lrs)
+        + " respectively: where that factor is well below 1 SGD is still descending, where it is near 1 it has "
+          "stopped at the noise of its minibatches, which grows with the lr."
     )
     return Outcome({"ex3_gradients": table, "ex3_grad_access": access}, {"ex3_gradients": fig}, answer)
 
@@ -232,67 +344,107 @@ def ex3_gradients(df: pd.DataFrame) -> Outcome:
 
 def ex4_lr_epochs(df: pd.DataFrame) -> Outcome:
     table = summarize(df, by=["lr", "epoch"])
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [1.1, 1]})
+    n = int(df["num_train"].iloc[0])
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.4), gridspec_kw={"width_ratios": [1.0, 1.1]})
     lr_epoch_heatmap(df, ax=axes[0])
     axes[0].set_title("median ‖ŵ − w‖ (grey: most runs diverged)")
     error_curve(df[df["epoch"] > 0], x="epoch", y="w_err_norm", hue="lr", floor="ols_w_err_norm", ax=axes[1],
                 legend_title="lr", legend="outside")
-    axes[1].set_title("error against epoch, with the least-squares floor")
-    fig.suptitle("Exercise 4: more epochs help until a floor set by the data and, for SGD, by the learning rate")
+    axes[1].set_title("error against epoch, with least squares on the same data")
+    fig.suptitle(f"Exercise 4: more epochs help until a floor set by the data and, for SGD, by the learning rate "
+                 f"(num_train={n})")
     fig.tight_layout()
 
     last = int(df["epoch"].max())
-    stable = table[(table["epoch"] == last) & (table["diverged"] == 0)]
+    final = table[table["epoch"] == last]
+    stable = final[final["diverged"] == 0]
     best = stable.loc[stable["w_err_norm_median"].idxmin()]
-    diverging = table[(table["epoch"] == last) & (table["diverged"] > table["count"] / 2)]["lr"]
+    diverging = sorted(final[final["diverged"] > final["count"] / 2]["lr"])
+    lrs = sorted(df["lr"].unique())
     floor = _median(_at(df, epoch=last), "ols_w_err_norm")
-    small = min(df["lr"])
+    small = lrs[0]
     e = sorted(set(df["epoch"]) - {0})
     slow = [_median(_at(df, lr=small, epoch=ep), "w_err_norm") for ep in (e[0], e[len(e) // 2], last)]
     big = max(stable["lr"])
+    noise_var = _noise_var(df)
+    floor_big = ""
+    if noise_var is not None and set(df["loss"]) == {"squared"}:
+        rms = np.sqrt(theory.sgd_stationary_w_err_sq(big, int(df["batch_size"].iloc[0]), feature_count(df), noise_var,
+                                                     str(df["reduction"].iloc[0])))
+        floor_big = f"; theory's noise floor of online SGD at that lr is {float(rms):.2g} RMS, dashed on the figure"
+    if not diverging:
+        diverged_text = "No lr in the grid diverged."
+    elif diverging == [v for v in lrs if v >= diverging[0]]:
+        diverged_text = f"From lr {diverging[0]:g} up, most runs diverged."
+    else:
+        diverged_text = f"Most runs diverged at lr {', '.join(f'{v:g}' for v in diverging)}."
     answer = (
         f"Error falls with epochs at a rate set by the learning rate: at lr {small:g} the median ‖ŵ − w‖ went "
         f"{slow[0]:.2g} → {slow[1]:.2g} → {slow[2]:.2g} after {e[0]}, {e[len(e) // 2]} and {last} epochs. It does "
         f"not keep improving: it stops at a floor. The data set one floor, least squares on the same examples "
-        f"({floor:.2g}); SGD with a constant lr reaches it only when the lr is small enough (after {last} epochs "
-        f"lr {best['lr']:g} was at {best['w_err_norm_median']:.2g}) and otherwise stalls above it at a level that "
-        f"grows with the lr, the noise of the last minibatches (lr {big:g}: "
-        f"{_median(_at(df, lr=big, epoch=last), 'w_err_norm'):.2g}). "
-        + (f"From lr {diverging.min():g} up, training diverged." if len(diverging) else "No lr in the grid diverged.")
+        f"({floor:.2g}, median over every run); SGD with a constant lr comes near it only when the lr is small enough "
+        f"(after {last} epochs lr {best['lr']:g} was at {best['w_err_norm_median']:.2g}) and otherwise stalls above "
+        f"it at a level that grows with the lr, the noise of the last minibatches (lr {big:g}: "
+        f"{_median(_at(df, lr=big, epoch=last), 'w_err_norm'):.2g}{floor_big}). " + diverged_text
     )
     return Outcome({"ex4_lr_epochs": table}, {"ex4_lr_epochs": fig}, answer)
 
 
 # --- 5. amount of data ---------------------------------------------------------------------
 
+def _fit_row(quantity: str, rows: pd.DataFrame, column: str, fit_from: float) -> tuple[dict, Any]:
+    """One row of the slopes table, fitted over num_train >= fit_from with one unit per data
+    stream (the figure's legend draws its slopes from the same rows, by the same function)."""
+    part = rows[rows["num_train"] >= fit_from]
+    sizes = part["num_train"].nunique()
+    row = {"quantity": quantity, "fit_from": fit_from, "sizes": sizes}
+    if sizes < MIN_FIT_LEVELS:
+        return {**row, "slope": np.nan, "prefactor": np.nan, "low": np.nan, "high": np.nan, "units": np.nan}, None
+    fit = fit_power_law(part["num_train"], part[column].abs(), units=part["seed"])
+    return {**row, "slope": fit.slope, "prefactor": fit.prefactor, "low": fit.low, "high": fit.high,
+            "units": fit.units}, fit
+
+
 def ex5_data_size(df: pd.DataFrame) -> Outcome:
+    _require(df, "ex5_data_size", loss=("squared",))
     last = int(df["epoch"].max())
     table = summarize(df, by=["num_train", "lr", "loss", "epoch"])
-    lr = 0.03 if 0.03 in set(df["lr"]) else sorted(df["lr"].unique())[len(df["lr"].unique()) // 2]
+    lrs = sorted(df["lr"].unique())
+    lr = 0.03 if 0.03 in lrs else lrs[len(lrs) // 2]
     final = _at(df, epoch=last)
-    seed_like = _at(final, loss="squared", lr=lr)
-    sizes = sorted(df["num_train"].unique())
-    big = 1000 if 1000 in sizes[:-1] else sizes[len(sizes) // 2]  # SGD's slope: where the optimisation gap has closed
-
-    slopes = []
-    ols = fit_power_law(seed_like["num_train"], seed_like["ols_w_err_norm"])
-    slopes.append({"quantity": "ols_w_err_norm", "fit_from": min(sizes), **ols.__dict__})
-    ols_b = fit_power_law(seed_like["num_train"], seed_like["ols_b_err"].abs())
-    slopes.append({"quantity": "ols_b_err_abs", "fit_from": min(sizes), **ols_b.__dict__})
-    for rate in sorted(df["lr"].unique()):
-        part = _at(final, loss="squared", lr=rate)
-        part = part[(part["num_train"] >= big) & ~part["diverged"]]
-        fit = fit_power_law(part["num_train"], part["w_err_norm"])
-        slopes.append({"quantity": f"w_err_norm (SGD, squared, lr={rate:g}, epoch {last})", "fit_from": big, **fit.__dict__})
+    squared = _at(final, loss="squared")
+    seed_like = _at(squared, lr=lr)
+    sizes = sorted(int(n) for n in df["num_train"].unique())
+    # SGD's slope where its optimisation gap has closed: from n = 1000, or lower where fewer
+    # than MIN_FIT_LEVELS sizes lie above it.
+    big = min(1000, sizes[-MIN_FIT_LEVELS]) if len(sizes) >= MIN_FIT_LEVELS else sizes[0]
+    # Least squares from every squared-loss run, one value per data stream: the rows and the
+    # function the figure's grey line is fitted with.
+    ols_row, ols = _fit_row("ols_w_err_norm", squared.drop_duplicates("seed"), "ols_w_err_norm", sizes[0])
+    ols_b_row, ols_b = _fit_row("ols_b_err_abs", squared.drop_duplicates("seed"), "ols_b_err", sizes[0])
+    slopes, sgd_fits = [ols_row, ols_b_row], {}
+    for rate in lrs:
+        part = _at(squared, lr=rate)
+        row, sgd_fits[rate] = _fit_row(f"w_err_norm (SGD, squared, lr={rate:g}, epoch {last})",
+                                       part[~part["diverged"].astype(bool)], "w_err_norm", big)
+        slopes.append(row)
+    noise_var, d = _noise_var(df), feature_count(df)
+    theory_slope = None
+    if noise_var is not None and len(sizes) >= MIN_FIT_LEVELS and sizes[0] > d:
+        medians = theory.ols_w_err_norm_quantile(0.5, np.array(sizes), d, noise_var)
+        theory_slope = float(np.polyfit(np.log(sizes), np.log(medians), 1)[0])
+        slopes.append({"quantity": "ols_w_err_norm (theory: median, Gaussian noise)", "fit_from": sizes[0],
+                       "sizes": len(sizes), "slope": theory_slope, "prefactor": np.nan, "low": np.nan, "high": np.nan,
+                       "units": np.nan})
     slopes = pd.DataFrame(slopes)
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 10))
-    error_curve(_at(final, loss="squared"), x="num_train", y="w_err_norm", hue="lr", floor="ols_w_err_norm",
-                fit_from=big, ax=axes[0, 0], legend="lower left",
-                legend_title=f"lr (squared loss, epoch {last}); SGD slopes for n ≥ {big}")
+    fig, axes = plt.subplots(2, 2, figsize=(13.5, 12))
+    error_curve(squared, x="num_train", y="w_err_norm", hue="lr", floor="ols_w_err_norm", fit_from=big,
+                ax=axes[0, 0], legend="below",
+                legend_title=f"lr (squared loss, epoch {last}); SGD slopes for n ≥ {big:,}")
     axes[0, 0].set_title("‖ŵ − w‖ against the amount of data")
     parts = pd.concat([seed_like.assign(quantity=LABELS[c], value=seed_like[c].abs())
-                       for c in ("w_err_0", "w_err_1", "b_err")])
+                       for c in ("w_err_0", "w_err_1", "b_err") if c in seed_like])
     error_curve(parts, x="num_train", y="value", hue="quantity", ax=axes[0, 1], ylabel="absolute error",
                 legend_title=f"component (lr {lr:g}, squared, epoch {last})", legend="lower left")
     axes[0, 1].set_title("each component of w, and b")
@@ -305,46 +457,71 @@ def ex5_data_size(df: pd.DataFrame) -> Outcome:
                 hue_order=["total ‖ŵ − w‖", "optimisation gap ‖ŵ − ŵ_ols‖", "statistical error ‖ŵ_ols − w‖"],
                 legend_title=f"lr {lr:g}, squared, epoch {last}")
     axes[1, 0].set_title("the error split: optimisation gap and statistical error")
-    _log_spacing_panel(seed_like, sizes, axes[1, 1])
-    fig.suptitle("Exercise 5: estimation error against the amount of data (log-spaced sizes, 1-2-5)")
+    spacing = _log_spacing_panel(squared.drop_duplicates("seed"), sizes, axes[1, 1])
+    fig.suptitle(f"Exercise 5: estimation error against the amount of data ({len(sizes)} sizes from {sizes[0]:,} "
+                 f"to {sizes[-1]:,})")
     fig.tight_layout()
 
     def med(n, column, frame=seed_like):
         return _median(frame[frame["num_train"] == n], column)
 
+    def steps(n):
+        return int(seed_like.loc[seed_like["num_train"] == n, "steps"].iloc[0])
+
     small = sizes[0]
-    sgd_fit = slopes[slopes["quantity"].str.contains(f"lr={lr:g},")].iloc[0]
+    sgd = sgd_fits.get(lr)
+    floor_text = ""
+    if noise_var is not None:
+        rms = float(np.sqrt(theory.sgd_stationary_w_err_sq(lr, int(seed_like["batch_size"].iloc[0]), d, noise_var,
+                                                            str(seed_like["reduction"].iloc[0]))))
+        floor_text = f"theory's floor for online SGD at lr {lr:g}: {rms:.2g} RMS, dashed on the figure"
+    ols_text = f"falls as n^{ols.slope:.2f}" if ols is not None and ols.high < 0 else None
     answer = (
-        f"Least squares on the same data falls as n^{ols.slope:.2f} (95% interval [{ols.low:.2f}, {ols.high:.2f}]; "
-        f"theory −1/2) for w and n^{ols_b.slope:.2f} for b: four times the data halves the error. SGD for a fixed "
-        f"{last} epochs gains twice from more data, more information and more steps: at lr {lr:g} its median "
-        f"‖ŵ − w‖ went from {med(small, 'w_err_norm'):.2g} at n = {small} (only {last * -(-small // 32)} steps, "
-        f"optimisation gap {med(small, 'gap_w_norm'):.2g}) to {med(sizes[-1], 'w_err_norm'):.2g} at n = {sizes[-1]} "
-        f"(gap {med(sizes[-1], 'gap_w_norm'):.2g}, least squares {med(sizes[-1], 'ols_w_err_norm'):.2g}); above "
-        f"n = {big} it falls as n^{sgd_fit['slope']:.2f}. Log spacing is right because the error is a power law: "
-        f"equal ratios of n give equal steps on a log-log plot, so 11 sizes from 5 to 10,000 cover 3.3 decades, "
-        f"while 1,000, 2,000, …, 10,000 spend the same 11 runs within one decade, where the curve is already "
-        f"flat, and never see the small-data regime where it changes most."
+        (f"Least squares on the same data {ols.trend('n')} for w (one value per data set, {ols.units} data sets)"
+         if ols is not None else f"Least squares: {len(sizes)} sizes are too few to fit a slope to")
+        + (f"; theory's median for Gaussian noise gives {theory_slope:.2f} over the same sizes (−1/2 for large n, "
+           f"steeper near n = d + 1: ‖ŵ_ols − w‖² ~ σ² d/(n − d) · F(d, n − d))" if theory_slope is not None else "")
+        + (f"; for b it {ols_b.trend('n')}" if ols_b is not None else "")
+        + (". At slope −1/2, four times the data halves the error" if ols_text else "")
+        + f". SGD for a fixed {last} epochs gains twice from more data, more information and more steps: at lr "
+        f"{lr:g} its median ‖ŵ − w‖ went from {med(small, 'w_err_norm'):.2g} at n = {small:,} (only {steps(small)} "
+        f"steps, optimisation gap {med(small, 'gap_w_norm'):.2g}) to {med(sizes[-1], 'w_err_norm'):.2g} at "
+        f"n = {sizes[-1]:,} ({steps(sizes[-1])} steps, gap {med(sizes[-1], 'gap_w_norm'):.2g}, least squares "
+        f"{med(sizes[-1], 'ols_w_err_norm'):.2g}); "
+        + (f"from n = {big:,} on ({sgd.levels} sizes) it {sgd.trend('n')}" if sgd is not None else
+           f"there are too few sizes from n = {big:,} on to fit its slope")
+        + (f": within this grid more data no longer lowers it clearly, as expected once SGD sits at the noise floor "
+           f"of a constant lr ({floor_text})" if sgd is not None and sgd.high >= 0 and floor_text else "")
+        + f". Log spacing is right because the error is a power law: equal ratios of n give equal steps on a log-log "
+        f"plot, so {spacing['count']} sizes from {sizes[0]:,} to {sizes[-1]:,} cover {spacing['log_decades']:.1f} "
+        f"decades, over which the least-squares error changes {spacing['log_change']:.0f}-fold, while "
+        f"{spacing['count']} evenly spaced sizes ({spacing['linear'][0]:,}, {spacing['linear'][1]:,}, …, "
+        f"{spacing['linear'][-1]:,}) cover {spacing['linear_decades']:.1f} decades, where it changes "
+        f"{spacing['linear_change']:.1f}-fold, and never see the small-data regime where it changes most."
     )
     return Outcome({"ex5_data_size": table, "ex5_slopes": slopes}, {"ex5_data_size": fig}, answer)
 
 
-def _log_spacing_panel(seed_like: pd.DataFrame, sizes: list[int], ax: plt.Axes) -> None:
-    """Why the hint's log spacing serves: the same budget of sizes, spread two ways."""
-    curve = seed_like.groupby("num_train")["ols_w_err_norm"].median()
-    ax.plot(curve.index, curve.values, color="0.35", linestyle="--", label="least squares, median")
+def _log_spacing_panel(streams: pd.DataFrame, sizes: list[int], ax: plt.Axes) -> dict:
+    """Why the hint's log spacing serves: the same budget of sizes, spread two ways. Returns
+    what the panel shows, for the answer to quote."""
+    curve = streams.groupby("num_train")["ols_w_err_norm"].median()
+    ax.plot(curve.index, curve.values, color="0.45", marker="s", markersize=3, label="least squares, median (measured)")
     logs = np.array(sizes)
     linear = np.linspace(sizes[-1] / len(sizes), sizes[-1], len(sizes)).round().astype(int)
-    y_log = np.interp(np.log(logs), np.log(curve.index), np.log(curve.values))
-    y_lin = np.interp(np.log(linear), np.log(curve.index), np.log(curve.values))
+    y_log = np.exp(np.interp(np.log(logs), np.log(curve.index), np.log(curve.values)))
+    y_lin = np.exp(np.interp(np.log(linear), np.log(curve.index), np.log(curve.values)))
     colors = sns.color_palette(PALETTE, 2)
-    ax.plot(logs, np.exp(y_log), "o", color=colors[0], markersize=7,
-            label=f"{len(logs)} log-spaced sizes: {logs[0]}, {logs[1]}, {logs[2]}, …, {logs[-1]}")
-    ax.plot(linear, np.exp(y_lin), "s", color=colors[1], markerfacecolor="none", markersize=10, markeredgewidth=1.5,
-            label=f"{len(linear)} linear sizes: {linear[0]}, {linear[1]}, …, {linear[-1]}")
+    shown = ", ".join(f"{v:,}" for v in logs[:3]) + (f", …, {logs[-1]:,}" if len(logs) > 3 else "")
+    ax.plot(logs, y_log, "o", color=colors[0], markersize=7, label=f"{len(logs)} log-spaced sizes: {shown}")
+    ax.plot(linear, y_lin, "s", color=colors[1], markerfacecolor="none", markersize=10, markeredgewidth=1.5,
+            label=f"{len(linear)} evenly spaced sizes: {linear[0]:,}, {linear[1]:,}, …, {linear[-1]:,}")
     ax.set(xscale="log", yscale="log", xlabel=LABELS["num_train"], ylabel="least squares ‖ŵ_ols − w‖₂")
-    ax.set_title("why log spacing: the same 11 sizes, spread two ways")
+    ax.set_title(f"why log spacing: the same {len(sizes)} sizes, spread two ways")
     ax.legend(fontsize="small", loc="upper right")
+    return {"count": len(sizes), "linear": [int(v) for v in linear],
+            "log_decades": float(np.log10(logs[-1] / logs[0])), "linear_decades": float(np.log10(linear[-1] / linear[0])),
+            "log_change": float(y_log.max() / y_log.min()), "linear_change": float(y_lin.max() / y_lin.min())}
 
 
 # --- running them --------------------------------------------------------------------------
@@ -373,9 +550,26 @@ def study_grid(study: Study, quick: bool = False) -> Grid:
     return grid
 
 
+#: The folders an exercise run writes, under its out_dir.
+LAYOUT = ("results", "results/raw", "figures")
+
+
+def check_numbers(numbers) -> list[int]:
+    """The exercise numbers, refused (ParameterError) unless each is one of STUDIES."""
+    numbers = list(numbers)
+    unknown = [n for n in numbers if n not in STUDIES]
+    if unknown or not numbers:
+        raise ParameterError("numbers", "parameter of run_exercises", f"among {sorted(STUDIES)}",
+                             unknown[0] if len(unknown) == 1 else unknown)
+    return numbers
+
+
 def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".", n_jobs: int = -1,
                   progress: bool = True, log: Callable[[str], None] = print) -> dict[int, Outcome]:
-    """Run the studies (all five by default) and write their tables, figures and answers.
+    """Run the studies (all five by default) and write their tables, figures and answers under
+    ``out_dir``: results/ (summary CSVs, answers.md), results/raw/ (the raw tables) and
+    figures/ (PNG and SVG). ``out_dir`` must exist; the folders under it are created as needed,
+    each named through ``log``.
 
     Returns
     -------
@@ -383,71 +577,121 @@ def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".
         Exercise number -> :class:`Outcome`.
     """
     out_dir = Path(out_dir)
-    numbers = sorted(STUDIES) if numbers is None else list(numbers)
-    unknown = [n for n in numbers if n not in STUDIES]
-    if unknown:
-        raise ValueError(f"The 'numbers' parameter of run_exercises must be among {sorted(STUDIES)}. Got {unknown} instead.")
+    numbers = sorted(STUDIES) if numbers is None else check_numbers(numbers)
+    if not out_dir.is_dir():
+        raise ParameterError("out_dir", "parameter of run_exercises", "a folder that exists", str(out_dir))
     grids = {n: study_grid(STUDIES[n], quick) for n in numbers}  # every spec checked before any work
+    for folder in LAYOUT:
+        if not (out_dir / folder).is_dir():
+            (out_dir / folder).mkdir()
+            log(f"created folder {out_dir / folder}")
     outcomes = {}
     for n in numbers:
         study, started = STUDIES[n], time.perf_counter()
         raw = out_dir / "results" / "raw" / f"{study.name}.csv"
         df = run_grid(grids[n], out=raw, n_jobs=n_jobs, progress=progress)
         outcome = study.analyse(df)
+        written = []
         for name, table in outcome.tables.items():
             write_csv(table, out_dir / "results" / f"{name}.csv", significant=SUMMARY_DIGITS)
+            written.append(out_dir / "results" / f"{name}.csv")
         for name, fig in outcome.figures.items():
-            save_figure(fig, out_dir / "figures" / f"{name}.png")
+            written += save_figure(fig, out_dir / "figures" / f"{name}.png", formats=(".png", ".svg"))
         outcomes[n] = outcome
         log(f"exercise {n}: {len(df) // len(grids[n].checkpoints)} runs, {time.perf_counter() - started:.1f} s: "
-            + ", ".join([f"results/{t}.csv" for t in outcome.tables] + [f"figures/{f}.png" for f in outcome.figures]))
+            + ", ".join(map(str, written)))
     answers = "\n\n".join(f"**Exercise {n}.** {outcomes[n].answer}" for n in sorted(outcomes))
-    (out_dir / "results").mkdir(parents=True, exist_ok=True)
     (out_dir / "results" / "answers.md").write_text(answers + "\n", encoding="utf-8")
     return outcomes
 
 
 # --- figures of any results table (study plot) ---------------------------------------------
 
-#: Figures `study plot` draws from any results table: the error against one axis.
+#: Figures `study plot` draws from any results table: the error against one axis, or a heatmap.
 GENERIC_FIGURES = {"error-vs-num_train": "num_train", "error-vs-epoch": "epoch", "error-vs-lr": "lr",
                    "heatmap": None}
-_FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
-#: The axes a generic figure may colour by, in the order a default hue is picked.
-_HUE_AXES = ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size")
+#: The axes a named figure puts on its lines, then on its columns and rows, where the user did
+#: not: the first that vary, in this order.
+_AUTO_AXES = ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size", "epoch")
+EXERCISE_FIGURES = ("ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients", "ex4_lr_epochs", "ex5_data_size")
 
 
 def figure_names() -> list[str]:
     """What ``study plot --figure`` accepts: the generic figures and every exercise's figures."""
-    exercise = ["ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients", "ex4_lr_epochs", "ex5_data_size"]
-    return [*GENERIC_FIGURES, *exercise]
+    return [*GENERIC_FIGURES, *EXERCISE_FIGURES]
 
 
-def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str | None = None) -> plt.Figure:
-    """One figure from a results table: a generic one, or an exercise's (from its raw table)."""
+def _title(y: str, x: str | None, epoch_text: str | None, fixed: dict | None, auto: list[str]) -> str:
+    parts = [f"{LABELS.get(y, y)}" + (f" against {x}" if x else "")]
+    if epoch_text:
+        parts.append(epoch_text)
+    if fixed:
+        parts.append(", ".join(f"{k} = {values_text(v if isinstance(v, list) else [v])}" for k, v in fixed.items()))
+    if auto:
+        parts.append(f"panels by {' and '.join(auto)} (chosen by the figure: the table varies in them)")
+    return "; ".join(parts)
+
+
+def draw_xy(df: pd.DataFrame, *, x: str, y: str = "w_err_norm", hue: str | None = None, style: str | None = None,
+            col: str | None = None, row: str | None = None, epoch: int | None = None, fixed: dict | None = None,
+            auto: Sequence[str] = ()) -> plt.Figure:
+    """|y| against x, faceted (:func:`study.plots.error_facets`), at one checkpoint unless epoch
+    is on the figure: ``epoch`` or, by default, the last, named in the title. ``fixed``: the
+    values the rows were selected on (``--where``), for the title."""
+    where = "parameter of draw_xy"
+    placed = [x, hue, style, col, row]
+    rows, epoch_text = at_epoch(df, epoch, placed=placed, where=where)
+    if "epoch" in placed and epoch is None:
+        epoch_text = None
+    g = error_facets(rows, x=x, y=y, hue=hue, style=style, col=col, row=row,
+                     title=_title(y, x, epoch_text, fixed, list(auto)))
+    return g.figure
+
+
+def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str | None = None,
+                style: str | None = None, col: str | None = None, row: str | None = None, epoch: int | None = None,
+                fixed: dict | None = None) -> plt.Figure:
+    """One named figure from a results table: a generic one, or an exercise's (from its raw
+    table, as the exercise draws it: hue, style, col, row and epoch are refused there).
+
+    A generic figure sets x (``error-vs-num_train`` ...) and puts the axes that vary, and that
+    the caller did not place, on hue, then col, then row, saying so in the title; more than
+    that is refused (PoolingError) rather than pooled.
+    """
+    where = "parameter of draw_figure"
     if name not in figure_names():
-        raise ValueError(f"The 'figure' parameter of draw_figure must be one of {figure_names()}. Got {name!r} instead.")
+        raise ParameterError("figure", where, f"one of {figure_names()}", name)
     if y not in df.columns:
-        raise ValueError(f"The 'y' parameter of draw_figure must be a column of the table. Got {y!r} instead.")
+        raise ParameterError("y", where, "a column of the table", y)
+    roles = {"hue": hue, "style": style, "col": col, "row": row}
     if name not in GENERIC_FIGURES:
+        for role, value in {**roles, "epoch": epoch}.items():
+            if value is not None:
+                raise ParameterError(role, where, f"left out with the exercise figure {name} (drawn as the exercise "
+                                     f"draws it)", value)
         study = next(s for s in STUDIES.values() if name.startswith(s.name.split("_")[0] + "_"))
         figures = study.analyse(df).figures
         for other, fig in figures.items():
             if other != name:
                 plt.close(fig)
         return figures[name]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    if name == "heatmap":
-        lr_epoch_heatmap(df, value=y, ax=ax)
-        return fig
     x = GENERIC_FIGURES[name]
-    data = df[df["epoch"] > 0] if x == "epoch" else df[df["epoch"] == df["epoch"].max()]
-    if hue is None:
-        varying = [a for a in _HUE_AXES if a != x and df[a].nunique() > 1]
-        hue = varying[0] if varying else None
-    error_curve(data, x=x, y=y, hue=hue, floor=_FLOORS.get(y), ax=ax, legend="outside")
-    pooled = [a for a in _HUE_AXES if a not in (x, hue) and data[a].nunique() > 1]
-    title = [] if x == "epoch" else [f"after {int(data['epoch'].max())} epochs"]
-    title += [f"pooled over {', '.join(pooled)}"] if pooled else []
-    ax.set_title("; ".join(title))
-    return fig
+    placed = ["lr", "epoch"] if x is None else [x]
+    placed += [v for v in roles.values() if v]
+    rows, epoch_text = at_epoch(df, epoch, placed=placed, where=where)
+    free = [a for a in _AUTO_AXES if a in varying_axes(rows, placed, axes_of(y))]
+    auto = []
+    for role in (("hue", "col", "row") if x is not None else ("col", "row")):
+        if roles[role] is None and free:
+            roles[role] = free.pop(0)
+            if role != "hue":
+                auto.append(roles[role])
+    if free:
+        raise PoolingError({a: present_values(rows[a]) for a in free}, f"the figure {name}")
+    if x is None:
+        if hue or style:
+            raise ParameterError("hue" if hue else "style", where, "left out with the heatmap (its cells are lr × "
+                                 "epoch; use col and row)", hue or style)
+        return heatmap_facets(rows, value=y, col=roles["col"], row=roles["row"],
+                              title=_title(y, None, "every checkpoint but epoch 0", fixed, auto))
+    return draw_xy(df, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto)

@@ -1,17 +1,33 @@
 """Figures: seaborn on the tidy results table.
 
 Conventions (seaborn's): functions take a long-form DataFrame and column names, keyword-only;
-axes-level functions accept ``ax=`` (default: the current Axes) and return it.
+axes-level functions accept ``ax=`` (default: the current Axes) and return it; the
+figure-level :func:`error_facets` returns its ``FacetGrid``.
 
-Errors are drawn as magnitudes on log axes: a median line over replicates with a 10-90% band.
-seaborn would silently drop non-positive and infinite values on a log axis; here runs that
-diverged, and values that are exactly zero, are left out *and counted on the figure*.
+What a figure shows, it says:
+
+- Errors are magnitudes on log axes: a median line over the runs of each point, with a band
+  from the 10th to the 90th percentile of them; each panel says how many runs a point holds.
+- seaborn would silently drop non-positive and infinite values on a log axis; here runs that
+  diverged, values that are exactly zero, and points at x <= 0 on a log x axis are left out
+  *and counted on the panel*.
+- Nothing is pooled silently: where an axis of the data varies but is neither on the figure
+  (x, hue, style, col, row) nor fixed by the caller, :func:`error_curve`,
+  :func:`error_facets` and :func:`lr_epoch_heatmap` refuse with a :class:`PoolingError` that
+  names the axes and their values. Replicates are what a band is over, never an axis.
+- Least squares depends on the data alone: it is drawn once per data stream (the ``seed``
+  column), however many learning rates or losses were trained on that data.
+- Dashes mean theory (study.theory), drawn only where it holds: black for least squares
+  (Gaussian noise), in a line's colour for the noise floor of SGD on the squared loss
+  (Gaussian noise; never for Huber). Measured least squares is grey, solid, square markers.
+  ``style`` is drawn with markers, never with dashes.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -23,10 +39,17 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from .results import fit_power_law  # noqa: E402
+from . import theory  # noqa: E402
+from .results import (  # noqa: E402
+    DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, axes_of, fit_power_law, format_value,
+    present_values, varying_axes,
+)
+from .vocabulary import AXES  # noqa: E402
 
 __all__ = [
-    "PALETTE", "LABELS", "error_curve", "lr_epoch_heatmap", "loss_shapes", "save_figure", "left_out_note", "magnitude",
+    "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
+    "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "magnitude", "check_roles", "refuse_pooling",
+    "feature_count",
 ]
 
 PALETTE = "colorblind"
@@ -37,6 +60,7 @@ LABELS = {
     "w_err_0": "|ŵ₀ − w₀|",
     "w_err_1": "|ŵ₁ − w₁|",
     "ols_w_err_norm": "least squares ‖ŵ_ols − w‖₂",
+    "ols_b_err": "least squares |b̂_ols − b|",
     "gap_w_norm": "‖ŵ − ŵ_ols‖₂ (optimisation gap)",
     "grad_w_norm": "‖∇_w L‖ (full batch)",
     "grad_b": "|∂L/∂b| (full batch)",
@@ -44,7 +68,20 @@ LABELS = {
     "lr": "learning rate",
     "epoch": "epoch",
     "val_mse": "validation MSE",
+    "train_loss": "training loss",
 }
+#: The least-squares twin of an SGD error: the floor any method can reach on the same data.
+FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
+#: What ``save_figure`` writes, by the path's extension.
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
+#: The columns a figure puts its lines and panels on (x and y aside).
+ROLES = ("hue", "style", "col", "row")
+#: seaborn's errorbar for "the 10th to the 90th percentile of the runs".
+BAND = ("pi", 80)
+#: Markers for ``style``: dashes are kept for theory.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Columns that are never a role: replicates are the unit a band is over.
+_NOT_ROLES = ("replicate", "seed", "diverged")
 
 
 def magnitude(data: pd.DataFrame, column: str) -> pd.Series:
@@ -52,17 +89,78 @@ def magnitude(data: pd.DataFrame, column: str) -> pd.Series:
     return data[column].abs()
 
 
-def left_out_note(data: pd.DataFrame, column: str) -> tuple[pd.DataFrame, str]:
-    """The rows a log axis can show, and a note counting the runs left out, and why."""
+def feature_count(data: pd.DataFrame) -> int:
+    """d, the number of features: the table has one ``w_err_j`` column per feature."""
+    return sum(1 for c in data.columns if re.fullmatch(r"w_err_\d+", str(c)))
+
+
+def left_out_note(data: pd.DataFrame, column: str, *, x: str | None = None, diverged: bool = True
+                  ) -> tuple[pd.DataFrame, str]:
+    """The rows a log axis can show, and a note counting the rows left out, and why.
+
+    ``x``: the column on a log x axis, whose rows at x <= 0 are left out too (epoch 0, the
+    start). ``diverged=False`` keeps diverged runs (for least squares, which never diverges).
+    """
     value = magnitude(data, column)
-    diverged = data["diverged"].astype(bool) if "diverged" in data else pd.Series(False, index=data.index)
-    zero = ~diverged & (value == 0)
-    other = ~diverged & ~zero & ~np.isfinite(value)
-    keep = ~(diverged | zero | other)
-    parts = [f"{int(n)} {why}" for n, why in ((diverged.sum(), "diverged"), (zero.sum(), "exactly 0"),
-                                               (other.sum(), "not finite")) if n]
+    gone = data["diverged"].astype(bool) if diverged and "diverged" in data else pd.Series(False, index=data.index)
+    off_axis = ~gone & (data[x] <= 0) if x is not None else pd.Series(False, index=data.index)
+    zero = ~gone & ~off_axis & (value == 0)
+    other = ~gone & ~off_axis & ~zero & ~np.isfinite(value)
+    keep = ~(gone | off_axis | zero | other)
+    at = f"at {x} ≤ 0" if x is None or (data.loc[off_axis, x] != 0).any() else f"at {x} 0"
+    parts = [f"{int(n)} {why}" for n, why in ((gone.sum(), "diverged"), (off_axis.sum(), f"{at} (log axis)"),
+                                               (zero.sum(), "exactly 0"), (other.sum(), "not finite")) if n]
     note = f"left out: {', '.join(parts)} (of {len(data)})" if parts else ""
     return data[keep].assign(**{f"|{column}|": value[keep]}), note
+
+
+def check_roles(data: pd.DataFrame, *, where: str, x: str | None = None, y: str | None = None,
+                **roles: str | None) -> None:
+    """Refuse (ParameterError) an x, y, hue, style, col or row that is not a column the figure
+    can use: x and the roles are columns (not replicate or seed), y a numeric column."""
+    axes = [c for c in data.columns if c not in _NOT_ROLES]
+    grid_axes = ", ".join(a for a in axes if a in AXES)
+    for name, value in {"x": x, **roles}.items():
+        if value is not None and (not isinstance(value, str) or value not in axes):
+            raise ParameterError(name, where, f"one column of the table (its axes: {grid_axes})", value)
+    if y is not None:
+        numeric = [c for c in data.columns if c not in AXES and c not in _NOT_ROLES
+                   and pd.api.types.is_numeric_dtype(data[c]) and not pd.api.types.is_bool_dtype(data[c])]
+        if not isinstance(y, str) or y not in numeric:
+            shown = [c for c in numeric if not re.fullmatch(r"w_(hat|err)_\d+", c) or c.endswith("_0")]
+            raise ParameterError("y", where, f"a measured column of the table ({', '.join(shown)}, ...)", y)
+    if x is not None and x in roles.values():
+        role = next(k for k, v in roles.items() if v == x)
+        raise ParameterError(role, where, f"another column than x ({x} is on the x axis)", x)
+
+
+def refuse_pooling(data: pd.DataFrame, placed: Sequence[str | None], column: str, where: str) -> None:
+    """Raise PoolingError where an axis that ``column`` depends on varies among rows that agree
+    on every column of ``placed``."""
+    pooled = varying_axes(data, placed, axes_of(column))
+    if pooled:
+        raise PoolingError(pooled, where)
+
+
+def _per_stream(data: pd.DataFrame, keys: Sequence[str | None]) -> pd.DataFrame:
+    """One row per data stream and point: least squares is the same for every run on that data."""
+    keys = [k for k in dict.fromkeys(keys) if k is not None and k in data.columns]
+    return data.drop_duplicates([*keys, "seed"]) if "seed" in data.columns else data
+
+
+def _log_scale(values: pd.Series) -> bool:
+    """Log x for numbers spanning a decade or more (num_train, lr, epochs 1-100), linear otherwise."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    positive = values[values > 0]
+    return len(positive) > 0 and positive.max() >= 10 * positive.min()
+
+
+def _levels(data: pd.DataFrame, column: str | None, order: Sequence | None = None) -> list:
+    if column is None:
+        return []
+    present = present_values(data[column])
+    return [v for v in order if v in set(present)] if order is not None else present
 
 
 def error_curve(
@@ -71,99 +169,386 @@ def error_curve(
     x: str,
     y: str,
     hue: str | None = None,
+    style: str | None = None,
     hue_order: Sequence | None = None,
+    palette: str | Sequence | dict = PALETTE,
     floor: str | None = None,
+    theory: bool = True,
     fit_from: float | None = None,
     ax: plt.Axes | None = None,
-    logx: bool = True,
+    logx: bool | None = None,
     ylabel: str | None = None,
     legend_title: str | None = None,
     legend: str | bool = "best",
-    palette: str | Sequence = PALETTE,
 ) -> plt.Axes:
-    """Median |y| against x over replicates, with a 10-90% band, on log axes.
+    """Median |y| against x over the runs of each point, with a 10-90% band, on log axes.
 
     Parameters
     ----------
     data : DataFrame
-        Tidy results: one row per run (and checkpoint; filter to one epoch first if x is not
-        ``epoch``).
+        Tidy results: one row per run (and checkpoint). Every axis that y depends on must take
+        one value per point (x, hue, style): others are refused (PoolingError), not pooled.
     x, y : str
         Columns; y is drawn as a magnitude.
     hue : str, optional
-        A column whose values get one line each, in ``hue_order`` (default: sorted).
+        A column whose values get one colour each, in ``hue_order`` (default: the table's order).
+    style : str, optional
+        A column whose values get one marker each.
+    palette : str, list or dict, default="colorblind"
+        A dict maps hue values to colours (the same colours in every panel of a grid).
     floor : str, optional
-        A column drawn as a dashed grey median line, e.g. ``ols_w_err_norm`` (least squares on
-        the same data: the floor any method can reach).
+        A least-squares column drawn in grey, e.g. ``ols_w_err_norm``: least squares on the same
+        data, the floor any method can reach. One value per data stream.
+    theory : bool, default=True
+        Draw the theory of study.theory where it holds (see the module's docstring).
     fit_from : float, optional
-        Fit a power law to each line (and the floor) over x >= fit_from and show its slope
-        with a 95% bootstrap interval in the legend.
+        Fit a power law to each line (and the floor) over x >= fit_from, one unit per data
+        stream, and show its slope with a 95% bootstrap interval in the legend (or why not).
     ax : Axes, optional
-    logx : bool, default=True
+    logx : bool, optional
+        Default: log where x spans a decade or more.
     legend : str or False, default="best"
-        A matplotlib legend location, or "outside": to the right of the Axes, clear of the lines.
+        A matplotlib legend location, "outside" (right of the Axes), "below" (under it), or
+        False (no legend; its entries stay on the Axes for a figure legend).
 
     Returns
     -------
     Axes
     """
     ax = ax if ax is not None else plt.gca()
-    shown, note = left_out_note(data, y)
+    refuse_pooling(data, [x, hue, style], y, "error_curve")
+    logx = _log_scale(data[x]) if logx is None else logx
+    least_squares = y in LEAST_SQUARES
+    rows = _per_stream(data, [x, hue, style]) if least_squares else data
+    shown, note = left_out_note(rows, y, x=x if logx else None, diverged=not least_squares)
     column = f"|{y}|"
+    levels = _levels(data, hue, hue_order)
+    colours = palette if isinstance(palette, dict) else dict(zip(levels, sns.color_palette(palette, max(len(levels), 1))))
+    keys = [c for c in dict.fromkeys((x, hue, style)) if c]
+    per_point = rows.groupby(keys, observed=True, sort=False).size()
+    survivors = _survivors(shown, keys, column, per_point)
+    kwargs: dict[str, Any] = {}
     if hue:  # one colour per value, its legend entry carrying the fitted slope when asked
-        levels = [v for v in (hue_order or sorted(data[hue].unique())) if v in set(shown[hue])]
-        names = {v: _fmt(v) + _slope_text(shown[shown[hue] == v], x, column, fit_from) for v in levels}
-        shown = shown.assign(**{hue: shown[hue].map(names)})
-        palette = dict(zip(names.values(), sns.color_palette(palette, len(levels))))
+        present = set(shown[hue])
+        names = {v: format_value(v) + _slope_text(shown[shown[hue] == v], x, column, fit_from)
+                 for v in levels if v in present}
+        shown = shown.assign(**{hue: shown[hue].map(names).astype(object)})
+        kwargs.update(hue=hue, hue_order=list(names.values()), palette={names[v]: colours[v] for v in names})
     elif fit_from is not None:
         shown = shown.assign(_fit=f"SGD{_slope_text(shown, x, column, fit_from)}")
-        hue, palette = "_fit", sns.color_palette(palette, 1)
-    sns.lineplot(data=shown, x=x, y=column, hue=hue, estimator="median", errorbar=("pi", 80), marker="o",
-                 markersize=4, palette=palette if hue else None, ax=ax)
+        kwargs.update(hue="_fit", palette=sns.color_palette(PALETTE, 1))
+    else:
+        kwargs.update(color=next(iter(palette.values())) if isinstance(palette, dict) and palette
+                      else sns.color_palette(PALETTE if isinstance(palette, dict) else palette, 1)[0])
+    if style:
+        styles = [format_value(v) for v in _levels(shown, style)]
+        shown = shown.assign(**{style: shown[style].map(format_value).astype(object)})
+        kwargs.update(style=style, style_order=styles, markers=dict(zip(styles, MARKERS * 4)), dashes=False)
+    else:
+        kwargs.update(marker="o")
+    if len(shown):
+        sns.lineplot(data=shown, x=x, y=column, estimator="median", errorbar=BAND, markersize=5, ax=ax, **kwargs)
     if floor is not None:
-        f_shown, _ = left_out_note(data.drop(columns="diverged", errors="ignore"), floor)
-        # the floor's slope over every x: least squares has no optimisation gap to wait out
-        fit_all = None if fit_from is None else f_shown[x].min()
-        label = "least squares on the same data" + _slope_text(f_shown, x, f"|{floor}|", fit_all)
-        sns.lineplot(data=f_shown, x=x, y=f"|{floor}|", estimator="median", errorbar=("pi", 80), color="0.35",
-                     linestyle="--", label=label, ax=ax)
+        _draw_floor(ax, data, x=x, floor=floor, logx=logx, fit_from=fit_from)
+    if theory and len(shown):
+        # Theory may reach far below the data (the floor of an lr that SGD is far from
+        # reaching): it is drawn within a decade of the data's range, so the axis follows the data.
+        values = shown[column]
+        if floor is not None:
+            grey = data[floor].abs()
+            values = pd.concat([values, grey[np.isfinite(grey) & (grey > 0)]])
+        _draw_theory(ax, data, x=x, y=y, hue=hue, colours=colours, within=(values.min() / 10, values.max() * 10))
     ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(ylabel or LABELS.get(y, y))
-    if ax.get_legend() is not None:
-        title = legend_title or (hue if hue and hue != "_fit" else None)
-        where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if legend == "outside" else {"loc": legend or "best"}
-        ax.legend(title=title, fontsize="small", title_fontsize="small", **where)
-        if legend is False:
-            ax.get_legend().remove()
-    if note:
-        ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize="x-small", color="0.3")
+    _legend(ax, legend, legend_title or (hue if hue and not style else None))
+    # A point that lost runs (diverged ones) is the median of its survivors: it says how many.
+    for (at_x, value, median), (kept, total) in survivors.items():
+        colour = colours.get(value, "0.2") if hue else kwargs.get("color", "0.2")
+        ax.annotate(f"{kept}/{total}", (at_x, median), xytext=(3, 3), textcoords="offset points", fontsize=6,
+                    color=colour)
+    runs = "data sets" if least_squares else "runs"
+    count = f"{per_point.min()}" if per_point.min() == per_point.max() else f"{per_point.min()}–{per_point.max()}"
+    described = f"median, 10–90% of {count} {runs} per point" if len(per_point) else "no runs"
+    marked = "a/b at a point: a of its b runs shown" if survivors else ""
+    ax.text(0.99, 0.01, "\n".join(filter(None, [described, note, marked])), transform=ax.transAxes, ha="right",
+            va="bottom", fontsize="x-small", color="0.3",
+            bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1})
     return ax
 
 
+def _survivors(shown: pd.DataFrame, keys: list[str], column: str, per_point: pd.Series) -> dict:
+    """(x, hue value, median) -> (runs shown, runs) for the points that lost some of their runs."""
+    if shown.empty:
+        return {}
+    groups = shown.groupby(keys, observed=True, sort=False)[column]
+    kept, medians = groups.size(), groups.median()
+    out = {}
+    for key, n in kept.items():
+        total = int(per_point.get(key, n))
+        if n < total:
+            key = key if isinstance(key, tuple) else (key,)
+            hue_value = key[1] if len(keys) > 1 else None
+            out[(key[0], hue_value, float(medians[key if len(key) > 1 else key[0]]))] = (int(n), total)
+    return out
+
+
+def merged_legend(axes: Sequence[plt.Axes], ax: plt.Axes, *, title: str | None = None,
+                  legend: str = "outside") -> None:
+    """One legend on ``ax`` for the entries of every Axes in ``axes`` (each label once), so that
+    a line drawn on one panel only (a theory curve) is explained too."""
+    entries: dict[str, Any] = {}
+    for a in axes:
+        for handle, label in zip(*a.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+    ax.legend(list(entries.values()), list(entries), title=title, fontsize="small", title_fontsize="small",
+              **_placement(legend))
+
+
+def _legend(ax: plt.Axes, legend: str | bool, title: str | None) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # a label drawn in several places (a theory line per lr) once
+    handles, labels = list(unique.values()), list(unique)
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    if legend is False or not handles:
+        return
+    ax.legend(handles, labels, title=title, fontsize="small", title_fontsize="small", **_placement(legend))
+
+
+def _placement(legend: str) -> dict:
+    """A matplotlib location, or "outside" (right of the Axes) or "below" (under its x label)."""
+    if legend == "outside":
+        return {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+    if legend == "below":
+        return {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "ncol": 2}
+    return {"loc": legend}
+
+
+def _draw_floor(ax: plt.Axes, data: pd.DataFrame, *, x: str, floor: str, logx: bool, fit_from: float | None) -> None:
+    """Least squares on the same data: grey, one value per data stream and x."""
+    refuse_pooling(data, [x], floor, "error_curve (its least-squares floor)")
+    shown, _ = left_out_note(_per_stream(data, [x]), floor, x=x if logx else None, diverged=False)
+    # the floor's slope over every x: least squares has no optimisation gap to wait out
+    fit_all = None if fit_from is None else shown[x].min()
+    label = "least squares on the same data" + _slope_text(shown, x, f"|{floor}|", fit_all)
+    sns.lineplot(data=shown, x=x, y=f"|{floor}|", estimator="median", errorbar=BAND, color="0.45", marker="s",
+                 markersize=3, linewidth=1.2, label=label, ax=ax)
+
+
 def _slope_text(data: pd.DataFrame, x: str, column: str, fit_from: float | None) -> str:
+    """' (slope -0.55 [-0.61, -0.51])', from one value per data stream; or why there is none."""
     if fit_from is None:
         return ""
     part = data[data[x] >= fit_from]
-    if part[x].nunique() < 2:
-        return ""
-    fit = fit_power_law(part[x], part[column])
+    sizes = part[x].nunique()
+    if sizes < MIN_FIT_LEVELS:
+        return f" (no slope: {sizes} {x} ≥ {format_value(fit_from)})"
+    fit = fit_power_law(part[x], part[column], units=part["seed"] if "seed" in part else None)
     return f" (slope {fit.slope:.2f} [{fit.low:.2f}, {fit.high:.2f}])"
 
 
-def _fmt(value) -> str:
-    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+# --- theory on the figures ---------------------------------------------------------------------
+
+def _single(data: pd.DataFrame, column: str) -> Any:
+    """The one value a column takes in data, or None (absent, or several)."""
+    if column not in data.columns:
+        return None
+    values = data[column].unique()
+    return values[0] if len(values) == 1 else None
 
 
-def lr_epoch_heatmap(data: pd.DataFrame, *, value: str = "w_err_norm", ax: plt.Axes | None = None) -> plt.Axes:
-    """Median |value| over replicates for each (lr, epoch), on a log colour scale.
+def _gaussian_noise_var(data: pd.DataFrame) -> float | None:
+    """σ² where the rows share one Gaussian noise level, else None: the quantiles of least
+    squares and the panels' theory hold for Gaussian noise only."""
+    if _single(data, "noise_kind") != "gaussian" or _single(data, "noise") is None:
+        return None
+    return float(theory.noise_variance(float(_single(data, "noise")), "gaussian"))
+
+
+def _draw_theory(ax: plt.Axes, data: pd.DataFrame, *, x: str, y: str, hue: str | None, colours: dict,
+                 within: tuple[float, float]) -> None:
+    """Dashed theory where it holds: the least-squares median of ‖ŵ_ols − w‖ (and its 10-90%
+    on a least-squares panel), and the stationary error of SGD on the squared loss."""
+    if y not in ("w_err_norm", "ols_w_err_norm") or x not in data.columns:
+        return
+    d = feature_count(data)
+    if d == 0 or not pd.api.types.is_numeric_dtype(data[x]):
+        return
+    lo, hi = float(data[x][data[x] > 0].min()), float(data[x].max())
+    groups = [(None, data)] if hue is None else [(v, data[data[hue] == v]) for v in present_values(data[hue])]
+    drawn_ols: set = set()
+    for value, part in groups:
+        noise_var = _gaussian_noise_var(part)
+        if noise_var is None or part.empty:
+            continue
+        n_fixed = _single(part, "num_train")
+        if x == "num_train" or n_fixed is not None:
+            key = (noise_var, n_fixed if x != "num_train" else None)
+            if key not in drawn_ols:
+                drawn_ols.add(key)
+                _theory_least_squares(ax, x=x, lo=lo, hi=hi, n_fixed=n_fixed, d=d, noise_var=noise_var,
+                                      band=y == "ols_w_err_norm", within=within)
+        if y == "w_err_norm" and _single(part, "loss") == "squared":
+            colour = colours.get(value, "0.2") if value is not None else "0.2"
+            _theory_sgd(ax, part, x=x, lo=lo, hi=hi, d=d, noise_var=noise_var, colour=colour, within=within)
+
+
+def _theory_least_squares(ax, *, x, lo, hi, n_fixed, d, noise_var, band, within) -> None:
+    label = "theory: least squares, median" + (" and 10–90%" if band else "") + " (Gaussian noise)"
+    if x == "num_train":
+        n = np.unique(np.round(np.geomspace(max(lo, d + 1), hi, 200)))
+        xs = n
+    else:
+        n, xs = np.array([float(n_fixed)] * 2), np.array([lo, hi])
+    for q, style in ((0.5, "--"),) + (((0.1, ":"), (0.9, ":")) if band else ()):
+        ys = theory.ols_w_err_norm_quantile(q, n, d, noise_var)
+        ok = np.isfinite(ys) & (ys >= within[0]) & (ys <= within[1])
+        ax.plot(xs[ok], ys[ok], linestyle=style, color="black", linewidth=1.1 if q == 0.5 else 0.8,
+                label=label if q == 0.5 else None, zorder=4)
+
+
+_SGD_FLOOR = "theory: SGD noise floor, RMS (squared loss, online limit)"
+_SGD_EDGE = "theory: SGD stability edge (squared loss, online limit)"
+
+
+def _theory_sgd(ax, part: pd.DataFrame, *, x, lo, hi, d, noise_var, colour, within) -> None:
+    """√E‖ŵ − w‖² where constant-lr SGD settles (online limit), and the stability edge on an lr axis.
+
+    The lines take their lr's colour; the legend says once, in grey, what such a line is.
+    """
+    batch, reduction = _single(part, "batch_size"), _single(part, "reduction")
+    if batch is None or reduction is None:
+        return
+    if x == "lr":
+        edge = float(theory.sgd_stability_edge(int(batch), d, str(reduction)))
+        xs = np.geomspace(lo, min(hi, edge), 200)
+        ys = np.sqrt(theory.sgd_stationary_w_err_sq(xs, int(batch), d, noise_var, str(reduction)))
+        if lo <= edge <= hi:
+            ax.axvline(edge, linestyle=":", color=colour, linewidth=1.1, zorder=4)
+            _proxy(ax, _SGD_EDGE, ":")
+    else:
+        lr = _single(part, "lr")
+        if lr is None:
+            return
+        xs = np.array([lo, hi])
+        ys = np.sqrt(theory.sgd_stationary_w_err_sq(np.full(2, float(lr)), int(batch), d, noise_var, str(reduction)))
+    ok = np.isfinite(ys) & (ys >= within[0]) & (ys <= within[1])
+    if ok.any():
+        ax.plot(xs[ok], ys[ok], linestyle="--", color=colour, linewidth=1.0, zorder=4)
+        _proxy(ax, _SGD_FLOOR, "--")
+
+
+def _proxy(ax: plt.Axes, label: str, linestyle: str) -> None:
+    if label not in ax.get_legend_handles_labels()[1]:
+        ax.plot([], [], linestyle=linestyle, color="0.5", label=label)
+
+
+# --- the figure-level function ---------------------------------------------------------------------
+
+def error_facets(
+    data: pd.DataFrame,
+    *,
+    x: str,
+    y: str = "w_err_norm",
+    hue: str | None = None,
+    style: str | None = None,
+    col: str | None = None,
+    row: str | None = None,
+    hue_order: Sequence | None = None,
+    floor: str | None = "auto",
+    theory: bool = True,
+    fit_from: float | None = None,
+    logx: bool | None = None,
+    title: str | None = None,
+    height: float = 3.6,
+    aspect: float = 1.35,
+) -> sns.FacetGrid:
+    """Median |y| against x, one line per hue (and style), one panel per col and row value:
+    seaborn's ``relplot(kind="line")``, with the conventions of this module.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Tidy results, filtered to what the figure shows (one epoch, unless epoch is on it).
+        Every axis that y depends on must be on the figure or take one value: the figure
+        refuses (PoolingError, naming the axes and their values) rather than pool them.
+    x, y, hue, style : str
+        As :func:`error_curve`.
+    col, row : str, optional
+        Columns whose values get one panel each.
+    floor : str or None, default="auto"
+        The least-squares column drawn in grey; "auto": the twin of y (``ols_w_err_norm`` for
+        ``w_err_norm``) where the data's axes take one value per panel and x.
+    title : str, optional
+        The figure's title; the estimator and band are said on each panel.
+
+    Returns
+    -------
+    FacetGrid
+
+    Examples
+    --------
+    >>> g = error_facets(df[df["epoch"] == 10], x="num_train", y="w_err_norm", hue="lr", col="loss")  # doctest: +SKIP
+    >>> save_figure(g.figure, "figures/error.pdf")  # doctest: +SKIP
+    """
+    where = "parameter of error_facets"
+    check_roles(data, where=where, x=x, y=y, hue=hue, style=style, col=col, row=row)
+    pooled = varying_axes(data, [x, hue, style, col, row], axes_of(y))
+    if pooled:
+        raise PoolingError(pooled, "error_facets")
+    if floor == "auto":
+        twin = FLOORS.get(y)
+        floor = twin if twin in data.columns and not varying_axes(data, [x, col, row], DATA_AXES) else None
+    logx = _log_scale(data[x]) if logx is None else logx
+    levels = _levels(data, hue, hue_order)
+    colours = dict(zip(levels, sns.color_palette(PALETTE, max(len(levels), 1))))
+    g = sns.FacetGrid(data, col=col, row=row, col_order=_levels(data, col) or None, row_order=_levels(data, row) or None,
+                      height=height, aspect=aspect, sharex=True, sharey=True, despine=False)
+    entries: dict[str, Any] = {}
+    for (i, j, _), part in g.facet_data():
+        ax = g.axes[i, j]
+        if part.empty:
+            ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="0.4")
+            continue
+        error_curve(part, x=x, y=y, hue=hue, style=style, hue_order=levels, palette=colours, floor=floor,
+                    theory=theory, fit_from=fit_from, ax=ax, logx=logx,
+                    legend="best" if fit_from is not None else False, legend_title=hue)
+        if fit_from is None:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(label, handle)
+    rows, cols = _levels(data, row) or [None], _levels(data, col) or [None]
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            g.axes[i, j].set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, r), (col, c)) if k))
+    g.set_axis_labels(LABELS.get(x, x), LABELS.get(y, y))
+    if entries:
+        g.add_legend(legend_data=entries, title=hue if hue and not style else None, label_order=list(entries))
+        g.legend.set_title(g.legend.get_title().get_text(), prop={"size": "small"})
+        for text in g.legend.get_texts():
+            text.set_fontsize("small")
+    if title:
+        g.figure.suptitle(title, y=1.0, va="bottom")
+    return g
+
+
+# --- heatmaps ----------------------------------------------------------------------------------------
+
+def lr_epoch_heatmap(data: pd.DataFrame, *, value: str = "w_err_norm", ax: plt.Axes | None = None,
+                     norm: LogNorm | None = None) -> plt.Axes:
+    """Median |value| over the runs of each (lr, epoch), on a log colour scale; epoch 0 (the
+    start) is not shown.
 
     A cell where more than half the runs diverged is marked "div." and left uncoloured;
-    cells where some diverged say how many.
+    cells where some diverged say how many. Every other axis must take one value (else
+    PoolingError). ``norm`` shares one colour scale between heatmaps.
     """
     ax = ax if ax is not None else plt.gca()
+    refuse_pooling(data, ["lr", "epoch"], value, "lr_epoch_heatmap")
     df = data[data["epoch"] > 0].assign(_v=magnitude(data, value), _d=data["diverged"].astype(bool))
     finite = df[~df["_d"]]
     median = finite.pivot_table(index="lr", columns="epoch", values="_v", aggfunc="median")
@@ -174,8 +559,7 @@ def lr_epoch_heatmap(data: pd.DataFrame, *, value: str = "w_err_norm", ax: plt.A
     for (lr, epoch), n in count.stack().items():
         if n and share.loc[lr, epoch] <= 0.5:
             annot.loc[lr, epoch] += f"\n({int(n)} div.)"
-    positive = median[median > 0]
-    norm = LogNorm(vmin=np.nanmin(positive.values), vmax=np.nanmax(positive.values))
+    norm = norm or _log_norm([median])
     sns.heatmap(median, annot=annot, fmt="", norm=norm, cmap="viridis", ax=ax, annot_kws={"fontsize": 7},
                 cbar_kws={"label": f"median {LABELS.get(value, value)}"}, linewidths=0.5, linecolor="white")
     # seaborn leaves masked (NaN) cells unannotated: mark the diverged ones by hand
@@ -190,6 +574,46 @@ def lr_epoch_heatmap(data: pd.DataFrame, *, value: str = "w_err_norm", ax: plt.A
     return ax
 
 
+def _log_norm(medians: Sequence[pd.DataFrame]) -> LogNorm | None:
+    values = np.concatenate([m.to_numpy(dtype=float).ravel() for m in medians])
+    values = values[np.isfinite(values) & (values > 0)]
+    return LogNorm(vmin=values.min(), vmax=values.max()) if len(values) else None
+
+
+def heatmap_facets(data: pd.DataFrame, *, value: str = "w_err_norm", col: str | None = None, row: str | None = None,
+                   title: str | None = None) -> plt.Figure:
+    """One :func:`lr_epoch_heatmap` per col and row value, on one colour scale."""
+    where = "parameter of heatmap_facets"
+    check_roles(data, where=where, y=value, col=col, row=row)
+    refuse_pooling(data, ["lr", "epoch", col, row], value, "heatmap_facets")
+    cols, rows = _levels(data, col) or [None], _levels(data, row) or [None]
+    n_lr = data["lr"].nunique()
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(6.5 * len(cols), (0.45 * n_lr + 1.6) * len(rows)),
+                             squeeze=False)
+    parts = {}
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            mask = np.ones(len(data), dtype=bool)
+            for column, v in ((row, r), (col, c)):
+                if column is not None:
+                    mask &= (data[column] == v).to_numpy()
+            parts[i, j] = data[mask]
+    ok = [p[(p["epoch"] > 0) & ~p["diverged"].astype(bool)] for p in parts.values()]
+    norm = _log_norm([p.assign(_v=magnitude(p, value)).groupby(["lr", "epoch"])["_v"].median().to_frame()
+                      for p in ok if len(p)])
+    for (i, j), part in parts.items():
+        ax = axes[i, j]
+        if part.empty:
+            ax.set_axis_off()
+            continue
+        lr_epoch_heatmap(part, value=value, ax=ax, norm=norm)
+        ax.set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, rows[i]), (col, cols[j])) if k))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def loss_shapes(sigmas: Sequence[float], *, axes: Sequence[plt.Axes] | None = None, span: float = 4.0) -> Sequence[plt.Axes]:
     """The squared loss and Huber's (3.5.1) for each σ (left), and their derivatives (right)."""
     if axes is None:
@@ -201,7 +625,7 @@ def loss_shapes(sigmas: Sequence[float], *, axes: Sequence[plt.Axes] | None = No
     for sigma, color in zip(sigmas, colors[1:]):
         a = np.abs(r)
         axes[0].plot(r, np.where(a > sigma, a - sigma / 2, r**2 / (2 * sigma)), color=color, label=f"Huber σ={sigma:g}")
-        axes[1].plot(r, np.clip(r / sigma, -1, 1), color=color, label=f"Huber σ={sigma:g}")
+        axes[1].plot(r, np.clip(r / sigma, -1, 1), color=color, label=f"Huber σ={sigma:g}: r/σ, clipped at ±1")
     axes[0].set(xlabel="residual r = ŷ − y", ylabel="loss l(r)", ylim=(0, span**2 / 2))
     axes[1].set(xlabel="residual r = ŷ − y", ylabel="derivative l′(r)", ylim=(-3, 3))
     for ax in axes:
@@ -210,15 +634,29 @@ def loss_shapes(sigmas: Sequence[float], *, axes: Sequence[plt.Axes] | None = No
     return axes
 
 
-def save_figure(fig: plt.Figure, path: str | Path) -> list[Path]:
-    """Write PNG and SVG (no timestamps, so a figure that did not change writes the same bytes)."""
+#: Metadata that would change from one save to the next (dates), removed so that a figure that
+#: did not change writes the same bytes.
+_METADATA = {".png": {"Software": None}, ".svg": {"Date": None, "Creator": None},
+             ".pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+
+
+def save_figure(fig: plt.Figure, path: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
+    """Write the figure to ``path`` in the format its extension names (PNG, SVG or PDF), or in
+    each of ``formats`` (extensions, e.g. (".png", ".svg")) beside it; then close it.
+
+    The folder must exist: where outputs may create folders is the command's rule (study.cli).
+    Files carry no timestamps, so a figure that did not change writes the same bytes.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    suffixes = [path.suffix.lower()] if formats is None else [s.lower() for s in formats]
+    bad = [s for s in suffixes if s not in FIGURE_FORMATS]
+    if bad:
+        raise ParameterError("path", "parameter of save_figure", "a path ending in .png, .svg or .pdf", str(path))
     plt.rcParams["svg.hashsalt"] = "estimation-study"  # SVG element ids from a fixed salt, not a random one
     written = []
-    for suffix, metadata in ((".png", {"Software": None}), (".svg", {"Date": None, "Creator": None})):
+    for suffix in suffixes:
         target = path.with_suffix(suffix)
-        fig.savefig(target, dpi=110, bbox_inches="tight", metadata=metadata)
+        fig.savefig(target, dpi=110, bbox_inches="tight", metadata=_METADATA[suffix])
         written.append(target)
     plt.close(fig)
     return written

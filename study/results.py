@@ -28,13 +28,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .engine import ChunkResult, as_chunk
-from .grid import AXES, Run
-from .plan import Chunk
+from .engine import ChunkResult
+from .grid import AXES
 from .vocabulary import RUN_AXES, STREAM_KEYS
 
 __all__ = [
-    "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "to_frame", "finish", "write_csv", "write_json",
+    "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
     "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
     "ParameterError", "PoolingError", "LEAST_SQUARES", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
     "varying_axes", "describe_axes", "values_text", "format_value", "present_values", "diverged_runs", "parse_where",
@@ -48,26 +47,6 @@ COORDINATES = (*AXES, "replicate", "seed")
 #: The error measures a summary describes, each a magnitude (absolute errors for b).
 ERROR_METRICS = ("w_err_norm", "b_err_abs", "ols_w_err_norm", "ols_b_err_abs", "gap_w_norm", "val_mse")
 _STATS = ("mean", "median", "q10", "q90")
-
-
-def to_frame(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], result: ChunkResult) -> pd.DataFrame:
-    """The tidy rows of one chunk: runs x checkpoints, run-major, with ``_index`` (grid order)."""
-    chunk = as_chunk(runs)
-    C = len(checkpoints)
-    cols: dict[str, Any] = {}
-    for axis in AXES:
-        if axis == "epoch":
-            cols[axis] = np.tile(np.asarray(checkpoints, dtype=np.int64), len(chunk))
-        elif axis in STRING_AXES:
-            cat = pd.Categorical(np.asarray(chunk.column(axis), dtype=object))
-            cols[axis] = pd.Categorical.from_codes(np.repeat(cat.codes, C), categories=cat.categories)
-        else:
-            cols[axis] = np.repeat(chunk.column(axis), C)
-    cols["replicate"] = np.repeat(chunk.replicate.astype(np.int64), C)
-    cols["seed"] = np.repeat(chunk.seed.astype(np.int64), C)
-    cols.update(metric_columns(result, C))
-    cols["_index"] = np.repeat(chunk.index.astype(np.int64), C)
-    return pd.DataFrame(cols, copy=False)
 
 
 def metric_columns(result: ChunkResult, C: int) -> dict[str, np.ndarray]:
@@ -117,65 +96,6 @@ def ordered_categorical(values: Any) -> pd.Categorical:
     lookup = np.full(len(cat.categories) + 1, -1, dtype=cat.codes.dtype)  # the last entry: code -1 (missing)
     lookup[order] = np.arange(len(order))
     return pd.Categorical.from_codes(lookup[cat.codes], categories=cat.categories[order])
-
-
-def finish(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """The chunk frames as one table in grid order (run, then epoch): never in completion order.
-
-    Each chunk's rows are written straight to their places in the table (a run of grid index i
-    is the rank of i among the runs present), one pass over each column, with no concatenation
-    and no sort of the rows: the table of a million runs is assembled in about the time it
-    takes to copy it.
-    """
-    sizes, runs = [], []
-    for frame in frames:
-        index = frame["_index"].to_numpy()
-        C = int(np.argmax(index != index[0])) or len(index)  # rows per run: checkpoints are consecutive
-        sizes.append(C)
-        runs.append(index[::C])
-    C = sizes[0]
-    if any(c != C for c in sizes):
-        raise ValueError("The chunks of one table must have the same checkpoints.")
-    all_runs = np.concatenate(runs)
-    order = np.argsort(all_runs, kind="stable")
-    rank = np.empty(len(all_runs), dtype=np.int64)
-    rank[order] = np.arange(len(all_runs))
-    total = len(all_runs) * C
-    offsets = np.cumsum([0] + [len(r) for r in runs])
-    places = [(rank[lo:hi, None] * C + np.arange(C)).ravel() for lo, hi in zip(offsets[:-1], offsets[1:])]
-    # Where a chunk's places run on by one (its runs are in grid order), it is copied block by
-    # block, at the speed of memory; elsewhere row by row.
-    blocks = []
-    for place in places:
-        cut = np.flatnonzero(np.diff(place) != 1) + 1
-        starts, stops = np.concatenate([[0], cut]), np.concatenate([cut, [len(place)]])
-        blocks.append([(int(a), int(b), int(place[a])) for a, b in zip(starts, stops)] if len(cut) < 64 else None)
-
-    def scatter(out: np.ndarray, values: np.ndarray, place: np.ndarray, block) -> None:
-        if block is None:
-            out[place] = values
-        else:
-            for a, b, at in block:
-                out[at : at + b - a] = values[a:b]
-
-    columns: dict[str, Any] = {}
-    for name in frames[0].columns:
-        if name == "_index":
-            continue
-        first = frames[0][name]
-        if isinstance(first.dtype, pd.CategoricalDtype):
-            categories = pd.Index(pd.unique(np.concatenate([np.asarray(f[name].cat.categories, dtype=object) for f in frames])))
-            codes = np.empty(total, dtype=np.int16)
-            for frame, place, block in zip(frames, places, blocks):
-                cat = frame[name].cat
-                scatter(codes, categories.get_indexer(cat.categories)[cat.codes], place, block)
-            columns[name] = ordered_categorical(pd.Categorical.from_codes(codes, categories=categories))
-        else:
-            out = np.empty(total, dtype=first.to_numpy().dtype)
-            for frame, place, block in zip(frames, places, blocks):
-                scatter(out, frame[name].to_numpy(), place, block)
-            columns[name] = out
-    return pd.DataFrame(columns, copy=False)
 
 
 def _umask() -> int:

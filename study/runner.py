@@ -41,7 +41,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
 from . import engine as engines
@@ -544,13 +543,15 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
         else:
             results = stack.enter_context(local_results(plan, tasks, checkpoints, engine, devices, backend, workers))
         initial = n_runs - to_compute
-        if progress and not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar
+        if not progress or not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar
             expected = sum(t.seconds for t in tasks) / max(workers, 1)
-            bar = stack.enter_context(_LineProgress(n_runs, initial, grid.name, expected > PROGRESS_EVERY_S,
+            bar = stack.enter_context(_LineProgress(n_runs, initial, grid.name, progress and expected > PROGRESS_EVERY_S,
                                                     sum(t.seconds for t in tasks)))
         else:
-            bar = stack.enter_context(tqdm(total=n_runs, initial=initial, unit="run", desc=grid.name,
-                                           disable=None if progress else True, smoothing=0.1))
+            # tqdm.auto only when a bar is shown: in a notebook without ipywidgets it warns on creation.
+            from tqdm.auto import tqdm
+
+            bar = stack.enter_context(tqdm(total=n_runs, initial=initial, unit="run", desc=grid.name, smoothing=0.1))
         for n, segment, reason in results:
             task = tasks[n]
             if segment is None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import study
 from study.cli import main
@@ -279,27 +281,117 @@ def test_table_not_a_results_csv_exits_2(tmp_path, capsys):
 def test_table_unknown_by_column_exits_2(tmp_path, results_csv, capsys):
     before = _snapshot(tmp_path)
     code = main(["table", str(results_csv), "--by", "lr,nosuchcolumn", "--out", str(tmp_path / "summary.csv")])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"'by'.*nosuchcolumn")
+    _assert_refused(code, capsys, before, tmp_path,
+                    mentions=r"The '--by' option must be columns of the table \(its axes: num_train, .*Got 'nosuchcolumn'")
 
 
 def test_table_out_not_csv_exits_2(tmp_path, results_csv, capsys):
     before = _snapshot(tmp_path)
     code = main(["table", str(results_csv), "--out", str(tmp_path / "summary.xlsx")])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"'out'.*\.csv")
+    _assert_refused(code, capsys, before, tmp_path,
+                    mentions=r"The '--out' option must be a path ending in \.csv or \.parquet\. Got '.*summary\.xlsx'")
 
 
 # study table --------------------------------------------------------------------------------------
 
 
-def test_table_prints_counts_and_medians(results_csv, capsys):
+def test_table_prints_counts_and_medians(results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
     assert main(["table", str(results_csv)]) == 0
-    stdout = capsys.readouterr().out
-    header = stdout.splitlines()[0].split()
-    assert "count" in header
-    assert "w_err_norm_median" in header
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "every checkpoint (epochs 0, 1, 2); cells by num_train, lr, epoch; nothing pooled"
+    assert lines[1].startswith("count: runs; SGD's medians leave out the diverged runs; least squares")
+    header = lines[2].split()
+    assert header[:6] == ["num_train", "lr", "epoch", "count", "diverged", "streams"]
+    assert "w_err_norm_median" in header and "ols_w_err_norm_median" in header
     assert "w_err_norm_mean" not in header  # the printed table keeps medians only
     # default cells: the axes that vary (num_train, lr) and epoch: 2 x 2 x 3 rows under a header
-    assert len(stdout.strip().splitlines()) == 1 + 2 * 2 * TINY_CHECKPOINTS
+    assert len(lines) == 3 + 2 * 2 * TINY_CHECKPOINTS
+
+
+def test_table_fits_the_terminal_and_names_the_columns_it_leaves_out(results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "72")
+    assert main(["table", str(results_csv), "--by", "lr"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 72 for line in lines)
+    assert " ".join(lines[:2]) == "epoch 2 (the last checkpoint); cells by lr; pooled over num_train (20, 50)"
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["lr"])
+    assert lines[header].split() == ["lr", "epoch", "count", "diverged", "streams", "w_err_norm_median"]
+    note = " ".join(lines[header + 3:])
+    assert note == ("(5 columns left out to fit 72 characters: ols_w_err_norm_median, b_err_abs_median, "
+                    "gap_w_norm_median, ols_b_err_abs_median, val_mse_median; --out FILE writes every column)")
+
+
+def test_table_epoch_and_where_choose_the_rows(results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["table", str(results_csv), "--by", "num_train", "--epoch", "1", "--where", "lr=0.1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "epoch 1; cells by num_train; where lr = 0.1; nothing pooled"
+    rows = [line.split() for line in lines[3:]]
+    assert [r[:4] for r in rows] == [["20", "1", "2", "0"], ["50", "1", "2", "0"]]
+    df = pd.read_csv(results_csv)
+    expected = df[(df["epoch"] == 1) & (df["lr"] == 0.1)].groupby("num_train")["w_err_norm"].median()
+    assert [float(r[5]) for r in rows] == pytest.approx(expected.tolist(), rel=1e-2)
+
+
+def test_table_diverged_lists_the_runs_and_their_cells(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    spec = tmp_path / "div.toml"
+    spec.write_text("[grid]\nnum_train = [50]\nlr = [0.1, 3.0]\nepoch = [1, 3]\nreplicates = 2\nnum_val = 20\n")
+    assert main(["run", str(spec), "--out", str(tmp_path / "d.csv"), "--quiet", "--jobs", "1"]) == 0
+    assert main(["table", str(tmp_path / "d.csv"), "--diverged", "--out", str(tmp_path / "div.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "2 of 4 runs diverged by each run's last checkpoint"
+    assert lines[1].split()[:2] == ["num_train", "lr"] and lines[1].split()[-3:] == ["replicate", "seed", "diverged_at"]
+    listed = pd.read_csv(tmp_path / "div.csv")
+    assert listed["lr"].tolist() == [3.0, 3.0] and listed["replicate"].tolist() == [0, 1]
+    assert set(listed["diverged_at"]) <= {1, 3} and lines[-1] == f"wrote {tmp_path / 'div.csv'}"
+    assert main(["table", str(tmp_path / "d.csv"), "--diverged", "--where", "lr=0.1"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["0 of 2 runs diverged by each run's last checkpoint; where lr = 0.1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epoch", "7"], "The '--epoch' option must be one of the table's checkpoints (0, 1, 2). Got 7 instead."),
+        (["--epoch", "x"], "argument --epoch: invalid int value: 'x'"),
+        (["--where", "lr"], "The '--where' option must be KEY=VALUE, e.g. loss=huber or lr=0.01,0.03. Got 'lr' instead."),
+        (["--where", "rate=0.1"], "The '--where' option must be KEY=VALUE with KEY one of the table's axes (num_train, lr,"),
+        (["--where", "lr=0.5"], "The '--where' option must be one of the values lr takes in the table (lr=0.03, 0.1). "
+                                "Got 'lr=0.5' instead."),
+        (["--where", "lr=0.1", "--where", "lr=0.03"], "given once for each axis (lr is given twice)"),
+        (["--by", ","], "The '--by' option must be column names separated by commas. Got ',' instead."),
+        (["--diverged", "--by", "lr"], "The '--by' option must be column names separated by commas, and left out with "
+                                       "--diverged"),
+        (["--out", "a/b/s.csv"], "The '--out' option must be a path in an existing folder, or in one new folder inside "
+                                 "an existing one (neither 'a/b' nor 'a' exists). Got 'a/b/s.csv' instead."),
+        (["--out", "s.parquet", "--where", "loss=huber"], "(loss=squared). Got 'loss=huber' instead."),
+    ],
+)
+def test_table_refusals_name_the_flag(tmp_path, results_csv, capsys, args, message):
+    before = _snapshot(tmp_path)
+    code = main(["table", str(results_csv), *args])
+    line = _assert_refused(code, capsys, before, tmp_path, mentions=re.escape(message))
+    assert "run_grid" not in line and "parameter" not in line
+
+
+def test_every_command_creates_one_missing_folder_and_says_so(tmp_path, results_csv, capsys):
+    """The folder rule: a typed path may lie one new folder inside an existing one; that folder
+    is created and named on stderr; the layout of a default output is created likewise."""
+    assert main(["table", str(results_csv), "--out", "new/s.parquet"]) == 0
+    assert (tmp_path / "new" / "s.parquet").is_file()
+    assert capsys.readouterr().err == "study: created folder new\n"
+    assert main(["plot", str(results_csv), "--x", "num_train", "--hue", "lr", "--out", "fig/a.pdf"]) == 0
+    assert capsys.readouterr().err == "study: created folder fig\n" and (tmp_path / "fig" / "a.pdf").is_file()
+    assert main(["plot", str(results_csv), "--x", "num_train", "--hue", "lr"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "study: created folder figures\n"
+    assert captured.out == "wrote figures/tiny_w_err_norm-vs-num_train.png\n"
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["tiny_w_err_norm-vs-num_train.png"]  # no SVG beside
+    before = _snapshot(tmp_path)
+    code = main(["exercises", "--only", "3", "--out-dir", "x/y"])
+    _assert_refused(code, capsys, before, tmp_path, mentions=re.escape("The '--out-dir' option must be a path in an "
+                    "existing folder, or in one new folder inside an existing one (neither 'x/y' nor 'x' exists)"))
 
 
 def test_table_out_writes_one_row_per_cell(tmp_path, results_csv, capsys):
@@ -312,11 +404,12 @@ def test_table_out_writes_one_row_per_cell(tmp_path, results_csv, capsys):
     assert {"w_err_norm_mean", "w_err_norm_median", "w_err_norm_q10", "w_err_norm_q90"} <= set(summary.columns)
 
 
-def test_table_by_lr_gives_one_row_per_lr(tmp_path, results_csv, capsys):
+def test_table_by_lr_gives_one_row_per_lr(tmp_path, results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
     out = tmp_path / "by_lr.csv"
     assert main(["table", str(results_csv), "--by", "lr", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
-    assert len(stdout.strip().splitlines()) == 1 + 2
+    assert len(stdout.strip().splitlines()) == 2 + 1 + 2 + 1  # what it shows, a header, 2 rows, what it wrote
     summary = pd.read_csv(out)
     assert summary["lr"].tolist() == [0.03, 0.1]
     # without epoch among the cells each run counts once, at its last checkpoint
@@ -356,9 +449,10 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
     for name in ("results/ex4_lr_epochs.csv", "figures/ex4_lr_epochs.png", "figures/ex4_lr_epochs.svg",
                  "results/answers.md"):
         assert (tmp_path / "q" / name).is_file(), name
+        assert str(tmp_path / "q" / name) in out  # the paths it wrote, as it wrote them
     raw = tmp_path / "q" / "results" / "raw" / "ex4_lr_epochs.csv"
     assert main(["plot", str(raw), "--figure", "heatmap", "--out", str(tmp_path / "h.png")]) == 0
-    assert (tmp_path / "h.png").stat().st_size > 1000 and (tmp_path / "h.svg").is_file()
+    assert (tmp_path / "h.png").stat().st_size > 1000 and not (tmp_path / "h.svg").exists()
     assert main(["plot", str(raw), "--figure", "error-vs-epoch"]) == 0
     assert (tmp_path / "figures" / "ex4_lr_epochs_error-vs-epoch.png").is_file()
 
@@ -366,12 +460,36 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["exercises", "--only", "9"], "The 'numbers' parameter of run_exercises must be among [1, 2, 3, 4, 5]. Got [9]"),
-        (["exercises", "--only", "one"], "The '--only' option must be comma-separated numbers"),
+        (["exercises", "--only", "9"], "The '--only' option must be among [1, 2, 3, 4, 5]. Got 9 instead."),
+        (["exercises", "--only", "7,1"], "The '--only' option must be among [1, 2, 3, 4, 5]. Got 7 instead."),
+        (["exercises", "--only", "one"], "The '--only' option must be exercise numbers separated by commas (e.g. 1,5)."),
         (["plot", "missing.csv", "--figure", "heatmap"], "No results file at 'missing.csv'"),
         (["plot", "RESULTS", "--figure", "pie"], "The '--figure' option must be one of ['error-vs-num_train'"),
-        (["plot", "RESULTS", "--figure", "heatmap", "--out", "h.jpg"], "The '--out' option must be a path ending in .png"),
-        (["plot", "RESULTS", "--figure", "heatmap", "--y", "nope"], "The 'y' parameter of draw_figure must be a column"),
+        (["plot", "RESULTS", "--figure", "heatmap", "--out", "h.jpg"],
+         "The '--out' option must be a path ending in .png, .svg or .pdf. Got 'h.jpg' instead."),
+        (["plot", "RESULTS", "--figure", "heatmap", "--y", "nope"], "The '--y' option must be a measured column of the table"),
+        (["plot", "RESULTS", "--x", "num_train", "--hue", "foo"], "The '--hue' option must be one column of the table "
+                                                                 "(its axes: num_train, lr, epoch,"),
+        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr,loss"], "Got 'lr,loss' instead."),
+        (["plot", "RESULTS", "--x", "num_train", "--col", "replicate", "--hue", "lr"], "The '--col' option must be one "
+                                                                                      "column"),
+        (["plot", "RESULTS", "--x", "num_train"], "the table varies in lr (0.03, 0.1); put them on the figure "
+                                                  "(--hue/--style/--col/--row) or fix them (--where lr=0.03)"),
+        (["plot", "RESULTS", "--x", "epoch", "--hue", "lr"], "the table varies in num_train (20, 50); put them"),
+        (["plot", "RESULTS", "--x", "num_train", "--y", "loss", "--hue", "lr"], "The '--y' option must be a measured "
+                                                                               "column of the table (w_hat_0, w_err_0,"),
+        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--epoch", "9"], "The '--epoch' option must be one of "
+                                                                                "the table's checkpoints (0, 1, 2)"),
+        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--where", "loss=huber"],
+         "The '--where' option must be one of the values loss takes in the table (loss=squared)."),
+        (["plot", "RESULTS", "--x", "num_train", "--figure", "heatmap"], "argument --figure: not allowed with argument --x"),
+        (["plot", "RESULTS"], "The '--figure' or '--x' option must be given"),
+        (["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--hue", "lr"], "The '--hue' option must be left out with the "
+                                                                         "exercise figure ex4_lr_epochs"),
+        (["plot", "RESULTS", "--figure", "ex2_huber"], "The '--figure' option must be a figure the table can draw "
+                                                       "(ex2_huber needs loss = squared, huber;"),
+        (["plot", "RESULTS", "--figure", "heatmap", "--hue", "num_train"], "The '--hue' option must be left out with "
+                                                                           "the heatmap"),
     ],
 )
 def test_exercises_and_plot_refuse_bad_input_with_one_line(tmp_path, results_csv, capsys, args, message):
@@ -451,3 +569,70 @@ def test_a_control_character_in_an_argument_is_refused_in_one_line(capsys):
     assert main(["demo", "\r"]) == 2
     err = capsys.readouterr().err
     assert err == "study: unrecognized arguments: \\r (see 'study --help')\n", err
+
+
+# study plot and study table, fuzzed ------------------------------------------------------------------
+
+_WHERE = ["lr=0.1", "lr=0.03,0.1", "lr=5", "num_train=20", "num_train=2e1", "loss=huber", "loss=squared", "lr", "=",
+          "epoch=1", "x=1", "lr=", "seed=1"]
+_EPOCHS = ["0", "1", "2", "7", "-1", "x", "1.5"]
+_COLUMNS = ["lr", "num_train", "epoch", "loss", "lr,loss", "foo", "replicate", "seed", ""]
+_PLOT_OPTIONS = {
+    "--figure": ["heatmap", "error-vs-num_train", "error-vs-epoch", "error-vs-lr", "ex4_lr_epochs", "ex1_reduction",
+                 "pie", ""],
+    "--x": ["num_train", "lr", "epoch", "loss", "foo", "replicate", "w_err_norm", ""],
+    "--y": ["w_err_norm", "b_err", "ols_w_err_norm", "gap_w_norm", "loss", "nope", "diverged"],
+    "--hue": _COLUMNS, "--style": _COLUMNS, "--col": _COLUMNS, "--row": _COLUMNS, "--where": _WHERE,
+    "--epoch": _EPOCHS,
+    "--out": ["f.png", "f.pdf", "f.svg", "f.jpg", "sub/f.png", "a/b/f.png", ".", "/proc/nope/f.png", "tiny.csv/f.png"],
+}
+_TABLE_OPTIONS = {
+    "--by": ["lr", "num_train,lr", "epoch", "nope", ",", "loss,replicate"], "--epoch": _EPOCHS, "--where": _WHERE,
+    "--diverged": None, "--out": ["s.csv", "s.parquet", "s.txt", "sub/s.csv", "a/b/s.csv", ".", "tiny.csv"],
+}
+
+
+@st.composite
+def _plot_or_table_argv(draw) -> list[str]:
+    command = draw(st.sampled_from(["plot", "plot", "table"]))
+    argv = [command, draw(st.sampled_from(["tiny.csv", "tiny.csv", "tiny.csv", "missing.csv", ".", "spec.toml"]))]
+    options = _PLOT_OPTIONS if command == "plot" else _TABLE_OPTIONS
+    if command == "plot":  # a figure the table can draw, often, so that the flags after it are what is tried
+        argv += draw(st.sampled_from([[], ["--x", "num_train", "--hue", "lr"], ["--figure", "error-vs-epoch"],
+                                      ["--x", "lr", "--hue", "num_train", "--col", "epoch"], ["--figure", "heatmap"]]))
+    for option in draw(st.lists(st.sampled_from(sorted(options)), max_size=4)):  # repeats too: --where twice
+        argv.append(option)
+        if options[option] is not None:
+            argv.append(draw(st.sampled_from(options[option])))
+    if draw(st.integers(0, 9)) == 0:
+        argv.insert(draw(st.integers(0, len(argv))), draw(st.text(max_size=6)))
+    return argv
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(argv=_plot_or_table_argv())
+def test_plot_and_table_never_show_a_traceback(tmp_path_factory, results_csv, argv):
+    """Whatever the flags: exit 0, or exit 2 with one line on stderr and nothing written."""
+    import contextlib
+    import io
+    import shutil
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    shutil.copy(results_csv, folder / "tiny.csv")
+    (folder / "spec.toml").write_text(TINY_SPEC, encoding="utf-8")
+    before = _snapshot(folder)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(argv)
+    finally:
+        os.chdir(here)
+    err = stderr.getvalue()
+    assert "Traceback" not in stdout.getvalue() + err, (argv, err)
+    assert code in (0, 2), (argv, code, err)
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("study"), (argv, err)
+        assert _snapshot(folder) == before, argv

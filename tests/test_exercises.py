@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from study.exercises import STUDIES, gradient_access, run_exercises
+from study.results import PoolingError, read_results
 
 PROMISED = {
     "results": ["ex1_reduction.csv", "ex1_best_lr.csv", "ex2_huber.csv", "ex3_gradients.csv", "ex3_grad_access.csv",
@@ -60,10 +61,75 @@ def test_gradient_access_reads_the_last_minibatch_gradient():
     assert table["grad_w_0"].notna().all() and table.loc[0, "grad_w_0"] != table.loc[1, "grad_w_0"]
 
 
-def test_run_exercises_refuses_unknown_numbers(tmp_path):
-    with pytest.raises(ValueError, match=r"The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5\]\. Got \[6\]"):
+def test_run_exercises_refuses_unknown_numbers_and_a_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5\]\. Got 6"):
         run_exercises([6], out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"The 'out_dir' parameter of run_exercises must be a folder that exists"):
+        run_exercises([1], out_dir=tmp_path / "nope")
     assert not any(tmp_path.iterdir())
+
+
+def test_run_exercises_logs_the_paths_it_writes(tmp_path):
+    lines = []
+    run_exercises([3], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lines.append)
+    assert lines[:3] == [f"created folder {tmp_path / f}" for f in ("results", "results/raw", "figures")]
+    written = lines[-1].split(" s: ", 1)[1].split(", ")
+    assert written == [str(tmp_path / p) for p in ("results/ex3_gradients.csv", "results/ex3_grad_access.csv",
+                                                   "figures/ex3_gradients.png", "figures/ex3_gradients.svg")]
+    assert all((tmp_path / p).is_file() for p in written)
+
+
+def test_ex5_figure_and_slopes_table_give_one_least_squares_interval(quick):
+    """The exercise-5 bug: the legend's interval came from rows pooled over 3 lrs (each data set
+    counted 3 times). Both now come from one value per data stream, by one function."""
+    out, outcomes = quick
+    slopes = pd.read_csv(out / "results" / "ex5_slopes.csv").set_index("quantity")
+    ols = slopes.loc["ols_w_err_norm"]
+    assert ols["units"] == 6 * 9  # 6 replicates x 9 sizes: data sets, not runs (3 lrs x 2 losses each)
+    legend = [t.get_text() for t in outcomes[5].figures["ex5_data_size"].axes[0].get_legend().get_texts()]
+    floor = next(text for text in legend if text.startswith("least squares on the same data"))
+    assert floor.endswith(f"(slope {ols['slope']:.2f} [{ols['low']:.2f}, {ols['high']:.2f}])")
+    answers = (out / "results" / "answers.md").read_text()
+    assert f"n^{ols['slope']:.2f} (95% interval [{ols['low']:.2f}, {ols['high']:.2f}])" in answers
+
+
+def test_quick_answers_say_what_the_quick_grids_hold(quick):
+    out, _ = quick
+    answers = (out / "results" / "answers.md").read_text()
+    ex5 = answers.split("**Exercise 5.**")[1]
+    assert "9 sizes from 5 to 2,000 cover 2.6 decades" in ex5 and "11 sizes" not in ex5 and "10,000" not in ex5
+    slopes = pd.read_csv(out / "results" / "ex5_slopes.csv")
+    sgd = slopes[slopes["quantity"].str.startswith("w_err_norm (SGD, squared, lr=0.03,")].iloc[0]
+    assert sgd["sizes"] >= 3 and sgd["fit_from"] == 500  # 500, 1000, 2000: three sizes, never two
+    word = "falls as" if sgd["high"] < 0 else "rises as" if sgd["low"] > 0 else "shows no clear trend"
+    assert f"from n = 500 on (3 sizes) it {word}" in ex5
+    assert "(only 10 steps" in ex5  # read from the table's steps column: ceil(5 / 32) x 10 epochs
+
+
+def test_ex2_states_the_effective_step_of_each_loss(quick):
+    from study.exercises import huber_step_check, step_ratio
+
+    assert step_ratio(1.0) == 0.5 and step_ratio(0.1) == pytest.approx(5.0) and step_ratio(2.0) == 0.25
+    assert step_ratio(1.0, residual=3.0) == pytest.approx(1 / 6)  # outside the zone: clipped at 1, against 2r = 6
+    check = huber_step_check()
+    assert check["squared_lr"] == 0.5 and check["max_abs_difference"] == 0.0
+    out, outcomes = quick
+    ex2 = (out / "results" / "answers.md").read_text().split("**Exercise 2.**")[1].split("**Exercise 3.**")[0]
+    assert "without the book's ½" in ex2 and "Huber takes half the step of squared" in ex2
+    assert "Huber at lr 1 against squared at lr 0.5" in ex2 and "exactly the same ŵ and b̂" in ex2
+    notes = [t.get_text() for t in outcomes[2].figures["ex2_huber"].texts]
+    assert any("σ=0.1: 0.15, σ=0.5: 0.03, σ=2: 0.0075" in n.replace("\n", " ") for n in notes)
+
+
+def test_least_squares_in_the_answers_counts_every_run(quick):
+    """Ex. 4's floor is the median over every data stream, diverged SGD runs or not."""
+    out, _ = quick
+    raw = pd.read_csv(out / "results" / "raw" / "ex4_lr_epochs.csv")
+    last = raw[raw["epoch"] == raw["epoch"].max()]
+    assert last["diverged"].any()
+    floor = last.drop_duplicates("seed")["ols_w_err_norm"].median()
+    assert f"least squares on the same examples ({floor:.2g}, median over every run)" in (
+        out / "results" / "answers.md").read_text()
 
 
 def test_every_study_has_its_spec():
@@ -81,11 +147,19 @@ def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
     raw = pd.read_csv(out / "results" / "raw" / "ex4_lr_epochs.csv")
     fig = draw_figure(raw, "error-vs-epoch")
     ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and ax.get_legend().get_title().get_text() == "lr"
+    assert ax.get_xscale() == "log" and fig.legends[0].get_title().get_text() == "lr"
     assert len(draw_figure(raw, "heatmap").axes) == 2  # the heatmap and its colour bar
     assert draw_figure(raw, "ex4_lr_epochs").axes[0].get_title().startswith("median")
-    raw5 = pd.read_csv(out / "results" / "raw" / "ex5_data_size.csv")
-    assert "pooled over loss" in draw_figure(raw5, "error-vs-num_train").axes[0].get_title()
+    raw5 = read_results(out / "results" / "raw" / "ex5_data_size.csv")
+    fig = draw_figure(raw5, "error-vs-num_train")
+    assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 10 (the last checkpoint); panels by loss "
+                                       "(chosen by the figure: the table varies in them)")
+    assert [ax.get_title() for ax in fig.axes] == ["loss = squared", "loss = huber"]
+    fig = draw_figure(raw5, "error-vs-num_train", hue="loss", col="lr", epoch=1, fixed={"lr": [0.01, 0.1]})
+    assert fig.texts[0].get_text() == "‖ŵ − w‖₂ against num_train; epoch 1; lr = 0.01, 0.1"
+    raw2 = read_results(out / "results" / "raw" / "ex2_huber.csv")  # loss, sigma, num_train, noise_kind: one too many
+    with pytest.raises(PoolingError, match=r"the figure error-vs-epoch would pool over noise_kind \(gaussian, outliers\)"):
+        draw_figure(raw2, "error-vs-epoch")
 
 
 def test_draw_figure_refuses_unknown_names_and_columns(quick):
@@ -97,6 +171,12 @@ def test_draw_figure_refuses_unknown_names_and_columns(quick):
         draw_figure(raw, "scatter")
     with pytest.raises(ValueError, match=r"The 'y' parameter of draw_figure must be a column of the table\. Got 'nope'"):
         draw_figure(raw, "heatmap", y="nope")
+    with pytest.raises(ValueError, match=r"The 'hue' parameter of draw_figure must be left out with the exercise "
+                       r"figure ex4_lr_epochs"):
+        draw_figure(raw, "ex4_lr_epochs", hue="lr")
+    with pytest.raises(ValueError, match=r"The 'figure' parameter of draw_figure must be a figure the table can draw "
+                       r"\(ex1_reduction needs reduction = mean, sum; the table has reduction = mean\)"):
+        draw_figure(raw, "ex1_reduction")
 
 
 def test_seed_example_gives_the_books_errors_and_least_squares_beside_them():

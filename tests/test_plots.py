@@ -4,9 +4,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+import seaborn as sns
 
+from study import theory
 from study.grid import Grid
-from study.plots import error_curve, left_out_note, loss_shapes, lr_epoch_heatmap, save_figure
+from study.plots import (
+    error_curve, error_facets, heatmap_facets, left_out_note, loss_shapes, lr_epoch_heatmap, merged_legend, save_figure,
+)
+from study.results import ParameterError, PoolingError
 from study.runner import run_grid
 
 
@@ -16,9 +21,22 @@ def runs() -> pd.DataFrame:
     return run_grid(grid, n_jobs=1, progress=False)
 
 
+@pytest.fixture(scope="module")
+def losses() -> pd.DataFrame:
+    """Squared and Huber, Gaussian noise and outliers: where theory holds, and where it does not."""
+    grid = Grid(num_train=[50, 200, 1000], lr=[0.1], loss=["squared", "huber"], noise_kind=["gaussian", "outliers"],
+                epoch=[20], replicates=4, num_val=20, noise=0.1)
+    df = run_grid(grid, n_jobs=1, progress=False)
+    return df[df["epoch"] == 20]
+
+
+def _labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
+
+
 def test_error_curve_draws_medians_on_log_axes_and_counts_what_it_leaves_out(runs):
     at = runs[runs["epoch"] == 3]
-    ax = error_curve(at, x="num_train", y="w_err_norm", hue="lr", floor="ols_w_err_norm")
+    ax = error_curve(at, x="num_train", y="w_err_norm", hue="lr", floor="ols_w_err_norm", theory=False)
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert ax.get_xlabel() == "training examples (num_train)" and ax.get_ylabel() == "‖ŵ − w‖₂"
     lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
@@ -27,30 +45,107 @@ def test_error_curve_draws_medians_on_log_axes_and_counts_what_it_leaves_out(run
     surviving_lrs = at[~at["diverged"]]["lr"].nunique()
     assert len(lines) == surviving_lrs + 1  # one median line per lr that has survivors, and the floor
     assert all(len(line.get_xdata()) == 3 for line in lines)  # one point per num_train
-    texts = [t.get_text() for t in ax.texts]
-    assert f"left out: {n_diverged} diverged (of {len(at)})" in texts
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "least squares on the same data" in legend and ax.get_legend().get_title().get_text() == "lr"
+    note = ax.texts[-1].get_text().splitlines()
+    assert note[:2] == ["median, 10–90% of 4 runs per point", f"left out: {n_diverged} diverged (of {len(at)})"]
+    assert "least squares on the same data" in _labels(ax) and ax.get_legend().get_title().get_text() == "lr"
 
 
-def test_error_curve_fit_puts_the_slope_in_the_legend(runs):
+def test_error_curve_floor_is_one_value_per_data_stream(runs):
+    """The three lrs share their data: the grey median is over the 4 streams of each size."""
+    at = runs[runs["epoch"] == 3]
+    ax = error_curve(at, x="num_train", y="w_err_norm", hue="lr", floor="ols_w_err_norm", theory=False)
+    floor = next(line for line in ax.get_lines() if line.get_label() == "least squares on the same data")
+    expected = at.drop_duplicates("seed").groupby("num_train")["ols_w_err_norm"].median()
+    np.testing.assert_allclose(floor.get_ydata(), expected.to_numpy())
+
+
+def test_error_curve_marks_points_that_lost_runs(runs):
+    """lr 0.3 at n = 20 keeps some runs and loses others: its point says how many it holds."""
+    at = runs[(runs["epoch"] == 3) & (runs["lr"] == 0.3)].copy()
+    at.loc[at.index[:2], "diverged"] = True  # two of the n = 20 runs
+    ax = error_curve(at, x="num_train", y="w_err_norm", theory=False)
+    marks = [t.get_text() for t in ax.texts if "/" in t.get_text() and "\n" not in t.get_text()]
+    assert marks == ["2/4"]
+    assert "a/b at a point: a of its b runs shown" in ax.texts[-1].get_text()
+
+
+def test_error_curve_refuses_to_pool_an_axis_it_does_not_show(losses):
+    with pytest.raises(PoolingError, match=r"error_curve would pool over loss \(squared, huber\) and noise_kind "
+                       r"\(gaussian, outliers\)") as caught:
+        error_curve(losses, x="num_train", y="w_err_norm", hue="lr")
+    assert caught.value.axes == {"loss": ["squared", "huber"], "noise_kind": ["gaussian", "outliers"]}
+    # least squares depends on the data only: pooled over the losses it is the same numbers
+    gaussian = losses[losses["noise_kind"] == "gaussian"]
+    error_curve(gaussian, x="num_train", y="ols_w_err_norm")
+
+
+def test_theory_is_drawn_where_it_holds_and_nowhere_else(losses):
+    d, noise_var = 2, float(theory.noise_variance(0.1))
+    panels = {(loss, kind): error_curve(losses[(losses["loss"] == loss) & (losses["noise_kind"] == kind)],
+                                        x="num_train", y="w_err_norm", floor="ols_w_err_norm", ax=plt.figure().gca())
+              for loss in ("squared", "huber") for kind in ("gaussian", "outliers")}
+    ls, sgd = "theory: least squares, median (Gaussian noise)", "theory: SGD noise floor, RMS (squared loss, online limit)"
+    assert {ls, sgd} <= set(_labels(panels["squared", "gaussian"]))
+    assert ls in _labels(panels["huber", "gaussian"]) and sgd not in _labels(panels["huber", "gaussian"])
+    assert not [x for x in _labels(panels["squared", "outliers"]) + _labels(panels["huber", "outliers"]) if "theory" in x]
+    ax = panels["squared", "gaussian"]
+    median = next(line for line in ax.get_lines() if line.get_label() == ls)
+    n = np.asarray(median.get_xdata())
+    np.testing.assert_allclose(median.get_ydata(), theory.ols_w_err_norm_quantile(0.5, n, d, noise_var))
+    floor = float(np.sqrt(theory.sgd_stationary_w_err_sq(0.1, 32, d, noise_var)))
+    assert any(np.allclose(line.get_ydata(), floor) and line.get_linestyle() == "--" for line in ax.get_lines())
+
+
+def test_error_curve_fit_puts_the_slope_in_the_legend_or_says_why_not(runs):
     at = runs[(runs["epoch"] == 3) & (runs["lr"] == 0.3)]
     ax = error_curve(at, x="num_train", y="w_err_norm", floor="ols_w_err_norm", fit_from=20)
-    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    legend = " ".join(_labels(ax))
     assert "SGD (slope" in legend and "least squares on the same data (slope" in legend
+    ax = error_curve(at, x="num_train", y="w_err_norm", fit_from=50, ax=plt.figure().gca())
+    assert "SGD (no slope: 2 num_train ≥ 50)" in _labels(ax)
 
 
-def test_left_out_note_counts_zero_and_diverged():
-    df = pd.DataFrame({"e": [0.0, 1.0, -2.0, np.inf], "diverged": [False, False, False, True]})
+def test_left_out_note_counts_zero_diverged_and_points_off_a_log_axis():
+    df = pd.DataFrame({"e": [0.0, 1.0, -2.0, np.inf, 3.0], "epoch": [1, 1, 1, 1, 0],
+                       "diverged": [False, False, False, True, False]})
     shown, note = left_out_note(df, "e")
-    assert list(shown["|e|"]) == [1.0, 2.0]
-    assert note == "left out: 1 diverged, 1 exactly 0 (of 4)"
+    assert list(shown["|e|"]) == [1.0, 2.0, 3.0]
+    assert note == "left out: 1 diverged, 1 exactly 0 (of 5)"
+    shown, note = left_out_note(df, "e", x="epoch")
+    assert list(shown["|e|"]) == [1.0, 2.0] and note == "left out: 1 diverged, 1 at epoch 0 (log axis), 1 exactly 0 (of 5)"
 
 
 def test_error_curve_uses_the_given_axes(runs):
     fig, axes = plt.subplots(1, 2)
-    out = error_curve(runs[runs["epoch"] == 1], x="num_train", y="b_err", ax=axes[1])
+    out = error_curve(runs[runs["epoch"] == 1], x="num_train", y="b_err", hue="lr", ax=axes[1])
     assert out is axes[1] and axes[1].get_ylabel() == "|b̂ − b|" and not axes[0].get_lines()
+
+
+def test_error_facets_one_panel_per_value_one_legend_and_colours_kept(losses):
+    g = error_facets(losses, x="num_train", y="w_err_norm", hue="loss", col="noise_kind", title="epoch 20")
+    assert isinstance(g, sns.FacetGrid) and g.axes.shape == (1, 2)
+    assert [ax.get_title() for ax in g.axes.flat] == ["noise_kind = gaussian", "noise_kind = outliers"]
+    labels = [t.get_text() for t in g.legend.get_texts()]
+    assert labels[:3] == ["squared", "huber", "least squares on the same data"] and g.legend.get_title().get_text() == "loss"
+    assert "theory: SGD noise floor, RMS (squared loss, online limit)" in labels  # from the Gaussian panel only
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in g.axes.flat]
+    assert g.figure.texts[0].get_text() == "epoch 20"
+    assert g.axes[0, 0].get_yscale() == "log" and g.axes[0, 0].get_xscale() == "log"
+    for ax in g.axes.flat:  # every panel counts its own runs
+        assert ax.texts[-1].get_text().startswith("median, 10–90% of 4 runs per point")
+    assert colours[0] and colours[1]
+
+
+def test_error_facets_refuses_unknown_columns_and_pooling(losses):
+    with pytest.raises(ParameterError, match=r"The 'hue' parameter of error_facets must be one column of the table "
+                       r"\(its axes: num_train, lr, epoch, .*\)\. Got 'lr,loss' instead\."):
+        error_facets(losses, x="num_train", hue="lr,loss")
+    with pytest.raises(ParameterError, match=r"The 'y' parameter of error_facets must be a measured column"):
+        error_facets(losses, x="num_train", y="loss", hue="loss", col="noise_kind")
+    with pytest.raises(ParameterError, match=r"'col' parameter .* another column than x \(num_train is on the x axis\)"):
+        error_facets(losses, x="num_train", col="num_train")
+    with pytest.raises(PoolingError, match=r"pool over noise_kind \(gaussian, outliers\)"):
+        error_facets(losses, x="num_train", hue="loss")
 
 
 def test_lr_epoch_heatmap_marks_diverged_cells(runs):
@@ -58,6 +153,16 @@ def test_lr_epoch_heatmap_marks_diverged_cells(runs):
     texts = [t.get_text() for t in ax.texts]
     assert texts.count("div.") == 2  # lr 10 at epochs 1 and 3
     assert len(texts) == 3 * 2 and ax.get_ylabel() == "learning rate" and ax.get_xlabel() == "epoch"
+    with pytest.raises(PoolingError, match=r"pool over num_train \(20, 50, 200\)"):
+        lr_epoch_heatmap(runs)
+
+
+def test_heatmap_facets_share_one_colour_scale(runs):
+    fig = heatmap_facets(runs, col="num_train", title="t")
+    heatmaps = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in heatmaps] == ["num_train = 20", "num_train = 50", "num_train = 200"]
+    norms = {(m.norm.vmin, m.norm.vmax) for ax in heatmaps for m in ax.collections}
+    assert len(norms) == 1
 
 
 def test_loss_shapes_draws_each_loss_and_its_derivative():
@@ -68,14 +173,34 @@ def test_loss_shapes_draws_each_loss_and_its_derivative():
     assert huber_derivative.max() == 1.0 and huber_derivative.min() == -1.0
 
 
-def test_save_figure_writes_png_and_svg_reproducibly(tmp_path, runs):
+def test_merged_legend_gathers_the_entries_of_every_panel():
+    fig, axes = plt.subplots(1, 2)
+    axes[0].plot([1, 2], [1, 2], label="a")
+    axes[1].plot([1, 2], [1, 2], label="b")
+    axes[1].plot([1, 2], [2, 1], label="a")
+    merged_legend(axes, axes[1], title="t")
+    assert _labels(axes[1]) == ["a", "b"] and axes[0].get_legend() is None
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_save_figure_writes_the_format_asked_reproducibly(tmp_path, runs, suffix):
     def draw():
         fig, ax = plt.subplots()
-        error_curve(runs[runs["epoch"] == 3], x="num_train", y="w_err_norm", ax=ax)
+        error_curve(runs[runs["epoch"] == 3], x="num_train", y="w_err_norm", hue="lr", ax=ax)
         return fig
 
-    first = save_figure(draw(), tmp_path / "a" / "f.png")
-    assert [p.suffix for p in first] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in first)
-    png, svg = first[0].read_bytes(), first[1].read_bytes()
-    save_figure(draw(), tmp_path / "a" / "f.png")
-    assert first[0].read_bytes() == png and first[1].read_bytes() == svg
+    (tmp_path / "a").mkdir()
+    first = save_figure(draw(), tmp_path / "a" / f"f{suffix}")
+    assert first == [tmp_path / "a" / f"f{suffix}"] and [p.name for p in (tmp_path / "a").iterdir()] == [f"f{suffix}"]
+    data = first[0].read_bytes()
+    assert len(data) > 1000 and data[:4] in (b"\x89PNG", b"<?xm", b"%PDF")
+    save_figure(draw(), tmp_path / "a" / f"f{suffix}")
+    assert first[0].read_bytes() == data
+
+
+def test_save_figure_writes_several_formats_and_refuses_others(tmp_path, runs):
+    fig, ax = plt.subplots()
+    written = save_figure(fig, tmp_path / "f.png", formats=(".png", ".svg"))
+    assert [p.name for p in written] == ["f.png", "f.svg"] and all(p.is_file() for p in written)
+    with pytest.raises(ParameterError, match=r"a path ending in \.png, \.svg or \.pdf\. Got '.*f\.jpg'"):
+        save_figure(plt.figure(), tmp_path / "f.jpg")

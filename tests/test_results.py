@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from study.grid import Grid
-from study.results import fit_power_law, read_results, summarize, write_csv
+from study.results import (ParameterError, diverged_runs, fit_power_law, parse_where, read_results, select,
+                           summarize, write_csv)
 from study.runner import run_grid
 
 
@@ -54,8 +55,103 @@ def test_summarize_without_epoch_uses_each_runs_last_checkpoint(table):
 
 
 def test_summarize_bad_by(table):
-    with pytest.raises(ValueError, match=r"The 'by' parameter of summarize must name columns of the table; \['nope'\]"):
+    with pytest.raises(ParameterError, match=r"The 'by' parameter of summarize must be columns of the table \(its "
+                       r"axes: num_train, lr, epoch, .*\)\. Got 'nope' instead\."):
         summarize(table, by=["nope"])
+    with pytest.raises(ParameterError, match=r"The 'epoch' parameter of summarize must be one of the table's "
+                       r"checkpoints \(0, 1, 2\)\. Got 5 instead\."):
+        summarize(table, by="lr", epoch=5)
+
+
+def _runs(**columns) -> pd.DataFrame:
+    """A results table of known values: one row per entry, the grid's defaults elsewhere."""
+    n = len(next(v for v in columns.values() if isinstance(v, list)))
+    base = dict(num_train=10, lr=0.1, epoch=1, loss="squared", sigma=1.0, reduction="mean", batch_size=32,
+                noise=0.01, noise_kind="gaussian", replicate=0, seed=0, w_err_0=0.0, w_err_1=0.0, w_err_norm=1.0,
+                b_err=0.0, ols_w_err_norm=1.0, ols_b_err=0.0, gap_w_norm=0.0, val_mse=0.0, diverged=False)
+    return pd.DataFrame({**base, **columns}, index=range(n))
+
+
+def test_summarize_least_squares_over_every_run_once_per_stream():
+    """Three data streams, each trained at two lrs (common random numbers). At lr 3 two of the
+    three runs diverged: SGD's statistics leave them out, least squares keeps every stream."""
+    df = _runs(lr=[0.1, 0.1, 0.1, 3.0, 3.0, 3.0], seed=[1, 2, 3, 1, 2, 3], replicate=[0, 1, 2, 0, 1, 2],
+               w_err_norm=[1.0, 2.0, 3.0, 10.0, np.inf, np.inf], ols_w_err_norm=[0.1, 0.2, 0.9] * 2,
+               diverged=[False, False, False, False, True, True])
+    by_lr = summarize(df, by="lr").set_index("lr")
+    assert by_lr["count"].tolist() == [3, 3] and by_lr["diverged"].tolist() == [0, 2]
+    assert by_lr["streams"].tolist() == [3, 3]
+    assert by_lr["w_err_norm_median"].tolist() == [2.0, 10.0]
+    assert by_lr["ols_w_err_norm_median"].tolist() == [0.2, 0.2]  # not 0.1, the lone survivor's
+    assert by_lr["ols_w_err_norm_mean"].tolist() == pytest.approx([0.4, 0.4])
+    pooled = summarize(df, by="loss")  # both lrs in one cell: each stream once for least squares
+    assert pooled.loc[0, "count"] == 6 and pooled.loc[0, "streams"] == 3
+    assert pooled.loc[0, "ols_w_err_norm_mean"] == pytest.approx(0.4)
+    assert pooled.loc[0, "w_err_norm_median"] == 2.5  # of 1, 2, 3, 10: the diverged runs left out
+
+
+def test_summarize_names_the_epoch_it_shows_and_the_axes_it_pools(table):
+    s = summarize(table, by="lr")
+    assert s["epoch"].tolist() == [2, 2] and s.attrs["epoch"] == "epoch 2 (the last checkpoint)"
+    assert s.attrs["pooled"] == {"num_train": [10, 100]}
+    assert (s["pooled_over"] == "num_train (10, 100)").all()
+    at1 = summarize(table, by=["num_train", "lr"], epoch=1)
+    assert (at1["epoch"] == 1).all() and at1.attrs["epoch"] == "epoch 1" and "pooled_over" not in at1
+    assert at1.attrs["pooled"] == {}
+    every = summarize(table)
+    assert every.attrs["epoch"] == "every checkpoint (epochs 0, 1, 2)"
+
+
+def test_diverged_runs_lists_each_run_once_with_its_first_diverged_checkpoint():
+    df = _runs(epoch=[0, 1, 2, 0, 1, 2, 0, 1, 2], lr=[0.1] * 3 + [3.0] * 6, seed=[1, 1, 1, 1, 1, 1, 2, 2, 2],
+               replicate=[0, 0, 0, 0, 0, 0, 1, 1, 1], diverged=[False] * 4 + [True, True, False, False, True])
+    runs = diverged_runs(df)
+    assert runs[["lr", "seed", "replicate", "diverged_at"]].values.tolist() == [[3.0, 1, 0, 1], [3.0, 2, 1, 2]]
+    assert "epoch" not in runs and {"num_train", "loss", "sigma"} <= set(runs.columns)
+    assert diverged_runs(df, epoch=1)["seed"].tolist() == [1]
+    with pytest.raises(ParameterError, match="'epoch' parameter of diverged_runs"):
+        diverged_runs(df, epoch=7)
+
+
+def test_parse_where_reads_each_value_as_its_columns_type(table):
+    assert parse_where(table, ["lr=0.1", "num_train=1e2"]) == {"lr": [0.1], "num_train": [100]}
+    assert parse_where(table, ["lr = 0.03,0.1"]) == {"lr": [0.03, 0.1]}
+    assert parse_where(table, ["loss=squared"]) == {"loss": ["squared"]}
+    assert len(select(table, parse_where(table, ["lr=0.1", "epoch=2"]))) == 2 * 5
+    for item, says in [("lr", r"KEY=VALUE, e\.g\. loss=huber"), ("lrr=0.1", r"KEY one of the table's axes \(num_train"),
+                       ("lr=0.5", r"one of the values lr takes in the table \(lr=0\.03, 0\.1\)\. Got 'lr=0\.5'"),
+                       ("lr=fast", r"Got 'lr=fast'"), ("loss=hubber", r"\(loss=squared\)")]:
+        with pytest.raises(ParameterError, match=says):
+            parse_where(table, [item])
+    with pytest.raises(ParameterError, match=r"given once for each axis \(lr is given twice\)"):
+        parse_where(table, ["lr=0.1", "lr=0.03"])
+
+
+def test_fit_power_law_counts_each_data_stream_once():
+    """The exercise-5 bug: a least-squares error repeated for 3 lrs (the same data) is one
+    observation. Counted 3 times, the bootstrap interval shrinks by about sqrt(3)."""
+    rng = np.random.default_rng(3)
+    x = np.repeat([10, 100, 1000, 10000], 8)
+    y = x**-0.5 * np.exp(rng.normal(0, 0.4, len(x)))
+    seed = np.arange(len(x))
+    once = fit_power_law(x, y, units=seed)
+    thrice = fit_power_law(np.tile(x, 3), np.tile(y, 3), units=np.tile(seed, 3))
+    naive = fit_power_law(np.tile(x, 3), np.tile(y, 3))
+    assert (thrice.slope, thrice.low, thrice.high) == (once.slope, once.low, once.high)
+    assert once.units == 32 and once.levels == 4 and naive.units == 96
+    assert (naive.high - naive.low) < 0.75 * (once.high - once.low)
+    with pytest.raises(ValueError, match="a unit .* must have one x"):
+        fit_power_law([10, 100], [1.0, 2.0], units=[1, 1])
+
+
+def test_fit_power_law_needs_three_sizes_and_reads_its_sign():
+    with pytest.raises(ValueError, match=r"at 3 distinct x or more; got x levels \[1000\.0, 2000\.0\]"):
+        fit_power_law([1000, 1000, 2000, 2000], [1.0, 1.1, 0.9, 1.0])
+    x = np.repeat([10, 100, 1000], 5)
+    assert fit_power_law(x, x**-0.5).trend("n").startswith("falls as n^-0.50 (95% interval")
+    assert fit_power_law(x, x**0.2).trend("n").startswith("rises as n^0.20")
+    noisy = fit_power_law(x, np.exp(np.random.default_rng(0).normal(0, 1, len(x))))
+    assert noisy.low < 0 < noisy.high and noisy.trend("n").startswith("shows no clear trend in n (slope")
 
 
 def test_write_csv_is_atomic_and_round_trips(tmp_path, table):
