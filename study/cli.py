@@ -132,12 +132,15 @@ def _build_parser() -> _Parser:
     exercises = sub.add_parser("exercises", help="answer the section's five exercises: tables, figures, answers",
                                description="Runs each exercise's grid (experiments/exN_*.toml) and writes under "
                                "--out-dir: results/ (summary CSVs and answers.md), results/raw/ (the raw tables) "
-                               "and figures/ (PNG and SVG). " + _FOLDER_RULE)
+                               "and figures/ (PNG, or --formats). " + _FOLDER_RULE)
     exercises.add_argument("--quick", action="store_true", help="smaller grids, in seconds (into exercises-quick/)")
     exercises.add_argument("--only", metavar="N,N", help="comma-separated exercise numbers (default: all five)")
     exercises.add_argument("--out-dir", type=Path, metavar="DIR",
                            help="where results/ and figures/ go (default: '.', or exercises-quick/ with --quick)")
-    exercises.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: as many as pay off)")
+    exercises.add_argument("--jobs", type=_positive_int, default=-1,
+                           help="processes the studies run in, side by side (-1: one per core, up to one per study)")
+    exercises.add_argument("--formats", default="png", metavar="EXT,EXT",
+                           help="the figures' formats, comma-separated among png, svg, pdf (default: png)")
     exercises.add_argument("--quiet", action="store_true", help="no progress bars, no report")
 
     plot = sub.add_parser("plot", help="draw a figure from a results table (PNG, SVG or PDF)",
@@ -345,7 +348,7 @@ _EXERCISES_FLAGS = {"numbers": "--only", "out_dir": "--out-dir"}
 def _in_flags(flags: dict[str, str], *, roles: bool = True):
     """Refusals of the library, reworded with the flags of the command: a ParameterError names
     the flag in place of the parameter, a PoolingError the flags that place or fix an axis."""
-    from .results import ParameterError, PoolingError, describe_axes, format_value
+    from ._checks import ParameterError
 
     try:
         yield
@@ -353,7 +356,13 @@ def _in_flags(flags: dict[str, str], *, roles: bool = True):
         if err.name not in flags:
             raise
         raise ValueError(err.as_option(flags[err.name])) from None
-    except PoolingError as err:
+    except ValueError as err:
+        # A PoolingError comes from study.results, loaded by then; a command that never loads
+        # it (exercises: its studies run in workers) need not import it, with torch, to check.
+        results = sys.modules.get(f"{__package__}.results")
+        if results is None or not isinstance(err, results.PoolingError):
+            raise
+        describe_axes, format_value = results.describe_axes, results.format_value
         fix = " ".join(f"--where {axis}={format_value(values[0])}" for axis, values in err.axes.items())
         place = "put them on the figure (--hue/--style/--col/--row) or " if roles else ""
         raise ValueError(f"the table varies in {describe_axes(err.axes)}; {place}fix them ({fix})") from None
@@ -468,8 +477,19 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_exercises(args: argparse.Namespace) -> int:
     import time
 
+    executor = _start_study_workers(args)
+    try:
+        return _exercises(args, time.perf_counter())
+    finally:
+        if executor is not None:  # done, refused or interrupted: the workers leave now, not at exit
+            executor.shutdown(wait=True, kill_workers=True)
+
+
+def _exercises(args: argparse.Namespace, started: float) -> int:
+    import time
+
     with _in_flags(_EXERCISES_FLAGS):
-        from .exercises import LAYOUT, check_numbers
+        from .exercise_runner import FORMATS, LAYOUT, check_numbers, run_studies
 
         numbers = None
         if args.only:
@@ -481,17 +501,40 @@ def _cmd_exercises(args: argparse.Namespace) -> int:
                 raise ValueError(f"The '--only' option must be exercise numbers separated by commas (e.g. 1,5). "
                                  f"Got {args.only!r} instead.")
             check_numbers(numbers)
+        formats = tuple(f".{f.strip().lower().lstrip('.')}" for f in args.formats.split(",") if f.strip())
+        if not formats or any(f not in FORMATS for f in formats):
+            raise ValueError(f"The '--formats' option must be some of png, svg, pdf, separated by commas. "
+                             f"Got {args.formats!r} instead.")
         out_dir = args.out_dir or Path("exercises-quick" if args.quick else ".")
         out_dir, folders = _output_path(out_dir, "--out-dir", (), default=args.out_dir is None)
-    from .exercises import run_exercises
-
     _make_folders([*folders, out_dir, *(out_dir / f for f in LAYOUT)])
-    started = time.perf_counter()
-    run_exercises(numbers, quick=args.quick, out_dir=out_dir, n_jobs=args.jobs, progress=not args.quiet,
-                  log=(lambda _: None) if args.quiet else print)
+    # The studies run in worker processes where there are cores for them, so this one imports
+    # neither torch nor matplotlib.
+    run_studies(numbers, quick=args.quick, out_dir=out_dir, n_jobs=args.jobs, progress=not args.quiet,
+                log=(lambda _: None) if args.quiet else print, formats=formats, keep=False)
     if not args.quiet:
         print(f"done in {time.perf_counter() - started:.1f} s; answers in {out_dir / 'results' / 'answers.md'}")
     return EXIT_OK
+
+
+def _start_study_workers(args: argparse.Namespace):
+    """Start the processes that will run the studies side by side, before anything heavy is
+    imported: their imports of torch and matplotlib (about 3 s) begin at once. Returns their
+    executor, or None where the studies run in this process. A bad flag is refused later all
+    the same; the workers are then stopped."""
+    from .exercise_runner import study_executor, study_workers, warm_up
+
+    try:
+        numbers = [int(n) for n in args.only.split(",") if n.strip()] if args.only else None
+    except ValueError:
+        return None
+    workers = study_workers(numbers, args.jobs)
+    if workers < 2:
+        return None
+    executor = study_executor(workers)
+    for _ in range(workers):
+        executor.submit(warm_up)
+    return executor
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 Each study reads its grid from ``experiments/<name>.toml``, runs it with :func:`run_grid`
 (the raw table goes to ``results/raw/<name>.csv``, git-ignored), and writes its summary tables
-to ``results/``, its figures to ``figures/`` (PNG, and SVG for print), and its answer to
+to ``results/``, its figures to ``figures/`` (PNG, or the formats asked for), and its answer to
 ``results/answers.md``. Every number in a figure or an answer is computed from the table the
 study ran: counts, ranges, slopes and their signs. ``quick=True`` shrinks every grid (fewer
 replicates, sizes and epochs) for a preview in seconds.
@@ -24,7 +24,8 @@ import torch
 
 from . import theory
 from .data import OUTLIER_FRACTION, SyntheticRegressionData
-from .grid import Grid, load_grid, log_sizes
+from .exercise_runner import EXPERIMENTS, LAYOUT, SPECS, check_numbers, run_studies
+from .grid import Grid
 from .model import LinearRegression
 from .plots import (
     LABELS, PALETTE, error_curve, error_facets, feature_count, heatmap_facets, loss_shapes, lr_epoch_heatmap,
@@ -40,7 +41,6 @@ from .train import Trainer
 __all__ = ["STUDIES", "Outcome", "run_exercises", "seed_example", "EXPERIMENTS", "GENERIC_FIGURES", "figure_names",
            "draw_figure", "draw_xy", "gradient_access", "huber_step_check", "step_ratio", "check_numbers", "LAYOUT"]
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def seed_example(lr: float = 0.03, loss: str = "squared", epochs: int = 3, num_train: int = 1000, seed: int = 0) -> dict:
@@ -534,75 +534,44 @@ class Study:
     quick: dict  # overrides of the grid for --quick
 
 
-STUDIES = {
-    1: Study(1, "ex1_reduction", ex1_reduction, {"replicates": 3}),
-    2: Study(2, "ex2_huber", ex2_huber, {"replicates": 3, "num_train": [50, 200, 1000], "epoch": [1, 3, 10, 20]}),
-    3: Study(3, "ex3_gradients", ex3_gradients, {"replicates": 3, "epoch": list(range(1, 11))}),
-    4: Study(4, "ex4_lr_epochs", ex4_lr_epochs, {"replicates": 3, "epoch": [1, 3, 10, 30]}),
-    5: Study(5, "ex5_data_size", ex5_data_size, {"replicates": 6, "num_train": log_sizes(5, 2000), "epoch": [1, 10]}),
-}
+_ANALYSES = {1: ex1_reduction, 2: ex2_huber, 3: ex3_gradients, 4: ex4_lr_epochs, 5: ex5_data_size}
+STUDIES = {n: Study(n, name, _ANALYSES[n], quick) for n, (name, quick) in SPECS.items()}
 
 
-def study_grid(study: Study, quick: bool = False) -> Grid:
-    grid = load_grid(EXPERIMENTS / f"{study.name}.toml")
-    if quick:
-        grid = Grid(**{**grid.to_dict(), **study.quick})
-    return grid
-
-
-#: The folders an exercise run writes, under its out_dir.
-LAYOUT = ("results", "results/raw", "figures")
-
-
-def check_numbers(numbers) -> list[int]:
-    """The exercise numbers, refused (ParameterError) unless each is one of STUDIES."""
-    numbers = list(numbers)
-    unknown = [n for n in numbers if n not in STUDIES]
-    if unknown or not numbers:
-        raise ParameterError("numbers", "parameter of run_exercises", f"among {sorted(STUDIES)}",
-                             unknown[0] if len(unknown) == 1 else unknown)
-    return numbers
+def run_study(number: int, grid: Grid, *, out_dir: Path, n_jobs: int = -1, progress: bool = True,
+              formats: Sequence[str] = (".png",)) -> tuple[Outcome, int, float, list[Path]]:
+    """One study: its grid run (the raw table in results/raw/, its runs kept in the store beside
+    it), its tables and figures written under ``out_dir``. Returns its outcome, its runs, its
+    seconds and the files written."""
+    study, started = STUDIES[number], time.perf_counter()
+    raw = out_dir / "results" / "raw" / f"{study.name}.csv"
+    df = run_grid(grid, out=raw, n_jobs=n_jobs, progress=progress)
+    outcome = study.analyse(df)
+    written = []
+    for name, table in outcome.tables.items():
+        write_csv(table, out_dir / "results" / f"{name}.csv", significant=SUMMARY_DIGITS)
+        written.append(out_dir / "results" / f"{name}.csv")
+    for name, fig in outcome.figures.items():
+        written += save_figure(fig, out_dir / "figures" / f"{name}.png", formats=formats)
+    return outcome, len(df) // len(grid.checkpoints), time.perf_counter() - started, written
 
 
 def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".", n_jobs: int = -1,
-                  progress: bool = True, log: Callable[[str], None] = print) -> dict[int, Outcome]:
+                  progress: bool = True, log: Callable[[str], None] = print,
+                  formats: Sequence[str] = (".png",)) -> dict[int, Outcome]:
     """Run the studies (all five by default) and write their tables, figures and answers under
     ``out_dir``: results/ (summary CSVs, answers.md), results/raw/ (the raw tables) and
-    figures/ (PNG and SVG). ``out_dir`` must exist; the folders under it are created as needed,
-    each named through ``log``.
+    figures/ (in each of ``formats``: ".png", ".svg", ".pdf"). ``out_dir`` must exist; the
+    folders under it are created as needed, each named through ``log``. With ``n_jobs`` -1 or
+    above 1, the studies run side by side, one process each (see study.exercise_runner).
 
     Returns
     -------
     dict
-        Exercise number -> :class:`Outcome`.
+        Exercise number -> :class:`Outcome` (its figures closed once written).
     """
-    out_dir = Path(out_dir)
-    numbers = sorted(STUDIES) if numbers is None else check_numbers(numbers)
-    if not out_dir.is_dir():
-        raise ParameterError("out_dir", "parameter of run_exercises", "a folder that exists", str(out_dir))
-    grids = {n: study_grid(STUDIES[n], quick) for n in numbers}  # every spec checked before any work
-    for folder in LAYOUT:
-        if not (out_dir / folder).is_dir():
-            (out_dir / folder).mkdir()
-            log(f"created folder {out_dir / folder}")
-    outcomes = {}
-    for n in numbers:
-        study, started = STUDIES[n], time.perf_counter()
-        raw = out_dir / "results" / "raw" / f"{study.name}.csv"
-        df = run_grid(grids[n], out=raw, n_jobs=n_jobs, progress=progress)
-        outcome = study.analyse(df)
-        written = []
-        for name, table in outcome.tables.items():
-            write_csv(table, out_dir / "results" / f"{name}.csv", significant=SUMMARY_DIGITS)
-            written.append(out_dir / "results" / f"{name}.csv")
-        for name, fig in outcome.figures.items():
-            written += save_figure(fig, out_dir / "figures" / f"{name}.png", formats=(".png", ".svg"))
-        outcomes[n] = outcome
-        log(f"exercise {n}: {len(df) // len(grids[n].checkpoints)} runs, {time.perf_counter() - started:.1f} s: "
-            + ", ".join(map(str, written)))
-    answers = "\n\n".join(f"**Exercise {n}.** {outcomes[n].answer}" for n in sorted(outcomes))
-    (out_dir / "results" / "answers.md").write_text(answers + "\n", encoding="utf-8")
-    return outcomes
+    return run_studies(numbers, quick=quick, out_dir=out_dir, n_jobs=n_jobs, progress=progress, log=log,
+                       formats=formats, keep=True)
 
 
 # --- figures of any results table (study plot) ---------------------------------------------

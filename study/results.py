@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ._checks import ParameterError
 from .engine import ChunkResult
 from .grid import AXES
 from .vocabulary import RUN_AXES, STREAM_KEYS
@@ -239,19 +240,6 @@ def default_by(df: pd.DataFrame) -> list[str]:
 
 
 # --- summaries: what is shown, over which runs, and what is pooled ---------------------------
-
-class ParameterError(ValueError):
-    """A refused argument, in the one shape refusals take: "The 'by' parameter of summarize
-    must be ... Got ... instead." It keeps its parts, so that the command line can say the same
-    thing with the flag the user typed (``--by``) in place of the parameter's name."""
-
-    def __init__(self, name: str, where: str, allowed: str, value: Any):
-        self.name, self.where, self.allowed, self.value = name, where, allowed, value
-        super().__init__(f"The {name!r} {where} must be {allowed}. Got {value!r} instead.")
-
-    def as_option(self, flag: str) -> str:
-        return f"The {flag!r} option must be {self.allowed}. Got {self.value!r} instead."
-
 
 class PoolingError(ValueError):
     """Axes that vary where a figure or a table shows one value: nothing is pooled silently.

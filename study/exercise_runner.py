@@ -1,0 +1,139 @@
+"""Running the exercise studies: their grids, and each study in a process of its own where there
+are cores to spare.
+
+Importable without torch, pandas or matplotlib, which take about 3 s to import: ``study
+exercises`` starts its worker processes before anything heavy is imported, so that their imports
+overlap, and the studies themselves (:mod:`study.exercises`: the analyses, tables and figures)
+are imported only by the processes that run them. The studies are independent, and most of a
+study's time is its figures, which one process draws alone: on two cores the five run in about
+half the time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ._checks import ParameterError
+from .grid import Grid, load_grid, log_sizes
+
+__all__ = ["SPECS", "LAYOUT", "check_numbers", "study_grid", "study_workers", "study_executor", "warm_up", "run_studies"]
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+#: Each exercise's study: the name of its spec (experiments/NAME.toml) and what --quick changes in it.
+SPECS = {
+    1: ("ex1_reduction", {"replicates": 3}),
+    2: ("ex2_huber", {"replicates": 3, "num_train": [50, 200, 1000], "epoch": [1, 3, 10, 20]}),
+    3: ("ex3_gradients", {"replicates": 3, "epoch": list(range(1, 11))}),
+    4: ("ex4_lr_epochs", {"replicates": 3, "epoch": [1, 3, 10, 30]}),
+    5: ("ex5_data_size", {"replicates": 6, "num_train": log_sizes(5, 2000), "epoch": [1, 10]}),
+}
+#: The folders an exercise run writes, under its out_dir.
+LAYOUT = ("results", "results/raw", "figures")
+#: The figure formats a study may write (study.plots.FIGURE_FORMATS).
+FORMATS = (".png", ".svg", ".pdf")
+#: Seconds each study takes in one process on this project's machine (training, tables and
+#: figures): the slowest are handed out first.
+STUDY_COST = {2: 3.6, 5: 2.7, 3: 2.0, 4: 1.8, 1: 1.6}
+
+
+def check_numbers(numbers: Any) -> list[int]:
+    """The exercise numbers, refused (ParameterError) unless each is one of SPECS."""
+    numbers = list(numbers)
+    unknown = [n for n in numbers if n not in SPECS]
+    if unknown or not numbers:
+        raise ParameterError("numbers", "parameter of run_exercises", f"among {sorted(SPECS)}",
+                             unknown[0] if len(unknown) == 1 else unknown)
+    return numbers
+
+
+def study_grid(number: int, quick: bool = False) -> Grid:
+    """Exercise ``number``'s grid, from its spec (smaller with ``quick``)."""
+    name, smaller = SPECS[number]
+    grid = load_grid(EXPERIMENTS / f"{name}.toml")
+    return Grid(**{**grid.to_dict(), **smaller}) if quick else grid
+
+
+def study_workers(numbers: Sequence[int] | None, n_jobs: int) -> int:
+    """How many processes run the studies (1: the caller's own)."""
+    import joblib
+
+    count = len(SPECS) if numbers is None else len(numbers)
+    return max(1, min(count, joblib.cpu_count() if n_jobs == -1 else n_jobs))
+
+
+def study_executor(workers: int):
+    """loky's reusable executor of ``workers`` processes: asked for again with the same
+    arguments, it is the same processes, already started. Ctrl-C is the parent's to handle:
+    the workers ignore it."""
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=workers, initializer=_ignore_interrupts)
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def warm_up() -> None:
+    """A worker's first task: import the studies (torch, pandas, matplotlib), and return
+    nothing (a module sent back would be imported by the caller)."""
+    import importlib
+
+    importlib.import_module(f"{__package__}.exercises")
+
+
+def _study_task(number: int, grid: Grid, *, out_dir: Path, n_jobs: int, progress: bool, formats: tuple[str, ...],
+                keep: bool) -> tuple[int, Any, int, float, list[Path]]:
+    from .exercises import run_study
+
+    outcome, runs, seconds, written = run_study(number, grid, out_dir=out_dir, n_jobs=n_jobs, progress=progress,
+                                                formats=formats)
+    return number, outcome if keep else outcome.answer, runs, seconds, written
+
+
+def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, out_dir: str | Path = ".",
+                n_jobs: int = -1, progress: bool = True, log: Callable[[str], None] = print,
+                formats: Sequence[str] = (".png",), keep: bool = True) -> dict[int, Any]:
+    """Run the studies (all five by default) and write their tables, figures and answers under
+    ``out_dir`` (see :func:`study.exercises.run_exercises`).
+
+    With ``n_jobs`` -1 (or above 1) and several studies, each study runs in a worker process,
+    the slowest first; with one worker, in this process. Returns exercise number -> its
+    :class:`~study.exercises.Outcome` (``keep``) or its answer's text.
+    """
+    out_dir = Path(out_dir)
+    numbers = sorted(SPECS) if numbers is None else check_numbers(numbers)
+    formats = tuple(formats)
+    if not formats or any(f not in FORMATS for f in formats):
+        raise ParameterError("formats", "parameter of run_exercises", f"some of {list(FORMATS)}", list(formats))
+    if not out_dir.is_dir():
+        raise ParameterError("out_dir", "parameter of run_exercises", "a folder that exists", str(out_dir))
+    grids = {n: study_grid(n, quick) for n in numbers}  # every spec checked before any work
+    for folder in LAYOUT:
+        if not (out_dir / folder).is_dir():
+            (out_dir / folder).mkdir()
+            log(f"created folder {out_dir / folder}")
+    workers = study_workers(numbers, n_jobs)
+    order = sorted(numbers, key=lambda n: STUDY_COST.get(n, 0.0), reverse=True)
+    task = dict(out_dir=out_dir, formats=formats, keep=keep)
+    results: dict[int, Any] = {}
+    if workers > 1:
+        executor = study_executor(workers)
+        futures = [executor.submit(_study_task, n, grids[n], n_jobs=1, progress=False, **task) for n in order]
+        done = (future.result() for future in concurrent.futures.as_completed(futures))
+    else:
+        executor, done = None, (_study_task(n, grids[n], n_jobs=n_jobs, progress=progress, **task) for n in order)
+    try:
+        for n, result, runs, seconds, written in done:
+            results[n] = result
+            log(f"exercise {n}: {runs} runs, {seconds:.1f} s: " + ", ".join(map(str, written)))
+    except BaseException:
+        if executor is not None:  # interrupted, or a study failed: the others need not finish
+            executor.shutdown(wait=False, kill_workers=True)
+        raise
+    answers = "\n\n".join(f"**Exercise {n}.** {results[n].answer if keep else results[n]}" for n in sorted(results))
+    (out_dir / "results" / "answers.md").write_text(answers + "\n", encoding="utf-8")
+    return results
