@@ -3,6 +3,7 @@
     python benchmarks/bench_store.py parquet   # 100k runs of W: in memory, to Parquet, to CSV
     python benchmarks/bench_store.py grow      # W at 20 replicates, grown to 40, against 40 fresh
     python benchmarks/bench_store.py big       # 10M runs of W by `study run`, stopped after a minute, resumed
+    python benchmarks/bench_store.py summarize # summarize a 6M-row table (100k runs of W, ten times over)
 
 Prints one line per measurement; no timing is asserted anywhere. W is the exercise-5 mix: 11 sizes
 from 5 to 10,000, lr 0.01, 0.03, 0.1, squared and Huber, checkpoints at epochs 1, 2, 3, 5, 10.
@@ -135,9 +136,31 @@ def big(replicates: int, seconds: float) -> None:
                 print(f"    {t:6.1f} s  {line}")
 
 
+def summarize_rows() -> None:
+    """summarize on 6 million rows: the 100k-run table of W, ten times over (each copy's
+    replicates and seeds shifted, so that its runs and data streams are its own)."""
+    import pandas as pd
+
+    from study.results import summarize
+    from study.runner import run_grid
+
+    base = run_grid(_grid(1516), progress=False)
+    copies = []
+    for k in range(10):
+        copy = base.copy()
+        copy["replicate"] += k * 1516
+        copy["seed"] += k * 10**15
+        copies.append(copy)
+    df = pd.concat(copies, ignore_index=True)
+    _, every = _timed(lambda: summarize(df))
+    _, last = _timed(lambda: summarize(df, by=["num_train", "lr", "loss"]))
+    print(f"summarize {len(df):,} rows: by every axis that varies and epoch {every:.1f} s; "
+          f"by num_train, lr, loss at the last epoch {last:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("case", choices=["parquet", "grow", "big"])
+    parser.add_argument("case", choices=["parquet", "grow", "big", "summarize"])
     parser.add_argument("--replicates", type=int, help="W's replicates (66 runs each); default: 1516 for parquet "
                         "(100,056 runs), 151516 for big (10,000,056 runs)")
     parser.add_argument("--seconds", type=float, default=60.0, help="big: how long each start runs before SIGTERM")
@@ -147,6 +170,8 @@ def main() -> None:
         parquet(args.replicates or 1516)
     elif args.case == "grow":
         grow()
+    elif args.case == "summarize":
+        summarize_rows()
     else:
         big(args.replicates or 151_516, args.seconds)
 

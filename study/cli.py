@@ -477,12 +477,13 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_exercises(args: argparse.Namespace) -> int:
     import time
 
-    executor = _start_study_workers(args)
+    from .exercise_runner import stop_workers
+
+    _start_study_workers(args)
     try:
         return _exercises(args, time.perf_counter())
     finally:
-        if executor is not None:  # done, refused or interrupted: the workers leave now, not at exit
-            executor.shutdown(wait=True, kill_workers=True)
+        stop_workers()  # done, refused or interrupted: the workers leave now, not at exit
 
 
 def _exercises(args: argparse.Namespace, started: float) -> int:
@@ -517,24 +518,22 @@ def _exercises(args: argparse.Namespace, started: float) -> int:
     return EXIT_OK
 
 
-def _start_study_workers(args: argparse.Namespace):
+def _start_study_workers(args: argparse.Namespace) -> None:
     """Start the processes that will run the studies side by side, before anything heavy is
-    imported: their imports of torch and matplotlib (about 3 s) begin at once. Returns their
-    executor, or None where the studies run in this process. A bad flag is refused later all
-    the same; the workers are then stopped."""
+    imported: their imports of torch and matplotlib (about 3 s) begin at once (none where the
+    studies run in this process). A bad flag is refused later all the same; the workers are
+    then stopped."""
     from .exercise_runner import study_executor, study_workers, warm_up
 
     try:
         numbers = [int(n) for n in args.only.split(",") if n.strip()] if args.only else None
     except ValueError:
-        return None
+        return
     workers = study_workers(numbers, args.jobs)
-    if workers < 2:
-        return None
-    executor = study_executor(workers)
-    for _ in range(workers):
-        executor.submit(warm_up)
-    return executor
+    if workers > 1:
+        executor = study_executor(workers)
+        for _ in range(workers):
+            executor.submit(warm_up)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 from ._checks import ParameterError
 from .grid import Grid, load_grid, log_sizes
 
-__all__ = ["SPECS", "LAYOUT", "check_numbers", "study_grid", "study_workers", "study_executor", "warm_up", "run_studies"]
+__all__ = ["SPECS", "LAYOUT", "check_numbers", "study_grid", "study_workers", "study_executor", "stop_workers", "warm_up",
+           "run_studies"]
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 #: Each exercise's study: the name of its spec (experiments/NAME.toml) and what --quick changes in it.
@@ -64,13 +65,30 @@ def study_workers(numbers: Sequence[int] | None, n_jobs: int) -> int:
     return max(1, min(count, joblib.cpu_count() if n_jobs == -1 else n_jobs))
 
 
-def study_executor(workers: int):
-    """loky's reusable executor of ``workers`` processes: asked for again with the same
-    arguments, it is the same processes, already started. Ctrl-C is the parent's to handle:
-    the workers ignore it."""
-    from joblib.externals.loky import get_reusable_executor
+_executor: tuple[int, Any] | None = None  # (workers, the executor) while it is running
 
-    return get_reusable_executor(max_workers=workers, initializer=_ignore_interrupts)
+
+def study_executor(workers: int):
+    """The ``workers`` processes the studies run in: started on the first call, the same ones on
+    the next (so that a caller who asks early, as study exercises does before its own imports,
+    finds them started, with torch and matplotlib imported) until :func:`stop_workers`. loky's,
+    not its shared reusable executor, which joblib reconfigures for run_grid. Ctrl-C is the
+    parent's to handle: the workers ignore it."""
+    global _executor
+    if _executor is None or _executor[0] != workers:
+        stop_workers()
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        _executor = (workers, ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts))
+    return _executor[1]
+
+
+def stop_workers() -> None:
+    """Stop the studies' worker processes now (the next study_executor starts new ones)."""
+    global _executor
+    if _executor is not None:
+        _executor[1].shutdown(wait=True, kill_workers=True)
+        _executor = None
 
 
 def _ignore_interrupts() -> None:
@@ -132,7 +150,7 @@ def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, ou
             log(f"exercise {n}: {runs} runs, {seconds:.1f} s: " + ", ".join(map(str, written)))
     except BaseException:
         if executor is not None:  # interrupted, or a study failed: the others need not finish
-            executor.shutdown(wait=False, kill_workers=True)
+            stop_workers()
         raise
     answers = "\n\n".join(f"**Exercise {n}.** {results[n].answer if keep else results[n]}" for n in sorted(results))
     (out_dir / "results" / "answers.md").write_text(answers + "\n", encoding="utf-8")

@@ -443,7 +443,8 @@ def test_python_m_study_help_exits_0(tmp_path):
 
 
 def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_path, capsys):
-    assert main(["exercises", "--quick", "--only", "4", "--out-dir", str(tmp_path / "q"), "--jobs", "1"]) == 0
+    assert main(["exercises", "--quick", "--only", "4", "--out-dir", str(tmp_path / "q"), "--jobs", "1",
+                 "--formats", "png,svg"]) == 0
     out = capsys.readouterr().out
     assert "exercise 4:" in out and "answers.md" in out
     for name in ("results/ex4_lr_epochs.csv", "figures/ex4_lr_epochs.png", "figures/ex4_lr_epochs.svg",

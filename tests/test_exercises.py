@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from study.exercises import STUDIES, gradient_access, run_exercises
+from study.exercises import gradient_access, run_exercises
 from study.results import PoolingError, read_results
 
 PROMISED = {
     "results": ["ex1_reduction.csv", "ex1_best_lr.csv", "ex2_huber.csv", "ex3_gradients.csv", "ex3_grad_access.csv",
                 "ex4_lr_epochs.csv", "ex5_data_size.csv", "ex5_slopes.csv", "answers.md"],
     "figures": [f"{name}.{ext}" for name in ("ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients",
-                                             "ex4_lr_epochs", "ex5_data_size") for ext in ("png", "svg")],
+                                             "ex4_lr_epochs", "ex5_data_size") for ext in ("png",)],
 }
 
 
@@ -71,7 +71,8 @@ def test_run_exercises_refuses_unknown_numbers_and_a_missing_folder(tmp_path):
 
 def test_run_exercises_logs_the_paths_it_writes(tmp_path):
     lines = []
-    run_exercises([3], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lines.append)
+    run_exercises([3], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lines.append,
+                  formats=(".png", ".svg"))
     assert lines[:3] == [f"created folder {tmp_path / f}" for f in ("results", "results/raw", "figures")]
     written = lines[-1].split(" s: ", 1)[1].split(", ")
     assert written == [str(tmp_path / p) for p in ("results/ex3_gradients.csv", "results/ex3_grad_access.csv",
@@ -130,11 +131,6 @@ def test_least_squares_in_the_answers_counts_every_run(quick):
     floor = last.drop_duplicates("seed")["ols_w_err_norm"].median()
     assert f"least squares on the same examples ({floor:.2g}, median over every run)" in (
         out / "results" / "answers.md").read_text()
-
-
-    for number, study in STUDIES.items():
-        full, small = study_grid(number), study_grid(number, quick=True)
-        assert full.name == study.name and len(small.runs()) < len(full.runs())
 
 
 def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
