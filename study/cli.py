@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import re
 import sys
 import threading
 import warnings
@@ -536,8 +537,23 @@ def _start_study_workers(args: argparse.Namespace) -> None:
             executor.submit(warm_up)
 
 
+#: The measured columns of the results schema (study.results.metric_columns): what a role may
+#: name besides the axes, whatever the table.
+_SCHEMA_COLUMN = re.compile(r"w_(hat|err)_\d+|w_err_norm|b_hat|b_err|train_loss|val_mse|grad_w_norm|grad_b|"
+                                          r"ols_w_err_norm|ols_b_err|gap_w_norm|steps")
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     exercise = args.figure is not None and not args.figure.startswith(("error-vs-", "heatmap"))
+    # A role that no table could hold is refused before anything heavy is imported (the same
+    # words as the check against the table's own columns, below).
+    from .vocabulary import AXES
+
+    for flag, value in (("--x", args.x), ("--hue", args.hue), ("--style", args.style), ("--col", args.col),
+                        ("--row", args.row)):
+        if value is not None and value not in AXES and not _SCHEMA_COLUMN.fullmatch(value):
+            raise ValueError(f"The {flag!r} option must be one column of the table (its axes: {', '.join(AXES)}). "
+                             f"Got {value!r} instead.")
     with _in_flags(_PLOT_FLAGS, roles=not exercise):
         from .exercises import draw_figure, draw_xy, figure_names
         from .plots import FIGURE_FORMATS, check_roles, save_figure

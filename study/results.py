@@ -23,15 +23,17 @@ import os
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ._checks import ParameterError
-from .engine import ChunkResult
 from .grid import AXES
 from .vocabulary import RUN_AXES, STREAM_KEYS
+
+if TYPE_CHECKING:  # a table is read, summarized and drawn without torch
+    from .engine import ChunkResult
 
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
@@ -399,28 +401,46 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None, stats: Se
     # epoch joins the keys where it is one value per cell: it names the checkpoint shown, and
     # splits no cell.
     keys = by if "epoch" in by or "epoch" in pooled else [*by, "epoch"]
-    rows = rows.assign(b_err_abs=rows["b_err"].abs(), ols_b_err_abs=rows["ols_b_err"].abs())
-    groups = rows.groupby(keys, sort=True, observed=True)
-    out = groups.agg(count=("diverged", "size"), diverged=("diverged", "sum"), streams=("seed", "nunique"))
+    # The cells, numbered once (grouping by the key columns is the costly part), then every
+    # statistic grouped by that one integer.
+    grouper = rows.groupby(keys, sort=True, observed=True)
+    cell = grouper.ngroup().to_numpy()
+    index = grouper.size().index
+    n = len(index)
+    diverged = rows["diverged"].to_numpy().astype(bool)
+    # One row per data stream of a cell (runs that differ only in lr, loss, sigma or reduction
+    # share their data): the first of each (cell, seed).
+    first = ~pd.DataFrame({"cell": cell, "seed": rows["seed"].to_numpy()}).duplicated().to_numpy()
+    out = pd.DataFrame({"count": np.bincount(cell, minlength=n).astype(np.int64),
+                        "diverged": np.bincount(cell, weights=diverged, minlength=n).astype(np.int64),
+                        "streams": np.bincount(cell[first], minlength=n).astype(np.int64)}, index=index)
     if pooled:
         out["pooled_over"] = describe_axes(pooled)
+
+    def column(metric: str) -> np.ndarray:
+        if metric.endswith("_abs"):
+            return np.abs(rows[metric[: -len("_abs")]].to_numpy())
+        return rows[metric].to_numpy()
+
     sgd = [m for m in ERROR_METRICS if m not in LEAST_SQUARES]
     ols = [m for m in ERROR_METRICS if m in LEAST_SQUARES]
-    described = {
-        tuple(sgd): rows[~rows["diverged"].astype(bool)],
-        tuple(ols): rows.drop_duplicates([*keys, "seed"]),  # one row per data stream of the cell
-    }
-    values: dict[str, pd.DataFrame] = {}
-    for metrics, part in described.items():
+    values: dict[str, pd.Series] = {}
+    # SGD's errors over the runs that did not diverge; least squares once per data stream.
+    for metrics, keep in ((sgd, ~diverged), (ols, first)):
+        part = pd.DataFrame({m: column(m)[keep] for m in metrics})
         # pandas' own grouped statistics (compiled), one call each for all metrics: a Python
         # function per group would be called once per cell and metric.
-        grouped = part.groupby(keys, sort=True, observed=True)[list(metrics)]
-        computed = {"mean": grouped.mean, "median": grouped.median, "q10": lambda: grouped.quantile(0.1),
-                    "q90": lambda: grouped.quantile(0.9)}
+        grouped = part.groupby(cell[keep], sort=True)[metrics]
+        frames = {"mean": grouped.mean, "median": grouped.median}
+        levels = [q for q in (0.1, 0.9) if f"q{round(100 * q)}" in stats]
+        if levels:  # the quantiles in one call: the rows are sorted by cell once for both
+            both = grouped.quantile(levels)
+            for q in levels:
+                frames[f"q{round(100 * q)}"] = lambda q=q: both.xs(q, level=-1)
         for stat in stats:
-            frame = computed[stat]().reindex(out.index)
+            frame = frames[stat]().reindex(np.arange(n))
             for metric in metrics:
-                values[f"{metric}_{stat}"] = frame[metric]
+                values[f"{metric}_{stat}"] = pd.Series(frame[metric].to_numpy(), index=index)
     for metric in ERROR_METRICS:
         for stat in stats:
             out[f"{metric}_{stat}"] = values[f"{metric}_{stat}"]

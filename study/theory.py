@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ._checks import fail
-from .data import NOISE_KINDS, OUTLIER_FRACTION, OUTLIER_SCALE, STUDENT_T_DF
-from .vocabulary import REDUCTIONS
+from .vocabulary import NOISE_KINDS, REDUCTIONS
+
+if TYPE_CHECKING:  # torch is imported where least squares is solved: the figures' theory needs numpy alone
+    import torch
 
 __all__ = [
     "least_squares",
@@ -62,6 +65,8 @@ def least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     w_hat : float64 tensor of shape (d,) or (S, d)
     b_hat : float64 tensor of shape () or (S,)
     """
+    import torch
+
     X = X.detach().to(torch.float64)
     y = y.detach().to(torch.float64).reshape(*X.shape[:-1], 1)
     design = torch.cat([X, torch.ones_like(X[..., :1])], dim=-1)  # (..., n, d + 1)
@@ -153,6 +158,8 @@ def noise_variance(noise, noise_kind="gaussian") -> np.ndarray:
     """
     where = "parameter of noise_variance"
     noise = _real_array(noise, "noise", where)
+    from .data import OUTLIER_FRACTION, OUTLIER_SCALE, STUDENT_T_DF  # the data's own constants (data imports torch)
+
     kind = _choice_array(noise_kind, "noise_kind", where, NOISE_KINDS)
     gaussian = noise**2
     student_t = gaussian * STUDENT_T_DF / (STUDENT_T_DF - 2)

@@ -637,3 +637,25 @@ def test_plot_and_table_never_show_a_traceback(tmp_path_factory, results_csv, ar
     if code == 2:
         assert len(err.strip().splitlines()) == 1 and err.startswith("study"), (argv, err)
         assert _snapshot(folder) == before, argv
+
+
+def test_plot_refuses_a_role_no_table_could_hold_before_reading_the_table(tmp_path, capsys):
+    """Roles are checked against the schema's own names first (no table read, no heavy import);
+    those names are the axes and the measured columns metric_columns writes, but diverged."""
+    import numpy as np
+
+    from study.cli import _SCHEMA_COLUMN
+    from study.engine import ChunkResult
+    from study.results import metric_columns
+
+    R, C, d = 2, 3, 4
+    result = ChunkResult(w_hat=np.zeros((R, C, d), np.float32), b_hat=np.zeros((R, C)), train_loss=np.ones((R, C)),
+                         val_mse=np.zeros((R, C)), grad_w=np.zeros((R, C, d)), grad_b=np.zeros((R, C)),
+                         steps=np.arange(C), ols_w=np.zeros((R, d)), ols_b=np.zeros(R), w_true=np.zeros(d, np.float32),
+                         b_true=0.0)
+    measured = [c for c in metric_columns(result, C) if _SCHEMA_COLUMN.fullmatch(c)]
+    assert measured == [c for c in metric_columns(result, C) if c != "diverged"]
+    missing = tmp_path / "no-such-table.csv"  # never read: the role is refused first
+    assert main(["plot", str(missing), "--x", "num_train", "--hue", "lr,loss", "--out", str(tmp_path / "f.png")]) == 2
+    assert "The '--hue' option must be one column of the table" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
