@@ -20,6 +20,8 @@ from typing import Sequence
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+#: A reader that went away (a pipe into head): the status of a process stopped by SIGPIPE, 128 + 13.
+EXIT_BROKEN_PIPE = 141
 
 
 class Terminated(KeyboardInterrupt):
@@ -621,6 +623,14 @@ def _main(argv: Sequence[str] | None) -> int:
         what, status = _stopped(err)
         print(f"study: {what}; finished chunks are kept, run the same command again to resume", file=sys.stderr)
         return status
+    except BrokenPipeError:
+        # The reader of the output went away (`study table x.csv | head`): no more to say, and
+        # nowhere to say it. stdout is pointed at /dev/null so that its flush at exit is silent;
+        # the status is a shell's for a process stopped by SIGPIPE.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as err:  # a failure at run time: one line, the kind and the message
         print(f"study: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE

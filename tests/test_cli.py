@@ -659,3 +659,20 @@ def test_plot_refuses_a_role_no_table_could_hold_before_reading_the_table(tmp_pa
     assert main(["plot", str(missing), "--x", "num_train", "--hue", "lr,loss", "--out", str(tmp_path / "f.png")]) == 2
     assert "The '--hue' option must be one column of the table" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(results_csv):
+    """`study table x.csv | head -1`: no 'failed: BrokenPipeError' line, the status of SIGPIPE.
+    Here the reader is gone before the first line (the read end of the pipe is closed)."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "study", "table", str(results_csv)], stdout=write,
+                              stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr.decode()) == (141, "")
