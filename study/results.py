@@ -43,7 +43,7 @@ __all__ = [
     "select",
 ]
 
-#: Bumped whenever a column is added, removed or changes meaning; saved chunks of another
+#: Bumped whenever a column is added, removed or changes meaning; stored runs of another
 #: version are never reused.
 SCHEMA_VERSION = 1
 COORDINATES = (*AXES, "replicate", "seed")

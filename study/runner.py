@@ -342,7 +342,7 @@ def run_grid(
         fail("device", _WHERE, "'cpu' or 'auto' when engine is 'reference' (it trains on the CPU)", device)
     if backend == "dask" and device == "auto" and engine == "batched" and grid.stream == "counter":
         # The cluster's workers, not this process, know their GPUs: each resolves "auto" itself
-        # (_local_device). Chunks are then sized for CPUs, which any worker can hold.
+        # (study.dispatch.local_device). Chunks are then sized for CPUs, which any worker can hold.
         devices = ["auto"]
     out = check_output(out) if out is not None else None
     if not isinstance(frame, bool):

@@ -676,3 +676,18 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(results_csv):
     finally:
         os.close(write)
     assert (done.returncode, done.stderr.decode()) == (141, "")
+
+
+def test_run_without_out_picks_parquet_for_a_big_table_and_says_so(tmp_path, capsys, monkeypatch):
+    import study.cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(study.cli, "CSV_MAX_ROWS", 10)  # a table of more rows than this is "big"
+    spec = tmp_path / "g.toml"
+    spec.write_text("[grid]\nnum_train = 20\nlr = [0.01, 0.1]\nepoch = [1, 2]\nreplicates = 3\nnum_val = 20\n")
+    assert main(["run", str(spec), "--dry-run", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("g: 6 runs, 18 rows in") and "; the Parquet file about " in out[0]
+    assert out[1] == "writing Parquet: 18 rows are too many for a CSV (--out NAME.csv to have one anyway)"
+    assert main(["run", str(spec), "--jobs", "1", "--quiet"]) == 0
+    assert (tmp_path / "results" / "raw" / "g.parquet").is_file() and not (tmp_path / "results" / "raw" / "g.csv").exists()
