@@ -17,3 +17,22 @@ def _one_thread_and_closed_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def run_cli_in(folder, argv) -> tuple[int, str, str]:
+    """study's main(argv) run in ``folder``, its stdout and stderr captured: (status, out, err)."""
+    import contextlib
+    import io
+    import os
+
+    from study.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(argv)
+    finally:
+        os.chdir(here)
+    return code, stdout.getvalue(), stderr.getvalue()

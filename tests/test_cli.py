@@ -615,24 +615,16 @@ def _plot_or_table_argv(draw) -> list[str]:
 @given(argv=_plot_or_table_argv())
 def test_plot_and_table_never_show_a_traceback(tmp_path_factory, results_csv, argv):
     """Whatever the flags: exit 0, or exit 2 with one line on stderr and nothing written."""
-    import contextlib
-    import io
     import shutil
+
+    from conftest import run_cli_in
 
     folder = tmp_path_factory.mktemp("fuzz")
     shutil.copy(results_csv, folder / "tiny.csv")
     (folder / "spec.toml").write_text(TINY_SPEC, encoding="utf-8")
     before = _snapshot(folder)
-    stdout, stderr = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = main(argv)
-    finally:
-        os.chdir(here)
-    err = stderr.getvalue()
-    assert "Traceback" not in stdout.getvalue() + err, (argv, err)
+    code, out, err = run_cli_in(folder, argv)
+    assert "Traceback" not in out + err, (argv, err)
     assert code in (0, 2), (argv, code, err)
     if code == 2:
         assert len(err.strip().splitlines()) == 1 and err.startswith("study"), (argv, err)

@@ -6,7 +6,6 @@ the Dask cluster cases in test_cluster.py."""
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -439,17 +438,11 @@ def _argv(draw) -> list[str]:
 @given(spec=_specs(), argv=_argv())
 def test_bad_input_never_shows_a_traceback(tmp_path_factory, spec, argv):
     """Whatever the spec and the arguments: exit 0, or exit 2 with one line on stderr."""
+    from conftest import run_cli_in
+
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "g.toml").write_text(spec, encoding="utf-8")
-    stdout, stderr = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = main(argv)
-    finally:
-        os.chdir(here)
-    out, err = stdout.getvalue(), stderr.getvalue()
+    code, out, err = run_cli_in(folder, argv)
     assert "Traceback" not in out + err, (argv, spec, err)
     assert code in (0, 2), (argv, spec, code, err)
     if code == 2:
