@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from study.exercise_runner import FORMATS, SPECS, check_numbers, run_studies, study_grid, study_workers
+from study.exercise_runner import FORMATS, SPECS, check_numbers, run_studies, stop_workers, study_grid, study_workers
 
 
 def test_every_study_has_its_spec_and_quick_is_smaller():
@@ -45,7 +45,11 @@ def test_studies_in_worker_processes_write_what_one_process_writes(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     outcomes = run_studies([1, 4], quick=True, out_dir=one, n_jobs=1, progress=False, log=lambda _: None)
-    answers = run_studies([1, 4], quick=True, out_dir=two, n_jobs=2, progress=False, log=lambda _: None, keep=False)
+    try:
+        answers = run_studies([1, 4], quick=True, out_dir=two, n_jobs=2, progress=False, log=lambda _: None,
+                              keep=False)
+    finally:
+        stop_workers()  # the workers would otherwise idle, torch imported, until the tests end
     assert {n: o.answer for n, o in outcomes.items()} == answers
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file() and "raw" not in p.parts)
     assert [str(f) for f in files if f.suffix == ".png"] == ["figures/ex1_reduction.png", "figures/ex4_lr_epochs.png"]
