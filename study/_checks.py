@@ -18,7 +18,9 @@ __all__ = ["check_int", "check_real", "check_choice", "check_vector", "check_out
 
 
 def fail(name: str, where: str, allowed: str, value: Any) -> None:
-    raise ValueError(f"The {name!r} {where} must be {allowed}. Got {value!r} instead.")
+    """Refuse a value: a ParameterError (a ValueError) that keeps its parts, so that a command
+    can say it with the flag the user typed."""
+    raise ParameterError(name, where, allowed, value)
 
 
 def _is_int(value: Any) -> bool:

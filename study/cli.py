@@ -184,23 +184,20 @@ def _build_parser() -> _Parser:
 CSV_MAX_ROWS = 1_000_000
 #: `study run` prints medians of tables up to this many rows (it reads the table back for them).
 SUMMARY_MAX_ROWS = 2_000_000
-#: run_grid's parameters, as the flags of `study run` that set them.
+#: run_grid's (and plan_summary's) parameters, as the flags of `study run` that set them.
 _RUN_FLAGS = {"out": "--out", "n_jobs": "--jobs", "device": "--device", "engine": "--engine", "backend": "--backend",
               "chunk_size": "--chunk-size", "scheduler": "--scheduler", "chunk_timeout": "--chunk-timeout"}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import math
-
     from .grid import load_grid
-    from .vocabulary import RUN_AXES
 
     # Warnings about the spec (duplicate values) are shown once it is accepted: a refused
     # spec gets its one line of error and nothing else, before torch and pandas are imported.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         grid = load_grid(args.spec)
-        rows = math.prod(len(getattr(grid, a)) for a in RUN_AXES) * grid.replicates * len(grid.checkpoints)
+        rows = grid.n_rows
         out = args.out
         if out is None:
             # raw tables go to results/raw/ (git-ignored), clear of the exercises' committed summaries
@@ -211,19 +208,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import ChunksFailed, plan_summary, run_grid, store_path
 
     if args.dry_run or not args.quiet:
-        print(_flagged(plan_summary, grid, n_jobs=args.jobs, device=args.device, engine=args.engine,
-                       backend=args.backend, chunk_size=args.chunk_size, out=out), flush=True)
+        with _in_flags(_RUN_FLAGS):
+            line = plan_summary(grid, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
+                                chunk_size=args.chunk_size, out=out)
+        print(line, flush=True)
         if args.out is None and rows > CSV_MAX_ROWS:
             print(f"writing Parquet: {rows:,} rows are too many for a CSV (--out NAME.csv to have one anyway)")
         if args.dry_run:
             return EXIT_OK
     store = store_path(out)
     try:
-        # run_grid makes the output's folders (those _output_path allowed) once its arguments pass.
-        df = _flagged(run_grid, grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
-                      backend=args.backend, resume=not args.fresh, progress=not args.quiet,
-                      chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
-                      frame=not args.quiet and rows <= SUMMARY_MAX_ROWS)
+        try:
+            with _in_flags(_RUN_FLAGS):
+                df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
+                              backend=args.backend, resume=not args.fresh, progress=not args.quiet,
+                              chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
+                              frame=not args.quiet and rows <= SUMMARY_MAX_ROWS)
+        finally:
+            # run_grid makes the output's folders (those _output_path allowed) once its arguments
+            # pass: named here, however the run ended.
+            _created(folders)
     except ChunksFailed as err:
         for failure in err.failures[:_MAX_FAILURES_SHOWN]:
             print(f"study: failed: {failure}", file=sys.stderr)
@@ -231,16 +235,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"study: failed: ... and {len(err.failures) - _MAX_FAILURES_SHOWN} more chunks "
                   f"(all listed in {out.stem}.partial.meta.json)", file=sys.stderr)
         print(f"study: failed: {err}", file=sys.stderr)
-        _created(folders)
         return EXIT_FAILURE
     except KeyboardInterrupt as err:
-        _created(folders)
         kept = len(list(store.glob("*.runs"))) if store.is_dir() else 0
         what, status = _stopped(err)
         print(f"study: {what}; {kept} finished chunks are kept in {store}; run the same command again to resume",
               file=sys.stderr)
         return status
-    _created(folders)
     if not args.quiet:
         import json
 
@@ -263,21 +264,6 @@ def _created(folders: Sequence[Path]) -> None:
     for folder in folders:
         if folder.is_dir():
             print(f"study: created folder {folder}", file=sys.stderr)
-
-
-def _flagged(function, *args, **kwargs):
-    """function(*args, **kwargs), with a refusal of one of run_grid's parameters worded as the
-    flag of `study run` the user typed (--jobs, not n_jobs)."""
-    try:
-        return function(*args, **kwargs)
-    except ValueError as err:
-        text = str(err)
-        for name, flag in _RUN_FLAGS.items():
-            for where in ("parameter of run_grid", "option of study run"):
-                prefix = f"The {name!r} {where} "
-                if text.startswith(prefix):
-                    raise ValueError(f"The {flag!r} option {text[len(prefix):]}") from None
-        raise
 
 
 #: The one rule for output folders, in every command (and in its --help).
@@ -493,20 +479,14 @@ def _exercises(args: argparse.Namespace, started: float) -> int:
     import time
 
     with _in_flags(_EXERCISES_FLAGS):
-        from .exercise_runner import FORMATS, LAYOUT, check_numbers, run_studies
+        from .exercise_runner import LAYOUT, check_numbers, run_studies
+        from .vocabulary import FIGURE_FORMATS
 
-        numbers = None
-        if args.only:
-            try:
-                numbers = [int(n) for n in args.only.split(",") if n.strip()]
-            except ValueError:
-                numbers = None
-            if not numbers:
-                raise ValueError(f"The '--only' option must be exercise numbers separated by commas (e.g. 1,5). "
-                                 f"Got {args.only!r} instead.")
+        numbers = _only_numbers(args.only)
+        if numbers is not None:
             check_numbers(numbers)
         formats = tuple(f".{f.strip().lower().lstrip('.')}" for f in args.formats.split(",") if f.strip())
-        if not formats or any(f not in FORMATS for f in formats):
+        if not formats or any(f not in FIGURE_FORMATS for f in formats):
             raise ValueError(f"The '--formats' option must be some of png, svg, pdf, separated by commas. "
                              f"Got {args.formats!r} instead.")
         out_dir = args.out_dir or Path("exercises-quick" if args.quick else ".")
@@ -521,6 +501,20 @@ def _exercises(args: argparse.Namespace, started: float) -> int:
     return EXIT_OK
 
 
+def _only_numbers(only: str | None) -> list[int] | None:
+    """The exercise numbers of --only (None: all of them); refused unless numbers and commas."""
+    if not only:
+        return None
+    try:
+        numbers = [int(n) for n in only.split(",") if n.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers:
+        raise ValueError(f"The '--only' option must be exercise numbers separated by commas (e.g. 1,5). "
+                         f"Got {only!r} instead.")
+    return numbers
+
+
 def _start_study_workers(args: argparse.Namespace) -> None:
     """Start the processes that will run the studies side by side, before anything heavy is
     imported: their imports of torch and matplotlib (about 3 s) begin at once (none where the
@@ -529,8 +523,8 @@ def _start_study_workers(args: argparse.Namespace) -> None:
     from .exercise_runner import study_executor, study_workers, warm_up
 
     try:
-        numbers = [int(n) for n in args.only.split(",") if n.strip()] if args.only else None
-    except ValueError:
+        numbers = _only_numbers(args.only)
+    except ValueError:  # refused in a moment, with no workers started
         return
     workers = study_workers(numbers, args.jobs)
     if workers > 1:

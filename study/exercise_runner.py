@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from ._checks import ParameterError
 from .grid import Grid, load_grid, log_sizes
+from .vocabulary import FIGURE_FORMATS
 
 __all__ = ["SPECS", "LAYOUT", "check_numbers", "study_grid", "study_workers", "study_executor", "stop_workers", "warm_up",
            "run_studies"]
@@ -33,8 +34,6 @@ SPECS = {
 }
 #: The folders an exercise run writes, under its out_dir.
 LAYOUT = ("results", "results/raw", "figures")
-#: The figure formats a study may write (study.plots.FIGURE_FORMATS).
-FORMATS = (".png", ".svg", ".pdf")
 #: Seconds each study takes in one process on this project's machine (training, tables and
 #: figures): the slowest are handed out first.
 STUDY_COST = {2: 3.6, 5: 2.7, 3: 2.0, 4: 1.8, 1: 1.6}
@@ -125,8 +124,9 @@ def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, ou
     out_dir = Path(out_dir)
     numbers = sorted(SPECS) if numbers is None else check_numbers(numbers)
     formats = tuple(formats)
-    if not formats or any(f not in FORMATS for f in formats):
-        raise ParameterError("formats", "parameter of run_exercises", f"some of {list(FORMATS)}", list(formats))
+    if not formats or any(f not in FIGURE_FORMATS for f in formats):
+        raise ParameterError("formats", "parameter of run_exercises", f"some of {list(FIGURE_FORMATS)}",
+                             list(formats))
     if not out_dir.is_dir():
         raise ParameterError("out_dir", "parameter of run_exercises", "a folder that exists", str(out_dir))
     grids = {n: study_grid(n, quick) for n in numbers}  # every spec checked before any work

@@ -351,6 +351,16 @@ class Grid:
         """The epochs recorded: 0 (the start) and every epoch asked for."""
         return [0, *self.epoch]
 
+    @property
+    def n_runs(self) -> int:
+        """How many runs the grid holds: every cell times the replicates."""
+        return math.prod(len(getattr(self, a)) for a in RUN_AXES) * self.replicates
+
+    @property
+    def n_rows(self) -> int:
+        """How many rows its table holds: a row per run per checkpoint."""
+        return self.n_runs * len(self.checkpoints)
+
     def runs(self) -> list[Run]:
         """Every run of the grid, in grid order (axes in AXES order, replicate innermost)."""
         cells = itertools.product(*(getattr(self, a) for a in RUN_AXES), range(self.replicates))

@@ -23,7 +23,7 @@ import numpy as np
 
 from .grid import RUN_AXES, Grid, Run, run_keys, stream_seeds
 
-__all__ = ["Chunk", "ChunkSpec", "Plan", "chunk_id", "grid_seconds", "chunk_cap", "REFERENCE_CHUNK_RUNS",
+__all__ = ["Chunk", "ChunkSpec", "Plan", "chunk_id", "keys_id", "grid_seconds", "chunk_cap", "REFERENCE_CHUNK_RUNS",
            "GPU_MEMORY_SHARE", "CHUNKS_PER_WORKER"]
 
 #: Runs per chunk of the reference engine (a run takes milliseconds to seconds there): small
@@ -240,12 +240,13 @@ class Plan:
         g = self.grid
         return g.max_epoch * math.ceil(g.num_train[spec.num_train_i] / g.batch_size[spec.batch_size_i])
 
-    def seconds(self, spec: ChunkSpec, seconds: Callable[..., float]) -> float:
+    def seconds(self, spec: ChunkSpec, seconds: Callable[..., float], runs: int | None = None) -> float:
         """A chunk's estimated one-core seconds, ``seconds(num_train, batch_size, runs,
-        max_epoch, num_val)`` (engine.estimated_seconds), without making the chunk."""
+        max_epoch, num_val)`` (engine.estimated_seconds), without making the chunk; of ``runs``
+        of its runs where given (those a store lacks), else of them all."""
         g = self.grid
-        return seconds(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i], spec.runs, g.max_epoch,
-                       g.num_val)
+        return seconds(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i],
+                       spec.runs if runs is None else runs, g.max_epoch, g.num_val)
 
 
 def _groups(labels: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -261,8 +262,13 @@ def chunk_id(chunk: Chunk, checkpoints: Sequence[int], engine: str, schema: int)
     """The name of a chunk's saved results: a hash of the schema, the engine, the stream, the
     checkpoints and its runs' keys, so that a file of another spec, engine, stream or schema is
     never taken for this chunk's."""
-    head = repr((schema, engine, chunk.stream, list(checkpoints), len(chunk))).encode()
-    return hashlib.sha256(head + np.ascontiguousarray(chunk.key, dtype="<u8").tobytes()).hexdigest()[:32]
+    return keys_id(chunk.key, chunk.stream, checkpoints, engine, schema)
+
+
+def keys_id(keys: np.ndarray, stream: str, checkpoints: Sequence[int], engine: str, schema: int) -> str:
+    """The hash behind :func:`chunk_id`, of runs given by their keys (a stored segment's name)."""
+    head = repr((schema, engine, stream, list(checkpoints), len(keys))).encode()
+    return hashlib.sha256(head + np.ascontiguousarray(keys, dtype="<u8").tobytes()).hexdigest()[:32]
 
 
 def _group_runs(grid: Grid) -> int:

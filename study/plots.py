@@ -44,7 +44,7 @@ from .results import (  # noqa: E402
     DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, axes_of, fit_power_law, format_value,
     present_values, varying_axes,
 )
-from .vocabulary import AXES  # noqa: E402
+from .vocabulary import AXES, FIGURE_FORMATS  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
 
 __all__ = [
     "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
@@ -72,8 +72,6 @@ LABELS = {
 }
 #: The least-squares twin of an SGD error: the floor any method can reach on the same data.
 FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
-#: What ``save_figure`` writes, by the path's extension.
-FIGURE_FORMATS = (".png", ".svg", ".pdf")
 #: The columns a figure puts its lines and panels on (x and y aside).
 ROLES = ("hue", "style", "col", "row")
 #: seaborn's errorbar for "the 10th to the 90th percentile of the runs".

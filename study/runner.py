@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import math
 import glob
 import os
 import platform
@@ -50,6 +49,7 @@ from .dispatch import WORKER_START_S, Task, local_results, worker_count
 from .grid import RUN_AXES, Grid
 from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds
 from .plan import chunk_id as _chunk_id
+from .plan import keys_id
 from .results import SCHEMA_VERSION, write_json, write_table, write_table_blocks
 from .store import RunStore, table_blocks, table_frame
 from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT
@@ -363,8 +363,7 @@ def run_grid(
 
 def table_bytes(grid: Grid) -> int:
     """The bytes of a grid's table as a DataFrame in memory (8 a value, 1 for a string axis)."""
-    rows = math.prod(len(getattr(grid, a)) for a in RUN_AXES) * grid.replicates * len(grid.checkpoints)
-    return rows * (8 * (TABLE_COLUMNS + 3 * (len(grid.w) - 2)))
+    return grid.n_rows * (8 * (TABLE_COLUMNS + 3 * (len(grid.w) - 2)))
 
 
 #: Columns of a table with two features (three more for each further feature).
@@ -499,7 +498,6 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
     # the store holds any (a new grid is planned without making a chunk).
     tasks: list[Task] = []
     reused_chunks = 0
-    g = grid
     for spec in plan.specs:
         rows, missing = None, spec.runs
         if len(store):
@@ -510,9 +508,7 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                 continue
             if missing < spec.runs:
                 rows = np.flatnonzero(~held)
-        seconds = engines.estimated_seconds(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i], missing,
-                                            g.max_epoch, g.num_val)
-        tasks.append(Task(0, spec, rows, missing, seconds))
+        tasks.append(Task(0, spec, rows, missing, plan.seconds(spec, engines.estimated_seconds, missing)))
     # The largest chunks first, so that the last ones to finish are small (balance).
     tasks.sort(key=lambda t: t.seconds, reverse=True)
     tasks = [Task(n, t.spec, t.rows, t.runs, t.seconds) for n, t in enumerate(tasks)]
@@ -559,7 +555,7 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                 failed.append((position[task.spec], ChunkFailure(chunk_id(chunk, checkpoints, engine), task.runs,
                                                                  _describe(grid, chunk), reason)))
                 continue
-            store.add(segment, _segment_name(segment, grid.stream, engine))
+            store.add(segment, keys_id(segment.keys, grid.stream, segment.checkpoints, engine, SCHEMA_VERSION))
             computed_runs += task.runs
             if isinstance(bar, _LineProgress):
                 bar.update(task.runs, task.seconds)
@@ -616,14 +612,6 @@ class _RowCounter:
         for block in blocks:
             self.rows += len(block)
             yield block
-
-
-def _segment_name(segment: Any, stream: str, engine: str) -> str:
-    """A segment file's name: a hash of what defines its contents (see study.plan.chunk_id)."""
-    import hashlib
-
-    head = repr((SCHEMA_VERSION, engine, stream, list(segment.checkpoints), len(segment))).encode()
-    return hashlib.sha256(head + np.ascontiguousarray(segment.keys, dtype="<u8").tobytes()).hexdigest()[:32]
 
 
 def _describe(grid: Grid, chunk: Chunk) -> str:

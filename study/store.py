@@ -63,8 +63,8 @@ class Segment:
         return len(self.keys)
 
 
-def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> None:
-    """Write a segment, atomically.
+def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> dict[str, tuple[np.dtype, int]]:
+    """Write a segment, atomically; return where each column's values start in the file.
 
     Layout: MAGIC, the 32-byte sha256 of the rest, the header's length (8 bytes, little-endian),
     the header (JSON: schema, engine, stream, checkpoints, runs, and each column's name and
@@ -89,6 +89,18 @@ def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> N
                 f.write(part)
 
     atomic_write(path, write)
+    return _column_layout(len(MAGIC) + 32 + 8 + len(header) + 8 * len(segment),
+                          [(name, values.dtype, values.size) for name, values in columns])
+
+
+def _column_layout(start: int, columns: list[tuple[str, np.dtype, int]]) -> dict[str, tuple[np.dtype, int]]:
+    """Each column's (dtype, byte offset), the columns' values laid one after the other from
+    ``start``; ``columns``: (name, dtype, number of values)."""
+    layout = {}
+    for name, dtype, count in columns:
+        layout[name] = (dtype, start)
+        start += count * dtype.itemsize
+    return layout
 
 
 @dataclass
@@ -122,12 +134,8 @@ def read_segment_head(path: Path, *, engine: str, stream: str) -> _Head | None:
                 return None
             runs, C = int(header["runs"]), len(header["checkpoints"])
             keys = np.frombuffer(f.read(8 * runs), dtype="<u8").astype(np.uint64)
-        offset = at + 8 + size + 8 * runs
-        columns = {}
-        for name, dtype in header["columns"]:
-            dtype = np.dtype(dtype)
-            columns[name] = (dtype, offset)
-            offset += runs * C * dtype.itemsize
+        columns = _column_layout(at + 8 + size + 8 * runs,
+                                 [(name, np.dtype(dtype), runs * C) for name, dtype in header["columns"]])
         return _Head(path, tuple(int(c) for c in header["checkpoints"]), keys, columns)
     except Exception:  # an unreadable or foreign file is recomputed, whatever broke in reading it
         return None
@@ -174,9 +182,8 @@ class RunStore:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{name}{SUFFIX}"
-        save_segment(path, segment, engine=self.engine, stream=self.stream)
-        self._append(_Head(path, tuple(segment.checkpoints), np.asarray(segment.keys, dtype=np.uint64),
-                           _layout(segment, path)))
+        layout = save_segment(path, segment, engine=self.engine, stream=self.stream)
+        self._append(_Head(path, tuple(segment.checkpoints), np.asarray(segment.keys, dtype=np.uint64), layout))
 
     def clear(self) -> None:
         """Forget every run, and remove the segment files (and temporary files of a killed write)."""
@@ -257,19 +264,6 @@ class RunStore:
         finally:
             os.close(fd)
         return out
-
-
-def _layout(segment: Segment, path: Path) -> dict[str, tuple[np.dtype, int]]:
-    """Where each column of a segment just written starts in its file (see save_segment)."""
-    with open(path, "rb") as f:
-        f.seek(len(MAGIC) + 32)
-        (size,) = struct.unpack("<Q", f.read(8))
-    offset = len(MAGIC) + 32 + 8 + size + 8 * len(segment)
-    layout = {}
-    for name, values in segment.columns.items():
-        layout[name] = (values.dtype, offset)
-        offset += values.size * values.dtype.itemsize
-    return layout
 
 
 def _coordinates(plan: Plan, runs: dict[str, np.ndarray], checkpoints: Sequence[int]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AXES", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
-    "BACKENDS", "DEFAULT_CHUNK_TIMEOUT",
+    "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
 ]
 
 #: The grid's axes (each a list of values), in the grid's order.
@@ -38,3 +38,5 @@ BACKENDS = ("loky", "threading", "sequential", "dask")
 #: under the memory budget takes seconds to minutes; an hour leaves room for the reference
 #: engine and slow workers, and still ends a run whose workers hang or are gone.
 DEFAULT_CHUNK_TIMEOUT = 3600.0
+#: The formats a figure is written in, by its file's extension (see study.plots.save_figure).
+FIGURE_FORMATS = (".png", ".svg", ".pdf")

@@ -36,3 +36,17 @@ def run_cli_in(folder, argv) -> tuple[int, str, str]:
     finally:
         os.chdir(here)
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+def with_drawn_options(draw, argv: list, options: dict, *, unique: bool) -> list:
+    """argv, then up to 4 of ``options`` (flag -> its values to draw from, or None for a switch),
+    and one time in ten a stray piece of text somewhere: what the CLI fuzz tests feed main."""
+    from hypothesis import strategies as st
+
+    for option in draw(st.lists(st.sampled_from(sorted(options)), max_size=4, unique=unique)) if options else []:
+        argv.append(option)
+        if options[option] is not None:
+            argv.append(draw(st.sampled_from(options[option])))
+    if draw(st.integers(0, 9)) == 0:
+        argv.insert(draw(st.integers(0, len(argv))), draw(st.text(max_size=6)))
+    return argv

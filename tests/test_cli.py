@@ -601,13 +601,9 @@ def _plot_or_table_argv(draw) -> list[str]:
     if command == "plot":  # a figure the table can draw, often, so that the flags after it are what is tried
         argv += draw(st.sampled_from([[], ["--x", "num_train", "--hue", "lr"], ["--figure", "error-vs-epoch"],
                                       ["--x", "lr", "--hue", "num_train", "--col", "epoch"], ["--figure", "heatmap"]]))
-    for option in draw(st.lists(st.sampled_from(sorted(options)), max_size=4)):  # repeats too: --where twice
-        argv.append(option)
-        if options[option] is not None:
-            argv.append(draw(st.sampled_from(options[option])))
-    if draw(st.integers(0, 9)) == 0:
-        argv.insert(draw(st.integers(0, len(argv))), draw(st.text(max_size=6)))
-    return argv
+    from conftest import with_drawn_options
+
+    return with_drawn_options(draw, argv, options, unique=False)  # repeats too: --where twice
 
 
 @settings(max_examples=80, deadline=None,

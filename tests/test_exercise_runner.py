@@ -7,19 +7,13 @@ import sys
 
 import pytest
 
-from study.exercise_runner import FORMATS, SPECS, check_numbers, run_studies, stop_workers, study_grid, study_workers
+from study.exercise_runner import SPECS, check_numbers, run_studies, stop_workers, study_grid, study_workers
 
 
 def test_every_study_has_its_spec_and_quick_is_smaller():
     for number, (name, _) in SPECS.items():
         full, small = study_grid(number), study_grid(number, quick=True)
         assert full.name == name and len(small.runs()) < len(full.runs())
-
-
-def test_the_formats_are_the_figures_formats():
-    from study.plots import FIGURE_FORMATS
-
-    assert tuple(FORMATS) == tuple(FIGURE_FORMATS)
 
 
 def test_numbers_formats_and_folders_are_refused_before_any_work(tmp_path):

@@ -425,13 +425,9 @@ def _argv(draw) -> list[str]:
         options = {"--by": ["lr", "nope", ","], "--out": ["s.csv", "s.txt"]}
     else:
         options = {}
-    for option in draw(st.lists(st.sampled_from(sorted(options)), max_size=4, unique=True)) if options else []:
-        argv.append(option)
-        if options[option] is not None:
-            argv.append(draw(st.sampled_from(options[option])))
-    if draw(st.integers(0, 9)) == 0:
-        argv.insert(draw(st.integers(0, len(argv))), draw(st.text(max_size=6)))
-    return argv
+    from conftest import with_drawn_options
+
+    return with_drawn_options(draw, argv, options, unique=True)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
