@@ -50,6 +50,10 @@ CHUNK_MEMORY_BUDGET = 128 * 2**20
 #: Bytes that drawing counter numbers may take at once, by device type: streams are drawn in
 #: slices under it (on a GPU, few large slices: each slice costs a few dozen kernel launches).
 DRAW_BUDGET = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
+#: Bytes that the permutations of several epochs, drawn in one pass, may take (any device): a
+#: pass costs about a hundred operations whatever its size, which is most of a small chunk's
+#: time on a CPU (W: 10.7 -> 6 ms a chunk of 120 runs of 5 examples).
+ORDER_BUDGET = 64 * 2**20
 
 
 def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
@@ -225,12 +229,21 @@ class _Streams:
             Z[:, d] = 1.0
             self.starts = counter_initial_weights(self.seeds, d)
         self.Z = Z  # (S, d+2, n_total): z = (x, 1, y), examples along the last dimension
+        self._orders: dict[int, torch.Tensor] = {}
 
-    def order(self, epoch: int) -> torch.Tensor:
-        """(S, num_train) int64: every stream's order of the training examples for ``epoch``."""
+    def order(self, epoch: int, last: int) -> torch.Tensor:
+        """(S, num_train) int64: every stream's order of the training examples for ``epoch``
+        (epochs are asked for in turn, up to ``last``)."""
         if self.chunk.stream == "torch":
             return torch.stack([data.permutation() for data in self.datas]).to(self.device)
-        return streams.permutations(self.seeds, self.chunk.num_train, epoch)
+        if epoch not in self._orders:
+            # Several epochs' orders in one pass, as many as ORDER_BUDGET holds (words, keys and
+            # their sort, int64 each): on a CPU a pass's fixed cost is most of a small chunk's.
+            S, n = len(self.seeds), self.chunk.num_train
+            per = max(1, ORDER_BUDGET // (24 * S * n))
+            epochs = range(epoch, min(epoch + per, last + 1))
+            self._orders = dict(zip(epochs, streams.permutations(self.seeds, n, epochs)))
+        return self._orders.pop(epoch)
 
 
 @torch.no_grad()
@@ -291,12 +304,10 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     theta[:, :, :d] = data.starts[:, None, :]
     theta[:, :, d + 1] = -1.0
 
-    def per_example_loss(r: torch.Tensor) -> torch.Tensor:
-        sq = r.square()
-        if not any_huber:
-            return sq
-        a = r.abs()
-        return torch.where(huber, torch.where(a > sigma, a - sigma / 2, sq / (2 * sigma)), sq)
+    # The loss from the clamped residual q = clamp(r, lo, hi), which the gradient needs anyway:
+    # l = q (2r − q) / c', with c' = 1 for squared (q = r: r², to the bit) and 2σ for Huber
+    # (r²/2σ inside, |r| − σ/2 outside, eq. 3.5.1). Two operations where the cases took eight.
+    loss_scale = torch.where(huber, -1 / (2 * sigma), torch.full_like(sigma, -1.0))[..., 0]  # the sign: q (q − 2r)
 
     record = _Recorder()
 
@@ -314,21 +325,24 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
 
     def checkpoint(steps: int) -> None:
         # The coordinates one at a time: (S, m, d+2, n) at once would be 4x the memory.
+        # addcmul_ is a fused multiply-add on every element alike (checked: its result does not
+        # depend on an element's position), so a run's r does not depend on its chunk.
         r = theta[:, :, :1] * Zt[:, None, 0, :]  # (S, m, n)
         for j in range(1, d + 2):
-            r += theta[:, :, j : j + 1] * Zt[:, None, j, :]
-        g = torch.clamp(r, lo, hi).mul_(coef / n)  # (S, m, n) d(mean loss)/dr
-        grad = torch.stack([(g * Zt[:, None, j, :]).sum(-1) for j in range(d + 1)], -1)  # (S, m, d+1)
+            r.addcmul_(theta[:, :, j : j + 1], Zt[:, None, j, :])
+        q = torch.clamp(r, lo, hi) if any_huber else r  # d(mean loss)/dr = q coef / n
+        train_loss = (q * torch.add(q, r, alpha=-2)).mean(-1) * loss_scale  # (S, m)
+        grad = torch.stack([(q * Zt[:, None, j, :]).sum(-1) for j in range(d + 1)], -1) * (coef / n)  # (S, m, d+1)
         t64 = theta.double()
         val_mse = ((t64[:, :, :, None] * t64[:, :, None, :]) * G_val[:, None]).sum((-2, -1)) / (Z.shape[2] - n)
-        record.add(theta[:, :, :d], theta[:, :, d], per_example_loss(r).mean(-1), val_mse,
-                   grad[..., :d], grad[..., d], steps)
+        record.add(theta[:, :, :d], theta[:, :, d], train_loss, val_mse, grad[..., :d], grad[..., d], steps)
 
     # Minibatches are bs wide; the ragged last one is padded with z = 0, which adds exactly 0
     # to every sum. Step sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
     T = math.ceil(n / bs)
     sizes = [min(bs, n - t * bs) for t in range(T)]
     step = {size: -coef * torch.where(is_mean, lr / size, lr) for size in set(sizes)}  # (S, m, 1)
+    steps_t = [step[size] for size in sizes]
     Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
     pad = torch.full((S, T * bs - n), n, device=device)
     wanted = set(checkpoints)
@@ -343,7 +357,7 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     steps = 0
     checkpoint(steps)
     for epoch in range(1, max(checkpoints) + 1):
-        idx = torch.cat([data.order(epoch), pad], 1)  # (S, T*bs)
+        idx = torch.cat([data.order(epoch, max(checkpoints)), pad], 1)  # (S, T*bs)
         Zp = torch.gather(Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
         Zp = Zp.view(S, d + 2, T, bs).permute(2, 0, 1, 3).contiguous()  # (T, S, d+2, bs): a step's block is contiguous
         del idx
@@ -355,23 +369,24 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
         if on_cpu:
             # Views made once per epoch, buffers once per chunk: on a CPU a step of small tensors
             # costs its dispatches, and each allocation saved is a microsecond a step (7% of W).
-            for t, size in enumerate(sizes):
-                torch.mul(theta4, Zr[t], out=prod)  # (S, m, d+2, bs)
+            for Zr_t, Zu_t, step_t in zip(Zr.unbind(0), Zu.unbind(0), steps_t):
+                torch.mul(theta4, Zr_t, out=prod)  # (S, m, d+2, bs)
                 torch.sum(prod, 2, out=r)  # (S, m, bs): the residuals
-                if any_huber:
-                    torch.clamp(r, lo, hi, out=r)
-                r.mul_(step[size])
-                torch.mul(Zu[t], r3, out=prod_u)  # (S, m, d+1, bs)
+                if any_huber:  # clamp(r, lo, hi); with tensor bounds, min and max are 2x faster
+                    torch.minimum(r, hi, out=r)
+                    torch.maximum(r, lo, out=r)
+                torch.mul(Zu_t, r3, out=prod_u)  # (S, m, d+1, bs)
                 torch.sum(prod_u, -1, out=update)
-                theta_wb += update
+                theta_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
         else:
             # On a GPU the caching allocator makes temporaries free, and contiguous ones are the
             # faster kernels: this form ran a million runs of W in 6.2 s on an H200, the buffers'
-            # (writing through a strided view) in 8.5 s.
-            for t, size in enumerate(sizes):
-                g = (theta4 * Zr[t]).sum(2)  # (S, m, bs): the residuals
-                g = (torch.clamp(g, lo, hi) if any_huber else g).mul_(step[size])
-                theta_wb += (Zu[t] * g[:, :, None, :]).sum(-1)
+            # (writing through a strided view) in 8.5 s. (It has since lost a kernel a step, the
+            # step size now applied to the sums; not yet timed on a GPU.)
+            for Zr_t, Zu_t, step_t in zip(Zr.unbind(0), Zu.unbind(0), steps_t):
+                g = (theta4 * Zr_t).sum(2)  # (S, m, bs): the residuals
+                g = torch.clamp(g, lo, hi) if any_huber else g
+                theta_wb.addcmul_((Zu_t * g[:, :, None, :]).sum(-1), step_t)
         del Zp, Zr, Zu
         steps += T
         if epoch in wanted:

@@ -52,7 +52,7 @@ from .plan import chunk_id as _chunk_id
 from .plan import keys_id
 from .results import SCHEMA_VERSION, write_json, write_table, write_table_blocks
 from .store import RunStore, table_blocks, table_frame
-from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT
+from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINE_REVISIONS
 
 __all__ = [
     "run_grid", "plan_grid", "plan_chunks", "chunk_id", "resolve_devices", "check_output", "store_path",
@@ -667,6 +667,7 @@ def _metadata(grid, engine, devices, workers, where_run, *, computed, resumed, r
         "spec": grid.to_dict(),
         "schema_version": SCHEMA_VERSION,
         "engine": engine,
+        "engine_revision": ENGINE_REVISIONS[engine],
         "stream": grid.stream,
         "devices": devices,
         "device_names": [torch.cuda.get_device_name(d) if d.startswith("cuda") else

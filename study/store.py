@@ -9,8 +9,8 @@ the grid gives them (study.plan.Plan.runs_at).
 
 With an output path, segments are files in ``OUT.store/`` (see :func:`save_segment` for the
 layout), each written atomically with a sha256 digest of its contents: a truncated or damaged
-file fails its digest and its runs are computed again; a file of another schema, engine or
-stream is never read as this run's. A rerun of the same spec, or of a grown or changed one,
+file fails its digest and its runs are computed again; a file of another schema, engine,
+engine revision (vocabulary.ENGINE_REVISIONS) or stream is never read as this run's. A rerun of the same spec, or of a grown or changed one,
 looks every run up by key and computes only those the store lacks. The store outlives the
 table it fed, so that the next grid on the same output starts from it; ``resume=False``
 (``study run --fresh``) empties it first.
@@ -40,6 +40,7 @@ import pandas as pd
 from .grid import AXES
 from .plan import Plan
 from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write
+from .vocabulary import ENGINE_REVISIONS
 
 __all__ = ["Segment", "RunStore", "save_segment", "read_segment_head", "table_blocks", "table_frame", "SUFFIX"]
 
@@ -67,12 +68,13 @@ def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> d
     """Write a segment, atomically; return where each column's values start in the file.
 
     Layout: MAGIC, the 32-byte sha256 of the rest, the header's length (8 bytes, little-endian),
-    the header (JSON: schema, engine, stream, checkpoints, runs, and each column's name and
-    dtype), the keys (uint64), then each column's values, one after the other.
+    the header (JSON: schema, engine and its revision, stream, checkpoints, runs, and each
+    column's name and dtype), the keys (uint64), then each column's values, one after the other.
     """
     columns = [(name, np.ascontiguousarray(values)) for name, values in segment.columns.items()]
     header = json.dumps({
-        "schema": SCHEMA_VERSION, "engine": engine, "stream": stream, "checkpoints": list(segment.checkpoints),
+        "schema": SCHEMA_VERSION, "engine": engine, "revision": ENGINE_REVISIONS[engine], "stream": stream,
+        "checkpoints": list(segment.checkpoints),
         "runs": len(segment), "columns": [[name, values.dtype.str] for name, values in columns],
     }, sort_keys=True).encode()
     parts = [struct.pack("<Q", len(header)), header, np.ascontiguousarray(segment.keys, dtype="<u8").tobytes()]
@@ -115,7 +117,7 @@ class _Head:
 
 def read_segment_head(path: Path, *, engine: str, stream: str) -> _Head | None:
     """A segment's header and keys, once its digest is checked; None for a file that is
-    truncated, damaged, not a segment, or of another schema, engine or stream."""
+    truncated, damaged, not a segment, or of another schema, engine, engine revision or stream."""
     try:
         with open(path, "rb") as f:
             if f.read(len(MAGIC)) != MAGIC:
@@ -130,7 +132,8 @@ def read_segment_head(path: Path, *, engine: str, stream: str) -> _Head | None:
             f.seek(at)
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size))
-            if (header["schema"], header["engine"], header["stream"]) != (SCHEMA_VERSION, engine, stream):
+            if ((header["schema"], header["engine"], header.get("revision"), header["stream"])
+                    != (SCHEMA_VERSION, engine, ENGINE_REVISIONS[engine], stream)):
                 return None
             runs, C = int(header["runs"]), len(header["checkpoints"])
             keys = np.frombuffer(f.read(8 * runs), dtype="<u8").astype(np.uint64)

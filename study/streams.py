@@ -36,6 +36,7 @@ on every device torch supports, which the known-answer tests check on the CPU an
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -88,11 +89,13 @@ def philox4x32(counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, ...],
             k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
         c0.mul_(_M0)  # the full 64-bit products, wrapped in int64 (see the module's docstring)
         c2.mul_(_M1)
-        lo0, lo1 = c0 & _MASK, c2 & _MASK
-        hi0 = c0.bitwise_right_shift_(32).bitwise_and_(_MASK)
-        hi1 = c2.bitwise_right_shift_(32).bitwise_and_(_MASK)
-        c0, c1, c2, c3 = hi1.bitwise_xor_(c1).bitwise_xor_(k0), lo1, hi0.bitwise_xor_(c3).bitwise_xor_(k1), lo0
-    return c0, c1, c2, c3
+        # The products' low halves become c1 and c3 unmasked: their upper bits are only ever
+        # XORed into a word that is masked next, so one mask a word per round suffices (10
+        # operations a round, not 12). The shifts are arithmetic; the mask drops the sign.
+        hi0, hi1 = c0 >> 32, c2 >> 32
+        c0, c1, c2, c3 = (hi1.bitwise_xor_(c1).bitwise_xor_(k0).bitwise_and_(_MASK), c2,
+                          hi0.bitwise_xor_(c3).bitwise_xor_(k1).bitwise_and_(_MASK), c0)
+    return c0, c1.bitwise_and_(_MASK), c2, c3.bitwise_and_(_MASK)
 
 
 def seed_keys(seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,28 +109,36 @@ def seed_keys(seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 _SLICE = {"cpu": 2**16, "cuda": 2**23}
 
 
-def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:
-    """(S, count) random 32-bit words (int64) of each seed for ``purpose`` and ``epoch``.
+def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[int] = 0) -> torch.Tensor:
+    """(S, count) random 32-bit words (int64) of each seed for ``purpose`` and ``epoch``; with a
+    sequence of E epochs, (E, S, count), drawn in one pass (a pass costs a hundred operations,
+    whatever its size: on a CPU, most of a small chunk's time).
 
     The j-th word of a row is lane j % 4 of block j // 4: it depends on the seed, the purpose,
-    the epoch and j alone, not on ``count``.
+    the epoch and j alone, not on ``count`` nor on the other epochs drawn beside it.
     """
+    epochs = [epoch] if isinstance(epoch, int) else list(epoch)
     k0, k1 = seed_keys(seeds)
     device = k0.device
-    S, B = k0.shape[0], -(-count // 4)
-    out = torch.empty(S, B, 4, dtype=torch.int64, device=device)
-    fixed = (torch.tensor(epoch, device=device), torch.tensor(PURPOSES[purpose], device=device))
+    S, E, B = k0.shape[0], len(epochs), -(-count // 4)
+    # Rows are (epoch, seed) pairs, each with its key and epoch word.
+    k0, k1 = k0.repeat(E, 1), k1.repeat(E, 1)
+    epoch_col = torch.tensor(epochs, device=device).repeat_interleave(S)[:, None]
+    R = E * S
+    out = torch.empty(R, B, 4, dtype=torch.int64, device=device)
+    purpose_word = torch.tensor(PURPOSES[purpose], device=device)
     step = _SLICE.get(device.type, _SLICE["cuda"])
-    if B >= step:  # long rows: a slice of blocks of one seed at a time
-        slices = [(slice(r, r + 1), lo, min(lo + step, B)) for r in range(S) for lo in range(0, B, step)]
-    else:  # short rows: whole rows of several seeds at a time
+    if B >= step:  # long rows: a slice of blocks of one row at a time
+        slices = [(slice(r, r + 1), lo, min(lo + step, B)) for r in range(R) for lo in range(0, B, step)]
+    else:  # short rows: whole rows, several at a time
         rows = step // B
-        slices = [(slice(r, min(r + rows, S)), 0, B) for r in range(0, S, rows)]
+        slices = [(slice(r, min(r + rows, R)), 0, B) for r in range(0, R, rows)]
     for r, lo, hi in slices:
         block = torch.arange(lo, hi, device=device)[None, :]
-        lanes = philox4x32((block & _MASK, block >> 32, *fixed), (k0[r], k1[r]))
+        lanes = philox4x32((block & _MASK, block >> 32, epoch_col[r], purpose_word), (k0[r], k1[r]))
         torch.stack(torch.broadcast_tensors(*lanes), -1, out=out[r, lo:hi])
-    return out.view(S, 4 * B)[:, :count]
+    out = out.view(R, 4 * B)[:, :count]
+    return out if isinstance(epoch, int) else out.view(E, S, count)
 
 
 def _to_uniform(w: torch.Tensor) -> torch.Tensor:
@@ -150,12 +161,30 @@ def normals(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> to
     return z.reshape(-1, even)[:, :count]
 
 
-def permutations(seeds: torch.Tensor, n: int, epoch: int) -> torch.Tensor:
-    """(S, n) int64: each seed's permutation of range(n) for ``epoch`` (see the module's docstring)."""
+def permutations(seeds: torch.Tensor, n: int, epoch: int | Sequence[int]) -> torch.Tensor:
+    """(S, n) int64: each seed's permutation of range(n) for ``epoch``; (E, S, n) for a sequence
+    of E epochs, drawn and sorted at once (see the module's docstring)."""
     keys = words(seeds, "permutation", n, epoch) << 31
     keys |= torch.arange(n, device=keys.device)
-    if keys.device.type == "cpu":  # NumPy's sort is twice torch's on a CPU; the keys are distinct, so the order is the same
-        keys = torch.from_numpy(np.sort(keys.numpy(), axis=1))
+    if keys.device.type == "cpu":
+        keys = torch.from_numpy(_sort_rows(keys.numpy().reshape(-1, n))).view(keys.shape)
     else:
-        keys = torch.sort(keys, dim=1).values
+        keys = torch.sort(keys, dim=-1).values
     return keys & (2**31 - 1)
+
+
+def _sort_rows(keys: np.ndarray) -> np.ndarray:
+    """Each row of distinct 63-bit keys ``word << 31 | index`` sorted, on a CPU: NumPy's sort
+    (twice torch's there). From 500 keys a row, first a stable radix pass on the
+    top 16 bits, which leaves each row sorted but for ties within its 2**16 buckets, then
+    NumPy's stable sort (timsort, near linear on nearly sorted rows): measured 26 -> 14 ns a
+    key at 10,000 and 17 -> 8 at 2,000 on this project's 2-core machine; the same result, since
+    the keys are distinct."""
+    rows, n = keys.shape
+    if n < 500:
+        return np.sort(keys, axis=-1)
+    order = np.argsort((keys >> 47).astype(np.uint16), axis=-1, kind="stable")  # the word's top 16 bits
+    order += (np.arange(rows) * n)[:, None]
+    keys = np.take(keys.reshape(-1), order)  # 30% faster than take_along_axis
+    keys.sort(axis=-1, kind="stable")
+    return keys

@@ -9,7 +9,7 @@ torch nor pandas: the CLI answers at once.
 from __future__ import annotations
 
 __all__ = [
-    "AXES", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
+    "AXES", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES", "ENGINE_REVISIONS",
     "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
 ]
 
@@ -31,6 +31,10 @@ NOISE_KINDS = ("gaussian", "student_t", "outliers")
 STREAMS = ("counter", "torch")
 #: See study.engine.
 ENGINES = ("batched", "reference")
+#: Each engine's arithmetic, numbered: bumped whenever a change moves a run's numbers (even by an
+#: ulp), so that a store written before it is recomputed, not mixed with what follows it.
+#: batched 2: the step size applied to the gradient's sums, fused multiply-adds.
+ENGINE_REVISIONS = {"batched": 2, "reference": 1}
 #: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
 #: "multiprocessing" backend cannot), and Dask.
 BACKENDS = ("loky", "threading", "sequential", "dask")

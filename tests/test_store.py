@@ -75,6 +75,17 @@ def test_segments_of_another_engine_stream_or_schema_are_never_read(tmp_path):
     assert study.store.MAGIC == data[: len(study.store.MAGIC)]
 
 
+def test_segments_of_an_earlier_engine_revision_are_recomputed(tmp_path, monkeypatch):
+    """A change that moves a run's numbers bumps ENGINE_REVISIONS; what the earlier arithmetic
+    stored is then never mixed with what the new one computes."""
+    import study.store
+
+    save_segment(tmp_path / "old.runs", _segment([1]), engine="batched", stream="counter")
+    assert RunStore(tmp_path, engine="batched", stream="counter", checkpoints=(0, 1, 3)).has(np.array([1], dtype=np.uint64))[0]
+    monkeypatch.setitem(study.store.ENGINE_REVISIONS, "batched", study.store.ENGINE_REVISIONS["batched"] + 1)
+    assert not RunStore(tmp_path, engine="batched", stream="counter", checkpoints=(0, 1, 3)).has(np.array([1], dtype=np.uint64))[0]
+
+
 def test_a_run_kept_twice_is_taken_from_the_later_segment(tmp_path):
     store = RunStore(None, engine="batched", stream="counter", checkpoints=(0, 1, 3))
     store.add(_segment([1, 2], seed=1), "a")
