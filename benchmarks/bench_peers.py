@@ -248,7 +248,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     if args.out.exists():  # the other rows (bench_engines.py's) are kept; ours replaced
         table = pd.concat([pd.read_csv(args.out), table], ignore_index=True)
-        table = table.drop_duplicates(["workload", "engine", "jobs", "device", "stream"], keep="last")
+        table = table.drop_duplicates(["workload", "engine", "jobs", "device", "stream", "warm", "machine"], keep="last")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     print(f"wrote {args.out}")
