@@ -273,9 +273,13 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     K = len(chunk)
 
     # Slots: run k is slot (stream_of[k], rank of k among its stream's runs); padding slots idle.
+    # Within a stream the squared runs come first, so that the Huber runs (whose checkpoints
+    # need every example, see below) are the slots from h0 on. A slot's place changes none of
+    # its numbers.
     seeds, stream_of = chunk.streams()
     S = len(seeds)
-    order = np.argsort(stream_of, kind="stable")
+    huber_np = chunk.loss == "huber"
+    order = np.lexsort((huber_np, stream_of))
     counts = np.bincount(stream_of, minlength=S)
     m = int(counts.max())
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -290,7 +294,6 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
 
     data = _Streams(chunk, seeds, device)
     Z = data.Z
-    huber_np = chunk.loss == "huber"
     huber = per_slot(huber_np, 0.0).bool()
     sigma = per_slot(chunk.sigma, 1.0)
     coef = torch.where(huber, 1 / sigma, torch.full_like(sigma, 2.0))  # dl/dr = coef * clamp(r, lo, hi)
@@ -304,37 +307,55 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     theta[:, :, :d] = data.starts[:, None, :]
     theta[:, :, d + 1] = -1.0
 
-    # The loss from the clamped residual q = clamp(r, lo, hi), which the gradient needs anyway:
-    # l = q (2r − q) / c', with c' = 1 for squared (q = r: r², to the bit) and 2σ for Huber
-    # (r²/2σ inside, |r| − σ/2 outside, eq. 3.5.1). Two operations where the cases took eight.
-    loss_scale = torch.where(huber, -1 / (2 * sigma), torch.full_like(sigma, -1.0))[..., 0]  # the sign: q (q − 2r)
-
     record = _Recorder()
 
-    # Validation MSE through each stream's second moments of z = (x, 1, y), in float64:
-    # r² = θᵀ z zᵀ θ, so mean r² = θᵀ G θ / num_val with G = Σ z zᵀ. A checkpoint then costs
-    # (d+2)² per run for validation instead of num_val; float64 because the terms of θᵀGθ are
-    # about 10⁴ times their sum (r is noise-sized where z is not), which float32 would not carry.
-    Zv = Z[:, :, n:].double()
-    G_val = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
-    for j in range(d + 2):
-        for k in range(j + 1):  # symmetric: each product once
-            G_val[:, j, k] = G_val[:, k, j] = (Zv[:, j] * Zv[:, k]).sum(-1)
-    del Zv
+    # Each stream's second moments of z = (x, 1, y), in float64: r = θ·z, so the mean r² over a
+    # set of examples is θᵀ G θ / count with G = Σ z zᵀ, and Σ r z = G θ. A checkpoint then costs
+    # (d+2)² a run for the validation MSE, and for a squared run's training loss and gradient,
+    # instead of a pass over the examples; float64 because the terms of θᵀGθ are about 10⁴
+    # times their sum (r is noise-sized where z is not), which float32 would not carry.
+    def second_moments(Zs: torch.Tensor) -> torch.Tensor:
+        Zs = Zs.double()
+        G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
+        for j in range(d + 2):
+            for k in range(j + 1):  # symmetric: each product once
+                G[:, j, k] = G[:, k, j] = (Zs[:, j] * Zs[:, k]).sum(-1)
+        return G
+
+    def mean_square(t64: torch.Tensor, G: torch.Tensor, count: int) -> torch.Tensor:  # (S, m)
+        return ((t64[:, :, :, None] * t64[:, :, None, :]) * G[:, None]).sum((-2, -1)) / count
+
+    G_val, G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
     Zt = Z[:, :, :n]
+    # A Huber run's loss and gradient need every training example: from the clamped residual
+    # q = clamp(r, -σ, σ), the loss is q (2r − q) / 2σ (r²/2σ inside, |r| − σ/2 outside, eq.
+    # 3.5.1) and the gradient Σ q z / σn. Only the slots from h0 on hold Huber runs.
+    h0 = int(rank[huber_np].min()) if huber_np.any() else m
+    hs = slice(h0, m)
+    huber_h, lo_h, hi_h = huber[:, hs, 0], lo[:, hs], hi[:, hs]
+    loss_scale_h = -1 / (2 * sigma[:, hs, 0])  # the sign: q (q − 2r)
+    grad_scale_h = coef[:, hs] / n
 
     def checkpoint(steps: int) -> None:
-        # The coordinates one at a time: (S, m, d+2, n) at once would be 4x the memory.
-        # addcmul_ is a fused multiply-add on every element alike (checked: its result does not
-        # depend on an element's position), so a run's r does not depend on its chunk.
-        r = theta[:, :, :1] * Zt[:, None, 0, :]  # (S, m, n)
-        for j in range(1, d + 2):
-            r.addcmul_(theta[:, :, j : j + 1], Zt[:, None, j, :])
-        q = torch.clamp(r, lo, hi) if any_huber else r  # d(mean loss)/dr = q coef / n
-        train_loss = (q * torch.add(q, r, alpha=-2)).mean(-1) * loss_scale  # (S, m)
-        grad = torch.stack([(q * Zt[:, None, j, :]).sum(-1) for j in range(d + 1)], -1) * (coef / n)  # (S, m, d+1)
         t64 = theta.double()
-        val_mse = ((t64[:, :, :, None] * t64[:, :, None, :]) * G_val[:, None]).sum((-2, -1)) / (Z.shape[2] - n)
+        val_mse = mean_square(t64, G_val, Z.shape[2] - n)
+        train_loss = mean_square(t64, G_train, n)  # squared: the mean of r²
+        grad = (G_train[:, None, : d + 1, :] * t64[:, :, None, :]).sum(-1) * (2 / n)  # (S, m, d+1)
+        if h0 < m:
+            # The coordinates one at a time: (S, m, d+2, n) at once would be 4x the memory.
+            # addcmul_ is a fused multiply-add on every element alike (checked: its result does
+            # not depend on an element's position), so a run's r does not depend on its chunk.
+            th = theta[:, hs]
+            r = th[:, :, :1] * Zt[:, None, 0, :]  # (S, m - h0, n)
+            for j in range(1, d + 2):
+                r.addcmul_(th[:, :, j : j + 1], Zt[:, None, j, :])
+            q = torch.clamp(r, lo_h, hi_h)
+            loss_h = (q * torch.add(q, r, alpha=-2)).mean(-1) * loss_scale_h
+            grad_h = torch.stack([(q * Zt[:, None, j, :]).sum(-1) for j in range(d + 1)], -1) * grad_scale_h
+            # Slots past h0 that are not Huber runs (a stream with another mix, padding) keep
+            # the second moments' numbers: a run's numbers never depend on its neighbours.
+            train_loss[:, hs] = torch.where(huber_h, loss_h.double(), train_loss[:, hs])
+            grad[:, hs] = torch.where(huber_h[..., None], grad_h.double(), grad[:, hs])
         record.add(theta[:, :, :d], theta[:, :, d], train_loss, val_mse, grad[..., :d], grad[..., d], steps)
 
     # Minibatches are bs wide; the ragged last one is padded with z = 0, which adds exactly 0

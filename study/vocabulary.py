@@ -33,7 +33,8 @@ STREAMS = ("counter", "torch")
 ENGINES = ("batched", "reference")
 #: Each engine's arithmetic, numbered: bumped whenever a change moves a run's numbers (even by an
 #: ulp), so that a store written before it is recomputed, not mixed with what follows it.
-#: batched 2: the step size applied to the gradient's sums, fused multiply-adds.
+#: batched 2: the step size applied to the gradient's sums, fused multiply-adds, and a squared
+#: run's training loss and gradient at a checkpoint from its data's second moments (float64).
 ENGINE_REVISIONS = {"batched": 2, "reference": 1}
 #: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
 #: "multiprocessing" backend cannot), and Dask.
