@@ -23,6 +23,8 @@ step() {  # step SECONDS NAME COMMAND...: run, log to OUTDIR/NAME.txt, report th
   echo "== $name: exit $rc in $((SECONDS - start)) s"; tail -n 30 "$out/$name.txt"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# Whether the cores are physical or hyperthreads: 16 vCPUs on 8 cores cannot scale like 16 cores.
+lscpu | grep -E '^(Model name|Socket|Core|Thread|CPU\(s\)|NUMA node\(s\))' || true
 $py -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cores', os.cpu_count())"
 step 100 bench_gpu $py benchmarks/bench_engines.py --rows gpu --out "$out/benchmarks.csv"
 step 45 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
