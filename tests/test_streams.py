@@ -368,11 +368,36 @@ def test_each_row_is_a_permutation():
 
 
 def test_permutation_is_the_stable_argsort_of_the_permutation_words():
-    """The documented definition: the order of the n keys, ties by index (a stable sort)."""
+    """The documented definition: the order of the n keys, ties by index (a stable sort). From
+    500 keys a row the CPU sorts by a radix pass on the top 16 bits first: the same order."""
     seeds = torch.tensor(SEEDS)
-    for n, epoch in ((8, 0), (257, 2)):
+    for n, epoch in ((8, 0), (257, 2), (499, 1), (500, 1), (5000, 4)):
         w = words(seeds, "permutation", n, epoch)
         assert torch.equal(permutations(seeds, n, epoch), torch.argsort(w, dim=1, stable=True))
+
+
+def test_the_bucketed_sort_breaks_ties_within_a_bucket_and_between_equal_words():
+    """Keys built to collide: words equal in their top 16 bits (one bucket), and equal words,
+    whose order is the index's."""
+    from study.streams import _sort_rows
+
+    rng = np.random.default_rng(5)
+    n = 600
+    w = (rng.integers(0, 4, size=(3, n)) << 16 | rng.integers(0, 2**16, size=(3, n))).astype(np.int64)
+    w[2] = w[2, 0]  # every word equal: the identity
+    keys = w << 31 | np.arange(n)
+    np.testing.assert_array_equal(_sort_rows(keys.copy()), np.sort(keys, axis=1))
+    np.testing.assert_array_equal(_sort_rows(keys.copy())[2] & (2**31 - 1), np.arange(n))
+
+
+def test_several_epochs_at_once_are_each_epoch_alone():
+    seeds = torch.tensor(SEEDS)
+    for n in (7, 600):
+        together = permutations(seeds, n, range(3, 7))
+        assert together.shape == (4, len(SEEDS), n)
+        for i, epoch in enumerate(range(3, 7)):
+            assert torch.equal(together[i], permutations(seeds, n, epoch))
+    np.testing.assert_array_equal(words(seeds, "noise", 9, [0, 5])[1], words(seeds, "noise", 9, 5))
 
 
 def test_permutation_positions_are_uniform(perms8):
