@@ -54,6 +54,9 @@ DRAW_BUDGET = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
 #: pass costs about a hundred operations whatever its size, which is most of a small chunk's
 #: time on a CPU (W: 10.7 -> 6 ms a chunk of 120 runs of 5 examples).
 ORDER_BUDGET = 64 * 2**20
+#: Which form of the step loop to run, "cpu" (buffers reused) or "gpu" (fresh temporaries); None:
+#: the device's own. Set only by the tests, which run the GPU's form on a CPU against the reference.
+_STEP_FORM: str | None = None
 
 
 def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
@@ -369,7 +372,7 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     pad = torch.full((S, T * bs - n), n, device=device)
     wanted = set(checkpoints)
     theta4, theta_wb = theta[:, :, :, None], theta[:, :, : d + 1]
-    on_cpu = device.type == "cpu"
+    on_cpu = device.type == "cpu" if _STEP_FORM is None else _STEP_FORM == "cpu"
     if on_cpu:
         prod = torch.empty(S, m, d + 2, bs, device=device)
         prod_u = prod[:, :, : d + 1]

@@ -149,6 +149,23 @@ def test_train_batched_on_cuda_equals_cpu(stream):
     assert_close(on_gpu, on_cpu, same_data=False)
 
 
+@pytest.mark.parametrize("stream", STREAMS)
+def test_the_gpu_step_loop_run_on_a_cpu_equals_the_reference(stream, monkeypatch):
+    """The GPU's form of the step loop (fresh temporaries), checked where every machine can: it
+    gives the reference's numbers, and the CPU form's to the bit (the same operations)."""
+    import study.engine
+
+    runs = [r for g in by_size(mixed_runs(stream)).values() for r in g if r.num_train in (5, 33)]
+    for size, group in by_size(runs).items():
+        cpu_form = train_batched(group, CHECKPOINTS)
+        monkeypatch.setattr(study.engine, "_STEP_FORM", "gpu")
+        gpu_form = train_batched(group, CHECKPOINTS)
+        monkeypatch.setattr(study.engine, "_STEP_FORM", None)
+        assert_close(gpu_form, train_reference(group, CHECKPOINTS))
+        for field in FIELDS:
+            np.testing.assert_array_equal(getattr(gpu_form, field), getattr(cpu_form, field))
+
+
 def test_past_stability_edge_follows_the_stated_rule():
     from study.engine import past_stability_edge
 
