@@ -4,6 +4,7 @@
     python benchmarks/bench_store.py grow      # W at 20 replicates, grown to 40, against 40 fresh
     python benchmarks/bench_store.py big       # 10M runs of W by `study run`, stopped after a minute, resumed
     python benchmarks/bench_store.py summarize # summarize a 6M-row table (100k runs of W, ten times over)
+    python benchmarks/bench_store.py assemble  # a 1M-run table of W assembled from its store, training aside
 
 Prints one line per measurement; no timing is asserted anywhere. W is the exercise-5 mix: 11 sizes
 from 5 to 10,000, lr 0.01, 0.03, 0.1, squared and Huber, checkpoints at epochs 1, 2, 3, 5, 10.
@@ -158,11 +159,53 @@ def summarize_rows() -> None:
           f"by num_train, lr, loss at the last epoch {last:.1f} s")
 
 
+def assemble(replicates: int) -> None:
+    """The table of 1M runs of W (6M rows) assembled from a store, training aside: every run of
+    the grid stored under its key with made-up numbers (assembly never looks at them), once cut
+    as on a GPU (one chunk per size) and once as on 2 CPU cores (hundreds of chunks); from
+    memory (run_grid without an output) and from segment files (with one)."""
+    import numpy as np
+
+    from study.dispatch import train_chunk
+    from study.plan import Plan
+    from study.runner import plan_grid
+    from study.store import RunStore, Segment, table_frame
+
+    grid = _grid(replicates)
+    C = len(grid.checkpoints)
+    # The columns and their dtypes as training gives them: one small chunk trained for real.
+    first = Plan(_grid(1), lambda *_: 10**9)
+    _, real, _ = train_chunk(first.chunk(first.specs[0]), grid.checkpoints, "batched", "cpu", 0)
+    rng = np.random.default_rng(0)
+    for label, plan in (("as on a GPU", Plan(grid, lambda *_: 10**9)), ("as on 2 CPU cores", plan_grid(grid, cores=2))):
+        segments = []
+        for spec in plan.specs:
+            keys = plan.chunk(spec).key
+            segments.append(Segment(keys, tuple(grid.checkpoints), {
+                name: rng.random(len(keys) * C).astype(values.dtype) for name, values in real.columns.items()}))
+        with tempfile.TemporaryDirectory() as tmp:
+            times = []
+            for folder in (None, Path(tmp, "W.parquet.store")):
+                store = RunStore(folder, engine="batched", stream=grid.stream, checkpoints=grid.checkpoints)
+                for i, segment in enumerate(segments):
+                    store.add(segment, f"s{i}")
+                if folder is not None:  # as a rerun finds it: read from the files
+                    store = RunStore(folder, engine="batched", stream=grid.stream, checkpoints=grid.checkpoints)
+                tries = []
+                for _ in range(3):  # the first in a process also maps its memory: the range is shown
+                    df, seconds = _timed(lambda: table_frame(plan, store))
+                    tries.append(seconds)
+                    del df
+                times.append(f"{min(tries):.1f}-{max(tries):.1f} s")
+        print(f"{plan.n_runs:,} runs of W ({plan.n_runs * C:,} rows), {len(plan.specs)} chunks {label}: "
+              f"the table assembled from the store in memory {times[0]}, from its files {times[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("case", choices=["parquet", "grow", "big", "summarize"])
+    parser.add_argument("case", choices=["parquet", "grow", "big", "summarize", "assemble"])
     parser.add_argument("--replicates", type=int, help="W's replicates (66 runs each); default: 1516 for parquet "
-                        "(100,056 runs), 151516 for big (10,000,056 runs)")
+                        "(100,056 runs), 15152 for assemble (1,000,032 runs), 151516 for big (10,000,056 runs)")
     parser.add_argument("--seconds", type=float, default=60.0, help="big: how long each start runs before SIGTERM")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -172,6 +215,8 @@ def main() -> None:
         grow()
     elif args.case == "summarize":
         summarize_rows()
+    elif args.case == "assemble":
+        assemble(args.replicates or 15_152)
     else:
         big(args.replicates or 151_516, args.seconds)
 

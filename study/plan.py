@@ -197,7 +197,8 @@ class Plan:
 
     def runs_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
         """The runs at the given positions of the grid's order, as columns: every run axis (the
-        string ones as object arrays), ``replicate``, ``seed``, ``index`` and ``key``."""
+        string ones as object arrays, and as their positions among the grid's values in
+        ``codes``), ``replicate``, ``seed``, ``index`` and ``key``."""
         g = self.grid
         index = np.asarray(index, dtype=np.int64)
         # The grid's order: RUN_AXES (num_train, lr, loss, sigma, reduction, batch_size, noise,
@@ -228,7 +229,7 @@ class Plan:
             reduction=np.asarray(g.reduction, dtype=object)[i_red],
             batch_size=np.asarray(g.batch_size, dtype=np.int64)[i_bs], noise=np.asarray(g.noise, dtype=np.float64)[i_noise],
             noise_kind=np.asarray(g.noise_kind, dtype=object)[i_kind], replicate=rep.astype(np.int64), seed=seed,
-            index=index, key=key,
+            index=index, key=key, codes={"loss": i_loss, "reduction": i_red, "noise_kind": i_kind},
         )
 
     def chunks(self) -> Iterator[Chunk]:

@@ -51,6 +51,33 @@ def test_a_segment_reads_back_from_disk_as_from_memory(tmp_path):
         reopened.gather(np.array([4], dtype=np.uint64))
 
 
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_gather_takes_whole_segments_in_stretches_and_scattered_runs_one_by_one(tmp_path, on_disk):
+    """Two segments of 200 runs, asked for (a) as a table asks, each segment's runs in a few
+    contiguous stretches, and (b) in a shuffled order, and (c) at a subset of checkpoints."""
+    a, b = _segment(range(200), seed=1), _segment(range(1000, 1200), seed=2)
+    store = RunStore(tmp_path / "s" if on_disk else None, engine="batched", stream="counter", checkpoints=(0, 1, 3))
+    store.add(a, "a")
+    store.add(b, "b")
+    every = np.concatenate([a.keys, b.keys])
+
+    def expected(keys, name, pick=(0, 1, 2)):
+        values = np.concatenate([a.columns[name], b.columns[name]]).reshape(400, 3)[:, list(pick)]
+        return values[np.searchsorted(every, keys)].ravel()
+
+    interleaved = np.concatenate([a.keys[:100], b.keys[:100], a.keys[100:], b.keys[100:]])
+    shuffled = np.random.default_rng(0).permutation(every)
+    for keys in (interleaved, shuffled):
+        got = store.gather(keys)
+        for name in a.columns:
+            np.testing.assert_array_equal(got[name], expected(keys, name))
+    fewer = RunStore(tmp_path / "s" if on_disk else None, engine="batched", stream="counter", checkpoints=(0, 3))
+    for seg, name in ((a, "a"), (b, "b")) if not on_disk else ():
+        fewer.add(seg, name)
+    for name, values in fewer.gather(interleaved).items():
+        np.testing.assert_array_equal(values, expected(interleaved, name, pick=(0, 2)))
+
+
 def test_a_store_serves_a_subset_of_its_checkpoints_and_never_a_superset(tmp_path):
     seg = _segment([1, 2], checkpoints=(0, 1, 3))
     save_segment(tmp_path / "x.runs", seg, engine="batched", stream="counter")
