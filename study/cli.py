@@ -520,12 +520,14 @@ def _start_study_workers(args: argparse.Namespace) -> None:
     imported: their imports of torch and matplotlib (about 3 s) begin at once (none where the
     studies run in this process). A bad flag is refused later all the same; the workers are
     then stopped."""
-    from .exercise_runner import study_executor, study_workers, warm_up
+    from .exercise_runner import check_numbers, study_executor, study_workers, warm_up
 
     try:
         numbers = _only_numbers(args.only)
-    except ValueError:  # refused in a moment, with no workers started
-        return
+        if numbers is not None:
+            check_numbers(numbers)
+    except ValueError:  # refused in a moment, with no workers started (stopping them while they
+        return  # start made loky's manager thread raise)
     workers = study_workers(numbers, args.jobs)
     if workers > 1:
         executor = study_executor(workers)

@@ -237,3 +237,16 @@ def test_a_file_that_is_not_a_results_table_is_refused_in_one_line(tmp_path):
     bad.write_bytes(b"not parquet at all")
     with pytest.raises(ValueError, match=r"is not a results Parquet file: "):
         read_results(bad)
+
+
+def test_row_norms_are_numpys_to_the_bit_for_the_books_dimensions():
+    from study.results import _row_norms
+
+    rng = np.random.default_rng(3)
+    for d in (1, 2):
+        x = rng.standard_normal((10_000, d)) * rng.lognormal(0, 5, size=(10_000, 1))
+        x[0] = np.inf
+        x[1, 0] = np.nan
+        np.testing.assert_array_equal(_row_norms(x), np.linalg.norm(x, axis=1))
+    x = rng.standard_normal((1000, 7))
+    np.testing.assert_allclose(_row_norms(x), np.linalg.norm(x, axis=1), rtol=1e-15)
