@@ -51,6 +51,7 @@ from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds
 from .plan import chunk_id as _chunk_id
 from .plan import keys_id
 from .results import SCHEMA_VERSION, write_json, write_table, write_table_blocks
+from .store import SUFFIX as STORE_SUFFIX
 from .store import RunStore, table_blocks, table_frame
 from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINE_REVISIONS
 
@@ -170,7 +171,8 @@ PARQUET_BYTES_PER_COLUMN = 3.1
 def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str = "batched",
                  backend: str = "loky", chunk_size: int | None = None, out: str | Path | None = None) -> str:
     """One line on what run_grid would do: the runs, rows and chunks, the devices and workers,
-    an estimate of the time (of training every run: runs the output's store holds cost nothing)
+    an estimate of the time (of training every run: "at most" where the output's store holds
+    runs, which cost nothing)
     and the size of the table (Parquet when ``out`` ends in .parquet, else CSV). The estimates
     are rough (the models behind them were fitted on this project's machine and one H200; see
     the README's benchmarks)."""
@@ -193,6 +195,11 @@ def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str
     per_column = PARQUET_BYTES_PER_COLUMN if parquet else CSV_BYTES_PER_COLUMN
     size = rows * per_column * (TABLE_COLUMNS + 3 * (len(grid.w) - 2))
     estimate = "time unknown" if seconds is None else f"about {_duration(max(seconds, 1))}"
+    store = store_path(Path(out)) if out is not None else None
+    if seconds is not None and store is not None and any(store.glob(f"*{STORE_SUFFIX}")):
+        # Which runs it holds is known only once its files are read (a pass over them): run_grid's
+        # progress lines then count only what is left.
+        estimate = f"at most {estimate[len('about '):]} ({store.name} holds earlier runs, which are not trained again)"
     return (f"{grid.name}: {plan.n_runs:,} runs, {rows:,} rows in {len(plan.specs):,} chunks on {where}; "
             f"{estimate}; the {'Parquet file' if parquet else 'CSV'} about {_size(size)}")
 

@@ -356,3 +356,14 @@ def test_plan_summary_counts_the_work_and_estimates_by_engine_and_backend():
     steps = 600 * 5 * (4 + 32)  # runs x epochs x steps an epoch, per size: 108,000
     assert f"about {steps * REFERENCE_STEP_S:.0f} s" in plan_summary(grid, n_jobs=1, engine="reference")
     assert "on a Dask cluster; time unknown" in plan_summary(grid, backend="dask")
+
+
+def test_plan_summary_bounds_the_time_where_the_output_holds_earlier_runs(tmp_path):
+    from study.runner import plan_summary
+
+    grid = Grid(num_train=[20], lr=[0.01, 0.1], epoch=[1], replicates=3, name="s")
+    out = tmp_path / "s.csv"
+    assert "; about " in plan_summary(grid, n_jobs=1, device="cpu", out=out)
+    run_grid(grid, out=out, n_jobs=1, progress=False)
+    line = plan_summary(grid, n_jobs=1, device="cpu", out=out)
+    assert "; at most 1 s (s.csv.store holds earlier runs, which are not trained again);" in line
