@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_store.py parquet
 	$(BIN)/python benchmarks/bench_store.py grow
+	$(BIN)/python benchmarks/bench_store.py assemble
+	$(BIN)/python benchmarks/bench_balance.py 100k
 
 clean:
 	rm -rf $(VENV) build *.egg-info
