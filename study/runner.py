@@ -172,10 +172,9 @@ def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str
                  backend: str = "loky", chunk_size: int | None = None, out: str | Path | None = None) -> str:
     """One line on what run_grid would do: the runs, rows and chunks, the devices and workers,
     an estimate of the time (of training every run: "at most" where the output's store holds
-    runs, which cost nothing)
-    and the size of the table (Parquet when ``out`` ends in .parquet, else CSV). The estimates
-    are rough (the models behind them were fitted on this project's machine and one H200; see
-    the README's benchmarks)."""
+    runs, which cost nothing) and the size of the table (Parquet when ``out`` ends in .parquet,
+    else CSV). The estimates are rough (the models behind them were fitted on this project's
+    machine and one H200; see the README's benchmarks)."""
     devices = resolve_devices(device, engine, grid)
     plan = plan_grid(grid, chunk_size, devices, engine)
     rows = plan.n_runs * len(grid.checkpoints)

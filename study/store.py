@@ -10,8 +10,9 @@ the grid gives them (study.plan.Plan.runs_at).
 With an output path, segments are files in ``OUT.store/`` (see :func:`save_segment` for the
 layout), each written atomically with a sha256 digest of its contents: a truncated or damaged
 file fails its digest and its runs are computed again; a file of another schema, engine,
-engine revision (vocabulary.ENGINE_REVISIONS) or stream is never read as this run's. A rerun of the same spec, or of a grown or changed one,
-looks every run up by key and computes only those the store lacks. The store outlives the
+engine revision (vocabulary.ENGINE_REVISIONS) or stream is never read as this run's. A rerun
+of the same spec, or of a grown or changed one, looks every run up by key and computes only
+those the store lacks. The store outlives the
 table it fed, so that the next grid on the same output starts from it; ``resume=False``
 (``study run --fresh``) empties it first.
 
@@ -238,7 +239,7 @@ class RunStore:
         # 1M runs on CPUs has hundreds of segments). A chunk's runs lie in a few contiguous
         # stretches of the table (one per lr, loss, sigma and reduction): copied stretch by
         # stretch, not row by row, and a column at a time (a column's stretches from every
-        # source, then the next column: 7x faster than every column of a source in turn).
+        # source, then the next column, so that one column is written at once, not sixteen).
         by_source = np.argsort(src, kind="stable")
         sources, starts = np.unique(src[by_source], return_index=True)
         groups = []
@@ -294,8 +295,7 @@ class RunStore:
 
 class _Scratch:
     """One buffer that reads from segment files land in, reused: a fresh buffer per read is
-    fresh memory for the system to map each time, which took most of a million-run table's
-    assembly (1.3 of 3.5 s)."""
+    fresh memory for the system to map each time (measured: 0.2 s of a million runs' table)."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()

@@ -117,7 +117,8 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[i
     The j-th word of a row is lane j % 4 of block j // 4: it depends on the seed, the purpose,
     the epoch and j alone, not on ``count`` nor on the other epochs drawn beside it.
     """
-    epochs = [epoch] if isinstance(epoch, int) else list(epoch)
+    one = isinstance(epoch, (int, np.integer))
+    epochs = [int(epoch)] if one else [int(e) for e in epoch]
     k0, k1 = seed_keys(seeds)
     device = k0.device
     S, E, B = k0.shape[0], len(epochs), -(-count // 4)
@@ -138,7 +139,7 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[i
         lanes = philox4x32((block & _MASK, block >> 32, epoch_col[r], purpose_word), (k0[r], k1[r]))
         torch.stack(torch.broadcast_tensors(*lanes), -1, out=out[r, lo:hi])
     out = out.view(R, 4 * B)[:, :count]
-    return out if isinstance(epoch, int) else out.view(E, S, count)
+    return out if one else out.view(E, S, count)
 
 
 def _to_uniform(w: torch.Tensor) -> torch.Tensor:
@@ -175,11 +176,11 @@ def permutations(seeds: torch.Tensor, n: int, epoch: int | Sequence[int]) -> tor
 
 def _sort_rows(keys: np.ndarray) -> np.ndarray:
     """Each row of distinct 63-bit keys ``word << 31 | index`` sorted, on a CPU: NumPy's sort
-    (twice torch's there). From 500 keys a row, first a stable radix pass on the
-    top 16 bits, which leaves each row sorted but for ties within its 2**16 buckets, then
-    NumPy's stable sort (timsort, near linear on nearly sorted rows): measured 26 -> 14 ns a
-    key at 10,000 and 17 -> 8 at 2,000 on this project's 2-core machine; the same result, since
-    the keys are distinct."""
+    (twice torch's there). From 500 keys a row, first a stable radix pass on the top 16 bits,
+    which leaves each row sorted but for ties within its 2**16 buckets, then NumPy's stable
+    sort (timsort, near linear on nearly sorted rows): measured 26 -> 14 ns a key at 10,000 and
+    17 -> 8 at 2,000 on this project's 2-core machine; the same result, since the keys are
+    distinct."""
     rows, n = keys.shape
     if n < 500:
         return np.sort(keys, axis=-1)

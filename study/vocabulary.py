@@ -9,8 +9,8 @@ torch nor pandas: the CLI answers at once.
 from __future__ import annotations
 
 __all__ = [
-    "AXES", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES", "ENGINE_REVISIONS",
-    "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
+    "AXES", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
+    "ENGINE_REVISIONS", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
 ]
 
 #: The grid's axes (each a list of values), in the grid's order.
