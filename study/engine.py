@@ -31,7 +31,7 @@ from .grid import Run
 from .model import LinearRegression
 from .plan import Chunk
 from . import streams
-from .theory import least_squares
+from .theory import least_squares, least_squares_from_moments
 from .train import Trainer
 from .vocabulary import ENGINES
 
@@ -417,8 +417,7 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
         if epoch in wanted:
             checkpoint(steps)
 
-    X = Z[:, :d, :n].transpose(1, 2)
-    ols_w, ols_b = least_squares(X, Z[:, d + 1, :n])
+    ols_w, ols_b = least_squares_from_moments(G_train[:, : d + 1, : d + 1], G_train[:, : d + 1, d + 1])
     w_true, b_true = _truth(chunk.w, chunk.b)
     return record.result(slot.cpu().numpy(), stream_of, ols_w.numpy(), ols_b.numpy(), w_true, b_true)
 

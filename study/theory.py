@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # torch is imported where least squares is solved: the figure
 
 __all__ = [
     "least_squares",
+    "least_squares_from_moments",
     "noise_variance",
     "ols_w_err_sq_mean",
     "ols_b_err_sq_mean",
@@ -75,9 +76,18 @@ def least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     cols = design.unbind(-1)
     k = len(cols)
     gram = torch.stack([torch.stack([(cols[i] * cols[j]).sum(-1) for j in range(k)], -1) for i in range(k)], -2)
-    moment = torch.stack([(c * y[..., 0]).sum(-1) for c in cols], -1)[..., None]  # (..., d + 1, 1)
+    moment = torch.stack([(c * y[..., 0]).sum(-1) for c in cols], -1)  # (..., d + 1)
+    return least_squares_from_moments(gram, moment)
+
+
+def least_squares_from_moments(gram: torch.Tensor, moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`least_squares` from the sums it needs: ``gram`` = Σ u uᵀ and ``moment`` = Σ u y
+    over the examples, u = (x, 1), float64, shapes (..., d + 1, d + 1) and (..., d + 1). (The
+    batched engine has them already, in each stream's second moments.)"""
+    import torch
+
     # pinv, not solve: a rank-deficient Gram (n < d + 1) gets the minimum-norm answer.
-    coef = (torch.linalg.pinv(gram, hermitian=True) @ moment)[..., 0]  # (..., d + 1)
+    coef = (torch.linalg.pinv(gram, hermitian=True) @ moment[..., None])[..., 0]  # (..., d + 1)
     return coef[..., :-1].cpu(), coef[..., -1].cpu()
 
 
