@@ -443,10 +443,13 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None, stats: Se
         grouped = part.groupby(cell[keep], sort=True)[metrics]
         frames = {"mean": grouped.mean, "median": grouped.median}
         levels = [q for q in (0.1, 0.9) if f"q{round(100 * q)}" in stats]
-        if levels:  # the quantiles in one call: the rows are sorted by cell once for both
+        if levels and len(part):  # the quantiles in one call: the rows are sorted by cell once for both
             both = grouped.quantile(levels)
             for q in levels:
                 frames[f"q{round(100 * q)}"] = lambda q=q: both.xs(q, level=-1)
+        elif levels:  # every run diverged: no values, NaN statistics
+            for q in levels:
+                frames[f"q{round(100 * q)}"] = lambda: pd.DataFrame(columns=metrics, dtype=float)
         for stat in stats:
             frame = frames[stat]().reindex(np.arange(n))
             for metric in metrics:

@@ -40,6 +40,24 @@ def test_summarize_leaves_diverged_runs_out_of_the_statistics_and_counts_them():
     assert s.loc[0, "count"] == 3 and s.loc[0, "diverged"] == 1 and s.loc[0, "w_err_norm_mean"] == 2.0
 
 
+def test_summarize_of_runs_that_all_diverged_counts_them_with_no_statistics():
+    """Found by the CLI's fuzz test: `study run` of a lone diverging run (lr = 2) ended in a
+    KeyError when it printed its medians."""
+    df = pd.DataFrame({"num_train": 10, "lr": [2.0, 2.0, 0.1], "epoch": 1, "loss": "squared", "sigma": 1.0,
+                       "reduction": "mean", "batch_size": 32, "noise": 0.01, "noise_kind": "gaussian",
+                       "replicate": [0, 1, 0], "seed": [0, 1, 0], "w_err_norm": [np.inf, np.nan, 1.0], "b_err": 0.0,
+                       "ols_w_err_norm": 0.5, "ols_b_err": 0.0, "gap_w_norm": 0.0, "val_mse": 0.0,
+                       "diverged": [True, True, False]})
+    alone = summarize(df[df["lr"] == 2.0], by="lr")
+    assert list(alone["count"]) == [2] and list(alone["diverged"]) == [2]
+    for stat in ("mean", "median", "q10", "q90"):
+        assert np.isnan(alone[f"w_err_norm_{stat}"].item())
+    assert alone["ols_w_err_norm_median"].item() == 0.5  # least squares is still there
+    both = summarize(df, by="lr")  # a cell with no statistics beside one with them
+    assert list(both["lr"]) == [0.1, 2.0] and list(both["count"]) == [1, 2]
+    np.testing.assert_array_equal(both["w_err_norm_q90"].to_numpy(), [1.0, np.nan])
+
+
 def test_summarize_by_default_groups_the_varying_axes_and_epoch(table):
     s = summarize(table)
     assert list(s.columns[:3]) == ["num_train", "lr", "epoch"]
