@@ -269,6 +269,8 @@ def error_curve(
                     color=colour)
     runs = "data sets" if least_squares else "runs"
     count = f"{per_point.min()}" if per_point.min() == per_point.max() else f"{per_point.min()}–{per_point.max()}"
+    if count == "1":
+        runs = runs[:-1]  # "1 run", "1 data set"
     described = f"median, 10–90% of {count} {runs} per point" if len(per_point) else "no runs"
     marked = "a/b at a point: a of its b runs shown" if survivors else ""
     ax.text(0.99, 0.01, "\n".join(filter(None, [described, note, marked])), transform=ax.transAxes, ha="right",
