@@ -2,9 +2,8 @@
 # The GPU check, one script within about 8 minutes: the GPU benchmark rows (with the same
 # machine's CPU cores for comparison), the CUDA tests, where the GPU's time goes on 1M runs of W
 # (profile_gpu.py), the CPU scaling rows (1, 2, 4, 8, 16 workers), then the tests that touch
-# devices. Run from the repository root on a
-# machine with a CUDA GPU, the project importable from its checkout (dask may be absent: its
-# tests skip):
+# devices. Run from the repository root on a machine with a CUDA GPU, the project importable
+# from its checkout (dask may be absent: its tests skip):
 #
 #     PYTHONPATH=. bash benchmarks/gpu_check.sh [OUTDIR]
 #
