@@ -306,16 +306,24 @@ def test_same_csv_with_loky_1_loky_2_and_a_local_dask_cluster_which_leaves_nothi
     assert list((tmp_path / "dask.csv.store").glob("*.runs"))  # kept for the next call
 
 
-@pytest.mark.timeout(120)
-def test_a_local_cluster_run_killed_outright_leaves_no_process_and_its_scratch_goes_with_the_next_run(tmp_path):
+def _start_long_dask_run(tmp_path, **popen):
+    """The long spec started by `study run` on a local Dask cluster of 2 workers (chunks of 2
+    runs), with TMPDIR in tmp_path/tmp: (the process, the spec, that tmp folder, the
+    environment, the output's store)."""
     spec = tmp_path / "long.toml"
     spec.write_text(LONG_SPEC)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
-    out, store = tmp_path / "long.csv", tmp_path / "long.csv.store"
+    out = tmp_path / "long.csv"
     proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "2",
-                                   "--quiet"), cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+                                   "--quiet"), cwd=tmp_path, env=env, **popen)
+    return proc, spec, tmp, env, tmp_path / "long.csv.store"
+
+
+@pytest.mark.timeout(120)
+def test_a_local_cluster_run_killed_outright_leaves_no_process_and_its_scratch_goes_with_the_next_run(tmp_path):
+    proc, spec, tmp, env, store = _start_long_dask_run(tmp_path, stderr=subprocess.DEVNULL)
     seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.runs"))) >= 4)
     proc.kill()
     proc.wait()
@@ -333,15 +341,8 @@ def test_a_local_cluster_run_killed_outright_leaves_no_process_and_its_scratch_g
 
 @pytest.mark.timeout(180)
 def test_ctrl_c_on_a_local_dask_cluster_exits_130_quietly_and_leaves_nothing_behind(tmp_path):
-    spec = tmp_path / "long.toml"
-    spec.write_text(LONG_SPEC)
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    out, store = tmp_path / "long.csv", tmp_path / "long.csv.store"
-    proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "2",
-                                   "--quiet"), cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)},
-                            start_new_session=True, preexec_fn=default_sigint, stderr=subprocess.PIPE,
-                            text=True)
+    proc, _, tmp, _, store = _start_long_dask_run(tmp_path, start_new_session=True, preexec_fn=default_sigint,
+                                                  stderr=subprocess.PIPE, text=True)
     seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.runs"))) >= 6)
     interrupted = time.time()
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
