@@ -246,13 +246,15 @@ class RunStore:
         for s, rows in zip(sources, np.split(by_source, starts[1:])):
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
             spans = list(zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])))
-            groups.append((self._sources[s], rows, pos[rows], spans if len(spans) * 16 <= len(rows) else None))
+            source_ = self._sources[s]
+            spans = spans if len(spans) * 16 <= len(rows) else None
+            groups.append((source_, rows, self._where(source_, pos[rows]), spans))
         out: dict[str, np.ndarray] = {}
         scratch = _Scratch()
         for name in (self._sources[sources[0]].columns if len(keys) else ()):
             to = None
-            for src_, rows, at_, spans in groups:
-                values = self._read(src_, name, at_, scratch)
+            for source_, rows, where, spans in groups:
+                values = self._read(source_, name, where, scratch)
                 if to is None:
                     out[name] = np.empty(len(keys) * C, dtype=values.dtype)
                     to = out[name].reshape(len(keys), C)
@@ -264,27 +266,34 @@ class RunStore:
                     to[rows[a] : rows[a] + b - a] = values[a:b]
         return out
 
-    def _read(self, source: _Head | Segment, name: str, pos: np.ndarray, scratch: _Scratch) -> np.ndarray:
-        """Column ``name`` of the runs at ``pos`` in one source, at the store's checkpoints, flat
-        (from a file: a view of ``scratch``, valid until its next use)."""
+    def _where(self, source: _Head | Segment, pos: np.ndarray) -> tuple[int, int, np.ndarray | None]:
+        """Where the runs at ``pos`` of one source lie in each of its columns: the span of its
+        values from the first run asked to the last, [lo, hi) in values, and the positions to
+        take in it at the store's checkpoints (None: the whole span, in order)."""
         have = source.checkpoints
         Cs = len(have)
         pick = np.array([have.index(c) for c in self.checkpoints])
         lo, hi = int(pos.min()), int(pos.max()) + 1
         # Usually the runs asked are a whole segment, in its order, at all its checkpoints: a
-        # slice of the column then, not an index.
+        # slice of each column then, not an index.
         whole = len(pos) == hi - lo and (np.diff(pos) == 1).all() and np.array_equal(pick, np.arange(Cs))
-        rows = None if whole else ((pos - lo)[:, None] * Cs + pick).ravel()
+        return lo * Cs, hi * Cs, None if whole else ((pos - lo)[:, None] * Cs + pick).ravel()
+
+    def _read(self, source: _Head | Segment, name: str, where: tuple[int, int, np.ndarray | None],
+              scratch: _Scratch) -> np.ndarray:
+        """Column ``name`` of one source at ``where`` (see :meth:`_where`), flat (from a file: a
+        view of ``scratch``, valid until its next use)."""
+        lo, hi, rows = where
         if isinstance(source, Segment):
-            values = source.columns[name][lo * Cs : hi * Cs]
+            values = source.columns[name][lo:hi]
             return values if rows is None else values[rows]
         # From the file: the span of rows from the first run asked to the last, read at once
         # (runs of a block are mostly neighbours in a segment).
         dtype, offset = source.columns[name]
-        size = (hi - lo) * Cs * dtype.itemsize
+        size = (hi - lo) * dtype.itemsize
         fd = os.open(source.path, os.O_RDONLY)
         try:
-            raw = scratch.read(fd, size, offset + lo * Cs * dtype.itemsize)
+            raw = scratch.read(fd, size, offset + lo * dtype.itemsize)
         finally:
             os.close(fd)
         if len(raw) != size:
