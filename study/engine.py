@@ -3,8 +3,10 @@
 A chunk's runs share num_train, batch_size, num_val, w, b and the stream setting (hence the
 step schedule); each has its own lr, loss, sigma, reduction and random stream. The runs of one
 stream (those that differ only in lr, loss, sigma or reduction: common random numbers) are laid
-out together: parameters are (S, m, d + 2), S streams of m runs each (a stream with fewer runs
-is padded with idle slots), so that a stream's data are stored once and read by its m runs.
+out together: S streams of m runs each (a stream with fewer runs is padded with idle slots), so
+that a stream's data are stored once and read by its m runs. The steps hold the parameters
+runs-last, (d + 2, m, S), so that every operation runs over contiguous runs; the checkpoints
+take them as (S, m, d + 2).
 Gradients are analytic (the same formulas autograd applies to MSELoss and SmoothL1Loss).
 
 Random streams: with ``stream="counter"`` the data, starts and permutations of all S streams
@@ -12,9 +14,10 @@ are drawn at once on the chunk's device (:func:`study.data.draw_counter_data`,
 :mod:`study.streams`); with ``stream="torch"`` each stream builds its SyntheticRegressionData
 from its seed on the CPU, draws its start and then one permutation per epoch from its generator.
 
-Every floating-point operation is elementwise or reduces within one run along a dimension of a
-fixed length, so a run's numbers do not depend on the other runs of its chunk: chunking changes
-nothing, bit for bit on a CPU, and a diverging run (inf, NaN) cannot contaminate its neighbours.
+Every floating-point operation is elementwise, or reduces within one run along a dimension of a
+fixed length while the runs are not the innermost dimension, so a run's numbers do not depend on
+the other runs of its chunk: chunking changes nothing, bit for bit on a CPU, and a diverging run
+(inf, NaN) cannot contaminate its neighbours.
 """
 
 from __future__ import annotations
@@ -54,9 +57,6 @@ DRAW_BUDGET = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
 #: pass costs about a hundred operations whatever its size, which is most of a small chunk's
 #: time on a CPU (W: 10.7 -> 6 ms a chunk of 120 runs of 5 examples).
 ORDER_BUDGET = 64 * 2**20
-#: Which form of the step loop to run, "cpu" (buffers reused) or "gpu" (fresh temporaries); None:
-#: the device's own. Set only by the tests, which run the GPU's form on a CPU against the reference.
-_STEP_FORM: str | None = None
 
 
 def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
@@ -366,55 +366,58 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     # to every sum. Step sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
     T = math.ceil(n / bs)
     sizes = [min(bs, n - t * bs) for t in range(T)]
-    step = {size: -coef * torch.where(is_mean, lr / size, lr) for size in set(sizes)}  # (S, m, 1)
-    steps_t = [step[size] for size in sizes]
+    step = {size: (-coef * torch.where(is_mean, lr / size, lr))[..., 0].T.contiguous() for size in set(sizes)}
+    steps_t = [step[size] for size in sizes]  # (m, S) each
     Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
     pad = torch.full((S, T * bs - n), n, device=device)
     wanted = set(checkpoints)
-    theta4, theta_wb = theta[:, :, :, None], theta[:, :, : d + 1]
-    on_cpu = device.type == "cpu" if _STEP_FORM is None else _STEP_FORM == "cpu"
-    if on_cpu:
-        prod = torch.empty(S, m, d + 2, bs, device=device)
-        prod_u = prod[:, :, : d + 1]
-        r = torch.empty(S, m, bs, device=device)
-        r3 = r[:, :, None, :]
-        update = torch.empty(S, m, d + 1, device=device)
+    # The steps run on the runs-last layout: θ as (d+2, m, S), a step's examples as
+    # (bs, d+2, 1, S), its residuals as (bs, m, S). Every operation is then elementwise over
+    # contiguous runs (vectorised whatever the chunk's size: 2-3x faster than (S, m, d+2) from a
+    # few hundred runs on), and the sums over the d+2 coordinates and over the minibatch are
+    # written out as elementwise adds in a fixed order (a chain of fused multiply-adds; halving
+    # the minibatch, a pairwise tree), never a reduction kernel, whose order depends on the
+    # tensor's shape and so on how many runs share the chunk.
+    th = theta.permute(2, 1, 0).contiguous()  # (d+2, m, S)
+    th_j, th_wb = th.unbind(0), th[: d + 1]
+    lo_t, hi_t = lo[..., 0].T.contiguous(), hi[..., 0].T.contiguous()  # (m, S)
+    r = torch.empty(bs, m, S, device=device)
+    r4 = r[:, None]  # (bs, 1, m, S)
+    # The minibatch first, so that each half the tree adds is contiguous (on a GPU a kernel
+    # writing through a strided view is the slower one).
+    prod = torch.empty(bs, d + 1, m, S, device=device)
+    halves, size = [], bs  # the tree: prod[:h] += prod[s-h:s], s the rows still summed
+    while size > 1:
+        h = size // 2
+        halves.append((prod[:h], prod[size - h : size]))
+        size -= h
+    update = prod[0]  # (d+1, m, S): Σ over the minibatch of z·r, once the tree is summed
     steps = 0
     checkpoint(steps)
     for epoch in range(1, max(checkpoints) + 1):
         idx = torch.cat([data.order(epoch, max(checkpoints)), pad], 1)  # (S, T*bs)
         Zp = torch.gather(Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
-        Zp = Zp.view(S, d + 2, T, bs).permute(2, 0, 1, 3).contiguous()  # (T, S, d+2, bs): a step's block is contiguous
+        # (T, bs, d+2, 1, S): a step's block contiguous, its runs last.
+        Zp = Zp.view(S, d + 2, T, bs).permute(2, 3, 1, 0).contiguous()[:, :, :, None, :]
         del idx
-        # A step: the residuals r = θ·z of every slot on its minibatch, the loss's derivative,
-        # and the update. Products and sums over one dimension of fixed length, not matmuls: a
-        # (batched) matmul picks its kernel, and so its rounding, by the shapes, and a run's
-        # numbers would then depend on how many runs share its chunk.
-        Zr, Zu = Zp[:, :, None, :, :], Zp[:, :, None, : d + 1, :]  # (T, S, 1, d+2, bs), (T, S, 1, d+1, bs)
-        if on_cpu:
-            # Views made once per epoch, buffers once per chunk: on a CPU a step of small tensors
-            # costs its dispatches, and each allocation saved is a microsecond a step (7% of W).
-            for Zr_t, Zu_t, step_t in zip(Zr.unbind(0), Zu.unbind(0), steps_t):
-                torch.mul(theta4, Zr_t, out=prod)  # (S, m, d+2, bs)
-                torch.sum(prod, 2, out=r)  # (S, m, bs): the residuals
-                if any_huber:  # clamp(r, lo, hi); with tensor bounds, min and max are 2x faster
-                    torch.minimum(r, hi, out=r)
-                    torch.maximum(r, lo, out=r)
-                torch.mul(Zu_t, r3, out=prod_u)  # (S, m, d+1, bs)
-                torch.sum(prod_u, -1, out=update)
-                theta_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
-        else:
-            # On a GPU the caching allocator makes temporaries free, and contiguous ones are the
-            # faster kernels: this form ran a million runs of W in 6.2 s on an H200, the buffers'
-            # (writing through a strided view) in 8.5 s. (It has since lost a kernel a step, the
-            # step size now applied to the sums; not yet timed on a GPU.)
-            for Zr_t, Zu_t, step_t in zip(Zr.unbind(0), Zu.unbind(0), steps_t):
-                g = (theta4 * Zr_t).sum(2)  # (S, m, bs): the residuals
-                g = torch.clamp(g, lo, hi) if any_huber else g
-                theta_wb.addcmul_((Zu_t * g[:, :, None, :]).sum(-1), step_t)
-        del Zp, Zr, Zu
+        # Views made once an epoch (unbind), buffers once a chunk: on a CPU a step of small
+        # tensors costs its dispatches, a microsecond each.
+        Z_j = [Zp[:, :, j].unbind(0) for j in range(d + 2)]  # (bs, 1, S) per step and coordinate
+        Z_u = Zp[:, :, : d + 1].unbind(0)  # (bs, d+1, 1, S) per step
+        for t, step_t in enumerate(steps_t):
+            torch.mul(th_j[0], Z_j[0][t], out=r)  # (bs, m, S): the residuals r = θ·z
+            for j in range(1, d + 2):
+                r.addcmul_(th_j[j], Z_j[j][t])
+            if any_huber:
+                torch.clamp(r, lo_t, hi_t, out=r)
+            torch.mul(Z_u[t], r4, out=prod)  # (bs, d+1, m, S)
+            for low, high in halves:
+                low.add_(high)
+            th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
+        del Zp, Z_j, Z_u
         steps += T
         if epoch in wanted:
+            theta.copy_(th.permute(2, 1, 0))
             checkpoint(steps)
 
     ols_w, ols_b = least_squares_from_moments(G_train[:, : d + 1, : d + 1], G_train[:, : d + 1, d + 1])

@@ -35,7 +35,9 @@ ENGINES = ("batched", "reference")
 #: ulp), so that a store written before it is recomputed, not mixed with what follows it.
 #: batched 2: the step size applied to the gradient's sums, fused multiply-adds, and a squared
 #: run's training loss and gradient at a checkpoint from its data's second moments (float64).
-ENGINE_REVISIONS = {"batched": 2, "reference": 1}
+#: batched 3: the steps on the runs-last layout, their sums as chains of fused multiply-adds and
+#: a pairwise tree over the minibatch (not reduction kernels).
+ENGINE_REVISIONS = {"batched": 3, "reference": 1}
 #: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
 #: "multiprocessing" backend cannot), and Dask.
 BACKENDS = ("loky", "threading", "sequential", "dask")
