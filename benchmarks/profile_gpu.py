@@ -2,7 +2,7 @@
 
 Launch overhead or arithmetic? Before cutting per-step launches (CUDA graphs, torch.compile),
 this says which it is: the wall time against the GPU's busy time (the sum of its kernels'
-times), and the operators that take the most GPU time (the SGD steps' mul/sum/clamp/addcmul,
+times), and the operators that take the most GPU time (the SGD steps' mul/addcmul/clamp/add,
 the permutations' sort, the gathers, the checkpoints, drawing the data).
 
     PYTHONPATH=. python benchmarks/profile_gpu.py [WORKLOAD] [--rows 25]   # WORKLOAD: ex5, 100k, 1M (default)

@@ -83,12 +83,14 @@ def max_chunk_runs(num_train: int, num_val: int, num_inputs: int, budget: int = 
 def estimated_seconds(num_train: int, batch_size: int, runs: int, max_epoch: int, num_val: int = 1000) -> float:
     """Rough CPU time of a chunk with one thread, fitted (least squares, relative error) to
     chunks of the W mix on this project's 2-core machine, 6 to 6,000 runs of 5 to 10,000
-    examples, within ±30%: a fixed cost per chunk (drawing, checkpoints, least squares: ~4 ms),
-    a cost per SGD step (its dispatches, ~12 µs), per run-step (~0.38 µs) and per run (~10 µs).
+    examples (engine revision 3), within -33%/+26% below the memory budget's chunk size: a
+    fixed cost per chunk (drawing, checkpoints, least squares: ~4.6 ms), a cost per SGD step (its
+    dispatches, ~19 µs), per run-step (~0.30 µs: the step, and per epoch the permutations and
+    the minibatches' gather, which grow with S·n) and per run (~11 µs).
     Used to balance chunks over workers, to decide whether workers pay for their start-up and
     whether a GPU does, and for the time left in progress lines."""
     steps = max_epoch * math.ceil(num_train / batch_size)
-    return 4e-3 + steps * (12e-6 + 0.38e-6 * runs) + 10e-6 * runs
+    return 4.6e-3 + steps * (19e-6 + 0.30e-6 * runs) + 11e-6 * runs
 
 
 def past_stability_edge(lr, loss, sigma, reduction, batch_size, num_train, num_inputs: int = 2) -> np.ndarray:
@@ -375,11 +377,11 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     # (bs, d+2, 1, S), its residuals as (bs, m, S). Every operation is then elementwise over
     # contiguous runs (vectorised whatever the chunk's size: 2-3x faster than (S, m, d+2) from a
     # few hundred runs on), and the sums over the d+2 coordinates and over the minibatch are
-    # written out as elementwise adds in a fixed order (a chain of fused multiply-adds; halving
+    # written out as elementwise operations in a fixed order (a chain of fused multiply-adds; halving
     # the minibatch, a pairwise tree), never a reduction kernel, whose order depends on the
     # tensor's shape and so on how many runs share the chunk.
     th = theta.permute(2, 1, 0).contiguous()  # (d+2, m, S)
-    th_j, th_wb = th.unbind(0), th[: d + 1]
+    th_j, th_b, th_wb = th.unbind(0), th[d], th[: d + 1]
     lo_t, hi_t = lo[..., 0].T.contiguous(), hi[..., 0].T.contiguous()  # (m, S)
     r = torch.empty(bs, m, S, device=device)
     r4 = r[:, None]  # (bs, 1, m, S)
@@ -400,21 +402,25 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
         # (T, bs, d+2, 1, S): a step's block contiguous, its runs last.
         Zp = Zp.view(S, d + 2, T, bs).permute(2, 3, 1, 0).contiguous()[:, :, :, None, :]
         del idx
-        # Views made once an epoch (unbind), buffers once a chunk: on a CPU a step of small
-        # tensors costs its dispatches, a microsecond each.
-        Z_j = [Zp[:, :, j].unbind(0) for j in range(d + 2)]  # (bs, 1, S) per step and coordinate
-        Z_u = Zp[:, :, : d + 1].unbind(0)  # (bs, d+1, 1, S) per step
-        for t, step_t in enumerate(steps_t):
-            torch.mul(th_j[0], Z_j[0][t], out=r)  # (bs, m, S): the residuals r = θ·z
-            for j in range(1, d + 2):
-                r.addcmul_(th_j[j], Z_j[j][t])
+        Zp[:, :, d + 1].neg_()  # −y: the residual's chain starts from it
+        # Views made once an epoch (unbind), buffers once a chunk, and a step's arguments zipped
+        # beforehand: on a CPU a step of small tensors costs its dispatches, a microsecond each,
+        # and its Python. Per step: −y, x_1..x_d (bs, 1, S) each, z without y (bs, d+1, 1, S).
+        per_step = zip(Zp[:, :, d + 1].unbind(0), *(Zp[:, :, j].unbind(0) for j in range(d)),
+                       Zp[:, :, : d + 1].unbind(0), steps_t)
+        for minus_y, *x, z_u, step_t in per_step:
+            # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b.
+            torch.addcmul(minus_y, th_j[0], x[0], out=r)
+            for j in range(1, d):
+                r.addcmul_(th_j[j], x[j])
+            r.add_(th_b)
             if any_huber:
                 torch.clamp(r, lo_t, hi_t, out=r)
-            torch.mul(Z_u[t], r4, out=prod)  # (bs, d+1, m, S)
+            torch.mul(z_u, r4, out=prod)  # (bs, d+1, m, S)
             for low, high in halves:
                 low.add_(high)
             th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
-        del Zp, Z_j, Z_u
+        del Zp, per_step
         steps += T
         if epoch in wanted:
             theta.copy_(th.permute(2, 1, 0))
