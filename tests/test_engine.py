@@ -68,6 +68,17 @@ def test_train_batched_equals_reference_run_for_run_on_a_mixed_grid(stream):
     assert diverged > 0  # the diverging lr really diverged, and was matched
 
 
+@pytest.mark.parametrize("batch_size, w", [(1, [2.0, -3.4]), (7, [1.5]), (64, [2.0, -3.4]), (5, [1, -2, 3, -4, 0.5])])
+def test_train_batched_equals_reference_for_other_batch_sizes_and_dimensions(batch_size, w):
+    """The minibatch's tree of adds for a batch of 1 (no adds), an odd one, one wider than the
+    data (a single padded minibatch), and 1 or 5 features."""
+    runs = Grid(num_train=[33], batch_size=[batch_size], w=w, lr=[0.003, 0.01], loss=["squared", "huber"],
+                reduction=["mean", "sum"], epoch=[1, 3], replicates=2).runs()
+    batched, reference = train_batched(runs, [0, 1, 3]), train_reference(runs, [0, 1, 3])
+    assert_close(batched, reference)
+    assert not batched.diverged.any()
+
+
 def test_train_batched_noise_free_recovers_w_and_b():
     runs = Grid(num_train=[1000], lr=[0.03], noise=[0.0], epoch=[10], replicates=3).runs()
     res = train_batched(runs, [0, 10])
