@@ -38,7 +38,7 @@ from .theory import least_squares, least_squares_from_moments
 from .train import Trainer
 from .vocabulary import ENGINES
 
-__all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_reference", "ENGINES", "CHUNK_MEMORY_BUDGET",
+__all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_batched_together", "train_reference", "ENGINES", "CHUNK_MEMORY_BUDGET",
            "max_chunk_runs", "chunk_bytes", "as_chunk", "past_stability_edge"]
 
 #: A run has diverged at a checkpoint once ŵ, b̂ or its training loss is not finite, or its
@@ -272,163 +272,236 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     for Huber (3.5.1). Each step is then a handful of kernels, whatever mix of losses the chunk
     holds.
     """
+    return train_batched_together([as_chunk(runs)], checkpoints, device)[0]
+
+
+@torch.no_grad()
+def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
+                           device: str | torch.device = "cpu") -> list[ChunkResult]:
+    """Train several chunks of one batch_size and number of features in one step loop; each
+    chunk's result is the one :func:`train_batched` gives it alone, to the bit.
+
+    Chunks of different ``num_train`` take different numbers of steps an epoch. Laid out side
+    by side, those that take the most steps first, the runs still in their epoch at any step
+    are a prefix of the streams: the loop runs as many steps an epoch as the longest chunk
+    takes, each over that prefix. On a CPU, where a step over a few dozen streams costs its
+    dispatches rather than its arithmetic, small chunks then share their dispatches.
+    """
     _check_checkpoints(checkpoints)
-    chunk = as_chunk(runs)
     device = torch.device(device)
-    n, bs, d = chunk.num_train, chunk.batch_size, len(chunk.w)
-    K = len(chunk)
+    if not chunks:
+        return []
+    if len({(c.batch_size, len(c.w)) for c in chunks}) > 1:
+        raise ValueError("chunks trained together must share batch_size and the number of features")
+    made = [_Part(chunk, device) for chunk in chunks]
+    parts = sorted(made, key=lambda p: -p.T)  # stable: ties keep their order
+    bs, d = parts[0].bs, parts[0].d
+    m = max(p.m for p in parts)  # a chunk with fewer runs a stream is padded with idle slots
+    offsets = np.cumsum([0] + [p.S for p in parts])
+    S = int(offsets[-1])
 
-    # Slots: run k is slot (stream_of[k], rank of k among its stream's runs); padding slots idle.
-    # Within a stream the squared runs come first, so that the Huber runs (whose checkpoints
-    # need every example, see below) are the slots from h0 on. A slot's place changes none of
-    # its numbers.
-    seeds, stream_of = chunk.streams()
-    S = len(seeds)
-    huber_np = chunk.loss == "huber"
-    order = np.lexsort((huber_np, stream_of))
-    counts = np.bincount(stream_of, minlength=S)
-    m = int(counts.max())
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(K, dtype=np.int64)
-    rank[order] = np.arange(K) - first[stream_of[order]]
-    slot = torch.as_tensor(stream_of * m + rank, device=device)
+    def side_by_side(values: Sequence[torch.Tensor], pad: float) -> torch.Tensor:  # (..., m_p, S_p) -> (..., m, S)
+        if len(values) == 1 and values[0].shape[-2] == m:
+            return values[0]
+        return torch.cat([torch.nn.functional.pad(v, (0, 0, 0, m - v.shape[-2]), value=pad) for v in values], -1)
 
-    def per_slot(values: np.ndarray, pad: float) -> torch.Tensor:  # (S, m, 1)
-        out = torch.full((S * m,), pad, dtype=torch.float32, device=device)
-        out[slot] = torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
-        return out.view(S, m, 1)
-
-    data = _Streams(chunk, seeds, device)
-    Z = data.Z
-    huber = per_slot(huber_np, 0.0).bool()
-    sigma = per_slot(chunk.sigma, 1.0)
-    coef = torch.where(huber, 1 / sigma, torch.full_like(sigma, 2.0))  # dl/dr = coef * clamp(r, lo, hi)
-    hi = torch.where(huber, sigma, torch.full_like(sigma, math.inf))
-    lo = -hi
-    lr = per_slot(chunk.lr, 0.0)  # padding slots take no steps
-    is_mean = per_slot(chunk.reduction == "mean", 1.0).bool()
-    any_huber = bool(huber_np.any())
-
-    theta = torch.zeros(S, m, d + 2, device=device)  # (S, m, d+2) = (w, b, -1)
-    theta[:, :, :d] = data.starts[:, None, :]
-    theta[:, :, d + 1] = -1.0
-
-    record = _Recorder()
-
-    # Each stream's second moments of z = (x, 1, y), in float64: r = θ·z, so the mean r² over a
-    # set of examples is θᵀ G θ / count with G = Σ z zᵀ, and Σ r z = G θ. A checkpoint then costs
-    # (d+2)² a run for the validation MSE, and for a squared run's training loss and gradient,
-    # instead of a pass over the examples; float64 because the terms of θᵀGθ are about 10⁴
-    # times their sum (r is noise-sized where z is not), which float32 would not carry.
-    def second_moments(Zs: torch.Tensor) -> torch.Tensor:
-        Zs = Zs.double()
-        G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
-        for j in range(d + 2):
-            for k in range(j + 1):  # symmetric: each product once
-                G[:, j, k] = G[:, k, j] = (Zs[:, j] * Zs[:, k]).sum(-1)
-        return G
-
-    def mean_square(t64: torch.Tensor, G: torch.Tensor, count: int) -> torch.Tensor:  # (S, m)
-        return ((t64[:, :, :, None] * t64[:, :, None, :]) * G[:, None]).sum((-2, -1)) / count
-
-    G_val, G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
-    Zt = Z[:, :, :n]
-    # A Huber run's loss and gradient need every training example: from the clamped residual
-    # q = clamp(r, -σ, σ), the loss is q (2r − q) / 2σ (r²/2σ inside, |r| − σ/2 outside, eq.
-    # 3.5.1) and the gradient Σ q z / σn. Only the slots from h0 on hold Huber runs.
-    h0 = int(rank[huber_np].min()) if huber_np.any() else m
-    hs = slice(h0, m)
-    huber_h, lo_h, hi_h = huber[:, hs, 0], lo[:, hs], hi[:, hs]
-    loss_scale_h = -1 / (2 * sigma[:, hs, 0])  # the sign: q (q − 2r)
-    grad_scale_h = coef[:, hs] / n
-
-    def checkpoint(steps: int) -> None:
-        t64 = theta.double()
-        val_mse = mean_square(t64, G_val, Z.shape[2] - n)
-        train_loss = mean_square(t64, G_train, n)  # squared: the mean of r²
-        grad = (G_train[:, None, : d + 1, :] * t64[:, :, None, :]).sum(-1) * (2 / n)  # (S, m, d+1)
-        if h0 < m:
-            # The coordinates one at a time: (S, m, d+2, n) at once would be 4x the memory.
-            # addcmul_ is a fused multiply-add on every element alike (checked: its result does
-            # not depend on an element's position), so a run's r does not depend on its chunk.
-            th = theta[:, hs]
-            r = th[:, :, :1] * Zt[:, None, 0, :]  # (S, m - h0, n)
-            for j in range(1, d + 2):
-                r.addcmul_(th[:, :, j : j + 1], Zt[:, None, j, :])
-            q = torch.clamp(r, lo_h, hi_h)
-            loss_h = (q * torch.add(q, r, alpha=-2)).mean(-1) * loss_scale_h
-            grad_h = torch.stack([(q * Zt[:, None, j, :]).sum(-1) for j in range(d + 1)], -1) * grad_scale_h
-            # Slots past h0 that are not Huber runs (a stream with another mix, padding) keep
-            # the second moments' numbers: a run's numbers never depend on its neighbours.
-            train_loss[:, hs] = torch.where(huber_h, loss_h.double(), train_loss[:, hs])
-            grad[:, hs] = torch.where(huber_h[..., None], grad_h.double(), grad[:, hs])
-        record.add(theta[:, :, :d], theta[:, :, d], train_loss, val_mse, grad[..., :d], grad[..., d], steps)
-
-    # Minibatches are bs wide; the ragged last one is padded with z = 0, which adds exactly 0
-    # to every sum. Step sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
-    T = math.ceil(n / bs)
-    sizes = [min(bs, n - t * bs) for t in range(T)]
-    step = {size: (-coef * torch.where(is_mean, lr / size, lr))[..., 0].T.contiguous() for size in set(sizes)}
-    steps_t = [step[size] for size in sizes]  # (m, S) each
-    Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
-    pad = torch.full((S, T * bs - n), n, device=device)
-    wanted = set(checkpoints)
     # The steps run on the runs-last layout: θ as (d+2, m, S), a step's examples as
     # (bs, d+2, 1, S), its residuals as (bs, m, S). Every operation is then elementwise over
     # contiguous runs (vectorised whatever the chunk's size: 2-3x faster than (S, m, d+2) from a
     # few hundred runs on), and the sums over the d+2 coordinates and over the minibatch are
-    # written out as elementwise operations in a fixed order (a chain of fused multiply-adds; halving
-    # the minibatch, a pairwise tree), never a reduction kernel, whose order depends on the
-    # tensor's shape and so on how many runs share the chunk.
-    th = theta.permute(2, 1, 0).contiguous()  # (d+2, m, S)
-    th_j, th_b, th_wb = th.unbind(0), th[d], th[: d + 1]
-    lo_t, hi_t = lo[..., 0].T.contiguous(), hi[..., 0].T.contiguous()  # (m, S)
-    r = torch.empty(bs, m, S, device=device)
-    r4 = r[:, None]  # (bs, 1, m, S)
+    # written out as elementwise operations in a fixed order (a chain of fused multiply-adds;
+    # halving the minibatch, a pairwise tree), never a reduction kernel, whose order depends on
+    # the tensor's shape and so on how many runs share the chunk.
+    th = side_by_side([p.theta.permute(2, 1, 0) for p in parts], 0.0).contiguous()  # (d+2, m, S)
+    lo = side_by_side([p.lo[..., 0].T for p in parts], -math.inf).contiguous()  # (m, S)
+    hi = side_by_side([p.hi[..., 0].T for p in parts], math.inf).contiguous()
+    any_huber = any(p.any_huber for p in parts)
+    # Steps [t0, t1) of an epoch run over the first k chunks' streams (a prefix of S_k streams).
+    spans, t0 = [], 0
+    for k in range(len(parts), 0, -1):
+        if parts[k - 1].T > t0:
+            spans.append((t0, parts[k - 1].T, k, int(offsets[k])))
+            t0 = parts[k - 1].T
+    steps_t = [side_by_side([p.steps_t[t] for p in parts[:k]], 0.0) for t0, t1, k, _ in spans for t in range(t0, t1)]
+    r_all = torch.empty(bs, m, S, device=device)
     # The minibatch first, so that each half the tree adds is contiguous (on a GPU a kernel
     # writing through a strided view is the slower one).
-    prod = torch.empty(bs, d + 1, m, S, device=device)
-    halves, size = [], bs  # the tree: prod[:h] += prod[s-h:s], s the rows still summed
-    while size > 1:
-        h = size // 2
-        halves.append((prod[:h], prod[size - h : size]))
-        size -= h
-    update = prod[0]  # (d+1, m, S): Σ over the minibatch of z·r, once the tree is summed
-    steps = 0
-    checkpoint(steps)
-    for epoch in range(1, max(checkpoints) + 1):
-        idx = torch.cat([data.order(epoch, max(checkpoints)), pad], 1)  # (S, T*bs)
-        Zp = torch.gather(Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
-        # (T, bs, d+2, 1, S): a step's block contiguous, its runs last.
-        Zp = Zp.view(S, d + 2, T, bs).permute(2, 3, 1, 0).contiguous()[:, :, :, None, :]
-        del idx
-        Zp[:, :, d + 1].neg_()  # −y: the residual's chain starts from it
-        # Views made once an epoch (unbind), buffers once a chunk, and a step's arguments zipped
-        # beforehand: on a CPU a step of small tensors costs its dispatches, a microsecond each,
-        # and its Python. Per step: −y, x_1..x_d (bs, 1, S) each, z without y (bs, d+1, 1, S).
-        per_step = zip(Zp[:, :, d + 1].unbind(0), *(Zp[:, :, j].unbind(0) for j in range(d)),
-                       Zp[:, :, : d + 1].unbind(0), steps_t)
-        for minus_y, *x, z_u, step_t in per_step:
-            # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b.
-            torch.addcmul(minus_y, th_j[0], x[0], out=r)
-            for j in range(1, d):
-                r.addcmul_(th_j[j], x[j])
-            r.add_(th_b)
-            if any_huber:
-                torch.clamp(r, lo_t, hi_t, out=r)
-            torch.mul(z_u, r4, out=prod)  # (bs, d+1, m, S)
-            for low, high in halves:
-                low.add_(high)
-            th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
-        del Zp, per_step
-        steps += T
-        if epoch in wanted:
-            theta.copy_(th.permute(2, 1, 0))
-            checkpoint(steps)
+    prod_all = torch.empty(bs, d + 1, m, S, device=device)
+    loops = []  # per span: the views its steps work on
+    for t0, t1, k, Sk in spans:
+        r, prod, th_k = r_all[..., :Sk], prod_all[..., :Sk], th[..., :Sk]
+        halves, size = [], bs  # the tree: prod[:h] += prod[s-h:s], s the rows still summed
+        while size > 1:
+            h = size // 2
+            halves.append((prod[:h], prod[size - h : size]))
+            size -= h
+        # prod[0], once the tree is summed: (d+1, m, S), Σ over the minibatch of z·r.
+        loops.append((t0, t1, k, Sk, r, r[:, None], prod, halves, prod[0], th_k.unbind(0), th_k[d], th_k[: d + 1],
+                      lo[:, :Sk], hi[:, :Sk]))
 
-    ols_w, ols_b = least_squares_from_moments(G_train[:, : d + 1, : d + 1], G_train[:, : d + 1, d + 1])
-    w_true, b_true = _truth(chunk.w, chunk.b)
-    return record.result(slot.cpu().numpy(), stream_of, ols_w.numpy(), ols_b.numpy(), w_true, b_true)
+    for p in parts:
+        p.checkpoint(0)
+    last = max(checkpoints)
+    for epoch in range(1, last + 1):
+        datas = [p.epoch_data(epoch, last) for p in parts]  # (T_p, bs, d+2, 1, S_p) each, y negated
+        for t0, t1, k, Sk, r, r4, prod, halves, update, th_j, th_b, th_wb, lo_k, hi_k in loops:
+            if len(parts) == 1:
+                Zp = datas[0]
+            else:  # the span's steps of its k chunks, side by side
+                Zp = torch.empty(t1 - t0, bs, d + 2, 1, Sk, device=device)
+                for p, data, a, b in zip(parts[:k], datas, offsets[:k], offsets[1 : k + 1]):
+                    Zp[..., a:b].copy_(data[t0:t1])
+            # Views made once a span (unbind), buffers once a call, and a step's arguments
+            # zipped beforehand: on a CPU a step of small tensors costs its dispatches, a
+            # microsecond each, and its Python. Per step: −y and x_1..x_d (bs, 1, S) each, z
+            # without y (bs, d+1, 1, S).
+            per_step = zip(Zp[:, :, d + 1].unbind(0), *(Zp[:, :, j].unbind(0) for j in range(d)),
+                           Zp[:, :, : d + 1].unbind(0), steps_t[t0:t1])
+            for minus_y, *x, z_u, step_t in per_step:
+                # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b.
+                torch.addcmul(minus_y, th_j[0], x[0], out=r)
+                for j in range(1, d):
+                    r.addcmul_(th_j[j], x[j])
+                r.add_(th_b)
+                if any_huber:
+                    torch.clamp(r, lo_k, hi_k, out=r)
+                torch.mul(z_u, r4, out=prod)  # (bs, d+1, m, S)
+                for low, high in halves:
+                    low.add_(high)
+                th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
+            del Zp, per_step
+        del datas
+        if epoch in checkpoints:
+            for p, a, b in zip(parts, offsets[:-1], offsets[1:]):
+                p.theta.copy_(th[:, : p.m, a:b].permute(2, 1, 0))
+                p.checkpoint(epoch * p.T)
+    return [p.result() for p in made]
+
+
+class _Part:
+    """One chunk in a batched training: its slots, data, settings, start, and checkpoints."""
+
+    def __init__(self, chunk: Chunk, device: torch.device) -> None:
+        self.chunk, self.device = chunk, device
+        n, bs, d = chunk.num_train, chunk.batch_size, len(chunk.w)
+        self.n, self.bs, self.d = n, bs, d
+        K = len(chunk)
+
+        # Slots: run k is slot (stream_of[k], rank of k among its stream's runs); padding slots
+        # idle. Within a stream the squared runs come first, so that the Huber runs (whose
+        # checkpoints need every example, see below) are the slots from h0 on. A slot's place
+        # changes none of its numbers.
+        seeds, stream_of = chunk.streams()
+        S = len(seeds)
+        huber_np = chunk.loss == "huber"
+        order = np.lexsort((huber_np, stream_of))
+        counts = np.bincount(stream_of, minlength=S)
+        m = int(counts.max())
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.empty(K, dtype=np.int64)
+        rank[order] = np.arange(K) - first[stream_of[order]]
+        self.S, self.m, self.stream_of = S, m, stream_of
+        self.slot = torch.as_tensor(stream_of * m + rank, device=device)
+
+        def per_slot(values: np.ndarray, pad: float) -> torch.Tensor:  # (S, m, 1)
+            out = torch.full((S * m,), pad, dtype=torch.float32, device=device)
+            out[self.slot] = torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
+            return out.view(S, m, 1)
+
+        self.data = data = _Streams(chunk, seeds, device)
+        Z = data.Z
+        huber = per_slot(huber_np, 0.0).bool()
+        sigma = per_slot(chunk.sigma, 1.0)
+        coef = torch.where(huber, 1 / sigma, torch.full_like(sigma, 2.0))  # dl/dr = coef * clamp(r, lo, hi)
+        self.hi = torch.where(huber, sigma, torch.full_like(sigma, math.inf))
+        self.lo = -self.hi
+        lr = per_slot(chunk.lr, 0.0)  # padding slots take no steps
+        is_mean = per_slot(chunk.reduction == "mean", 1.0).bool()
+        self.any_huber = bool(huber_np.any())
+
+        self.theta = torch.zeros(S, m, d + 2, device=device)  # (S, m, d+2) = (w, b, -1)
+        self.theta[:, :, :d] = data.starts[:, None, :]
+        self.theta[:, :, d + 1] = -1.0
+        self.record = _Recorder()
+
+        # Each stream's second moments of z = (x, 1, y), in float64: r = θ·z, so the mean r² over
+        # a set of examples is θᵀ G θ / count with G = Σ z zᵀ, and Σ r z = G θ. A checkpoint then
+        # costs (d+2)² a run for the validation MSE, and for a squared run's training loss and
+        # gradient, instead of a pass over the examples; float64 because the terms of θᵀGθ are
+        # about 10⁴ times their sum (r is noise-sized where z is not), which float32 would not carry.
+        def second_moments(Zs: torch.Tensor) -> torch.Tensor:
+            Zs = Zs.double()
+            G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
+            for j in range(d + 2):
+                for k in range(j + 1):  # symmetric: each product once
+                    G[:, j, k] = G[:, k, j] = (Zs[:, j] * Zs[:, k]).sum(-1)
+            return G
+
+        self.G_val, self.G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
+        # A Huber run's loss and gradient need every training example: from the clamped residual
+        # q = clamp(r, -σ, σ), the loss is q (2r − q) / 2σ (r²/2σ inside, |r| − σ/2 outside, eq.
+        # 3.5.1) and the gradient Σ q z / σn. Only the slots from h0 on hold Huber runs.
+        self.h0 = h0 = int(rank[huber_np].min()) if huber_np.any() else m
+        hs = slice(h0, m)
+        self.huber_h, self.lo_h, self.hi_h = huber[:, hs, 0], self.lo[:, hs], self.hi[:, hs]
+        self.loss_scale_h = -1 / (2 * sigma[:, hs, 0])  # the sign: q (q − 2r)
+        self.grad_scale_h = coef[:, hs] / n
+
+        # Minibatches are bs wide; the ragged last one is padded with z = 0, which adds exactly 0
+        # to every sum. Step sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
+        self.T = T = math.ceil(n / bs)
+        sizes = [min(bs, n - t * bs) for t in range(T)]
+        step = {size: (-coef * torch.where(is_mean, lr / size, lr))[..., 0].T.contiguous() for size in set(sizes)}
+        self.steps_t = [step[size] for size in sizes]  # (m, S) each
+        self.Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
+        self.pad = torch.full((S, T * bs - n), n, device=device)
+
+    def epoch_data(self, epoch: int, last: int) -> torch.Tensor:
+        """(T, bs, d+2, 1, S): the epoch's minibatches, a step's block contiguous, its runs
+        last, y negated (the residual's chain starts from −y)."""
+        S, d, T, bs = self.S, self.d, self.T, self.bs
+        idx = torch.cat([self.data.order(epoch, last), self.pad], 1)  # (S, T*bs)
+        Zp = torch.gather(self.Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
+        Zp = Zp.view(S, d + 2, T, bs).permute(2, 3, 1, 0).contiguous()[:, :, :, None, :]
+        Zp[:, :, d + 1].neg_()
+        return Zp
+
+    def checkpoint(self, steps: int) -> None:
+        """Record the runs' parameters (self.theta), training loss, validation MSE and gradient."""
+        theta, n, d, m, h0 = self.theta, self.n, self.d, self.m, self.h0
+        Z = self.data.Z
+        t64 = theta.double()
+
+        def mean_square(G: torch.Tensor, count: int) -> torch.Tensor:  # (S, m)
+            return ((t64[:, :, :, None] * t64[:, :, None, :]) * G[:, None]).sum((-2, -1)) / count
+
+        val_mse = mean_square(self.G_val, Z.shape[2] - n)
+        train_loss = mean_square(self.G_train, n)  # squared: the mean of r²
+        grad = (self.G_train[:, None, : d + 1, :] * t64[:, :, None, :]).sum(-1) * (2 / n)  # (S, m, d+1)
+        if h0 < m:
+            # The coordinates one at a time: (S, m, d+2, n) at once would be 4x the memory.
+            # addcmul_ is a fused multiply-add on every element alike (checked: its result does
+            # not depend on an element's position), so a run's r does not depend on its chunk.
+            hs, Zt = slice(h0, m), Z[:, :, :n]
+            th = theta[:, hs]
+            r = th[:, :, :1] * Zt[:, None, 0, :]  # (S, m - h0, n)
+            for j in range(1, d + 2):
+                r.addcmul_(th[:, :, j : j + 1], Zt[:, None, j, :])
+            q = torch.clamp(r, self.lo_h, self.hi_h)
+            loss_h = (q * torch.add(q, r, alpha=-2)).mean(-1) * self.loss_scale_h
+            grad_h = torch.stack([(q * Zt[:, None, j, :]).sum(-1) for j in range(d + 1)], -1) * self.grad_scale_h
+            # Slots past h0 that are not Huber runs (a stream with another mix, padding) keep
+            # the second moments' numbers: a run's numbers never depend on its neighbours.
+            train_loss[:, hs] = torch.where(self.huber_h, loss_h.double(), train_loss[:, hs])
+            grad[:, hs] = torch.where(self.huber_h[..., None], grad_h.double(), grad[:, hs])
+        self.record.add(theta[:, :, :d], theta[:, :, d], train_loss, val_mse, grad[..., :d], grad[..., d], steps)
+
+    def result(self) -> ChunkResult:
+        d, G = self.d, self.G_train
+        ols_w, ols_b = least_squares_from_moments(G[:, : d + 1, : d + 1], G[:, : d + 1, d + 1])
+        w_true, b_true = _truth(self.chunk.w, self.chunk.b)
+        return self.record.result(self.slot.cpu().numpy(), self.stream_of, ols_w.numpy(), ols_b.numpy(), w_true,
+                                  b_true)
 
 
 class _Recorder:

@@ -45,7 +45,7 @@ from . import __version__
 from . import engine as engines
 from ._checks import check_choice, check_output, check_real, fail
 from .cluster import check_dask_installed, dask_client, dask_results
-from .dispatch import WORKER_START_S, Task, local_results, worker_count
+from .dispatch import WORKER_START_S, Task, bundle, local_results, worker_count
 from .grid import RUN_AXES, Grid
 from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds
 from .plan import chunk_id as _chunk_id
@@ -536,6 +536,7 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
             where_run["scheduler"] = scheduler or "LocalCluster on 127.0.0.1"
         if not resume:
             store.clear()
+        bundled: dict[int, tuple[Task, ...]] = {}  # a bundle's first task's n -> its tasks (trained together)
         if not tasks:
             results: Iterator[tuple] = iter(())
         elif backend == "dask":
@@ -543,7 +544,9 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                                    chunk_timeout or DEFAULT_CHUNK_TIMEOUT)
             stack.callback(results.close)  # left early (Ctrl-C): the chunks in flight are cancelled
         else:
-            results = stack.enter_context(local_results(plan, tasks, checkpoints, engine, devices, backend, workers))
+            jobs = bundle(tasks, engine, devices, workers, chunk_size)
+            results = stack.enter_context(local_results(plan, jobs, checkpoints, engine, devices, backend, workers))
+            bundled.update((job[0].n, job) for job in jobs if len(job) > 1)
         initial = n_runs - to_compute
         if not progress or not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar
             expected = sum(t.seconds for t in tasks) / max(workers, 1)
@@ -554,19 +557,22 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
             from tqdm.auto import tqdm
 
             bar = stack.enter_context(tqdm(total=n_runs, initial=initial, unit="run", desc=grid.name, smoothing=0.1))
-        for n, segment, reason in results:
-            task = tasks[n]
-            if segment is None:
-                chunk = task.chunk(plan)
-                failed.append((position[task.spec], ChunkFailure(chunk_id(chunk, checkpoints, engine), task.runs,
-                                                                 _describe(grid, chunk), reason)))
-                continue
-            store.add(segment, keys_id(segment.keys, grid.stream, segment.checkpoints, engine, SCHEMA_VERSION))
-            computed_runs += task.runs
-            if isinstance(bar, _LineProgress):
-                bar.update(task.runs, task.seconds)
-            else:
-                bar.update(task.runs)
+        for n, outcome, reason in results:
+            job = bundled.get(n, (tasks[n],))
+            # Each task's segment, or the reason it failed (a bundle gives one of them each).
+            outcomes = outcome if isinstance(outcome, list) else [reason] * len(job) if outcome is None else [outcome]
+            for task, segment in zip(job, outcomes):
+                if isinstance(segment, str):
+                    chunk = task.chunk(plan)
+                    failed.append((position[task.spec], ChunkFailure(chunk_id(chunk, checkpoints, engine), task.runs,
+                                                                     _describe(grid, chunk), segment)))
+                    continue
+                store.add(segment, keys_id(segment.keys, grid.stream, segment.checkpoints, engine, SCHEMA_VERSION))
+                computed_runs += task.runs
+                if isinstance(bar, _LineProgress):
+                    bar.update(task.runs, task.seconds)
+                else:
+                    bar.update(task.runs)
 
     def metadata(n_rows: int, **extra: Any) -> dict:
         return _metadata(grid, engine, devices, workers, where_run, computed=len(tasks) - len(failures),

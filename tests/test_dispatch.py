@@ -5,7 +5,7 @@ from __future__ import annotations
 import joblib
 import numpy as np
 
-from study.dispatch import Task, split_on_oom, local_device, train_chunk, worker_count
+from study.dispatch import BUNDLE_RUNS, BUNDLE_SECONDS, Task, bundle, split_on_oom, local_device, train_chunk, worker_count
 from study.engine import estimated_seconds
 from study.grid import Grid
 from study.plan import Plan
@@ -84,3 +84,47 @@ def test_a_task_that_raises_gives_its_reason_in_one_line(monkeypatch):
     plan = Plan(grid, lambda *_: 10**6)
     assert train_chunk(plan.chunk(plan.specs[0]), grid.checkpoints, "batched", "cpu", 3) == (
         3, None, "MemoryError: cannot allocate")
+
+
+def test_small_chunks_on_one_cpu_worker_are_bundled_by_batch_size_within_the_bounds():
+    plan = Plan(Grid(num_train=[10, 20, 40], batch_size=[8, 16], replicates=2), lambda *_: 10**6)
+    specs = plan.specs  # (num_train, batch_size) pairs, batch sizes alternating
+    assert [s.batch_size_i for s in specs] == [0, 1, 0, 1, 0, 1]
+    tasks = [Task(i, spec, None, 100, 0.1) for i, spec in enumerate(specs)]
+    jobs = bundle(tasks, "batched", ["cpu"], 1, None)
+    assert [[t.n for t in job] for job in jobs] == [[0, 2, 4], [1, 3, 5]]
+    # Within BUNDLE_RUNS runs and BUNDLE_SECONDS seconds a bundle, in the tasks' order.
+    big = [Task(i, specs[0], None, BUNDLE_RUNS // 2, 0.01) for i in range(5)]
+    assert [len(job) for job in bundle(big, "batched", ["cpu"], 1, None)] == [2, 2, 1]
+    slow = [Task(i, specs[0], None, 1, BUNDLE_SECONDS * 0.4) for i in range(5)]
+    assert [len(job) for job in bundle(slow, "batched", ["cpu"], 1, None)] == [2, 2, 1]
+    # Never with several workers (balance), on a GPU, for the reference engine, or for an asked chunk size.
+    for args in ((tasks, "batched", ["cpu"], 2, None), (tasks, "batched", ["cuda:0"], 1, None),
+                 (tasks, "reference", ["cpu"], 1, None), (tasks, "batched", ["cpu"], 1, 5)):
+        assert bundle(*args) == [(t,) for t in tasks]
+
+
+def test_a_bundle_gives_each_chunk_its_own_segment_and_only_a_chunk_that_raises_alone_fails(monkeypatch):
+    import study.engine
+
+    grid = Grid(num_train=[10, 20, 40], lr=[0.01, 0.1], epoch=[2], replicates=2)
+    plan = Plan(grid, lambda *_: 10**6)
+    chunks = [plan.chunk(spec) for spec in plan.specs]
+    n, outcomes, reason = train_chunk(chunks, grid.checkpoints, "batched", "cpu", 4)
+    assert (n, reason, len(outcomes)) == (4, None, 3)
+    for chunk, segment in zip(chunks, outcomes):
+        _, alone, _ = train_chunk(chunk, grid.checkpoints, "batched", "cpu", 0)
+        np.testing.assert_array_equal(segment.keys, chunk.key)
+        for name in alone.columns:
+            np.testing.assert_array_equal(segment.columns[name], alone.columns[name])
+    together = study.engine.train_batched_together
+
+    def raise_for_20(chunks, checkpoints, device="cpu"):
+        if any(c.num_train == 20 for c in chunks):
+            raise RuntimeError("twenty")
+        return together(chunks, checkpoints, device)
+
+    monkeypatch.setattr(study.engine, "train_batched_together", raise_for_20)
+    _, outcomes, _ = train_chunk(chunks, grid.checkpoints, "batched", "cpu", 4)
+    assert outcomes[1] == "RuntimeError: twenty"
+    assert not isinstance(outcomes[0], str) and not isinstance(outcomes[2], str)

@@ -6,6 +6,7 @@ import torch
 
 from study.engine import CHUNK_MEMORY_BUDGET, ChunkResult, max_chunk_runs, train_batched, train_reference
 from study.grid import Grid
+from study.plan import Plan
 
 FIELDS = ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b")
 CHECKPOINTS = [0, 1, 2, 4]
@@ -79,6 +80,35 @@ def test_train_batched_equals_reference_for_other_batch_sizes_and_dimensions(bat
     assert not batched.diverged.any()
 
 
+def test_chunks_trained_together_give_each_its_own_numbers_to_the_bit():
+    """Chunks of other sizes (1 to 5 steps an epoch, the last ragged), other runs a stream (a
+    chunk of part of its streams' runs), only squared runs in one and only Huber in another,
+    in one step loop: each result is the one it gets alone, and comes back in the given order."""
+    from study.engine import train_batched_together
+
+    grid = Grid(num_train=[20, 33, 70, 150], lr=[0.01, 0.1], loss=["squared", "huber"], reduction=["mean", "sum"],
+                noise_kind=["gaussian", "outliers"], epoch=[1, 3], replicates=3)
+    plan = Plan(grid, lambda *_: 10**6)
+    chunks = [plan.chunk(spec) for spec in plan.specs]
+    chunks[1] = chunks[1].take(np.flatnonzero(chunks[1].lr == 0.1))  # 4 runs a stream, not 8
+    chunks[2] = chunks[2].take(np.flatnonzero(chunks[2].loss == "squared"))
+    chunks[3] = chunks[3].take(np.flatnonzero(chunks[3].loss == "huber"))
+    together = train_batched_together(chunks, [0, 1, 3])
+    assert [len(r.w_hat) for r in together] == [len(c) for c in chunks]
+    for chunk, result in zip(chunks, together):
+        alone = train_batched(chunk, [0, 1, 3])
+        for field in (*FIELDS, "steps", "ols_w", "ols_b"):
+            np.testing.assert_array_equal(getattr(result, field), getattr(alone, field))
+
+
+def test_chunks_trained_together_must_share_the_batch_size():
+    from study.engine import train_batched_together
+
+    chunks = [next(Plan(Grid(num_train=[20], batch_size=[b]), lambda *_: 10**6).chunks()) for b in (8, 16)]
+    with pytest.raises(ValueError, match="share batch_size"):
+        train_batched_together(chunks, [0, 1])
+
+
 def test_train_batched_noise_free_recovers_w_and_b():
     runs = Grid(num_train=[1000], lr=[0.03], noise=[0.0], epoch=[10], replicates=3).runs()
     res = train_batched(runs, [0, 10])
@@ -140,8 +170,6 @@ def test_train_batched_refuses_mixed_sizes():
 
 def test_train_batched_takes_a_planned_chunk_as_its_runs():
     """The columns of a Plan's chunk give the numbers of the same runs as Run objects."""
-    from study.plan import Plan
-
     grid = Grid(num_train=[20], lr=[0.01, 0.1], loss=["squared", "huber"], noise=[0.1, 1.0], epoch=[2], replicates=3)
     chunk = next(Plan(grid, lambda *_: 10**6).chunks())
     runs = [grid.runs()[i] for i in chunk.index]

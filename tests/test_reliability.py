@@ -38,15 +38,16 @@ def _study(*args) -> list[str]:
 
 @pytest.fixture
 def broken_engine(monkeypatch):
-    """The batched engine, raising for the chunks of num_train == BROKEN_NUM_TRAIN (in-process runs)."""
-    train = study.engine.train_batched
+    """The batched engine, raising for the chunks of num_train == BROKEN_NUM_TRAIN (in-process
+    runs; train_batched trains through train_batched_together, as chunks trained together do)."""
+    train = study.engine.train_batched_together
 
-    def train_or_raise(runs, checkpoints, device="cpu"):
-        if runs[0].num_train == BROKEN_NUM_TRAIN:
+    def train_or_raise(chunks, checkpoints, device="cpu"):
+        if any(chunk.num_train == BROKEN_NUM_TRAIN for chunk in chunks):
             raise MemoryError("cannot allocate the chunk\nsecond line")
-        return train(runs, checkpoints, device)
+        return train(chunks, checkpoints, device)
 
-    monkeypatch.setattr(study.engine, "train_batched", train_or_raise)
+    monkeypatch.setattr(study.engine, "train_batched_together", train_or_raise)
     return monkeypatch
 
 
@@ -103,10 +104,10 @@ def test_failed_chunk_without_output_still_gives_the_rows_that_finished(broken_e
 
 
 def test_every_chunk_failed_lists_them_and_writes_no_partial_table(tmp_path, monkeypatch, capsys):
-    def train_or_raise(runs, checkpoints, device="cpu"):
-        raise RuntimeError(f"no luck with {runs[0].num_train}")
+    def train_or_raise(chunks, checkpoints, device="cpu"):
+        raise RuntimeError(f"no luck with {chunks[0].num_train}")
 
-    monkeypatch.setattr(study.engine, "train_batched", train_or_raise)
+    monkeypatch.setattr(study.engine, "train_batched_together", train_or_raise)
     (tmp_path / "r.partial.csv").write_text("an older run's")
     spec = tmp_path / "g.toml"
     spec.write_text("[grid]\nnum_train = [20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130]\nepoch = 1\nnum_val = 20\n")
@@ -315,16 +316,17 @@ def test_a_run_killed_outright_leaves_no_process_and_no_shared_memory_behind(tmp
 
 def test_tasks_train_with_one_torch_thread_and_the_caller_keeps_its_own(monkeypatch):
     seen = []
-    train = study.engine.train_batched
+    train = study.engine.train_batched_together  # what trains every chunk, alone or with others
 
-    def recording(runs, checkpoints, device="cpu"):
+    def recording(chunks, checkpoints, device="cpu"):
         seen.append(torch.get_num_threads())
-        return train(runs, checkpoints, device)
+        return train(chunks, checkpoints, device)
 
-    monkeypatch.setattr(study.engine, "train_batched", recording)
+    monkeypatch.setattr(study.engine, "train_batched_together", recording)
     torch.set_num_threads(2)
-    run_grid(Grid(**GRID), n_jobs=1, chunk_size=8, progress=False)
-    assert seen and set(seen) == {1}
+    run_grid(Grid(**GRID), n_jobs=1, chunk_size=8, progress=False)  # chunk by chunk
+    run_grid(Grid(**GRID), n_jobs=1, progress=False)  # chunks trained together (study.dispatch.bundle)
+    assert len(seen) == 4 and set(seen) == {1}
     assert torch.get_num_threads() == 2
 
 
