@@ -52,7 +52,7 @@ WORKER_START_S = 2.0
 #: On one CPU worker, chunks of one batch_size are trained together, in one step loop
 #: (study.engine.train_batched_together), up to this many runs and estimated seconds at once: a
 #: step over a few hundred runs costs its dispatches more than its arithmetic, and chunks of
-#: other sizes share them (W on one core: 15% faster, the same numbers to the bit). The seconds
+#: other sizes share them (W on one core: about 10% faster, the same numbers to the bit). The seconds
 #: bound what a stop loses: a bundle's segments are kept when all of them are done.
 BUNDLE_RUNS = 2048
 BUNDLE_SECONDS = 1.0

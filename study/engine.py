@@ -38,8 +38,8 @@ from .theory import least_squares, least_squares_from_moments
 from .train import Trainer
 from .vocabulary import ENGINES
 
-__all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_batched_together", "train_reference", "ENGINES", "CHUNK_MEMORY_BUDGET",
-           "max_chunk_runs", "chunk_bytes", "as_chunk", "past_stability_edge"]
+__all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_batched_together", "train_reference", "ENGINES",
+           "CHUNK_MEMORY_BUDGET", "max_chunk_runs", "chunk_bytes", "as_chunk", "past_stability_edge"]
 
 #: A run has diverged at a checkpoint once ŵ, b̂ or its training loss is not finite, or its
 #: training loss exceeds this many times its value at the start. A run that converges never

@@ -560,7 +560,12 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
         for n, outcome, reason in results:
             job = bundled.get(n, (tasks[n],))
             # Each task's segment, or the reason it failed (a bundle gives one of them each).
-            outcomes = outcome if isinstance(outcome, list) else [reason] * len(job) if outcome is None else [outcome]
+            if isinstance(outcome, list):
+                outcomes = outcome
+            elif outcome is None:
+                outcomes = [reason] * len(job)
+            else:
+                outcomes = [outcome]
             for task, segment in zip(job, outcomes):
                 if isinstance(segment, str):
                     chunk = task.chunk(plan)
