@@ -5,7 +5,8 @@ from __future__ import annotations
 import joblib
 import numpy as np
 
-from study.dispatch import BUNDLE_RUNS, BUNDLE_SECONDS, Task, bundle, split_on_oom, local_device, train_chunk, worker_count
+from study.dispatch import (BUNDLE_RUNS, BUNDLE_SECONDS, Task, bundle, local_device, split_on_oom, train_chunk,
+                            worker_count)
 from study.engine import estimated_seconds
 from study.grid import Grid
 from study.plan import Plan
