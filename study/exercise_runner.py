@@ -12,6 +12,7 @@ half the time.
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import signal
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -152,6 +153,16 @@ def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, ou
         if executor is not None:  # interrupted, or a study failed: the others need not finish
             stop_workers()
         raise
-    answers = "\n\n".join(f"**Exercise {n}.** {results[n].answer if keep else results[n]}" for n in sorted(results))
-    (out_dir / "results" / "answers.md").write_text(answers + "\n", encoding="utf-8")
+    path = out_dir / "results" / "answers.md"
+    answers = _earlier_answers(path)  # the exercises not run this time keep their answers (as their figures stay)
+    answers.update((n, results[n].answer if keep else results[n]) for n in results)
+    path.write_text("\n\n".join(f"**Exercise {n}.** {answers[n]}" for n in sorted(answers)) + "\n", encoding="utf-8")
     return results
+
+
+def _earlier_answers(path: Path) -> dict[int, str]:
+    """Exercise number -> its answer in an answers.md written before (empty when there is none)."""
+    if not path.is_file():
+        return {}
+    parts = re.split(r"^\*\*Exercise (\d+)\.\*\* ", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return {int(n): text.strip() for n, text in zip(parts[1::2], parts[2::2]) if int(n) in SPECS}

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.transforms import Affine2D  # noqa: E402
 
 from . import theory  # noqa: E402
 from .results import (  # noqa: E402
@@ -263,9 +264,17 @@ def error_curve(
     ax.set_ylabel(ylabel or LABELS.get(y, y))
     _legend(ax, legend, legend_title or (hue if hue and not style else None))
     # A point that lost runs (diverged ones) is the median of its survivors: it says how many.
+    # Labels of nearby points (two hues diverging at the same x) are stacked, not overprinted.
+    placed: list[tuple[float, float]] = []  # each label's anchor in points, offset included
+    to_points = ax.transData + Affine2D().scale(72 / ax.figure.dpi)
     for (at_x, value, median), (kept, total) in survivors.items():
         colour = colours.get(value, "0.2") if hue else kwargs.get("color", "0.2")
-        ax.annotate(f"{kept}/{total}", (at_x, median), xytext=(3, 3), textcoords="offset points", fontsize=6,
+        px, py = to_points.transform((at_x, median))
+        rise = 3.0
+        while any(abs(px - qx) < 16 and abs(py + rise - qy) < 7 for qx, qy in placed):
+            rise += 7
+        placed.append((px, py + rise))
+        ax.annotate(f"{kept}/{total}", (at_x, median), xytext=(3, rise), textcoords="offset points", fontsize=6,
                     color=colour)
     runs = "data sets" if least_squares else "runs"
     count = f"{per_point.min()}" if per_point.min() == per_point.max() else f"{per_point.min()}–{per_point.max()}"

@@ -60,3 +60,16 @@ def test_study_exercises_imports_no_torch_in_its_own_process(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["0", "False", "False"], done.stderr
     assert (tmp_path / "results" / "answers.md").read_text().startswith("**Exercise 1.**")
+
+
+def test_a_study_run_alone_replaces_its_answer_and_keeps_the_others(tmp_path):
+    """`--only 1` rewrites exercise 1's tables, figure and answer; the other exercises' answers in
+    answers.md stay, as their files do."""
+    (tmp_path / "results").mkdir()
+    earlier = {n: f"an earlier answer to exercise {n}." for n in (1, 2, 3, 4, 5)}
+    (tmp_path / "results" / "answers.md").write_text(
+        "\n\n".join(f"**Exercise {n}.** {text}" for n, text in earlier.items()) + "\n")
+    outcomes = run_studies([1], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lambda _: None)
+    paragraphs = (tmp_path / "results" / "answers.md").read_text().rstrip("\n").split("\n\n")
+    assert paragraphs[0] == f"**Exercise 1.** {outcomes[1].answer}"
+    assert paragraphs[1:] == [f"**Exercise {n}.** {earlier[n]}" for n in (2, 3, 4, 5)]

@@ -204,3 +204,19 @@ def test_save_figure_writes_several_formats_and_refuses_others(tmp_path, runs):
     assert [p.name for p in written] == ["f.png", "f.svg"] and all(p.is_file() for p in written)
     with pytest.raises(ParameterError, match=r"a path ending in \.png, \.svg or \.pdf\. Got '.*f\.jpg'"):
         save_figure(plt.figure(), tmp_path / "f.jpg")
+
+
+def test_counts_of_points_that_lost_runs_are_stacked_not_overprinted():
+    """Two lrs lose a run at the same point with the same median: their a/b labels, each in its
+    colour, sit one above the other; a point elsewhere keeps the usual place."""
+    from matplotlib.text import Annotation
+
+    rows = [dict(num_train=n, lr=lr, w_err_norm=1.0 + 0.01 * r + (n == 1000) * 10, diverged=(r == 0 and n > 10))
+            for lr in (0.1, 0.2) for n in (10, 100, 1000) for r in range(4) if not (lr == 0.2 and n == 1000)]
+    ax = error_curve(pd.DataFrame(rows), x="num_train", y="w_err_norm", hue="lr", theory=False)
+    labels = [(a.get_text(), a.xy[0], a.xyann) for a in ax.texts if isinstance(a, Annotation)]
+    at_100 = sorted(offset for text, x, offset in labels if x == 100)
+    assert [text for text, _, _ in labels] == ["3/4"] * 3 and len(at_100) == 2
+    assert at_100[0][1] == 3 and at_100[1][1] - at_100[0][1] >= 7  # stacked
+    assert [offset for _, x, offset in labels if x == 1000] == [(3, 3)]
+    plt.close("all")
