@@ -34,13 +34,15 @@ __all__ = ["Task", "train_chunk", "local_results", "worker_count", "split_on_oom
 @dataclass(frozen=True)
 class Task:
     """A chunk to train: task ``n`` of a run_grid call, the plan's chunk ``spec``, or of it only
-    the runs at ``rows`` (those the store lacks); ``runs`` of them, estimated at ``seconds``."""
+    the runs at ``rows`` (those the store lacks); ``runs`` of them, estimated at ``seconds`` and
+    at most ``memory`` bytes (study.engine.chunk_bytes)."""
 
     n: int
     spec: ChunkSpec
     rows: np.ndarray | None
     runs: int
     seconds: float
+    memory: int = 0
 
     def chunk(self, plan: Plan) -> Chunk:
         chunk = plan.chunk(self.spec)
@@ -50,10 +52,11 @@ class Task:
 #: Seconds a new worker process takes to start and import torch (measured: about 1.5-2 s).
 WORKER_START_S = 2.0
 #: On one CPU worker, chunks of one batch_size are trained together, in one step loop
-#: (study.engine.train_batched_together), up to this many runs and estimated seconds at once: a
-#: step over a few hundred runs costs its dispatches more than its arithmetic, and chunks of
-#: other sizes share them (W on one core: about 10% faster, the same numbers to the bit). The seconds
-#: bound what a stop loses: a bundle's segments are kept when all of them are done.
+#: (study.engine.train_batched_together), up to this many runs and estimated seconds at once,
+#: and one chunk's memory budget (study.engine.CHUNK_MEMORY_BUDGET) in all: a step over a few
+#: hundred runs costs its dispatches more than its arithmetic, and chunks of other sizes share
+#: them (W on one core: about 10% faster, the same numbers to the bit). The seconds bound what a
+#: stop loses: a bundle's segments are kept when all of them are done.
 BUNDLE_RUNS = 2048
 BUNDLE_SECONDS = 1.0
 
@@ -63,7 +66,7 @@ def bundle(tasks: Sequence[Task], engine: str, devices: list[str], workers: int,
     """The tasks as jobs: one each, or, for the batched engine on a single CPU worker (where no
     worker waits on another) and chunks cut as run_grid chooses (not to an asked ``chunk_size``,
     which also sets how often finished runs are kept), bundles of one batch_size, within
-    BUNDLE_RUNS and BUNDLE_SECONDS, taken in the tasks' order."""
+    BUNDLE_RUNS, BUNDLE_SECONDS and CHUNK_MEMORY_BUDGET, taken in the tasks' order."""
     if workers > 1 or engine != "batched" or devices[0] != "cpu" or chunk_size is not None:
         return [(task,) for task in tasks]
     jobs: list[tuple[Task, ...]] = []
@@ -71,7 +74,8 @@ def bundle(tasks: Sequence[Task], engine: str, devices: list[str], workers: int,
     for task in tasks:
         current = filling.setdefault(task.spec.batch_size_i, [])
         if current and (sum(t.runs for t in current) + task.runs > BUNDLE_RUNS
-                        or sum(t.seconds for t in current) + task.seconds > BUNDLE_SECONDS):
+                        or sum(t.seconds for t in current) + task.seconds > BUNDLE_SECONDS
+                        or sum(t.memory for t in current) + task.memory > engines.CHUNK_MEMORY_BUDGET):
             jobs.append(tuple(current))
             current.clear()
         current.append(task)

@@ -514,10 +514,12 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                 continue
             if missing < spec.runs:
                 rows = np.flatnonzero(~held)
-        tasks.append(Task(0, spec, rows, missing, plan.seconds(spec, engines.estimated_seconds, missing)))
+        memory = engines.chunk_bytes(grid.num_train[spec.num_train_i], grid.num_val, len(grid.w), missing,
+                                     spec.stop - spec.start)
+        tasks.append(Task(0, spec, rows, missing, plan.seconds(spec, engines.estimated_seconds, missing), memory))
     # The largest chunks first, so that the last ones to finish are small (balance).
     tasks.sort(key=lambda t: t.seconds, reverse=True)
-    tasks = [Task(n, t.spec, t.rows, t.runs, t.seconds) for n, t in enumerate(tasks)]
+    tasks = [Task(n, t.spec, t.rows, t.runs, t.seconds, t.memory) for n, t in enumerate(tasks)]
     to_compute = sum(t.runs for t in tasks)
     workers = worker_count(n_jobs, devices, [t.seconds for t in tasks])
     failed: list[tuple[int, ChunkFailure]] = []  # with the chunk's place in the plan

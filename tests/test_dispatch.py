@@ -7,7 +7,7 @@ import numpy as np
 
 from study.dispatch import (BUNDLE_RUNS, BUNDLE_SECONDS, Task, bundle, local_device, split_on_oom, train_chunk,
                             worker_count)
-from study.engine import estimated_seconds
+from study.engine import CHUNK_MEMORY_BUDGET, estimated_seconds
 from study.grid import Grid
 from study.plan import Plan
 from study.results import metric_columns
@@ -94,11 +94,13 @@ def test_small_chunks_on_one_cpu_worker_are_bundled_by_batch_size_within_the_bou
     tasks = [Task(i, spec, None, 100, 0.1) for i, spec in enumerate(specs)]
     jobs = bundle(tasks, "batched", ["cpu"], 1, None)
     assert [[t.n for t in job] for job in jobs] == [[0, 2, 4], [1, 3, 5]]
-    # Within BUNDLE_RUNS runs and BUNDLE_SECONDS seconds a bundle, in the tasks' order.
+    # Within BUNDLE_RUNS runs, BUNDLE_SECONDS seconds and one chunk's memory a bundle, in the tasks' order.
     big = [Task(i, specs[0], None, BUNDLE_RUNS // 2, 0.01) for i in range(5)]
     assert [len(job) for job in bundle(big, "batched", ["cpu"], 1, None)] == [2, 2, 1]
     slow = [Task(i, specs[0], None, 1, BUNDLE_SECONDS * 0.4) for i in range(5)]
     assert [len(job) for job in bundle(slow, "batched", ["cpu"], 1, None)] == [2, 2, 1]
+    heavy = [Task(i, specs[0], None, 1, 0.01, CHUNK_MEMORY_BUDGET // 2) for i in range(5)]  # one chunk's budget
+    assert [len(job) for job in bundle(heavy, "batched", ["cpu"], 1, None)] == [2, 2, 1]
     # Never with several workers (balance), on a GPU, for the reference engine, or for an asked chunk size.
     for args in ((tasks, "batched", ["cpu"], 2, None), (tasks, "batched", ["cuda:0"], 1, None),
                  (tasks, "reference", ["cpu"], 1, None), (tasks, "batched", ["cpu"], 1, 5)):
