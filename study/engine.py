@@ -382,7 +382,7 @@ class _Part:
     """One chunk in a batched training: its slots, data, settings, start, and checkpoints."""
 
     def __init__(self, chunk: Chunk, device: torch.device) -> None:
-        self.chunk, self.device = chunk, device
+        self.chunk = chunk
         n, bs, d = chunk.num_train, chunk.batch_size, len(chunk.w)
         self.n, self.bs, self.d = n, bs, d
         K = len(chunk)

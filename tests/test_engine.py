@@ -130,15 +130,20 @@ def test_train_batched_divergence_is_isolated_bit_for_bit(stream):
         np.testing.assert_array_equal(getattr(mixed, field)[keep], getattr(alone, field))
 
 
+def assert_chunking_changes_nothing(runs, checkpoints, sizes, device="cpu"):
+    """The runs trained whole, and cut into consecutive chunks of each size: the same bits."""
+    whole = train_batched(runs, checkpoints, device=device)
+    for size in sizes:
+        parts = [train_batched(runs[i:i + size], checkpoints, device=device) for i in range(0, len(runs), size)]
+        for field in FIELDS:
+            np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field))
+
+
 @pytest.mark.parametrize("stream", STREAMS)
 def test_train_batched_chunking_changes_nothing(stream):
     runs = Grid(num_train=[50], lr=[0.01, 0.1], loss=["squared", "huber"], reduction=["mean", "sum"],
                 noise_kind=["gaussian", "outliers"], epoch=[2, 3], replicates=3, stream=stream).runs()
-    whole = train_batched(runs, [0, 2, 3])
-    for size in (1, 4, 7):
-        parts = [train_batched(runs[i:i + size], [0, 2, 3]) for i in range(0, len(runs), size)]
-        for field in FIELDS:
-            np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field))
+    assert_chunking_changes_nothing(runs, [0, 2, 3], (1, 4, 7))
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -147,11 +152,7 @@ def test_train_batched_chunking_changes_nothing_across_vector_widths(device):
     """Many streams, cut so that a run sits in a SIMD lane of a full vector in one chunk and in
     the scalar tail in another (4 to 33 streams a chunk): its numbers are the same bits."""
     runs = Grid(num_train=[40], lr=[0.01, 0.3], loss=["squared", "huber"], epoch=[1, 2], replicates=37).runs()
-    whole = train_batched(runs, [0, 1, 2], device=device)
-    for size in (15, 36, 68, 132):
-        parts = [train_batched(runs[i:i + size], [0, 1, 2], device=device) for i in range(0, len(runs), size)]
-        for field in FIELDS:
-            np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field))
+    assert_chunking_changes_nothing(runs, [0, 1, 2], (15, 36, 68, 132), device)
 
 
 def test_train_batched_common_random_numbers_share_start_and_data():
