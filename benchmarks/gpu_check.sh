@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, one script within about 8 minutes: the GPU benchmark rows (with the same
-# machine's CPU cores for comparison), the CUDA tests, where the GPU's time goes on 1M runs of W
+# machine's CPU cores for comparison), the CUDA tests, where the GPU's time goes on 100k runs of W
 # (profile_gpu.py), the CPU scaling rows (1, 2, 4, 8, 16 workers), then the tests that touch
 # devices. Run from the repository root on a machine with a CUDA GPU, the project importable
 # from its checkout (dask may be absent: its tests skip):
@@ -27,7 +27,7 @@ lscpu | grep -E '^(Model name|Socket|Core|Thread|CPU\(s\)|NUMA node\(s\))' || tr
 $py -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cores', os.cpu_count())"
 step 100 bench_gpu $py benchmarks/bench_engines.py --rows gpu --out "$out/benchmarks.csv"
 step 45 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
-step 45 profile_gpu $py benchmarks/profile_gpu.py 1M
+step 90 profile_gpu $py benchmarks/profile_gpu.py 100k  # 1M under the profiler outlasts a minute
 step 190 bench_scaling $py benchmarks/bench_engines.py --rows scaling --out "$out/benchmarks.csv"
 step 100 device_tests $py -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_exercises.py tests/test_streams.py \
   tests/test_data.py tests/test_results.py tests/test_runner.py

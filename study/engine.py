@@ -14,10 +14,11 @@ are drawn at once on the chunk's device (:func:`study.data.draw_counter_data`,
 :mod:`study.streams`); with ``stream="torch"`` each stream builds its SyntheticRegressionData
 from its seed on the CPU, draws its start and then one permutation per epoch from its generator.
 
-Every floating-point operation is elementwise, or reduces within one run along a dimension of a
-fixed length while the runs are not the innermost dimension, so a run's numbers do not depend on
-the other runs of its chunk: chunking changes nothing, bit for bit on a CPU, and a diverging run
-(inf, NaN) cannot contaminate its neighbours.
+Every floating-point operation is elementwise: the sums are written out as adds in an order
+fixed by their length (:mod:`study.sums`), never a reduction kernel, whose order depends on the
+tensor's shape. So a run's numbers do not depend on the other runs of its chunk: chunking
+changes nothing, bit for bit on a CPU and on a GPU, and a diverging run (inf, NaN) cannot
+contaminate its neighbours.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .data import SyntheticRegressionData, counter_initial_weights, draw_counter
 from .grid import Run
 from .model import LinearRegression
 from .plan import Chunk
+from .sums import tree_sum_
 from . import streams
 from .theory import least_squares, least_squares_from_moments
 from .train import Trainer
@@ -434,7 +436,7 @@ class _Part:
             G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
             for j in range(d + 2):
                 for k in range(j + 1):  # symmetric: each product once
-                    G[:, j, k] = G[:, k, j] = (Zs[:, j] * Zs[:, k]).sum(-1)
+                    G[:, j, k] = G[:, k, j] = tree_sum_(Zs[:, j] * Zs[:, k])
             return G
 
         self.G_val, self.G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
@@ -473,11 +475,11 @@ class _Part:
         t64 = theta.double()
 
         def mean_square(G: torch.Tensor, count: int) -> torch.Tensor:  # (S, m)
-            return ((t64[:, :, :, None] * t64[:, :, None, :]) * G[:, None]).sum((-2, -1)) / count
+            return tree_sum_(((t64[:, :, :, None] * t64[:, :, None, :]) * G[:, None]).flatten(-2)) / count
 
         val_mse = mean_square(self.G_val, Z.shape[2] - n)
         train_loss = mean_square(self.G_train, n)  # squared: the mean of r²
-        grad = (self.G_train[:, None, : d + 1, :] * t64[:, :, None, :]).sum(-1) * (2 / n)  # (S, m, d+1)
+        grad = tree_sum_(self.G_train[:, None, : d + 1, :] * t64[:, :, None, :]) * (2 / n)  # (S, m, d+1)
         if h0 < m:
             # The coordinates one at a time: (S, m, d+2, n) at once would be 4x the memory.
             # addcmul_ is a fused multiply-add on every element alike (checked: its result does
@@ -488,8 +490,8 @@ class _Part:
             for j in range(1, d + 2):
                 r.addcmul_(th[:, :, j : j + 1], Zt[:, None, j, :])
             q = torch.clamp(r, self.lo_h, self.hi_h)
-            loss_h = (q * torch.add(q, r, alpha=-2)).mean(-1) * self.loss_scale_h
-            grad_h = torch.stack([(q * Zt[:, None, j, :]).sum(-1) for j in range(d + 1)], -1) * self.grad_scale_h
+            loss_h = tree_sum_(q * torch.add(q, r, alpha=-2)) / n * self.loss_scale_h
+            grad_h = torch.stack([tree_sum_(q * Zt[:, None, j, :]) for j in range(d + 1)], -1) * self.grad_scale_h
             # Slots past h0 that are not Huber runs (a stream with another mix, padding) keep
             # the second moments' numbers: a run's numbers never depend on its neighbours.
             train_loss[:, hs] = torch.where(self.huber_h, loss_h.double(), train_loss[:, hs])

@@ -68,15 +68,18 @@ def least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     """
     import torch
 
+    from .sums import tree_sum_
+
     X = X.detach().to(torch.float64)
     y = y.detach().to(torch.float64).reshape(*X.shape[:-1], 1)
     design = torch.cat([X, torch.ones_like(X[..., :1])], dim=-1)  # (..., n, d + 1)
-    # Sums of products, not matmuls: a batched matmul picks its kernel (and rounding) by the
-    # batch's shape, and a data set's fit must not depend on the others beside it.
+    # Sums of products in a fixed order (study.sums), not matmuls or sum(): those pick their
+    # kernel (and rounding) by the batch's shape, and a data set's fit must not depend on the
+    # others beside it. The batched engine's second moments are these same sums.
     cols = design.unbind(-1)
     k = len(cols)
-    gram = torch.stack([torch.stack([(cols[i] * cols[j]).sum(-1) for j in range(k)], -1) for i in range(k)], -2)
-    moment = torch.stack([(c * y[..., 0]).sum(-1) for c in cols], -1)  # (..., d + 1)
+    gram = torch.stack([torch.stack([tree_sum_(cols[i] * cols[j]) for j in range(k)], -1) for i in range(k)], -2)
+    moment = torch.stack([tree_sum_(c * y[..., 0]) for c in cols], -1)  # (..., d + 1)
     return least_squares_from_moments(gram, moment)
 
 
@@ -86,9 +89,12 @@ def least_squares_from_moments(gram: torch.Tensor, moment: torch.Tensor) -> tupl
     batched engine has them already, in each stream's second moments.)"""
     import torch
 
-    # pinv, not solve: a rank-deficient Gram (n < d + 1) gets the minimum-norm answer.
+    # pinv, not solve: a rank-deficient Gram (n < d + 1) gets the minimum-norm answer. On the
+    # CPU whatever the device: CUDA's batched decompositions may choose their algorithm by the
+    # batch's size, and the sums are small.
+    gram, moment = gram.cpu(), moment.cpu()
     coef = (torch.linalg.pinv(gram, hermitian=True) @ moment[..., None])[..., 0]  # (..., d + 1)
-    return coef[..., :-1].cpu(), coef[..., -1].cpu()
+    return coef[..., :-1], coef[..., -1]
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,10 @@ ENGINES = ("batched", "reference")
 #: run's training loss and gradient at a checkpoint from its data's second moments (float64).
 #: batched 3: the steps on the runs-last layout, their sums as chains of fused multiply-adds and
 #: a pairwise tree over the minibatch (not reduction kernels).
-ENGINE_REVISIONS = {"batched": 3, "reference": 1}
+#: batched 4, reference 2: the checkpoints' sums and the least-squares fit's (study.sums) in a
+#: fixed pairwise order too (on CUDA a reduction kernel's order moved with the chunk's size), and
+#: the fit's pinv on the CPU.
+ENGINE_REVISIONS = {"batched": 4, "reference": 2}
 #: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
 #: "multiprocessing" backend cannot), and Dask.
 BACKENDS = ("loky", "threading", "sequential", "dask")

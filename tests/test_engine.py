@@ -135,7 +135,7 @@ def assert_chunking_changes_nothing(runs, checkpoints, sizes, device="cpu"):
     whole = train_batched(runs, checkpoints, device=device)
     for size in sizes:
         parts = [train_batched(runs[i:i + size], checkpoints, device=device) for i in range(0, len(runs), size)]
-        for field in FIELDS:
+        for field in (*FIELDS, "ols_w", "ols_b"):
             np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field))
 
 

@@ -14,14 +14,17 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
-from nbclient import NotebookClient
 
 from study.results import fit_power_law, read_results
+
+# The dev extra's (`make test` installs it): a machine without it, such as the GPU image, skips
+# this file rather than failing its collection.
+nbformat = pytest.importorskip("nbformat")
+NotebookClient = pytest.importorskip("nbclient").NotebookClient
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402 (nbclient's own dependencies)
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+from jupyter_core.utils import run_sync  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough.ipynb"
 #: The figures the notebook shows and saves, one ``show(fig, NAME)`` each.
