@@ -193,17 +193,39 @@ def main() -> None:
         for _, row in scaling.iterrows():
             eff = one.iloc[0] / (row["wall_s"] * row["jobs"])
             print(f"100k on {row['jobs']} worker(s): {row['wall_s']:.2f} s, parallel efficiency {eff:.0%}")
-    if args.out.exists():  # rows not measured this time (the reference's, a GPU's) are kept
-        old = pd.read_csv(args.out)
+    record(rows, args.out)
+
+
+#: A row of results/benchmarks.csv is one of these; a new measurement replaces the row of its key.
+KEY = ["workload", "engine", "jobs", "device", "stream", "warm", "machine", "revision"]
+
+
+def record(rows: list[dict], out: Path) -> None:
+    """Write ``rows`` into the CSV ``out``, each with its engine's revision (the arithmetic
+    timed, study.vocabulary.ENGINE_REVISIONS) and the date, replacing the rows of the same
+    key; rows not measured this time (another machine's, an older revision's) are kept."""
+    import datetime
+
+    import pandas as pd
+
+    from study.vocabulary import ENGINE_REVISIONS
+
+    table = pd.DataFrame(rows)
+    table["revision"] = [ENGINE_REVISIONS.get(e) for e in table["engine"]]  # none for a peer
+    table["date"] = datetime.date.today().isoformat()
+    if out.exists():
+        old = pd.read_csv(out)
         if "stream" not in old.columns:  # rows of before the counter stream: the torch stream
             old.insert(4, "stream", "torch")
-        if "warm" not in old.columns:
-            old.insert(5, "warm", False)
+        for column, value in (("warm", False), ("revision", None), ("date", None)):
+            if column not in old.columns:
+                old[column] = value
         table = pd.concat([old, table], ignore_index=True)
-        table = table.drop_duplicates(["workload", "engine", "jobs", "device", "stream", "warm", "machine"], keep="last")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(f"wrote {args.out}")
+    table["revision"] = table["revision"].astype("Int64")
+    table = table.drop_duplicates(KEY, keep="last")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -243,15 +243,9 @@ def main() -> None:
     if args.no_write:
         return
 
-    import pandas as pd
+    from bench_engines import record  # the other rows (bench_engines.py's) are kept; ours replaced
 
-    table = pd.DataFrame(rows)
-    if args.out.exists():  # the other rows (bench_engines.py's) are kept; ours replaced
-        table = pd.concat([pd.read_csv(args.out), table], ignore_index=True)
-        table = table.drop_duplicates(["workload", "engine", "jobs", "device", "stream", "warm", "machine"], keep="last")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(f"wrote {args.out}")
+    record(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -55,10 +55,21 @@ CHUNK_MEMORY_BUDGET = 128 * 2**20
 #: Bytes that drawing counter numbers may take at once, by device type: streams are drawn in
 #: slices under it (on a GPU, few large slices: each slice costs a few dozen kernel launches).
 DRAW_BUDGET = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
+#: Bytes that the products summed at once may take (the second moments', a Huber checkpoint's),
+#: by device type: streams are summed in slices under it. Small on a CPU, where a fresh large
+#: block costs its page faults (measured: a 48 MB temporary's took 24 ms, its sums 8 ms) and a
+#: slice's tree stays in cache: 4-8 MB were the fastest of 1 to 64 MB (G of 20 to 5,000
+#: streams: 1.5-7x faster than 64 MB).
+SUM_BUDGET = {"cpu": 8 * 2**20, "cuda": 2 * 2**30}
 #: Bytes that the permutations of several epochs, drawn in one pass, may take (any device): a
 #: pass costs about a hundred operations whatever its size, which is most of a small chunk's
 #: time on a CPU (W: 10.7 -> 6 ms a chunk of 120 runs of 5 examples).
 ORDER_BUDGET = 64 * 2**20
+#: On a GPU, an epoch's steps are replayed as one CUDA graph from the second epoch on (the first
+#: runs them one by one, which also loads their kernels): a step is 11 small kernels, and the GPU
+#: otherwise waits on their launches (profiled on an H200, 100k runs of W: busy 15% of the
+#: time). The same kernels on the same buffers, so the same bits; False runs every epoch eagerly.
+CUDA_GRAPHS = True
 
 
 def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
@@ -341,43 +352,68 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         loops.append((t0, t1, k, Sk, r, r[:, None], prod, halves, prod[0], th_k.unbind(0), th_k[d], th_k[: d + 1],
                       lo[:, :Sk], hi[:, :Sk]))
 
+    def span_steps(Zp: torch.Tensor, span: tuple) -> None:
+        """A span's steps of one epoch, on its data Zp (t1 - t0, bs, d+2, 1, Sk), y negated."""
+        t0, t1, k, Sk, r, r4, prod, halves, update, th_j, th_b, th_wb, lo_k, hi_k = span
+        # Views made once a span (unbind), buffers once a call, and a step's arguments zipped
+        # beforehand: on a CPU a step of small tensors costs its dispatches, a microsecond
+        # each, and its Python. Per step: −y and x_1..x_d (bs, 1, S) each, z without y
+        # (bs, d+1, 1, S).
+        per_step = zip(Zp[:, :, d + 1].unbind(0), *(Zp[:, :, j].unbind(0) for j in range(d)),
+                       Zp[:, :, : d + 1].unbind(0), steps_t[t0:t1])
+        for minus_y, *x, z_u, step_t in per_step:
+            # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b.
+            torch.addcmul(minus_y, th_j[0], x[0], out=r)
+            for j in range(1, d):
+                r.addcmul_(th_j[j], x[j])
+            r.add_(th_b)
+            if any_huber:
+                torch.clamp(r, lo_k, hi_k, out=r)
+            torch.mul(z_u, r4, out=prod)  # (bs, d+1, m, S)
+            for low, high in halves:
+                low.add_(high)
+            th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
+
     for p in parts:
         p.checkpoint(0)
     last = max(checkpoints)
+    # A graph pays once it is replayed twice; one chunk alone (chunks are trained together on
+    # CPU workers only). Its data go through one buffer, refilled each epoch before the replay.
+    graphed = CUDA_GRAPHS and device.type == "cuda" and len(parts) == 1 and last >= 3
+    graph = static = None
     for epoch in range(1, last + 1):
-        datas = [p.epoch_data(epoch, last) for p in parts]  # (T_p, bs, d+2, 1, S_p) each, y negated
-        for t0, t1, k, Sk, r, r4, prod, halves, update, th_j, th_b, th_wb, lo_k, hi_k in loops:
-            if len(parts) == 1:
-                Zp = datas[0]
-            else:  # the span's steps of its k chunks, side by side
-                Zp = torch.empty(t1 - t0, bs, d + 2, 1, Sk, device=device)
-                for p, data, a, b in zip(parts[:k], datas, offsets[:k], offsets[1 : k + 1]):
-                    Zp[..., a:b].copy_(data[t0:t1])
-            # Views made once a span (unbind), buffers once a call, and a step's arguments
-            # zipped beforehand: on a CPU a step of small tensors costs its dispatches, a
-            # microsecond each, and its Python. Per step: −y and x_1..x_d (bs, 1, S) each, z
-            # without y (bs, d+1, 1, S).
-            per_step = zip(Zp[:, :, d + 1].unbind(0), *(Zp[:, :, j].unbind(0) for j in range(d)),
-                           Zp[:, :, : d + 1].unbind(0), steps_t[t0:t1])
-            for minus_y, *x, z_u, step_t in per_step:
-                # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b.
-                torch.addcmul(minus_y, th_j[0], x[0], out=r)
-                for j in range(1, d):
-                    r.addcmul_(th_j[j], x[j])
-                r.add_(th_b)
-                if any_huber:
-                    torch.clamp(r, lo_k, hi_k, out=r)
-                torch.mul(z_u, r4, out=prod)  # (bs, d+1, m, S)
-                for low, high in halves:
-                    low.add_(high)
-                th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
-            del Zp, per_step
-        del datas
+        if graphed and epoch >= 2:
+            static = parts[0].epoch_data(epoch, last, out=static)
+            if graph is None:
+                graph = torch.cuda.CUDAGraph()
+                # Records the kernels, runs none of them. thread_local: a Dask worker with
+                # several threads may train another chunk beside this one, and only this
+                # thread's own calls can spoil its capture.
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    span_steps(static, loops[0])
+            graph.replay()
+        else:
+            datas = [p.epoch_data(epoch, last) for p in parts]  # (T_p, bs, d+2, 1, S_p) each, y negated
+            for span in loops:
+                t0, t1, k, Sk = span[:4]
+                if len(parts) == 1:
+                    Zp = datas[0]
+                else:  # the span's steps of its k chunks, side by side
+                    Zp = torch.empty(t1 - t0, bs, d + 2, 1, Sk, device=device)
+                    for p, data, a, b in zip(parts[:k], datas, offsets[:k], offsets[1 : k + 1]):
+                        Zp[..., a:b].copy_(data[t0:t1])
+                span_steps(Zp, span)
+                del Zp
+            del datas
         if epoch in checkpoints:
             for p, a, b in zip(parts, offsets[:-1], offsets[1:]):
                 p.theta.copy_(th[:, : p.m, a:b].permute(2, 1, 0))
                 p.checkpoint(epoch * p.T)
     return [p.result() for p in made]
+
+
+def _sum_budget(device: torch.device) -> int:
+    return SUM_BUDGET["cpu" if device.type == "cpu" else "cuda"]
 
 
 class _Part:
@@ -431,15 +467,26 @@ class _Part:
         # costs (d+2)² a run for the validation MSE, and for a squared run's training loss and
         # gradient, instead of a pass over the examples; float64 because the terms of θᵀGθ are
         # about 10⁴ times their sum (r is noise-sized where z is not), which float32 would not carry.
-        def second_moments(Zs: torch.Tensor) -> torch.Tensor:
-            Zs = Zs.double()
+        # G is symmetric: each product once, all of them summed in one tree (its additions are
+        # a few dispatches each, which on a CPU cost more than small sums' arithmetic).
+        pairs = [(j, k) for j in range(d + 2) for k in range(j + 1)]
+        J, K = (torch.tensor(v, device=device) for v in zip(*pairs))
+
+        def second_moments(Zs: torch.Tensor) -> torch.Tensor:  # (S, d+2, count) -> (S, d+2, d+2)
             G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
-            for j in range(d + 2):
-                for k in range(j + 1):  # symmetric: each product once
-                    G[:, j, k] = G[:, k, j] = tree_sum_(Zs[:, j] * Zs[:, k])
+            count = Zs.shape[2]
+            per = max(1, _sum_budget(device) // (8 * (len(pairs) + d + 2) * max(1, count)))
+            for a in range(0, S, per):
+                Zd = Zs[a : a + per].double()
+                products = torch.empty(len(Zd), len(pairs), count, dtype=torch.float64, device=device)
+                for i, (j, k) in enumerate(pairs):
+                    torch.mul(Zd[:, j], Zd[:, k], out=products[:, i])
+                G[a : a + per, J, K] = G[a : a + per, K, J] = tree_sum_(products)
             return G
 
         self.G_val, self.G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
+        # Both at once at a checkpoint: the validation MSE and a squared run's training loss.
+        self.G_both = torch.stack([self.G_val, self.G_train], 1).flatten(-2)  # (S, 2, (d+2)²)
         # A Huber run's loss and gradient need every training example: from the clamped residual
         # q = clamp(r, -σ, σ), the loss is q (2r − q) / 2σ (r²/2σ inside, |r| − σ/2 outside, eq.
         # 3.5.1) and the gradient Σ q z / σn. Only the slots from h0 on hold Huber runs.
@@ -458,15 +505,18 @@ class _Part:
         self.Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
         self.pad = torch.full((S, T * bs - n), n, device=device)
 
-    def epoch_data(self, epoch: int, last: int) -> torch.Tensor:
+    def epoch_data(self, epoch: int, last: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """(T, bs, d+2, 1, S): the epoch's minibatches, a step's block contiguous, its runs
-        last, y negated (the residual's chain starts from −y)."""
+        last, y negated (the residual's chain starts from −y); written into ``out`` if given."""
         S, d, T, bs = self.S, self.d, self.T, self.bs
         idx = torch.cat([self.data.order(epoch, last), self.pad], 1)  # (S, T*bs)
         Zp = torch.gather(self.Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
-        Zp = Zp.view(S, d + 2, T, bs).permute(2, 3, 1, 0).contiguous()[:, :, :, None, :]
-        Zp[:, :, d + 1].neg_()
-        return Zp
+        Zp = Zp.view(S, d + 2, T, bs).permute(2, 3, 1, 0)
+        if out is None:
+            out = torch.empty(T, bs, d + 2, 1, S, device=Zp.device)
+        out[:, :, :, 0].copy_(Zp)
+        out[:, :, d + 1].neg_()
+        return out
 
     def checkpoint(self, steps: int) -> None:
         """Record the runs' parameters (self.theta), training loss, validation MSE and gradient."""
@@ -474,24 +524,37 @@ class _Part:
         Z = self.data.Z
         t64 = theta.double()
 
-        def mean_square(G: torch.Tensor, count: int) -> torch.Tensor:  # (S, m)
-            return tree_sum_(((t64[:, :, :, None] * t64[:, :, None, :]) * G[:, None]).flatten(-2)) / count
-
-        val_mse = mean_square(self.G_val, Z.shape[2] - n)
-        train_loss = mean_square(self.G_train, n)  # squared: the mean of r²
+        # The mean r² is θᵀ G θ / count: (S, m, 2), validation then training.
+        outer = (t64[:, :, :, None] * t64[:, :, None, :]).flatten(-2)  # (S, m, (d+2)²)
+        sums = tree_sum_(outer[:, :, None, :] * self.G_both[:, None])
+        val_mse = sums[..., 0] / (Z.shape[2] - n)
+        train_loss = sums[..., 1] / n  # squared: the mean of r²
         grad = tree_sum_(self.G_train[:, None, : d + 1, :] * t64[:, :, None, :]) * (2 / n)  # (S, m, d+1)
         if h0 < m:
-            # The coordinates one at a time: (S, m, d+2, n) at once would be 4x the memory.
-            # addcmul_ is a fused multiply-add on every element alike (checked: its result does
-            # not depend on an element's position), so a run's r does not depend on its chunk.
-            hs, Zt = slice(h0, m), Z[:, :, :n]
-            th = theta[:, hs]
-            r = th[:, :, :1] * Zt[:, None, 0, :]  # (S, m - h0, n)
-            for j in range(1, d + 2):
-                r.addcmul_(th[:, :, j : j + 1], Zt[:, None, j, :])
-            q = torch.clamp(r, self.lo_h, self.hi_h)
-            loss_h = tree_sum_(q * torch.add(q, r, alpha=-2)) / n * self.loss_scale_h
-            grad_h = torch.stack([tree_sum_(q * Zt[:, None, j, :]) for j in range(d + 1)], -1) * self.grad_scale_h
+            # Per stream: r, q, q − 2r and d + 2 products, (m − h0) x n float32 each; streams
+            # in slices under SUM_BUDGET. addcmul_ is a fused multiply-add on every element
+            # alike (checked: its result does not depend on an element's position), so a run's
+            # r does not depend on its chunk.
+            hs, Zt, mh, S = slice(h0, m), Z[:, :, :n], m - h0, theta.shape[0]
+            loss_h = torch.empty(S, mh, device=theta.device)
+            grad_h = torch.empty(S, mh, d + 1, device=theta.device)
+            per = max(1, _sum_budget(theta.device) // (4 * (d + 5) * mh * n))
+            for a in range(0, S, per):
+                th, Zs = theta[a : a + per, hs], Zt[a : a + per]
+                r = th[:, :, :1] * Zs[:, None, 0, :]  # (s, m - h0, n)
+                for j in range(1, d + 2):
+                    r.addcmul_(th[:, :, j : j + 1], Zs[:, None, j, :])
+                q = torch.clamp(r, self.lo_h[a : a + per], self.hi_h[a : a + per])
+                # The loss's terms q (q − 2r) and the gradient's q z, summed in one tree.
+                terms = torch.empty(*q.shape[:2], d + 2, n, device=q.device)  # (s, m - h0, d+2, n)
+                torch.mul(q, torch.add(q, r, alpha=-2), out=terms[:, :, 0])
+                for j in range(d + 1):
+                    torch.mul(q, Zs[:, None, j, :], out=terms[:, :, 1 + j])
+                sums = tree_sum_(terms)
+                loss_h[a : a + per], grad_h[a : a + per] = sums[..., 0], sums[..., 1:]
+                del r, q, terms, sums
+            loss_h = loss_h / n * self.loss_scale_h
+            grad_h = grad_h * self.grad_scale_h
             # Slots past h0 that are not Huber runs (a stream with another mix, padding) keep
             # the second moments' numbers: a run's numbers never depend on its neighbours.
             train_loss[:, hs] = torch.where(self.huber_h, loss_h.double(), train_loss[:, hs])

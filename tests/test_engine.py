@@ -155,6 +155,21 @@ def test_train_batched_chunking_changes_nothing_across_vector_widths(device):
     assert_chunking_changes_nothing(runs, [0, 1, 2], (15, 36, 68, 132), device)
 
 
+def test_streams_taken_in_slices_change_nothing(monkeypatch):
+    """Budgets so small that the second moments, a Huber checkpoint's sums and the drawing take
+    one stream a slice: the bits of a single slice."""
+    import study.engine as engine
+
+    runs = Grid(num_train=[300], lr=[0.01, 0.1], loss=["squared", "huber"], noise_kind=["gaussian", "outliers"],
+                epoch=[2], replicates=5).runs()
+    whole = train_batched(runs, [0, 1, 2])
+    monkeypatch.setattr(engine, "SUM_BUDGET", {"cpu": 1, "cuda": 1})
+    monkeypatch.setattr(engine, "DRAW_BUDGET", {"cpu": 1, "cuda": 1})
+    sliced = train_batched(runs, [0, 1, 2])
+    for field in (*FIELDS, "ols_w", "ols_b"):
+        np.testing.assert_array_equal(getattr(sliced, field), getattr(whole, field))
+
+
 def test_train_batched_common_random_numbers_share_start_and_data():
     runs = Grid(num_train=[40], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1]).runs()
     res = train_batched(runs, [0, 1])
@@ -200,6 +215,30 @@ def test_train_batched_on_cuda_equals_cpu(stream):
     on_gpu = train_batched(runs, CHECKPOINTS, device="cuda")
     on_cpu = train_batched(runs, CHECKPOINTS, device="cpu")
     assert_close(on_gpu, on_cpu, same_data=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_give_the_bits_of_the_steps_run_one_by_one(monkeypatch):
+    """Epochs 2 to 4 replay one captured graph on data refilled each epoch (replayed stale
+    data, or a step left out of the capture, would show); without graphs, the same bits."""
+    import study.engine as engine
+
+    replays = []
+
+    class Counted(torch.cuda.CUDAGraph):
+        def replay(self):
+            replays.append(1)
+            return super().replay()
+
+    runs = Grid(num_train=[70], lr=[0.01, 0.3], loss=["squared", "huber"], epoch=[1, 4], replicates=5).runs()
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Counted)
+    graphed = train_batched(runs, [0, 1, 2, 4], device="cuda")
+    assert len(replays) == 3
+    monkeypatch.setattr(engine, "CUDA_GRAPHS", False)
+    eager = train_batched(runs, [0, 1, 2, 4], device="cuda")
+    assert len(replays) == 3
+    for field in (*FIELDS, "ols_w", "ols_b"):
+        np.testing.assert_array_equal(getattr(graphed, field), getattr(eager, field))
 
 
 def test_past_stability_edge_follows_the_stated_rule():
