@@ -384,14 +384,17 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
     for epoch in range(1, last + 1):
         if graphed and epoch >= 2:
             static = parts[0].epoch_data(epoch, last, out=static)
-            if graph is None:
-                graph = torch.cuda.CUDAGraph()
-                # Records the kernels, runs none of them. thread_local: a Dask worker with
-                # several threads may train another chunk beside this one, and only this
-                # thread's own calls can spoil its capture.
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    span_steps(static, loops[0])
-            graph.replay()
+            # On the chunk's GPU, not the process's current one (a graph is captured on, and
+            # replayed on, a stream of the current device).
+            with torch.cuda.device(device):
+                if graph is None:
+                    graph = torch.cuda.CUDAGraph()
+                    # Records the kernels, runs none of them. A capture stream of its own, on
+                    # this device; thread_local: a Dask worker with several threads may train
+                    # another chunk beside this one, and only this thread's calls can spoil it.
+                    with torch.cuda.graph(graph, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
+                        span_steps(static, loops[0])
+                graph.replay()
         else:
             datas = [p.epoch_data(epoch, last) for p in parts]  # (T_p, bs, d+2, 1, S_p) each, y negated
             for span in loops:
