@@ -34,7 +34,7 @@ from .data import SyntheticRegressionData, counter_initial_weights, draw_counter
 from .grid import Run
 from .model import LinearRegression
 from .plan import Chunk
-from .sums import tree_sum_
+from .sums import tree_levels, tree_sum_
 from . import streams
 from .theory import least_squares, least_squares_from_moments
 from .train import Trainer
@@ -343,11 +343,7 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
     loops = []  # per span: the views its steps work on
     for t0, t1, k, Sk in spans:
         r, prod, th_k = r_all[..., :Sk], prod_all[..., :Sk], th[..., :Sk]
-        halves, size = [], bs  # the tree: prod[:h] += prod[s-h:s], s the rows still summed
-        while size > 1:
-            h = size // 2
-            halves.append((prod[:h], prod[size - h : size]))
-            size -= h
+        halves = [(prod[:h], prod[s - h : s]) for h, s in tree_levels(bs)]  # the tree: prod[:h] += prod[s-h:s]
         # prod[0], once the tree is summed: (d+1, m, S), Σ over the minibatch of z·r.
         loops.append((t0, t1, k, Sk, r, r[:, None], prod, halves, prod[0], th_k.unbind(0), th_k[d], th_k[: d + 1],
                       lo[:, :Sk], hi[:, :Sk]))
@@ -473,7 +469,7 @@ class _Part:
         # G is symmetric: each product once, all of them summed in one tree (its additions are
         # a few dispatches each, which on a CPU cost more than small sums' arithmetic).
         pairs = [(j, k) for j in range(d + 2) for k in range(j + 1)]
-        J, K = (torch.tensor(v, device=device) for v in zip(*pairs))
+        rows, cols = (torch.tensor(v, device=device) for v in zip(*pairs))
 
         def second_moments(Zs: torch.Tensor) -> torch.Tensor:  # (S, d+2, count) -> (S, d+2, d+2)
             G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
@@ -484,7 +480,7 @@ class _Part:
                 products = torch.empty(len(Zd), len(pairs), count, dtype=torch.float64, device=device)
                 for i, (j, k) in enumerate(pairs):
                     torch.mul(Zd[:, j], Zd[:, k], out=products[:, i])
-                G[a : a + per, J, K] = G[a : a + per, K, J] = tree_sum_(products)
+                G[a : a + per, rows, cols] = G[a : a + per, cols, rows] = tree_sum_(products)
             return G
 
         self.G_val, self.G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
@@ -538,7 +534,7 @@ class _Part:
             # in slices under SUM_BUDGET. addcmul_ is a fused multiply-add on every element
             # alike (checked: its result does not depend on an element's position), so a run's
             # r does not depend on its chunk.
-            hs, Zt, mh, S = slice(h0, m), Z[:, :, :n], m - h0, theta.shape[0]
+            hs, Zt, mh, S = slice(h0, m), Z[:, :, :n], m - h0, self.S
             loss_h = torch.empty(S, mh, device=theta.device)
             grad_h = torch.empty(S, mh, d + 1, device=theta.device)
             per = max(1, _sum_budget(theta.device) // (4 * (d + 5) * mh * n))

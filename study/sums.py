@@ -6,7 +6,8 @@ many sums it takes at once (measured on an H200: a run's checkpoint losses chang
 bit with the size of its chunk). A run's numbers must not depend on the runs beside it (DESIGN:
 results never depend on the chunking), so the engines and the least-squares fit sum with
 :func:`tree_sum_`, elementwise adds in a fixed pairwise order. The batched engine's SGD steps
-use the same tree over the minibatch, written out over views made once per call.
+use the same tree (:func:`tree_levels`) over the minibatch, written out over views made once per
+call.
 """
 
 from __future__ import annotations
@@ -24,11 +25,20 @@ def tree_sum_(x: torch.Tensor) -> torch.Tensor:
 
     Returns the sums, shape ``x.shape[:-1]`` (zeros for a length of 0), a view into ``x``.
     """
-    size = x.shape[-1]
-    if size == 0:
+    if x.shape[-1] == 0:
         return x.new_zeros(x.shape[:-1])
+    for h, s in tree_levels(x.shape[-1]):
+        x[..., :h] += x[..., s - h : s]
+    return x[..., 0]
+
+
+def tree_levels(size: int) -> list[tuple[int, int]]:
+    """The tree's additions for a length, level by level: ``(h, s)`` for ``x[:h] += x[s-h:s]``,
+    s the values still to sum. The one definition of the order, for :func:`tree_sum_` and for
+    the steps' sum over the minibatch (which adds along another dimension, over views)."""
+    levels = []
     while size > 1:
         h = size // 2
-        x[..., :h] += x[..., size - h : size]
+        levels.append((h, size))
         size -= h
-    return x[..., 0]
+    return levels

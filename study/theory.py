@@ -78,7 +78,10 @@ def least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch
     # others beside it. The batched engine's second moments are these same sums.
     cols = design.unbind(-1)
     k = len(cols)
-    gram = torch.stack([torch.stack([tree_sum_(cols[i] * cols[j]) for j in range(k)], -1) for i in range(k)], -2)
+    gram = torch.empty(*design.shape[:-2], k, k, dtype=torch.float64, device=design.device)
+    for i in range(k):
+        for j in range(i + 1):  # symmetric: each product once
+            gram[..., i, j] = gram[..., j, i] = tree_sum_(cols[i] * cols[j])
     moment = torch.stack([tree_sum_(c * y[..., 0]) for c in cols], -1)  # (..., d + 1)
     return least_squares_from_moments(gram, moment)
 
