@@ -423,26 +423,23 @@ def _where_text(where: dict) -> str:
 
 def _cmd_table(args: argparse.Namespace) -> int:
     with _in_flags(_TABLE_FLAGS):
-        from .results import (ParameterError, describe_axes, diverged_runs, parse_where, read_results, select,
-                              summarize, write_table)
-        from .vocabulary import RUN_AXES
+        from .results import ParameterError, describe_axes, diverged_runs, summarize, write_table
 
         out, folders = _output_path(args.out, "--out", (".csv", ".parquet")) if args.out else (None, [])
-        df = read_results(args.table)
-        where = parse_where(df, args.where or [], where="option")
-        rows = select(df, where)
         by = None
         if args.by is not None:
             by = [c.strip() for c in args.by.split(",") if c.strip()]
             if not by or args.diverged:
                 raise ParameterError("by", "option", "column names separated by commas, and left out with --diverged"
                                      if args.diverged else "column names separated by commas", args.by)
+        rows, where = _chosen_rows(args.table, args.where)
         fixed = f"; where {_where_text(where)}" if where else ""
+        if rows.note:
+            _say(rows.note)
         if args.diverged:
             table = diverged_runs(rows, epoch=args.epoch)
-            runs = len(rows[[a for a in RUN_AXES if a in rows] + ["replicate", "seed"]].drop_duplicates())
             by_when = f"by epoch {args.epoch}" if args.epoch is not None else "by each run's last checkpoint"
-            _say(f"{len(table)} of {runs} runs diverged {by_when}{fixed}")
+            _say(f"{len(table)} of {rows.runs()} runs diverged {by_when}{fixed}")
         else:
             table = summarize(rows, by=by, epoch=args.epoch)
             pooled = table.attrs["pooled"]
@@ -461,6 +458,27 @@ def _cmd_table(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"wrote {out}")
     return EXIT_OK
+
+
+def _chosen_rows(path: Path, items: Sequence[str] | None):
+    """The table at ``path`` (study.analysis.Table: nothing is read whole) and the rows --where
+    keeps, with the values chosen; an empty choice is refused, naming the value that has no rows."""
+    from .analysis import open_table
+    from .results import format_value, parse_where
+
+    table = open_table(path)
+    where = parse_where(table, items or [], where="option")
+    rows = table.select(where)
+    if where and rows.count() == 0:
+        chosen = {}
+        for key, values in where.items():  # the first value that leaves no rows with those before it
+            for value in values:
+                if table.select({**chosen, key: [value]}).count() == 0:
+                    before = f" with {_where_text(chosen)}" if chosen else ""
+                    raise ValueError(f"--where {key}={format_value(value)} selects no rows of {path}{before}")
+            chosen[key] = values
+        raise ValueError(f"--where {' '.join(items or [])} selects no rows of {path}")
+    return rows, where
 
 
 def _cmd_exercises(args: argparse.Namespace) -> int:
@@ -555,7 +573,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     with _in_flags(_PLOT_FLAGS, roles=not exercise):
         from .exercises import draw_figure, draw_xy, figure_names
         from .plots import FIGURE_FORMATS, check_roles, save_figure
-        from .results import ParameterError, read_results, select, parse_where
+        from .results import ParameterError
 
         if args.figure is None and args.x is None:
             raise ValueError("The '--figure' or '--x' option must be given: a named figure, or the x axis of "
@@ -563,9 +581,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         if args.figure is not None and args.figure not in figure_names():
             raise ParameterError("figure", "option", f"one of {figure_names()}", args.figure)
         y = args.y or "w_err_norm"
-        df = read_results(args.table)
-        where = parse_where(df, args.where or [], where="option")
-        rows = select(df, where)
+        rows, where = _chosen_rows(args.table, args.where)
         roles = {"hue": args.hue, "style": args.style, "col": args.col, "row": args.row}
         # Every figure's roles, named ones' too: a role that is not one column is refused here.
         check_roles(rows, where="option", x=args.x, y=None if exercise else y, **roles)
@@ -578,6 +594,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
             fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where)
     _make_folders(folders)
     written = save_figure(fig, out)
+    if rows.note:
+        _say(rows.note)
     print("wrote " + " and ".join(map(str, written)))
     return EXIT_OK
 

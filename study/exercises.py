@@ -25,6 +25,7 @@ import torch
 from . import theory
 from .data import OUTLIER_FRACTION, SyntheticRegressionData
 from .exercise_runner import EXPERIMENTS, LAYOUT, SPECS, check_numbers, run_studies
+from .analysis import open_table
 from .grid import Grid
 from .model import LinearRegression
 from .plots import (
@@ -33,7 +34,7 @@ from .plots import (
 )
 from .results import (
     LEAST_SQUARES, MIN_FIT_LEVELS, SUMMARY_DIGITS, ParameterError, PoolingError, at_epoch, axes_of, fit_power_law,
-    present_values, summarize, values_text, varying_axes, write_csv,
+    present_values, summarize, values_text, write_csv,
 )
 from .runner import run_grid
 from .train import Trainer
@@ -630,7 +631,8 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
     where = "parameter of draw_figure"
     if name not in figure_names():
         raise ParameterError("figure", where, f"one of {figure_names()}", name)
-    if y not in df.columns:
+    t = open_table(df)
+    if y not in t.columns:
         raise ParameterError("y", where, "a column of the table", y)
     roles = {"hue": hue, "style": style, "col": col, "row": row}
     if name not in GENERIC_FIGURES:
@@ -639,7 +641,8 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
                 raise ParameterError(role, where, f"left out with the exercise figure {name} (drawn as the exercise "
                                      f"draws it)", value)
         study = next(s for s in STUDIES.values() if name.startswith(s.name.split("_")[0] + "_"))
-        figures = study.analyse(df).figures
+        # An exercise's raw table is small (its grid is the exercise's): analysed in memory.
+        figures = study.analyse(df if isinstance(df, pd.DataFrame) else t.frame()).figures
         for other, fig in figures.items():
             if other != name:
                 plt.close(fig)
@@ -647,8 +650,8 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
     x = GENERIC_FIGURES[name]
     placed = ["lr", "epoch"] if x is None else [x]
     placed += [v for v in roles.values() if v]
-    rows, epoch_text = at_epoch(df, epoch, placed=placed, where=where)
-    free = [a for a in _AUTO_AXES if a in varying_axes(rows, placed, axes_of(y))]
+    rows, epoch_text = at_epoch(t, epoch, placed=placed, where=where)
+    free = [a for a in _AUTO_AXES if a in rows.varying(placed, axes_of(y))]
     auto = []
     for role in (("hue", "col", "row") if x is not None else ("col", "row")):
         if roles[role] is None and free:
@@ -656,11 +659,11 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
             if role != "hue":
                 auto.append(roles[role])
     if free:
-        raise PoolingError({a: present_values(rows[a]) for a in free}, f"the figure {name}")
+        raise PoolingError({a: rows.values(a) for a in free}, f"the figure {name}")
     if x is None:
         if hue or style:
             raise ParameterError("hue" if hue else "style", where, "left out with the heatmap (its cells are lr × "
                                  "epoch; use col and row)", hue or style)
         return heatmap_facets(rows, value=y, col=roles["col"], row=roles["row"],
                               title=_title(y, None, "every checkpoint but epoch 0", fixed, auto))
-    return draw_xy(df, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto)
+    return draw_xy(t, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto)

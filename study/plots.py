@@ -41,16 +41,16 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.transforms import Affine2D  # noqa: E402
 
 from . import theory  # noqa: E402
+from .analysis import Table, literal, open_table, quote  # noqa: E402
 from .results import (  # noqa: E402
     DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, axes_of, fit_power_law, format_value,
-    present_values, varying_axes,
 )
 from .vocabulary import AXES, FIGURE_FORMATS  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
 
 __all__ = [
     "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
-    "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "magnitude", "check_roles", "refuse_pooling",
-    "feature_count",
+    "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "magnitude", "check_roles",
+    "refuse_pooling", "feature_count",
 ]
 
 PALETTE = "colorblind"
@@ -75,8 +75,6 @@ LABELS = {
 FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
 #: The columns a figure puts its lines and panels on (x and y aside).
 ROLES = ("hue", "style", "col", "row")
-#: seaborn's errorbar for "the 10th to the 90th percentile of the runs".
-BAND = ("pi", 80)
 #: Markers for ``style``: dashes are kept for theory.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Columns that are never a role: replicates are the unit a band is over.
@@ -88,43 +86,40 @@ def magnitude(data: pd.DataFrame, column: str) -> pd.Series:
     return data[column].abs()
 
 
-def feature_count(data: pd.DataFrame) -> int:
+def feature_count(data: Any) -> int:
     """d, the number of features: the table has one ``w_err_j`` column per feature."""
-    return sum(1 for c in data.columns if re.fullmatch(r"w_err_\d+", str(c)))
+    return sum(1 for c in open_table(data).columns if re.fullmatch(r"w_err_\d+", str(c)))
 
 
-def left_out_note(data: pd.DataFrame, column: str, *, x: str | None = None, diverged: bool = True
-                  ) -> tuple[pd.DataFrame, str]:
-    """The rows a log axis can show, and a note counting the rows left out, and why.
-
-    ``x``: the column on a log x axis, whose rows at x <= 0 are left out too (epoch 0, the
-    start). ``diverged=False`` keeps diverged runs (for least squares, which never diverges).
-    """
-    value = magnitude(data, column)
-    gone = data["diverged"].astype(bool) if diverged and "diverged" in data else pd.Series(False, index=data.index)
-    off_axis = ~gone & (data[x] <= 0) if x is not None else pd.Series(False, index=data.index)
-    zero = ~gone & ~off_axis & (value == 0)
-    other = ~gone & ~off_axis & ~zero & ~np.isfinite(value)
-    keep = ~(gone | off_axis | zero | other)
-    at = f"at {x} ≤ 0" if x is None or (data.loc[off_axis, x] != 0).any() else f"at {x} 0"
-    parts = [f"{int(n)} {why}" for n, why in ((gone.sum(), "diverged"), (off_axis.sum(), f"{at} (log axis)"),
-                                               (zero.sum(), "exactly 0"), (other.sum(), "not finite")) if n]
-    note = f"left out: {', '.join(parts)} (of {len(data)})" if parts else ""
-    return data[keep].assign(**{f"|{column}|": value[keep]}), note
+def _left_out_text(counts: dict[str, int], x: str | None) -> str:
+    """'left out: 2 diverged, 1 at epoch 0 (log axis) (of 40)', from Table.point_stats' counts."""
+    at = f"at {x} ≤ 0" if x is None or counts["off_nonzero"] else f"at {x} 0"
+    parts = [f"{n} {why}" for n, why in ((counts["diverged"], "diverged"), (counts["off_axis"], f"{at} (log axis)"),
+                                         (counts["zero"], "exactly 0"), (counts["other"], "not finite")) if n]
+    return f"left out: {', '.join(parts)} (of {counts['rows']})" if parts else ""
 
 
-def check_roles(data: pd.DataFrame, *, where: str, x: str | None = None, y: str | None = None,
+def left_out_note(data: Any, column: str, *, x: str | None = None, diverged: bool = True) -> str:
+    """A note counting the rows a log axis cannot show, and why: diverged runs, rows at
+    ``x`` <= 0 on a log x axis (epoch 0, the start), values exactly 0, values not finite.
+    ``diverged=False`` keeps diverged runs (for least squares, which never diverges)."""
+    t = open_table(data)
+    _, counts = t.point_stats([x] if x else [], column, off_axis=x, diverged=diverged)
+    return _left_out_text(counts, x)
+
+
+def check_roles(data: Any, *, where: str, x: str | None = None, y: str | None = None,
                 **roles: str | None) -> None:
     """Refuse (ParameterError) an x, y, hue, style, col or row that is not a column the figure
     can use: x and the roles are columns (not replicate or seed), y a numeric column."""
-    axes = [c for c in data.columns if c not in _NOT_ROLES]
+    t = open_table(data)
+    axes = [c for c in t.columns if c not in _NOT_ROLES]
     grid_axes = ", ".join(a for a in axes if a in AXES)
     for name, value in {"x": x, **roles}.items():
         if value is not None and (not isinstance(value, str) or value not in axes):
             raise ParameterError(name, where, f"one column of the table (its axes: {grid_axes})", value)
     if y is not None:
-        numeric = [c for c in data.columns if c not in AXES and c not in _NOT_ROLES
-                   and pd.api.types.is_numeric_dtype(data[c]) and not pd.api.types.is_bool_dtype(data[c])]
+        numeric = [c for c in t.columns if c not in AXES and c not in _NOT_ROLES and t.numeric(c)]
         if not isinstance(y, str) or y not in numeric:
             shown = [c for c in numeric if not re.fullmatch(r"w_(hat|err)_\d+", c) or c.endswith("_0")]
             raise ParameterError("y", where, f"a measured column of the table ({', '.join(shown)}, ...)", y)
@@ -133,37 +128,54 @@ def check_roles(data: pd.DataFrame, *, where: str, x: str | None = None, y: str 
         raise ParameterError(role, where, f"another column than x ({x} is on the x axis)", x)
 
 
-def refuse_pooling(data: pd.DataFrame, placed: Sequence[str | None], column: str, where: str) -> None:
+def refuse_pooling(data: Any, placed: Sequence[str | None], column: str, where: str) -> None:
     """Raise PoolingError where an axis that ``column`` depends on varies among rows that agree
     on every column of ``placed``."""
-    pooled = varying_axes(data, placed, axes_of(column))
+    pooled = open_table(data).varying(placed, axes_of(column))
     if pooled:
         raise PoolingError(pooled, where)
 
 
-def _per_stream(data: pd.DataFrame, keys: Sequence[str | None]) -> pd.DataFrame:
-    """One row per data stream and point: least squares is the same for every run on that data."""
-    keys = [k for k in dict.fromkeys(keys) if k is not None and k in data.columns]
-    return data.drop_duplicates([*keys, "seed"]) if "seed" in data.columns else data
-
-
-def _log_scale(values: pd.Series) -> bool:
+def _log_scale(t: Table, x: str) -> bool:
     """Log x for numbers spanning a decade or more (num_train, lr, epochs 1-100), linear otherwise."""
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    if not t.numeric(x):
         return False
-    positive = values[values > 0]
-    return len(positive) > 0 and positive.max() >= 10 * positive.min()
+    positive = [v for v in t.values(x) if v > 0]
+    return len(positive) > 0 and max(positive) >= 10 * min(positive)
 
 
-def _levels(data: pd.DataFrame, column: str | None, order: Sequence | None = None) -> list:
+def _levels(t: Table, column: str | None, order: Sequence | None = None) -> list:
     if column is None:
         return []
-    present = present_values(data[column])
+    present = t.values(column)
     return [v for v in order if v in set(present)] if order is not None else present
 
 
+def _match(frame: pd.DataFrame, values: dict) -> np.ndarray:
+    """The rows of a small frame (a figure's points) whose columns hold the given values (a
+    None column is no condition)."""
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in values.items():
+        if column is not None:
+            mask &= (frame[column].astype(object) == value).to_numpy()
+    return mask
+
+
+def _draw_points(ax: plt.Axes, points: pd.DataFrame, *, x: str, colour: Any, marker: str, label: str | None,
+                 linewidth: float = 1.5, markersize: float = 5, zorder: float = 2) -> None:
+    """One line: the medians, and the 10-90% band around them (seaborn's lineplot, drawn from
+    aggregates that were computed out of core)."""
+    shown = points[points["kept"] > 0]
+    if shown.empty:
+        return
+    ax.fill_between(shown[x].to_numpy(), shown["lo"].to_numpy(), shown["hi"].to_numpy(), color=colour, alpha=0.2,
+                    linewidth=0, zorder=zorder - 0.5)
+    ax.plot(shown[x].to_numpy(), shown["median"].to_numpy(), color=colour, marker=marker, markersize=markersize,
+            linewidth=linewidth, label=label if label is not None else "_nolegend_", zorder=zorder)
+
+
 def error_curve(
-    data: pd.DataFrame,
+    data: Any,
     *,
     x: str,
     y: str,
@@ -184,9 +196,10 @@ def error_curve(
 
     Parameters
     ----------
-    data : DataFrame
-        Tidy results: one row per run (and checkpoint). Every axis that y depends on must take
-        one value per point (x, hue, style): others are refused (PoolingError), not pooled.
+    data : DataFrame, path or study.analysis.Table
+        Tidy results: one row per run (and checkpoint); a file is read a few columns at a
+        time, never whole. Every axis that y depends on must take one value per point (x,
+        hue, style): others are refused (PoolingError), not pooled.
     x, y : str
         Columns; y is drawn as a magnitude.
     hue : str, optional
@@ -215,48 +228,46 @@ def error_curve(
     Axes
     """
     ax = ax if ax is not None else plt.gca()
-    refuse_pooling(data, [x, hue, style], y, "error_curve")
-    logx = _log_scale(data[x]) if logx is None else logx
+    t = open_table(data)
+    refuse_pooling(t, [x, hue, style], y, "error_curve")
+    logx = _log_scale(t, x) if logx is None else logx
     least_squares = y in LEAST_SQUARES
-    rows = _per_stream(data, [x, hue, style]) if least_squares else data
-    shown, note = left_out_note(rows, y, x=x if logx else None, diverged=not least_squares)
-    column = f"|{y}|"
-    levels = _levels(data, hue, hue_order)
-    colours = palette if isinstance(palette, dict) else dict(zip(levels, sns.color_palette(palette, max(len(levels), 1))))
     keys = [c for c in dict.fromkeys((x, hue, style)) if c]
-    per_point = rows.groupby(keys, observed=True, sort=False).size()
-    survivors = _survivors(shown, keys, column, per_point)
-    kwargs: dict[str, Any] = {}
-    if hue:  # one colour per value, its legend entry carrying the fitted slope when asked
-        present = set(shown[hue])
-        names = {v: format_value(v) + _slope_text(shown[shown[hue] == v], x, column, fit_from)
-                 for v in levels if v in present}
-        shown = shown.assign(**{hue: shown[hue].map(names).astype(object)})
-        kwargs.update(hue=hue, hue_order=list(names.values()), palette={names[v]: colours[v] for v in names})
-    elif fit_from is not None:
-        shown = shown.assign(_fit=f"SGD{_slope_text(shown, x, column, fit_from)}")
-        kwargs.update(hue="_fit", palette=sns.color_palette(PALETTE, 1))
+    off_axis = x if logx else None
+    points, counts = t.point_stats(keys, y, off_axis=off_axis, diverged=not least_squares, per_stream=least_squares)
+    note = _left_out_text(counts, off_axis)
+    levels = _levels(t, hue, hue_order)
+    colours = palette if isinstance(palette, dict) else dict(zip(levels, sns.color_palette(palette, max(len(levels), 1))))
+
+    def slope(part: Any) -> str:
+        return _slope_text(part, x, y, fit_from, off_axis=off_axis, diverged=not least_squares,
+                           per_stream=least_squares)
+
+    styles = _levels(t, style) if style else [None]
+    markers = dict(zip(styles, MARKERS * 4)) if style else {None: "o"}
+    if hue:
+        present = set(points.loc[points["kept"] > 0, hue].astype(object))
+        lines = [(v, colours[v], format_value(v) + slope(t.select({hue: [v]}))) for v in levels if v in present]
     else:
-        kwargs.update(color=next(iter(palette.values())) if isinstance(palette, dict) and palette
-                      else sns.color_palette(PALETTE if isinstance(palette, dict) else palette, 1)[0])
-    if style:
-        styles = [format_value(v) for v in _levels(shown, style)]
-        shown = shown.assign(**{style: shown[style].map(format_value).astype(object)})
-        kwargs.update(style=style, style_order=styles, markers=dict(zip(styles, MARKERS * 4)), dashes=False)
-    else:
-        kwargs.update(marker="o")
-    if len(shown):
-        sns.lineplot(data=shown, x=x, y=column, estimator="median", errorbar=BAND, markersize=5, ax=ax, **kwargs)
+        colour = (next(iter(palette.values())) if isinstance(palette, dict) and palette
+                  else sns.color_palette(PALETTE if isinstance(palette, dict) else palette, 1)[0])
+        lines = [(None, colour, f"SGD{slope(t)}" if fit_from is not None else None)]
+    for value, colour, label in lines:
+        for i, level in enumerate(styles):
+            part = points[_match(points, {hue: value, style: level})] if (hue or style) else points
+            _draw_points(ax, part, x=x, colour=colour, marker=markers[level], label=label if i == 0 else None)
+    if style:  # the markers' meaning, in grey: colours are the hue's
+        for level in styles:
+            ax.plot([], [], color="0.3", marker=markers[level], linestyle="", label=f"{style} = {format_value(level)}")
+    high = points["high"].max() if len(points) else np.nan
+    low = points["low"].min() if len(points) else np.nan
     if floor is not None:
-        _draw_floor(ax, data, x=x, floor=floor, logx=logx, fit_from=fit_from)
-    if theory and len(shown):
+        grey = _draw_floor(ax, t, x=x, floor=floor, logx=logx, fit_from=fit_from)
+        low, high = np.nanmin([low, grey[0]]), np.nanmax([high, grey[1]])
+    if theory and (points["kept"] > 0).any():
         # Theory may reach far below the data (the floor of an lr that SGD is far from
         # reaching): it is drawn within a decade of the data's range, so the axis follows the data.
-        values = shown[column]
-        if floor is not None:
-            grey = data[floor].abs()
-            values = pd.concat([values, grey[np.isfinite(grey) & (grey > 0)]])
-        _draw_theory(ax, data, x=x, y=y, hue=hue, colours=colours, within=(values.min() / 10, values.max() * 10))
+        _draw_theory(ax, t, x=x, y=y, hue=hue, colours=colours, within=(low / 10, high * 10))
     ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
@@ -265,10 +276,11 @@ def error_curve(
     _legend(ax, legend, legend_title or (hue if hue and not style else None))
     # A point that lost runs (diverged ones) is the median of its survivors: it says how many.
     # Labels of nearby points (two hues diverging at the same x) are stacked, not overprinted.
+    survivors = _survivors(points, x, hue)
     placed: list[tuple[float, float]] = []  # each label's anchor in points, offset included
     to_points = ax.transData + Affine2D().scale(72 / ax.figure.dpi)
     for (at_x, value, median), (kept, total) in survivors.items():
-        colour = colours.get(value, "0.2") if hue else kwargs.get("color", "0.2")
+        colour = colours.get(value, "0.2") if hue else lines[0][1]
         px, py = to_points.transform((at_x, median))
         rise = 3.0
         while any(abs(px - qx) < 16 and abs(py + rise - qy) < 7 for qx, qy in placed):
@@ -277,6 +289,7 @@ def error_curve(
         ax.annotate(f"{kept}/{total}", (at_x, median), xytext=(3, rise), textcoords="offset points", fontsize=6,
                     color=colour)
     runs = "data sets" if least_squares else "runs"
+    per_point = points["total"]
     count = f"{per_point.min()}" if per_point.min() == per_point.max() else f"{per_point.min()}–{per_point.max()}"
     if count == "1":
         runs = runs[:-1]  # "1 run", "1 data set"
@@ -288,20 +301,11 @@ def error_curve(
     return ax
 
 
-def _survivors(shown: pd.DataFrame, keys: list[str], column: str, per_point: pd.Series) -> dict:
+def _survivors(points: pd.DataFrame, x: str, hue: str | None) -> dict:
     """(x, hue value, median) -> (runs shown, runs) for the points that lost some of their runs."""
-    if shown.empty:
-        return {}
-    groups = shown.groupby(keys, observed=True, sort=False)[column]
-    kept, medians = groups.size(), groups.median()
-    out = {}
-    for key, n in kept.items():
-        total = int(per_point.get(key, n))
-        if n < total:
-            key = key if isinstance(key, tuple) else (key,)
-            hue_value = key[1] if len(keys) > 1 else None
-            out[(key[0], hue_value, float(medians[key if len(key) > 1 else key[0]]))] = (int(n), total)
-    return out
+    lost = points[(points["kept"] > 0) & (points["kept"] < points["total"])]
+    return {(row[x], row[hue] if hue else None, float(row["median"])): (int(row["kept"]), int(row["total"]))
+            for _, row in lost.iterrows()}
 
 
 def merged_legend(axes: Sequence[plt.Axes], ax: plt.Axes, *, title: str | None = None,
@@ -338,62 +342,70 @@ def _placement(legend: str) -> dict:
     return {"loc": legend}
 
 
-def _draw_floor(ax: plt.Axes, data: pd.DataFrame, *, x: str, floor: str, logx: bool, fit_from: float | None) -> None:
-    """Least squares on the same data: grey, one value per data stream and x."""
-    refuse_pooling(data, [x], floor, "error_curve (its least-squares floor)")
-    shown, _ = left_out_note(_per_stream(data, [x]), floor, x=x if logx else None, diverged=False)
+def _draw_floor(ax: plt.Axes, t: Table, *, x: str, floor: str, logx: bool,
+                fit_from: float | None) -> tuple[float, float]:
+    """Least squares on the same data: grey, one value per data stream and x. Returns the
+    smallest and largest value it shows."""
+    refuse_pooling(t, [x], floor, "error_curve (its least-squares floor)")
+    off_axis = x if logx else None
+    points, _ = t.point_stats([x], floor, off_axis=off_axis, diverged=False, per_stream=True)
     # the floor's slope over every x: least squares has no optimisation gap to wait out
-    fit_all = None if fit_from is None else shown[x].min()
-    label = "least squares on the same data" + _slope_text(shown, x, f"|{floor}|", fit_all)
-    sns.lineplot(data=shown, x=x, y=f"|{floor}|", estimator="median", errorbar=BAND, color="0.45", marker="s",
-                 markersize=3, linewidth=1.2, label=label, ax=ax)
+    shown = points.loc[points["kept"] > 0, x]
+    fit_all = None if fit_from is None or shown.empty else shown.min()
+    label = "least squares on the same data" + _slope_text(t, x, floor, fit_all, off_axis=off_axis, diverged=False,
+                                                            per_stream=True)
+    _draw_points(ax, points, x=x, colour="0.45", marker="s", label=label, linewidth=1.2, markersize=3)
+    return (points["low"].min(), points["high"].max()) if len(points) else (np.nan, np.nan)
 
 
-def _slope_text(data: pd.DataFrame, x: str, column: str, fit_from: float | None) -> str:
+def _slope_text(t: Table, x: str, column: str, fit_from: float | None, *, off_axis: str | None, diverged: bool,
+                per_stream: bool) -> str:
     """' (slope -0.55 [-0.61, -0.51])', from one value per data stream; or why there is none."""
     if fit_from is None:
         return ""
-    part = data[data[x] >= fit_from]
-    sizes = part[x].nunique()
+    units = t.filter(f"{quote(x)} >= {literal(fit_from)}").stream_values(
+        [x], column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
+    sizes = units[x].nunique()
     if sizes < MIN_FIT_LEVELS:
         return f" (no slope: {sizes} {x} ≥ {format_value(fit_from)})"
-    fit = fit_power_law(part[x], part[column], units=part["seed"] if "seed" in part else None)
+    fit = fit_power_law(units[x], units["v"], units=units["seed"] if "seed" in units else None)
     return f" (slope {fit.slope:.2f} [{fit.low:.2f}, {fit.high:.2f}])"
 
 
 # --- theory on the figures ---------------------------------------------------------------------
 
-def _single(data: pd.DataFrame, column: str) -> Any:
-    """The one value a column takes in data, or None (absent, or several)."""
-    if column not in data.columns:
+def _single(t: Table, column: str) -> Any:
+    """The one value a column takes in the table, or None (absent, or several)."""
+    if column not in t.columns:
         return None
-    values = data[column].unique()
+    values = t.values(column)
     return values[0] if len(values) == 1 else None
 
 
-def _gaussian_noise_var(data: pd.DataFrame) -> float | None:
+def _gaussian_noise_var(t: Table) -> float | None:
     """σ² where the rows share one Gaussian noise level, else None: the quantiles of least
     squares and the panels' theory hold for Gaussian noise only."""
-    if _single(data, "noise_kind") != "gaussian" or _single(data, "noise") is None:
+    if _single(t, "noise_kind") != "gaussian" or _single(t, "noise") is None:
         return None
-    return float(theory.noise_variance(float(_single(data, "noise")), "gaussian"))
+    return float(theory.noise_variance(float(_single(t, "noise")), "gaussian"))
 
 
-def _draw_theory(ax: plt.Axes, data: pd.DataFrame, *, x: str, y: str, hue: str | None, colours: dict,
+def _draw_theory(ax: plt.Axes, t: Table, *, x: str, y: str, hue: str | None, colours: dict,
                  within: tuple[float, float]) -> None:
     """Dashed theory where it holds: the least-squares median of ‖ŵ_ols − w‖ (and its 10-90%
     on a least-squares panel), and the stationary error of SGD on the squared loss."""
-    if y not in ("w_err_norm", "ols_w_err_norm") or x not in data.columns:
+    if y not in ("w_err_norm", "ols_w_err_norm") or x not in t.columns:
         return
-    d = feature_count(data)
-    if d == 0 or not pd.api.types.is_numeric_dtype(data[x]):
+    d = feature_count(t)
+    if d == 0 or not t.numeric(x):
         return
-    lo, hi = float(data[x][data[x] > 0].min()), float(data[x].max())
-    groups = [(None, data)] if hue is None else [(v, data[data[hue] == v]) for v in present_values(data[hue])]
+    xs = t.values(x)
+    lo, hi = float(min(v for v in xs if v > 0)), float(max(xs))
+    groups = [(None, t)] if hue is None else [(v, t.select({hue: [v]})) for v in t.values(hue)]
     drawn_ols: set = set()
     for value, part in groups:
         noise_var = _gaussian_noise_var(part)
-        if noise_var is None or part.empty:
+        if noise_var is None:
             continue
         n_fixed = _single(part, "num_train")
         if x == "num_train" or n_fixed is not None:
@@ -425,7 +437,7 @@ _SGD_FLOOR = "theory: SGD noise floor, RMS (squared loss, online limit)"
 _SGD_EDGE = "theory: SGD stability edge (squared loss, online limit)"
 
 
-def _theory_sgd(ax, part: pd.DataFrame, *, x, lo, hi, d, noise_var, colour, within) -> None:
+def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within) -> None:
     """√E‖ŵ − w‖² where constant-lr SGD settles (online limit), and the stability edge on an lr axis.
 
     The lines take their lr's colour; the legend says once, in grey, what such a line is.
@@ -460,7 +472,7 @@ def _proxy(ax: plt.Axes, label: str, linestyle: str) -> None:
 # --- the figure-level function ---------------------------------------------------------------------
 
 def error_facets(
-    data: pd.DataFrame,
+    data: Any,
     *,
     x: str,
     y: str = "w_err_norm",
@@ -482,7 +494,7 @@ def error_facets(
 
     Parameters
     ----------
-    data : DataFrame
+    data : DataFrame, path or study.analysis.Table
         Tidy results, filtered to what the figure shows (one epoch, unless epoch is on it).
         Every axis that y depends on must be on the figure or take one value: the figure
         refuses (PoolingError, naming the axes and their values) rather than pool them.
@@ -506,31 +518,36 @@ def error_facets(
     >>> save_figure(g.figure, "figures/error.pdf")  # doctest: +SKIP
     """
     where = "parameter of error_facets"
-    check_roles(data, where=where, x=x, y=y, hue=hue, style=style, col=col, row=row)
-    pooled = varying_axes(data, [x, hue, style, col, row], axes_of(y))
+    t = open_table(data)
+    check_roles(t, where=where, x=x, y=y, hue=hue, style=style, col=col, row=row)
+    pooled = t.varying([x, hue, style, col, row], axes_of(y))
     if pooled:
         raise PoolingError(pooled, "error_facets")
     if floor == "auto":
         twin = FLOORS.get(y)
-        floor = twin if twin in data.columns and not varying_axes(data, [x, col, row], DATA_AXES) else None
-    logx = _log_scale(data[x]) if logx is None else logx
-    levels = _levels(data, hue, hue_order)
+        floor = twin if twin in t.columns and not t.varying([x, col, row], DATA_AXES) else None
+    logx = _log_scale(t, x) if logx is None else logx
+    levels = _levels(t, hue, hue_order)
     colours = dict(zip(levels, sns.color_palette(PALETTE, max(len(levels), 1))))
-    g = sns.FacetGrid(data, col=col, row=row, col_order=_levels(data, col) or None, row_order=_levels(data, row) or None,
+    rows, cols = _levels(t, row) or [None], _levels(t, col) or [None]
+    # The grid is laid out from the panels' values alone; each panel's rows stay in the table.
+    panels = pd.DataFrame([{**({row: r} if row else {}), **({col: c} if col else {})} for r in rows for c in cols])
+    g = sns.FacetGrid(panels, col=col, row=row, col_order=cols if col else None, row_order=rows if row else None,
                       height=height, aspect=aspect, sharex=True, sharey=True, despine=False)
     entries: dict[str, Any] = {}
-    for (i, j, _), part in g.facet_data():
-        ax = g.axes[i, j]
-        if part.empty:
-            ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="0.4")
-            continue
-        error_curve(part, x=x, y=y, hue=hue, style=style, hue_order=levels, palette=colours, floor=floor,
-                    theory=theory, fit_from=fit_from, ax=ax, logx=logx,
-                    legend="best" if fit_from is not None else False, legend_title=hue)
-        if fit_from is None:
-            for handle, label in zip(*ax.get_legend_handles_labels()):
-                entries.setdefault(label, handle)
-    rows, cols = _levels(data, row) or [None], _levels(data, col) or [None]
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = g.axes[i, j]
+            part = t.select({k: [v] for k, v in ((row, r), (col, c)) if k})
+            if part.count() == 0:
+                ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="0.4")
+                continue
+            error_curve(part, x=x, y=y, hue=hue, style=style, hue_order=levels, palette=colours, floor=floor,
+                        theory=theory, fit_from=fit_from, ax=ax, logx=logx,
+                        legend="best" if fit_from is not None else False, legend_title=hue)
+            if fit_from is None:
+                for handle, label in zip(*ax.get_legend_handles_labels()):
+                    entries.setdefault(label, handle)
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             g.axes[i, j].set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, r), (col, c)) if k))
@@ -547,23 +564,24 @@ def error_facets(
 
 # --- heatmaps ----------------------------------------------------------------------------------------
 
-def lr_epoch_heatmap(data: pd.DataFrame, *, value: str = "w_err_norm", ax: plt.Axes | None = None,
-                     norm: LogNorm | None = None) -> plt.Axes:
+def lr_epoch_heatmap(data: Any, *, value: str = "w_err_norm", ax: plt.Axes | None = None,
+                     norm: LogNorm | None = None, cells: pd.DataFrame | None = None) -> plt.Axes:
     """Median |value| over the runs of each (lr, epoch), on a log colour scale; epoch 0 (the
     start) is not shown.
 
     A cell where more than half the runs diverged is marked "div." and left uncoloured;
     cells where some diverged say how many. Every other axis must take one value (else
-    PoolingError). ``norm`` shares one colour scale between heatmaps.
+    PoolingError). ``norm`` shares one colour scale between heatmaps; ``cells``: this panel's
+    rows of Table.lr_epoch_cells, where the caller has them.
     """
     ax = ax if ax is not None else plt.gca()
-    refuse_pooling(data, ["lr", "epoch"], value, "lr_epoch_heatmap")
-    df = data[data["epoch"] > 0].assign(_v=magnitude(data, value), _d=data["diverged"].astype(bool))
-    finite = df[~df["_d"]]
-    median = finite.pivot_table(index="lr", columns="epoch", values="_v", aggfunc="median")
-    share = df.pivot_table(index="lr", columns="epoch", values="_d", aggfunc="mean")
-    count = df.pivot_table(index="lr", columns="epoch", values="_d", aggfunc="sum")
-    median = median.reindex(index=share.index, columns=share.columns).where(share <= 0.5)
+    t = open_table(data)
+    refuse_pooling(t, ["lr", "epoch"], value, "lr_epoch_heatmap")
+    cells = t.lr_epoch_cells(value) if cells is None else cells
+    median = cells.pivot(index="lr", columns="epoch", values="median").astype(float)
+    share = cells.pivot(index="lr", columns="epoch", values="share")
+    count = cells.pivot(index="lr", columns="epoch", values="diverged")
+    median = median.where(share <= 0.5)
     annot = median.map(lambda v: "" if np.isnan(v) else f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e"))
     for (lr, epoch), n in count.stack().items():
         if n and share.loc[lr, epoch] <= 0.5:
@@ -589,33 +607,29 @@ def _log_norm(medians: Sequence[pd.DataFrame]) -> LogNorm | None:
     return LogNorm(vmin=values.min(), vmax=values.max()) if len(values) else None
 
 
-def heatmap_facets(data: pd.DataFrame, *, value: str = "w_err_norm", col: str | None = None, row: str | None = None,
+def heatmap_facets(data: Any, *, value: str = "w_err_norm", col: str | None = None, row: str | None = None,
                    title: str | None = None) -> plt.Figure:
     """One :func:`lr_epoch_heatmap` per col and row value, on one colour scale."""
     where = "parameter of heatmap_facets"
-    check_roles(data, where=where, y=value, col=col, row=row)
-    refuse_pooling(data, ["lr", "epoch", col, row], value, "heatmap_facets")
-    cols, rows = _levels(data, col) or [None], _levels(data, row) or [None]
-    n_lr = data["lr"].nunique()
+    t = open_table(data)
+    check_roles(t, where=where, y=value, col=col, row=row)
+    refuse_pooling(t, ["lr", "epoch", col, row], value, "heatmap_facets")
+    cols, rows = _levels(t, col) or [None], _levels(t, row) or [None]
+    n_lr = len(t.values("lr"))
+    panels = [k for k in (row, col) if k]
+    cells = t.lr_epoch_cells(value, panels)  # every panel's cells in one query
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(6.5 * len(cols), (0.45 * n_lr + 1.6) * len(rows)),
                              squeeze=False)
-    parts = {}
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            mask = np.ones(len(data), dtype=bool)
-            for column, v in ((row, r), (col, c)):
-                if column is not None:
-                    mask &= (data[column] == v).to_numpy()
-            parts[i, j] = data[mask]
-    ok = [p[(p["epoch"] > 0) & ~p["diverged"].astype(bool)] for p in parts.values()]
-    norm = _log_norm([p.assign(_v=magnitude(p, value)).groupby(["lr", "epoch"])["_v"].median().to_frame()
-                      for p in ok if len(p)])
+    parts = {(i, j): cells[_match(cells, {row: r, col: c})]
+             for i, r in enumerate(rows) for j, c in enumerate(cols)}
+    norm = _log_norm([cells[["median"]]])
     for (i, j), part in parts.items():
         ax = axes[i, j]
         if part.empty:
             ax.set_axis_off()
             continue
-        lr_epoch_heatmap(part, value=value, ax=ax, norm=norm)
+        lr_epoch_heatmap(t.select({k: [v] for k, v in ((row, rows[i]), (col, cols[j])) if k}), value=value, ax=ax,
+                         norm=norm, cells=part)
         ax.set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, rows[i]), (col, cols[j])) if k))
     if title:
         fig.suptitle(title)

@@ -227,28 +227,26 @@ def write_json(obj: Any, path: str | Path) -> None:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a results table, CSV or Parquet by extension; refuses a file that lacks the
-    schema's coordinates and errors."""
+    """Read a whole results table into memory, CSV or Parquet by extension, once it passed the
+    checks of :func:`study.analysis.open_table` (its format, columns and types). For tables of
+    any size, give the path itself to :func:`summarize`, :func:`diverged_runs` or the figures:
+    they read only what they need."""
+    from .analysis import open_table
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No results file at {str(path)!r}.")
-    parquet = path.suffix.lower() == ".parquet"
-    try:
-        df = pd.read_parquet(path) if parquet else pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as err:
-        kind = "Parquet" if parquet else "CSV"
-        raise ValueError(f"{str(path)!r} is not a results {kind} file: {' '.join(str(err).split())}") from None
-    missing = [c for c in (*COORDINATES, "w_err_norm", "b_err", "diverged") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{str(path)!r} is not a results CSV of this schema: it lacks the columns {missing}.")
+    open_table(path)
+    df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     for axis in STRING_AXES:  # as run_grid gives them
         df[axis] = ordered_categorical(df[axis])
     return df
 
 
-def default_by(df: pd.DataFrame) -> list[str]:
-    """The grid axes that take more than one value in df, and epoch."""
-    return [a for a in AXES if a == "epoch" or df[a].nunique() > 1]
+def default_by(table: Any) -> list[str]:
+    """The grid axes that take more than one value in the table, and epoch."""
+    from .analysis import open_table
+
+    varying = open_table(table).varying((), AXES)
+    return [a for a in AXES if a == "epoch" or a in varying]
 
 
 # --- summaries: what is shown, over which runs, and what is pooled ---------------------------
@@ -306,22 +304,17 @@ def present_values(column: pd.Series) -> list:
     return sorted(column.dropna().unique().tolist())
 
 
-def varying_axes(df: pd.DataFrame, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:
+def varying_axes(table: Any, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:
     """The axes (of ``axes``) that take more than one value among rows that agree on every
     column of ``placed``: what a figure or table with those columns would pool over.
 
+    ``table``: a DataFrame, a results file's path, or a :class:`study.analysis.Table`.
     ``placed`` may hold derived columns (a label made of loss and sigma): an axis they
     determine is not pooled, whatever the column is called.
     """
-    placed = [c for c in dict.fromkeys(placed) if c is not None]
-    pooled = {}
-    for axis in axes:
-        if axis in placed or axis not in df.columns or df[axis].nunique() < 2:
-            continue
-        if placed and df.groupby(placed, observed=True, sort=False)[axis].nunique().max() < 2:
-            continue
-        pooled[axis] = present_values(df[axis])
-    return pooled
+    from .analysis import open_table
+
+    return open_table(table).varying(placed, axes)
 
 
 def _column_list(value: Any, name: str, where: str) -> list[str]:
@@ -333,32 +326,36 @@ def _column_list(value: Any, name: str, where: str) -> list[str]:
     return list(value)
 
 
-def at_epoch(df: pd.DataFrame, epoch: int | None = None, *, placed: Sequence[str | None] = (),
-             where: str = "parameter of at_epoch") -> tuple[pd.DataFrame, str]:
+def at_epoch(table: Any, epoch: int | None = None, *, placed: Sequence[str | None] = (),
+             where: str = "parameter of at_epoch") -> tuple[Any, str]:
     """The rows at one checkpoint, and the words that say which.
 
+    ``table``: a DataFrame (rows of it come back) or a path or Table (a Table comes back).
     ``epoch=None``: where ``epoch`` is among ``placed`` (a column of the table or the figure),
     every checkpoint; otherwise each run's last checkpoint, which the words name ("epoch 10,
     the last checkpoint").
     """
-    checkpoints = sorted(int(e) for e in df["epoch"].unique())
+    from .analysis import open_table
+
+    t = open_table(table)
+    frame = isinstance(table, pd.DataFrame)
+    checkpoints = [int(e) for e in t.values("epoch")]
     if epoch is not None:
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or int(epoch) not in checkpoints:
             raise ParameterError("epoch", where, f"one of the table's checkpoints ({values_text(checkpoints)})", epoch)
-        return df[df["epoch"] == epoch], f"epoch {int(epoch)}"
+        return (table[table["epoch"] == epoch] if frame else t.select({"epoch": [int(epoch)]})), f"epoch {int(epoch)}"
     if "epoch" in placed:
-        return df, f"every checkpoint (epochs {values_text(checkpoints)})"
+        return (table if frame else t), f"every checkpoint (epochs {values_text(checkpoints)})"
     last_all = checkpoints[-1] if checkpoints else 0
-    runs = [a for a in RUN_AXES if a in df.columns] + ["seed"]
-    last = df.groupby(runs, observed=True, sort=False)["epoch"].transform("max")
-    rows = df[df["epoch"] == last]
-    ends = sorted(int(e) for e in rows["epoch"].unique())
+    rows, ends = t.last_checkpoints()
+    if frame:
+        rows = table[table["epoch"] == ends[0]] if len(ends) == 1 else rows.frame()
     if ends == [last_all]:
         return rows, f"epoch {last_all} (the last checkpoint)"
     return rows, f"each run's last checkpoint (epochs {values_text(ends)})"
 
 
-def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None, stats: Sequence[str] = tuple(_STATS), *,
+def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence[str] = tuple(_STATS), *,
               epoch: int | None = None) -> pd.DataFrame:
     """Per cell: the count of runs, how many diverged, and statistics of each error.
 
@@ -368,10 +365,14 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None, stats: Se
     described over every run, one value per data stream (runs that differ only in lr, loss,
     sigma or reduction share their data, so each data set counts once).
 
+    The statistics are exact (order statistics as numpy's, means as compensated sums) and
+    computed out of core (study.analysis): a path is read a column and row group at a time,
+    never whole, whatever its size.
+
     Parameters
     ----------
-    df : DataFrame
-        A results table (one row per run per checkpoint).
+    table : DataFrame, str or Path
+        A results table (one row per run per checkpoint): a DataFrame, or a .parquet or .csv file.
     by : str or list of str, optional
         The column(s) that define a cell; default: the axes that vary, and ``epoch``.
     stats : sequence of {"mean", "median", "q10", "q90"}
@@ -396,95 +397,67 @@ def summarize(df: pd.DataFrame, by: str | Sequence[str] | None = None, stats: Se
     >>> s[["loss", "epoch", "count"]].to_dict("records")
     [{'loss': 'squared', 'epoch': 3, 'count': 1}, {'loss': 'huber', 'epoch': 3, 'count': 1}]
     """
+    from .analysis import open_table
+
     where = "parameter of summarize"
-    by = default_by(df) if by is None else _column_list(by, "by", where)
-    unknown = [c for c in by if c not in df.columns]
+    t = open_table(table)
+    by = default_by(t) if by is None else _column_list(by, "by", where)
+    unknown = [c for c in by if c not in t.columns]
     if unknown:
-        axes = [a for a in AXES if a in df.columns]
+        axes = [a for a in AXES if a in t.columns]
         raise ParameterError("by", where, f"columns of the table (its axes: {', '.join(axes)})",
                              unknown[0] if len(unknown) == 1 else unknown)
     bad = [s for s in stats if s not in _STATS]
     if bad:
         raise ParameterError("stats", where, f"among {list(_STATS)}", bad)
-    rows, epoch_text = at_epoch(df, epoch, placed=by, where=where)
-    pooled = varying_axes(rows, by)
+    rows, epoch_text = at_epoch(t, epoch, placed=by, where=where)
+    pooled = rows.varying(by)
     # epoch joins the keys where it is one value per cell: it names the checkpoint shown, and
     # splits no cell.
     keys = by if "epoch" in by or "epoch" in pooled else [*by, "epoch"]
-    # The cells, numbered once (grouping by the key columns is the costly part), then every
-    # statistic grouped by that one integer.
-    grouper = rows.groupby(keys, sort=True, observed=True)
-    cell = grouper.ngroup().to_numpy()
-    index = grouper.size().index
-    n = len(index)
-    diverged = rows["diverged"].to_numpy().astype(bool)
-    # One row per data stream of a cell (runs that differ only in lr, loss, sigma or reduction
-    # share their data): the first of each (cell, seed).
-    first = ~pd.DataFrame({"cell": cell, "seed": rows["seed"].to_numpy()}).duplicated().to_numpy()
-    out = pd.DataFrame({"count": np.bincount(cell, minlength=n).astype(np.int64),
-                        "diverged": np.bincount(cell, weights=diverged, minlength=n).astype(np.int64),
-                        "streams": np.bincount(cell[first], minlength=n).astype(np.int64)}, index=index)
-    if pooled:
-        out["pooled_over"] = describe_axes(pooled)
-
-    def column(metric: str) -> np.ndarray:
-        if metric.endswith("_abs"):
-            return np.abs(rows[metric[: -len("_abs")]].to_numpy())
-        return rows[metric].to_numpy()
-
     sgd = [m for m in ERROR_METRICS if m not in LEAST_SQUARES]
     ols = [m for m in ERROR_METRICS if m in LEAST_SQUARES]
-    values: dict[str, pd.Series] = {}
-    # SGD's errors over the runs that did not diverge; least squares once per data stream.
-    for metrics, keep in ((sgd, ~diverged), (ols, first)):
-        part = pd.DataFrame({m: column(m)[keep] for m in metrics})
-        # pandas' own grouped statistics (compiled), one call each for all metrics: a Python
-        # function per group would be called once per cell and metric.
-        grouped = part.groupby(cell[keep], sort=True)[metrics]
-        frames = {"mean": grouped.mean, "median": grouped.median}
-        levels = [q for q in (0.1, 0.9) if f"q{round(100 * q)}" in stats]
-        if levels and len(part):  # the quantiles in one call: the rows are sorted by cell once for both
-            both = grouped.quantile(levels)
-            for q in levels:
-                frames[f"q{round(100 * q)}"] = lambda q=q: both.xs(q, level=-1)
-        elif levels:  # every run diverged: no values, NaN statistics
-            for q in levels:
-                frames[f"q{round(100 * q)}"] = lambda: pd.DataFrame(columns=metrics, dtype=float)
-        for stat in stats:
-            frame = frames[stat]().reindex(np.arange(n))
-            for metric in metrics:
-                values[f"{metric}_{stat}"] = pd.Series(frame[metric].to_numpy(), index=index)
+    cells = rows.cell_stats(keys, sgd, ols, stats)
+    out = cells[[*keys, "count", "diverged", "streams"]].copy()
+    if pooled:
+        out["pooled_over"] = describe_axes(pooled)
     for metric in ERROR_METRICS:
         for stat in stats:
-            out[f"{metric}_{stat}"] = values[f"{metric}_{stat}"]
-    out = out.reset_index()
+            out[f"{metric}_{stat}"] = cells[f"{metric}_{stat}"]
     out.attrs = {"epoch": epoch_text, "pooled": pooled, "by": list(by)}
     return out
 
 
-def diverged_runs(df: pd.DataFrame, *, epoch: int | None = None) -> pd.DataFrame:
+def diverged_runs(table: Any, *, epoch: int | None = None) -> pd.DataFrame:
     """The runs that diverged by the checkpoint ``epoch`` (default: by their last), one row each.
+
+    ``table``: a DataFrame, or a .parquet or .csv file (read a few columns at a time).
 
     Returns
     -------
     DataFrame
         The run's cell (the grid axes but ``epoch``), ``replicate``, ``seed`` (its data: see
         SyntheticRegressionData) and ``diverged_at``, the first checkpoint at which it had
-        diverged, in the table's order.
+        diverged, in the grid's order.
     """
+    from .analysis import open_table
+
+    t = open_table(table)
     if epoch is not None:
-        at_epoch(df, epoch, where="parameter of diverged_runs")  # refuses a checkpoint the table lacks
-        df = df[df["epoch"] <= epoch]
-    keys = [a for a in RUN_AXES if a in df.columns] + ["replicate", "seed"]
-    hit = df[df["diverged"].astype(bool)]
-    first = hit.sort_values("epoch", kind="stable").drop_duplicates(keys).sort_index()
-    return first[[*keys, "epoch"]].rename(columns={"epoch": "diverged_at"}).reset_index(drop=True)
+        at_epoch(t, epoch, where="parameter of diverged_runs")  # refuses a checkpoint the table lacks
+        t = t.filter(f"epoch <= {int(epoch)}")
+    keys = [a for a in RUN_AXES if a in t.columns] + ["replicate", "seed"]
+    return t.diverged_first(keys)
 
 
-def parse_where(df: pd.DataFrame, items: Sequence[str], *, where: str = "parameter of parse_where") -> dict[str, list]:
+def parse_where(table: Any, items: Sequence[str], *, where: str = "parameter of parse_where") -> dict[str, list]:
     """``["loss=huber", "lr=0.01,0.03"]`` as ``{"loss": ["huber"], "lr": [0.01, 0.03]}``, each
-    value read as its column's type and checked against the values the table holds."""
-    allowed_keys = [a for a in AXES if a in df.columns]
+    value read as its column's type and checked against the values the table holds
+    (``table``: a DataFrame, a results file's path, or a study.analysis.Table)."""
+    from .analysis import open_table
+
+    t = open_table(table) if items else None
+    allowed_keys = [a for a in AXES if t is not None and a in t.columns]
     chosen: dict[str, list] = {}
     for item in items:
         key, sep, text = str(item).partition("=")
@@ -496,11 +469,11 @@ def parse_where(df: pd.DataFrame, items: Sequence[str], *, where: str = "paramet
                                  item)
         if key in chosen:
             raise ParameterError("where", where, f"given once for each axis ({key} is given twice)", item)
-        present = present_values(df[key])
+        present = t.values(key)
         values = []
         for part in text.split(","):
             part = part.strip()
-            value = _read_as(df[key], part)
+            value = _read_as(t.numeric(key), part)
             match = _matching(present, value)
             if match is None:
                 raise ParameterError("where", where, f"one of the values {key} takes in the table "
@@ -510,8 +483,8 @@ def parse_where(df: pd.DataFrame, items: Sequence[str], *, where: str = "paramet
     return chosen
 
 
-def _read_as(column: pd.Series, text: str) -> Any:
-    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+def _read_as(numeric: bool, text: str) -> Any:
+    if numeric:
         try:
             return float(text)
         except ValueError:
@@ -531,8 +504,15 @@ def _matching(present: list, value: Any) -> Any:
     return None
 
 
-def select(df: pd.DataFrame, where: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """The rows whose value of each axis in ``where`` is the one given (or one of a list)."""
+def select(df: Any, where: Mapping[str, Any] | None = None) -> Any:
+    """The rows whose value of each axis in ``where`` is the one given (or one of a list): of a
+    DataFrame, a DataFrame; of a study.analysis.Table, a Table."""
+    if not isinstance(df, pd.DataFrame):
+        for key in where or {}:
+            if key not in df.columns:
+                raise ParameterError("where", "parameter of select", f"a mapping from the table's columns "
+                                     f"({', '.join(a for a in AXES if a in df.columns)})", key)
+        return df.select(where)
     mask = np.ones(len(df), dtype=bool)
     for key, wanted in (where or {}).items():
         if key not in df.columns:

@@ -32,6 +32,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -500,6 +501,8 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
     # unreachable scheduler leaves no trace.
     store = RunStore(store_path(out) if out is not None else None, engine=engine, stream=grid.stream,
                      checkpoints=checkpoints, read=resume)
+    for damage in store.damaged:  # repaired below, and said: a damaged disk is worth knowing of
+        warnings.warn(f"{damage}; they are trained again", stacklevel=3)
     # What the store lacks, chunk by chunk: a chunk is made here to look its runs up only when
     # the store holds any (a new grid is planned without making a chunk).
     tasks: list[Task] = []
@@ -538,6 +541,7 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
             where_run["scheduler"] = scheduler or "LocalCluster on 127.0.0.1"
         if not resume:
             store.clear()
+        store.describe(grid)  # so that `study table OUT` reads the finished runs while this runs
         bundled: dict[int, tuple[Task, ...]] = {}  # a bundle's first task's n -> its tasks (trained together)
         if not tasks:
             results: Iterator[tuple] = iter(())

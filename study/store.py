@@ -43,12 +43,15 @@ from .plan import Plan
 from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write
 from .vocabulary import ENGINE_REVISIONS
 
-__all__ = ["Segment", "RunStore", "save_segment", "read_segment_head", "table_blocks", "table_frame", "SUFFIX"]
+__all__ = ["Segment", "RunStore", "Damage", "save_segment", "read_segment_head", "table_blocks", "table_frame",
+           "held_table", "SUFFIX", "GRID_FILE"]
 
 #: A segment file starts with this line, then the sha256 of everything after the digest.
 MAGIC = b"study-runs 1\n"
 #: The file name ending of a segment.
 SUFFIX = ".runs"
+#: The file in a store that says which grid its runs are being trained for (RunStore.describe).
+GRID_FILE = "grid.json"
 _HASH_PIECE = 1 << 24  # bytes hashed at a time when a segment is checked: memory stays flat
 
 
@@ -116,33 +119,64 @@ class _Head:
     columns: dict[str, tuple[np.dtype, int]]  # name -> (dtype, byte offset in the file)
 
 
-def read_segment_head(path: Path, *, engine: str, stream: str) -> _Head | None:
+@dataclass(frozen=True)
+class Damage:
+    """A file of the store that could not be read: where, why, and the runs it held (None
+    where its header is unreadable too)."""
+
+    path: Path
+    reason: str
+    runs: int | None
+
+    def __str__(self) -> str:
+        held = f"its {self.runs:,} runs" if self.runs is not None else "its runs (how many: unreadable)"
+        return f"{self.path} is damaged ({self.reason}): {held}"
+
+
+def _header_runs(path: Path) -> int | None:
+    """The run count a segment's header states, read without its digest; None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(len(MAGIC) + 32)
+            (size,) = struct.unpack("<Q", f.read(8))
+            return int(json.loads(f.read(min(size, 1 << 20)))["runs"])
+    except Exception:
+        return None
+
+
+def read_segment_head(path: Path, *, engine: str, stream: str, damage: list[Damage] | None = None) -> _Head | None:
     """A segment's header and keys, once its digest is checked; None for a file that is
-    truncated, damaged, not a segment, or of another schema, engine, engine revision or stream."""
+    truncated, damaged, not a segment, or of another schema, engine, engine revision or stream.
+    The damaged ones (all but another schema's, engine's or stream's) are added to ``damage``."""
+
+    def damaged(reason: str, runs: int | None = None) -> None:
+        if damage is not None:
+            damage.append(Damage(path, reason, runs))
+
     try:
         with open(path, "rb") as f:
             if f.read(len(MAGIC)) != MAGIC:
-                return None
+                return damaged("it does not start as a segment of runs does")
             expected = f.read(32)
             digest = hashlib.sha256()
             while piece := f.read(_HASH_PIECE):
                 digest.update(piece)
             if digest.digest() != expected:
-                return None
+                return damaged("its contents fail their sha256 digest: truncated or altered", _header_runs(path))
             at = len(MAGIC) + 32
             f.seek(at)
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size))
             if ((header["schema"], header["engine"], header.get("revision"), header["stream"])
                     != (SCHEMA_VERSION, engine, ENGINE_REVISIONS[engine], stream)):
-                return None
+                return None  # another engine's or stream's runs: kept for it, not damage
             runs, C = int(header["runs"]), len(header["checkpoints"])
             keys = np.frombuffer(f.read(8 * runs), dtype="<u8").astype(np.uint64)
         columns = _column_layout(at + 8 + size + 8 * runs,
                                  [(name, np.dtype(dtype), runs * C) for name, dtype in header["columns"]])
         return _Head(path, tuple(int(c) for c in header["checkpoints"]), keys, columns)
-    except Exception:  # an unreadable or foreign file is recomputed, whatever broke in reading it
-        return None
+    except Exception as err:  # an unreadable file is recomputed, whatever broke in reading it
+        return damaged(f"it cannot be read: {type(err).__name__}", _header_runs(path))
 
 
 class RunStore:
@@ -168,9 +202,11 @@ class RunStore:
         self._sources: list[_Head | Segment] = []
         self._keys: list[np.ndarray] = []
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        #: The files that could not be read (see :class:`Damage`): said by whoever reads the store.
+        self.damaged: list[Damage] = []
         if read and folder is not None and folder.is_dir():
             for path in sorted(folder.glob(f"*{SUFFIX}")):
-                head = read_segment_head(path, engine=engine, stream=stream)
+                head = read_segment_head(path, engine=engine, stream=stream, damage=self.damaged)
                 if head is not None and set(self.checkpoints) <= set(head.checkpoints):
                     self._append(head)
 
@@ -188,6 +224,17 @@ class RunStore:
         path = self.folder / f"{name}{SUFFIX}"
         layout = save_segment(path, segment, engine=self.engine, stream=self.stream)
         self._append(_Head(path, tuple(segment.checkpoints), np.asarray(segment.keys, dtype=np.uint64), layout))
+
+    def describe(self, grid: Any) -> None:
+        """Write what grid the store's runs are being trained for (GRID_FILE: its spec, engine,
+        stream and checkpoints), so that the finished runs can be read as a table while it
+        runs or after it stopped (:func:`held_table`)."""
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"spec": grid.to_dict(), "engine": self.engine, "stream": self.stream,
+                           "checkpoints": list(self.checkpoints), "schema": SCHEMA_VERSION}, sort_keys=True, default=str)
+        atomic_write(self.folder / GRID_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
     def clear(self) -> None:
         """Forget every run, and remove the segment files (and temporary files of a killed write)."""
@@ -370,3 +417,48 @@ def table_frame(plan: Plan, store: RunStore, *, only_held: bool = False) -> pd.D
         held = list(table_blocks(plan, store, only_held=True))
         return pd.concat(held, ignore_index=True) if held else None
     return next(table_blocks(plan, store, block_rows=max(1, plan.n_runs * len(store.checkpoints))), None)
+
+
+@dataclass
+class Held:
+    """The finished runs of a store, written as a table (see :func:`held_table`)."""
+
+    path: Path  # the Parquet file they were written to
+    runs: int  # runs held
+    total: int  # runs of the grid
+    name: str  # the grid's name
+    damaged: list[Damage]
+
+
+def held_table(folder: Path, into: Path) -> Held | None:
+    """The runs a store holds of the grid it was last described for (:meth:`RunStore.describe`),
+    written, in the grid's order, one block at a time, as the Parquet file ``into`` (its
+    metadata marks it partial: whether every run is held, :class:`Held` says). None where the
+    store describes no grid."""
+    from .grid import Grid
+    from .results import write_table_blocks
+
+    try:
+        described = json.loads((folder / GRID_FILE).read_text())
+        grid = Grid(**described["spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if described.get("schema") != SCHEMA_VERSION:
+        return None
+    store = RunStore(folder, engine=described["engine"], stream=described["stream"], checkpoints=grid.checkpoints)
+    plan = Plan(grid, lambda *_: grid.n_runs)  # one chunk a group: only its order is used here
+    identity = {"name": grid.name, "spec": grid.to_dict(), "schema_version": SCHEMA_VERSION,
+                "engine": described["engine"], "stream": described["stream"], "partial": True}
+    rows = [0]
+
+    def counted(blocks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for block in blocks:
+            rows[0] += len(block)
+            yield block
+
+    if len(store):
+        write_table_blocks(counted(table_blocks(plan, store, only_held=True)), into, identity)
+    held = rows[0] // len(grid.checkpoints)
+    if held == 0:
+        into.unlink(missing_ok=True)
+    return Held(into, held, plan.n_runs, grid.name, store.damaged)

@@ -108,11 +108,11 @@ def test_error_curve_fit_puts_the_slope_in_the_legend_or_says_why_not(runs):
 def test_left_out_note_counts_zero_diverged_and_points_off_a_log_axis():
     df = pd.DataFrame({"e": [0.0, 1.0, -2.0, np.inf, 3.0], "epoch": [1, 1, 1, 1, 0],
                        "diverged": [False, False, False, True, False]})
-    shown, note = left_out_note(df, "e")
-    assert list(shown["|e|"]) == [1.0, 2.0, 3.0]
-    assert note == "left out: 1 diverged, 1 exactly 0 (of 5)"
-    shown, note = left_out_note(df, "e", x="epoch")
-    assert list(shown["|e|"]) == [1.0, 2.0] and note == "left out: 1 diverged, 1 at epoch 0 (log axis), 1 exactly 0 (of 5)"
+    assert left_out_note(df, "e") == "left out: 1 diverged, 1 exactly 0 (of 5)"
+    note = left_out_note(df, "e", x="epoch")
+    assert note == "left out: 1 diverged, 1 at epoch 0 (log axis), 1 exactly 0 (of 5)"
+    assert left_out_note(df.assign(epoch=[1, 1, 1, 1, -1]), "e", x="epoch").count("at epoch ≤ 0") == 1
+    assert left_out_note(df, "e", diverged=False) == "left out: 1 exactly 0, 1 not finite (of 5)"
 
 
 def test_error_curve_uses_the_given_axes(runs):

@@ -196,7 +196,7 @@ def test_write_csv_failure_keeps_the_old_file(tmp_path, table):
 def test_read_results_refuses_other_files(tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="is not a results CSV of this schema: it lacks the columns"):
+    with pytest.raises(ValueError, match="is not a results table: the CSV file lacks the columns num_train, lr"):
         read_results(other)
     with pytest.raises(FileNotFoundError, match="No results file at"):
         read_results(tmp_path / "missing.csv")
@@ -253,7 +253,7 @@ def test_a_parquet_table_is_the_frame_and_carries_its_spec(tmp_path):
 def test_a_file_that_is_not_a_results_table_is_refused_in_one_line(tmp_path):
     bad = tmp_path / "x.parquet"
     bad.write_bytes(b"not parquet at all")
-    with pytest.raises(ValueError, match=r"is not a results Parquet file: "):
+    with pytest.raises(ValueError, match=r"x.parquet' is not a readable Parquet file: Parquet magic bytes not found"):
         read_results(bad)
 
 

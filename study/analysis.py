@@ -1,0 +1,614 @@
+"""The analysis engine: exact statistics of results tables of any size, out of core (DuckDB).
+
+Every number a summary, a figure or an answer shows is one SQL query over a :class:`Table`:
+
+- a Parquet file, of which a query reads only the columns and row groups it needs;
+- a CSV file, read in parallel, its column types checked before any statistic;
+- a pandas DataFrame, queried in place (no copy);
+- the finished runs of a grid's store (study.store), while it runs or after it stopped.
+
+DuckDB runs the queries: in-process, exact order statistics (``quantile_cont`` interpolates as
+numpy's default and pandas' do), and a memory limit (:data:`MEMORY_LIMIT`) past which it spills
+to a temporary folder. So memory stays bounded whatever the table's size, and the statistics are
+the same numbers as numpy's on the same rows. Means are compensated sums (``favg``, Kahan-Babuška):
+a plain parallel ``avg`` changes its last bits with the threads' order, and a summary written
+twice must be the same bytes.
+
+All SQL of the package lives here; study.results says what the statistics mean, study.plots
+draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import weakref
+from itertools import count
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .vocabulary import AXES, LOSSES, NOISE_KINDS, REDUCTIONS
+
+__all__ = ["Table", "open_table", "TableError", "REQUIRED", "MEMORY_LIMIT", "quote", "literal"]
+
+#: The columns every results table has: the coordinates, and what a summary cannot do without.
+REQUIRED = (*AXES, "replicate", "seed", "w_err_norm", "b_err", "diverged")
+#: The string axes, and the order their values are listed in where no grid says otherwise.
+_CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS}
+#: Columns that must hold numbers (a CSV whose column holds text there is refused).
+_NUMERIC = ("num_train", "lr", "epoch", "sigma", "batch_size", "noise", "replicate", "seed", "w_err_norm", "b_err")
+#: DuckDB's working memory in one process. Past it, sorts, joins and aggregates spill to a
+#: temporary folder; 512 MB keeps a summary of 60M rows under 1 GB of resident memory.
+MEMORY_LIMIT = os.environ.get("STUDY_MEMORY_LIMIT", "512MB")
+
+
+class TableError(ValueError):
+    """A file that is not a results table, or a selection of it that holds no rows."""
+
+
+def quote(name: str) -> str:
+    """A column name as an SQL identifier."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def literal(value: Any) -> str:
+    """A Python value as an SQL literal of the same value (floats exactly, as DOUBLE)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"CAST('{float(value)!r}' AS DOUBLE)"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# --- the connection ------------------------------------------------------------------------
+
+_LOCK = threading.RLock()
+_CONNECTION: dict[str, Any] = {}
+_NAMES = count()
+
+
+def _connection():
+    """This process's DuckDB connection (made on first use; a forked child makes its own)."""
+    pid = os.getpid()
+    if _CONNECTION.get("pid") != pid:
+        import duckdb
+
+        spill = tempfile.mkdtemp(prefix="study-duckdb-")
+        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
+                                     "preserve_insertion_order": False})
+        weakref.finalize(con, _remove_folder, spill)
+        _CONNECTION.update(pid=pid, con=con)
+    return _CONNECTION["con"]
+
+
+def _remove_folder(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _query(sql: str) -> pd.DataFrame:
+    with _LOCK:
+        return _connection().execute(sql).df()
+
+
+def _rows(sql: str) -> list[tuple]:
+    with _LOCK:
+        return _connection().execute(sql).fetchall()
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+class Table:
+    """A results table to analyse, and the rows chosen of it.
+
+    Made by :func:`open_table`. Selecting rows (:meth:`select`, :meth:`filter`) gives another
+    Table over the same source; nothing is read until a statistic is asked for.
+
+    Attributes
+    ----------
+    name : str
+        How messages name it: the file's path, or "the DataFrame".
+    columns : dict
+        Column name -> DuckDB type.
+    spec : dict or None
+        The grid that wrote it (from the Parquet file's or the CSV's sidecar metadata).
+    complete : bool
+        Every run of ``spec`` holds every checkpoint: the table run_grid wrote for the grid.
+    chosen : dict
+        Axis -> the values :meth:`select` kept.
+    """
+
+    def __init__(self, source: str, *, name: str, columns: Mapping[str, str], spec: dict | None = None,
+                 complete: bool = False, conditions: Sequence[str] = (), chosen: Mapping[str, list] | None = None,
+                 keep: Any = None, note: str = "", orders: Mapping[str, list] | None = None) -> None:
+        self.source, self.name, self.columns = source, name, dict(columns)
+        # The order of a string axis's values: a DataFrame's categories (or first appearances)
+        self.orders = dict(orders or {})
+        self.spec, self.complete = spec, complete
+        self.conditions, self.chosen = tuple(conditions), dict(chosen or {})
+        self._keep = keep  # what the source needs alive: a registered DataFrame, a temporary folder
+        self.note = note  # what a command says about where the rows came from (a store: how many runs)
+
+    def _derived(self, conditions: Sequence[str], chosen: Mapping[str, list] | None = None) -> Table:
+        return Table(self.source, name=self.name, columns=self.columns, spec=self.spec, complete=self.complete,
+                     conditions=(*self.conditions, *conditions), chosen={**self.chosen, **(chosen or {})},
+                     keep=self._keep, note=self.note, orders=self.orders)
+
+    # -- rows -------------------------------------------------------------------------------
+
+    @property
+    def relation(self) -> str:
+        """The chosen rows, as an SQL table expression."""
+        where = f" WHERE {' AND '.join(f'({c})' for c in self.conditions)}" if self.conditions else ""
+        return f"(SELECT * FROM {self.source}{where})"
+
+    def select(self, where: Mapping[str, Any] | None = None) -> Table:
+        """The rows whose value of each axis in ``where`` is the one given (or one of a list)."""
+        conditions, chosen = [], {}
+        for key, wanted in (where or {}).items():
+            wanted = list(wanted) if isinstance(wanted, (list, tuple, set, np.ndarray)) else [wanted]
+            conditions.append(f"{quote(key)} IN ({', '.join(literal(v) for v in wanted)})" if wanted else "FALSE")
+            chosen[key] = wanted
+        return self._derived(conditions, chosen)
+
+    def filter(self, condition: str) -> Table:
+        """The rows where an SQL condition holds (e.g. ``"epoch > 0"``)."""
+        return self._derived([condition])
+
+    def query(self, sql: str) -> pd.DataFrame:
+        """Run ``sql``, in which ``{t}`` stands for the chosen rows."""
+        return _query(sql.replace("{t}", self.relation))
+
+    def count(self) -> int:
+        return int(_rows(f"SELECT count(*) FROM {self.relation}")[0][0])
+
+    def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The chosen rows as a DataFrame (the string axes as categoricals in the grid's order):
+        for small selections only, as the name says."""
+        names = ", ".join(quote(c) for c in columns) if columns is not None else "*"
+        df = self.query(f"SELECT {names} FROM {{t}}")
+        return self.categorize(df)
+
+    def categorize(self, df: pd.DataFrame) -> pd.DataFrame:
+        """df with its string axes as categoricals whose categories are this table's values,
+        in the grid's order."""
+        for axis in _CANONICAL:
+            if axis in df.columns:
+                order = self._order(axis, df[axis].dropna().astype(str).unique().tolist())
+                df[axis] = pd.Categorical(df[axis].astype(object), categories=order)
+        return df
+
+    # -- what the table holds -----------------------------------------------------------------
+
+    def numeric(self, column: str) -> bool:
+        kind = self.columns.get(column, "")
+        return kind.split("(")[0] in {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                                      "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL"}
+
+    def _spec_values(self, axis: str) -> list | None:
+        """The values the grid gave an axis (the checkpoints for epoch), where the table is all
+        of its grid's rows; None where only the rows can say."""
+        if not self.complete or self.spec is None or axis not in AXES or self._filtered_freely() \
+                or any(k not in AXES for k in self.chosen):
+            return None
+        values = [0, *self.spec["epoch"]] if axis == "epoch" else list(self.spec[axis])
+        if axis in self.chosen:
+            chosen = self.chosen[axis]
+            values = [v for v in values if any(_same(v, c) for c in chosen)]
+        return values
+
+    def values(self, column: str) -> list:
+        """The values a column takes among the chosen rows: a string axis in the grid's order,
+        numbers sorted."""
+        known = self._spec_values(column)
+        if known is not None:
+            return known if column in _CANONICAL else sorted(known)
+        found = [r[0] for r in _rows(f"SELECT DISTINCT {quote(column)} FROM {self.relation} "
+                                     f"WHERE {quote(column)} IS NOT NULL")]
+        if column in _CANONICAL or not self.numeric(column):
+            return self._order(column, [str(v) for v in found]) if column in _CANONICAL else sorted(found, key=str)
+        return sorted(found)
+
+    def _filtered_freely(self) -> bool:
+        """Whether rows were chosen by a condition other than values of the axes (then only
+        the rows can say what remains)."""
+        return len(self.conditions) != len(self.chosen)
+
+    def _full_order(self, axis: str) -> list[str]:
+        """Every value of a string axis in order: a DataFrame's own, else its grid's, then the
+        vocabulary's."""
+        order = list(self.orders.get(axis) or (self.spec or {}).get(axis) or ())
+        return order + [v for v in _CANONICAL.get(axis, ()) if v not in order]
+
+    def _order(self, axis: str, present: Iterable[str]) -> list[str]:
+        """The values of a string axis that are present, in order (see :meth:`_full_order`),
+        then any other value sorted."""
+        present = list(dict.fromkeys(present))
+        order = self._full_order(axis)
+        return [v for v in order if v in present] + sorted(v for v in present if v not in order)
+
+    def order_by(self, column: str) -> str:
+        """An SQL expression that sorts a column's values as :meth:`values` lists them."""
+        if column in _CANONICAL:
+            order = ", ".join(literal(v) for v in self._full_order(column))
+            return f"coalesce(list_position([{order}], {quote(column)}::VARCHAR), 1000), {quote(column)}::VARCHAR"
+        return quote(column)
+
+    def varying(self, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:
+        """The axes (of ``axes``) that take more than one value among rows that agree on every
+        column of ``placed``: what a figure or table with those columns would pool over.
+
+        A complete table of a grid answers from the grid (an axis of one value never varies,
+        and the grid's rows are its every combination); others by one DISTINCT query.
+        """
+        placed = [c for c in dict.fromkeys(placed) if c is not None]
+        candidates = [a for a in axes if a not in placed and a in self.columns]
+        if not candidates:
+            return {}
+        known = {a: self._spec_values(a) for a in candidates}
+        if all(v is not None for v in known.values()) and all(p in AXES for p in placed):
+            return {a: self.values(a) for a in candidates if len(known[a]) > 1}
+        counts = ", ".join(f"count(DISTINCT {quote(a)}) AS {quote(a)}" for a in candidates)
+        if placed:
+            sql = (f"SELECT {', '.join(f'max({quote(a)})' for a in candidates)} FROM "
+                   f"(SELECT {counts} FROM {self.relation} GROUP BY {', '.join(quote(p) for p in placed)})")
+        else:
+            sql = f"SELECT {counts} FROM {self.relation}"
+        n = _rows(sql)[0]
+        return {a: self.values(a) for a, k in zip(candidates, n) if k is not None and k > 1}
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def last_checkpoints(self) -> tuple[Table, list[int]]:
+        """The rows at each run's last checkpoint, and the epochs those are."""
+        epochs = self.values("epoch")
+        if not epochs:
+            return self, []
+        if self.complete and not self._filtered_freely():
+            return self.select({"epoch": [epochs[-1]]}), [epochs[-1]]
+        runs = ", ".join(quote(a) for a in (*AXES, "replicate", "seed") if a != "epoch" and a in self.columns)
+        # Runs whose checkpoints all end at the same epoch (the usual table) need no window.
+        ends = [int(r[0]) for r in _rows(f"SELECT DISTINCT last FROM (SELECT max(epoch) AS last FROM {self.relation} "
+                                         f"GROUP BY {runs}) ORDER BY last")]
+        if len(ends) <= 1:
+            return self.select({"epoch": ends}), ends
+        last = f"(SELECT * FROM {self.relation} QUALIFY epoch = max(epoch) OVER (PARTITION BY {runs}))"
+        return Table(last, name=self.name, columns=self.columns, spec=self.spec, complete=False,
+                     keep=self._keep, note=self.note, orders=self.orders), ends
+
+    def cell_stats(self, keys: Sequence[str], sgd: Sequence[str], ols: Sequence[str],
+                   stats: Sequence[str]) -> pd.DataFrame:
+        """Per cell (the distinct values of ``keys``, sorted as :meth:`values` lists them): the
+        runs (``count``), how many diverged, the distinct data streams (``streams``), and each
+        statistic (mean, median, q10, q90) of each metric: those of ``sgd`` over the runs that
+        did not diverge, those of ``ols`` (least squares) over one row per data stream.
+
+        A metric named ``X_abs`` is |X|. The cells come back in order, with ``metric_stat``
+        columns (NaN where no run is left to describe).
+        """
+        group = ", ".join(quote(k) for k in keys)
+        order = ", ".join(self.order_by(k) for k in keys)
+        quantiles = [q for q in (0.5, 0.1, 0.9) if _STAT_OF[q] in stats]
+
+        def aggregates(metrics: Sequence[str], condition: str, expression=_metric) -> list[str]:
+            parts = []
+            for m in metrics:
+                v = expression(m)
+                where = f"{condition} AND NOT isnan({v})" if condition else f"NOT isnan({v})"
+                if "mean" in stats:
+                    parts.append(f"favg({v}) FILTER (WHERE {where}) AS {quote(m + '_mean')}")
+                if quantiles:
+                    parts.append(f"quantile_cont({v}, [{', '.join(map(str, quantiles))}]) FILTER (WHERE {where}) "
+                                 f"AS {quote(m + '_q')}")
+            return parts
+
+        main = ", ".join([f"count(*) AS count", "count(*) FILTER (WHERE diverged) AS diverged",
+                          "count(DISTINCT seed) AS streams", *aggregates(sgd, "NOT diverged")])
+        out = self.query(f"SELECT {group}, {main} FROM {{t}} GROUP BY {group} ORDER BY {order}")
+        if ols:
+            # Least squares is the same for every run on a data stream: one row per stream.
+            firsts = ", ".join(f"min({_metric(m)}) AS {quote(m)}" for m in ols)
+            per_stream = f"(SELECT {group}, seed, {firsts} FROM {{t}} GROUP BY {group}, seed)"
+            second = self.query(f"SELECT {group}, {', '.join(aggregates(ols, '', quote))} FROM {per_stream} "
+                                f"GROUP BY {group} ORDER BY {order}")
+            out = pd.concat([out, second.drop(columns=list(keys))], axis=1)
+        for m in (*sgd, *ols):
+            if quantiles:
+                lists = out.pop(m + "_q")
+                for i, q in enumerate(quantiles):
+                    out[f"{m}_{_STAT_OF[q]}"] = np.array([_item(v, i) for v in lists], dtype=float)
+            if "mean" in stats:
+                out[f"{m}_mean"] = out[f"{m}_mean"].astype(float)
+        for name in ("count", "diverged", "streams"):
+            out[name] = out[name].astype(np.int64)
+        return self.categorize(out)
+
+    def diverged_first(self, keys: Sequence[str]) -> pd.DataFrame:
+        """The runs that diverged, one row each: ``keys`` and the first checkpoint at which it
+        had diverged (``diverged_at``), in the grid's order."""
+        group = ", ".join(quote(k) for k in keys)
+        order = ", ".join(self.order_by(k) for k in keys)
+        out = self.query(f"SELECT {group}, min(epoch) AS diverged_at FROM {{t}} WHERE diverged "
+                         f"GROUP BY {group} ORDER BY {order}")
+        out["diverged_at"] = out["diverged_at"].astype(np.int64)
+        return self.categorize(out)
+
+    def _shown(self, keys: Sequence[str], column: str, *, off_axis: str | None, diverged: bool,
+               per_stream: bool) -> str:
+        """The rows behind the points of a figure, as SQL: the key columns, ``seed``, ``v`` =
+        |column|, and why a row is left out of a log axis: ``gone`` (diverged, where
+        ``diverged``), ``off`` (``off_axis`` <= 0), ``zero``, ``other`` (not finite), else ``keep``.
+        ``per_stream``: one row per data stream and point (least squares)."""
+        select = "".join(f"{quote(k)}, " for k in keys)
+        seed = "seed" in self.columns
+        if per_stream and seed:
+            base = f"SELECT {select}seed, min(abs({quote(column)}::DOUBLE)) AS v, FALSE AS gone FROM {{t}} " \
+                   f"GROUP BY {select}seed"
+        else:
+            gone = "coalesce(diverged, FALSE)" if diverged and "diverged" in self.columns else "FALSE"
+            base = (f"SELECT {select}{'seed' if seed else 'NULL AS seed'}, abs({quote(column)}::DOUBLE) AS v, "
+                    f"{gone} AS gone FROM {{t}}")
+        off = f"NOT gone AND {quote(off_axis)} <= 0" if off_axis else "FALSE"
+        return (f"(SELECT *, NOT gone AND NOT off AND v = 0 AS zero, "
+                f"NOT gone AND NOT off AND NOT (v = 0) AND NOT isfinite(v) AS other, "
+                f"NOT gone AND NOT off AND NOT (v = 0) AND isfinite(v) AS keep "
+                f"FROM (SELECT *, {off} AS off FROM ({base})))")
+
+    def point_stats(self, keys: Sequence[str], column: str, *, off_axis: str | None = None, diverged: bool = True,
+                    per_stream: bool = False) -> tuple[pd.DataFrame, dict[str, int]]:
+        """A figure's points: per distinct ``keys`` (sorted as :meth:`values` lists them) the
+        rows (``total``: runs, or data streams with ``per_stream``), those shown (``kept``), and
+        the median, 10% and 90% quantiles, minimum and maximum of |column| over the shown ones;
+        and the counts of rows left out, and why (see :meth:`_shown`)."""
+        select, group = _grouping(keys, self.order_by)
+        shown = self._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
+        points = self.query(
+            f"SELECT {select}count(*) AS total, count(*) FILTER (WHERE keep) AS kept, "
+            f"quantile_cont(v, [0.5, 0.1, 0.9]) FILTER (WHERE keep) AS q, min(v) FILTER (WHERE keep) AS low, "
+            f"max(v) FILTER (WHERE keep) AS high FROM {shown}{group}")
+        q = points.pop("q")
+        for i, name in enumerate(("median", "lo", "hi")):
+            points[name] = np.array([_item(v, i) for v in q], dtype=float)
+        for name in ("total", "kept"):
+            points[name] = points[name].astype(np.int64)
+        off_nonzero = f"count(*) FILTER (WHERE off AND {quote(off_axis)} <> 0)" if off_axis else "0"
+        counts = self.query(f"SELECT count(*) AS rows, count(*) FILTER (WHERE gone) AS diverged, "
+                            f"count(*) FILTER (WHERE off) AS off_axis, {off_nonzero} AS off_nonzero, "
+                            f"count(*) FILTER (WHERE zero) AS zero, count(*) FILTER (WHERE other) AS other "
+                            f"FROM {shown}").iloc[0]
+        return self.categorize(points), {k: int(v) for k, v in counts.items()}
+
+    def stream_values(self, keys: Sequence[str], column: str, *, off_axis: str | None = None, diverged: bool = True,
+                      per_stream: bool = False) -> pd.DataFrame:
+        """One value per data stream and ``keys``: the median |column| of its shown rows (as
+        :meth:`point_stats` shows them), with its ``seed``: the independent units a fit
+        resamples. Without a ``seed`` column, every shown row is a unit."""
+        select = "".join(f"{quote(k)}, " for k in keys)
+        shown = self._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
+        if "seed" not in self.columns:
+            return self.query(f"SELECT {select}v FROM {shown} WHERE keep")
+        return self.query(f"SELECT {select}seed, median(v) AS v FROM {shown} WHERE keep GROUP BY {select}seed "
+                          f"ORDER BY {select}seed")
+
+    def lr_epoch_cells(self, value: str, panels: Sequence[str] = ()) -> pd.DataFrame:
+        """A heatmap's cells: per (panels, lr, epoch > 0), the median |value| of the runs that did
+        not diverge, the share and the count of those that did."""
+        group = ", ".join(quote(k) for k in (*panels, "lr", "epoch"))
+        return self.categorize(self.query(
+            f"SELECT {group}, median(abs({quote(value)}::DOUBLE)) FILTER (WHERE NOT diverged) AS median, "
+            f"avg(diverged::DOUBLE) AS share, count(*) FILTER (WHERE diverged) AS diverged "
+            f"FROM {{t}} WHERE epoch > 0 GROUP BY {group} ORDER BY {group}"))
+
+    def runs(self) -> int:
+        """The distinct runs among the chosen rows."""
+        runs = [a for a in (*AXES, "replicate", "seed") if a != "epoch" and a in self.columns]
+        return int(_rows(f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(quote(a) for a in runs)} "
+                         f"FROM {self.relation})")[0][0])
+
+
+_STAT_OF = {0.5: "median", 0.1: "q10", 0.9: "q90"}
+
+
+def _grouping(keys: Sequence[str], order_by) -> tuple[str, str]:
+    """The select list's start and the GROUP BY ... ORDER BY clause of a query per ``keys``
+    (none: one row over all)."""
+    if not keys:
+        return "", ""
+    group = ", ".join(quote(k) for k in keys)
+    return f"{group}, ", f" GROUP BY {group} ORDER BY {', '.join(order_by(k) for k in keys)}"
+
+
+def _item(values: Any, i: int) -> float:
+    """The i-th of a list DuckDB gave back, or NaN where it gave none (no rows)."""
+    if values is None or values is pd.NA or (isinstance(values, float) and np.isnan(values)):
+        return np.nan
+    return float(values[i])
+
+
+def _metric(name: str) -> str:
+    """A metric as an SQL expression: ``X_abs`` is |X|, as DOUBLE."""
+    if name.endswith("_abs"):
+        return f"abs({quote(name[: -len('_abs')])}::DOUBLE)"
+    return f"{quote(name)}::DOUBLE"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float, np.integer, np.floating)) and isinstance(b, (int, float, np.integer, np.floating)):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
+# --- opening a table -------------------------------------------------------------------------
+
+def open_table(table: Any, *, required: Sequence[str] = REQUIRED) -> Table:
+    """A :class:`Table` over a DataFrame, a Parquet or CSV file (by its extension), or a Table.
+
+    A file is checked before any statistic: it must open as its format, hold the schema's
+    ``required`` columns, and hold numbers where numbers belong; anything else is a
+    :class:`TableError` that says what was found. A DataFrame is taken as it is.
+    """
+    if isinstance(table, Table):
+        return table
+    if isinstance(table, pd.DataFrame):
+        return _from_frame(table)
+    if not isinstance(table, (str, os.PathLike)):
+        raise TypeError(f"A results table is a DataFrame or the path of a .csv or .parquet file; got {table!r}.")
+    path = Path(table)
+    store = path.with_name(path.name + ".store")
+    described = store / "grid.json"
+    if described.is_file() and (not path.is_file() or described.stat().st_mtime > path.stat().st_mtime):
+        found = _from_store(path, store, required)
+        if found is not None:
+            return found
+    if not path.is_file():
+        raise FileNotFoundError(f"No results file at {str(path)!r}.")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _from_parquet(path, required)
+    if suffix == ".csv":
+        return _from_csv(path, required)
+    raise TableError(f"{str(path)!r} is not a results table: a results table is a .csv or .parquet file "
+                     f"(got {suffix or 'no extension'}).")
+
+
+def _from_store(path: Path, folder: Path, required: Sequence[str]) -> Table | None:
+    """The finished runs of the grid a store is being filled for (a grid still running, or
+    stopped), as a table, when they are fresher than the table at ``path`` (or it is not
+    there): written once, block by block, to a temporary Parquet file that lives as long as
+    the Table. Damaged files in the store are said (a warning each), and their runs left out."""
+    import warnings
+
+    from .store import held_table
+
+    scratch = tempfile.TemporaryDirectory(prefix="study-held-")
+    held = held_table(folder, Path(scratch.name) / "held.parquet")
+    if held is None:
+        scratch.cleanup()
+        return None
+    for damage in held.damaged:
+        warnings.warn(f"{damage}; they are left out of this table", stacklevel=3)
+    if held.runs == 0:
+        scratch.cleanup()
+        raise TableError(f"{str(path)!r} has no finished runs yet: its store {str(folder)!r} holds none of the "
+                         f"{held.total:,} runs of the grid {held.name!r}.")
+    table = _from_parquet(held.path, required)
+    running = _running(path)
+    state = ("the grid is still running" if running else "the grid was stopped before it finished") \
+        if held.runs < held.total else "every run, the table itself not yet written"
+    note = f"{held.runs:,} of {held.total:,} runs, read from {folder} ({state})"
+    return Table(table.source, name=str(path), columns=table.columns, spec=table.spec,
+                 complete=held.runs == held.total, keep=scratch, note=note)
+
+
+def _running(path: Path) -> bool:
+    """Whether a study run holds the output's lock (its pid, in the lock file, is alive)."""
+    try:
+        pid = int(path.with_name(f".{path.name}.lock").read_text().split()[0])
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def _from_frame(df: pd.DataFrame) -> Table:
+    name = f"study_frame_{next(_NAMES)}"
+    with _LOCK:
+        con = _connection()
+        con.register(name, df)
+        columns = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {name})").fetchall())
+    holder = _Registered(name)
+    orders = {}
+    for axis in _CANONICAL:  # as a DataFrame run_grid gave lists them: its categories, else as they come
+        if axis in df.columns:
+            column = df[axis]
+            values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column)
+            orders[axis] = [str(v) for v in values]
+    return Table(name, name="the DataFrame", columns=columns, keep=(df, holder), orders=orders)
+
+
+class _Registered:
+    """Unregisters a DataFrame from the connection when the last Table over it goes."""
+
+    def __init__(self, name: str) -> None:
+        weakref.finalize(self, _unregister, name, os.getpid())
+
+
+def _unregister(name: str, pid: int) -> None:
+    if _CONNECTION.get("pid") == pid:
+        with _LOCK:
+            try:
+                _CONNECTION["con"].unregister(name)
+            except Exception:  # at interpreter exit the connection may be gone first
+                pass
+
+
+def _checked_columns(path: Path, kind: str, source: str, required: Sequence[str]) -> dict[str, str]:
+    import duckdb
+
+    try:
+        columns = dict(_rows(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})"))
+    except (duckdb.Error, OSError) as err:
+        raise TableError(f"{str(path)!r} is not a readable {kind} file: {_first_line(err)}") from None
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise TableError(f"{str(path)!r} is not a results table: the {kind} file lacks the columns "
+                         f"{', '.join(missing)}.")
+    return columns
+
+
+def _first_line(err: BaseException) -> str:
+    return " ".join(str(err).split("\n")[0].split())
+
+
+def _from_parquet(path: Path, required: Sequence[str]) -> Table:
+    import pyarrow.parquet as pq
+
+    try:  # the footer: a truncated or damaged file is refused here, with pyarrow's reason
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as err:
+        raise TableError(f"{str(path)!r} is not a readable Parquet file: {_first_line(err)}") from None
+    source = f"read_parquet({literal(str(path))})"
+    columns = _checked_columns(path, "Parquet", source, required)
+    study = json.loads(meta[b"study"]) if b"study" in meta else {}
+    spec = study.get("spec")
+    return Table(source, name=str(path), columns=columns, spec=spec,
+                 complete=spec is not None and not study.get("partial", False))
+
+
+def _from_csv(path: Path, required: Sequence[str]) -> Table:
+    source = f"read_csv({literal(str(path))}, header = true, sample_size = -1)"
+    columns = _checked_columns(path, "CSV", source, required)
+    table = Table(source, name=str(path), columns=columns)
+    for column in _NUMERIC:
+        if column in columns and not table.numeric(column):
+            bad = _rows(f"SELECT {quote(column)} FROM {source} WHERE TRY_CAST({quote(column)} AS DOUBLE) IS NULL "
+                        f"AND {quote(column)} IS NOT NULL LIMIT 1")
+            found = repr(bad[0][0]) if bad else f"values of type {columns[column]}"
+            raise TableError(f"{str(path)!r} is not a results table: its column {column} must hold numbers, "
+                             f"but holds {found}.")
+    sidecar = path.with_name(path.stem + ".meta.json")
+    spec, complete = None, False
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+            spec, complete = meta.get("spec"), not meta.get("partial", False) and "spec" in meta
+        except (OSError, ValueError):
+            pass
+    if spec is not None and complete and _stale(path, sidecar):
+        complete = False  # the sidecar of another write: its grid may not be this table's
+    return Table(source, name=str(path), columns=columns, spec=spec, complete=complete)
+
+
+def _stale(table: Path, sidecar: Path) -> bool:
+    """A sidecar written before its table was (the table replaced since, by hand)."""
+    return sidecar.stat().st_mtime + 60 < table.stat().st_mtime
