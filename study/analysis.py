@@ -163,6 +163,44 @@ class Table:
         """The rows where an SQL condition holds (e.g. ``"epoch > 0"``)."""
         return self._derived([condition])
 
+    def derive(self, **columns: str) -> Table:
+        """The chosen rows with columns computed by SQL expressions (``loss_sigma="..."``); a
+        column of the table given again is replaced."""
+        replaced = [f"{expr} AS {quote(name)}" for name, expr in columns.items() if name in self.columns]
+        added = [f"{expr} AS {quote(name)}" for name, expr in columns.items() if name not in self.columns]
+        star = f"* REPLACE ({', '.join(replaced)})" if replaced else "*"
+        return self._rebased(f"(SELECT {', '.join([star, *added])} FROM {self.relation})")
+
+    def union(self, *others: Table) -> Table:
+        """These rows, then those of each other table (columns matched by name)."""
+        parts = " UNION ALL BY NAME ".join(f"SELECT * FROM {t.relation}" for t in (self, *others))
+        return self._rebased(f"({parts})")
+
+    def _rebased(self, source: str) -> Table:
+        """A table over a new source made of this one's rows: what it holds is read from it."""
+        columns = dict(_rows(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})"))
+        return Table(source, name=self.name, columns=columns, spec=self.spec, keep=self._keep, note=self.note,
+                     orders=self.orders)
+
+    def median(self, column: str, *, per_stream: bool = False) -> float:
+        """The median |column| of the runs that did not diverge, or with ``per_stream`` (least
+        squares: it never diverges, and the runs on one data set share it) of one row per
+        data stream."""
+        v = _metric(column + "_abs")
+        if per_stream:
+            sql = f"SELECT median(v) FROM (SELECT seed, min({v}) AS v FROM {self.relation} GROUP BY seed)"
+        else:
+            sql = f"SELECT median({v}) FROM {self.relation} WHERE NOT diverged"
+        value = _rows(sql)[0][0]
+        return float("nan") if value is None else float(value)
+
+    def medians(self, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+        """Per distinct ``keys``, the median of each metric (``X_abs``: |X|) over the runs that
+        did not diverge, as ``<metric>_median`` columns."""
+        select, group = _grouping(keys, self.order_by)
+        parts = ", ".join(f"median({_metric(m)}) AS {quote(m + '_median')}" for m in metrics)
+        return self.categorize(self.query(f"SELECT {select}{parts} FROM {{t}} WHERE NOT diverged{group}"))
+
     def query(self, sql: str) -> pd.DataFrame:
         """Run ``sql``, in which ``{t}`` stands for the chosen rows."""
         return _query(sql.replace("{t}", self.relation))

@@ -25,7 +25,7 @@ import torch
 from . import theory
 from .data import OUTLIER_FRACTION, SyntheticRegressionData
 from .exercise_runner import EXPERIMENTS, LAYOUT, SPECS, check_numbers, run_studies
-from .analysis import open_table
+from .analysis import Table, literal, open_table, quote
 from .grid import Grid
 from .model import LinearRegression
 from .plots import (
@@ -34,7 +34,7 @@ from .plots import (
 )
 from .results import (
     LEAST_SQUARES, MIN_FIT_LEVELS, SUMMARY_DIGITS, ParameterError, PoolingError, at_epoch, axes_of, fit_power_law,
-    present_values, summarize, values_text, write_csv,
+    summarize, values_text, write_csv,
 )
 from .runner import run_grid
 from .train import Trainer
@@ -66,39 +66,38 @@ class Outcome:
     answer: str
 
 
-def _at(df: pd.DataFrame, **where) -> pd.DataFrame:
-    mask = np.ones(len(df), dtype=bool)
-    for column, value in where.items():
-        mask &= (df[column] == value).to_numpy()
-    return df[mask]
+def _at(t: Table, **where: Any) -> Table:
+    """The rows whose columns hold the given values."""
+    return t.select({column: [value] for column, value in where.items()})
 
 
-def _median(df: pd.DataFrame, column: str) -> float:
+def _median(t: Table, column: str) -> float:
     """The median |column|: SGD's over the runs that did not diverge; least squares' over every
     run, once per data stream (it never diverges, and runs on the same data share it)."""
-    if column in LEAST_SQUARES:
-        rows = df.drop_duplicates("seed")
-    else:
-        rows = df[~df["diverged"].astype(bool)]
-    return float(rows[column].abs().median())
+    return t.median(column, per_stream=column in LEAST_SQUARES)
 
 
-def _require(df: pd.DataFrame, figure: str, **needed: Sequence) -> None:
+def _one(t: Table, column: str) -> Any:
+    """The first value a column takes (a setting the grid holds fixed, where it is one)."""
+    return t.values(column)[0]
+
+
+def _require(t: Table, figure: str, **needed: Sequence) -> None:
     """Refuse a table that lacks what an exercise's figure is drawn from."""
     for axis, values in needed.items():
-        have = set(df[axis].unique())
+        have = t.values(axis)
         missing = [v for v in values if v not in have]
         if missing:
             raise ParameterError("figure", "parameter of draw_figure",
                                  f"a figure the table can draw ({figure} needs {axis} = {values_text(list(values))}; "
-                                 f"the table has {axis} = {values_text(present_values(df[axis]))})", figure)
+                                 f"the table has {axis} = {values_text(have)})", figure)
 
 
-def _noise_var(df: pd.DataFrame) -> float | None:
+def _noise_var(t: Table) -> float | None:
     """σ² where the table's noise is one Gaussian level, else None (theory's quantiles need it)."""
-    if set(df["noise_kind"].unique()) != {"gaussian"} or df["noise"].nunique() != 1:
+    if t.values("noise_kind") != ["gaussian"] or len(t.values("noise")) != 1:
         return None
-    return float(theory.noise_variance(float(df["noise"].iloc[0]), "gaussian"))
+    return float(theory.noise_variance(float(_one(t, "noise")), "gaussian"))
 
 
 def _grid_step(values: Sequence[float]) -> float:
@@ -109,13 +108,15 @@ def _grid_step(values: Sequence[float]) -> float:
 
 # --- 1. mean vs sum ------------------------------------------------------------------------
 
-def ex1_reduction(df: pd.DataFrame) -> Outcome:
-    _require(df, "ex1_reduction", reduction=("mean", "sum"))
-    epoch = 3 if 3 in set(df["epoch"]) else int(df["epoch"].max())
-    at = df[df["epoch"] == epoch]
-    bs = int(at["batch_size"].iloc[0])
-    n = int(at["num_train"].iloc[0])
-    d = feature_count(df)
+def ex1_reduction(df: Any) -> Outcome:
+    t = open_table(df)
+    _require(t, "ex1_reduction", reduction=("mean", "sum"))
+    epochs = t.values("epoch")
+    epoch = 3 if 3 in epochs else int(epochs[-1])
+    at = _at(t, epoch=epoch)
+    bs = int(_one(at, "batch_size"))
+    n = int(_one(at, "num_train"))
+    d = feature_count(t)
     table = summarize(at, by=["reduction", "lr"])
     rows = []
     for reduction, cells in table.groupby("reduction", observed=True):
@@ -136,7 +137,7 @@ def ex1_reduction(df: pd.DataFrame) -> Outcome:
     fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), sharey=True)
     error_curve(at, x="lr", y="w_err_norm", hue="reduction", ax=axes[0], legend=False)
     axes[0].set_title(f"after {epoch} epochs (num_train={n}, batch_size={bs})")
-    scaled = at.assign(step=np.where(at["reduction"] == "sum", at["lr"] * bs, at["lr"]))
+    scaled = at.derive(step=f"CASE WHEN reduction = 'sum' THEN lr * {bs} ELSE lr END")
     error_curve(scaled, x="step", y="w_err_norm", hue="reduction", ax=axes[1], legend=False)
     axes[1].set_xlabel(f"lr × {bs} for sum, lr for mean (step per example)")
     axes[1].set_title("rescaled by the batch size")
@@ -148,7 +149,7 @@ def ex1_reduction(df: pd.DataFrame) -> Outcome:
     fig.suptitle("Exercise 1: the loss summed over the minibatch needs a learning rate batch_size times smaller")
     fig.tight_layout()
     ragged = n % bs
-    step = _grid_step(at["lr"])
+    step = _grid_step(at.values("lr"))
     answer = (
         f"Summing instead of averaging multiplies the gradient of a full minibatch by its size B = {bs}, so the "
         f"learning rate must be divided by B to take the same steps. Measured after {epoch} epochs on {n} "
@@ -170,13 +171,13 @@ def ex1_reduction(df: pd.DataFrame) -> Outcome:
 
 # --- 2. squared vs Huber -------------------------------------------------------------------
 
-def _loss_label(df: pd.DataFrame) -> pd.DataFrame:
+def _loss_label(t: Table) -> Table:
     """One label per loss: squared ignores sigma, so its runs at other sigmas (identical by
     common random numbers) are dropped."""
-    first = df["sigma"].min()
-    df = df[(df["loss"] == "huber") | (df["sigma"] == first)]
-    label = np.where(df["loss"] == "squared", "squared", "Huber σ=" + df["sigma"].map("{:g}".format).astype(str))
-    return df.assign(loss_sigma=label)
+    sigmas = t.values("sigma")
+    labels = " ".join(f"WHEN sigma = {literal(s)} THEN {literal(f'Huber σ={s:g}')}" for s in sigmas)
+    kept = t.filter(f"loss = 'huber' OR sigma = {literal(sigmas[0])}")
+    return kept.derive(loss_sigma=f"CASE WHEN loss = 'squared' THEN 'squared' ELSE (CASE {labels} END) END")
 
 
 def step_ratio(sigma: float, residual: float | None = None) -> float:
@@ -203,20 +204,23 @@ def huber_step_check(lr: float = 1.0, sigma: float = 1.0, epochs: int = 3) -> di
     df = run_grid(grid, n_jobs=1, progress=False)
     last = df[df["epoch"] == epochs]
     cols = [c for c in df.columns if c.startswith("w_hat_")] + ["b_hat"]
-    a = _at(last, loss="squared", lr=squared_lr).sort_values("replicate")[cols].to_numpy()
-    h = _at(last, loss="huber", lr=lr).sort_values("replicate")[cols].to_numpy()
+    a = last[(last["loss"] == "squared") & (last["lr"] == squared_lr)].sort_values("replicate")[cols].to_numpy()
+    h = last[(last["loss"] == "huber") & (last["lr"] == lr)].sort_values("replicate")[cols].to_numpy()
     return {"lr": lr, "sigma": sigma, "squared_lr": squared_lr, "epochs": epochs, "runs": len(a),
             "max_abs_difference": float(np.abs(a - h).max())}
 
 
-def ex2_huber(df: pd.DataFrame) -> Outcome:
-    _require(df, "ex2_huber", loss=("squared", "huber"), noise_kind=("gaussian", "outliers"))
-    df = _loss_label(df)
-    last = int(df["epoch"].max())
-    mid = 1000 if 1000 in set(df["num_train"]) else int(df["num_train"].median())
-    table = summarize(df, by=["noise_kind", "loss_sigma", "num_train", "epoch"])
-    sigmas = sorted(df.loc[df["loss"] == "huber", "sigma"].unique())
-    lr = float(df["lr"].iloc[0])
+def ex2_huber(df: Any) -> Outcome:
+    t = open_table(df)
+    _require(t, "ex2_huber", loss=("squared", "huber"), noise_kind=("gaussian", "outliers"))
+    t = _loss_label(t)
+    epochs = t.values("epoch")
+    last = int(epochs[-1])
+    sizes = t.values("num_train")
+    mid = 1000 if 1000 in sizes else int(np.median(sizes))
+    table = summarize(t, by=["noise_kind", "loss_sigma", "num_train", "epoch"])
+    sigmas = _at(t, loss="huber").values("sigma")
+    lr = float(_one(t, "lr"))
     # Near the solution every residual is inside Huber's quadratic zone, where Huber σ at lr η
     # steps as the squared loss at lr η/(2σ): measured on the model's losses, not assumed.
     ratios = {s: step_ratio(s) for s in sigmas}
@@ -235,9 +239,9 @@ def ex2_huber(df: pd.DataFrame) -> Outcome:
     order = ["squared", *[f"Huber σ={s:g}" for s in sigmas]]
     names = {"gaussian": "Gaussian noise", "outliers": f"{OUTLIER_FRACTION:.0%} gross outliers"}
     for col, kind in enumerate(["gaussian", "outliers"]):
-        sub = df[df["noise_kind"] == kind]
+        sub = _at(t, noise_kind=kind)
         legend = False
-        error_curve(_at(sub, num_train=mid)[lambda d: d["epoch"] > 0], x="epoch", y="w_err_norm", hue="loss_sigma",
+        error_curve(_at(sub, num_train=mid).filter("epoch > 0"), x="epoch", y="w_err_norm", hue="loss_sigma",
                     hue_order=order, floor="ols_w_err_norm", ax=axes[0, col], legend_title="loss", legend=legend)
         axes[0, col].set_title(f"{names[kind]}: num_train={mid}, lr={lr:g}")
         error_curve(_at(sub, epoch=last), x="num_train", y="w_err_norm", hue="loss_sigma", hue_order=order,
@@ -251,12 +255,12 @@ def ex2_huber(df: pd.DataFrame) -> Outcome:
                                        "squared loss only.", 150), ha="center", va="bottom", fontsize="small")
 
     def med(kind, label, epoch, n=mid):
-        return _median(_at(df, noise_kind=kind, loss_sigma=label, epoch=epoch, num_train=n), "w_err_norm")
+        return _median(_at(t, noise_kind=kind, loss_sigma=label, epoch=epoch, num_train=n), "w_err_norm")
 
     huber = [f"Huber σ={s:g}" for s in sigmas]
     best_out = min(huber, key=lambda h: med("outliers", h, last))
-    early = 3 if 3 in set(df["epoch"]) else int(sorted(df["epoch"].unique())[1])
-    ols_out = _median(_at(df, noise_kind="outliers", epoch=last, num_train=mid), "ols_w_err_norm")
+    early = 3 if 3 in epochs else int(epochs[1])
+    ols_out = _median(_at(t, noise_kind="outliers", epoch=last, num_train=mid), "ols_w_err_norm")
     same = check["max_abs_difference"] == 0
     answer = (
         f"Huber's loss (3.5.1) is `nn.SmoothL1Loss(beta=σ)`; its derivative is clipped at ±1, so far from the "
@@ -301,27 +305,26 @@ def gradient_access(seed: int = 0, epochs: int = 3) -> pd.DataFrame:
     })
 
 
-def ex3_gradients(df: pd.DataFrame) -> Outcome:
-    ok = df[~df["diverged"].astype(bool)]
-    table = ok.assign(grad_b_abs=ok["grad_b"].abs()).groupby(["lr", "epoch"])[["grad_w_norm", "grad_b_abs", "w_err_norm"]]
-    table = table.median().add_suffix("_median").reset_index()
+def ex3_gradients(df: Any) -> Outcome:
+    t = open_table(df)
+    table = t.medians(["lr", "epoch"], ["grad_w_norm", "grad_b_abs", "w_err_norm"])
     access = gradient_access()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    error_curve(df, x="epoch", y="grad_w_norm", hue="lr", ax=axes[0], logx=False, legend=False)
-    error_curve(df, x="epoch", y="grad_b", hue="lr", ax=axes[1], logx=False, legend=False)
+    error_curve(t, x="epoch", y="grad_w_norm", hue="lr", ax=axes[0], logx=False, legend=False)
+    error_curve(t, x="epoch", y="grad_b", hue="lr", ax=axes[1], logx=False, legend=False)
     merged_legend(axes, axes[1], title="lr")
     axes[0].set_title("full-batch gradient of the training loss, weights")
     axes[1].set_title("full-batch gradient of the training loss, bias")
-    fig.suptitle(f"Exercise 3: the full-batch gradient against epoch (num_train={int(df['num_train'].iloc[0])})")
+    fig.suptitle(f"Exercise 3: the full-batch gradient against epoch (num_train={int(_one(t, 'num_train'))})")
     fig.tight_layout()
 
-    epochs = sorted(set(df["epoch"]) - {0})
+    epochs = [e for e in t.values("epoch") if e != 0]
     last, earlier = epochs[-1], epochs[max(0, (2 * len(epochs)) // 3 - 1)]
-    lrs = sorted(df["lr"].unique())
-    g = {lr: _median(_at(df, lr=lr, epoch=last), "grad_w_norm") for lr in lrs}
-    change = {lr: g[lr] / _median(_at(df, lr=lr, epoch=earlier), "grad_w_norm") for lr in lrs}
-    g0 = _median(_at(df, epoch=0), "grad_w_norm")
+    lrs = t.values("lr")
+    g = {lr: _median(_at(t, lr=lr, epoch=last), "grad_w_norm") for lr in lrs}
+    change = {lr: g[lr] / _median(_at(t, lr=lr, epoch=earlier), "grad_w_norm") for lr in lrs}
+    g0 = _median(_at(t, epoch=0), "grad_w_norm")
     n, bs, ragged = int(access["examples"][1]), int(access["batch_size"][0]), int(access["examples"][0])
     answer = (
         "PyTorch keeps a parameter's gradient on the parameter: `model.net.weight.grad` and "
@@ -343,35 +346,36 @@ def ex3_gradients(df: pd.DataFrame) -> Outcome:
 
 # --- 4. learning rate x epochs -------------------------------------------------------------
 
-def ex4_lr_epochs(df: pd.DataFrame) -> Outcome:
-    table = summarize(df, by=["lr", "epoch"])
-    n = int(df["num_train"].iloc[0])
+def ex4_lr_epochs(df: Any) -> Outcome:
+    t = open_table(df)
+    table = summarize(t, by=["lr", "epoch"])
+    n = int(_one(t, "num_train"))
     fig, axes = plt.subplots(1, 2, figsize=(15, 5.4), gridspec_kw={"width_ratios": [1.0, 1.1]})
-    lr_epoch_heatmap(df, ax=axes[0])
+    lr_epoch_heatmap(t, ax=axes[0])
     axes[0].set_title("median ‖ŵ − w‖ (grey: most runs diverged)")
-    error_curve(df[df["epoch"] > 0], x="epoch", y="w_err_norm", hue="lr", floor="ols_w_err_norm", ax=axes[1],
+    error_curve(t.filter("epoch > 0"), x="epoch", y="w_err_norm", hue="lr", floor="ols_w_err_norm", ax=axes[1],
                 legend_title="lr", legend="outside")
     axes[1].set_title("error against epoch, with least squares on the same data")
     fig.suptitle(f"Exercise 4: more epochs help until a floor set by the data and, for SGD, by the learning rate "
                  f"(num_train={n})")
     fig.tight_layout()
 
-    last = int(df["epoch"].max())
+    last = int(t.values("epoch")[-1])
     final = table[table["epoch"] == last]
     stable = final[final["diverged"] == 0]
     best = stable.loc[stable["w_err_norm_median"].idxmin()]
     diverging = sorted(final[final["diverged"] > final["count"] / 2]["lr"])
-    lrs = sorted(df["lr"].unique())
-    floor = _median(_at(df, epoch=last), "ols_w_err_norm")
+    lrs = t.values("lr")
+    floor = _median(_at(t, epoch=last), "ols_w_err_norm")
     small = lrs[0]
-    e = sorted(set(df["epoch"]) - {0})
-    slow = [_median(_at(df, lr=small, epoch=ep), "w_err_norm") for ep in (e[0], e[len(e) // 2], last)]
+    e = [ep for ep in t.values("epoch") if ep != 0]
+    slow = [_median(_at(t, lr=small, epoch=ep), "w_err_norm") for ep in (e[0], e[len(e) // 2], last)]
     big = max(stable["lr"])
-    noise_var = _noise_var(df)
+    noise_var = _noise_var(t)
     floor_big = ""
-    if noise_var is not None and set(df["loss"]) == {"squared"}:
-        rms = np.sqrt(theory.sgd_stationary_w_err_sq(big, int(df["batch_size"].iloc[0]), feature_count(df), noise_var,
-                                                     str(df["reduction"].iloc[0])))
+    if noise_var is not None and t.values("loss") == ["squared"]:
+        rms = np.sqrt(theory.sgd_stationary_w_err_sq(big, int(_one(t, "batch_size")), feature_count(t), noise_var,
+                                                     str(_one(t, "reduction"))))
         floor_big = f"; theory's noise floor of online SGD at that lr is {float(rms):.2g} RMS, dashed on the figure"
     if not diverging:
         diverged_text = "No lr in the grid diverged."
@@ -386,50 +390,53 @@ def ex4_lr_epochs(df: pd.DataFrame) -> Outcome:
         f"({floor:.2g}, median over every run); SGD with a constant lr comes near it only when the lr is small enough "
         f"(after {last} epochs lr {best['lr']:g} was at {best['w_err_norm_median']:.2g}) and otherwise stalls above "
         f"it at a level that grows with the lr, the noise of the last minibatches (lr {big:g}: "
-        f"{_median(_at(df, lr=big, epoch=last), 'w_err_norm'):.2g}{floor_big}). " + diverged_text
+        f"{_median(_at(t, lr=big, epoch=last), 'w_err_norm'):.2g}{floor_big}). " + diverged_text
     )
     return Outcome({"ex4_lr_epochs": table}, {"ex4_lr_epochs": fig}, answer)
 
 
 # --- 5. amount of data ---------------------------------------------------------------------
 
-def _fit_row(quantity: str, rows: pd.DataFrame, column: str, fit_from: float) -> tuple[dict, Any]:
+def _fit_row(quantity: str, rows: Table, column: str, fit_from: float) -> tuple[dict, Any]:
     """One row of the slopes table, fitted over num_train >= fit_from with one unit per data
-    stream (the figure's legend draws its slopes from the same rows, by the same function)."""
-    part = rows[rows["num_train"] >= fit_from]
+    stream (the figure's legend draws its slopes from the same rows, by the same function):
+    SGD's over the runs that did not diverge, least squares' once per stream."""
+    part = rows.filter(f"num_train >= {literal(fit_from)}").stream_values(
+        ["num_train"], column, diverged=column not in LEAST_SQUARES, per_stream=column in LEAST_SQUARES)
     sizes = part["num_train"].nunique()
     row = {"quantity": quantity, "fit_from": fit_from, "sizes": sizes}
     if sizes < MIN_FIT_LEVELS:
         return {**row, "slope": np.nan, "prefactor": np.nan, "low": np.nan, "high": np.nan, "units": np.nan}, None
-    fit = fit_power_law(part["num_train"], part[column].abs(), units=part["seed"])
+    fit = fit_power_law(part["num_train"], part["v"], units=part["seed"])
     return {**row, "slope": fit.slope, "prefactor": fit.prefactor, "low": fit.low, "high": fit.high,
             "units": fit.units}, fit
 
 
-def ex5_data_size(df: pd.DataFrame) -> Outcome:
-    _require(df, "ex5_data_size", loss=("squared",))
-    last = int(df["epoch"].max())
-    table = summarize(df, by=["num_train", "lr", "loss", "epoch"])
-    lrs = sorted(df["lr"].unique())
+def ex5_data_size(df: Any) -> Outcome:
+    t = open_table(df)
+    _require(t, "ex5_data_size", loss=("squared",))
+    last = int(t.values("epoch")[-1])
+    table = summarize(t, by=["num_train", "lr", "loss", "epoch"])
+    lrs = t.values("lr")
     lr = 0.03 if 0.03 in lrs else lrs[len(lrs) // 2]
-    final = _at(df, epoch=last)
+    final = _at(t, epoch=last)
     squared = _at(final, loss="squared")
     seed_like = _at(squared, lr=lr)
-    sizes = sorted(int(n) for n in df["num_train"].unique())
+    sizes = [int(n) for n in t.values("num_train")]
     # SGD's slope where its optimisation gap has closed: from n = 1000, or lower where fewer
     # than MIN_FIT_LEVELS sizes lie above it.
     big = min(1000, sizes[-MIN_FIT_LEVELS]) if len(sizes) >= MIN_FIT_LEVELS else sizes[0]
     # Least squares from every squared-loss run, one value per data stream: the rows and the
     # function the figure's grey line is fitted with.
-    ols_row, ols = _fit_row("ols_w_err_norm", squared.drop_duplicates("seed"), "ols_w_err_norm", sizes[0])
-    ols_b_row, ols_b = _fit_row("ols_b_err_abs", squared.drop_duplicates("seed"), "ols_b_err", sizes[0])
+    ols_row, ols = _fit_row("ols_w_err_norm", squared, "ols_w_err_norm", sizes[0])
+    ols_b_row, ols_b = _fit_row("ols_b_err_abs", squared, "ols_b_err", sizes[0])
     slopes, sgd_fits = [ols_row, ols_b_row], {}
     for rate in lrs:
         part = _at(squared, lr=rate)
-        row, sgd_fits[rate] = _fit_row(f"w_err_norm (SGD, squared, lr={rate:g}, epoch {last})",
-                                       part[~part["diverged"].astype(bool)], "w_err_norm", big)
+        row, sgd_fits[rate] = _fit_row(f"w_err_norm (SGD, squared, lr={rate:g}, epoch {last})", part, "w_err_norm",
+                                       big)
         slopes.append(row)
-    noise_var, d = _noise_var(df), feature_count(df)
+    noise_var, d = _noise_var(t), feature_count(t)
     theory_slope = None
     if noise_var is not None and len(sizes) >= MIN_FIT_LEVELS and sizes[0] > d:
         medians = theory.ols_w_err_norm_quantile(0.5, np.array(sizes), d, noise_var)
@@ -444,37 +451,36 @@ def ex5_data_size(df: pd.DataFrame) -> Outcome:
                 ax=axes[0, 0], legend="below",
                 legend_title=f"lr (squared loss, epoch {last}); SGD slopes for n ≥ {big:,}")
     axes[0, 0].set_title("‖ŵ − w‖ against the amount of data")
-    parts = pd.concat([seed_like.assign(quantity=LABELS[c], value=seed_like[c].abs())
-                       for c in ("w_err_0", "w_err_1", "b_err") if c in seed_like])
+    components = [seed_like.derive(quantity=literal(LABELS[c]), value=f"abs({quote(c)})")
+                  for c in ("w_err_0", "w_err_1", "b_err") if c in seed_like.columns]
+    parts = components[0].union(*components[1:])
     error_curve(parts, x="num_train", y="value", hue="quantity", ax=axes[0, 1], ylabel="absolute error",
                 legend_title=f"component (lr {lr:g}, squared, epoch {last})", legend="lower left")
     axes[0, 1].set_title("each component of w, and b")
-    split = pd.concat([
-        seed_like.assign(part="total ‖ŵ − w‖", value=seed_like["w_err_norm"]),
-        seed_like.assign(part="optimisation gap ‖ŵ − ŵ_ols‖", value=seed_like["gap_w_norm"]),
-        seed_like.assign(part="statistical error ‖ŵ_ols − w‖", value=seed_like["ols_w_err_norm"], diverged=False),
-    ])
+    split = seed_like.derive(part=literal("total ‖ŵ − w‖"), value="w_err_norm").union(
+        seed_like.derive(part=literal("optimisation gap ‖ŵ − ŵ_ols‖"), value="gap_w_norm"),
+        seed_like.derive(part=literal("statistical error ‖ŵ_ols − w‖"), value="ols_w_err_norm", diverged="FALSE"))
     error_curve(split, x="num_train", y="value", hue="part", ax=axes[1, 0], ylabel="‖·‖₂", legend="lower left",
                 hue_order=["total ‖ŵ − w‖", "optimisation gap ‖ŵ − ŵ_ols‖", "statistical error ‖ŵ_ols − w‖"],
                 legend_title=f"lr {lr:g}, squared, epoch {last}")
     axes[1, 0].set_title("the error split: optimisation gap and statistical error")
-    spacing = _log_spacing_panel(squared.drop_duplicates("seed"), sizes, axes[1, 1])
+    spacing = _log_spacing_panel(squared, sizes, axes[1, 1])
     fig.suptitle(f"Exercise 5: estimation error against the amount of data ({len(sizes)} sizes from {sizes[0]:,} "
                  f"to {sizes[-1]:,})")
     fig.tight_layout()
 
-    def med(n, column, frame=seed_like):
-        return _median(frame[frame["num_train"] == n], column)
+    def med(n, column):
+        return _median(_at(seed_like, num_train=n), column)
 
     def steps(n):
-        return int(seed_like.loc[seed_like["num_train"] == n, "steps"].iloc[0])
+        return int(_one(_at(seed_like, num_train=n), "steps"))
 
     small = sizes[0]
     sgd = sgd_fits.get(lr)
     floor_text = ""
     if noise_var is not None:
-        rms = float(np.sqrt(theory.sgd_stationary_w_err_sq(lr, int(seed_like["batch_size"].iloc[0]), d, noise_var,
-                                                            str(seed_like["reduction"].iloc[0]))))
+        rms = float(np.sqrt(theory.sgd_stationary_w_err_sq(lr, int(_one(seed_like, "batch_size")), d, noise_var,
+                                                            str(_one(seed_like, "reduction")))))
         floor_text = f"theory's floor for online SGD at lr {lr:g}: {rms:.2g} RMS, dashed on the figure"
     ols_text = f"falls as n^{ols.slope:.2f}" if ols is not None and ols.high < 0 else None
     answer = (
@@ -503,10 +509,12 @@ def ex5_data_size(df: pd.DataFrame) -> Outcome:
     return Outcome({"ex5_data_size": table, "ex5_slopes": slopes}, {"ex5_data_size": fig}, answer)
 
 
-def _log_spacing_panel(streams: pd.DataFrame, sizes: list[int], ax: plt.Axes) -> dict:
-    """Why the hint's log spacing serves: the same budget of sizes, spread two ways. Returns
-    what the panel shows, for the answer to quote."""
-    curve = streams.groupby("num_train")["ols_w_err_norm"].median()
+def _log_spacing_panel(runs: Table, sizes: list[int], ax: plt.Axes) -> dict:
+    """Why the hint's log spacing serves: the same budget of sizes, spread two ways, on the
+    least-squares medians (one value per data stream). Returns what the panel shows, for the
+    answer to quote."""
+    points, _ = runs.point_stats(["num_train"], "ols_w_err_norm", diverged=False, per_stream=True)
+    curve = points.set_index("num_train")["median"]
     ax.plot(curve.index, curve.values, color="0.45", marker="s", markersize=3, label="least squares, median (measured)")
     logs = np.array(sizes)
     linear = np.linspace(sizes[-1] / len(sizes), sizes[-1], len(sizes)).round().astype(int)
@@ -531,7 +539,7 @@ def _log_spacing_panel(streams: pd.DataFrame, sizes: list[int], ax: plt.Axes) ->
 class Study:
     number: int
     name: str
-    analyse: Callable[[pd.DataFrame], Outcome]
+    analyse: Callable[[Any], Outcome]  # a results table: a DataFrame, a path or a study.analysis.Table
     quick: dict  # overrides of the grid for --quick
 
 
@@ -546,15 +554,15 @@ def run_study(number: int, grid: Grid, *, out_dir: Path, n_jobs: int = -1, progr
     seconds and the files written."""
     study, started = STUDIES[number], time.perf_counter()
     raw = out_dir / "results" / "raw" / f"{study.name}.csv"
-    df = run_grid(grid, out=raw, n_jobs=n_jobs, progress=progress)
-    outcome = study.analyse(df)
+    run_grid(grid, out=raw, n_jobs=n_jobs, progress=progress, frame=False)
+    outcome = study.analyse(raw)  # from the file, as a table of any size is: never loaded whole
     written = []
     for name, table in outcome.tables.items():
         write_csv(table, out_dir / "results" / f"{name}.csv", significant=SUMMARY_DIGITS)
         written.append(out_dir / "results" / f"{name}.csv")
     for name, fig in outcome.figures.items():
         written += save_figure(fig, out_dir / "figures" / f"{name}.png", formats=formats)
-    return outcome, len(df) // len(grid.checkpoints), time.perf_counter() - started, written
+    return outcome, grid.n_runs, time.perf_counter() - started, written
 
 
 def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".", n_jobs: int = -1,
@@ -641,8 +649,7 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
                 raise ParameterError(role, where, f"left out with the exercise figure {name} (drawn as the exercise "
                                      f"draws it)", value)
         study = next(s for s in STUDIES.values() if name.startswith(s.name.split("_")[0] + "_"))
-        # An exercise's raw table is small (its grid is the exercise's): analysed in memory.
-        figures = study.analyse(df if isinstance(df, pd.DataFrame) else t.frame()).figures
+        figures = study.analyse(t).figures
         for other, fig in figures.items():
             if other != name:
                 plt.close(fig)

@@ -171,7 +171,8 @@ def _draw_points(ax: plt.Axes, points: pd.DataFrame, *, x: str, colour: Any, mar
     ax.fill_between(shown[x].to_numpy(), shown["lo"].to_numpy(), shown["hi"].to_numpy(), color=colour, alpha=0.2,
                     linewidth=0, zorder=zorder - 0.5)
     ax.plot(shown[x].to_numpy(), shown["median"].to_numpy(), color=colour, marker=marker, markersize=markersize,
-            linewidth=linewidth, label=label if label is not None else "_nolegend_", zorder=zorder)
+            markeredgecolor="white", markeredgewidth=0.75, linewidth=linewidth,
+            label=label if label is not None else "_nolegend_", zorder=zorder)
 
 
 def error_curve(
