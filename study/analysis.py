@@ -21,6 +21,7 @@ draws them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import threading
@@ -43,8 +44,21 @@ _CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS
 #: Columns that must hold numbers (a CSV whose column holds text there is refused).
 _NUMERIC = ("num_train", "lr", "epoch", "sigma", "batch_size", "noise", "replicate", "seed", "w_err_norm", "b_err")
 #: DuckDB's working memory in one process. Past it, sorts, joins and aggregates spill to a
-#: temporary folder; 512 MB keeps a summary of 60M rows under 1 GB of resident memory.
-MEMORY_LIMIT = os.environ.get("STUDY_MEMORY_LIMIT", "512MB")
+#: temporary folder, and statistics are computed in parts (Table._parts): with the process's own
+#: 200-300 MB, a summary of any size stays under 1 GB of resident memory.
+MEMORY_LIMIT = os.environ.get("STUDY_MEMORY_LIMIT", "600MB")
+#: What one value costs an aggregate's state: quantile_cont keeps every value of a cell until the
+#: cell is done (measured: 5M rows of 4 values each took 300-400 MB, 15-20 B a value).
+_VALUE_BYTES = 20
+
+
+def _budget() -> int:
+    """The bytes of aggregate state one query may hold: most of MEMORY_LIMIT (the rest: the
+    scan's buffers and the hash tables)."""
+    import re
+
+    number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)i?B?\s*", MEMORY_LIMIT.upper()).groups()
+    return int(0.75 * float(number) * 1024 ** " KMGT".index(unit or " "))
 
 
 class TableError(ValueError):
@@ -199,7 +213,8 @@ class Table:
         did not diverge, as ``<metric>_median`` columns."""
         select, group = _grouping(keys, self.order_by)
         parts = ", ".join(f"median({_metric(m)}) AS {quote(m + '_median')}" for m in metrics)
-        return self.categorize(self.query(f"SELECT {select}{parts} FROM {{t}} WHERE NOT diverged{group}"))
+        return self.categorize(self._in_parts(keys, len(metrics), lambda part: part.query(
+            f"SELECT {select}{parts} FROM {{t}} WHERE NOT diverged{group}")))
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run ``sql``, in which ``{t}`` stands for the chosen rows."""
@@ -332,9 +347,26 @@ class Table:
         A metric named ``X_abs`` is |X|. The cells come back in order, with ``metric_stat``
         columns (NaN where no run is left to describe).
         """
+        quantiles = [q for q in (0.5, 0.1, 0.9) if _STAT_OF[q] in stats]
+        # Each part's cells are whole: its statistics are those of the whole table's cells.
+        out = self._in_parts(keys, len(sgd), lambda part: part._cell_stats(keys, sgd, ols, stats, quantiles))
+        for m in (*sgd, *ols):
+            if quantiles:
+                lists = out.pop(m + "_q")
+                for i, q in enumerate(quantiles):
+                    out[f"{m}_{_STAT_OF[q]}"] = np.array([_item(v, i) for v in lists], dtype=float)
+            if "mean" in stats:
+                out[f"{m}_mean"] = out[f"{m}_mean"].astype(float)
+        for name in ("count", "diverged", "streams"):
+            out[name] = out[name].astype(np.int64)
+        return self.categorize(out)
+
+    def _cell_stats(self, keys: Sequence[str], sgd: Sequence[str], ols: Sequence[str], stats: Sequence[str],
+                    quantiles: Sequence[float]) -> pd.DataFrame:
+        """:meth:`cell_stats` of these rows, in two queries: SGD's statistics over the runs; the
+        data streams, and least squares' statistics over one row per stream."""
         group = ", ".join(quote(k) for k in keys)
         order = ", ".join(self.order_by(k) for k in keys)
-        quantiles = [q for q in (0.5, 0.1, 0.9) if _STAT_OF[q] in stats]
 
         def aggregates(metrics: Sequence[str], condition: str, expression=_metric) -> list[str]:
             parts = []
@@ -348,26 +380,48 @@ class Table:
                                  f"AS {quote(m + '_q')}")
             return parts
 
-        main = ", ".join([f"count(*) AS count", "count(*) FILTER (WHERE diverged) AS diverged",
-                          "count(DISTINCT seed) AS streams", *aggregates(sgd, "NOT diverged")])
+        main = ", ".join(["count(*) AS count", "count(*) FILTER (WHERE diverged) AS diverged",
+                          *aggregates(sgd, "NOT diverged")])
         out = self.query(f"SELECT {group}, {main} FROM {{t}} GROUP BY {group} ORDER BY {order}")
-        if ols:
-            # Least squares is the same for every run on a data stream: one row per stream.
-            firsts = ", ".join(f"min({_metric(m)}) AS {quote(m)}" for m in ols)
-            per_stream = f"(SELECT {group}, seed, {firsts} FROM {{t}} GROUP BY {group}, seed)"
-            second = self.query(f"SELECT {group}, {', '.join(aggregates(ols, '', quote))} FROM {per_stream} "
-                                f"GROUP BY {group} ORDER BY {order}")
-            out = pd.concat([out, second.drop(columns=list(keys))], axis=1)
-        for m in (*sgd, *ols):
-            if quantiles:
-                lists = out.pop(m + "_q")
-                for i, q in enumerate(quantiles):
-                    out[f"{m}_{_STAT_OF[q]}"] = np.array([_item(v, i) for v in lists], dtype=float)
-            if "mean" in stats:
-                out[f"{m}_mean"] = out[f"{m}_mean"].astype(float)
-        for name in ("count", "diverged", "streams"):
-            out[name] = out[name].astype(np.int64)
-        return self.categorize(out)
+        # Least squares is the same for every run on a data stream: one row per stream (and
+        # their number is the cell's streams).
+        firsts = "".join(f", min({_metric(m)}) AS {quote(m)}" for m in ols)
+        per_stream = f"(SELECT {group}, seed{firsts} FROM {{t}} GROUP BY {group}, seed)"
+        second = self.query(f"SELECT {', '.join([group, 'count(*) AS streams', *aggregates(ols, '', quote)])} "
+                            f"FROM {per_stream} GROUP BY {group} ORDER BY {order}")
+        return pd.concat([out, second.drop(columns=list(keys))], axis=1)
+
+    def _parts(self, keys: Sequence[str], values: int) -> list[Table]:
+        """These rows cut into parts of whole cells (by a hash of ``keys``), so that the states
+        of aggregates that keep ``values`` values a row (exact quantiles keep every value of a
+        cell) fit DuckDB's memory: one part for a table that fits, more for a larger one."""
+        need = self.count() * values * _VALUE_BYTES
+        budget = _budget()
+        if not keys or need <= budget:
+            return [self]
+        n = math.ceil(1.5 * need / budget)  # a half more: a hash spreads cells unevenly
+        hashed = f"hash({', '.join(quote(k) for k in keys)}) % {n}"
+        return [self.filter(f"{hashed} = {i}") for i in range(n)]
+
+    def _in_parts(self, keys: Sequence[str], values: int, run, then: Sequence[str] = ()) -> pd.DataFrame:
+        """``run(part)`` for each of :meth:`_parts`, its rows together, sorted by ``keys`` (as
+        :meth:`order_by` sorts them), then by ``then``."""
+        frames = [run(part) for part in self._parts(keys, values)]
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return self._sorted(df, [*keys, *then])
+
+    def _sorted(self, df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+        """Rows (cells from several parts) in the order :meth:`order_by` gives."""
+        if len(df) < 2 or not keys:
+            return df
+        ranks = {}
+        for k in keys:
+            if k in _CANONICAL:
+                position = {v: i for i, v in enumerate(self._full_order(k))}
+                ranks[f"_rank_{k}"] = df[k].astype(object).map(lambda v: position.get(str(v), 1000))
+            ranks[f"_value_{k}"] = df[k].astype(object).map(str) if k in _CANONICAL else df[k]
+        ordered = df.assign(**ranks).sort_values(list(ranks), kind="stable")
+        return ordered.drop(columns=list(ranks)).reset_index(drop=True)
 
     def diverged_first(self, keys: Sequence[str]) -> pd.DataFrame:
         """The runs that diverged, one row each: ``keys`` and the first checkpoint at which it
@@ -407,11 +461,16 @@ class Table:
         the median, 10% and 90% quantiles, minimum and maximum of |column| over the shown ones;
         and the counts of rows left out, and why (see :meth:`_shown`)."""
         select, group = _grouping(keys, self.order_by)
+
+        def part_points(part: Table) -> pd.DataFrame:
+            shown = part._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
+            return part.query(
+                f"SELECT {select}count(*) AS total, count(*) FILTER (WHERE keep) AS kept, "
+                f"quantile_cont(v, [0.5, 0.1, 0.9]) FILTER (WHERE keep) AS q, min(v) FILTER (WHERE keep) AS low, "
+                f"max(v) FILTER (WHERE keep) AS high FROM {shown}{group}")
+
+        points = self._in_parts(keys, 1, part_points)
         shown = self._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
-        points = self.query(
-            f"SELECT {select}count(*) AS total, count(*) FILTER (WHERE keep) AS kept, "
-            f"quantile_cont(v, [0.5, 0.1, 0.9]) FILTER (WHERE keep) AS q, min(v) FILTER (WHERE keep) AS low, "
-            f"max(v) FILTER (WHERE keep) AS high FROM {shown}{group}")
         q = points.pop("q")
         for i, name in enumerate(("median", "lo", "hi")):
             points[name] = np.array([_item(v, i) for v in q], dtype=float)
@@ -433,17 +492,22 @@ class Table:
         shown = self._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
         if "seed" not in self.columns:
             return self.query(f"SELECT {select}v FROM {shown} WHERE keep")
-        return self.query(f"SELECT {select}seed, median(v) AS v FROM {shown} WHERE keep GROUP BY {select}seed "
-                          f"ORDER BY {select}seed")
+
+        def part_values(part: Table) -> pd.DataFrame:
+            rows = part._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
+            return part.query(f"SELECT {select}seed, median(v) AS v FROM {rows} WHERE keep GROUP BY {select}seed")
+
+        return self._in_parts(keys, 1, part_values, then=["seed"])
 
     def lr_epoch_cells(self, value: str, panels: Sequence[str] = ()) -> pd.DataFrame:
         """A heatmap's cells: per (panels, lr, epoch > 0), the median |value| of the runs that did
         not diverge, the share and the count of those that did."""
-        group = ", ".join(quote(k) for k in (*panels, "lr", "epoch"))
-        return self.categorize(self.query(
+        keys = (*panels, "lr", "epoch")
+        group = ", ".join(quote(k) for k in keys)
+        return self.categorize(self._in_parts(keys, 1, lambda part: part.query(
             f"SELECT {group}, median(abs({quote(value)}::DOUBLE)) FILTER (WHERE NOT diverged) AS median, "
             f"avg(diverged::DOUBLE) AS share, count(*) FILTER (WHERE diverged) AS diverged "
-            f"FROM {{t}} WHERE epoch > 0 GROUP BY {group} ORDER BY {group}"))
+            f"FROM {{t}} WHERE epoch > 0 GROUP BY {group}")))
 
     def runs(self) -> int:
         """The distinct runs among the chosen rows."""

@@ -182,8 +182,6 @@ def _build_parser() -> _Parser:
 #: A table of more rows than this goes to Parquet when no --out is given: as CSV it would take
 #: over 350 MB and minutes to write (about 30 s per million rows on the project's machine).
 CSV_MAX_ROWS = 1_000_000
-#: `study run` prints medians of tables up to this many rows (it reads the table back for them).
-SUMMARY_MAX_ROWS = 2_000_000
 #: run_grid's (and plan_summary's) parameters, as the flags of `study run` that set them.
 _RUN_FLAGS = {"out": "--out", "n_jobs": "--jobs", "device": "--device", "engine": "--engine", "backend": "--backend",
               "chunk_size": "--chunk-size", "scheduler": "--scheduler", "chunk_timeout": "--chunk-timeout"}
@@ -220,10 +218,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         try:
             with _in_flags(_RUN_FLAGS):
-                df = run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
+                run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
                               backend=args.backend, resume=not args.fresh, progress=not args.quiet,
                               chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
-                              frame=not args.quiet and rows <= SUMMARY_MAX_ROWS)
+                              frame=False)
         finally:
             # run_grid makes the output's folders (those _output_path allowed) once its arguments
             # pass: named here, however the run ended.
@@ -248,14 +246,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         meta = json.loads(out.with_name(out.stem + ".meta.json").read_text())
         print(f"wrote {out} ({meta['runs']} runs, {meta['rows']} rows) and {out.with_name(out.stem + '.meta.json').name}; "
               f"{meta['runs_computed']} runs trained, {meta['runs_reused']} taken from {store}")
-        if df is None:
-            print(f"summarize it with: study table {out}")
-            return EXIT_OK
         from .results import default_by, summarize
 
-        by = [a for a in default_by(df) if a != "epoch"]  # the last checkpoint of each run
+        # From the file just written, by the analysis engine: a table of any size, never loaded whole.
+        by = [a for a in default_by(out) if a != "epoch"]  # the last checkpoint of each run
         print(f"medians at epoch {grid.max_epoch} (all checkpoints: study table {out}):")
-        _print_medians(summarize(df[df["epoch"] == grid.max_epoch], by=by or ["num_train"]))
+        _print_medians(summarize(out, by=by or ["num_train"], epoch=grid.max_epoch))
     return EXIT_OK
 
 

@@ -549,13 +549,17 @@ class PowerLaw:
         return f"shows no clear trend in {variable} (slope {self.slope:.2f}, {interval})"
 
 
-def fit_power_law(x: Sequence[float], y: Sequence[float], *, units: Sequence | None = None, n_boot: int = 1000,
-                  seed: int = 0) -> PowerLaw:
+def fit_power_law(x: Any, y: Sequence[float] | str, *, units: Sequence | None = None, n_boot: int = 1000,
+                  seed: int = 0, against: str = "num_train", fit_from: float | None = None) -> PowerLaw:
     """Fit y ≈ c · x^k by least squares on the logs of the per-x medians.
 
     Parameters
     ----------
-    x, y : sequences of positive numbers, one pair per row (several rows per x).
+    x, y : sequences of positive numbers, one pair per row (several rows per x); or ``x`` a
+        results table (a DataFrame, a .parquet or .csv path, a study.analysis.Table) and ``y``
+        the name of one of its error columns, fitted against the column ``against`` (from
+        ``fit_from`` up) with one unit per data stream: |y| of the runs that did not diverge,
+        or of one row per stream for least squares. A path is never loaded whole.
     units : sequence, optional
         The independent unit of each row, e.g. its data stream (the ``seed`` column). Rows of
         one unit are one observation (their median): a run's least-squares error appears once
@@ -577,6 +581,18 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], *, units: Sequence | N
     >>> round(fit.slope, 6), round(fit.prefactor, 6)
     (-0.5, 3.0)
     """
+    if isinstance(y, str):
+        from .analysis import literal, open_table, quote
+
+        t = open_table(x)
+        pooled = t.varying([against], axes_of(y))
+        if pooled:
+            raise PoolingError(pooled, f"fit_power_law of {y} against {against}")
+        if fit_from is not None:
+            t = t.filter(f"{quote(against)} >= {literal(fit_from)}")
+        part = t.stream_values([against], y, diverged=y not in LEAST_SQUARES, per_stream=y in LEAST_SQUARES)
+        return fit_power_law(part[against], part["v"], units=part["seed"] if "seed" in part else None,
+                             n_boot=n_boot, seed=seed)
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     x, y = x[keep], y[keep]

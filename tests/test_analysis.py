@@ -17,7 +17,7 @@ from study.grid import Grid
 from study.results import ERROR_METRICS, LEAST_SQUARES, diverged_runs, summarize, write_table
 from study.runner import run_grid
 
-GRID = Grid(num_train=[10, 40], lr=[0.03, 0.3, 3.0], loss=["huber", "squared"], epoch=[1, 2], replicates=6,
+GRID = Grid(num_train=[10, 20, 40], lr=[0.03, 0.3, 3.0], loss=["huber", "squared"], epoch=[1, 2], replicates=6,
             num_val=20, name="mix")
 
 
@@ -99,7 +99,7 @@ def test_varying_axes_from_the_grid_equal_those_of_a_distinct_query(files):
         assert from_grid.varying(placed) == from_rows.varying(placed)
     chosen = from_grid.select({"lr": [0.03], "loss": ["squared"]})
     assert chosen.varying(("num_train",)) == {"epoch": [0, 1, 2]}
-    assert chosen.values("lr") == [0.03] and chosen.count() == 2 * 6 * 3
+    assert chosen.values("lr") == [0.03] and chosen.count() == 3 * 6 * 3
 
 
 def test_point_stats_are_numpys_median_and_percentiles_of_the_shown_rows():
@@ -168,3 +168,32 @@ def test_the_finished_runs_of_a_stopped_grid_are_read_from_its_store(files, tmp_
     rows = table.frame()
     merged = rows.merge(whole, on=["num_train", "lr", "loss", "replicate", "epoch"], suffixes=("", "_whole"))
     assert len(merged) == len(rows) and (merged["w_err_norm"] == merged["w_err_norm_whole"]).all()
+
+
+def test_fit_power_law_of_a_table_fits_one_value_per_data_stream(files):
+    """The table form takes |y| per data stream from the engine: the same fit as the numbers."""
+    from study.results import PoolingError, fit_power_law
+
+    df = files["frame"]
+    at = df[(df["epoch"] == 2) & (df["lr"] == 0.03) & (df["loss"] == "squared")]
+    with pytest.raises(PoolingError, match="would pool over lr"):
+        fit_power_law(files["parquet"], "w_err_norm")
+    chosen = open_table(files["parquet"]).select({"epoch": [2], "lr": [0.03], "loss": ["squared"]})
+    got = fit_power_law(chosen, "w_err_norm", against="num_train", n_boot=200)
+    expected = fit_power_law(at["num_train"], at["w_err_norm"].abs(), units=at["seed"], n_boot=200)
+    assert (got.slope, got.low, got.high, got.units) == (expected.slope, expected.low, expected.high, expected.units)
+
+
+def test_statistics_in_parts_are_those_of_the_whole_table(files, monkeypatch):
+    """A table past the memory budget is summarized in parts of whole cells: the same numbers,
+    in the same order, as in one query (here the budget is made tiny to force the parts)."""
+    table = open_table(files["parquet"])
+    keys = ["num_train", "lr", "loss", "epoch"]
+    whole = (summarize(table, by=keys), table.point_stats(["num_train", "lr"], "w_err_norm")[0],
+             table.stream_values(["num_train"], "ols_w_err_norm", per_stream=True), table.lr_epoch_cells("b_err"))
+    monkeypatch.setattr(analysis, "_VALUE_BYTES", 10**8)
+    assert len(table._parts(keys, 1)) > 10
+    parts = (summarize(table, by=keys), table.point_stats(["num_train", "lr"], "w_err_norm")[0],
+             table.stream_values(["num_train"], "ols_w_err_norm", per_stream=True), table.lr_epoch_cells("b_err"))
+    for a, b in zip(whole, parts):
+        pd.testing.assert_frame_equal(a, b)

@@ -292,6 +292,56 @@ def test_table_out_not_csv_exits_2(tmp_path, results_csv, capsys):
                     mentions=r"The '--out' option must be a path ending in \.csv or \.parquet\. Got '.*summary\.xlsx'")
 
 
+def test_table_and_plot_name_the_format_and_what_is_wrong_in_one_line(tmp_path, results_csv, capsys):
+    """A Parquet file is called one (not "a results CSV"); a cut file, a CSV column of text
+    where numbers belong, and a --where that selects no rows are each said in one line."""
+    import pandas as pd
+
+    pd.read_csv(results_csv).drop(columns=["seed"]).to_parquet(tmp_path / "noseed.parquet")
+    whole = tmp_path / "whole.parquet"
+    pd.read_csv(results_csv).to_parquet(whole)
+    (tmp_path / "cut.parquet").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    lines = results_csv.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[0] = "ten"  # num_train
+    (tmp_path / "typed.csv").write_text("\n".join([*lines[:3], ",".join(cells), *lines[4:]]) + "\n")
+    cases = [
+        (["table", "noseed.parquet"], r"noseed.parquet' is not a results table: the Parquet file lacks the columns seed\."),
+        (["plot", "cut.parquet", "--x", "lr"], r"cut.parquet' is not a readable Parquet file: "),
+        (["table", "typed.csv"], r"typed.csv' is not a results table: its column num_train must hold numbers, "
+                                 r"but holds 'ten'\."),
+    ]
+    for argv, message in cases:
+        before = _snapshot(tmp_path)
+        _assert_refused(main(argv), capsys, before, tmp_path, mentions=message)
+    # Every value is in the table, but not together: the one that empties the choice is named.
+    partial = tmp_path / "partial.csv"
+    table = pd.read_csv(results_csv)
+    table[~((table["num_train"] == 20) & (table["lr"] == 0.1))].to_csv(partial, index=False)
+    before = _snapshot(tmp_path)
+    code = main(["table", str(partial), "--where", "num_train=20", "--where", "lr=0.1"])
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"--where lr=0\.1 selects no rows of .*partial\.csv with "
+                                                             r"num_train = 20")
+
+
+def test_table_and_plot_read_a_stopped_grid_from_its_store_and_say_how_much(tmp_path, tiny_spec, capsys,
+                                                                             monkeypatch):
+    """The output was never written (the grid stopped after some chunks): table and plot read
+    the finished runs from OUT.store/ and say how many of how many they hold."""
+    monkeypatch.setenv("COLUMNS", "300")
+    out = tmp_path / "tiny.csv"
+    assert main(["run", str(tiny_spec), "--out", str(out), "--quiet", "--jobs", "1", "--chunk-size", "1"]) == 0
+    out.unlink()
+    segments = sorted(tmp_path.joinpath("tiny.csv.store").glob("*.runs"))
+    segments[0].unlink()
+    assert main(["table", str(out), "--by", "lr"]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r"^\d+ of 8 runs, read from .*tiny\.csv\.store \(the grid was stopped before it finished\)$",
+                     said.splitlines()[0]), said
+    assert main(["plot", str(out), "--x", "num_train", "--hue", "lr", "--out", str(tmp_path / "f.png")]) == 0
+    assert "runs, read from" in capsys.readouterr().out and (tmp_path / "f.png").is_file()
+
+
 # study table --------------------------------------------------------------------------------------
 
 

@@ -162,7 +162,9 @@ def test_truncated_damaged_or_foreign_segment_files_are_recomputed(tmp_path, who
     for damaged in (first, second, third):
         assert read_segment_head(damaged, engine="batched", stream="counter") is None
     assert read_segment_head(fourth, engine="batched", stream="counter") is not None
-    run_grid(grid, out=out, n_jobs=1, chunk_size=4, progress=False)
+    with pytest.warns(UserWarning, match="is damaged") as said:  # the truncated and the altered, not the foreign
+        run_grid(grid, out=out, n_jobs=1, chunk_size=4, progress=False)
+    assert sorted(str(w.message).split(" is damaged")[0] for w in said) == [str(first), str(second)]
     assert out.read_bytes() == whole.read_bytes()
     meta = json.loads((tmp_path / "r.meta.json").read_text())
     assert (meta["chunks_computed"], meta["chunks_resumed"]) == (5, 1)

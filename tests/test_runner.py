@@ -214,7 +214,14 @@ def test_run_grid_truncated_chunk_file_is_recomputed(tmp_path):
     segments[1].write_bytes(bytes(damaged))
     (store / "0123.runs").write_bytes(b"not a segment")
     out.unlink()
-    run_grid(grid, out=out, n_jobs=1, progress=False)
+    with pytest.warns(UserWarning) as said:  # repaired, and said: a file each, with the runs it held
+        run_grid(grid, out=out, n_jobs=1, progress=False)
+    lines = sorted(str(w.message) for w in said)
+    assert lines == sorted([
+        f"{store / '0123.runs'} is damaged (it does not start as a segment of runs does): its runs (how many: "
+        "unreadable); they are trained again",
+        *(f"{path} is damaged (its contents fail their sha256 digest: truncated or altered): its {n:,} runs; they are "
+          "trained again" for path, n in zip(segments[:2], runs[:2]))])
     assert out.read_bytes() == reference
     meta = json.loads((tmp_path / "r.meta.json").read_text())
     assert meta["runs_computed"] == runs[0] + runs[1] and meta["runs_reused"] == 24 - runs[0] - runs[1]
