@@ -144,17 +144,19 @@ class Table:
                  complete: bool = False, conditions: Sequence[str] = (), chosen: Mapping[str, list] | None = None,
                  keep: Any = None, note: str = "", orders: Mapping[str, list] | None = None) -> None:
         self.source, self.name, self.columns = source, name, dict(columns)
-        # The order of a string axis's values: a DataFrame's categories (or first appearances)
-        self.orders = dict(orders or {})
+        self.orders = dict(orders or {})  # a string axis's values in a DataFrame's order (its categories)
         self.spec, self.complete = spec, complete
         self.conditions, self.chosen = tuple(conditions), dict(chosen or {})
         self._keep = keep  # what the source needs alive: a registered DataFrame, a temporary folder
         self.note = note  # what a command says about where the rows came from (a store: how many runs)
 
     def _derived(self, conditions: Sequence[str], chosen: Mapping[str, list] | None = None) -> Table:
+        merged = dict(self.chosen)
+        for key, values in (chosen or {}).items():  # an axis chosen twice keeps the values both allow
+            merged[key] = [v for v in merged[key] if any(_same(v, w) for w in values)] if key in merged else values
         return Table(self.source, name=self.name, columns=self.columns, spec=self.spec, complete=self.complete,
-                     conditions=(*self.conditions, *conditions), chosen={**self.chosen, **(chosen or {})},
-                     keep=self._keep, note=self.note, orders=self.orders)
+                     conditions=(*self.conditions, *conditions), chosen=merged, keep=self._keep, note=self.note,
+                     orders=self.orders)
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class Table:
 
     def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The chosen rows as a DataFrame (the string axes as categoricals in the grid's order):
-        for small selections only, as the name says."""
+        for small selections only, since it holds them all in memory."""
         names = ", ".join(quote(c) for c in columns) if columns is not None else "*"
         df = self.query(f"SELECT {names} FROM {{t}}")
         return self.categorize(df)

@@ -75,6 +75,8 @@ LABELS = {
 FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
 #: The columns a figure puts its lines and panels on (x and y aside).
 ROLES = ("hue", "style", "col", "row")
+#: Panels in a row of a faceted figure with no ``row``, before it wraps to the next.
+COL_WRAP = 4
 #: Markers for ``style``: dashes are kept for theory.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Columns that are never a role: replicates are the unit a band is over.
@@ -533,12 +535,15 @@ def error_facets(
     rows, cols = _levels(t, row) or [None], _levels(t, col) or [None]
     # The grid is laid out from the panels' values alone; each panel's rows stay in the table.
     panels = pd.DataFrame([{**({row: r} if row else {}), **({col: c} if col else {})} for r in rows for c in cols])
+    # A long single row of panels wraps (seaborn's col_wrap), so that each panel keeps its size.
+    wrap = COL_WRAP if row is None and len(cols) > COL_WRAP + 1 else None
     g = sns.FacetGrid(panels, col=col, row=row, col_order=cols if col else None, row_order=rows if row else None,
-                      height=height, aspect=aspect, sharex=True, sharey=True, despine=False)
+                      col_wrap=wrap, height=height, aspect=aspect, sharex=True, sharey=True, despine=False)
+    grid_axes = g.axes.reshape(1, -1) if wrap else g.axes
     entries: dict[str, Any] = {}
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
-            ax = g.axes[i, j]
+            ax = grid_axes[i, j]
             part = t.select({k: [v] for k, v in ((row, r), (col, c)) if k})
             if part.count() == 0:
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="0.4")
@@ -551,7 +556,7 @@ def error_facets(
                     entries.setdefault(label, handle)
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
-            g.axes[i, j].set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, r), (col, c)) if k))
+            grid_axes[i, j].set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, r), (col, c)) if k))
     g.set_axis_labels(LABELS.get(x, x), LABELS.get(y, y))
     if entries:
         g.add_legend(legend_data=entries, title=hue if hue and not style else None, label_order=list(entries))

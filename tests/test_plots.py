@@ -220,3 +220,15 @@ def test_counts_of_points_that_lost_runs_are_stacked_not_overprinted():
     assert at_100[0][1] == 3 and at_100[1][1] - at_100[0][1] >= 7  # stacked
     assert [offset for _, x, offset in labels if x == 1000] == [(3, 3)]
     plt.close("all")
+
+
+def test_error_facets_wraps_a_long_row_of_panels(runs):
+    """Eleven sizes on col would be one row eleven panels wide: it wraps at COL_WRAP a row."""
+    from study.plots import COL_WRAP
+
+    at = runs[(runs["epoch"] == 3) & (runs["lr"] == 0.03)]
+    wide = pd.concat([at.assign(num_train=at["num_train"] * k) for k in (1, 7, 49)], ignore_index=True)
+    g = error_facets(wide, x="lr", y="w_err_norm", col="num_train", theory=False)
+    titles = [ax.get_title() for ax in g.axes.flat]
+    assert len(titles) == 9 and titles[:2] == ["num_train = 20", "num_train = 50"]
+    assert len({round(ax.get_position().y0, 3) for ax in g.axes.flat}) == -(-9 // COL_WRAP)
