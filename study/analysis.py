@@ -644,14 +644,22 @@ class _Registered:
     """Unregisters a DataFrame from the connection when the last Table over it goes."""
 
     def __init__(self, name: str) -> None:
-        weakref.finalize(self, _unregister, name, os.getpid())
+        weakref.finalize(self, _release, name, os.getpid(), "unregister")
 
 
-def _unregister(name: str, pid: int) -> None:
+class _Dropped:
+    """Drops a temporary table (a CSV parsed once) when the last Table over it goes."""
+
+    def __init__(self, name: str) -> None:
+        weakref.finalize(self, _release, name, os.getpid(), "drop")
+
+
+def _release(name: str, pid: int, how: str) -> None:
     if _CONNECTION.get("pid") == pid:
         with _LOCK:
             try:
-                _CONNECTION["con"].unregister(name)
+                con = _CONNECTION["con"]
+                con.unregister(name) if how == "unregister" else con.execute(f"DROP TABLE IF EXISTS {name}")
             except Exception:  # at interpreter exit the connection may be gone first
                 pass
 
@@ -710,7 +718,12 @@ def _from_csv(path: Path, required: Sequence[str]) -> Table:
             pass
     if spec is not None and complete and _stale(path, sidecar):
         complete = False  # the sidecar of another write: its grid may not be this table's
-    return Table(source, name=str(path), columns=columns, spec=spec, complete=complete)
+    # Parsed once into DuckDB's own columnar storage (which spills past MEMORY_LIMIT): a CSV
+    # read again for each query cost 50 ms a query on an exercise's 3 MB table.
+    name = f"study_csv_{next(_NAMES)}"
+    with _LOCK:
+        _connection().execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {source}")
+    return Table(name, name=str(path), columns=columns, spec=spec, complete=complete, keep=_Dropped(name))
 
 
 def _stale(table: Path, sidecar: Path) -> bool:
