@@ -25,6 +25,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # Whether the cores are physical or hyperthreads: 16 vCPUs on 8 cores cannot scale like 16 cores.
 lscpu | grep -E '^(Model name|Socket|Core|Thread|CPU\(s\)|NUMA node\(s\))' || true
 $py -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cores', os.cpu_count())"
+# The analysis engine needs DuckDB, which a bare device image may lack and cannot download: carry a
+# wheel in wheels/ (made beforehand with `pip download duckdb --only-binary=:all: --python-version
+# 3.12 -d wheels`) and it is installed offline here.
+$py -c "import duckdb" 2>/dev/null || $py -m pip install -q --no-index --find-links wheels duckdb \
+  || echo "duckdb is missing: the tests of tables and figures will fail"
 step 100 bench_gpu $py benchmarks/bench_engines.py --rows gpu --out "$out/benchmarks.csv"
 step 45 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
 step 90 profile_gpu $py benchmarks/profile_gpu.py 100k  # 1M under the profiler outlasts a minute

@@ -39,7 +39,7 @@ __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
     "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
     "ParameterError", "PoolingError", "LEAST_SQUARES", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
-    "varying_axes", "describe_axes", "values_text", "format_value", "present_values", "diverged_runs", "parse_where",
+    "varying_axes", "describe_axes", "values_text", "format_value", "diverged_runs", "parse_where",
     "select",
 ]
 
@@ -294,14 +294,6 @@ def describe_axes(axes: dict[str, list]) -> str:
     """'loss (squared, huber) and lr (0.01, 0.03, 0.1)'."""
     parts = [f"{axis} ({values_text(values)})" for axis, values in axes.items()]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def present_values(column: pd.Series) -> list:
-    """The values a column takes: a string axis in its categories' (the grid's) order, numbers sorted."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        present = set(column.dropna().unique())
-        return [c for c in column.cat.categories if c in present]
-    return sorted(column.dropna().unique().tolist())
 
 
 def varying_axes(table: Any, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:
