@@ -703,6 +703,8 @@ def _from_csv(path: Path, required: Sequence[str]) -> Table:
     table = Table(source, name=str(path), columns=columns)
     for column in _NUMERIC:
         if column in columns and not table.numeric(column):
+            if table.count() == 0:  # a header alone: no types to infer
+                raise TableError(f"{str(path)!r} holds no runs: the CSV file has its header and no rows.")
             bad = _rows(f"SELECT {quote(column)} FROM {source} WHERE TRY_CAST({quote(column)} AS DOUBLE) IS NULL "
                         f"AND {quote(column)} IS NOT NULL LIMIT 1")
             found = repr(bad[0][0]) if bad else f"values of type {columns[column]}"

@@ -132,6 +132,9 @@ def test_refusals_name_the_file_its_format_and_what_is_wrong(files, tmp_path):
     typed.write_text("\n".join([*text[:7], ",".join(cells), *text[8:]]) + "\n")
     with pytest.raises(TableError, match=r"its column lr must hold numbers, but holds 'fast'"):
         open_table(typed)
+    (tmp_path / "header.csv").write_text(text[0] + "\n")
+    with pytest.raises(TableError, match=r"header.csv' holds no runs: the CSV file has its header and no rows"):
+        open_table(tmp_path / "header.csv")
     with pytest.raises(TableError, match=r"a results table is a .csv or .parquet file \(got .json\)"):
         (tmp_path / "x.json").write_text("{}")
         open_table(tmp_path / "x.json")
