@@ -425,6 +425,66 @@ class Table:
         ordered = df.assign(**ranks).sort_values(list(ranks), kind="stable")
         return ordered.drop(columns=list(ranks)).reset_index(drop=True)
 
+    def unit_moments(self, keys: Sequence[str], estimands: Sequence[str], paired: Mapping[str, str], ranks: Any, *,
+                     per_stream: bool, units: int | None = None) -> pd.DataFrame:
+        """The sums Monte Carlo standard errors are made of, per cell, over its independent
+        units: the data streams with a run that did not diverge. With ``per_stream``, a
+        stream's runs in a cell (a cell that pools over lr, say) are averaged into one unit
+        first; otherwise each run that did not diverge is its stream's one unit.
+
+        For each estimand ``E`` (the i-th): ``n`` (units), ``sx{i}``, ``sxx{i}``, ``syy{i}``: the
+        compensated sums of the units' E, E² and E⁴ (y = E²); for each estimand in ``paired``
+        (E -> its least-squares column on the same data), ``so{i}``, ``soo{i}``, ``syo{i}``: the
+        sums of the least-squares error squared (o), o², and y·o. Means and sums of squares
+        about them follow (study.results.precision_columns); compensated sums keep them exact
+        to about 1e-16 of the sums, and the same bits whatever the threads.
+
+        ``ranks(n)`` gives the 1-based ranks (lo, hi) of a median's interval among n units, or
+        None: ``med{i}``, ``lo{i}`` and ``hi{i}`` are the median of the units' |E| and those
+        order statistics. The ranks depend on n, which a query must know before it runs:
+        ``units`` is the n every cell is expected to have (one query then does all); cells
+        that have another are done again, one query for each n they have.
+        """
+        group = ", ".join(quote(k) for k in keys)
+        if per_stream:
+            unit = [f"favg({_metric(e)}) AS x{i}, favg({_metric(e)} * {_metric(e)}) AS y{i}"
+                    for i, e in enumerate(estimands)]
+            unit += [f"min({_metric(o)} * {_metric(o)}) AS o{estimands.index(e)}" for e, o in paired.items()]
+            source = f"(SELECT {group}, seed, {', '.join(unit)} FROM {{t}} WHERE NOT diverged GROUP BY {group}, seed)"
+        else:
+            unit = [f"{_metric(e)} AS x{i}, {_metric(e)} * {_metric(e)} AS y{i}" for i, e in enumerate(estimands)]
+            unit += [f"{_metric(o)} * {_metric(o)} AS o{estimands.index(e)}" for e, o in paired.items()]
+            source = f"(SELECT {group}, {', '.join(unit)} FROM {{t}} WHERE NOT diverged)"
+        indices, pairs = range(len(estimands)), [estimands.index(e) for e in paired]
+        sums = [f"fsum(x{i}) AS sx{i}, fsum(y{i}) AS sy{i}, fsum(x{i} * x{i}) AS sxx{i}, fsum(y{i} * y{i}) AS syy{i}"
+                for i in indices]
+        sums += [f"fsum(o{i}) AS so{i}, fsum(o{i} * o{i}) AS soo{i}, fsum(y{i} * o{i}) AS syo{i}" for i in pairs]
+
+        def picks(n: int) -> list[str]:
+            # One sorted state an estimand: the interval's ranks and the middle one(s), picked by
+            # quantile_disc, which gives X_(ceil(n q)), so q = (rank - 1/2)/n picks the rank.
+            at = ranks(n) or (1, n)
+            wanted = [at[0], (n + 1) // 2, n // 2 + 1, at[1]]
+            q = ", ".join(repr((r - 0.5) / max(n, 1)) for r in wanted)
+            return [f"quantile_disc(abs(x{i}), [{q}]) AS ci{i}" for i in indices]
+
+        def moments(part: Table) -> pd.DataFrame:
+            first = part.query(f"SELECT {group}, count(*) AS n, {', '.join([*sums, *picks(units or 1)])} "
+                               f"FROM {source} GROUP BY {group}")
+            _order_statistics(first, indices, ranks, ok=first["n"] == (units or 1))
+            for n in sorted(set(first.loc[first["n"] != (units or 1), "n"].astype(int))):
+                again = part.query(f"SELECT {group}, count(*) AS n, {', '.join(picks(n))} FROM {source} "
+                                   f"GROUP BY {group} HAVING count(*) = {n}")
+                _order_statistics(again, indices, ranks)
+                cells = (first["n"] == n).to_numpy()
+                found = first.loc[cells, list(keys)].merge(again, on=list(keys), how="left")
+                for column in ("med", "lo", "hi"):
+                    for i in indices:
+                        first.loc[cells, f"{column}{i}"] = found[f"{column}{i}"].to_numpy(dtype=float)
+            return first
+
+        return self.categorize(self._in_parts(keys, len(estimands), moments))
+
     def diverged_first(self, keys: Sequence[str]) -> pd.DataFrame:
         """The runs that diverged, one row each: ``keys`` and the first checkpoint at which it
         had diverged (``diverged_at``), in the grid's order."""
@@ -519,6 +579,22 @@ class Table:
 
 
 _STAT_OF = {0.5: "median", 0.1: "q10", 0.9: "q90"}
+
+
+def _order_statistics(df: pd.DataFrame, indices: Iterable[int], ranks: Any, ok: Any = True) -> None:
+    """Unpack Table.unit_moments' ``ci{i}`` lists (the order statistics at the interval's low
+    rank, the middle one or two, the high rank) into ``lo{i}``, ``med{i}`` and ``hi{i}``: NaN
+    where the rows' n was not the one the query's ranks were for (``ok`` False), and for the
+    interval where n is too small for one."""
+    counts = df["n"].to_numpy(dtype=int)
+    ok = np.broadcast_to(np.asarray(ok, dtype=bool), (len(df),))
+    interval = np.array([ranks(n) is not None for n in counts], dtype=bool)
+    for i in indices:
+        picked = np.array([[_item(v, j) for j in range(4)] if good else [np.nan] * 4
+                           for v, good in zip(df.pop(f"ci{i}"), ok)], dtype=float).reshape(len(df), 4)
+        df[f"med{i}"] = (picked[:, 1] + picked[:, 2]) / 2
+        df[f"lo{i}"] = np.where(interval, picked[:, 0], np.nan)
+        df[f"hi{i}"] = np.where(interval, picked[:, 3], np.nan)
 
 
 def _grouping(keys: Sequence[str], order_by) -> tuple[str, str]:

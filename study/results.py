@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # a table is read, summarized and drawn without torch
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
     "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
-    "ParameterError", "PoolingError", "LEAST_SQUARES", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
+    "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "precision_columns", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
     "varying_axes", "describe_axes", "values_text", "format_value", "diverged_runs", "parse_where",
     "select",
 ]
@@ -348,7 +349,7 @@ def at_epoch(table: Any, epoch: int | None = None, *, placed: Sequence[str | Non
 
 
 def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence[str] = tuple(_STATS), *,
-              epoch: int | None = None) -> pd.DataFrame:
+              epoch: int | None = None, ci: float | None = None) -> pd.DataFrame:
     """Per cell: the count of runs, how many diverged, and statistics of each error.
 
     SGD's errors (``w_err_norm``, ``b_err_abs``, ``gap_w_norm``, ``val_mse``) are described over
@@ -371,6 +372,11 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
     epoch : int, optional
         The checkpoint to describe. Default: every checkpoint when ``epoch`` is in ``by``, else
         each run's last checkpoint.
+    ci : float, optional
+        With a level (0.95), each number also gets its Monte Carlo precision (see
+        :func:`precision_columns`): the performance measures of Morris, White & Crowther (2019)
+        for each ŵ_j, b̂ and ‖ŵ − w‖, with their Monte Carlo standard errors, and intervals of
+        that level for the medians. The independent units are the data streams.
 
     Returns
     -------
@@ -378,8 +384,9 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
         One row per cell: the ``by`` columns, ``epoch`` (the checkpoint shown, where ``by``
         lacks it), ``count`` (runs), ``diverged``, ``streams`` (distinct data sets),
         ``pooled_over`` (only where an axis varies within a cell: the axes and their values),
-        then ``<metric>_<stat>`` for each metric of ERROR_METRICS. ``attrs["epoch"]`` says in
-        words which checkpoint is shown, ``attrs["pooled"]`` maps each pooled axis to its values.
+        then ``<metric>_<stat>`` for each metric of ERROR_METRICS; with ``ci``, the columns of
+        :func:`precision_columns` after them. ``attrs["epoch"]`` says in words which
+        checkpoint is shown, ``attrs["pooled"]`` maps each pooled axis to its values.
 
     Examples
     --------
@@ -402,6 +409,8 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
     bad = [s for s in stats if s not in _STATS]
     if bad:
         raise ParameterError("stats", where, f"among {list(_STATS)}", bad)
+    if ci is not None and (isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1):
+        raise ParameterError("ci", where, "a level between 0 and 1, e.g. 0.95", ci)
     rows, epoch_text = at_epoch(t, epoch, placed=by, where=where)
     pooled = rows.varying(by)
     # epoch joins the keys where it is one value per cell: it names the checkpoint shown, and
@@ -416,8 +425,102 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
     for metric in ERROR_METRICS:
         for stat in stats:
             out[f"{metric}_{stat}"] = cells[f"{metric}_{stat}"]
-    out.attrs = {"epoch": epoch_text, "pooled": pooled, "by": list(by)}
+    if ci is not None:
+        estimands = [*sorted((c for c in t.columns if re.fullmatch(r"w_err_\d+", c)), key=lambda c: int(c[6:])),
+                     "b_err", "w_err_norm"]
+        # A cell that pools no axis holds one run of each stream: its units are its runs that did
+        # not diverge, as many as the cells' statistics just counted (the ranks of the medians'
+        # intervals are then known before the query that finds them).
+        survivors = set((cells["count"] - cells["diverged"]).astype(int))
+        expected = survivors.pop() if not pooled and len(survivors) == 1 else None
+        moments = rows.unit_moments(keys, estimands, PAIRED, lambda n: median_ranks(n, ci), per_stream=bool(pooled),
+                                    units=expected)
+        precision = precision_columns(moments, estimands).set_index(keys)
+        at = precision.reindex(pd.MultiIndex.from_frame(out[keys].astype(object)) if len(keys) > 1
+                               else pd.Index(out[keys[0]].astype(object)))
+        for column in precision.columns:
+            out[column] = at[column].to_numpy()
+        out["units"] = out["units"].fillna(0).astype(np.int64)
+    out.attrs = {"epoch": epoch_text, "pooled": pooled, "by": list(by), "ci": ci}
     return out
+
+
+#: The least-squares error on the same data that a relative efficiency is taken against.
+PAIRED = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
+
+
+def median_ranks(n: int, level: float = 0.95) -> tuple[int, int] | None:
+    """The 1-based ranks (l, u) of the order statistics X_(l) <= X_(u) that cover the median of
+    any continuous distribution with probability at least ``level``, from n independent draws:
+    l is the largest rank with P(B <= l - 1) <= (1 - level)/2 for B ~ Binomial(n, 1/2), and
+    u = n + 1 - l. None where n is too small for any (n < 6 at 95%).
+
+    Examples
+    --------
+    >>> median_ranks(100)  # P(40 <= B <= 60) = 0.965
+    (40, 61)
+    """
+    k = np.arange(n // 2 + 1)
+    log_pmf = n * np.log(0.5) + np.concatenate([[0.0], np.cumsum(np.log(n - k[:-1]) - np.log(k[:-1] + 1))])
+    below = np.flatnonzero(np.cumsum(np.exp(log_pmf)) <= (1 - level) / 2)  # k with P(B <= k) <= alpha/2
+    if not len(below):
+        return None
+    low = int(below[-1]) + 1
+    return low, n + 1 - low
+
+
+def precision_columns(moments: pd.DataFrame, estimands: Sequence[str]) -> pd.DataFrame:
+    """Performance measures and their Monte Carlo standard errors (Morris, White & Crowther
+    2019, table 6) from Table.unit_moments: per cell, over its n independent units (data
+    streams), for each estimand E (``w_err_j`` = ŵ_j − w_j, ``b_err``, ``w_err_norm``):
+
+    - ``units``: n, the streams with a run that did not diverge;
+    - ``E_bias`` (for the norm, ``w_err_norm_mean``) = mean of E, its MCSE
+      √(Σ(Eᵢ − Ē)²/(n(n − 1))) as ``..._mcse``;
+    - ``E_empse`` = √(Σ(Eᵢ − Ē)²/(n − 1)), MCSE EmpSE/√(2(n − 1));
+    - ``E_rmse`` = √MSE, MSE = mean of E², MCSE √(Σ(Eᵢ² − MSE)²/(n(n − 1)))/(2·RMSE) (the
+      delta method on MSE's own);
+    - ``E_releff`` for ‖ŵ − w‖ and b̂: MSE / MSE of least squares on the same data, paired by
+      stream; MCSE by the delta method for a ratio of paired means;
+    - the median of |E| (``w_err_norm_median``, ``b_err_abs_median``, ``w_err_j_abs_median``)
+      with ``_lo`` and ``_hi``: the order statistics of :func:`median_ranks` (distribution-free).
+    """
+    n = moments["n"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        more = np.where(n > 1, 1.0, np.nan)  # one unit has no spread to measure
+
+        def about_mean(total: str, squares: str) -> tuple[np.ndarray, np.ndarray]:
+            """The mean and the sum of squares about it, from the sum and the sum of squares."""
+            sum_, sum_sq = moments[total].to_numpy(dtype=float), moments[squares].to_numpy(dtype=float)
+            return sum_ / n, np.maximum(sum_sq - sum_ * sum_ / n, 0.0)
+
+        out = {"units": moments["n"]}
+        for i, e in enumerate(estimands):
+            mx, sxx = about_mean(f"sx{i}", f"sxx{i}")
+            my, syy = about_mean(f"sy{i}", f"syy{i}")
+            empse = np.sqrt(sxx / (n - 1)) * more
+            mean = "w_err_norm_mean" if e == "w_err_norm" else f"{e}_bias"
+            if e != "w_err_norm":
+                out[mean] = mx
+            out[f"{mean}_mcse"] = np.sqrt(sxx / (n * (n - 1))) * more
+            out[f"{e}_empse"] = empse
+            out[f"{e}_empse_mcse"] = empse / np.sqrt(2 * (n - 1))
+            rmse = np.sqrt(my)
+            out[f"{e}_rmse"] = rmse
+            out[f"{e}_rmse_mcse"] = np.sqrt(syy / (n * (n - 1))) * more / (2 * rmse)
+            if e in PAIRED:
+                mo, soo = about_mean(f"so{i}", f"soo{i}")
+                syo = moments[f"syo{i}"].to_numpy(dtype=float) - n * my * mo
+                ratio = my / mo
+                out[f"{e}_releff"] = ratio
+                out[f"{e}_releff_mcse"] = np.sqrt((syy - 2 * ratio * syo + ratio**2 * soo) / (n - 1) / n) / mo * more
+            median = {"w_err_norm": "w_err_norm_median", "b_err": "b_err_abs_median"}.get(e, f"{e}_abs_median")
+            if e not in ("w_err_norm", "b_err"):
+                out[median] = moments[f"med{i}"].to_numpy()
+            out[f"{median}_lo"] = moments[f"lo{i}"].to_numpy()
+            out[f"{median}_hi"] = moments[f"hi{i}"].to_numpy()
+    keys = [c for c in moments.columns if not re.fullmatch(r"(n|s(x|y|o|xx|yy|oo|yo)\d+|med\d+|lo\d+|hi\d+)", c)]
+    return pd.concat([moments[keys].reset_index(drop=True), pd.DataFrame(out).reset_index(drop=True)], axis=1)
 
 
 def diverged_runs(table: Any, *, epoch: int | None = None) -> pd.DataFrame:

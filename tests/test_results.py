@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from study.grid import Grid
-from study.results import (ParameterError, diverged_runs, fit_power_law, parse_where, read_results, select,
+from study.results import (ParameterError, diverged_runs, fit_power_law, median_ranks, parse_where, read_results, select,
                            summarize, write_csv)
 from study.runner import run_grid
 
@@ -268,3 +268,80 @@ def test_row_norms_are_numpys_to_the_bit_for_the_books_dimensions():
         np.testing.assert_array_equal(_row_norms(x), np.linalg.norm(x, axis=1))
     x = rng.standard_normal((1000, 7))
     np.testing.assert_allclose(_row_norms(x), np.linalg.norm(x, axis=1), rtol=1e-15)
+
+
+# --- Monte Carlo precision (summarize's ci) ---------------------------------------------------------
+
+def _synthetic(cells: int, units: int, rng, runs_per_stream: int = 1) -> pd.DataFrame:
+    """A results table of ``cells`` cells (num_train 1, 2, ...) of ``units`` data streams each,
+    whose errors are drawn from known distributions: w_err_0 ~ N(0.1, 0.2²), b_err ~ N(-0.3,
+    0.5²), ‖ŵ − w‖ ~ LogNormal(0, 1) (median 1), least squares' errors half SGD's and noisy."""
+    n = cells * units * runs_per_stream
+    cell = np.repeat(np.arange(cells), units * runs_per_stream)
+    seed = np.repeat(np.arange(cells * units), runs_per_stream)
+    norm = rng.lognormal(0.0, 1.0, n)
+    return pd.DataFrame({
+        "num_train": cell + 1, "lr": np.tile([0.1, 0.2][:runs_per_stream], cells * units), "epoch": 1,
+        "loss": "squared", "sigma": 1.0, "reduction": "mean", "batch_size": 32, "noise": 0.01,
+        "noise_kind": "gaussian", "replicate": seed, "seed": seed,
+        "w_err_0": rng.normal(0.1, 0.2, n), "w_err_norm": norm, "b_err": rng.normal(-0.3, 0.5, n),
+        "ols_w_err_norm": np.repeat(np.abs(rng.normal(0, 1, cells * units)), runs_per_stream),
+        "ols_b_err": np.repeat(rng.normal(0, 0.2, cells * units), runs_per_stream),
+        "gap_w_norm": 0.0, "val_mse": 0.0, "diverged": False,
+    })
+
+
+def test_precision_measures_are_their_closed_forms():
+    """Each measure and its MCSE as Morris, White & Crowther (2019) write them, on one cell."""
+    df = _synthetic(1, 50, np.random.default_rng(1))
+    s = summarize(df, by="num_train", ci=0.95).iloc[0]
+    x, n = df["w_err_0"].to_numpy(), 50
+    assert s["units"] == n
+    assert s["w_err_0_bias"] == pytest.approx(x.mean(), rel=1e-12)
+    assert s["w_err_0_bias_mcse"] == pytest.approx(np.sqrt(((x - x.mean()) ** 2).sum() / (n * (n - 1))), rel=1e-12)
+    assert s["w_err_0_empse"] == pytest.approx(x.std(ddof=1), rel=1e-12)
+    assert s["w_err_0_empse_mcse"] == pytest.approx(x.std(ddof=1) / np.sqrt(2 * (n - 1)), rel=1e-12)
+    mse = (x**2).mean()
+    assert s["w_err_0_rmse"] == pytest.approx(np.sqrt(mse), rel=1e-12)
+    mse_mcse = np.sqrt(((x**2 - mse) ** 2).sum() / (n * (n - 1)))
+    assert s["w_err_0_rmse_mcse"] == pytest.approx(mse_mcse / (2 * np.sqrt(mse)), rel=1e-12)
+    a, b = df["w_err_norm"].to_numpy() ** 2, df["ols_w_err_norm"].to_numpy() ** 2
+    ratio = a.mean() / b.mean()
+    delta = np.sqrt(np.var(a - ratio * b, ddof=1) / n) / b.mean()  # the delta method for a ratio of means
+    assert s["w_err_norm_releff"] == pytest.approx(ratio, rel=1e-12)
+    assert s["w_err_norm_releff_mcse"] == pytest.approx(delta, rel=1e-10)
+    low, high = median_ranks(n)
+    ordered = np.sort(np.abs(df["b_err"].to_numpy()))
+    assert (s["b_err_abs_median_lo"], s["b_err_abs_median_hi"]) == (ordered[low - 1], ordered[high - 1])
+
+
+def test_mcse_predicts_the_spread_of_its_estimate_across_studies():
+    """Over 400 independent sub-studies of 100 streams, each MCSE is close to the actual
+    standard deviation of its estimate (the closed forms for normal samples: σ/√n for the bias,
+    σ/√(2(n-1)) for the empirical SE)."""
+    s = summarize(_synthetic(400, 100, np.random.default_rng(2)), by="num_train", ci=0.95)
+    for measure in ("w_err_0_bias", "w_err_0_empse", "w_err_0_rmse", "b_err_bias", "b_err_releff"):
+        spread, predicted = s[measure].std(ddof=1), s[f"{measure}_mcse"].mean()
+        assert 0.85 < predicted / spread < 1.15, measure
+    assert s["w_err_0_bias_mcse"].mean() == pytest.approx(0.2 / np.sqrt(100), rel=0.05)
+    assert s["w_err_0_empse_mcse"].mean() == pytest.approx(0.2 / np.sqrt(2 * 99), rel=0.05)
+
+
+def test_median_interval_covers_the_true_median_95_percent_of_the_time():
+    """2,000 sub-studies of 100 runs from a skewed distribution whose median is 1."""
+    s = summarize(_synthetic(2000, 100, np.random.default_rng(3)), by="num_train", ci=0.95)
+    covered = ((s["w_err_norm_median_lo"] <= 1.0) & (1.0 <= s["w_err_norm_median_hi"])).mean()
+    assert 0.93 <= covered <= 0.97
+    assert median_ranks(100) == (40, 61) and median_ranks(5) is None
+
+
+def test_precision_counts_data_streams_not_runs():
+    """A cell that holds two runs of each stream (two lrs on the same data) has as many
+    independent units as streams: its MCSE is not narrowed by the second run."""
+    df = _synthetic(1, 40, np.random.default_rng(4), runs_per_stream=2)
+    s = summarize(df, by="num_train", ci=0.95).iloc[0]
+    assert (s["count"], s["streams"], s["units"]) == (80, 40, 40)
+    per_stream = df.groupby("seed")["w_err_0"].mean().to_numpy()
+    assert s["w_err_0_bias_mcse"] == pytest.approx(per_stream.std(ddof=1) / np.sqrt(40), rel=1e-12)
+    with pytest.raises(ParameterError, match="The 'ci' parameter of summarize must be a level between 0 and 1"):
+        summarize(df, ci=95)
