@@ -3,7 +3,7 @@ DuckDB's and Polars' own queries for the same statistics (and, with --pandas, th
 the whole table read into pandas).
 
     python benchmarks/bench_analysis.py make 5000000 DIR   # W at about 5M runs by `study run`: DIR/W.parquet
-    python benchmarks/bench_analysis.py table DIR/W.parquet [--pandas]
+    python benchmarks/bench_analysis.py table DIR/W.parquet [--pandas]   # with and without --precision
     python benchmarks/bench_analysis.py plot DIR/W.parquet
     python benchmarks/bench_analysis.py small              # the exercises' size: a 20k-run table, both paths
 
@@ -121,7 +121,8 @@ def table(path: Path, pandas: bool) -> list[dict]:
     workload = f"table {runs / 1e6:.0f}M ({rows / 1e6:.0f}M rows)"
     study = [sys.executable, "-m", "study", "table", str(path), "--by", BY, "--epoch", str(EPOCH)]
     measured = []
-    for engine, command in (("study table", study), ("duckdb", [sys.executable, "-c", DUCKDB, str(path)]),
+    for engine, command in (("study table", study), ("study table --precision", [*study, "--precision"]),
+                            ("duckdb", [sys.executable, "-c", DUCKDB, str(path)]),
                             ("polars", [sys.executable, "-c", POLARS, str(path)]),
                             *((("pandas", [sys.executable, "-c", PANDAS, str(path)]),) if pandas else ())):
         try:
@@ -134,6 +135,8 @@ def table(path: Path, pandas: bool) -> list[dict]:
     by = {r["engine"]: r for r in measured}
     if "study table" in by and "duckdb" in by:
         print(f"study table / DuckDB's own query: {by['study table']['wall_s'] / by['duckdb']['wall_s']:.2f}x")
+    if "study table" in by and "study table --precision" in by:
+        print(f"--precision / without: {by['study table --precision']['wall_s'] / by['study table']['wall_s']:.2f}x")
     return measured
 
 

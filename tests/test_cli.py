@@ -359,6 +359,29 @@ def test_table_prints_counts_and_medians(results_csv, capsys, monkeypatch):
     assert len(lines) == 3 + 2 * 2 * TINY_CHECKPOINTS
 
 
+def test_table_precision_prints_medians_with_intervals_and_values_with_mcse(tmp_path, tiny_spec, capsys, monkeypatch):
+    """Six replicates a cell: each median gets its distribution-free interval, the RMSE and the
+    relative efficiencies their MCSE; --out keeps every column."""
+    import pandas as pd
+
+    monkeypatch.setenv("COLUMNS", "400")
+    spec = tmp_path / "six.toml"
+    spec.write_text(TINY_SPEC.replace("replicates = 2", "replicates = 6"), encoding="utf-8")
+    out = tmp_path / "six.csv"
+    assert main(["run", str(spec), "--out", str(out), "--quiet", "--jobs", "1"]) == 0
+    assert main(["table", str(out), "--by", "num_train,lr", "--precision", "--out", str(tmp_path / "p.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.split()[:2] == ["num_train", "lr"])
+    assert "units" in header and "w_err_norm_rmse" in header and "w_err_norm_releff" in header
+    row = lines[lines.index(header) + 1]
+    assert re.search(r"\d\S* \[\S+, \S+\]", row) and re.search(r"\d\S* ± \S+", row), row
+    written = pd.read_csv(tmp_path / "p.csv")
+    for column in ("units", "w_err_0_bias", "w_err_0_bias_mcse", "w_err_norm_median_lo", "b_err_releff_mcse"):
+        assert column in written.columns
+    assert (written["w_err_norm_median_lo"] <= written["w_err_norm_median"]).all()
+    assert (written["w_err_norm_median"] <= written["w_err_norm_median_hi"]).all()
+
+
 def test_table_fits_the_terminal_and_names_the_columns_it_leaves_out(results_csv, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "72")
     assert main(["table", str(results_csv), "--by", "lr"]) == 0
