@@ -485,6 +485,73 @@ class Table:
 
         return self.categorize(self._in_parts(keys, len(estimands), moments))
 
+    def ranked(self, source: str, group: Sequence[str], value: str, ranks: Any, expected: int | None = None,
+               extra: Sequence[str] = ()) -> pd.DataFrame:
+        """Per group of ``source`` (SQL, ``{t}`` the chosen rows): ``n``, and the order
+        statistics of ``value`` at the ranks ``ranks(n)`` gives (an interval's low and high,
+        ``lo`` and ``hi``; NaN where it gives None) and the median ``med``; ``extra``
+        aggregates too. One query for the groups of ``expected`` rows, one for each other n."""
+        cols = ", ".join(quote(g) for g in group)
+
+        def picks(n: int) -> str:
+            at = ranks(n) or (1, n)
+            wanted = [at[0], (n + 1) // 2, n // 2 + 1, at[1]]
+            q = ", ".join(repr((r - 0.5) / max(n, 1)) for r in wanted)
+            return f"quantile_disc({value}, [{q}]) AS ci0"
+
+        head = ", ".join([cols, "count(*) AS n", *extra])
+        first = self.query(f"SELECT {head}, {picks(expected or 1)} FROM {source} GROUP BY {cols}")
+        _order_statistics(first, [0], ranks, ok=first["n"] == (expected or 1))
+        for n in sorted(set(first.loc[first["n"] != (expected or 1), "n"].astype(int))):
+            again = self.query(f"SELECT {cols}, count(*) AS n, {picks(n)} FROM {source} GROUP BY {cols} "
+                               f"HAVING count(*) = {n}")
+            _order_statistics(again, [0], ranks)
+            cells = (first["n"] == n).to_numpy()
+            found = first.loc[cells, list(group)].merge(again, on=list(group), how="left")
+            for column in ("med0", "lo0", "hi0"):
+                first.loc[cells, column] = found[column].to_numpy(dtype=float)
+        return first.rename(columns={"med0": "med", "lo0": "lo", "hi0": "hi"})
+
+    def comparison(self, keys: Sequence[str], factor: str, baseline: Any, metric: str, ranks: Any, *, paired: bool,
+                   blocks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """What a comparison of the levels of ``factor`` with ``baseline`` is made of, per cell
+        (``keys``) and level (``level``); |metric| is each run's error, +inf for a run that
+        diverged (it loses to any run that did not).
+
+        Paired (runs of one data stream, one at each level): per (cell, level) the paired ratio
+        r = error / baseline's error of each stream (1 where they are equal, diverged ones
+        included), its ``n``, ``med``, ``lo``, ``hi`` (:meth:`ranked`) and ``wins`` (the share of
+        streams where the level's error is smaller; ties count a half). Unpaired: the same of
+        each level's own errors, the baseline's among them. The second frame holds, per cell,
+        level and block of streams (a hash of the seed, ``blocks`` of them), the sums of the
+        squared errors ``sv`` (and the baseline's paired ``sb``): a bootstrap resamples them.
+        """
+        cols = ", ".join(quote(k) for k in keys)
+        m = _metric(metric + "_abs")
+        gone = "coalesce(diverged, FALSE)" if "diverged" in self.columns else "FALSE"
+        errors = (f"(SELECT {cols}, seed, {quote(factor)} AS level, CASE WHEN {gone} OR NOT isfinite({m}) "
+                  f"THEN 'inf'::DOUBLE ELSE {m} END AS v FROM {{t}})")
+        base = literal(baseline)
+        if not paired:
+            units = self.query(f"SELECT {cols}, level, count(*) AS n FROM {errors} GROUP BY {cols}, level")
+            common = set(units["n"].astype(int))
+            stats = self.ranked(errors, [*keys, "level"], "v", ranks, common.pop() if len(common) == 1 else None)
+            sums = self.query(f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
+                              f"count(*) AS k FROM {errors} GROUP BY {cols}, level, block")
+            return stats, sums
+        pairs = (f"(SELECT {', '.join(f'e.{quote(k)}' for k in keys)}, e.seed, e.level, e.v, b.v AS b, "
+                 f"CASE WHEN e.v = b.v THEN 1.0 WHEN b.v = 0 THEN 'inf'::DOUBLE ELSE e.v / b.v END AS r "
+                 f"FROM {errors} e JOIN (SELECT {cols}, seed, v FROM {errors} WHERE level = {base}) b "
+                 f"USING ({cols}, seed) WHERE e.level <> {base})")
+        counts = self.query(f"SELECT {cols}, level, count(*) AS n FROM {pairs} GROUP BY {cols}, level")
+        common = set(counts["n"].astype(int))
+        wins = "avg(CASE WHEN v < b THEN 1.0 WHEN v = b THEN 0.5 ELSE 0.0 END) AS wins"
+        stats = self.ranked(pairs, [*keys, "level"], "r", ranks, common.pop() if len(common) == 1 else None,
+                            extra=[wins])
+        sums = self.query(f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
+                          f"fsum(b * b) AS sb FROM {pairs} GROUP BY {cols}, level, block")
+        return stats, sums
+
     def diverged_first(self, keys: Sequence[str]) -> pd.DataFrame:
         """The runs that diverged, one row each: ``keys`` and the first checkpoint at which it
         had diverged (``diverged_at``), in the grid's order."""

@@ -1,4 +1,4 @@
-"""The ``study`` command: run | table | plot | exercises | demo.
+"""The ``study`` command: run | table | compare | plot | exercises | demo.
 
 Exit status: 0 on success, 2 for bad input (a one-line message, no traceback, nothing
 written), 1 for a failure at run time, 130 when interrupted (Ctrl-C), 143 when terminated
@@ -135,6 +135,24 @@ def _build_parser() -> _Parser:
                             "each with its MCSE, over data streams")
     table.add_argument("--out", type=Path, metavar="PATH",
                        help="write the whole table (every statistic) to this .csv or .parquet")
+
+    compare = sub.add_parser("compare", help="each level of a factor against a baseline, paired by data stream",
+                             description="Per cell: the median of the paired ratios error / baseline's error over "
+                             "the data streams (runs that differ only in lr, loss, sigma or reduction share their data), "
+                             "with a 95%% interval from order statistics; the ratio of RMSEs with a bootstrap interval "
+                             "over streams; and the share of streams on which the level wins. A diverged run loses. A "
+                             "factor that changes the data (num_train, noise, noise_kind, batch_size) is compared "
+                             "unpaired, and says so. " + _FOLDER_RULE)
+    compare.add_argument("table", type=Path, metavar="TABLE", help="a results table (.csv or .parquet)")
+    compare.add_argument("--factor", required=True, metavar="AXIS", help="the axis whose levels are compared, e.g. loss")
+    compare.add_argument("--baseline", required=True, metavar="VALUE", help="the level compared against, e.g. squared")
+    compare.add_argument("--metric", default="w_err_norm", metavar="M",
+                         help="the error compared: w_err_norm (default), w_err_J, b_err, gap_w_norm or val_mse")
+    compare.add_argument("--by", metavar="COLS", help="comma-separated cells (default: every other axis that varies)")
+    compare.add_argument("--where", action="append", metavar="KEY=VALUE",
+                         help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
+    compare.add_argument("--epoch", type=int, metavar="E", help="the checkpoint compared (default: each run's last)")
+    compare.add_argument("--out", type=Path, metavar="PATH", help="write the comparison to this .csv or .parquet")
 
     exercises = sub.add_parser("exercises", help="answer the section's five exercises: tables, figures, answers",
                                description="Runs each exercise's grid (experiments/exN_*.toml) and writes under "
@@ -328,6 +346,7 @@ def _make_folders(folders: Sequence[Path]) -> None:
 
 #: How table, plot and exercises name their functions' parameters: by the flags the user typed.
 _TABLE_FLAGS = {"by": "--by", "epoch": "--epoch", "where": "--where", "out": "--out"}
+_COMPARE_FLAGS = {**_TABLE_FLAGS, "factor": "--factor", "baseline": "--baseline", "metric": "--metric"}
 _PLOT_FLAGS = {"figure": "--figure", "x": "--x", "y": "--y", "value": "--y", "hue": "--hue", "style": "--style",
                "col": "--col", "row": "--row", "where": "--where", "epoch": "--epoch", "out": "--out"}
 _EXERCISES_FLAGS = {"numbers": "--only", "out_dir": "--out-dir"}
@@ -480,6 +499,46 @@ def _cmd_table(args: argparse.Namespace) -> int:
             _print_fitting(table, keep=min(len(table.columns), 3))
     else:
         _print_medians(table)
+    if out is not None:
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    with _in_flags(_COMPARE_FLAGS, roles=False):
+        from .results import ParameterError, compare, format_value, write_table
+
+        out, folders = _output_path(args.out, "--out", (".csv", ".parquet")) if args.out else (None, [])
+        by = None
+        if args.by is not None:
+            by = [c.strip() for c in args.by.split(",") if c.strip()]
+            if not by:
+                raise ParameterError("by", "option", "column names separated by commas", args.by)
+        rows, where = _chosen_rows(args.table, args.where)
+        table = compare(rows, factor=args.factor, baseline=args.baseline, metric=args.metric, by=by, epoch=args.epoch)
+    if rows.note:
+        _say(rows.note)
+    fixed = f"; where {_where_text(where)}" if where else ""
+    a = table.attrs
+    how = ("paired by data stream" if a["paired"] else
+           f"unpaired: {a['factor']} changes the data, so no two of its levels share a stream")
+    _say(f"{a['epoch']}; {a['metric']} of each {a['factor']} against {a['factor']} = {format_value(a['baseline'])}, "
+         f"{how}{fixed}")
+    _say("ratio: median of the paired ratios (unpaired: ratio of the medians), with its 95% interval; rmse_ratio: "
+         "ratio of RMSEs, bootstrap 95% interval; wins: share of streams where the level's error is smaller; a "
+         "diverged run loses" if a["paired"] else "ratio: ratio of the medians, 95% interval from the two medians' "
+         "intervals; rmse_ratio: ratio of RMSEs, bootstrap 95% interval; diverged runs count as infinite errors")
+    shown = table.drop(columns=["baseline", "paired"] + ([] if a["paired"] else ["wins"]))
+    for name in ("ratio", "rmse_ratio"):
+        shown[name] = [f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in
+                       zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"])]
+        shown = shown.drop(columns=[f"{name}_lo", f"{name}_hi"])
+    if a["paired"]:
+        shown["wins"] = [f"{w:.0%}" for w in table["wins"]]
+    if out is not None:
+        _make_folders(folders)
+        write_table(table, out)
+    _print_fitting(shown, keep=min(len(shown.columns), len(shown.columns) - 2))
     if out is not None:
         print(f"wrote {out}")
     return EXIT_OK
@@ -648,7 +707,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        command = {"run": _cmd_run, "table": _cmd_table, "exercises": _cmd_exercises, "plot": _cmd_plot, "demo": _cmd_demo}[args.command]
+        command = {"run": _cmd_run, "table": _cmd_table, "compare": _cmd_compare, "exercises": _cmd_exercises,
+                   "plot": _cmd_plot, "demo": _cmd_demo}[args.command]
         return command(args)
     except SystemExit as done:  # argparse after --help: main returns its status, as for every other path
         return done.code if isinstance(done.code, int) else EXIT_OK

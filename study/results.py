@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # a table is read, summarized and drawn without torch
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
     "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
-    "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "precision_columns", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
+    "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "precision_columns", "compare",
+    "BOOTSTRAP_BLOCKS", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
     "varying_axes", "describe_axes", "values_text", "format_value", "diverged_runs", "parse_where",
     "select",
 ]
@@ -443,6 +444,164 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
         out["units"] = out["units"].fillna(0).astype(np.int64)
     out.attrs = {"epoch": epoch_text, "pooled": pooled, "by": list(by), "ci": ci}
     return out
+
+
+#: The blocks of data streams a comparison's bootstrap resamples (a hash of the seed): streams
+#: themselves where a cell has fewer, and a cell of millions is resampled in milliseconds.
+BOOTSTRAP_BLOCKS = 200
+#: What a comparison's metric may be: SGD's errors (least squares does not depend on the factor).
+_COMPARED = re.compile(r"w_err_norm|w_err_\d+|b_err|gap_w_norm|val_mse")
+
+
+def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm", by: str | Sequence[str] | None = None,
+            epoch: int | None = None, ci: float = 0.95, paired: bool | None = None, n_boot: int = 1000,
+            seed: int = 0) -> pd.DataFrame:
+    """Each level of ``factor`` against ``baseline``, cell by cell, paired by data stream.
+
+    Runs that differ only in lr, loss, sigma or reduction share their data (common random
+    numbers), so each stream gives a pair: the error of the level's run and of the baseline's.
+    Per cell (``by``) and level, the paired ratios error / baseline's error are described by
+    their median, ``ratio``, with a distribution-free interval from order statistics
+    (``ratio_lo``, ``ratio_hi``); the ratio of root mean squared errors, ``rmse_ratio``, with a
+    bootstrap interval over data streams (resampled in BOOTSTRAP_BLOCKS blocks of streams, from
+    their sums); and ``wins``, the share of streams on which the level's error is smaller (ties
+    count a half). A run that diverged has an infinite error: it loses, never dropped.
+
+    A factor that changes the data (num_train, noise, noise_kind, batch_size) cannot be
+    paired: its levels are compared unpaired (``paired`` False in the output and in
+    ``attrs``): the ratio of the medians, with the interval made of the two medians' intervals
+    (each at level √ci, so that both hold with probability ci at least), and the ratio of RMSEs
+    with a bootstrap resampling each level's streams apart; ``wins`` is then NaN.
+
+    Parameters
+    ----------
+    table : DataFrame, str or Path
+    factor : str
+        The axis whose levels are compared, e.g. "loss".
+    baseline : value of ``factor``
+        The level the others are compared with, e.g. "squared".
+    metric : str, default="w_err_norm"
+        SGD's error compared, as a magnitude: w_err_norm, w_err_j, b_err, gap_w_norm or val_mse.
+    by : str or list of str, optional
+        The cells; default: every other axis that varies. Nothing is pooled: an axis that varies
+        in a cell is refused (PoolingError).
+    epoch : int, optional
+        The checkpoint compared (default: each run's last).
+    ci : float, default=0.95
+    paired : bool, optional
+        Default: paired unless the factor changes the data. False forces the unpaired
+        comparison (to see what pairing gains).
+    n_boot, seed : the bootstrap's resamples and seed.
+
+    Returns
+    -------
+    DataFrame
+        One row per cell and level other than the baseline: the cell's columns, the level in
+        the factor's own column, ``baseline``, ``paired``, ``streams`` (pairs, or the level's
+        runs unpaired), ``ratio``, ``ratio_lo``, ``ratio_hi``, ``rmse_ratio``, ``rmse_ratio_lo``,
+        ``rmse_ratio_hi``, ``wins``. ``attrs`` says the epoch, the metric and whether paired.
+    """
+    from .analysis import open_table
+
+    where = "parameter of compare"
+    t = open_table(table)
+    axes = [a for a in AXES if a in t.columns]
+    if factor not in axes:
+        raise ParameterError("factor", where, f"one of the table's axes ({', '.join(axes)})", factor)
+    levels = t.values(factor)
+    if len(levels) < 2:
+        raise ParameterError("factor", where, f"an axis that takes two values or more in the table ({factor} takes "
+                             f"{values_text(levels)})", factor)
+    base = _matching(levels, _read_as(t.numeric(factor), str(baseline)) if isinstance(baseline, str) else baseline)
+    if base is None:
+        raise ParameterError("baseline", where, f"one of the values {factor} takes ({values_text(levels)})", baseline)
+    if not isinstance(metric, str) or not _COMPARED.fullmatch(metric) or metric not in t.columns:
+        raise ParameterError("metric", where, "one of SGD's errors in the table (w_err_norm, w_err_0, b_err, "
+                             "gap_w_norm, val_mse)", metric)
+    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
+        raise ParameterError("ci", where, "a level between 0 and 1, e.g. 0.95", ci)
+    changes_data = factor in DATA_AXES
+    if paired and changes_data:
+        raise ParameterError("paired", where, f"False for {factor}: it changes the data, so no two of its levels "
+                             "share a stream", paired)
+    paired = not changes_data if paired is None else bool(paired)
+    by = [a for a in default_by(t) if a not in (factor, "epoch")] if by is None else _column_list(by, "by", where)
+    rows, epoch_text = at_epoch(t, epoch, placed=[*by, factor], where=where)
+    pooled = rows.varying([*by, factor])
+    if pooled:
+        raise PoolingError(pooled, "compare")
+    keys = list(by) if "epoch" in by else [*by, "epoch"]
+    level = np.sqrt(ci) if not paired else ci
+    stats, sums = rows.comparison(keys, factor, base, metric, lambda n: median_ranks(n, level), paired=paired,
+                                  blocks=BOOTSTRAP_BLOCKS)
+    stats = rows._sorted(stats.rename(columns={"level": factor}), [*keys, factor])
+    sums = sums.rename(columns={"level": factor})
+    rng = np.random.default_rng(seed)
+    out = []
+    for cell in stats.to_dict("records"):
+        value = cell[factor]
+        if _same_value(value, base):
+            continue
+        at = {k: cell[k] for k in keys}
+        mine = sums[_rows_of(sums, {**at, factor: value})]
+        row = {**at, factor: value, "baseline": base, "paired": paired}
+        if paired:
+            rmse = _bootstrap_ratio(mine["sv"].to_numpy(), mine["sb"].to_numpy(), None, None, n_boot, ci, rng)
+            row.update(streams=int(cell["n"]), ratio=cell["med"], ratio_lo=cell["lo"], ratio_hi=cell["hi"],
+                       wins=cell["wins"])
+        else:
+            other = stats[_rows_of(stats, {**at, factor: base})].iloc[0]
+            theirs = sums[_rows_of(sums, {**at, factor: base})]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                row.update(streams=int(cell["n"]), ratio=cell["med"] / other["med"], ratio_lo=cell["lo"] / other["hi"],
+                           ratio_hi=cell["hi"] / other["lo"], wins=np.nan)
+            rmse = _bootstrap_ratio(mine["sv"].to_numpy(), theirs["sv"].to_numpy(), mine["k"].to_numpy(),
+                                    theirs["k"].to_numpy(), n_boot, ci, rng)
+        row.update(rmse_ratio=rmse[0], rmse_ratio_lo=rmse[1], rmse_ratio_hi=rmse[2])
+        out.append(row)
+    columns = [*keys, factor, "baseline", "paired", "streams", "ratio", "ratio_lo", "ratio_hi", "rmse_ratio",
+               "rmse_ratio_lo", "rmse_ratio_hi", "wins"]
+    result = t.categorize(pd.DataFrame(out, columns=columns))
+    result.attrs = {"epoch": epoch_text, "metric": metric, "paired": paired, "factor": factor, "baseline": base,
+                    "ci": ci}
+    return result
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two values of an axis are the same: numbers to 1e-9 relative (as --where reads
+    them), anything else as text."""
+    numbers = (int, float, np.integer, np.floating)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    return str(a) == str(b)
+
+
+def _rows_of(frame: pd.DataFrame, values: Mapping[str, Any]) -> np.ndarray:
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in values.items():
+        mask &= np.array([_same_value(v, value) for v in frame[column].astype(object)], dtype=bool)
+    return mask
+
+
+def _bootstrap_ratio(top: np.ndarray, bottom: np.ndarray, top_n: np.ndarray | None, bottom_n: np.ndarray | None,
+                     n_boot: int, ci: float, rng: np.random.Generator) -> tuple[float, float, float]:
+    """√(Σtop/Σbottom) (paired: the blocks of both are the same streams), or unpaired
+    √((Σtop/Σtop_n)/(Σbottom/Σbottom_n)) with each side's blocks resampled apart; with its
+    bootstrap interval at level ``ci`` (order statistics of the resamples)."""
+    if not len(top) or not len(bottom):
+        return np.nan, np.nan, np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if top_n is None:
+            pick = rng.integers(0, len(top), (n_boot, len(top)))
+            whole = np.sqrt(top.sum() / bottom.sum())
+            boot = np.sqrt(top[pick].sum(1) / bottom[pick].sum(1))
+        else:
+            a, b = rng.integers(0, len(top), (n_boot, len(top))), rng.integers(0, len(bottom), (n_boot, len(bottom)))
+            whole = np.sqrt((top.sum() / top_n.sum()) / (bottom.sum() / bottom_n.sum()))
+            boot = np.sqrt((top[a].sum(1) / top_n[a].sum(1)) / (bottom[b].sum(1) / bottom_n[b].sum(1)))
+    boot = np.where(np.isnan(boot), np.inf, boot)
+    low, high = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2], method="inverted_cdf")
+    return float(whole), float(low), float(high)
 
 
 #: The least-squares error on the same data that a relative efficiency is taken against.
