@@ -382,6 +382,26 @@ def test_table_precision_prints_medians_with_intervals_and_values_with_mcse(tmp_
     assert (written["w_err_norm_median"] <= written["w_err_norm_median_hi"]).all()
 
 
+def test_compare_says_how_it_paired_and_writes_its_table(tmp_path, results_csv, capsys, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setenv("COLUMNS", "300")
+    out = tmp_path / "c.csv"
+    assert main(["compare", str(results_csv), "--factor", "lr", "--baseline", "0.03", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("epoch 2 (the last checkpoint); w_err_norm of each lr against lr = 0.03, paired by data "
+                        "stream")
+    written = pd.read_csv(out)
+    assert list(written["lr"]) == [0.1, 0.1] and list(written["num_train"]) == [20, 50]
+    assert written["paired"].all() and (written["streams"] == 2).all()
+    assert main(["compare", str(results_csv), "--factor", "num_train", "--baseline", "20"]) == 0
+    assert "unpaired: num_train changes the data" in capsys.readouterr().out
+    before = _snapshot(tmp_path)
+    code = main(["compare", str(results_csv), "--factor", "lr", "--baseline", "0.3", "--out", str(tmp_path / "d.csv")])
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"The '--baseline' option must be one of the values lr "
+                                                             r"takes \(0\.03, 0\.1\)\. Got '0\.3' instead\.")
+
+
 def test_table_fits_the_terminal_and_names_the_columns_it_leaves_out(results_csv, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "72")
     assert main(["table", str(results_csv), "--by", "lr"]) == 0
