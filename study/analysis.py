@@ -584,11 +584,13 @@ class Table:
                 f"FROM (SELECT *, {off} AS off FROM ({base})))")
 
     def point_stats(self, keys: Sequence[str], column: str, *, off_axis: str | None = None, diverged: bool = True,
-                    per_stream: bool = False) -> tuple[pd.DataFrame, dict[str, int]]:
+                    per_stream: bool = False, ranks: Any = None) -> tuple[pd.DataFrame, dict[str, int]]:
         """A figure's points: per distinct ``keys`` (sorted as :meth:`values` lists them) the
         rows (``total``: runs, or data streams with ``per_stream``), those shown (``kept``), and
         the median, 10% and 90% quantiles, minimum and maximum of |column| over the shown ones;
-        and the counts of rows left out, and why (see :meth:`_shown`)."""
+        and the counts of rows left out, and why (see :meth:`_shown`). With ``ranks`` (see
+        :meth:`ranked`), also the median's interval, ``ci_lo`` and ``ci_hi``: the order
+        statistics of the shown rows at those ranks (NaN where there are too few)."""
         select, group = _grouping(keys, self.order_by)
 
         def part_points(part: Table) -> pd.DataFrame:
@@ -599,6 +601,16 @@ class Table:
                 f"max(v) FILTER (WHERE keep) AS high FROM {shown}{group}")
 
         points = self._in_parts(keys, 1, part_points)
+        if ranks is not None and keys:
+            def part_interval(part: Table) -> pd.DataFrame:
+                rows = part._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
+                kept = points["kept"]
+                common = set(kept[kept > 0].astype(int))
+                return part.ranked(f"(SELECT * FROM {rows} WHERE keep)", keys, "v", ranks,
+                                   common.pop() if len(common) == 1 else None)
+
+            interval = self._in_parts(keys, 1, part_interval)[[*keys, "lo", "hi"]]
+            points = points.merge(interval.rename(columns={"lo": "ci_lo", "hi": "ci_hi"}), on=list(keys), how="left")
         shown = self._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
         q = points.pop("q")
         for i, name in enumerate(("median", "lo", "hi")):

@@ -169,8 +169,8 @@ def _build_parser() -> _Parser:
     exercises.add_argument("--quiet", action="store_true", help="no progress bars, no report")
 
     plot = sub.add_parser("plot", help="draw a figure from a results table (PNG, SVG or PDF)",
-                          description="A median line over the runs of each point with a 10-90% band, on log axes, "
-                          "one line per --hue (and --style) value, one panel per --col and --row value. An axis of "
+                          description="A median line over the runs of each point with a band (--band: by default "
+                          "the 95%% interval of the median), on log axes, one line per --hue (and --style) value, one panel per --col and --row value. An axis of "
                           "the table that varies but is neither on the figure nor fixed by --where is refused, "
                           "never pooled; --epoch picks the checkpoint (default: the last) unless epoch is on the "
                           "figure. The named figures put axes that vary on hue, then col, then row, and say so in "
@@ -188,6 +188,9 @@ def _build_parser() -> _Parser:
     plot.add_argument("--where", action="append", metavar="KEY=VALUE",
                       help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
     plot.add_argument("--epoch", type=int, metavar="E", help="the checkpoint shown (default: the last)")
+    plot.add_argument("--band", choices=("ci", "spread", "both"),
+                      help="the band around each line: ci, the 95%% interval of its median (default); spread, 10-90%% "
+                           "of the runs; both (the spread light, the interval dark)")
     plot.add_argument("--out", type=Path, metavar="PATH",
                       help="the figure, PNG, SVG or PDF by its extension; only that file is written "
                            "(default: figures/TABLESTEM_NAME.png)")
@@ -348,6 +351,7 @@ def _make_folders(folders: Sequence[Path]) -> None:
 _TABLE_FLAGS = {"by": "--by", "epoch": "--epoch", "where": "--where", "out": "--out"}
 _COMPARE_FLAGS = {**_TABLE_FLAGS, "factor": "--factor", "baseline": "--baseline", "metric": "--metric"}
 _PLOT_FLAGS = {"figure": "--figure", "x": "--x", "y": "--y", "value": "--y", "hue": "--hue", "style": "--style",
+               "band": "--band",
                "col": "--col", "row": "--row", "where": "--where", "epoch": "--epoch", "out": "--out"}
 _EXERCISES_FLAGS = {"numbers": "--only", "out_dir": "--out-dir"}
 
@@ -673,9 +677,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out = args.out or Path("figures") / f"{args.table.stem}_{name}.png"
         out, folders = _output_path(out, "--out", FIGURE_FORMATS, default=args.out is None)
         if args.figure is not None:
-            fig = draw_figure(rows, args.figure, y=y, **roles, epoch=args.epoch, fixed=where)
+            fig = draw_figure(rows, args.figure, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band)
         else:
-            fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where)
+            fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band or "ci")
     _make_folders(folders)
     written = save_figure(fig, out)
     if rows.note:

@@ -455,12 +455,12 @@ def ex5_data_size(df: Any) -> Outcome:
                   for c in ("w_err_0", "w_err_1", "b_err") if c in seed_like.columns]
     parts = components[0].union(*components[1:])
     error_curve(parts, x="num_train", y="value", hue="quantity", ax=axes[0, 1], ylabel="absolute error",
-                legend_title=f"component (lr {lr:g}, squared, epoch {last})", legend="lower left")
+                legend_title=f"component (lr {lr:g}, squared, epoch {last})", legend="upper right")
     axes[0, 1].set_title("each component of w, and b")
     split = seed_like.derive(part=literal("total ‖ŵ − w‖"), value="w_err_norm").union(
         seed_like.derive(part=literal("optimisation gap ‖ŵ − ŵ_ols‖"), value="gap_w_norm"),
         seed_like.derive(part=literal("statistical error ‖ŵ_ols − w‖"), value="ols_w_err_norm", diverged="FALSE"))
-    error_curve(split, x="num_train", y="value", hue="part", ax=axes[1, 0], ylabel="‖·‖₂", legend="lower left",
+    error_curve(split, x="num_train", y="value", hue="part", ax=axes[1, 0], ylabel="‖·‖₂", legend="upper right",
                 hue_order=["total ‖ŵ − w‖", "optimisation gap ‖ŵ − ŵ_ols‖", "statistical error ‖ŵ_ols − w‖"],
                 legend_title=f"lr {lr:g}, squared, epoch {last}")
     axes[1, 0].set_title("the error split: optimisation gap and statistical error")
@@ -612,25 +612,25 @@ def _title(y: str, x: str | None, epoch_text: str | None, fixed: dict | None, au
 
 def draw_xy(df: pd.DataFrame, *, x: str, y: str = "w_err_norm", hue: str | None = None, style: str | None = None,
             col: str | None = None, row: str | None = None, epoch: int | None = None, fixed: dict | None = None,
-            auto: Sequence[str] = ()) -> plt.Figure:
+            auto: Sequence[str] = (), band: str = "ci") -> plt.Figure:
     """|y| against x, faceted (:func:`study.plots.error_facets`), at one checkpoint unless epoch
     is on the figure: ``epoch`` or, by default, the last, named in the title. ``fixed``: the
-    values the rows were selected on (``--where``), for the title."""
+    values the rows were selected on (``--where``), for the title; ``band``: as error_curve's."""
     where = "parameter of draw_xy"
     placed = [x, hue, style, col, row]
     rows, epoch_text = at_epoch(df, epoch, placed=placed, where=where)
     if "epoch" in placed and epoch is None:
         epoch_text = None
-    g = error_facets(rows, x=x, y=y, hue=hue, style=style, col=col, row=row,
+    g = error_facets(rows, x=x, y=y, hue=hue, style=style, col=col, row=row, band=band,
                      title=_title(y, x, epoch_text, fixed, list(auto)))
     return g.figure
 
 
 def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str | None = None,
                 style: str | None = None, col: str | None = None, row: str | None = None, epoch: int | None = None,
-                fixed: dict | None = None) -> plt.Figure:
+                fixed: dict | None = None, band: str | None = None) -> plt.Figure:
     """One named figure from a results table: a generic one, or an exercise's (from its raw
-    table, as the exercise draws it: hue, style, col, row and epoch are refused there).
+    table, as the exercise draws it: hue, style, col, row, epoch and band are refused there).
 
     A generic figure sets x (``error-vs-num_train`` ...) and puts the axes that vary, and that
     the caller did not place, on hue, then col, then row, saying so in the title; more than
@@ -644,7 +644,7 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
         raise ParameterError("y", where, "a column of the table", y)
     roles = {"hue": hue, "style": style, "col": col, "row": row}
     if name not in GENERIC_FIGURES:
-        for role, value in {**roles, "epoch": epoch}.items():
+        for role, value in {**roles, "epoch": epoch, "band": band}.items():
             if value is not None:
                 raise ParameterError(role, where, f"left out with the exercise figure {name} (drawn as the exercise "
                                      f"draws it)", value)
@@ -673,4 +673,4 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
                                  "epoch; use col and row)", hue or style)
         return heatmap_facets(rows, value=y, col=roles["col"], row=roles["row"],
                               title=_title(y, None, "every checkpoint but epoch 0", fixed, auto))
-    return draw_xy(t, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto)
+    return draw_xy(t, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto, band=band or "ci")

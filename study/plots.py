@@ -6,8 +6,10 @@ figure-level :func:`error_facets` returns its ``FacetGrid``.
 
 What a figure shows, it says:
 
-- Errors are magnitudes on log axes: a median line over the runs of each point, with a band
-  from the 10th to the 90th percentile of them; each panel says how many runs a point holds.
+- Errors are magnitudes on log axes: a median line over the runs of each point, with a band:
+  by default the 95% interval of that median (its precision, from order statistics of the
+  runs), or the 10-90% spread of the runs, or both; the legend and each panel say which, and
+  how many runs a point holds.
 - seaborn would silently drop non-positive and infinite values on a log axis; here runs that
   diverged, values that are exactly zero, and points at x <= 0 on a log x axis are left out
   *and counted on the panel*.
@@ -44,6 +46,7 @@ from . import theory  # noqa: E402
 from .analysis import Table, literal, open_table, quote  # noqa: E402
 from .results import (  # noqa: E402
     DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, axes_of, fit_power_law, format_value,
+    median_ranks,
 )
 from .vocabulary import AXES, FIGURE_FORMATS  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
 
@@ -163,15 +166,25 @@ def _match(frame: pd.DataFrame, values: dict) -> np.ndarray:
     return mask
 
 
+#: What a line's band can show: the median's interval (the precision of the line), the spread of
+#: the runs, or both.
+BANDS = ("ci", "spread", "both")
+#: Each band's columns of Table.point_stats, and how opaque it is drawn ("both": the spread light,
+#: the interval dark).
+_BAND_FILL = {"ci": [("ci_lo", "ci_hi", 0.25)], "spread": [("lo", "hi", 0.2)],
+              "both": [("lo", "hi", 0.12), ("ci_lo", "ci_hi", 0.35)]}
+
+
 def _draw_points(ax: plt.Axes, points: pd.DataFrame, *, x: str, colour: Any, marker: str, label: str | None,
-                 linewidth: float = 1.5, markersize: float = 5, zorder: float = 2) -> None:
-    """One line: the medians, and the 10-90% band around them (seaborn's lineplot, drawn from
-    aggregates that were computed out of core)."""
+                 band: str = "ci", linewidth: float = 1.5, markersize: float = 5, zorder: float = 2) -> None:
+    """One line: the medians, and the band around them (see BANDS), drawn from aggregates that
+    were computed out of core. A point whose interval could not be had (too few runs) has none."""
     shown = points[points["kept"] > 0]
     if shown.empty:
         return
-    ax.fill_between(shown[x].to_numpy(), shown["lo"].to_numpy(), shown["hi"].to_numpy(), color=colour, alpha=0.2,
-                    linewidth=0, zorder=zorder - 0.5)
+    for low, high, alpha in _BAND_FILL[band]:
+        ax.fill_between(shown[x].to_numpy(), shown[low].to_numpy(dtype=float), shown[high].to_numpy(dtype=float),
+                        color=colour, alpha=alpha, linewidth=0, zorder=zorder - 0.5)
     ax.plot(shown[x].to_numpy(), shown["median"].to_numpy(), color=colour, marker=marker, markersize=markersize,
             markeredgecolor="white", markeredgewidth=0.75, linewidth=linewidth,
             label=label if label is not None else "_nolegend_", zorder=zorder)
@@ -194,6 +207,8 @@ def error_curve(
     ylabel: str | None = None,
     legend_title: str | None = None,
     legend: str | bool = "best",
+    band: str = "ci",
+    ci: float = 0.95,
 ) -> plt.Axes:
     """Median |y| against x over the runs of each point, with a 10-90% band, on log axes.
 
@@ -225,19 +240,28 @@ def error_curve(
     legend : str or False, default="best"
         A matplotlib legend location, "outside" (right of the Axes), "below" (under it), or
         False (no legend; its entries stay on the Axes for a figure legend).
+    band : {"ci", "spread", "both"}, default="ci"
+        The band around each line: the ``ci`` interval of its median (the line's precision:
+        distribution-free, from order statistics of the runs, none under 6 runs at 95%), the
+        10-90% spread of the runs, or both (the spread light, the interval dark). The legend and
+        the panel's note say which.
 
     Returns
     -------
     Axes
     """
     ax = ax if ax is not None else plt.gca()
+    if band not in BANDS:
+        raise ParameterError("band", "parameter of error_curve", f"one of {list(BANDS)}", band)
     t = open_table(data)
     refuse_pooling(t, [x, hue, style], y, "error_curve")
     logx = _log_scale(t, x) if logx is None else logx
     least_squares = y in LEAST_SQUARES
     keys = [c for c in dict.fromkeys((x, hue, style)) if c]
     off_axis = x if logx else None
-    points, counts = t.point_stats(keys, y, off_axis=off_axis, diverged=not least_squares, per_stream=least_squares)
+    ranks = (lambda n: median_ranks(n, ci)) if band != "spread" else None
+    points, counts = t.point_stats(keys, y, off_axis=off_axis, diverged=not least_squares, per_stream=least_squares,
+                                   ranks=ranks)
     note = _left_out_text(counts, off_axis)
     levels = _levels(t, hue, hue_order)
     colours = palette if isinstance(palette, dict) else dict(zip(levels, sns.color_palette(palette, max(len(levels), 1))))
@@ -258,19 +282,23 @@ def error_curve(
     for value, colour, label in lines:
         for i, level in enumerate(styles):
             part = points[_match(points, {hue: value, style: level})] if (hue or style) else points
-            _draw_points(ax, part, x=x, colour=colour, marker=markers[level], label=label if i == 0 else None)
+            _draw_points(ax, part, x=x, colour=colour, marker=markers[level], label=label if i == 0 else None,
+                         band=band)
     if style:  # the markers' meaning, in grey: colours are the hue's
         for level in styles:
             ax.plot([], [], color="0.3", marker=markers[level], linestyle="", label=f"{style} = {format_value(level)}")
     high = points["high"].max() if len(points) else np.nan
     low = points["low"].min() if len(points) else np.nan
     if floor is not None:
-        grey = _draw_floor(ax, t, x=x, floor=floor, logx=logx, fit_from=fit_from)
+        grey = _draw_floor(ax, t, x=x, floor=floor, logx=logx, fit_from=fit_from, band=band, ranks=ranks)
         low, high = np.nanmin([low, grey[0]]), np.nanmax([high, grey[1]])
     if theory and (points["kept"] > 0).any():
         # Theory may reach far below the data (the floor of an lr that SGD is far from
         # reaching): it is drawn within a decade of the data's range, so the axis follows the data.
         _draw_theory(ax, t, x=x, y=y, hue=hue, colours=colours, within=(low / 10, high * 10))
+    for (_, _, alpha), words in zip(_BAND_FILL[band], _band_legend(band, ci)):  # what the band is, in grey
+        if words not in ax.get_legend_handles_labels()[1]:
+            ax.fill_between([], [], color="0.5", alpha=alpha, linewidth=0, label=words)
     ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
@@ -296,9 +324,12 @@ def error_curve(
     count = f"{per_point.min()}" if per_point.min() == per_point.max() else f"{per_point.min()}–{per_point.max()}"
     if count == "1":
         runs = runs[:-1]  # "1 run", "1 data set"
-    described = f"median, 10–90% of {count} {runs} per point" if len(per_point) else "no runs"
+    described = f"{_band_words(band, ci)} of {count} {runs} per point" if len(per_point) else "no runs"
+    missing = ""
+    if band != "spread" and len(per_point) and points.loc[points["kept"] > 0, "ci_lo"].isna().any():
+        missing = f"no interval where under {_fewest(ci)}"
     marked = "a/b at a point: a of its b runs shown" if survivors else ""
-    ax.text(0.99, 0.01, "\n".join(filter(None, [described, note, marked])), transform=ax.transAxes, ha="right",
+    ax.text(0.99, 0.01, "\n".join(filter(None, [described, missing, note, marked])), transform=ax.transAxes, ha="right",
             va="bottom", fontsize="x-small", color="0.3",
             bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1})
     return ax
@@ -345,19 +376,39 @@ def _placement(legend: str) -> dict:
     return {"loc": legend}
 
 
-def _draw_floor(ax: plt.Axes, t: Table, *, x: str, floor: str, logx: bool,
-                fit_from: float | None) -> tuple[float, float]:
+def _band_legend(band: str, ci: float) -> list[str]:
+    """The legend's words for each fill of a band (as _BAND_FILL draws them)."""
+    words = {"ci": [f"band: the median's {ci:.0%} interval"], "spread": ["band: 10–90% of the runs"]}
+    return words[band] if band in words else [*words["spread"], *words["ci"]]
+
+
+def _band_words(band: str, ci: float) -> str:
+    """What a panel's band is, for its note: 'median and its 95% interval'."""
+    return {"ci": f"median and its {ci:.0%} interval", "spread": "median, 10–90%",
+            "both": f"median, {ci:.0%} interval (dark), 10–90% (light)"}[band]
+
+
+def _fewest(ci: float) -> str:
+    """'6 runs': the fewest runs a median's interval at level ci can be had from."""
+    n = 1
+    while median_ranks(n, ci) is None:
+        n += 1
+    return f"{n} runs"
+
+
+def _draw_floor(ax: plt.Axes, t: Table, *, x: str, floor: str, logx: bool, fit_from: float | None,
+                band: str = "spread", ranks: Any = None) -> tuple[float, float]:
     """Least squares on the same data: grey, one value per data stream and x. Returns the
     smallest and largest value it shows."""
     refuse_pooling(t, [x], floor, "error_curve (its least-squares floor)")
     off_axis = x if logx else None
-    points, _ = t.point_stats([x], floor, off_axis=off_axis, diverged=False, per_stream=True)
+    points, _ = t.point_stats([x], floor, off_axis=off_axis, diverged=False, per_stream=True, ranks=ranks)
     # the floor's slope over every x: least squares has no optimisation gap to wait out
     shown = points.loc[points["kept"] > 0, x]
     fit_all = None if fit_from is None or shown.empty else shown.min()
     label = "least squares on the same data" + _slope_text(t, x, floor, fit_all, off_axis=off_axis, diverged=False,
                                                             per_stream=True)
-    _draw_points(ax, points, x=x, colour="0.45", marker="s", label=label, linewidth=1.2, markersize=3)
+    _draw_points(ax, points, x=x, colour="0.45", marker="s", label=label, band=band, linewidth=1.2, markersize=3)
     return (points["low"].min(), points["high"].max()) if len(points) else (np.nan, np.nan)
 
 
@@ -489,6 +540,8 @@ def error_facets(
     fit_from: float | None = None,
     logx: bool | None = None,
     title: str | None = None,
+    band: str = "ci",
+    ci: float = 0.95,
     height: float = 3.6,
     aspect: float = 1.35,
 ) -> sns.FacetGrid:
@@ -510,6 +563,7 @@ def error_facets(
         ``w_err_norm``) where the data's axes take one value per panel and x.
     title : str, optional
         The figure's title; the estimator and band are said on each panel.
+    band, ci : as :func:`error_curve`.
 
     Returns
     -------
@@ -549,7 +603,7 @@ def error_facets(
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="0.4")
                 continue
             error_curve(part, x=x, y=y, hue=hue, style=style, hue_order=levels, palette=colours, floor=floor,
-                        theory=theory, fit_from=fit_from, ax=ax, logx=logx,
+                        theory=theory, fit_from=fit_from, ax=ax, logx=logx, band=band, ci=ci,
                         legend="best" if fit_from is not None else False, legend_title=hue)
             if fit_from is None:
                 for handle, label in zip(*ax.get_legend_handles_labels()):

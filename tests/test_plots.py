@@ -36,7 +36,7 @@ def _labels(ax) -> list[str]:
 
 def test_error_curve_draws_medians_on_log_axes_and_counts_what_it_leaves_out(runs):
     at = runs[runs["epoch"] == 3]
-    ax = error_curve(at, x="num_train", y="w_err_norm", hue="lr", floor="ols_w_err_norm", theory=False)
+    ax = error_curve(at, x="num_train", y="w_err_norm", hue="lr", floor="ols_w_err_norm", theory=False, band="spread")
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert ax.get_xlabel() == "training examples (num_train)" and ax.get_ylabel() == "‖ŵ − w‖₂"
     lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
@@ -47,7 +47,11 @@ def test_error_curve_draws_medians_on_log_axes_and_counts_what_it_leaves_out(run
     assert all(len(line.get_xdata()) == 3 for line in lines)  # one point per num_train
     note = ax.texts[-1].get_text().splitlines()
     assert note[:2] == ["median, 10–90% of 4 runs per point", f"left out: {n_diverged} diverged (of {len(at)})"]
+    by_default = error_curve(at, x="num_train", y="w_err_norm", hue="lr", theory=False, ax=plt.figure().gca())
+    assert by_default.texts[-1].get_text().splitlines()[:2] == ["median and its 95% interval of 4 runs per point",
+                                                                "no interval where under 6 runs"]
     assert "least squares on the same data" in _labels(ax) and ax.get_legend().get_title().get_text() == "lr"
+    assert "band: 10–90% of the runs" in _labels(ax)
 
 
 def test_error_curve_floor_is_one_value_per_data_stream(runs):
@@ -122,7 +126,7 @@ def test_error_curve_uses_the_given_axes(runs):
 
 
 def test_error_facets_one_panel_per_value_one_legend_and_colours_kept(losses):
-    g = error_facets(losses, x="num_train", y="w_err_norm", hue="loss", col="noise_kind", title="epoch 20")
+    g = error_facets(losses, x="num_train", y="w_err_norm", hue="loss", col="noise_kind", title="epoch 20", band="spread")
     assert isinstance(g, sns.FacetGrid) and g.axes.shape == (1, 2)
     assert [ax.get_title() for ax in g.axes.flat] == ["noise_kind = gaussian", "noise_kind = outliers"]
     labels = [t.get_text() for t in g.legend.get_texts()]
@@ -232,3 +236,31 @@ def test_error_facets_wraps_a_long_row_of_panels(runs):
     titles = [ax.get_title() for ax in g.axes.flat]
     assert len(titles) == 9 and titles[:2] == ["num_train = 20", "num_train = 50"]
     assert len({round(ax.get_position().y0, 3) for ax in g.axes.flat}) == -(-9 // COL_WRAP)
+
+
+@pytest.mark.parametrize("band", ["ci", "both"])
+def test_the_band_is_the_medians_interval_by_default_and_says_so(band):
+    """12 runs a point: the default band is the median's 95% interval, the order statistics of
+    study.results.median_ranks (ranks 3 and 10 of 12); "both" adds the 10-90% spread, lighter."""
+    from study.results import median_ranks
+
+    df = run_grid(Grid(num_train=[20, 50], lr=[0.1], epoch=[2], replicates=12, num_val=20), n_jobs=1, progress=False)
+    at = df[df["epoch"] == 2]
+    ax = error_curve(at, x="num_train", y="w_err_norm", theory=False, band=band)
+    fills = [c for c in ax.collections if len(c.get_paths()) and len(c.get_paths()[0].vertices)]
+    low, high = median_ranks(12)
+    assert (low, high) == (3, 10)
+    for n, values in at.groupby("num_train")["w_err_norm"]:
+        ordered = np.sort(values.to_numpy())
+        edges = np.concatenate([p.vertices[:, 1] for c in fills for p in c.get_paths()])
+        assert np.isclose(edges, ordered[low - 1]).any() and np.isclose(edges, ordered[high - 1]).any()
+    note = ax.texts[-1].get_text().splitlines()[0]
+    labels = _labels(ax)
+    if band == "ci":
+        assert note == "median and its 95% interval of 12 runs per point"
+        assert "band: the median's 95% interval" in labels and "band: 10–90% of the runs" not in labels
+    else:
+        assert note == "median, 95% interval (dark), 10–90% (light) of 12 runs per point"
+        assert {"band: the median's 95% interval", "band: 10–90% of the runs"} <= set(labels)
+    with pytest.raises(ParameterError, match=r"The 'band' parameter of error_curve must be one of \['ci', 'spread', 'both'\]"):
+        error_curve(at, x="num_train", y="w_err_norm", band="iqr")
