@@ -460,57 +460,37 @@ class Table:
                 for i in indices]
         sums += [f"fsum(o{i}) AS so{i}, fsum(o{i} * o{i}) AS soo{i}, fsum(y{i} * o{i}) AS syo{i}" for i in pairs]
 
-        def picks(n: int) -> list[str]:
-            # One sorted state an estimand: the interval's ranks and the middle one(s), picked by
-            # quantile_disc, which gives X_(ceil(n q)), so q = (rank - 1/2)/n picks the rank.
-            at = ranks(n) or (1, n)
-            wanted = [at[0], (n + 1) // 2, n // 2 + 1, at[1]]
-            q = ", ".join(repr((r - 0.5) / max(n, 1)) for r in wanted)
-            return [f"quantile_disc(abs(x{i}), [{q}]) AS ci{i}" for i in indices]
-
         def moments(part: Table) -> pd.DataFrame:
-            first = part.query(f"SELECT {group}, count(*) AS n, {', '.join([*sums, *picks(units or 1)])} "
-                               f"FROM {source} GROUP BY {group}")
-            _order_statistics(first, indices, ranks, ok=first["n"] == (units or 1))
-            for n in sorted(set(first.loc[first["n"] != (units or 1), "n"].astype(int))):
-                again = part.query(f"SELECT {group}, count(*) AS n, {', '.join(picks(n))} FROM {source} "
-                                   f"GROUP BY {group} HAVING count(*) = {n}")
-                _order_statistics(again, indices, ranks)
-                cells = (first["n"] == n).to_numpy()
-                found = first.loc[cells, list(keys)].merge(again, on=list(keys), how="left")
-                for column in ("med", "lo", "hi"):
-                    for i in indices:
-                        first.loc[cells, f"{column}{i}"] = found[f"{column}{i}"].to_numpy(dtype=float)
-            return first
+            return part.ranked(source, keys, [f"abs(x{i})" for i in indices], ranks, units, extra=sums)
 
         return self.categorize(self._in_parts(keys, len(estimands), moments))
 
-    def ranked(self, source: str, group: Sequence[str], value: str, ranks: Any, expected: int | None = None,
-               extra: Sequence[str] = ()) -> pd.DataFrame:
-        """Per group of ``source`` (SQL, ``{t}`` the chosen rows): ``n``, and the order
-        statistics of ``value`` at the ranks ``ranks(n)`` gives (an interval's low and high,
-        ``lo`` and ``hi``; NaN where it gives None) and the median ``med``; ``extra``
-        aggregates too. One query for the groups of ``expected`` rows, one for each other n."""
+    def ranked(self, source: str, group: Sequence[str], values: Sequence[str], ranks: Any,
+               expected: int | None = None, extra: Sequence[str] = ()) -> pd.DataFrame:
+        """Per group of ``source`` (SQL, ``{t}`` the chosen rows): ``n``, the ``extra``
+        aggregates, and for the i-th of ``values`` (SQL expressions) its median ``med{i}`` and
+        the order statistics at the ranks ``ranks(n)`` gives, an interval's ``lo{i}`` and
+        ``hi{i}`` (NaN where it gives None). The ranks depend on n, which a query must know
+        before it runs: one query does the groups of ``expected`` rows, then one query each
+        other n that groups have."""
         cols = ", ".join(quote(g) for g in group)
+        indices = range(len(values))
 
         def picks(n: int) -> str:
-            at = ranks(n) or (1, n)
-            wanted = [at[0], (n + 1) // 2, n // 2 + 1, at[1]]
-            q = ", ".join(repr((r - 0.5) / max(n, 1)) for r in wanted)
-            return f"quantile_disc({value}, [{q}]) AS ci0"
+            return ", ".join(f"{_order_statistic_sql(v, n, ranks)} AS ci{i}" for i, v in enumerate(values))
 
-        head = ", ".join([cols, "count(*) AS n", *extra])
-        first = self.query(f"SELECT {head}, {picks(expected or 1)} FROM {source} GROUP BY {cols}")
-        _order_statistics(first, [0], ranks, ok=first["n"] == (expected or 1))
+        first = self.query(f"SELECT {', '.join([cols, 'count(*) AS n', *extra])}, {picks(expected or 1)} "
+                           f"FROM {source} GROUP BY {cols}")
+        _order_statistics(first, indices, ranks, ok=first["n"] == (expected or 1))
         for n in sorted(set(first.loc[first["n"] != (expected or 1), "n"].astype(int))):
             again = self.query(f"SELECT {cols}, count(*) AS n, {picks(n)} FROM {source} GROUP BY {cols} "
                                f"HAVING count(*) = {n}")
-            _order_statistics(again, [0], ranks)
+            _order_statistics(again, indices, ranks)
             cells = (first["n"] == n).to_numpy()
             found = first.loc[cells, list(group)].merge(again, on=list(group), how="left")
-            for column in ("med0", "lo0", "hi0"):
+            for column in (f"{c}{i}" for c in ("med", "lo", "hi") for i in indices):
                 first.loc[cells, column] = found[column].to_numpy(dtype=float)
-        return first.rename(columns={"med0": "med", "lo0": "lo", "hi0": "hi"})
+        return first
 
     def comparison(self, keys: Sequence[str], factor: str, baseline: Any, metric: str, ranks: Any, *, paired: bool,
                    blocks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -535,7 +515,7 @@ class Table:
         if not paired:
             units = self.query(f"SELECT {cols}, level, count(*) AS n FROM {errors} GROUP BY {cols}, level")
             common = set(units["n"].astype(int))
-            stats = self.ranked(errors, [*keys, "level"], "v", ranks, common.pop() if len(common) == 1 else None)
+            stats = self.ranked(errors, [*keys, "level"], ["v"], ranks, common.pop() if len(common) == 1 else None)
             sums = self.query(f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
                               f"count(*) AS k FROM {errors} GROUP BY {cols}, level, block")
             return stats, sums
@@ -546,7 +526,7 @@ class Table:
         counts = self.query(f"SELECT {cols}, level, count(*) AS n FROM {pairs} GROUP BY {cols}, level")
         common = set(counts["n"].astype(int))
         wins = "avg(CASE WHEN v < b THEN 1.0 WHEN v = b THEN 0.5 ELSE 0.0 END) AS wins"
-        stats = self.ranked(pairs, [*keys, "level"], "r", ranks, common.pop() if len(common) == 1 else None,
+        stats = self.ranked(pairs, [*keys, "level"], ["r"], ranks, common.pop() if len(common) == 1 else None,
                             extra=[wins])
         sums = self.query(f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
                           f"fsum(b * b) AS sb FROM {pairs} GROUP BY {cols}, level, block")
@@ -606,11 +586,11 @@ class Table:
                 rows = part._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
                 kept = points["kept"]
                 common = set(kept[kept > 0].astype(int))
-                return part.ranked(f"(SELECT * FROM {rows} WHERE keep)", keys, "v", ranks,
+                return part.ranked(f"(SELECT * FROM {rows} WHERE keep)", keys, ["v"], ranks,
                                    common.pop() if len(common) == 1 else None)
 
-            interval = self._in_parts(keys, 1, part_interval)[[*keys, "lo", "hi"]]
-            points = points.merge(interval.rename(columns={"lo": "ci_lo", "hi": "ci_hi"}), on=list(keys), how="left")
+            interval = self._in_parts(keys, 1, part_interval)[[*keys, "lo0", "hi0"]]
+            points = points.merge(interval.rename(columns={"lo0": "ci_lo", "hi0": "ci_hi"}), on=list(keys), how="left")
         shown = self._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
         q = points.pop("q")
         for i, name in enumerate(("median", "lo", "hi")):
@@ -658,6 +638,15 @@ class Table:
 
 
 _STAT_OF = {0.5: "median", 0.1: "q10", 0.9: "q90"}
+
+
+def _order_statistic_sql(value: str, n: int, ranks: Any) -> str:
+    """One sorted state for n values: the order statistics at the interval's ranks (``ranks(n)``)
+    and the middle one or two, as a list (see _order_statistics). quantile_disc(q) gives
+    X_(ceil(n q)), so q = (rank - 1/2)/n picks the rank, free of rounding."""
+    at = ranks(n) or (1, n)
+    wanted = [at[0], (n + 1) // 2, n // 2 + 1, at[1]]
+    return f"quantile_disc({value}, [{', '.join(repr((r - 0.5) / max(n, 1)) for r in wanted)}])"
 
 
 def _order_statistics(df: pd.DataFrame, indices: Iterable[int], ranks: Any, ok: Any = True) -> None:

@@ -547,14 +547,14 @@ def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm
         row = {**at, factor: value, "baseline": base, "paired": paired}
         if paired:
             rmse = _bootstrap_ratio(mine["sv"].to_numpy(), mine["sb"].to_numpy(), None, None, n_boot, ci, rng)
-            row.update(streams=int(cell["n"]), ratio=cell["med"], ratio_lo=cell["lo"], ratio_hi=cell["hi"],
+            row.update(streams=int(cell["n"]), ratio=cell["med0"], ratio_lo=cell["lo0"], ratio_hi=cell["hi0"],
                        wins=cell["wins"])
         else:
             other = stats[_rows_of(stats, {**at, factor: base})].iloc[0]
             theirs = sums[_rows_of(sums, {**at, factor: base})]
             with np.errstate(divide="ignore", invalid="ignore"):
-                row.update(streams=int(cell["n"]), ratio=cell["med"] / other["med"], ratio_lo=cell["lo"] / other["hi"],
-                           ratio_hi=cell["hi"] / other["lo"], wins=np.nan)
+                row.update(streams=int(cell["n"]), ratio=cell["med0"] / other["med0"],
+                           ratio_lo=cell["lo0"] / other["hi0"], ratio_hi=cell["hi0"] / other["lo0"], wins=np.nan)
             rmse = _bootstrap_ratio(mine["sv"].to_numpy(), theirs["sv"].to_numpy(), mine["k"].to_numpy(),
                                     theirs["k"].to_numpy(), n_boot, ci, rng)
         row.update(rmse_ratio=rmse[0], rmse_ratio_lo=rmse[1], rmse_ratio_hi=rmse[2])
