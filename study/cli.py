@@ -188,6 +188,8 @@ def _build_parser() -> _Parser:
     plot.add_argument("--where", action="append", metavar="KEY=VALUE",
                       help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
     plot.add_argument("--epoch", type=int, metavar="E", help="the checkpoint shown (default: the last)")
+    plot.add_argument("--title", metavar="TEXT", help="the figure's title, in place of the one it makes (the line "
+                      "saying what it holds fixed stays)")
     plot.add_argument("--band", choices=("ci", "spread", "both"),
                       help="the band around each line: ci, the 95%% interval of its median (default); spread, 10-90%% "
                            "of the runs; both (the spread light, the interval dark)")
@@ -351,7 +353,7 @@ def _make_folders(folders: Sequence[Path]) -> None:
 _TABLE_FLAGS = {"by": "--by", "epoch": "--epoch", "where": "--where", "out": "--out"}
 _COMPARE_FLAGS = {**_TABLE_FLAGS, "factor": "--factor", "baseline": "--baseline", "metric": "--metric"}
 _PLOT_FLAGS = {"figure": "--figure", "x": "--x", "y": "--y", "value": "--y", "hue": "--hue", "style": "--style",
-               "band": "--band",
+               "band": "--band", "title": "--title",
                "col": "--col", "row": "--row", "where": "--where", "epoch": "--epoch", "out": "--out"}
 _EXERCISES_FLAGS = {"numbers": "--only", "out_dir": "--out-dir"}
 
@@ -677,9 +679,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out = args.out or Path("figures") / f"{args.table.stem}_{name}.png"
         out, folders = _output_path(out, "--out", FIGURE_FORMATS, default=args.out is None)
         if args.figure is not None:
-            fig = draw_figure(rows, args.figure, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band)
+            fig = draw_figure(rows, args.figure, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band,
+                              title=args.title)
         else:
-            fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band or "ci")
+            fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band or "ci",
+                          title=args.title)
     _make_folders(folders)
     written = save_figure(fig, out)
     if rows.note:

@@ -612,23 +612,24 @@ def _title(y: str, x: str | None, epoch_text: str | None, fixed: dict | None, au
 
 def draw_xy(df: pd.DataFrame, *, x: str, y: str = "w_err_norm", hue: str | None = None, style: str | None = None,
             col: str | None = None, row: str | None = None, epoch: int | None = None, fixed: dict | None = None,
-            auto: Sequence[str] = (), band: str = "ci") -> plt.Figure:
+            auto: Sequence[str] = (), band: str = "ci", title: str | None = None) -> plt.Figure:
     """|y| against x, faceted (:func:`study.plots.error_facets`), at one checkpoint unless epoch
     is on the figure: ``epoch`` or, by default, the last, named in the title. ``fixed``: the
-    values the rows were selected on (``--where``), for the title; ``band``: as error_curve's."""
+    values the rows were selected on (``--where``), for the title; ``band``: as error_curve's;
+    ``title``: in place of the one made of those (the line of what is held fixed stays)."""
     where = "parameter of draw_xy"
     placed = [x, hue, style, col, row]
     rows, epoch_text = at_epoch(df, epoch, placed=placed, where=where)
     if "epoch" in placed and epoch is None:
         epoch_text = None
     g = error_facets(rows, x=x, y=y, hue=hue, style=style, col=col, row=row, band=band,
-                     title=_title(y, x, epoch_text, fixed, list(auto)))
+                     title=title if title is not None else _title(y, x, epoch_text, fixed, list(auto)))
     return g.figure
 
 
 def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str | None = None,
                 style: str | None = None, col: str | None = None, row: str | None = None, epoch: int | None = None,
-                fixed: dict | None = None, band: str | None = None) -> plt.Figure:
+                fixed: dict | None = None, band: str | None = None, title: str | None = None) -> plt.Figure:
     """One named figure from a results table: a generic one, or an exercise's (from its raw
     table, as the exercise draws it: hue, style, col, row, epoch and band are refused there).
 
@@ -644,7 +645,7 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
         raise ParameterError("y", where, "a column of the table", y)
     roles = {"hue": hue, "style": style, "col": col, "row": row}
     if name not in GENERIC_FIGURES:
-        for role, value in {**roles, "epoch": epoch, "band": band}.items():
+        for role, value in {**roles, "epoch": epoch, "band": band, "title": title}.items():
             if value is not None:
                 raise ParameterError(role, where, f"left out with the exercise figure {name} (drawn as the exercise "
                                      f"draws it)", value)
@@ -672,5 +673,6 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
             raise ParameterError("hue" if hue else "style", where, "left out with the heatmap (its cells are lr × "
                                  "epoch; use col and row)", hue or style)
         return heatmap_facets(rows, value=y, col=roles["col"], row=roles["row"],
-                              title=_title(y, None, "every checkpoint but epoch 0", fixed, auto))
-    return draw_xy(t, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto, band=band or "ci")
+                              title=title if title is not None else
+                              _title(y, None, "every checkpoint but epoch 0", fixed, auto))
+    return draw_xy(t, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto, band=band or "ci", title=title)

@@ -53,7 +53,7 @@ from .vocabulary import AXES, FIGURE_FORMATS  # noqa: E402  (FIGURE_FORMATS: wha
 __all__ = [
     "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
     "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "magnitude", "check_roles",
-    "refuse_pooling", "feature_count",
+    "refuse_pooling", "feature_count", "held_fixed", "BANDS",
 ]
 
 PALETTE = "colorblind"
@@ -562,7 +562,9 @@ def error_facets(
         The least-squares column drawn in grey; "auto": the twin of y (``ols_w_err_norm`` for
         ``w_err_norm``) where the data's axes take one value per panel and x.
     title : str, optional
-        The figure's title; the estimator and band are said on each panel.
+        The figure's title; under it, a line says what the figure holds fixed (every axis of
+        one value that is not on it, the epoch first: :func:`held_fixed`). The estimator and
+        band are said on each panel.
     band, ci : as :func:`error_curve`.
 
     Returns
@@ -617,9 +619,22 @@ def error_facets(
         g.legend.set_title(g.legend.get_title().get_text(), prop={"size": "small"})
         for text in g.legend.get_texts():
             text.set_fontsize("small")
-    if title:
-        g.figure.suptitle(title, y=1.0, va="bottom")
+    held = held_fixed(t, [x, hue, style, col, row])
+    heading = "\n".join(filter(None, [title, held]))
+    if heading:
+        g.figure.suptitle(heading, y=1.0, va="bottom")
     return g
+
+
+def held_fixed(data: Any, placed: Sequence[str | None] = ()) -> str:
+    """What a figure holds fixed, in words, for its title: every axis that takes one value and
+    is not on the figure, epoch first ("held fixed: epoch 10, lr = 0.03, noise_kind = gaussian,
+    noise = 0.01, ..."); empty where nothing is."""
+    t = open_table(data)
+    single = {a: t.values(a) for a in AXES if a in t.columns and a not in placed}
+    parts = [f"epoch {format_value(single.pop('epoch')[0])}"] if len(single.get("epoch", ())) == 1 else []
+    parts += [f"{a} = {format_value(v[0])}" for a, v in single.items() if len(v) == 1]
+    return f"held fixed: {', '.join(parts)}" if parts else ""
 
 
 # --- heatmaps ----------------------------------------------------------------------------------------
@@ -678,21 +693,26 @@ def heatmap_facets(data: Any, *, value: str = "w_err_norm", col: str | None = No
     n_lr = len(t.values("lr"))
     panels = [k for k in (row, col) if k]
     cells = t.lr_epoch_cells(value, panels)  # every panel's cells in one query
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(6.5 * len(cols), (0.45 * n_lr + 1.6) * len(rows)),
-                             squeeze=False)
+    # A long single row of panels wraps at COL_WRAP, as error_facets' do.
+    wrap = COL_WRAP if row is None and len(cols) > COL_WRAP + 1 else len(cols)
+    shape = (len(rows) * -(-len(cols) // wrap), wrap)
+    fig, grid = plt.subplots(*shape, figsize=(6.5 * shape[1], (0.45 * n_lr + 1.6) * shape[0]), squeeze=False)
     parts = {(i, j): cells[_match(cells, {row: r, col: c})]
              for i, r in enumerate(rows) for j, c in enumerate(cols)}
     norm = _log_norm([cells[["median"]]])
+    for ax in grid.flat[len(parts):]:  # the wrapped grid's unused places
+        ax.set_axis_off()
     for (i, j), part in parts.items():
-        ax = axes[i, j]
+        ax = grid.flat[i * len(cols) + j]
         if part.empty:
             ax.set_axis_off()
             continue
         lr_epoch_heatmap(t.select({k: [v] for k, v in ((row, rows[i]), (col, cols[j])) if k}), value=value, ax=ax,
                          norm=norm, cells=part)
         ax.set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, rows[i]), (col, cols[j])) if k))
-    if title:
-        fig.suptitle(title)
+    heading = "\n".join(filter(None, [title, held_fixed(t, ["lr", "epoch", col, row])]))
+    if heading:
+        fig.suptitle(heading)
     fig.tight_layout()
     return fig
 

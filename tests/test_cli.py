@@ -584,6 +584,8 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
                                                        "(ex2_huber needs loss = squared, huber;"),
         (["plot", "RESULTS", "--figure", "heatmap", "--hue", "num_train"], "The '--hue' option must be left out with "
                                                                            "the heatmap"),
+        (["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--title", "mine"], "The '--title' option must be left "
+                                                                             "out with the exercise figure"),
         (["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--band", "spread"], "The '--band' option must be left out "
                                                                               "with the exercise figure ex4_lr_epochs"),
         (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--band", "iqr"], "argument --band: invalid choice: "

@@ -133,7 +133,8 @@ def test_error_facets_one_panel_per_value_one_legend_and_colours_kept(losses):
     assert labels[:3] == ["squared", "huber", "least squares on the same data"] and g.legend.get_title().get_text() == "loss"
     assert "theory: SGD noise floor, RMS (squared loss, online limit)" in labels  # from the Gaussian panel only
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in g.axes.flat]
-    assert g.figure.texts[0].get_text() == "epoch 20"
+    assert g.figure.texts[0].get_text() == ("epoch 20\nheld fixed: epoch 20, lr = 0.1, sigma = 1, reduction = mean, "
+                                            "batch_size = 32, noise = 0.1")
     assert g.axes[0, 0].get_yscale() == "log" and g.axes[0, 0].get_xscale() == "log"
     for ax in g.axes.flat:  # every panel counts its own runs
         assert ax.texts[-1].get_text().startswith("median, 10–90% of 4 runs per point")
@@ -264,3 +265,25 @@ def test_the_band_is_the_medians_interval_by_default_and_says_so(band):
         assert {"band: the median's 95% interval", "band: 10–90% of the runs"} <= set(labels)
     with pytest.raises(ParameterError, match=r"The 'band' parameter of error_curve must be one of \['ci', 'spread', 'both'\]"):
         error_curve(at, x="num_train", y="w_err_norm", band="iqr")
+
+
+def test_heatmap_facets_wrap_and_say_what_they_hold_fixed(runs):
+    from study.plots import held_fixed
+
+    wide = pd.concat([runs.assign(num_train=runs["num_train"] * k) for k in (1, 7)], ignore_index=True)
+    fig = heatmap_facets(wide, col="num_train", title="six sizes")
+    shown = [ax for ax in fig.axes if ax.get_title().startswith("num_train = ")]
+    assert len(shown) == 6 and len({round(ax.get_position().y0, 2) for ax in shown}) == 2  # 4, then 2
+    assert fig.texts[0].get_text() == "six sizes\n" + held_fixed(wide, ["lr", "epoch", "num_train"])
+    assert held_fixed(wide, ["lr", "epoch", "num_train"]).startswith("held fixed: loss = squared, sigma = 1")
+    assert held_fixed(runs[runs["epoch"] == 3], ["num_train", "lr"]).startswith("held fixed: epoch 3, loss = squared")
+
+
+def test_a_figures_title_can_be_given_and_the_held_fixed_line_stays(runs):
+    from study.exercises import draw_figure, draw_xy
+
+    fig = draw_xy(runs, x="num_train", hue="lr", epoch=3, title="my title")
+    assert fig.texts[0].get_text() == "my title\nheld fixed: epoch 3, loss = squared, sigma = 1, reduction = mean, " \
+                                      "batch_size = 32, noise = 0.01, noise_kind = gaussian"
+    made = draw_figure(runs, "error-vs-lr", epoch=3)
+    assert made.texts[0].get_text().startswith("‖ŵ − w‖₂ against lr; epoch 3\nheld fixed: epoch 3, loss = squared")
