@@ -526,6 +526,9 @@ def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm
                              "share a stream", paired)
     paired = not changes_data if paired is None else bool(paired)
     by = [a for a in default_by(t) if a not in (factor, "epoch")] if by is None else _column_list(by, "by", where)
+    if factor in by:
+        raise ParameterError("by", where, f"columns other than the factor ({factor}: its levels are what is "
+                             "compared)", by)
     rows, epoch_text = at_epoch(t, epoch, placed=[*by, factor], where=where)
     pooled = rows.varying([*by, factor])
     if pooled:
@@ -550,8 +553,9 @@ def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm
             row.update(streams=int(cell["n"]), ratio=cell["med0"], ratio_lo=cell["lo0"], ratio_hi=cell["hi0"],
                        wins=cell["wins"])
         else:
-            other = stats[_rows_of(stats, {**at, factor: base})].iloc[0]
-            theirs = sums[_rows_of(sums, {**at, factor: base})]
+            others = stats[_rows_of(stats, {**at, factor: base})]
+            other = others.iloc[0] if len(others) else pd.Series({"med0": np.nan, "lo0": np.nan, "hi0": np.nan})
+            theirs = sums[_rows_of(sums, {**at, factor: base})]  # none: a cell whose baseline has no runs
             with np.errstate(divide="ignore", invalid="ignore"):
                 row.update(streams=int(cell["n"]), ratio=cell["med0"] / other["med0"],
                            ratio_lo=cell["lo0"] / other["hi0"], ratio_hi=cell["hi0"] / other["lo0"], wins=np.nan)
