@@ -77,6 +77,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, e.g. 0.05, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, e.g. 0.05, got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -113,6 +123,14 @@ def _build_parser() -> _Parser:
     run.add_argument("--dry-run", action="store_true",
                      help="print the runs, rows, chunks, devices, an estimate of the time and the CSV's size; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    run.add_argument("--target-precision", type=_fraction, metavar="F",
+                     help="grow the replicates, reusing the runs already trained, until the 95%% interval of the median "
+                          "of --metric is within ±F (e.g. 0.05) of it in every cell, or --max-replicates is reached; "
+                          "with --dry-run, predict the replicates from the runs the output already holds")
+    run.add_argument("--metric", default="w_err_norm", metavar="M",
+                     help="with --target-precision: the error whose median is made precise (w_err_norm, b_err, w_err_J)")
+    run.add_argument("--max-replicates", type=_positive_int, default=1000, metavar="N",
+                     help="with --target-precision: the most replicates a cell may grow to (default 1000)")
 
     table = sub.add_parser("table", help="per-cell summary of a results table (or its diverged runs)",
                            description="Per cell: runs, diverged runs, data streams, and the median of each error "
@@ -240,15 +258,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.out is None and rows > CSV_MAX_ROWS:
             print(f"writing Parquet: {rows:,} rows are too many for a CSV (--out NAME.csv to have one anyway)")
         if args.dry_run:
+            if args.target_precision is not None:
+                _predict_replicates(grid, out, args)
             return EXIT_OK
     store = store_path(out)
     try:
         try:
             with _in_flags(_RUN_FLAGS):
-                run_grid(grid, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
-                              backend=args.backend, resume=not args.fresh, progress=not args.quiet,
-                              chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
-                              frame=False)
+                def train(g) -> None:
+                    run_grid(g, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
+                             backend=args.backend, resume=not args.fresh or g is not grid, progress=not args.quiet,
+                             chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
+                             frame=False)
+
+                train(grid)
+                if args.target_precision is not None:
+                    grid = _grow_to_target(grid, out, args, train)
         finally:
             # run_grid makes the output's folders (those _output_path allowed) once its arguments
             # pass: named here, however the run ended.
@@ -280,6 +305,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"medians at epoch {grid.max_epoch} (all checkpoints: study table {out}):")
         _print_medians(summarize(out, by=by or ["num_train"], epoch=grid.max_epoch))
     return EXIT_OK
+
+
+def _grow_to_target(grid, out: Path, args: argparse.Namespace, train):
+    """Grow the grid's replicates, round by round, until every cell's median of --metric is
+    within ±--target-precision (its 95% interval's half-width over the median), or the cap. Each
+    round trains only the replicates added (the others are in the store). Returns the last grid."""
+    from .grid import Grid
+    from .results import precision_shortfall
+
+    target, cap = args.target_precision, args.max_replicates
+    for round_ in range(1, 100):
+        cells = precision_shortfall(out, metric=args.metric, target=target, replicates=grid.replicates)
+        short = cells[cells["relative"] > target]
+        if short.empty:
+            print(f"target reached: the median of {args.metric} is within ±{target:.3g} of itself (95% interval) in "
+                  f"every cell, with {grid.replicates} replicates (worst ±{cells['relative'].max():.3g})")
+            return grid
+        from .results import format_value
+
+        worst = short.loc[[short["relative"].idxmax()]].to_dict("records")[0]
+        cell = ", ".join(f"{a} = {format_value(worst[a])}" for a in cells.columns[: cells.columns.get_loc("units")])
+        if grid.replicates >= cap:
+            print(f"--max-replicates {cap} reached: {len(short)} of {len(cells)} cells are still short of ±{target:.3g} "
+                  f"(worst ±{worst['relative']:.3g}, at {cell})")
+            return grid
+        grown = int(min(cap, max(grid.replicates + 1, short["replicates_needed"].max())))
+        added = grid.n_runs // grid.replicates * (grown - grid.replicates)
+        print(f"round {round_}: {len(short)} of {len(cells)} cells short of ±{target:.3g} (worst ±{worst['relative']:.3g}, "
+              f"at {cell}); growing from {grid.replicates} to {grown} replicates: {added:,} runs to train", flush=True)
+        grid = Grid(**{**grid.to_dict(), "replicates": grown})
+        train(grid)
+    return grid
+
+
+def _predict_replicates(grid, out: Path, args: argparse.Namespace) -> None:
+    """--dry-run --target-precision: the replicates the runs the output holds predict."""
+    from .results import precision_shortfall
+
+    try:
+        cells = precision_shortfall(out, metric=args.metric, target=args.target_precision)
+    except FileNotFoundError:
+        print(f"no runs in {out} yet to predict the replicates from: run it, or run fewer replicates first")
+        return
+    needed = int(cells["replicates_needed"].max())
+    print(f"from the runs in {out}: about {min(needed, args.max_replicates)} replicates for ±{args.target_precision:.3g} "
+          f"in every cell (now worst ±{cells['relative'].max():.3g})"
+          + (f"; --max-replicates {args.max_replicates} would stop first" if needed > args.max_replicates else ""))
 
 
 def _created(folders: Sequence[Path]) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
     "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
     "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "precision_columns", "compare",
+    "precision_shortfall",
     "BOOTSTRAP_BLOCKS", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
     "varying_axes", "describe_axes", "values_text", "format_value", "diverged_runs", "parse_where",
     "select",
@@ -444,6 +445,36 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
         out["units"] = out["units"].fillna(0).astype(np.int64)
     out.attrs = {"epoch": epoch_text, "pooled": pooled, "by": list(by), "ci": ci}
     return out
+
+
+#: The median columns of summarize that a target precision may be set on, by metric.
+_MEDIAN_OF = {"w_err_norm": "w_err_norm_median", "b_err": "b_err_abs_median"}
+
+
+def precision_shortfall(table: Any, *, metric: str = "w_err_norm", target: float, ci: float = 0.95,
+                        replicates: int | None = None) -> pd.DataFrame:
+    """How far each cell (every axis that varies, at each run's last checkpoint) is from a
+    target precision of the median of ``metric``: its ``ci`` interval's half-width relative to
+    the median, ``relative`` = max(hi − median, median − lo) / median (inf where the cell has
+    too few runs for an interval), and ``replicates_needed``, the replicates that would bring
+    it to ``target``, since an interval narrows as 1/√n: ⌈replicates · (relative / target)²⌉
+    (twice the replicates where there is no interval yet). ``replicates``: the grid's now
+    (default: the cell's units)."""
+    from .analysis import open_table
+
+    median = _MEDIAN_OF.get(metric, f"{metric}_abs_median")
+    t = open_table(table)
+    by = [a for a in default_by(t) if a != "epoch"] or ["num_train"]
+    s = summarize(t, by=by, ci=ci)
+    if median not in s or f"{median}_lo" not in s:
+        raise ParameterError("metric", "parameter of precision_shortfall", "w_err_norm, b_err or w_err_J", metric)
+    m, lo, hi = (s[c].to_numpy(dtype=float) for c in (median, f"{median}_lo", f"{median}_hi"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(np.isfinite(lo) & np.isfinite(hi) & (m > 0), np.maximum(hi - m, m - lo) / m, np.inf)
+    now = np.full(len(s), replicates, dtype=float) if replicates is not None else s["units"].to_numpy(dtype=float)
+    needed = np.where(np.isfinite(relative), np.ceil(now * (relative / target) ** 2), 2 * np.maximum(now, 3))
+    return s[[*by, "epoch", "units"]].assign(median=m, relative=relative,
+                                             replicates_needed=needed.astype(np.int64))
 
 
 #: The blocks of data streams a comparison's bootstrap resamples (a hash of the seed): streams

@@ -402,6 +402,31 @@ def test_compare_says_how_it_paired_and_writes_its_table(tmp_path, results_csv, 
                                                              r"takes \(0\.03, 0\.1\)\. Got '0\.3' instead\.")
 
 
+def test_run_grows_replicates_to_a_target_precision(tmp_path, tiny_spec, capsys):
+    """From 2 replicates, rounds until every cell's median is within ±40% (95% interval), each
+    round training only the replicates it adds; --dry-run then predicts from the runs held."""
+    import pandas as pd
+
+    from study.results import precision_shortfall
+
+    out = tmp_path / "tiny.csv"
+    code = main(["run", str(tiny_spec), "--out", str(out), "--quiet", "--jobs", "1", "--target-precision", "0.4",
+                 "--max-replicates", "60"])
+    said = capsys.readouterr().out.splitlines()
+    assert code == 0 and said[0].startswith("round 1: 4 of 4 cells short of ±0.4 (worst ±inf, at num_train = ")
+    assert "growing from 2 to" in said[0] and said[-1].startswith("target reached: the median of w_err_norm is within")
+    replicates = int(pd.read_csv(out)["replicate"].max()) + 1
+    cells = precision_shortfall(out, target=0.4)
+    assert (cells["relative"] <= 0.4).all() and 6 <= replicates <= 60
+    assert f"with {replicates} replicates" in said[-1]
+    assert main(["run", str(tiny_spec), "--out", str(out), "--dry-run", "--target-precision", "0.1"]) == 0
+    assert "replicates for ±0.1 in every cell" in capsys.readouterr().out.splitlines()[-1]
+    before = _snapshot(tmp_path)
+    code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--target-precision", "5"])
+    _assert_refused(code, capsys, before, tmp_path, mentions=r"argument --target-precision: expected a fraction between "
+                                                             r"0 and 1, e\.g\. 0\.05, got '5'")
+
+
 def test_table_fits_the_terminal_and_names_the_columns_it_leaves_out(results_csv, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "72")
     assert main(["table", str(results_csv), "--by", "lr"]) == 0

@@ -411,3 +411,17 @@ def test_compare_counts_a_diverged_run_as_a_loss_and_refuses_to_pair_the_data():
                 factor="num_train", baseline=10, paired=True)
     with pytest.raises(ParameterError, match="The 'baseline' parameter of compare must be one of the values loss"):
         compare(df, factor="loss", baseline="hubber")
+
+
+def test_precision_shortfall_predicts_replicates_from_the_intervals_width():
+    """An interval narrows as 1/√n: a cell at ±r with n streams needs n (r/target)² for ±target."""
+    from study.results import precision_shortfall
+
+    df = _synthetic(2, 50, np.random.default_rng(6))
+    s = summarize(df, by="num_train", ci=0.95)
+    got = precision_shortfall(df, target=0.05, replicates=50)
+    m, lo, hi = (s[c].to_numpy() for c in ("w_err_norm_median", "w_err_norm_median_lo", "w_err_norm_median_hi"))
+    relative = np.maximum(hi - m, m - lo) / m
+    np.testing.assert_allclose(got["relative"], relative, rtol=1e-15)
+    assert list(got["replicates_needed"]) == list(np.ceil(50 * (relative / 0.05) ** 2).astype(int))
+    assert (got["replicates_needed"] > 50).all()  # lognormal medians from 50 runs are not within ±5%
