@@ -145,11 +145,13 @@ def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
     assert draw_figure(raw, "ex4_lr_epochs").axes[0].get_title().startswith("median")
     raw5 = read_results(out / "results" / "raw" / "ex5_data_size.csv")
     fig = draw_figure(raw5, "error-vs-num_train")
+    fixed = "held fixed: epoch 10, sigma = 1, reduction = mean, batch_size = 32, noise = 0.01, noise_kind = gaussian"
     assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 10 (the last checkpoint); panels by loss "
-                                       "(chosen by the figure: the table varies in them)")
+                                       "(chosen by the figure: the table varies in them)\n" + fixed)
     assert [ax.get_title() for ax in fig.axes] == ["loss = squared", "loss = huber"]
     fig = draw_figure(raw5, "error-vs-num_train", hue="loss", col="lr", epoch=1, fixed={"lr": [0.01, 0.1]})
-    assert fig.texts[0].get_text() == "‖ŵ − w‖₂ against num_train; epoch 1; lr = 0.01, 0.1"
+    assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 1; lr = 0.01, 0.1\n"
+                                       + fixed.replace("epoch 10", "epoch 1"))
     raw2 = read_results(out / "results" / "raw" / "ex2_huber.csv")  # loss, sigma, num_train, noise_kind: one too many
     with pytest.raises(PoolingError, match=r"the figure error-vs-epoch would pool over noise_kind \(gaussian, outliers\)"):
         draw_figure(raw2, "error-vs-epoch")
