@@ -52,7 +52,7 @@ from .vocabulary import AXES, FIGURE_FORMATS  # noqa: E402  (FIGURE_FORMATS: wha
 
 __all__ = [
     "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
-    "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "magnitude", "check_roles",
+    "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "check_roles",
     "refuse_pooling", "feature_count", "held_fixed", "BANDS",
 ]
 
@@ -84,11 +84,6 @@ COL_WRAP = 4
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Columns that are never a role: replicates are the unit a band is over.
 _NOT_ROLES = ("replicate", "seed", "diverged")
-
-
-def magnitude(data: pd.DataFrame, column: str) -> pd.Series:
-    """|column|: errors are signed in the table, magnitudes on a log axis."""
-    return data[column].abs()
 
 
 def feature_count(data: Any) -> int:
