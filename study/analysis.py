@@ -3,7 +3,7 @@
 Every number a summary, a figure or an answer shows is one SQL query over a :class:`Table`:
 
 - a Parquet file, of which a query reads only the columns and row groups it needs;
-- a CSV file, read in parallel, its column types checked before any statistic;
+- a CSV file, parsed once into DuckDB's own storage, its column types checked first;
 - a pandas DataFrame, queried in place (no copy);
 - the finished runs of a grid's store (study.store), while it runs or after it stopped.
 

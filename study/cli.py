@@ -515,7 +515,8 @@ def _print_medians(summary) -> None:
     0.0004]", and the root mean squared error and relative efficiencies as "0.0011 ± 4e-05"."""
     precision = summary.attrs.get("ci") is not None
     printed = (*_PRINTED[:3], *(_PRINTED_PRECISION if precision else ()), *_PRINTED[3:])
-    cells = [c for c in summary.columns if c not in printed and c not in _PRECISION_COLUMNS(summary)
+    added = _precision_columns(summary)
+    cells = [c for c in summary.columns if c not in printed and c not in added
              and not c.endswith(("_mean", "_median", "_q10", "_q90")) and c != "pooled_over"]
     columns = [*cells, *[c for c in printed if c in summary.columns]]
     shown = summary[columns].copy()
@@ -529,7 +530,7 @@ def _print_medians(summary) -> None:
     _print_fitting(shown, keep=min(len(columns), len(cells) + 4))
 
 
-def _PRECISION_COLUMNS(summary) -> set:
+def _precision_columns(summary) -> set:
     """The columns summarize's ``ci`` added (the precision of each number), never a cell."""
     from .results import ERROR_METRICS
 

@@ -571,22 +571,28 @@ def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm
     stats = rows._sorted(stats.rename(columns={"level": factor}), [*keys, factor])
     sums = sums.rename(columns={"level": factor})
     rng = np.random.default_rng(seed)
+    # Each (cell, level)'s rows, looked up by their values: both frames come from the same
+    # table's columns, so a level or cell has the same value in each.
+    by_group = dict(iter(sums.groupby([*keys, factor], observed=True, sort=False)))
+    by_cell = {tuple(cell[k] for k in (*keys, factor)): cell for cell in stats.to_dict("records")}
+    empty = sums.iloc[:0]
     out = []
     for cell in stats.to_dict("records"):
         value = cell[factor]
         if _same_value(value, base):
             continue
         at = {k: cell[k] for k in keys}
-        mine = sums[_rows_of(sums, {**at, factor: value})]
+        level = tuple(at.values())
+        mine = by_group.get((*level, value), empty)
         row = {**at, factor: value, "baseline": base, "paired": paired}
         if paired:
             rmse = _bootstrap_ratio(mine["sv"].to_numpy(), mine["sb"].to_numpy(), None, None, n_boot, ci, rng)
             row.update(streams=int(cell["n"]), ratio=cell["med0"], ratio_lo=cell["lo0"], ratio_hi=cell["hi0"],
                        wins=cell["wins"])
         else:
-            others = stats[_rows_of(stats, {**at, factor: base})]
-            other = others.iloc[0] if len(others) else pd.Series({"med0": np.nan, "lo0": np.nan, "hi0": np.nan})
-            theirs = sums[_rows_of(sums, {**at, factor: base})]  # none: a cell whose baseline has no runs
+            baseline = next((v for c, v in by_cell.items() if c[:-1] == level and _same_value(c[-1], base)), None)
+            other = baseline or {"med0": np.nan, "lo0": np.nan, "hi0": np.nan}  # a cell whose baseline has no runs
+            theirs = next((g for c, g in by_group.items() if c[:-1] == level and _same_value(c[-1], base)), empty)
             with np.errstate(divide="ignore", invalid="ignore"):
                 row.update(streams=int(cell["n"]), ratio=cell["med0"] / other["med0"],
                            ratio_lo=cell["lo0"] / other["hi0"], ratio_hi=cell["hi0"] / other["lo0"], wins=np.nan)
@@ -609,13 +615,6 @@ def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
     return str(a) == str(b)
-
-
-def _rows_of(frame: pd.DataFrame, values: Mapping[str, Any]) -> np.ndarray:
-    mask = np.ones(len(frame), dtype=bool)
-    for column, value in values.items():
-        mask &= np.array([_same_value(v, value) for v in frame[column].astype(object)], dtype=bool)
-    return mask
 
 
 def _bootstrap_ratio(top: np.ndarray, bottom: np.ndarray, top_n: np.ndarray | None, bottom_n: np.ndarray | None,
