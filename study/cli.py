@@ -196,13 +196,18 @@ def _build_parser() -> _Parser:
                           "for Gaussian noise, the noise floor of SGD on the squared loss. " + _FOLDER_RULE)
     plot.add_argument("table", type=Path, metavar="TABLE", help="a results table (.csv or .parquet)")
     what = plot.add_mutually_exclusive_group()
-    what.add_argument("--figure", metavar="NAME", help="error-vs-num_train | error-vs-epoch | error-vs-lr | heatmap, or "
-                      "an exercise's figure (ex1_reduction, ..., ex5_data_size) drawn from its raw table")
+    what.add_argument("--figure", metavar="NAME", help="error-vs-num_train | error-vs-epoch | error-vs-lr | heatmap | "
+                      "nested-loop (every cell on one axis, the factors' levels as steps beneath), or an exercise's "
+                      "figure (ex1_reduction, ..., ex5_data_size) drawn from its raw table")
     what.add_argument("--x", metavar="X", help="the column on the x axis (instead of --figure)")
     plot.add_argument("--y", metavar="Y", help="the error column drawn (default: w_err_norm)")
     for role, says in (("hue", "one colour"), ("style", "one marker"), ("col", "one column of panels"),
                        ("row", "one row of panels")):
         plot.add_argument(f"--{role}", metavar="COL", help=f"the column whose values get {says} each")
+    plot.add_argument("--order", metavar="A,B,...", help="with --figure nested-loop: its factors, outermost first, "
+                      "comma-separated; every axis that varies must be one (epoch too: every checkpoint a level) "
+                      "(default: every axis that varies, the data's first: num_train, batch_size, noise, noise_kind, "
+                      "then lr, loss, sigma, reduction)")
     plot.add_argument("--where", action="append", metavar="KEY=VALUE",
                       help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
     plot.add_argument("--epoch", type=int, metavar="E", help="the checkpoint shown (default: the last)")
@@ -320,7 +325,8 @@ def _grow_to_target(grid, out: Path, args: argparse.Namespace, train):
         short = cells[cells["relative"] > target]
         if short.empty:
             print(f"target reached: the median of {args.metric} is within ±{target:.3g} of itself (95% interval) in "
-                  f"every cell, with {grid.replicates} replicates (worst ±{cells['relative'].max():.3g})")
+                  f"every cell{_diverging_text(cells)}, with {grid.replicates} replicates (worst "
+                  f"±{cells['relative'].max():.3g})")
             return grid
         from .results import format_value
 
@@ -332,11 +338,18 @@ def _grow_to_target(grid, out: Path, args: argparse.Namespace, train):
             return grid
         grown = int(min(cap, max(grid.replicates + 1, short["replicates_needed"].max())))
         added = grid.n_runs // grid.replicates * (grown - grid.replicates)
-        print(f"round {round_}: {len(short)} of {len(cells)} cells short of ±{target:.3g} (worst ±{worst['relative']:.3g}, "
-              f"at {cell}); growing from {grid.replicates} to {grown} replicates: {added:,} runs to train", flush=True)
+        print(f"round {round_}: {len(short)} of {len(cells)} cells short of ±{target:.3g}{_diverging_text(cells)} "
+              f"(worst ±{worst['relative']:.3g}, at {cell}); growing from {grid.replicates} to {grown} replicates: {added:,} runs to train", flush=True)
         grid = Grid(**{**grid.to_dict(), "replicates": grown})
         train(grid)
     return grid
+
+
+def _diverging_text(cells) -> str:
+    """The cells a target precision leaves out: those where most runs diverged, whose median
+    error more replicates cannot make finite."""
+    k = int(cells["diverging"].sum())
+    return f" but the {k} where most runs diverged" if k else ""
 
 
 def _predict_replicates(grid, out: Path, args: argparse.Namespace) -> None:
@@ -350,7 +363,7 @@ def _predict_replicates(grid, out: Path, args: argparse.Namespace) -> None:
         return
     needed = int(cells["replicates_needed"].max())
     print(f"from the runs in {out}: about {min(needed, args.max_replicates)} replicates for ±{args.target_precision:.3g} "
-          f"in every cell (now worst ±{cells['relative'].max():.3g})"
+          f"in every cell{_diverging_text(cells)} (now worst ±{cells['relative'].max():.3g})"
           + (f"; --max-replicates {args.max_replicates} would stop first" if needed > args.max_replicates else ""))
 
 
@@ -425,15 +438,16 @@ def _make_folders(folders: Sequence[Path]) -> None:
 _TABLE_FLAGS = {"by": "--by", "epoch": "--epoch", "where": "--where", "out": "--out"}
 _COMPARE_FLAGS = {**_TABLE_FLAGS, "factor": "--factor", "baseline": "--baseline", "metric": "--metric"}
 _PLOT_FLAGS = {"figure": "--figure", "x": "--x", "y": "--y", "value": "--y", "hue": "--hue", "style": "--style",
-               "band": "--band", "title": "--title",
+               "band": "--band", "title": "--title", "order": "--order",
                "col": "--col", "row": "--row", "where": "--where", "epoch": "--epoch", "out": "--out"}
 _EXERCISES_FLAGS = {"numbers": "--only", "out_dir": "--out-dir"}
 
 
 @contextlib.contextmanager
-def _in_flags(flags: dict[str, str], *, roles: bool = True):
+def _in_flags(flags: dict[str, str], *, roles: bool = True, place: str | None = None):
     """Refusals of the library, reworded with the flags of the command: a ParameterError names
-    the flag in place of the parameter, a PoolingError the flags that place or fix an axis."""
+    the flag in place of the parameter, a PoolingError the flags that place or fix an axis
+    (``place``: how to place one, where the figure takes no roles but another flag)."""
     from ._checks import ParameterError
 
     try:
@@ -450,7 +464,8 @@ def _in_flags(flags: dict[str, str], *, roles: bool = True):
             raise
         describe_axes, format_value = results.describe_axes, results.format_value
         fix = " ".join(f"--where {axis}={format_value(values[0])}" for axis, values in err.axes.items())
-        place = "put them on the figure (--hue/--style/--col/--row) or " if roles else ""
+        if place is None:
+            place = "put them on the figure (--hue/--style/--col/--row) or " if roles else ""
         raise ValueError(f"the table varies in {describe_axes(err.axes)}; {place}fix them ({fix})") from None
 
 
@@ -723,7 +738,12 @@ _SCHEMA_COLUMN = re.compile(r"w_(hat|err)_\d+|w_err_norm|b_hat|b_err|train_loss|
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    exercise = args.figure is not None and not args.figure.startswith(("error-vs-", "heatmap"))
+    exercise = args.figure is not None and not args.figure.startswith(("error-vs-", "heatmap", "nested-loop"))
+    nested = args.figure == "nested-loop"
+    if args.order is not None and not nested and (args.figure or args.x):  # neither: refused below
+        shown = "--x" if args.figure is None else f"the figure {args.figure}"
+        raise ValueError(f"The '--order' option must be left out with {shown} (only --figure nested-loop takes it). "
+                         f"Got {args.order!r} instead.")
     # A role that no table could hold is refused before anything heavy is imported (the same
     # words as the check against the table's own columns, below).
     from .vocabulary import AXES
@@ -733,7 +753,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         if value is not None and value not in AXES and not _SCHEMA_COLUMN.fullmatch(value):
             raise ValueError(f"The {flag!r} option must be one column of the table (its axes: {', '.join(AXES)}). "
                              f"Got {value!r} instead.")
-    with _in_flags(_PLOT_FLAGS, roles=not exercise):
+    placing = "add them to --order or " if nested else None  # the nested-loop plot's factors are its roles
+    with _in_flags(_PLOT_FLAGS, roles=not exercise, place=placing):
         from .exercises import draw_figure, draw_xy, figure_names
         from .plots import FIGURE_FORMATS, check_roles, save_figure
         from .results import ParameterError
@@ -753,7 +774,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out, folders = _output_path(out, "--out", FIGURE_FORMATS, default=args.out is None)
         if args.figure is not None:
             fig = draw_figure(rows, args.figure, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band,
-                              title=args.title)
+                              title=args.title, order=args.order)
         else:
             fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band or "ci",
                           title=args.title)

@@ -1,7 +1,7 @@
 """The exercises of d2l §3.5 as studies: a grid, tables, figures and a short answer each.
 
 Each study reads its grid from ``experiments/<name>.toml``, runs it with :func:`run_grid`
-(the raw table goes to ``results/raw/<name>.csv``, git-ignored), and writes its summary tables
+(the raw table goes to ``results/raw/<name>.parquet``, git-ignored), and writes its summary tables
 to ``results/``, its figures to ``figures/`` (PNG, or the formats asked for), and its answer to
 ``results/answers.md``. Every number in a figure or an answer is computed from the table the
 study ran: counts, ranges, slopes and their signs. ``quick=True`` shrinks every grid (fewer
@@ -33,9 +33,10 @@ from .plots import (
     merged_legend, save_figure,
 )
 from .results import (
-    LEAST_SQUARES, MIN_FIT_LEVELS, SUMMARY_DIGITS, ParameterError, PoolingError, at_epoch, axes_of, fit_power_law,
-    summarize, values_text, write_csv,
+    LEAST_SQUARES, MIN_FIT_LEVELS, SUMMARY_DIGITS, ParameterError, PoolingError, at_epoch, axes_of, compare,
+    fewest_runs, fit_power_law, median_ranks, precision_shortfall, summarize, values_text, write_csv,
 )
+from .vocabulary import RUN_AXES
 from .runner import run_grid
 from .train import Trainer
 
@@ -100,6 +101,137 @@ def _noise_var(t: Table) -> float | None:
     return float(theory.noise_variance(float(_one(t, "noise")), "gaussian"))
 
 
+# --- numbers with their precision ------------------------------------------------------------
+
+#: The precision the exercises' replicates were chosen for (``study run --target-precision``):
+#: the 95% interval of each cell's median ‖ŵ − w‖ within ±15% of it, at the last epoch.
+TARGET_PRECISION = 0.15
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A median (or a median ratio) and its 95% interval, from order statistics (NaN bounds
+    where there are too few units for one)."""
+
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        if np.isnan(self.low) or np.isnan(self.high):  # an infinite bound (diverged runs) is a bound
+            return f"{_sig(self.value)} (too few runs for an interval)"
+        # two significant digits, or as many more (up to 4) as the interval needs to show its width
+        digits = 2
+        while digits < 4 and self.low < self.high < np.inf and _sig(self.low, digits) == _sig(self.high, digits):
+            digits += 1
+        return f"{_sig(self.value, digits)} [{_sig(self.low, digits)}, {_sig(self.high, digits)}]"
+
+    def factor(self) -> str:
+        """A ratio in words that claim no more than its interval: '×2.9 [2.7, 3.1]', with 'no
+        clear difference' where the interval holds 1."""
+        text = f"×{self}"
+        if np.isnan(self.low) or np.isnan(self.high):
+            return text  # "too few runs for an interval" says it already
+        return text if self.clear() else f"{text} (no clear difference)"
+
+    def clear(self) -> bool:
+        """Whether the interval (of a ratio) excludes 1."""
+        return bool(self.low > 1 or self.high < 1)
+
+
+def _sig(value: float, digits: int = 2) -> str:
+    """``digits`` significant digits, trailing zeros kept (1.0, 0.00040), as g-format above 1e5
+    or below 1e-5."""
+    if not np.isfinite(value) or value == 0 or not 1e-5 <= abs(value) < 1e5:
+        return f"{value:.{digits}g}"
+    rounded = float(f"{value:.{digits}g}")  # 0.1996 as 0.20, not 0.2
+    if abs(rounded) >= 10 ** (digits - 1):
+        return f"{rounded:.0f}"  # 230, not 2.3e+02
+    return f"{rounded:#.{digits}g}"  # the '#' keeps trailing zeros: 0.030, 1.0
+
+
+def _interval(values: np.ndarray, ci: float = 0.95) -> Estimate:
+    """The median of independent values and its distribution-free interval (median_ranks)."""
+    v = np.sort(np.asarray(values, dtype=float))
+    if not len(v):
+        return Estimate(np.nan, np.nan, np.nan)
+    ranks = median_ranks(len(v), ci)
+    low, high = (v[ranks[0] - 1], v[ranks[1] - 1]) if ranks else (np.nan, np.nan)
+    return Estimate(float(np.median(v)), float(low), float(high))
+
+
+def _estimate(t: Table, column: str) -> Estimate:
+    """The median |column| of a selection at one checkpoint with its 95% interval: SGD's over
+    the runs that did not diverge, least squares' over one value per data stream (as _median)."""
+    points, _ = t.point_stats(["epoch"], column, diverged=column not in LEAST_SQUARES,
+                              per_stream=column in LEAST_SQUARES, ranks=lambda n: median_ranks(n, 0.95))
+    if len(points) != 1:
+        raise PoolingError({"epoch": list(points["epoch"])}, f"an estimate of {column}")
+    row = points.iloc[0]
+    return Estimate(float(row["median"]), float(row["ci_lo"]), float(row["ci_hi"]))
+
+
+def _ratio(later: Table, earlier: Table, column: str) -> Estimate:
+    """The median, over runs, of one run's |column| in ``later`` over the same run's in
+    ``earlier`` (two checkpoints, or two settings of one data stream: paired), with its 95%
+    interval. A run that diverged in ``later`` has an infinite ratio: it counts, never dropped."""
+    keys = [k for k in ("replicate", "seed") if k in later.columns]
+    fixed = [a for a in RUN_AXES if a in later.columns and len(later.values(a)) == 1 == len(earlier.values(a))
+             and later.values(a) == earlier.values(a)]
+    join = ", ".join(quote(k) for k in [*keys, *fixed])
+    value = f"CASE WHEN diverged THEN 'inf'::DOUBLE ELSE abs({quote(column)}::DOUBLE) END"
+    pairs = later.query(f"SELECT a.v / b.v AS r FROM (SELECT {join}, {value} AS v FROM {later.relation}) a "
+                        f"JOIN (SELECT {join}, {value} AS v FROM {earlier.relation}) b USING ({join})")
+    return _interval(pairs["r"].to_numpy())
+
+
+def _paired_columns(t: Table, top: str, bottom: str) -> Estimate:
+    """The median over runs of |top| / |bottom| in the same row (SGD's error over least squares'
+    on the same data set), with its 95% interval; a diverged run counts as an infinite ratio."""
+    pairs = t.query(f"SELECT CASE WHEN diverged THEN 'inf'::DOUBLE ELSE abs({quote(top)}::DOUBLE) / "
+                    f"abs({quote(bottom)}::DOUBLE) END AS r FROM {t.relation}")
+    return _interval(pairs["r"].to_numpy())
+
+
+def _ragged_text(n: int, batch: int) -> str:
+    """Why an end-of-epoch error may sit above theory's floor: the epoch's last, smaller minibatch."""
+    ragged = n % batch
+    if not ragged:
+        return ""
+    return (f"; the error is measured at the end of an epoch, which ends on a minibatch of {ragged} ({n} = "
+            f"{n // batch}·{batch} + {ragged}), whose step is noisier than the theory's minibatches of {batch}")
+
+
+def _compared(t: Table, **kwargs: Any) -> dict:
+    """compare()'s rows by the factor's level: each an Estimate of the paired median ratio."""
+    rows = compare(t, **kwargs)
+    factor = kwargs["factor"]
+    return {row[factor]: Estimate(row["ratio"], row["ratio_lo"], row["ratio_hi"]) for _, row in rows.iterrows()}
+
+
+def _precision_text(t: Table) -> str:
+    """What the study's replicates give: the widest 95% interval of a cell's median ‖ŵ − w‖ at
+    the last epoch, relative to the median, over the cells where most runs converged."""
+    cells = precision_shortfall(t, target=TARGET_PRECISION)
+    kept = cells[~cells["diverging"]]
+    replicates = len(t.values("replicate"))
+    skipped = int(cells["diverging"].sum())
+    but = f" but the {skipped} where most runs diverged" if skipped else ""
+    text = (f"Precision: {replicates} replicates (data sets) per cell; brackets are 95% intervals, and a ratio's is "
+            f"paired by data set. ")
+    if not len(kept) or not np.isfinite(kept["relative"]).all():
+        return text + (f"Some cells have too few runs for an interval of their median (at least {fewest_runs(0.95)} are "
+                       f"needed): these numbers are a preview.")
+    worst = kept["relative"].max()
+    if worst <= TARGET_PRECISION:
+        return text + (f"Enough for ±{TARGET_PRECISION:.0%}, as `study run --target-precision {TARGET_PRECISION:g}` "
+                       f"chose them: at the last epoch the median ‖ŵ − w‖ of every cell{but} is within ±{worst:.0%} "
+                       f"of itself.")
+    return text + (f"At the last epoch the median ‖ŵ − w‖ of a cell{but} is within ±{worst:.0%} of itself at worst, "
+                   f"short of ±{TARGET_PRECISION:.0%}: `study run SPEC --target-precision {TARGET_PRECISION:g}` grows "
+                   f"the replicates until it is.")
+
+
 def _grid_step(values: Sequence[float]) -> float:
     """The typical ratio between neighbouring values of a log-spaced axis."""
     v = np.sort(np.unique(np.asarray(values, dtype=float)))
@@ -117,7 +249,7 @@ def ex1_reduction(df: Any) -> Outcome:
     bs = int(_one(at, "batch_size"))
     n = int(_one(at, "num_train"))
     d = feature_count(t)
-    table = summarize(at, by=["reduction", "lr"])
+    table = summarize(at, by=["reduction", "lr"], ci=0.95)
     rows = []
     for reduction, cells in table.groupby("reduction", observed=True):
         stable = cells[cells["diverged"] == 0]
@@ -131,6 +263,24 @@ def ex1_reduction(df: Any) -> Outcome:
                      "theory_stability_edge": float(theory.sgd_stability_edge(bs, d, str(reduction)))})
     best = pd.DataFrame(rows)
     b = best.set_index("reduction")
+    # How sharp the best lr is: the lrs whose error, on the same data sets, is not clearly above
+    # the best's (the paired ratio's interval reaches 1 or below).
+    near = {}
+    for reduction, lr in b["best_lr"].items():
+        if np.isnan(lr):
+            continue
+        ratios = _compared(_at(at, reduction=reduction), factor="lr", baseline=lr)
+        close = sorted([lr, *(level for level, r in ratios.items() if r.low <= 1)])
+        near[reduction] = (_estimate(_at(at, reduction=reduction, lr=lr), "w_err_norm"), close)
+
+    def best_text(reduction):
+        if reduction not in near:
+            return "none (every lr diverged)"
+        estimate, close = near[reduction]
+        others = (f"lrs {close[0]:.3g} to {close[-1]:.3g} are not clearly worse on the same data sets" if len(close) > 1
+                  else "every other lr is clearly worse on the same data sets")
+        return f"{b.loc[reduction, 'best_lr']:.3g} with `{reduction}` (median ‖ŵ − w‖ {estimate}; {others})"
+
     ratio = b.loc["mean", "best_lr"] / b.loc["sum", "best_lr"]
     ratio_div = b.loc["mean", "smallest_diverging_lr"] / b.loc["sum", "smallest_diverging_lr"]
 
@@ -142,9 +292,9 @@ def ex1_reduction(df: Any) -> Outcome:
     axes[1].set_xlabel(f"lr × {bs} for sum, lr for mean (step per example)")
     axes[1].set_title("rescaled by the batch size")
     # Least squares is one number here (one data set per replicate, whatever the lr): a line.
-    ols = _median(at, "ols_w_err_norm")
+    ols = _estimate(at, "ols_w_err_norm")
     for ax in axes:
-        ax.axhline(ols, color="0.45", linewidth=1.2, label=f"least squares on the same data, median ({ols:.2g})")
+        ax.axhline(ols.value, color="0.45", linewidth=1.2, label=f"least squares on the same data, median ({ols})")
     merged_legend(axes, axes[1], title="reduction")
     fig.suptitle("Exercise 1: the loss summed over the minibatch needs a learning rate batch_size times smaller")
     fig.tight_layout()
@@ -153,8 +303,8 @@ def ex1_reduction(df: Any) -> Outcome:
     answer = (
         f"Summing instead of averaging multiplies the gradient of a full minibatch by its size B = {bs}, so the "
         f"learning rate must be divided by B to take the same steps. Measured after {epoch} epochs on {n} "
-        f"examples: the best lr was {b.loc['mean', 'best_lr']:.3g} with `mean` and {b.loc['sum', 'best_lr']:.3g} "
-        f"with `sum` (ratio {ratio:.3g}), and most runs diverged from lr {b.loc['mean', 'smallest_diverging_lr']:.3g} "
+        f"examples: the best lr was {best_text('mean')}, and {best_text('sum')}: a ratio of {ratio:.3g}; most runs "
+        f"diverged from lr {b.loc['mean', 'smallest_diverging_lr']:.3g} "
         f"and {b.loc['sum', 'smallest_diverging_lr']:.3g} (ratio {ratio_div:.3g}); the grid's lrs are "
         f"{step:.2g} times apart, so the ratios are B to within that step. Theory for online SGD on the squared loss "
         f"(`study.theory.sgd_stability_edge`) puts the edge at lr {b.loc['mean', 'theory_stability_edge']:.2g} for "
@@ -164,7 +314,8 @@ def ex1_reduction(df: Any) -> Outcome:
         f"other except for the ragged last minibatch: {n} = {n // bs}·{bs} + {ragged}"
         + (f", and with `sum` that last step is {ragged}/{bs} as large as with `mean`, which weights its {ragged} "
            f"examples as much as a full batch. So lr_sum = lr_mean / B exactly when B divides num_train, and nearly "
-           f"so otherwise." if ragged else ", so every minibatch is full and lr_sum = lr_mean / B exactly.")
+           f"so otherwise. " if ragged else ", so every minibatch is full and lr_sum = lr_mean / B exactly. ")
+        + _precision_text(t)
     )
     return Outcome({"ex1_reduction": table, "ex1_best_lr": best}, {"ex1_reduction": fig}, answer)
 
@@ -211,21 +362,21 @@ def huber_step_check(lr: float = 1.0, sigma: float = 1.0, epochs: int = 3) -> di
 
 
 def ex2_huber(df: Any) -> Outcome:
-    t = open_table(df)
-    _require(t, "ex2_huber", loss=("squared", "huber"), noise_kind=("gaussian", "outliers"))
-    t = _loss_label(t)
+    raw = open_table(df)
+    _require(raw, "ex2_huber", loss=("squared", "huber"), noise_kind=("gaussian", "outliers"))
+    t = _loss_label(raw)
     epochs = t.values("epoch")
     last = int(epochs[-1])
     sizes = t.values("num_train")
     mid = 1000 if 1000 in sizes else int(np.median(sizes))
-    table = summarize(t, by=["noise_kind", "loss_sigma", "num_train", "epoch"])
+    table = summarize(t, by=["noise_kind", "loss_sigma", "num_train", "epoch"], ci=0.95)
     sigmas = _at(t, loss="huber").values("sigma")
     lr = float(_one(t, "lr"))
     # Near the solution every residual is inside Huber's quadratic zone, where Huber σ at lr η
     # steps as the squared loss at lr η/(2σ): measured on the model's losses, not assumed.
-    ratios = {s: step_ratio(s) for s in sigmas}
+    ratios_ = {s: step_ratio(s) for s in sigmas}
     check = huber_step_check()
-    steps_text = ", ".join(f"σ={s:g}: {lr * ratios[s]:.3g}" for s in sigmas)
+    steps_text = ", ".join(f"σ={s:g}: {lr * ratios_[s]:.3g}" for s in sigmas)
     step_note = (f"squared = MSELoss, no ½: l′(r) = 2r. Huber: l′(r) = r/σ for |r| ≤ σ. Inside that zone Huber at "
                  f"lr {lr:g} steps as squared at lr {lr:g}/(2σ) ({steps_text}).")
 
@@ -249,38 +400,66 @@ def ex2_huber(df: Any) -> Outcome:
         axes[1, col].set_title(f"{names[kind]}: after {last} epochs, lr={lr:g}")
     for row in range(2):
         merged_legend(axes[row], axes[row, 1], title="loss")
+        # The legend serves both panels of its row; theory is drawn on the Gaussian one only.
+        for text in axes[row, 1].get_legend().get_texts():
+            if text.get_text().startswith("theory:"):
+                text.set_text(f"{text.get_text()}, left panel only")
     fig.suptitle("Exercise 2: Huber's loss is slow from a far start but ignores gross outliers")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.text(0.5, 0.005, textwrap.fill(step_note + " Theory (dashed) is drawn for Gaussian noise and, for SGD, the "
                                        "squared loss only.", 150), ha="center", va="bottom", fontsize="small")
 
-    def med(kind, label, epoch, n=mid):
-        return _median(_at(t, noise_kind=kind, loss_sigma=label, epoch=epoch, num_train=n), "w_err_norm")
+    def est(kind, label, epoch, n=mid):
+        return _estimate(_at(t, noise_kind=kind, loss_sigma=label, epoch=epoch, num_train=n), "w_err_norm")
+
+    def against_squared(kind, epoch):
+        """Huber σ over the squared loss on the same data sets, by σ (paired)."""
+        rows = compare(_at(raw, noise_kind=kind, num_train=mid), factor="loss", baseline="squared", by=["sigma"],
+                       epoch=epoch)
+        return {f"Huber σ={row['sigma']:g}": (Estimate(row["ratio"], row["ratio_lo"], row["ratio_hi"]), row["wins"])
+                for _, row in rows.iterrows()}
+
+    def ratios(found):
+        return "; ".join(f"{label}: {ratio.factor()}" for label, (ratio, _) in found.items())
 
     huber = [f"Huber σ={s:g}" for s in sigmas]
-    best_out = min(huber, key=lambda h: med("outliers", h, last))
+    best_out = min(huber, key=lambda h: est("outliers", h, last).value)
     early = 3 if 3 in epochs else int(epochs[1])
-    ols_out = _median(_at(t, noise_kind="outliers", epoch=last, num_train=mid), "ols_w_err_norm")
+    ols_out = _estimate(_at(t, noise_kind="outliers", epoch=last, num_train=mid), "ols_w_err_norm")
     same = check["max_abs_difference"] == 0
+    start, trained, outliers = (against_squared("gaussian", early), against_squared("gaussian", last),
+                                against_squared("outliers", last))
+    won = outliers[best_out]
+    # Trained, Huber steps as squared at lr·step ratio: read each clear difference against that lr.
+    effective = {f"Huber σ={s:g}": lr * ratios_[s] for s in sigmas}
+    worse = [h for h, (r, _) in trained.items() if r.low > 1]
+    better = [h for h, (r, _) in trained.items() if r.high < 1]
+    follows = all(effective[h] > lr for h in worse) and all(effective[h] < lr for h in better) and (worse or better)
+    why = (" The clear differences follow the step: Huber is worse where it steps as squared at a larger lr ("
+           + ", ".join(f"{h[6:]}: {effective[h]:.3g}" for h in worse) + ") and better where at a smaller one ("
+           + ", ".join(f"{h[6:]}: {effective[h]:.3g}" for h in better) + "), whose noise floor is lower."
+           ) if follows and worse and better else ""
+    verdict = "Huber wins" if won[0].high < 1 else "no loss wins clearly"
     answer = (
         f"Huber's loss (3.5.1) is `nn.SmoothL1Loss(beta=σ)`; its derivative is clipped at ±1, so far from the "
         f"solution each example pulls with a bounded force. Compare the two at a given lr with care: `squared` here "
         f"is `nn.MSELoss`, without the book's ½, so its gradient is 2r, while Huber's is r/σ inside |r| ≤ σ "
-        f"(measured by autograd on the model's losses: a step ratio of {ratios[sigmas[0]]:.4g} for σ={sigmas[0]:g}"
-        + (f", {ratios[sigmas[-1]]:.4g} for σ={sigmas[-1]:g}" if len(sigmas) > 1 else "") + "). "
+        f"(measured by autograd on the model's losses: a step ratio of {ratios_[sigmas[0]]:.4g} for σ={sigmas[0]:g}"
+        + (f", {ratios_[sigmas[-1]]:.4g} for σ={sigmas[-1]:g}" if len(sigmas) > 1 else "") + "). "
         f"Near the solution Huber at lr {lr:g} therefore steps as the squared loss at lr {lr:g}/(2σ) ({steps_text}); "
         f"with σ = 1, Huber takes half the step of squared: Huber at lr {check['lr']:g} against squared at lr "
         f"{check['squared_lr']:g}, on data whose residuals stay inside the zone, gave "
         + ("exactly the same ŵ and b̂" if same else f"ŵ and b̂ within {check['max_abs_difference']:.2g}")
         + f" ({check['runs']} runs, {check['epochs']} epochs). "
         f"Far from the solution the clipping is the cost: from the start at lr {lr:g}, after {early} epochs on "
-        f"{mid} examples with Gaussian noise the median ‖ŵ − w‖ was {med('gaussian', 'squared', early):.2g} with "
-        f"the squared loss and {med('gaussian', huber[0], early):.2g} with {huber[0]} "
-        f"({med('gaussian', huber[-1], early):.2g} with {huber[-1]}), which is why Huber looks worse after the "
-        f"seed's 3 epochs. Once trained ({last} epochs) under Gaussian noise: {med('gaussian', 'squared', last):.2g} "
-        f"(squared) and {med('gaussian', huber[0], last):.2g} ({huber[0]}). With {names['outliers']} Huber wins: "
-        f"{med('outliers', best_out, last):.2g} with {best_out} against {med('outliers', 'squared', last):.2g} for "
-        f"the squared loss, whose floor is least squares ({ols_out:.2g}, over every run), itself dragged by the outliers."
+        f"{mid} examples with Gaussian noise the median ‖ŵ − w‖ was {est('gaussian', 'squared', early)} with "
+        f"the squared loss and {est('gaussian', huber[0], early)} with {huber[0]}; Huber's error over the squared "
+        f"loss's on the same data sets: {ratios(start)}. That is why Huber looks worse after the seed's 3 epochs. "
+        f"Once trained ({last} epochs) under Gaussian noise, squared reached {est('gaussian', 'squared', last)}, and "
+        f"Huber over squared was {ratios(trained)}.{why} With {names['outliers']}, {verdict}: {best_out} reached "
+        f"{est('outliers', best_out, last)} against {est('outliers', 'squared', last)} for the squared loss "
+        f"({ratios(outliers)}; {best_out} had the smaller error on {won[1]:.0%} of the data sets), whose floor is "
+        f"least squares ({ols_out}, over the data sets), itself dragged by the outliers. " + _precision_text(raw)
     )
     return Outcome({"ex2_huber": table}, {"ex2_huber_losses": fig_shapes, "ex2_huber": fig}, answer)
 
@@ -305,9 +484,23 @@ def gradient_access(seed: int = 0, epochs: int = 3) -> pd.DataFrame:
     })
 
 
+def _medians_with_intervals(t: Table, keys: list[str], columns: dict[str, str]) -> pd.DataFrame:
+    """Per cell, the median of each |column| over the runs that did not diverge, with its 95%
+    interval: ``{name}_median``, ``_median_lo``, ``_median_hi`` (``columns`` maps each column to
+    its name in the table, e.g. grad_b to grad_b_abs)."""
+    table = None
+    for column, name in columns.items():
+        points, _ = t.point_stats(keys, column, ranks=lambda n: median_ranks(n, 0.95))
+        part = points[keys].assign(**{f"{name}_median": points["median"], f"{name}_median_lo": points["ci_lo"],
+                                      f"{name}_median_hi": points["ci_hi"]})
+        table = part if table is None else table.merge(part, on=keys, how="outer")
+    return table
+
+
 def ex3_gradients(df: Any) -> Outcome:
     t = open_table(df)
-    table = t.medians(["lr", "epoch"], ["grad_w_norm", "grad_b_abs", "w_err_norm"])
+    table = _medians_with_intervals(t, ["lr", "epoch"], {"grad_w_norm": "grad_w_norm", "grad_b": "grad_b_abs",
+                                                          "w_err_norm": "w_err_norm"})
     access = gradient_access()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -322,9 +515,30 @@ def ex3_gradients(df: Any) -> Outcome:
     epochs = [e for e in t.values("epoch") if e != 0]
     last, earlier = epochs[-1], epochs[max(0, (2 * len(epochs)) // 3 - 1)]
     lrs = t.values("lr")
-    g = {lr: _median(_at(t, lr=lr, epoch=last), "grad_w_norm") for lr in lrs}
-    change = {lr: g[lr] / _median(_at(t, lr=lr, epoch=earlier), "grad_w_norm") for lr in lrs}
-    g0 = _median(_at(t, epoch=0), "grad_w_norm")
+    g = {lr: _estimate(_at(t, lr=lr, epoch=last), "grad_w_norm") for lr in lrs}
+    change = {lr: _ratio(_at(t, lr=lr, epoch=last), _at(t, lr=lr, epoch=earlier), "grad_w_norm") for lr in lrs}
+    g0 = _estimate(_at(t, epoch=0), "grad_w_norm")
+    falling = [lr for lr in lrs if change[lr].high < 1]
+    flat = [lr for lr in lrs if not change[lr].clear()]
+    rising = [lr for lr in lrs if change[lr].low > 1]
+
+    def listed(chosen):
+        return ", ".join(f"{lr:g}" for lr in chosen)
+
+    # Where it has stopped, the level against the lr: each lr's gradient over the next smaller
+    # one's, on the same data sets (the lr does not change the data).
+    steps = [(a, b, _ratio(_at(t, lr=b, epoch=last), _at(t, lr=a, epoch=last), "grad_w_norm"))
+             for a, b in zip(flat, flat[1:])]
+    grows = ""
+    if steps:
+        pairs = "; ".join(f"lr {b:g} over {a:g}: {r.factor()}" for a, b, r in steps)
+        grows = (f", a noise that grows with the lr ({pairs})" if all(r.low > 1 for _, _, r in steps) else
+                 f"; its level does not clearly grow with every step of the lr ({pairs})")
+    reading = "; ".join(filter(None, [
+        f"at lr {listed(falling)} it is still falling: SGD is still descending" if falling else "",
+        f"at lr {listed(flat)} it changed by no clear factor: SGD has stopped at the noise of its minibatches{grows}"
+        if flat else "",
+        f"at lr {listed(rising)} it rose" if rising else ""]))
     n, bs, ragged = int(access["examples"][1]), int(access["batch_size"][0]), int(access["examples"][0])
     answer = (
         "PyTorch keeps a parameter's gradient on the parameter: `model.net.weight.grad` and "
@@ -332,14 +546,13 @@ def ex3_gradients(df: Any) -> Outcome:
         f"they hold the gradient of the *last minibatch* only, here of {ragged} examples "
         f"({n} = {(n - ragged) // bs}·{bs} + {ragged}): ‖grad‖ = "
         f"{np.hypot(access['grad_w_0'][0], access['grad_w_1'][0]):.2g}, while the full-batch gradient at the same "
-        f"point is {np.hypot(access['grad_w_0'][1], access['grad_w_1'][1]):.2g}; the full-batch gradient needs a pass "
-        "of its own (`torch.autograd.grad`, as the checkpoints here do, so `.grad` is left as SGD left it). "
-        f"From {g0:.2g} at the start, after {last} epochs the median full-batch ‖∇_w L‖ was "
-        + ", ".join(f"{g[lr]:.1g} at lr {lr:g}" for lr in lrs)
-        + f"; from epoch {earlier} to {last} it changed by a factor of "
-        + ", ".join(f"{change[lr]:.2g}" for lr in lrs)
-        + " respectively: where that factor is well below 1 SGD is still descending, where it is near 1 it has "
-          "stopped at the noise of its minibatches, which grows with the lr."
+        f"point is {np.hypot(access['grad_w_0'][1], access['grad_w_1'][1]):.2g} (one run, the seed's); the full-batch "
+        "gradient needs a pass of its own (`torch.autograd.grad`, as the checkpoints here do, so `.grad` is left as SGD "
+        f"left it). From {g0} at the start, after {last} epochs the median full-batch ‖∇_w L‖ was "
+        + "; ".join(f"{g[lr]} at lr {lr:g}" for lr in lrs)
+        + f". Each run's gradient at epoch {last} over its own at epoch {earlier}: "
+        + "; ".join(f"lr {lr:g}: {change[lr].factor()}" for lr in lrs)
+        + f". So {reading}. " + _precision_text(t)
     )
     return Outcome({"ex3_gradients": table, "ex3_grad_access": access}, {"ex3_gradients": fig}, answer)
 
@@ -348,7 +561,7 @@ def ex3_gradients(df: Any) -> Outcome:
 
 def ex4_lr_epochs(df: Any) -> Outcome:
     t = open_table(df)
-    table = summarize(t, by=["lr", "epoch"])
+    table = summarize(t, by=["lr", "epoch"], ci=0.95)
     n = int(_one(t, "num_train"))
     fig, axes = plt.subplots(1, 2, figsize=(15, 5.4), gridspec_kw={"width_ratios": [1.0, 1.1]})
     lr_epoch_heatmap(t, ax=axes[0])
@@ -358,7 +571,7 @@ def ex4_lr_epochs(df: Any) -> Outcome:
     axes[1].set_title("error against epoch, with least squares on the same data")
     fig.suptitle(f"Exercise 4: more epochs help until a floor set by the data and, for SGD, by the learning rate "
                  f"(num_train={n})")
-    fig.tight_layout()
+    fig.tight_layout(w_pad=3.0)  # room between the colour bar's label and the right panel's y label
 
     last = int(t.values("epoch")[-1])
     final = table[table["epoch"] == last]
@@ -366,31 +579,48 @@ def ex4_lr_epochs(df: Any) -> Outcome:
     best = stable.loc[stable["w_err_norm_median"].idxmin()]
     diverging = sorted(final[final["diverged"] > final["count"] / 2]["lr"])
     lrs = t.values("lr")
-    floor = _median(_at(t, epoch=last), "ols_w_err_norm")
+    floor = _estimate(_at(t, epoch=last), "ols_w_err_norm")
     small = lrs[0]
     e = [ep for ep in t.values("epoch") if ep != 0]
-    slow = [_median(_at(t, lr=small, epoch=ep), "w_err_norm") for ep in (e[0], e[len(e) // 2], last)]
-    big = max(stable["lr"])
+    mid = e[len(e) // 2]
+    slow = [_estimate(_at(t, lr=small, epoch=ep), "w_err_norm") for ep in (e[0], mid, last)]
+    fell = _ratio(_at(t, lr=small, epoch=last), _at(t, lr=small, epoch=mid), "w_err_norm")
+    # SGD against least squares on the same data set, run by run, for the lrs that reached a floor
+    floors = [lr for lr in sorted(stable["lr"]) if lr >= best["lr"]]
+    over_ols = {lr: _paired_columns(_at(t, lr=lr, epoch=last), "w_err_norm", "ols_w_err_norm") for lr in floors}
+    steps = [_compared(_at(t, epoch=last).select({"lr": [a, b]}), factor="lr", baseline=a)[b]
+             for a, b in zip(floors, floors[1:])]
+    grows = bool(steps) and all(step.low > 1 for step in steps)
+    big = floors[-1]
     noise_var = _noise_var(t)
     floor_big = ""
     if noise_var is not None and t.values("loss") == ["squared"]:
         rms = np.sqrt(theory.sgd_stationary_w_err_sq(big, int(_one(t, "batch_size")), feature_count(t), noise_var,
                                                      str(_one(t, "reduction"))))
-        floor_big = f"; theory's noise floor of online SGD at that lr is {float(rms):.2g} RMS, dashed on the figure"
+        measured = final[final["lr"] == big].iloc[0]
+        floor_big = (f"; its root mean square was {measured['w_err_norm_rmse']:.2g} ± "
+                     f"{measured['w_err_norm_rmse_mcse']:.1g} (± one MCSE), theory's noise floor of online SGD at that lr "
+                     f"{float(rms):.2g}, dashed on the figure" + _ragged_text(n, int(_one(t, "batch_size"))))
     if not diverging:
         diverged_text = "No lr in the grid diverged."
     elif diverging == [v for v in lrs if v >= diverging[0]]:
         diverged_text = f"From lr {diverging[0]:g} up, most runs diverged."
     else:
         diverged_text = f"Most runs diverged at lr {', '.join(f'{v:g}' for v in diverging)}."
+    ratios = "; ".join(f"lr {lr:g}: {over_ols[lr].factor()}" for lr in floors)
+    pairs = "; ".join(f"lr {b:g} over {a:g}: {step.factor()}" for (a, b), step in zip(zip(floors, floors[1:]), steps))
+    trend = (f"grows with the lr (each lr's error over the next smaller one's, on the same data sets: {pairs})" if grows
+             else f"does not clearly grow with every step of the lr (each lr's error over the next smaller one's, on "
+                  f"the same data sets: {pairs})")
     answer = (
         f"Error falls with epochs at a rate set by the learning rate: at lr {small:g} the median ‖ŵ − w‖ went "
-        f"{slow[0]:.2g} → {slow[1]:.2g} → {slow[2]:.2g} after {e[0]}, {e[len(e) // 2]} and {last} epochs. It does "
-        f"not keep improving: it stops at a floor. The data set one floor, least squares on the same examples "
-        f"({floor:.2g}, median over every run); SGD with a constant lr comes near it only when the lr is small enough "
-        f"(after {last} epochs lr {best['lr']:g} was at {best['w_err_norm_median']:.2g}) and otherwise stalls above "
-        f"it at a level that grows with the lr, the noise of the last minibatches (lr {big:g}: "
-        f"{_median(_at(t, lr=big, epoch=last), 'w_err_norm'):.2g}{floor_big}). " + diverged_text
+        f"{slow[0]} → {slow[1]} → {slow[2]} after {e[0]}, {mid} and {last} epochs (each run's error at epoch {last} "
+        f"over its own at epoch {mid}: {fell.factor()}). It does not keep improving: it stops at a floor. The data set "
+        f"one floor, least squares on the same examples ({floor}, median over the data sets). SGD with a constant lr "
+        f"comes near it only when the lr is small enough: after {last} epochs, SGD's error over least squares' on the "
+        f"same data set was, {ratios}. Above lr {best['lr']:g} it stalls at a level that {trend}, the noise of the "
+        f"last minibatches (lr {big:g}: median {_estimate(_at(t, lr=big, epoch=last), 'w_err_norm')}{floor_big}). "
+        + diverged_text + " " + _precision_text(t)
     )
     return Outcome({"ex4_lr_epochs": table}, {"ex4_lr_epochs": fig}, answer)
 
@@ -416,7 +646,7 @@ def ex5_data_size(df: Any) -> Outcome:
     t = open_table(df)
     _require(t, "ex5_data_size", loss=("squared",))
     last = int(t.values("epoch")[-1])
-    table = summarize(t, by=["num_train", "lr", "loss", "epoch"])
+    table = summarize(t, by=["num_train", "lr", "loss", "epoch"], ci=0.95)
     lrs = t.values("lr")
     lr = 0.03 if 0.03 in lrs else lrs[len(lrs) // 2]
     final = _at(t, epoch=last)
@@ -470,7 +700,7 @@ def ex5_data_size(df: Any) -> Outcome:
     fig.tight_layout()
 
     def med(n, column):
-        return _median(_at(seed_like, num_train=n), column)
+        return _estimate(_at(seed_like, num_train=n), column)
 
     def steps(n):
         return int(_one(_at(seed_like, num_train=n), "steps"))
@@ -491,20 +721,24 @@ def ex5_data_size(df: Any) -> Outcome:
         + (f"; for b it {ols_b.trend('n')}" if ols_b is not None else "")
         + (". At slope −1/2, four times the data halves the error" if ols_text else "")
         + f". SGD for a fixed {last} epochs gains twice from more data, more information and more steps: at lr "
-        f"{lr:g} its median ‖ŵ − w‖ went from {med(small, 'w_err_norm'):.2g} at n = {small:,} (only {steps(small)} "
-        f"steps, optimisation gap {med(small, 'gap_w_norm'):.2g}) to {med(sizes[-1], 'w_err_norm'):.2g} at "
-        f"n = {sizes[-1]:,} ({steps(sizes[-1])} steps, gap {med(sizes[-1], 'gap_w_norm'):.2g}, least squares "
-        f"{med(sizes[-1], 'ols_w_err_norm'):.2g}); "
+        f"{lr:g} its median ‖ŵ − w‖ went from {med(small, 'w_err_norm')} at n = {small:,} (only {steps(small)} "
+        f"steps, optimisation gap {med(small, 'gap_w_norm')}) to {med(sizes[-1], 'w_err_norm')} at "
+        f"n = {sizes[-1]:,} ({steps(sizes[-1])} steps, gap {med(sizes[-1], 'gap_w_norm')}, least squares "
+        f"{med(sizes[-1], 'ols_w_err_norm')}); "
         + (f"from n = {big:,} on ({sgd.levels} sizes) it {sgd.trend('n')}" if sgd is not None else
            f"there are too few sizes from n = {big:,} on to fit its slope")
         + (f": within this grid more data no longer lowers it clearly, as expected once SGD sits at the noise floor "
            f"of a constant lr ({floor_text})" if sgd is not None and sgd.high >= 0 and floor_text else "")
+        + (f", clearly flatter than least squares' (its interval lies above theirs), as expected once SGD nears the "
+           f"noise floor of a constant lr ({floor_text})" if sgd is not None and ols is not None and sgd.high < 0
+           and sgd.low > ols.high and floor_text else "")
         + f". Log spacing is right because the error is a power law: equal ratios of n give equal steps on a log-log "
         f"plot, so {spacing['count']} sizes from {sizes[0]:,} to {sizes[-1]:,} cover {spacing['log_decades']:.1f} "
         f"decades, over which the least-squares error changes {spacing['log_change']:.0f}-fold, while "
         f"{spacing['count']} evenly spaced sizes ({spacing['linear'][0]:,}, {spacing['linear'][1]:,}, …, "
         f"{spacing['linear'][-1]:,}) cover {spacing['linear_decades']:.1f} decades, where it changes "
-        f"{spacing['linear_change']:.1f}-fold, and never see the small-data regime where it changes most."
+        f"{spacing['linear_change']:.1f}-fold, and never see the small-data regime where it changes most. "
+        + _precision_text(t)
     )
     return Outcome({"ex5_data_size": table, "ex5_slopes": slopes}, {"ex5_data_size": fig}, answer)
 
@@ -553,7 +787,7 @@ def run_study(number: int, grid: Grid, *, out_dir: Path, n_jobs: int = -1, progr
     it), its tables and figures written under ``out_dir``. Returns its outcome, its runs, its
     seconds and the files written."""
     study, started = STUDIES[number], time.perf_counter()
-    raw = out_dir / "results" / "raw" / f"{study.name}.csv"
+    raw = out_dir / "results" / "raw" / f"{study.name}.parquet"
     run_grid(grid, out=raw, n_jobs=n_jobs, progress=progress, frame=False)
     outcome = study.analyse(raw)  # from the file, as a table of any size is: never loaded whole
     written = []
@@ -585,9 +819,10 @@ def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".
 
 # --- figures of any results table (study plot) ---------------------------------------------
 
-#: Figures `study plot` draws from any results table: the error against one axis, or a heatmap.
+#: Figures `study plot` draws from any results table: the error against one axis (its x), a
+#: heatmap, or the nested-loop plot of every cell (neither has one x).
 GENERIC_FIGURES = {"error-vs-num_train": "num_train", "error-vs-epoch": "epoch", "error-vs-lr": "lr",
-                   "heatmap": None}
+                   "heatmap": None, "nested-loop": None}
 #: The axes a named figure puts on its lines, then on its columns and rows, where the user did
 #: not: the first that vary, in this order.
 _AUTO_AXES = ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size", "epoch")
@@ -629,13 +864,16 @@ def draw_xy(df: pd.DataFrame, *, x: str, y: str = "w_err_norm", hue: str | None 
 
 def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str | None = None,
                 style: str | None = None, col: str | None = None, row: str | None = None, epoch: int | None = None,
-                fixed: dict | None = None, band: str | None = None, title: str | None = None) -> plt.Figure:
+                fixed: dict | None = None, band: str | None = None, title: str | None = None,
+                order: str | Sequence[str] | None = None) -> plt.Figure:
     """One named figure from a results table: a generic one, or an exercise's (from its raw
     table, as the exercise draws it: hue, style, col, row, epoch and band are refused there).
 
     A generic figure sets x (``error-vs-num_train`` ...) and puts the axes that vary, and that
     the caller did not place, on hue, then col, then row, saying so in the title; more than
-    that is refused (PoolingError) rather than pooled.
+    that is refused (PoolingError) rather than pooled. ``nested-loop`` draws every cell on one
+    axis (:func:`study.plots.nested_loop`), its factors in ``order`` (outermost first; default:
+    every axis that varies); it alone takes ``order``, and it takes no hue, style, col or row.
     """
     where = "parameter of draw_figure"
     if name not in figure_names():
@@ -644,6 +882,16 @@ def draw_figure(df: pd.DataFrame, name: str, *, y: str = "w_err_norm", hue: str 
     if y not in t.columns:
         raise ParameterError("y", where, "a column of the table", y)
     roles = {"hue": hue, "style": style, "col": col, "row": row}
+    if order is not None and name != "nested-loop":
+        raise ParameterError("order", where, f"left out with the figure {name} (only nested-loop takes it)", order)
+    if name == "nested-loop":
+        from .plots import nested_loop
+
+        for role, value in roles.items():
+            if value is not None:
+                raise ParameterError(role, where, "left out with the nested-loop figure (every axis that varies is "
+                                     "one of its factors, outermost first)", value)
+        return nested_loop(t, y=y, order=order, epoch=epoch, band=band or "ci", title=title)
     if name not in GENERIC_FIGURES:
         for role, value in {**roles, "epoch": epoch, "band": band, "title": title}.items():
             if value is not None:

@@ -16,7 +16,8 @@ What a figure shows, it says:
 - Nothing is pooled silently: where an axis of the data varies but is neither on the figure
   (x, hue, style, col, row) nor fixed by the caller, :func:`error_curve`,
   :func:`error_facets` and :func:`lr_epoch_heatmap` refuse with a :class:`PoolingError` that
-  names the axes and their values. Replicates are what a band is over, never an axis.
+  names the axes and their values; :func:`nested_loop` refuses where one is not among its
+  factors. Replicates are what a band is over, never an axis.
 - Least squares depends on the data alone: it is drawn once per data stream (the ``seed``
   column), however many learning rates or losses were trained on that data.
 - Dashes mean theory (study.theory), drawn only where it holds: black for least squares
@@ -45,15 +46,15 @@ from matplotlib.transforms import Affine2D  # noqa: E402
 from . import theory  # noqa: E402
 from .analysis import Table, literal, open_table, quote  # noqa: E402
 from .results import (  # noqa: E402
-    DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, axes_of, fit_power_law, format_value,
-    median_ranks,
+    DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, at_epoch, axes_of, describe_axes,
+    fit_power_law, fewest_runs, format_value, median_ranks,
 )
 from .vocabulary import AXES, FIGURE_FORMATS  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
 
 __all__ = [
     "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
     "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "check_roles",
-    "refuse_pooling", "feature_count", "held_fixed", "BANDS",
+    "refuse_pooling", "feature_count", "held_fixed", "BANDS", "nested_loop", "NESTED_ORDER",
 ]
 
 PALETTE = "colorblind"
@@ -290,7 +291,7 @@ def error_curve(
     if theory and (points["kept"] > 0).any():
         # Theory may reach far below the data (the floor of an lr that SGD is far from
         # reaching): it is drawn within a decade of the data's range, so the axis follows the data.
-        _draw_theory(ax, t, x=x, y=y, hue=hue, colours=colours, within=(low / 10, high * 10))
+        _draw_theory(ax, t, x=x, y=y, hue=hue, colours=colours, within=(low / 10, high * 10), logx=logx)
     for (_, _, alpha), words in zip(_BAND_FILL[band], _band_legend(band, ci)):  # what the band is, in grey
         if words not in ax.get_legend_handles_labels()[1]:
             ax.fill_between([], [], color="0.5", alpha=alpha, linewidth=0, label=words)
@@ -312,8 +313,12 @@ def error_curve(
         while any(abs(px - qx) < 16 and abs(py + rise - qy) < 7 for qx, qy in placed):
             rise += 7
         placed.append((px, py + rise))
-        ax.annotate(f"{kept}/{total}", (at_x, median), xytext=(3, rise), textcoords="offset points", fontsize=6,
-                    color=colour)
+        # Left of a point near the right edge (it would be cut off there), on a white ground
+        # where a line passes under it.
+        right = (ax.transAxes.inverted().transform(ax.transData.transform((at_x, median)))[0] > 0.85)
+        ax.annotate(f"{kept}/{total}", (at_x, median), xytext=(-3 if right else 3, rise), textcoords="offset points",
+                    fontsize=6, color=colour, ha="right" if right else "left",
+                    bbox={"facecolor": "white", "alpha": 0.75, "linewidth": 0, "pad": 0.5})
     runs = "data sets" if least_squares else "runs"
     per_point = points["total"]
     count = f"{per_point.min()}" if per_point.min() == per_point.max() else f"{per_point.min()}–{per_point.max()}"
@@ -324,10 +329,45 @@ def error_curve(
     if band != "spread" and len(per_point) and points.loc[points["kept"] > 0, "ci_lo"].isna().any():
         missing = f"no interval where under {_fewest(ci)}"
     marked = "a/b at a point: a of its b runs shown" if survivors else ""
-    ax.text(0.99, 0.01, "\n".join(filter(None, [described, missing, note, marked])), transform=ax.transAxes, ha="right",
-            va="bottom", fontsize="x-small", color="0.3",
-            bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1})
+    corner = _emptiest_corner(ax)
+    ax.text(corner[0], corner[1], "\n".join(filter(None, [described, missing, note, marked])), transform=ax.transAxes,
+            ha="right" if corner[0] > 0.5 else "left", va="bottom" if corner[1] < 0.5 else "top", fontsize="x-small",
+            color="0.3", bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1}, zorder=6)
     return ax
+
+
+#: The corners a panel's note may take, in the order preferred on a tie (axes coordinates).
+_CORNERS = ((0.99, 0.01), (0.01, 0.01), (0.99, 0.99), (0.01, 0.99))
+
+
+def _emptiest_corner(ax: plt.Axes, size: tuple[float, float] = (0.42, 0.2)) -> tuple[float, float]:
+    """The corner of the panel where its note covers the least: the fewest points of its lines
+    and bands (in axes coordinates) within ``size`` of the corner, and none where the panel's
+    own legend is."""
+    ax.autoscale_view()
+    to_axes = ax.transData + ax.transAxes.inverted()
+    points = [to_axes.transform(line.get_xydata()) for line in ax.lines if len(line.get_xydata())]
+    for collection in ax.collections:
+        for path in collection.get_paths():
+            if len(path.vertices):
+                points.append(to_axes.transform(path.vertices))
+    xy = np.concatenate(points) if points else np.empty((0, 2))
+    legend = ax.get_legend()
+    box = None  # the legend's extent in axes coordinates, where it lies on the panel
+    if legend is not None:
+        extent = legend.get_window_extent(ax.figure.canvas.get_renderer()).transformed(ax.transAxes.inverted())
+        if extent.x1 > 0 and extent.x0 < 1 and extent.y1 > 0 and extent.y0 < 1:
+            box = extent
+
+    def covered(corner: tuple[float, float]) -> float:
+        x0, x1 = sorted((corner[0], corner[0] + (size[0] if corner[0] < 0.5 else -size[0])))
+        y0, y1 = sorted((corner[1], corner[1] + (size[1] if corner[1] < 0.5 else -size[1])))
+        if box is not None and box.x0 < x1 and box.x1 > x0 and box.y0 < y1 and box.y1 > y0:
+            return np.inf
+        inside = (xy[:, 0] > x0) & (xy[:, 0] < x1) & (xy[:, 1] > y0) & (xy[:, 1] < y1)
+        return float(inside.sum())
+
+    return min(_CORNERS, key=covered)
 
 
 def _survivors(points: pd.DataFrame, x: str, hue: str | None) -> dict:
@@ -385,10 +425,7 @@ def _band_words(band: str, ci: float) -> str:
 
 def _fewest(ci: float) -> str:
     """'6 runs': the fewest runs a median's interval at level ci can be had from."""
-    n = 1
-    while median_ranks(n, ci) is None:
-        n += 1
-    return f"{n} runs"
+    return f"{fewest_runs(ci)} runs"
 
 
 def _draw_floor(ax: plt.Axes, t: Table, *, x: str, floor: str, logx: bool, fit_from: float | None,
@@ -440,7 +477,7 @@ def _gaussian_noise_var(t: Table) -> float | None:
 
 
 def _draw_theory(ax: plt.Axes, t: Table, *, x: str, y: str, hue: str | None, colours: dict,
-                 within: tuple[float, float]) -> None:
+                 within: tuple[float, float], logx: bool = True) -> None:
     """Dashed theory where it holds: the least-squares median of ‖ŵ_ols − w‖ (and its 10-90%
     on a least-squares panel), and the stationary error of SGD on the squared loss."""
     if y not in ("w_err_norm", "ols_w_err_norm") or x not in t.columns:
@@ -465,7 +502,8 @@ def _draw_theory(ax: plt.Axes, t: Table, *, x: str, y: str, hue: str | None, col
                                       band=y == "ols_w_err_norm", within=within)
         if y == "w_err_norm" and _single(part, "loss") == "squared":
             colour = colours.get(value, "0.2") if value is not None else "0.2"
-            _theory_sgd(ax, part, x=x, lo=lo, hi=hi, d=d, noise_var=noise_var, colour=colour, within=within)
+            _theory_sgd(ax, part, x=x, lo=lo, hi=hi, d=d, noise_var=noise_var, colour=colour, within=within, logx=logx,
+                        name=format_value(value) if value is not None and len(groups) > 1 else None)
 
 
 def _theory_least_squares(ax, *, x, lo, hi, n_fixed, d, noise_var, band, within) -> None:
@@ -486,10 +524,18 @@ _SGD_FLOOR = "theory: SGD noise floor, RMS (squared loss, online limit)"
 _SGD_EDGE = "theory: SGD stability edge (squared loss, online limit)"
 
 
-def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within) -> None:
+#: The share of the x axis (from its right end) a floor of SGD spans where x is not the lr: beside
+#: the lines' ends, where SGD reaches it, so that each floor is read against its own line.
+_FLOOR_SPAN = 0.3
+
+
+def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within, logx: bool = True,
+                name: str | None = None) -> None:
     """√E‖ŵ − w‖² where constant-lr SGD settles (online limit), and the stability edge on an lr axis.
 
-    The lines take their lr's colour; the legend says once, in grey, what such a line is.
+    The lines take their lr's colour; the legend says once, in grey, what such a line is. On
+    another x axis a floor is a short dash at the right, labelled ``name`` (the line's hue
+    value) at its left end where there are several.
     """
     batch, reduction = _single(part, "batch_size"), _single(part, "reduction")
     if batch is None or reduction is None:
@@ -505,12 +551,17 @@ def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within) -> 
         lr = _single(part, "lr")
         if lr is None:
             return
-        xs = np.array([lo, hi])
+        start = lo * (hi / lo) ** (1 - _FLOOR_SPAN) if logx and lo > 0 else hi - _FLOOR_SPAN * (hi - lo)
+        xs = np.array([start, hi])
         ys = np.sqrt(theory.sgd_stationary_w_err_sq(np.full(2, float(lr)), int(batch), d, noise_var, str(reduction)))
     ok = np.isfinite(ys) & (ys >= within[0]) & (ys <= within[1])
     if ok.any():
-        ax.plot(xs[ok], ys[ok], linestyle="--", color=colour, linewidth=1.0, zorder=4)
+        ax.plot(xs[ok], ys[ok], linestyle="--", color=colour, linewidth=1.2 if x != "lr" else 1.0, zorder=4)
         _proxy(ax, _SGD_FLOOR, "--")
+        if x != "lr" and name is not None:
+            ax.annotate(name, (xs[0], ys[0]), xytext=(-2, 0), textcoords="offset points", ha="right", va="center",
+                        fontsize=6, color=colour, zorder=5,
+                        bbox={"facecolor": "white", "alpha": 0.75, "linewidth": 0, "pad": 0.3})
 
 
 def _proxy(ax: plt.Axes, label: str, linestyle: str) -> None:
@@ -758,3 +809,249 @@ def save_figure(fig: plt.Figure, path: str | Path, formats: Sequence[str] | None
         written.append(target)
     plt.close(fig)
     return written
+
+
+# --- the nested-loop plot (Rücker & Schwarzer 2014) ----------------------------------------------
+
+#: The default order of a nested-loop plot's factors, outermost first: the axes that choose the
+#: data, then those of the training, each in the vocabulary's order. With the data outermost,
+#: least squares (which changes with the data alone) is flat over each inner block, and the inner
+#: steps compare runs on the same data streams (paired by common random numbers).
+NESTED_ORDER = (*DATA_AXES, *(a for a in AXES if a not in DATA_AXES))
+#: Heights in inches: the data's panel, and one factor's strip beneath it.
+_NESTED_PANEL, _NESTED_STRIP, _NESTED_GAP = 3.6, 0.42, 0.1
+
+
+def nested_loop(
+    data: Any,
+    *,
+    y: str = "w_err_norm",
+    order: str | Sequence[str] | None = None,
+    epoch: int | None = None,
+    band: str = "ci",
+    ci: float = 0.95,
+    floor: str | None = "auto",
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+) -> plt.Figure:
+    """Every cell of a many-factor design on one x axis, in the nested order of its factors:
+    the nested-loop plot of Rücker & Schwarzer (2014, BMC Medical Research Methodology 14:129).
+
+    The median |y| of each cell's runs is a step line on a log axis, with its band; beneath it,
+    one strip per factor draws that factor's level in each cell as a step line, the first
+    factor outermost (it changes slowest), each factor's levels low to high in the table's order.
+    Thin vertical lines mark where the outermost factor changes. Nothing is pooled: every axis
+    that varies must be in ``order``.
+
+    Parameters
+    ----------
+    data : DataFrame, path or study.analysis.Table
+        Tidy results; the cells' statistics are computed by the analysis engine, out of core.
+    y : str, default="w_err_norm"
+        The measured column, drawn as a magnitude.
+    order : list of str or str, optional
+        The factors, outermost first (a string: names separated by commas). Each must be an axis
+        that varies in the table; every axis that varies at the checkpoint shown (on which y
+        depends) must be among them, else PoolingError. ``epoch`` may be one: then every
+        checkpoint is a level (epoch 0, the start, included). Default: the axes that vary,
+        in :data:`NESTED_ORDER` (the data's axes first, then lr, loss, sigma, reduction).
+    epoch : int, optional
+        The checkpoint shown, unless epoch is in ``order``; default: each run's last.
+    band, ci : as :func:`error_curve`.
+    floor : str or None, default="auto"
+        A least-squares column drawn as a grey step line; "auto": the twin of y
+        (``ols_w_err_norm`` for ``w_err_norm``), where the table has it; None: none.
+    ax : Axes, optional
+        The data's panel; the strips hang beneath it (inset Axes, ``ax.child_axes``). Default:
+        a new figure sized to the number of cells.
+    title : str, optional
+        In place of the title the figure makes; the line saying what it holds fixed stays.
+
+    Returns
+    -------
+    Figure
+        Its first Axes holds the data; the strips are that Axes' ``child_axes``, each labelled
+        with its factor, whose step line (gid "levels") holds the level's index in each cell.
+
+    Examples
+    --------
+    >>> fig = nested_loop("results/raw/ex2_huber.csv", order="num_train,noise_kind,loss,sigma")  # doctest: +SKIP
+    >>> save_figure(fig, "figures/ex2_nested.png")  # doctest: +SKIP
+    """
+    where = "parameter of nested_loop"
+    if band not in BANDS:
+        raise ParameterError("band", where, f"one of {list(BANDS)}", band)
+    t = open_table(data)
+    check_roles(t, where=where, y=y)
+    factors = _nested_factors(t, order, epoch, where)
+    rows, epoch_text = at_epoch(t, epoch, placed=factors or (), where=where)
+    if factors is None:
+        factors = [a for a in NESTED_ORDER if a != "epoch" and a in rows.varying([], axes_of(y))]
+    pooled = rows.varying(factors, axes_of(y))
+    if pooled:
+        refused = PoolingError(pooled, "nested_loop")
+        refused.args = (f"nested_loop would pool over {describe_axes(pooled)}; add them to order (every axis that "
+                        f"varies is a factor of the plot) or select one value of each.",)
+        raise refused
+    if not factors:
+        raise ParameterError("order", where, "axes that vary in the table (a nested-loop plot needs one; the table "
+                             "varies in none)", order)
+    twin = FLOORS.get(y) if floor == "auto" else floor
+    if floor not in ("auto", None) and floor not in LEAST_SQUARES:
+        raise ParameterError("floor", where, f"'auto', None or a least-squares column ({', '.join(FLOORS.values())})",
+                             floor)
+    least_squares = y in LEAST_SQUARES
+    ranks = (lambda n: median_ranks(n, ci)) if band != "spread" else None
+    levels = {a: rows.values(a) for a in factors}
+    points, counts = rows.point_stats(factors, y, diverged=not least_squares, per_stream=least_squares, ranks=ranks)
+    points, index = _in_nested_order(points, levels)
+    grey = None
+    if twin is not None and twin in rows.columns and not least_squares:
+        grey, _ = _in_nested_order(rows.point_stats(factors, twin, diverged=False, per_stream=True)[0], levels)
+    heading = "\n".join(filter(None, [
+        title if title is not None else f"{LABELS.get(y, y)} in every cell, in nested order; {epoch_text}",
+        held_fixed(rows, factors)]))
+    return _draw_nested(points, index, levels, grey=grey, counts=counts, y=y, band=band, ci=ci, ax=ax,
+                        heading=heading, runs="data sets" if least_squares else "runs")
+
+
+def _nested_factors(t: Table, order: Any, epoch: int | None, where: str) -> list[str] | None:
+    """``order`` as a list of axes, each one that varies in the table (epoch, the checkpoints,
+    unless ``epoch`` picks one), each once; None for the default."""
+    if order is None:
+        return None
+    names = [s.strip() for s in order.split(",")] if isinstance(order, str) else order
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ParameterError("order", where, "a list of axes (or their names separated by commas)", order)
+    varying = [a for a in t.varying([], AXES) if not (a == "epoch" and epoch is not None)]
+    allowed = f"axes that vary in the table ({', '.join(varying) or 'none'}), each once, outermost first"
+    for i, name in enumerate(names):
+        if name not in varying or name in names[:i]:
+            raise ParameterError("order", where, allowed, name)
+    return list(names)
+
+
+def _in_nested_order(points: pd.DataFrame, levels: dict[str, list]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The cells sorted lexicographically by their levels' positions (the first factor
+    slowest), and those positions: (cells, factors)."""
+    index = np.full((len(points), len(levels)), -1, dtype=int)
+    for j, (factor, values) in enumerate(levels.items()):
+        for i, value in enumerate(values):
+            index[_match(points, {factor: value}), j] = i
+    nested = np.lexsort(index.T[::-1]) if len(levels) else np.arange(len(points))
+    return points.iloc[nested].reset_index(drop=True), index[nested]
+
+
+def _steps(values: Any) -> np.ndarray:
+    """One value per cell, for a steps-post line over the cells' edges (the last one repeated)."""
+    values = np.asarray(values, dtype=float)
+    return np.append(values, values[-1:])
+
+
+def _draw_nested(points: pd.DataFrame, index: np.ndarray, levels: dict[str, list], *, grey: pd.DataFrame | None,
+                 counts: dict[str, int], y: str, band: str, ci: float, ax: plt.Axes | None, heading: str,
+                 runs: str) -> plt.Figure:
+    n, factors = len(points), list(levels)
+    made = ax is None
+    if made:
+        width = float(np.clip(3.0 + 0.11 * n, 7.5, 18.0))
+        below = _NESTED_GAP + _NESTED_STRIP * len(factors) + 0.45  # the strips, and the x label under them
+        height = 0.25 + _NESTED_PANEL + below
+        fig = plt.figure(figsize=(width, height))
+        ax = fig.add_axes((1.3 / width, below / height, 1 - 1.3 / width - 0.2 / width, _NESTED_PANEL / height))
+    fig = ax.figure
+    edges = np.arange(n + 1) - 0.5  # cell i spans [i - 1/2, i + 1/2]
+    colour = sns.color_palette(PALETTE, 1)[0]
+    shown = points["kept"].to_numpy() > 0
+    for (low, high, alpha), words in zip(_BAND_FILL[band], _band_legend(band, ci)):
+        # each cell's band spans its width: two points a cell (fill_between's step="post" would
+        # give the last cell before a cell without runs no width)
+        ax.fill_between(np.repeat(edges, 2)[1:-1], np.repeat(points[low].to_numpy(dtype=float), 2),
+                        np.repeat(points[high].to_numpy(dtype=float), 2), color=colour, alpha=alpha, linewidth=0,
+                        label=words)
+    ax.plot(edges, _steps(points["median"]), drawstyle="steps-post", color=colour, linewidth=1.6,
+            label="median per cell", gid="median")
+    if grey is not None:
+        ax.plot(edges, _steps(grey["median"]), drawstyle="steps-post", color="0.45", linewidth=1.1,
+                label="least squares on the same data (median per cell)", gid="floor")
+    ax.set_yscale("log")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylabel(LABELS.get(y, y))
+    ax.tick_params(axis="x", bottom=False, labelbottom=False)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high * (high / low) ** 0.1)  # room at the top for the marks of cells that lost runs
+    _mark_lost(ax, points, shown)
+    outer = edges[1:-1][np.diff(index[:, 0]) != 0]  # where the outermost factor changes
+    for x in outer:
+        ax.axvline(x, color="0.75", linewidth=0.7, zorder=0)
+    _draw_strips(ax, index, levels, outer)
+    # A figure of its own has room on the right for the legend and the note; a given Axes keeps
+    # them inside, as error_curve does.
+    _legend(ax, "outside" if made else "best", None)
+    per_cell = points["total"]
+    count = f"{per_cell.min()}" if per_cell.min() == per_cell.max() else f"{per_cell.min()}–{per_cell.max()}"
+    missing = (f"no interval where under {_fewest(ci)}"
+               if band != "spread" and points.loc[shown, "ci_lo"].isna().any() else "")
+    note = "\n".join(filter(None, [f"{_band_words(band, ci)} of {count} {runs} per cell", missing,
+                                   _left_out_text(counts, None)]))
+    if made:
+        ax.text(1.01, 0.0, note, transform=ax.transAxes, ha="left", va="bottom", fontsize="x-small", color="0.3")
+    else:
+        ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize="x-small", color="0.3",
+                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1})
+    if made:
+        fig.suptitle(heading, x=0.5, y=1.0, va="bottom")
+    else:
+        ax.set_title(heading, fontsize="medium")
+    return fig
+
+
+def _mark_lost(ax: plt.Axes, points: pd.DataFrame, shown: np.ndarray) -> None:
+    """Marks at the top of the panel: ✕ over a cell none of whose runs is shown, ▽ over one
+    that lost some (their median is that of the rest)."""
+    top = ax.get_xaxis_transform()  # x in data, y in the Axes' fraction
+    cells = np.arange(len(points))
+    lost = (points["kept"] < points["total"]).to_numpy()
+    for mask, marker, size, label in ((~shown, "x", 6, "no run of the cell shown (diverged)"),
+                                      (lost & shown, "v", 4, "some runs of the cell left out")):
+        if mask.any():
+            ax.plot(cells[mask], np.full(mask.sum(), 0.965), linestyle="", marker=marker, markersize=size,
+                    color="0.2", transform=top, label=label, clip_on=False)
+
+
+def _draw_strips(ax: plt.Axes, index: np.ndarray, levels: dict[str, list], outer: np.ndarray) -> None:
+    """One strip per factor beneath the panel: its level in each cell as a step line, its name
+    on the left, its levels (low to high) on the right, and a level's value over its step where
+    the step is wide enough to hold it."""
+    panel = ax.get_position().height * ax.figure.get_figheight()  # inches
+    height, gap = _NESTED_STRIP / panel, _NESTED_GAP / panel
+    inches_per_cell = ax.get_position().width * ax.figure.get_figwidth() / max(len(index), 1)
+    edges = np.arange(len(index) + 1) - 0.5
+    for j, (factor, values) in enumerate(levels.items()):
+        strip = ax.inset_axes((0, -gap - (j + 1) * height, 1, height * 0.92), sharex=ax)
+        level = index[:, j]
+        strip.plot(edges, _steps(level), drawstyle="steps-post", color="0.15", linewidth=1.1, gid="levels")
+        m = len(values)
+        strip.set_ylim(-0.6, max(m - 1, 1) + 0.6)
+        strip.set_yticks([])
+        strip.tick_params(axis="x", bottom=False, labelbottom=False)
+        for side in ("top", "right"):
+            strip.spines[side].set_visible(False)
+        for x in outer:
+            strip.axvline(x, color="0.75", linewidth=0.7, zorder=0)
+        strip.set_ylabel(factor, rotation=0, ha="right", va="center", fontsize="small", labelpad=6)
+        strip.text(1.01, 0.5, ", ".join(format_value(v) for v in values), transform=strip.transAxes, ha="left",
+                   va="center", fontsize="x-small", color="0.3")
+        starts = np.flatnonzero(np.r_[True, np.diff(level) != 0])
+        ends = np.r_[starts[1:], len(level)]
+        for start, end in zip(starts, ends):
+            text = format_value(values[level[start]])
+            if (end - start) * inches_per_cell < 0.07 * len(text) + 0.12:
+                continue
+            upper = level[start] > (m - 1) / 2
+            strip.annotate(text, ((start + end - 1) / 2, level[start]), xytext=(0, -2 if upper else 2),
+                           textcoords="offset points", ha="center", va="top" if upper else "bottom",
+                           fontsize="x-small", color="0.25")
+    if len(levels):
+        strip.set_xlabel(f"the {len(index)} cells, in nested order: {' ▸ '.join(levels)} (outermost first)",
+                         fontsize="small")

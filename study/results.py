@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # a table is read, summarized and drawn without torch
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
     "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
-    "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "precision_columns", "compare",
+    "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "fewest_runs", "precision_columns", "compare",
     "precision_shortfall",
     "BOOTSTRAP_BLOCKS", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
     "varying_axes", "describe_axes", "values_text", "format_value", "diverged_runs", "parse_where",
@@ -459,7 +459,11 @@ def precision_shortfall(table: Any, *, metric: str = "w_err_norm", target: float
     too few runs for an interval), and ``replicates_needed``, the replicates that would bring
     it to ``target``, since an interval narrows as 1/√n: ⌈replicates · (relative / target)²⌉
     (twice the replicates where there is no interval yet). ``replicates``: the grid's now
-    (default: the cell's units)."""
+    (default: the cell's units).
+
+    A cell where most runs diverged (``diverging`` True) has no finite median error to make
+    precise, and more replicates do not give it one: its ``relative`` is NaN and it needs no
+    replicates (the caller says how many such cells there are)."""
     from .analysis import open_table
 
     median = _MEDIAN_OF.get(metric, f"{metric}_abs_median")
@@ -469,11 +473,14 @@ def precision_shortfall(table: Any, *, metric: str = "w_err_norm", target: float
     if median not in s or f"{median}_lo" not in s:
         raise ParameterError("metric", "parameter of precision_shortfall", "w_err_norm, b_err or w_err_J", metric)
     m, lo, hi = (s[c].to_numpy(dtype=float) for c in (median, f"{median}_lo", f"{median}_hi"))
+    diverging = s["diverged"].to_numpy() * 2 > s["count"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(np.isfinite(lo) & np.isfinite(hi) & (m > 0), np.maximum(hi - m, m - lo) / m, np.inf)
-    now = np.full(len(s), replicates, dtype=float) if replicates is not None else s["units"].to_numpy(dtype=float)
-    needed = np.where(np.isfinite(relative), np.ceil(now * (relative / target) ** 2), 2 * np.maximum(now, 3))
-    return s[[*by, "epoch", "units"]].assign(median=m, relative=relative,
+        relative = np.where(diverging, np.nan, relative)
+        now = np.full(len(s), replicates, dtype=float) if replicates is not None else s["units"].to_numpy(dtype=float)
+        needed = np.where(np.isfinite(relative), np.ceil(now * (relative / target) ** 2), 2 * np.maximum(now, 3))
+    needed = np.where(diverging, 0, needed)
+    return s[[*by, "epoch", "units"]].assign(median=m, relative=relative, diverging=diverging,
                                              replicates_needed=needed.astype(np.int64))
 
 
@@ -660,6 +667,15 @@ def median_ranks(n: int, level: float = 0.95) -> tuple[int, int] | None:
         return None
     low = int(below[-1]) + 1
     return low, n + 1 - low
+
+
+def fewest_runs(level: float = 0.95) -> int:
+    """The fewest independent runs a median's interval at ``level`` can be had from (6 at 95%:
+    see :func:`median_ranks`)."""
+    n = 1
+    while median_ranks(n, level) is None:
+        n += 1
+    return n
 
 
 def precision_columns(moments: pd.DataFrame, estimands: Sequence[str]) -> pd.DataFrame:

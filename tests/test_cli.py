@@ -569,7 +569,7 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
                  "results/answers.md"):
         assert (tmp_path / "q" / name).is_file(), name
         assert str(tmp_path / "q" / name) in out  # the paths it wrote, as it wrote them
-    raw = tmp_path / "q" / "results" / "raw" / "ex4_lr_epochs.csv"
+    raw = tmp_path / "q" / "results" / "raw" / "ex4_lr_epochs.parquet"
     assert main(["plot", str(raw), "--figure", "heatmap", "--out", str(tmp_path / "h.png")]) == 0
     assert (tmp_path / "h.png").stat().st_size > 1000 and not (tmp_path / "h.svg").exists()
     assert main(["plot", str(raw), "--figure", "error-vs-epoch"]) == 0
@@ -615,12 +615,35 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
                                                                               "with the exercise figure ex4_lr_epochs"),
         (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--band", "iqr"], "argument --band: invalid choice: "
                                                                                  "'iqr'"),
+        (["plot", "RESULTS", "--figure", "nested-loop", "--order", "lr"], "the table varies in num_train (20, 50); add "
+                                                                          "them to --order or fix them (--where "
+                                                                          "num_train=20)"),
+        (["plot", "RESULTS", "--figure", "nested-loop", "--order", "lr,foo"], "The '--order' option must be axes that "
+                                                                              "vary in the table (num_train, lr, epoch), "
+                                                                              "each once, outermost first. Got 'foo'"),
+        (["plot", "RESULTS", "--figure", "nested-loop", "--hue", "lr"], "The '--hue' option must be left out with the "
+                                                                        "nested-loop figure"),
+        (["plot", "RESULTS", "--figure", "heatmap", "--order", "lr,num_train"], "The '--order' option must be left out "
+                                                                                "with the figure heatmap (only --figure "
+                                                                                "nested-loop takes it). Got 'lr,num_train'"),
+        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--order", "lr"], "The '--order' option must be left "
+                                                                                  "out with --x"),
     ],
 )
 def test_exercises_and_plot_refuse_bad_input_with_one_line(tmp_path, results_csv, capsys, args, message):
     args = [str(results_csv) if a == "RESULTS" else a for a in args]
     before = _snapshot(tmp_path)
     _assert_refused(main(args), capsys, before, tmp_path, mentions=re.escape(message))
+
+
+def test_plot_nested_loop_draws_every_cell_in_the_order_given(tmp_path, results_csv, capsys):
+    out = tmp_path / "nl.png"
+    assert main(["plot", str(results_csv), "--figure", "nested-loop", "--order", "lr,num_train,epoch",
+                 "--band", "spread", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 1000
+    assert main(["plot", str(results_csv), "--figure", "nested-loop", "--where", "lr=0.1", "--epoch", "1"]) == 0
+    assert (tmp_path / "figures" / "tiny_nested-loop.png").is_file()  # by default, with the other figures
 
 
 def test_help_and_a_refused_spec_import_neither_torch_nor_pandas(tmp_path):
@@ -704,7 +727,8 @@ _EPOCHS = ["0", "1", "2", "7", "-1", "x", "1.5"]
 _COLUMNS = ["lr", "num_train", "epoch", "loss", "lr,loss", "foo", "replicate", "seed", ""]
 _PLOT_OPTIONS = {
     "--figure": ["heatmap", "error-vs-num_train", "error-vs-epoch", "error-vs-lr", "ex4_lr_epochs", "ex1_reduction",
-                 "pie", ""],
+                 "nested-loop", "pie", ""],
+    "--order": ["lr,num_train", "num_train,lr,epoch", "lr", "lr,lr", "foo", ""],
     "--x": ["num_train", "lr", "epoch", "loss", "foo", "replicate", "w_err_norm", ""],
     "--y": ["w_err_norm", "b_err", "ols_w_err_norm", "gap_w_norm", "loss", "nope", "diverged"],
     "--hue": _COLUMNS, "--style": _COLUMNS, "--col": _COLUMNS, "--row": _COLUMNS, "--where": _WHERE,
@@ -724,7 +748,8 @@ def _plot_or_table_argv(draw) -> list[str]:
     options = _PLOT_OPTIONS if command == "plot" else _TABLE_OPTIONS
     if command == "plot":  # a figure the table can draw, often, so that the flags after it are what is tried
         argv += draw(st.sampled_from([[], ["--x", "num_train", "--hue", "lr"], ["--figure", "error-vs-epoch"],
-                                      ["--x", "lr", "--hue", "num_train", "--col", "epoch"], ["--figure", "heatmap"]]))
+                                      ["--x", "lr", "--hue", "num_train", "--col", "epoch"], ["--figure", "heatmap"],
+                                      ["--figure", "nested-loop"]]))
     from conftest import with_drawn_options
 
     return with_drawn_options(draw, argv, options, unique=False)  # repeats too: --where twice

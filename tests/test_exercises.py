@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from study.exercises import gradient_access, run_exercises
+from study.exercises import Estimate, _ratio, _sig, gradient_access, run_exercises
 from study.results import PoolingError, read_results
 
 PROMISED = {
@@ -125,25 +125,24 @@ def test_ex2_states_the_effective_step_of_each_loss(quick):
 def test_least_squares_in_the_answers_counts_every_run(quick):
     """Ex. 4's floor is the median over every data stream, diverged SGD runs or not."""
     out, _ = quick
-    raw = pd.read_csv(out / "results" / "raw" / "ex4_lr_epochs.csv")
+    raw = pd.read_parquet(out / "results" / "raw" / "ex4_lr_epochs.parquet")
     last = raw[raw["epoch"] == raw["epoch"].max()]
     assert last["diverged"].any()
     floor = last.drop_duplicates("seed")["ols_w_err_norm"].median()
-    assert f"least squares on the same examples ({floor:.2g}, median over every run)" in (
-        out / "results" / "answers.md").read_text()
+    assert f"least squares on the same examples ({_sig(floor)} " in (out / "results" / "answers.md").read_text()
 
 
 def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
     from study.exercises import draw_figure
 
     out, _ = quick
-    raw = pd.read_csv(out / "results" / "raw" / "ex4_lr_epochs.csv")
+    raw = pd.read_parquet(out / "results" / "raw" / "ex4_lr_epochs.parquet")
     fig = draw_figure(raw, "error-vs-epoch")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and fig.legends[0].get_title().get_text() == "lr"
     assert len(draw_figure(raw, "heatmap").axes) == 2  # the heatmap and its colour bar
     assert draw_figure(raw, "ex4_lr_epochs").axes[0].get_title().startswith("median")
-    raw5 = read_results(out / "results" / "raw" / "ex5_data_size.csv")
+    raw5 = read_results(out / "results" / "raw" / "ex5_data_size.parquet")
     fig = draw_figure(raw5, "error-vs-num_train")
     fixed = "held fixed: epoch 10, sigma = 1, reduction = mean, batch_size = 32, noise = 0.01, noise_kind = gaussian"
     assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 10 (the last checkpoint); panels by loss "
@@ -152,7 +151,7 @@ def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
     fig = draw_figure(raw5, "error-vs-num_train", hue="loss", col="lr", epoch=1, fixed={"lr": [0.01, 0.1]})
     assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 1; lr = 0.01, 0.1\n"
                                        + fixed.replace("epoch 10", "epoch 1"))
-    raw2 = read_results(out / "results" / "raw" / "ex2_huber.csv")  # loss, sigma, num_train, noise_kind: one too many
+    raw2 = read_results(out / "results" / "raw" / "ex2_huber.parquet")  # loss, sigma, num_train, noise_kind: one too many
     with pytest.raises(PoolingError, match=r"the figure error-vs-epoch would pool over noise_kind \(gaussian, outliers\)"):
         draw_figure(raw2, "error-vs-epoch")
 
@@ -161,7 +160,7 @@ def test_draw_figure_refuses_unknown_names_and_columns(quick):
     from study.exercises import draw_figure
 
     out, _ = quick
-    raw = pd.read_csv(out / "results" / "raw" / "ex4_lr_epochs.csv")
+    raw = pd.read_parquet(out / "results" / "raw" / "ex4_lr_epochs.parquet")
     with pytest.raises(ValueError, match=r"The 'figure' parameter of draw_figure must be one of \['error-vs-num_train'"):
         draw_figure(raw, "scatter")
     with pytest.raises(ValueError, match=r"The 'y' parameter of draw_figure must be a column of the table\. Got 'nope'"):
@@ -182,3 +181,37 @@ def test_seed_example_gives_the_books_errors_and_least_squares_beside_them():
     assert np.abs(errors["ols_w"]).max() < 2e-3 and abs(errors["ols_b"]) < 2e-3
     again = seed_example(epochs=3, seed=0)
     assert torch.equal(again["w"], errors["w"])
+
+
+def test_an_estimate_claims_a_difference_only_where_its_interval_excludes_one():
+    assert Estimate(2.94, 2.8, 3.1).factor() == "×2.9 [2.8, 3.1]"
+    assert Estimate(1.003, 0.99, 1.06).factor() == "×1.0 [0.99, 1.1] (no clear difference)"
+    assert Estimate(0.82, 0.78, 0.85).clear() and not Estimate(0.9, 0.8, 1.0).clear()
+    assert str(Estimate(0.0004, 0.00033, 0.000401)) == "0.00040 [0.00033, 0.00040]"
+    assert str(Estimate(3.0, np.nan, np.nan)) == "3.0 (too few runs for an interval)"
+    assert str(Estimate(3.7312, 3.7201, 3.7425)) == "3.73 [3.72, 3.74]"  # digits enough to show the width
+    assert Estimate(5.0, 2.0, np.inf).factor() == "×5.0 [2.0, inf]"  # diverged runs: an infinite ratio bounds it
+    assert Estimate(5.0, np.nan, np.nan).factor() == "×5.0 (too few runs for an interval)"
+    assert [_sig(v) for v in (0.1996, 230.4, 1.0, 0.03)] == ["0.20", "230", "1.0", "0.030"]
+
+
+def test_a_paired_ratio_is_the_median_of_each_runs_own_ratio_with_order_statistics():
+    """Epoch 2 over epoch 1, run by run: the median of 40 ratios and the 14th and 27th of them
+    (median_ranks(40)); a run that diverged by epoch 2 counts as an infinite ratio."""
+    from study.analysis import open_table
+    from study.results import median_ranks
+
+    rng = np.random.default_rng(3)
+    n = 40
+    first, second = rng.lognormal(0, 1, n), rng.lognormal(-1, 1, n)
+    frame = pd.DataFrame({"num_train": 10, "lr": 0.1, "loss": "squared", "sigma": 1.0, "reduction": "mean",
+                          "batch_size": 32, "noise": 0.01, "noise_kind": "gaussian",
+                          "epoch": np.repeat([1, 2], n), "replicate": np.tile(np.arange(n), 2),
+                          "seed": np.tile(np.arange(n) + 100, 2), "w_err_norm": np.concatenate([first, second]),
+                          "b_err": 0.0, "diverged": False})
+    frame.loc[(frame["epoch"] == 2) & (frame["replicate"] == 0), ["w_err_norm", "diverged"]] = [np.nan, True]
+    t = open_table(frame.sample(frac=1, random_state=0))  # the rows' order does not pair them
+    got = _ratio(t.select({"epoch": [2]}), t.select({"epoch": [1]}), "w_err_norm")
+    ratios = np.sort(np.where(np.arange(n) == 0, np.inf, second / first))
+    low, high = median_ranks(n)
+    assert (got.value, got.low, got.high) == (np.median(ratios), ratios[low - 1], ratios[high - 1])

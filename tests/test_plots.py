@@ -9,7 +9,8 @@ import seaborn as sns
 from study import theory
 from study.grid import Grid
 from study.plots import (
-    error_curve, error_facets, heatmap_facets, left_out_note, loss_shapes, lr_epoch_heatmap, merged_legend, save_figure,
+    error_curve, error_facets, heatmap_facets, left_out_note, loss_shapes, lr_epoch_heatmap, merged_legend, nested_loop,
+    save_figure,
 )
 from study.results import ParameterError, PoolingError
 from study.runner import run_grid
@@ -213,7 +214,8 @@ def test_save_figure_writes_several_formats_and_refuses_others(tmp_path, runs):
 
 def test_counts_of_points_that_lost_runs_are_stacked_not_overprinted():
     """Two lrs lose a run at the same point with the same median: their a/b labels, each in its
-    colour, sit one above the other; a point elsewhere keeps the usual place."""
+    colour, sit one above the other; a point elsewhere keeps the usual place, left of the point
+    at the right edge (where a label right of it would be cut off)."""
     from matplotlib.text import Annotation
 
     rows = [dict(num_train=n, lr=lr, w_err_norm=1.0 + 0.01 * r + (n == 1000) * 10, diverged=(r == 0 and n > 10))
@@ -223,7 +225,9 @@ def test_counts_of_points_that_lost_runs_are_stacked_not_overprinted():
     at_100 = sorted(offset for text, x, offset in labels if x == 100)
     assert [text for text, _, _ in labels] == ["3/4"] * 3 and len(at_100) == 2
     assert at_100[0][1] == 3 and at_100[1][1] - at_100[0][1] >= 7  # stacked
-    assert [offset for _, x, offset in labels if x == 1000] == [(3, 3)]
+    assert [offset for _, x, offset in labels if x == 1000] == [(-3, 3)]
+    assert [a.get_horizontalalignment() for a in ax.texts if isinstance(a, Annotation) and a.xy[0] == 1000] == ["right"]
+    assert {a.get_horizontalalignment() for a in ax.texts if isinstance(a, Annotation) and a.xy[0] == 100} == {"left"}
     plt.close("all")
 
 
@@ -287,3 +291,109 @@ def test_a_figures_title_can_be_given_and_the_held_fixed_line_stays(runs):
                                       "batch_size = 32, noise = 0.01, noise_kind = gaussian"
     made = draw_figure(runs, "error-vs-lr", epoch=3)
     assert made.texts[0].get_text().startswith("‖ŵ − w‖₂ against lr; epoch 3\nheld fixed: epoch 3, loss = squared")
+
+
+# --- the nested-loop plot ---------------------------------------------------------------------------
+
+def _strips(fig) -> dict:
+    """A nested-loop plot's strips, by factor: the level index of each cell, as drawn."""
+    return {s.get_ylabel(): next(line for line in s.get_lines() if line.get_gid() == "levels").get_ydata()[:-1]
+            for s in fig.axes[0].child_axes}
+
+
+def _drawn(fig, gid: str) -> np.ndarray:
+    """One value per cell of the panel's step line ``gid`` (its last point repeats the last cell)."""
+    return next(line for line in fig.axes[0].get_lines() if line.get_gid() == gid).get_ydata()[:-1]
+
+
+def test_nested_loop_puts_the_cells_in_nested_order_with_each_cells_median(losses):
+    """The first factor is the outermost loop: the strips' steps are the product of the levels
+    (each factor's in the table's order), and the line is pandas' median of each cell's runs."""
+    import itertools
+
+    order = ["noise_kind", "num_train", "loss"]
+    fig = nested_loop(losses, order=order)
+    levels = {"noise_kind": ["gaussian", "outliers"], "num_train": [50, 200, 1000], "loss": ["squared", "huber"]}
+    cells = list(itertools.product(*levels.values()))  # itertools.product: the last factor fastest
+    strips = _strips(fig)
+    assert list(strips) == order
+    for j, factor in enumerate(order):
+        np.testing.assert_array_equal(strips[factor], [levels[factor].index(cell[j]) for cell in cells])
+    kept = losses[~losses["diverged"]]
+    expected = [kept[(kept["noise_kind"] == k) & (kept["num_train"] == n) & (kept["loss"] == loss)]["w_err_norm"]
+                .abs().median() for k, n, loss in cells]
+    np.testing.assert_allclose(_drawn(fig, "median"), expected)
+    streams = losses.drop_duplicates("seed")  # least squares: once per data stream, whatever the loss
+    floor = [streams[(streams["noise_kind"] == k) & (streams["num_train"] == n)]["ols_w_err_norm"].median()
+             for k, n, _ in cells]
+    np.testing.assert_allclose(_drawn(fig, "floor"), floor)
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_xlim() == (-0.5, len(cells) - 0.5)
+    assert fig.texts[0].get_text().startswith("‖ŵ − w‖₂ in every cell, in nested order; epoch 20 (the last "
+                                              "checkpoint)\nheld fixed: epoch 20, lr = 0.1")
+    assert list(_strips(nested_loop(losses))) == ["num_train", "noise_kind", "loss"]  # by default the data's first
+
+
+def test_nested_loop_marks_and_counts_diverged_cells_and_takes_epoch_as_a_factor(runs):
+    """lr 10 diverges: its cells have no median, a mark at the top, and the note counts its
+    runs; with epoch among the factors every checkpoint is a level, the start (epoch 0) too."""
+    fig = nested_loop(runs, order="num_train,lr")
+    medians = _drawn(fig, "median")
+    at = runs[runs["epoch"] == 3]
+    assert np.isnan(medians[2::3]).all() and np.isfinite(np.delete(medians, np.s_[2::3])).all()
+    marks = next(line for line in fig.axes[0].get_lines() if line.get_label() == "no run of the cell shown (diverged)")
+    np.testing.assert_array_equal(marks.get_xdata(), [2, 5, 8])
+    n_diverged = int(at["diverged"].sum())
+    assert f"left out: {n_diverged} diverged (of {len(at)})" in fig.axes[0].texts[-1].get_text()
+    every = _strips(nested_loop(runs, order=["lr", "num_train", "epoch"]))
+    np.testing.assert_array_equal(every["epoch"], [0, 1, 2] * 9)
+    np.testing.assert_array_equal(every["lr"], np.repeat([0, 1, 2], 9))
+    with pytest.raises(ParameterError, match=r"The 'order' parameter of nested_loop must be axes that vary in the "
+                       r"table \(num_train, lr\), each once, outermost first\. Got 'epoch' instead\."):
+        nested_loop(runs, order=["num_train", "lr", "epoch"], epoch=3)  # one checkpoint chosen: epoch is no factor
+
+
+def test_nested_loop_refuses_to_pool_and_an_order_that_is_not_the_tables_axes(losses):
+    with pytest.raises(PoolingError, match=r"nested_loop would pool over noise_kind \(gaussian, outliers\); add "
+                       r"them to order") as caught:
+        nested_loop(losses, order=["num_train", "loss"])
+    assert caught.value.axes == {"noise_kind": ["gaussian", "outliers"]}
+    allowed = r"must be axes that vary in the table \(num_train, loss, noise_kind\), each once, outermost first\. "
+    for order, bad in ((["num_train", "foo", "loss"], "foo"), ("loss,noise_kind,loss", "loss"),
+                       ("num_train,loss,noise_kind,reduction", "reduction"), ("num_train,,loss", "")):
+        with pytest.raises(ParameterError, match=rf"The 'order' parameter of nested_loop {allowed}Got '{bad}' instead"):
+            nested_loop(losses, order=order)
+    with pytest.raises(ParameterError, match=r"The 'band' parameter of nested_loop must be one of"):
+        nested_loop(losses, band="iqr")
+
+
+def test_sgd_floors_are_short_dashes_at_the_right_each_labelled_with_its_lr(runs):
+    """Against epoch, each lr's noise floor spans the right 30% of the (log) axis, beside the
+    line's end, labelled with its lr in its colour."""
+    from matplotlib.text import Annotation
+
+    stable = runs[runs["lr"] < 1]
+    ax = error_curve(stable[stable["num_train"] == 200], x="epoch", y="w_err_norm", hue="lr", ax=plt.figure().gca(),
+                     logx=True)
+    dashes = [line for line in ax.get_lines() if line.get_linestyle() == "--" and line.get_color() != "black"
+              and len(line.get_xdata()) == 2]
+    floors = {float(np.sqrt(theory.sgd_stationary_w_err_sq(lr, 32, 2, float(theory.noise_variance(0.01))))): lr
+              for lr in (0.03, 0.3)}
+    drawn = {round(float(line.get_ydata()[0]), 12): line for line in dashes}
+    assert sorted(drawn) == sorted(round(f, 12) for f in floors)
+    for line in dashes:
+        start, end = line.get_xdata()
+        assert end == 3 and start == pytest.approx(1 * 3 ** 0.7)  # epochs 1 to 3: the right 30% in log
+    labels = {a.get_text(): a.xy for a in ax.texts if isinstance(a, Annotation) and "/" not in a.get_text()}
+    assert set(labels) == {"0.03", "0.3"}
+    plt.close("all")
+
+
+def test_a_panels_note_takes_the_corner_its_lines_leave_empty():
+    """Errors that fall with n fill the upper left and the lower right: the note goes to a
+    corner that is empty (upper right or lower left), not over the lines."""
+    rows = [dict(num_train=n, lr=0.1, w_err_norm=100.0 / n * (1 + 0.01 * r), diverged=False, replicate=r, seed=r)
+            for n in (10, 30, 100, 300, 1000, 3000, 10000) for r in range(8)]
+    ax = error_curve(pd.DataFrame(rows), x="num_train", y="w_err_norm", theory=False, ax=plt.figure().gca())
+    note = next(t for t in ax.texts if "per point" in t.get_text())
+    assert note.get_position() in [(0.99, 0.99), (0.01, 0.01)]
+    plt.close("all")

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from study.grid import Grid
-from study.results import (ParameterError, diverged_runs, fit_power_law, median_ranks, parse_where, read_results, select,
+from study.results import (ParameterError, diverged_runs, fewest_runs, fit_power_law, median_ranks, parse_where, read_results, select,
                            summarize, write_csv)
 from study.runner import run_grid
 
@@ -333,6 +333,7 @@ def test_median_interval_covers_the_true_median_95_percent_of_the_time():
     covered = ((s["w_err_norm_median_lo"] <= 1.0) & (1.0 <= s["w_err_norm_median_hi"])).mean()
     assert 0.93 <= covered <= 0.97
     assert median_ranks(100) == (40, 61) and median_ranks(5) is None
+    assert fewest_runs(0.95) == 6 and fewest_runs(0.99) == 8 and median_ranks(8, 0.99) is not None
 
 
 def test_precision_counts_data_streams_not_runs():
@@ -425,3 +426,18 @@ def test_precision_shortfall_predicts_replicates_from_the_intervals_width():
     np.testing.assert_allclose(got["relative"], relative, rtol=1e-15)
     assert list(got["replicates_needed"]) == list(np.ceil(50 * (relative / 0.05) ** 2).astype(int))
     assert (got["replicates_needed"] > 50).all()  # lognormal medians from 50 runs are not within ±5%
+
+
+def test_precision_shortfall_leaves_out_cells_where_most_runs_diverged():
+    """More replicates cannot give a finite median to a cell where most runs diverge: it needs
+    none, and is marked; a cell where a few diverged is measured on the others."""
+    from study.results import precision_shortfall
+
+    df = _synthetic(2, 40, np.random.default_rng(7))
+    diverged = ((df["num_train"] == 1) & (df["replicate"] % 4 != 0)) | ((df["num_train"] == 2) & (df["replicate"] % 10 == 0))
+    df.loc[diverged, ["w_err_norm", "b_err", "w_err_0"]] = np.nan
+    df["diverged"] = diverged
+    got = precision_shortfall(df, target=0.05).set_index("num_train")
+    assert bool(got.loc[1, "diverging"]) and np.isnan(got.loc[1, "relative"]) and got.loc[1, "replicates_needed"] == 0
+    assert not got.loc[2, "diverging"] and got.loc[2, "units"] == 36
+    assert np.isfinite(got.loc[2, "relative"]) and got.loc[2, "replicates_needed"] > 36
