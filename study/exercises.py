@@ -160,11 +160,14 @@ def _interval(values: np.ndarray, ci: float = 0.95) -> Estimate:
     return Estimate(float(np.median(v)), float(low), float(high))
 
 
-def _estimate(t: Table, column: str) -> Estimate:
+def _estimate(t: Table, column: str, *, per_stream: bool = False) -> Estimate:
     """The median |column| of a selection at one checkpoint with its 95% interval: SGD's over
-    the runs that did not diverge, least squares' over one value per data stream (as _median)."""
-    points, _ = t.point_stats(["epoch"], column, diverged=column not in LEAST_SQUARES,
-                              per_stream=column in LEAST_SQUARES, ranks=lambda n: median_ranks(n, 0.95))
+    the runs that did not diverge, least squares' over one value per data stream (as _median);
+    ``per_stream`` takes one value per stream for any column the runs of a stream share (the
+    start, at epoch 0), so that the interval counts independent units only."""
+    per_stream = per_stream or column in LEAST_SQUARES
+    points, _ = t.point_stats(["epoch"], column, diverged=not per_stream, per_stream=per_stream,
+                              ranks=lambda n: median_ranks(n, 0.95))
     if len(points) != 1:
         raise PoolingError({"epoch": list(points["epoch"])}, f"an estimate of {column}")
     row = points.iloc[0]
@@ -270,14 +273,16 @@ def ex1_reduction(df: Any) -> Outcome:
         if np.isnan(lr):
             continue
         ratios = _compared(_at(at, reduction=reduction), factor="lr", baseline=lr)
-        close = sorted([lr, *(level for level, r in ratios.items() if r.low <= 1)])
-        near[reduction] = (_estimate(_at(at, reduction=reduction, lr=lr), "w_err_norm"), close)
+        close = sorted([lr, *(level for level, r in ratios.items() if not r.low > 1)])
+        told = all(not np.isnan(r.low) for r in ratios.values())
+        near[reduction] = (_estimate(_at(at, reduction=reduction, lr=lr), "w_err_norm"), close, told)
 
     def best_text(reduction):
         if reduction not in near:
             return "none (every lr diverged)"
-        estimate, close = near[reduction]
-        others = (f"lrs {close[0]:.3g} to {close[-1]:.3g} are not clearly worse on the same data sets" if len(close) > 1
+        estimate, close, told = near[reduction]
+        others = ("too few runs to tell which other lrs are clearly worse" if not told else
+                  f"lrs {close[0]:.3g} to {close[-1]:.3g} are not clearly worse on the same data sets" if len(close) > 1
                   else "every other lr is clearly worse on the same data sets")
         return f"{b.loc[reduction, 'best_lr']:.3g} with `{reduction}` (median ‖ŵ − w‖ {estimate}; {others})"
 
@@ -517,7 +522,7 @@ def ex3_gradients(df: Any) -> Outcome:
     lrs = t.values("lr")
     g = {lr: _estimate(_at(t, lr=lr, epoch=last), "grad_w_norm") for lr in lrs}
     change = {lr: _ratio(_at(t, lr=lr, epoch=last), _at(t, lr=lr, epoch=earlier), "grad_w_norm") for lr in lrs}
-    g0 = _estimate(_at(t, epoch=0), "grad_w_norm")
+    g0 = _estimate(_at(t, epoch=0), "grad_w_norm", per_stream=True)  # the start: one per data set, whatever the lr
     falling = [lr for lr in lrs if change[lr].high < 1]
     flat = [lr for lr in lrs if not change[lr].clear()]
     rising = [lr for lr in lrs if change[lr].low > 1]

@@ -215,3 +215,22 @@ def test_a_paired_ratio_is_the_median_of_each_runs_own_ratio_with_order_statisti
     ratios = np.sort(np.where(np.arange(n) == 0, np.inf, second / first))
     low, high = median_ranks(n)
     assert (got.value, got.low, got.high) == (np.median(ratios), ratios[low - 1], ratios[high - 1])
+
+
+def test_an_estimate_over_runs_that_share_a_stream_counts_each_stream_once():
+    """At the start every lr of a data set holds the same numbers: 3 lrs × 20 streams are 20
+    independent units, and the interval is that of the 20 values (median_ranks(20))."""
+    from study.analysis import open_table
+    from study.exercises import _estimate
+    from study.results import median_ranks
+
+    values = np.random.default_rng(4).lognormal(0, 1, 20)
+    frame = pd.DataFrame({"num_train": 10, "lr": np.repeat([0.01, 0.1, 1.0], 20), "loss": "squared", "sigma": 1.0,
+                          "reduction": "mean", "batch_size": 32, "noise": 0.01, "noise_kind": "gaussian", "epoch": 0,
+                          "replicate": np.tile(np.arange(20), 3), "seed": np.tile(np.arange(20), 3),
+                          "w_err_norm": np.tile(values, 3), "b_err": 0.0, "diverged": False})
+    got = _estimate(open_table(frame), "w_err_norm", per_stream=True)
+    low, high = median_ranks(20)
+    ordered = np.sort(values)
+    assert (got.value, got.low, got.high) == (np.median(values), ordered[low - 1], ordered[high - 1])
+    assert _estimate(open_table(frame), "w_err_norm").high < got.high  # counted 60 times, it would be too narrow
