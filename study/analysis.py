@@ -33,16 +33,19 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .vocabulary import AXES, LOSSES, NOISE_KINDS, REDUCTIONS
+from .vocabulary import AXES, LOSSES, NO_AVERAGE, NOISE_KINDS, OPTIMIZER_DEFAULTS, REDUCTIONS, average_text
 
 __all__ = ["Table", "open_table", "TableError", "REQUIRED", "MEMORY_LIMIT", "quote", "literal"]
 
 #: The columns every results table has: the coordinates, and what a summary cannot do without.
-REQUIRED = (*AXES, "replicate", "seed", "w_err_norm", "b_err", "diverged")
-#: The string axes, and the order their values are listed in where no grid says otherwise.
-_CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS}
+#: A table written before the optimiser's axes existed lacks them: it holds their defaults.
+REQUIRED = (*(a for a in AXES if a not in OPTIMIZER_DEFAULTS), "replicate", "seed", "w_err_norm", "b_err", "diverged")
+#: The string axes, and the order their values are listed in where no grid says otherwise
+#: (average_from: "none", then the epochs in order).
+_CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS, "average_from": (NO_AVERAGE,)}
 #: Columns that must hold numbers (a CSV whose column holds text there is refused).
-_NUMERIC = ("num_train", "lr", "epoch", "sigma", "batch_size", "noise", "replicate", "seed", "w_err_norm", "b_err")
+_NUMERIC = ("num_train", "lr", "epoch", "sigma", "lr_decay", "momentum", "weight_decay", "batch_size", "noise",
+            "replicate", "seed", "w_err_norm", "b_err")
 #: DuckDB's working memory in one process. Past it, sorts, joins and aggregates spill to a
 #: temporary folder, and statistics are computed in parts (Table._parts): with the process's own
 #: 200-300 MB, a summary of any size stays under 1 GB of resident memory.
@@ -254,7 +257,12 @@ class Table:
         if not self.complete or self.spec is None or axis not in AXES or self._filtered_freely() \
                 or any(k not in AXES for k in self.chosen):
             return None
-        values = [0, *self.spec["epoch"]] if axis == "epoch" else list(self.spec[axis])
+        if axis in OPTIMIZER_DEFAULTS and axis not in self.spec:  # a spec from before the axis
+            values = [OPTIMIZER_DEFAULTS[axis]]
+        else:
+            values = [0, *self.spec["epoch"]] if axis == "epoch" else list(self.spec[axis])
+        if axis == "average_from":
+            values = [average_text(v) for v in values]
         if axis in self.chosen:
             chosen = self.chosen[axis]
             values = [v for v in values if any(_same(v, c) for c in chosen)]
@@ -281,6 +289,8 @@ class Table:
         """Every value of a string axis in order: a DataFrame's own, else its grid's, then the
         vocabulary's."""
         order = list(self.orders.get(axis) or (self.spec or {}).get(axis) or ())
+        if axis == "average_from":
+            order = [average_text(v) for v in order] if self.orders.get(axis) is None else order
         return order + [v for v in _CANONICAL.get(axis, ()) if v not in order]
 
     def _order(self, axis: str, present: Iterable[str]) -> list[str]:
@@ -288,13 +298,14 @@ class Table:
         then any other value sorted."""
         present = list(dict.fromkeys(present))
         order = self._full_order(axis)
-        return [v for v in order if v in present] + sorted(v for v in present if v not in order)
+        return [v for v in order if v in present] + sorted((v for v in present if v not in order), key=_natural)
 
     def order_by(self, column: str) -> str:
         """An SQL expression that sorts a column's values as :meth:`values` lists them."""
         if column in _CANONICAL:
             order = ", ".join(literal(v) for v in self._full_order(column))
-            return f"coalesce(list_position([{order}], {quote(column)}::VARCHAR), 1000), {quote(column)}::VARCHAR"
+            return (f"coalesce(list_position([{order}], {quote(column)}::VARCHAR), 1000), "
+                    f"TRY_CAST({quote(column)}::VARCHAR AS DOUBLE), {quote(column)}::VARCHAR")
         return quote(column)
 
     def varying(self, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:
@@ -421,7 +432,7 @@ class Table:
             if k in _CANONICAL:
                 position = {v: i for i, v in enumerate(self._full_order(k))}
                 ranks[f"_rank_{k}"] = df[k].astype(object).map(lambda v: position.get(str(v), 1000))
-            ranks[f"_value_{k}"] = df[k].astype(object).map(str) if k in _CANONICAL else df[k]
+            ranks[f"_value_{k}"] = df[k].astype(object).map(lambda v: _natural(str(v))) if k in _CANONICAL else df[k]
         ordered = df.assign(**ranks).sort_values(list(ranks), kind="stable")
         return ordered.drop(columns=list(ranks)).reset_index(drop=True)
 
@@ -775,13 +786,14 @@ def _from_frame(df: pd.DataFrame) -> Table:
         con.register(name, df)
         columns = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {name})").fetchall())
     holder = _Registered(name)
+    source, columns = _with_optimizer_axes(name, columns)
     orders = {}
     for axis in _CANONICAL:  # as a DataFrame run_grid gave lists them: its categories, else as they come
         if axis in df.columns:
             column = df[axis]
             values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column)
             orders[axis] = [str(v) for v in values]
-    return Table(name, name="the DataFrame", columns=columns, keep=(df, holder), orders=orders)
+    return Table(source, name="the DataFrame", columns=columns, keep=(df, holder), orders=orders)
 
 
 class _Registered:
@@ -822,6 +834,29 @@ def _checked_columns(path: Path, kind: str, source: str, required: Sequence[str]
     return columns
 
 
+def _with_optimizer_axes(source: str, columns: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The source with the optimiser's axes it lacks (a table from before them: plain SGD, their
+    defaults), and average_from as text however a CSV's values read ("2" as a number)."""
+    missing = {a: d for a, d in OPTIMIZER_DEFAULTS.items() if a not in columns}
+    cast = "average_from" in columns and columns["average_from"] != "VARCHAR"
+    if not missing and not cast:
+        return source, dict(columns)
+    star = "* REPLACE (average_from::VARCHAR AS average_from)" if cast else "*"
+    added = [f"{literal(average_text(d)) if a == 'average_from' else f'{d!r}::DOUBLE'} AS {quote(a)}"
+             for a, d in missing.items()]
+    out = dict(columns)
+    out.update({a: "VARCHAR" if a == "average_from" else "DOUBLE" for a in (*missing, *(["average_from"] if cast else []))})
+    return f"(SELECT {', '.join([star, *added])} FROM {source})", out
+
+
+def _natural(value: str) -> tuple:
+    """Numbers in their order, before words: "2" < "10" < "x"."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
 def _first_line(err: BaseException) -> str:
     return " ".join(str(err).split("\n")[0].split())
 
@@ -835,6 +870,7 @@ def _from_parquet(path: Path, required: Sequence[str]) -> Table:
         raise TableError(f"{str(path)!r} is not a readable Parquet file: {_first_line(err)}") from None
     source = f"read_parquet({literal(str(path))})"
     columns = _checked_columns(path, "Parquet", source, required)
+    source, columns = _with_optimizer_axes(source, columns)
     study = json.loads(meta[b"study"]) if b"study" in meta else {}
     spec = study.get("spec")
     return Table(source, name=str(path), columns=columns, spec=spec,
@@ -854,6 +890,7 @@ def _from_csv(path: Path, required: Sequence[str]) -> Table:
             found = repr(bad[0][0]) if bad else f"values of type {columns[column]}"
             raise TableError(f"{str(path)!r} is not a results table: its column {column} must hold numbers, "
                              f"but holds {found}.")
+    source, columns = _with_optimizer_axes(source, columns)
     sidecar = path.with_name(path.stem + ".meta.json")
     spec, complete = None, False
     if sidecar.is_file():

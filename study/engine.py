@@ -192,8 +192,9 @@ def train_reference(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], dev
     datas, histories = [], []
     for run in chunk.runs():
         data = _make_data(run)
-        model = LinearRegression(run.lr, loss=run.loss, sigma=run.sigma, reduction=run.reduction)
-        trainer = Trainer(max_epoch).fit(model, data)
+        model = LinearRegression(run.lr, loss=run.loss, sigma=run.sigma, reduction=run.reduction,
+                                 momentum=run.momentum, weight_decay=run.weight_decay)
+        trainer = Trainer(max_epoch, lr_decay=run.lr_decay, average_from=run.average_from).fit(model, data)
         datas.append(data)
         histories.append([trainer.history[c] for c in checkpoints])
     ols_w, ols_b = least_squares(torch.stack([d.X_train for d in datas]), torch.stack([d.y_train for d in datas]))
@@ -306,6 +307,10 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         return []
     if len({(c.batch_size, len(c.w)) for c in chunks}) > 1:
         raise ValueError("chunks trained together must share batch_size and the number of features")
+    if len(chunks) > 1 and not all(c.plain for c in chunks):
+        # The optimiser's axes step by the global step count, which chunks of different sizes
+        # do not share: each is trained alone (its numbers are the same either way).
+        return [train_batched_together([c], checkpoints, device)[0] for c in chunks]
     made = [_Part(chunk, device) for chunk in chunks]
     parts = sorted(made, key=lambda p: -p.T)  # stable: ties keep their order
     bs, d = parts[0].bs, parts[0].d
@@ -348,16 +353,33 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         loops.append((t0, t1, k, Sk, r, r[:, None], prod, halves, prod[0], th_k.unbind(0), th_k[d], th_k[: d + 1],
                       lo[:, :Sk], hi[:, :Sk]))
 
-    def span_steps(Zp: torch.Tensor, span: tuple) -> None:
-        """A span's steps of one epoch, on its data Zp (t1 - t0, bs, d+2, 1, Sk), y negated."""
+    general = not parts[0].chunk.plain  # then it is the only part (see above)
+    if general:
+        q = parts[0]
+        wb = th[: d + 1]
+        direction = torch.empty_like(wb)
+        buf = torch.zeros_like(wb) if q.any_momentum else None
+        avg = torch.zeros_like(wb) if q.any_average else None
+        denom = torch.full_like(q.lr_s, math.inf)  # per slot: iterates averaged + 1, inf while not averaging
+
+    def span_steps(Zp: torch.Tensor, span: tuple, epoch: int = 0) -> None:
+        """A span's steps of one epoch, on its data Zp (t1 - t0, bs, d+2, 1, Sk), y negated.
+
+        Plain SGD folds the step size into the update. With the optimiser's axes (``general``)
+        a step is torch.optim.SGD's: the minibatch gradient g, g_w += λw, buf = β·buf + g (buf =
+        g at the first step, from buf = 0), θ −= lr_t·buf with lr_t = lr·(1 + t)^−p after t
+        steps; then the running average of the iterates, AveragedModel's, where a run averages."""
         t0, t1, k, Sk, r, r4, prod, halves, update, th_j, th_b, th_wb, lo_k, hi_k = span
+        if general and avg is not None:
+            denom.masked_fill_(q.average_from_s == epoch - 1, 1.0)  # averaging starts after epoch k
+            active = torch.isfinite(denom).to(denom.dtype)
         # Views made once a span (unbind), buffers once a call, and a step's arguments zipped
         # beforehand: on a CPU a step of small tensors costs its dispatches, a microsecond
         # each, and its Python. Per step: −y and x_1..x_d (bs, 1, S) each, z without y
-        # (bs, d+1, 1, S).
+        # (bs, d+1, 1, S), and the step size (plain) or the gradient's scale (general).
         per_step = zip(Zp[:, :, d + 1].unbind(0), *(Zp[:, :, j].unbind(0) for j in range(d)),
-                       Zp[:, :, : d + 1].unbind(0), steps_t[t0:t1])
-        for minus_y, *x, z_u, step_t in per_step:
+                       Zp[:, :, : d + 1].unbind(0), (q.gscale_t if general else steps_t)[t0:t1])
+        for t, (minus_y, *x, z_u, step_t) in enumerate(per_step, start=(epoch - 1) * parts[0].T + t0):
             # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b.
             torch.addcmul(minus_y, th_j[0], x[0], out=r)
             for j in range(1, d):
@@ -368,14 +390,35 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
             torch.mul(z_u, r4, out=prod)  # (bs, d+1, m, S)
             for low, high in halves:
                 low.add_(high)
-            th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
+            if not general:
+                th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
+                continue
+            torch.mul(update, step_t, out=direction)  # the minibatch's gradient of (w, b)
+            if q.any_weight_decay:
+                direction[:d].addcmul_(th_wb[:d], q.weight_decay_s)
+            if buf is not None:
+                buf.mul_(q.momentum_s).add_(direction)
+            lr_t = q.neg_lr_s * torch.pow(float(1 + t), q.neg_decay_s) if q.any_decay else q.neg_lr_s
+            th_wb.addcmul_(direction if buf is None else buf, lr_t)
+            if avg is not None:
+                avg.add_(torch.sub(th_wb, avg).div_(denom))
+                denom.add_(active)
+
+    def reported(epoch: int) -> torch.Tensor:
+        """θ as a checkpoint reports it: the average of the iterates where a run averages."""
+        if not general or avg is None:
+            return th
+        out = th.clone()
+        averaging = (q.average_from_s >= 0) & (q.average_from_s < epoch)
+        out[: d + 1] = torch.where(averaging, avg, th[: d + 1])
+        return out
 
     for p in parts:
         p.checkpoint(0)
     last = max(checkpoints)
     # A graph pays once it is replayed twice; one chunk alone (chunks are trained together on
     # CPU workers only). Its data go through one buffer, refilled each epoch before the replay.
-    graphed = CUDA_GRAPHS and device.type == "cuda" and len(parts) == 1 and last >= 3
+    graphed = CUDA_GRAPHS and device.type == "cuda" and len(parts) == 1 and last >= 3 and not general
     graph = static = None
     for epoch in range(1, last + 1):
         if graphed and epoch >= 2:
@@ -401,12 +444,13 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
                     Zp = torch.empty(t1 - t0, bs, d + 2, 1, Sk, device=device)
                     for p, data, a, b in zip(parts[:k], datas, offsets[:k], offsets[1 : k + 1]):
                         Zp[..., a:b].copy_(data[t0:t1])
-                span_steps(Zp, span)
+                span_steps(Zp, span, epoch)
                 del Zp
             del datas
         if epoch in checkpoints:
+            shown = reported(epoch)
             for p, a, b in zip(parts, offsets[:-1], offsets[1:]):
-                p.theta.copy_(th[:, : p.m, a:b].permute(2, 1, 0))
+                p.theta.copy_(shown[:, : p.m, a:b].permute(2, 1, 0))
                 p.checkpoint(epoch * p.T)
     return [p.result() for p in made]
 
@@ -501,6 +545,25 @@ class _Part:
         sizes = [min(bs, n - t * bs) for t in range(T)]
         step = {size: (-coef * torch.where(is_mean, lr / size, lr))[..., 0].T.contiguous() for size in set(sizes)}
         self.steps_t = [step[size] for size in sizes]  # (m, S) each
+        if not chunk.plain:
+            # The optimiser's axes, per slot, runs-last (m, S) as the steps take them: the
+            # gradient's scale per minibatch size (dl/dr's c, over the size for `mean`), −lr,
+            # −p, β, λ, and the epoch averaging starts after (−1: none).
+            def runs_last(values: np.ndarray, pad: float) -> torch.Tensor:
+                return per_slot(values, pad)[..., 0].T.contiguous()
+
+            scale = {size: (coef * torch.where(is_mean, 1.0 / size, 1.0))[..., 0].T.contiguous() for size in set(sizes)}
+            self.gscale_t = [scale[size] for size in sizes]
+            self.neg_lr_s = -lr[..., 0].T.contiguous()
+            self.neg_decay_s = runs_last(-chunk.lr_decay, 0.0)
+            self.momentum_s = runs_last(chunk.momentum, 0.0)
+            self.weight_decay_s = runs_last(chunk.weight_decay, 0.0)
+            self.lr_s = lr[..., 0].T.contiguous()
+            self.average_from_s = runs_last(chunk.average_from, -1.0)
+            self.any_decay = bool(chunk.lr_decay.any())
+            self.any_momentum = bool(chunk.momentum.any())
+            self.any_weight_decay = bool(chunk.weight_decay.any())
+            self.any_average = bool((chunk.average_from >= 0).any())
         self.Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
         self.pad = torch.full((S, T * bs - n), n, device=device)
 

@@ -39,7 +39,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._checks import check_choice, check_int, check_real, check_vector, fail
-from .vocabulary import AXES, LOSSES, NOISE_KINDS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS
+from .vocabulary import (
+    AXES, LOSSES, NO_AVERAGE, NOISE_KINDS, OPTIMIZER_DEFAULTS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS,
+)
 
 __all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid", "stream_seeds", "run_keys"]
 
@@ -179,8 +181,19 @@ def _check_axis_value(axis: str, value: Any, where: str) -> Any:
         return _check_whole(value, axis, where, low=1)
     if axis in ("lr", "sigma"):
         return check_real(value, axis, where)
-    if axis == "noise":
+    if axis in ("noise", "lr_decay", "weight_decay"):
         return check_real(value, axis, where, low=0.0, strict=False)
+    if axis == "momentum":
+        if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value < 1:
+            return float(value)
+        fail(axis, where, "a number from 0 up to, not including, 1", value)
+    if axis == "average_from":
+        if value is None or value == NO_AVERAGE:
+            return None
+        try:
+            return _check_whole(value, axis, where, low=0)
+        except ValueError:
+            fail(axis, where, f"an epoch (an integer >= 0) or {NO_AVERAGE!r}", value)
     choices = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS}[axis]
     return check_choice(value, axis, where, choices)
 
@@ -243,6 +256,14 @@ def run_keys(settings: Mapping[str, Any], replicate: Any) -> np.ndarray:
     return _derive(_hash64(_canonical(settings)), replicate)
 
 
+def key_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's key is the hash of: its settings, less the optimiser's axes at their
+    defaults (OPTIMIZER_DEFAULTS), so that a run of plain SGD keeps the key it had before those
+    axes existed, and the runs a store holds stay valid."""
+    return {k: v for k, v in cell.items() if not (k in OPTIMIZER_DEFAULTS and v == OPTIMIZER_DEFAULTS[k]
+                                                  and (v is None) == (OPTIMIZER_DEFAULTS[k] is None))}
+
+
 @dataclass(frozen=True)
 class Run:
     """One training: one value of every run axis, one replicate, and the grid's settings."""
@@ -262,12 +283,16 @@ class Run:
     base_seed: int
     index: int  # position in the grid's order; rows are sorted by it
     stream: str = "counter"
+    lr_decay: float = 0.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    average_from: int | None = None
 
     @cached_property
     def key(self) -> str:
         """A stable identity (16 hex digits) of everything that defines the run, the stream
         included, the same in every process and session (see the module's docstring)."""
-        cell = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("index", "replicate")}
+        cell = key_cell({f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("index", "replicate")})
         return f"{int(run_keys(cell, [self.replicate])[0]):016x}"
 
     @cached_property
@@ -284,6 +309,15 @@ class Grid:
     ----------
     num_train, lr, epoch, loss, sigma, reduction, batch_size, noise, noise_kind : list or dict
         The axes. A single value is taken as a one-value axis. ``epoch`` lists checkpoints.
+    lr_decay, momentum, weight_decay, average_from : list
+        The optimiser's axes (see study.vocabulary.OPTIMIZER_DEFAULTS): lr_t = lr·(1 + t)^−p
+        after t steps (p = ``lr_decay`` >= 0; 0, the default, is a constant lr); heavy-ball
+        ``momentum`` β in [0, 1) and ``weight_decay`` λ >= 0 on the weight only, as
+        ``torch.optim.SGD`` applies them (d2l §3.7); ``average_from``: the epoch k from which the
+        reported ŵ, b̂ are the uniform average of the iterates after every step of the epochs
+        after the first k (0: Polyak-Ruppert averaging from the first step), as
+        ``torch.optim.swa_utils.AveragedModel`` updated each step gives; None (``"none"`` in
+        TOML, the default) reports the last iterate, as does any checkpoint up to epoch k.
         A numeric axis may also be a log range, ``{"log": [lo, hi]}`` or ``{"log": [lo, hi],
         "per_decade": n}``, the TOML form (see :func:`load_grid`); it is stored as its list.
         Integer axes (num_train, batch_size, epoch) and settings (num_val, replicates, seed)
@@ -318,6 +352,10 @@ class Grid:
     batch_size: list[int] = field(default_factory=lambda: [32])
     noise: list[float] = field(default_factory=lambda: [0.01])
     noise_kind: list[str] = field(default_factory=lambda: ["gaussian"])
+    lr_decay: list[float] = field(default_factory=lambda: [0.0])
+    momentum: list[float] = field(default_factory=lambda: [0.0])
+    weight_decay: list[float] = field(default_factory=lambda: [0.0])
+    average_from: list[int | None] = field(default_factory=lambda: [None])
     w: list[float] = field(default_factory=lambda: [2.0, -3.4])
     b: float = 4.2
     num_val: int = 1000

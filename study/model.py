@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_int, check_real
+from ._checks import ParameterError, check_choice, check_int, check_real
 
 from .data import INIT_STD
 from .vocabulary import LOSSES, REDUCTIONS
@@ -47,15 +47,25 @@ class LinearRegression(nn.Module):
         Huber's threshold σ > 0 (unused by ``squared``).
     reduction : {"mean", "sum"}, default="mean"
         How the per-example losses of a minibatch are combined.
+    momentum : float, default=0.0
+        Heavy-ball momentum β of ``torch.optim.SGD`` (dampening 0, not Nesterov), in [0, 1).
+    weight_decay : float, default=0.0
+        λ >= 0, on the weight only, as d2l §3.7's concise implementation gives it: the bias is
+        not decayed.
     """
 
-    def __init__(self, lr: float, loss: str = "squared", sigma: float = 1.0, reduction: str = "mean"):
+    def __init__(self, lr: float, loss: str = "squared", sigma: float = 1.0, reduction: str = "mean",
+                 momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__()
         where = "parameter of LinearRegression"
         self.lr = check_real(lr, "lr", where)
         self.loss_name = check_choice(loss, "loss", where, LOSSES)
         self.sigma = check_real(sigma, "sigma", where)
         self.reduction = check_choice(reduction, "reduction", where, REDUCTIONS)
+        self.momentum = check_real(momentum, "momentum", where, strict=False)
+        if self.momentum >= 1:
+            raise ParameterError("momentum", where, "a number from 0 up to, not including, 1", momentum)
+        self.weight_decay = check_real(weight_decay, "weight_decay", where, strict=False)
         self.net = nn.LazyLinear(1)
 
     @property
@@ -84,7 +94,11 @@ class LinearRegression(nn.Module):
         return fn(y_hat, y)
 
     def configure_optimizers(self) -> torch.optim.SGD:
-        return torch.optim.SGD(self.parameters(), self.lr)
+        if not self.momentum and not self.weight_decay:
+            return torch.optim.SGD(self.parameters(), self.lr)
+        # d2l §3.7: weight decay on the weight, none on the bias.
+        return torch.optim.SGD([{"params": self.net.weight, "weight_decay": self.weight_decay},
+                                {"params": self.net.bias}], lr=self.lr, momentum=self.momentum)
 
     def get_w_b(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net.weight.data, self.net.bias.data

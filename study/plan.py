@@ -21,7 +21,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .grid import RUN_AXES, Grid, Run, run_keys, stream_seeds
+from .grid import RUN_AXES, Grid, Run, key_cell, run_keys, stream_seeds
+from .vocabulary import OPTIMIZER_DEFAULTS
 
 __all__ = ["Chunk", "ChunkSpec", "Plan", "chunk_id", "keys_id", "grid_seconds", "chunk_cap", "REFERENCE_CHUNK_RUNS",
            "GPU_MEMORY_SHARE", "CHUNKS_PER_WORKER"]
@@ -40,7 +41,9 @@ CHUNKS_PER_WORKER = 4
 MIN_WORK_OVER_FIXED = 4.0
 
 #: The axes that do not change a run's stream, in the grid's order.
-OPTIM_AXES = ("lr", "loss", "sigma", "reduction")
+OPTIM_AXES = ("lr", "loss", "sigma", "reduction", *OPTIMIZER_DEFAULTS)
+#: An average_from of None (the last iterate) in a chunk's column of ints.
+NO_AVERAGE_EPOCH = -1
 
 
 @dataclass
@@ -48,7 +51,8 @@ class Chunk:
     """Runs as columns, all of one (num_train, batch_size) and the grid's settings.
 
     ``lr, loss, sigma, reduction, noise, noise_kind, replicate, seed, index`` are arrays of one
-    value per run; ``key`` holds the runs' uint64 keys (hex in :attr:`Run.key`).
+    value per run, and so are the optimiser's axes (``average_from`` as ints, NO_AVERAGE_EPOCH
+    for None); ``key`` holds the runs' uint64 keys (hex in :attr:`Run.key`).
     """
 
     num_train: int
@@ -68,6 +72,24 @@ class Chunk:
     seed: np.ndarray
     index: np.ndarray
     key: np.ndarray
+    lr_decay: np.ndarray | None = None
+    momentum: np.ndarray | None = None
+    weight_decay: np.ndarray | None = None
+    average_from: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        # A chunk made without the optimiser's axes is plain SGD: their defaults, one per run.
+        n = len(self.index)
+        for axis, default in OPTIMIZER_DEFAULTS.items():
+            if getattr(self, axis) is None:
+                value = NO_AVERAGE_EPOCH if axis == "average_from" else default
+                setattr(self, axis, np.full(n, value, dtype=np.int64 if axis == "average_from" else np.float64))
+
+    @property
+    def plain(self) -> bool:
+        """Whether every run is plain SGD (the optimiser's axes at their defaults)."""
+        return not (self.lr_decay.any() or self.momentum.any() or self.weight_decay.any()
+                    or (self.average_from != NO_AVERAGE_EPOCH).any())
 
     def __len__(self) -> int:
         return len(self.index)
@@ -87,6 +109,7 @@ class Chunk:
     def runs(self) -> list[Run]:
         """The runs as :class:`~study.grid.Run` objects (for the reference engine and messages)."""
         cols = {a: self.column(a).tolist() for a in (*RUN_AXES, "replicate", "index")}
+        cols["average_from"] = [None if v == NO_AVERAGE_EPOCH else v for v in cols["average_from"]]
         return [
             Run(**{a: cols[a][i] for a in cols}, w=self.w, b=self.b, num_val=self.num_val, base_seed=self.base_seed,
                 stream=self.stream)
@@ -120,6 +143,10 @@ class Chunk:
             sigma=col("sigma", np.float64), reduction=col("reduction", object), noise=col("noise", np.float64),
             noise_kind=col("noise_kind", object), replicate=col("replicate", np.int64), seed=col("seed", np.int64),
             index=col("index", np.int64), key=np.array([int(r.key, 16) for r in runs], dtype=np.uint64),
+            lr_decay=col("lr_decay", np.float64), momentum=col("momentum", np.float64),
+            weight_decay=col("weight_decay", np.float64),
+            average_from=np.array([NO_AVERAGE_EPOCH if r.average_from is None else r.average_from for r in runs],
+                                  dtype=np.int64),
         )
 
     def streams(self) -> tuple[np.ndarray, np.ndarray]:
@@ -180,19 +207,18 @@ class Plan:
         s = np.arange(spec.start, spec.stop)
         i_noise, i_kind, rep = np.unravel_index(s, self.stream_shape)
         L = self.runs_per_stream
-        # Runs in the grid's order: (lr, loss, sigma, reduction) outer, streams inner. A chunk's
-        # rows then land in L contiguous blocks of the table.
-        i_lr, i_loss, i_sigma, i_red = (np.repeat(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape))
+        # Runs in the grid's order: the optimiser's axes (OPTIM_AXES) outer, streams inner. A
+        # chunk's rows then land in L contiguous blocks of the table.
+        optim = [np.repeat(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape)]
         i_noise, i_kind, rep = (np.tile(a, L) for a in (i_noise, i_kind, rep))
         n = len(rep)
         i_nt, i_bs = np.full(n, spec.num_train_i), np.full(n, spec.batch_size_i)
-        index = np.ravel_multi_index((i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind, rep), self.shape)
+        index = np.ravel_multi_index((i_nt, *optim, i_bs, i_noise, i_kind, rep), self.shape)
         cols = self.runs_at(index)
         return Chunk(
             num_train=g.num_train[spec.num_train_i], batch_size=g.batch_size[spec.batch_size_i], num_val=g.num_val,
             w=tuple(g.w), b=g.b, stream=g.stream, base_seed=g.seed,
-            **{k: cols[k] for k in ("lr", "loss", "sigma", "reduction", "noise", "noise_kind", "replicate", "seed",
-                                    "index", "key")},
+            **{k: cols[k] for k in (*OPTIM_AXES, "noise", "noise_kind", "replicate", "seed", "index", "key")},
         )
 
     def runs_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -201,9 +227,10 @@ class Plan:
         ``codes``), ``replicate``, ``seed``, ``index`` and ``key``."""
         g = self.grid
         index = np.asarray(index, dtype=np.int64)
-        # The grid's order: RUN_AXES (num_train, lr, loss, sigma, reduction, batch_size, noise,
+        # The grid's order: RUN_AXES (num_train, the optimiser's axes, batch_size, noise,
         # noise_kind), then the replicate.
-        i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind, rep = np.unravel_index(index, self.shape)
+        at = dict(zip((*RUN_AXES, "replicate"), np.unravel_index(index, self.shape)))
+        i_nt, i_bs, i_noise, i_kind, rep = (at[a] for a in ("num_train", "batch_size", "noise", "noise_kind", "replicate"))
         n = len(index)
         seed = np.empty(n, dtype=np.int64)
         key = np.empty(n, dtype=np.uint64)
@@ -215,21 +242,26 @@ class Plan:
             settings = dict(num_train=g.num_train[i_nt[r0]], num_val=g.num_val, noise=float(g.noise[i_noise[r0]]),
                             noise_kind=g.noise_kind[i_kind[r0]], batch_size=g.batch_size[i_bs[r0]])
             seed[rows] = stream_seeds(settings, g.seed, rep[rows])
-        run_cell = np.ravel_multi_index((i_nt, i_lr, i_loss, i_sigma, i_red, i_bs, i_noise, i_kind), self.shape[:-1])
+        run_cell = np.ravel_multi_index(tuple(at[a] for a in RUN_AXES), self.shape[:-1])
         for c, rows in _groups(run_cell):
             r0 = rows[0]
-            cell = dict(num_train=g.num_train[i_nt[r0]], lr=g.lr[i_lr[r0]], loss=g.loss[i_loss[r0]],
-                        sigma=g.sigma[i_sigma[r0]], reduction=g.reduction[i_red[r0]], batch_size=g.batch_size[i_bs[r0]],
-                        noise=g.noise[i_noise[r0]], noise_kind=g.noise_kind[i_kind[r0]], w=list(g.w), b=g.b,
-                        num_val=g.num_val, base_seed=g.seed, stream=g.stream)
-            key[rows] = run_keys(cell, rep[rows])
+            cell = {a: getattr(g, a)[at[a][r0]] for a in RUN_AXES}
+            cell.update(w=list(g.w), b=g.b, num_val=g.num_val, base_seed=g.seed, stream=g.stream)
+            key[rows] = run_keys(key_cell(cell), rep[rows])
+        average = np.array([NO_AVERAGE_EPOCH if v is None else v for v in g.average_from], dtype=np.int64)
         return dict(
-            num_train=np.asarray(g.num_train, dtype=np.int64)[i_nt], lr=np.asarray(g.lr, dtype=np.float64)[i_lr],
-            loss=np.asarray(g.loss, dtype=object)[i_loss], sigma=np.asarray(g.sigma, dtype=np.float64)[i_sigma],
-            reduction=np.asarray(g.reduction, dtype=object)[i_red],
+            num_train=np.asarray(g.num_train, dtype=np.int64)[i_nt], lr=np.asarray(g.lr, dtype=np.float64)[at["lr"]],
+            loss=np.asarray(g.loss, dtype=object)[at["loss"]], sigma=np.asarray(g.sigma, dtype=np.float64)[at["sigma"]],
+            reduction=np.asarray(g.reduction, dtype=object)[at["reduction"]],
+            lr_decay=np.asarray(g.lr_decay, dtype=np.float64)[at["lr_decay"]],
+            momentum=np.asarray(g.momentum, dtype=np.float64)[at["momentum"]],
+            weight_decay=np.asarray(g.weight_decay, dtype=np.float64)[at["weight_decay"]],
+            average_from=average[at["average_from"]],
             batch_size=np.asarray(g.batch_size, dtype=np.int64)[i_bs], noise=np.asarray(g.noise, dtype=np.float64)[i_noise],
             noise_kind=np.asarray(g.noise_kind, dtype=object)[i_kind], replicate=rep.astype(np.int64), seed=seed,
-            index=index, key=key, codes={"loss": i_loss, "reduction": i_red, "noise_kind": i_kind},
+            index=index, key=key,
+            codes={"loss": at["loss"], "reduction": at["reduction"], "noise_kind": i_kind,
+                   "average_from": at["average_from"]},
         )
 
     def chunks(self) -> Iterator[Chunk]:

@@ -49,7 +49,7 @@ from .results import (  # noqa: E402
     DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, at_epoch, axes_of, describe_axes,
     fit_power_law, fewest_runs, format_value, median_ranks,
 )
-from .vocabulary import AXES, FIGURE_FORMATS  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
+from .vocabulary import AXES, FIGURE_FORMATS, OPTIMIZER_DEFAULTS, average_text  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
 
 __all__ = [
     "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
@@ -675,12 +675,22 @@ def error_facets(
 def held_fixed(data: Any, placed: Sequence[str | None] = ()) -> str:
     """What a figure holds fixed, in words, for its title: every axis that takes one value and
     is not on the figure, epoch first ("held fixed: epoch 10, lr = 0.03, noise_kind = gaussian,
-    noise = 0.01, ..."); empty where nothing is."""
+    noise = 0.01, ..."); empty where nothing is. The optimiser's axes at their defaults (plain
+    SGD: no decay, momentum, weight decay or averaging) go unsaid, as every figure's baseline."""
     t = open_table(data)
     single = {a: t.values(a) for a in AXES if a in t.columns and a not in placed}
     parts = [f"epoch {format_value(single.pop('epoch')[0])}"] if len(single.get("epoch", ())) == 1 else []
-    parts += [f"{a} = {format_value(v[0])}" for a, v in single.items() if len(v) == 1]
+    parts += [f"{a} = {format_value(v[0])}" for a, v in single.items() if len(v) == 1 and not _plain_sgd(a, v[0])]
     return f"held fixed: {', '.join(parts)}" if parts else ""
+
+
+def _plain_sgd(axis: str, value: Any) -> bool:
+    """Whether an axis is one of the optimiser's, at its default (plain SGD)."""
+    if axis not in OPTIMIZER_DEFAULTS:
+        return False
+    if axis == "average_from":
+        return str(value) == average_text(None)
+    return float(value) == OPTIMIZER_DEFAULTS[axis]
 
 
 # --- heatmaps ----------------------------------------------------------------------------------------

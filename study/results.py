@@ -95,7 +95,7 @@ def metric_columns(result: ChunkResult, C: int) -> dict[str, np.ndarray]:
 
 
 #: The string axes, held as categoricals: a byte a row, and fast to gather, group and compare.
-STRING_AXES = ("loss", "reduction", "noise_kind")
+STRING_AXES = ("loss", "reduction", "noise_kind", "average_from")
 
 
 def ordered_categorical(values: Any) -> pd.Categorical:

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .grid import AXES
+from .vocabulary import average_text
 from .plan import Plan
 from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write
 from .vocabulary import ENGINE_REVISIONS
@@ -376,7 +377,9 @@ def _coordinates(plan: Plan, runs: dict[str, np.ndarray], checkpoints: Sequence[
             # Categories in the grid's order, the same in every block of a table: the codes
             # are the values' positions in the grid.
             codes = np.repeat(runs["codes"][axis].astype(np.int8), C)
-            cols[axis] = pd.Categorical.from_codes(codes, categories=list(getattr(g, axis)))
+            values = getattr(g, axis)
+            cols[axis] = pd.Categorical.from_codes(
+                codes, categories=[average_text(v) for v in values] if axis == "average_from" else list(values))
         else:
             cols[axis] = np.repeat(runs[axis], C)
     cols["replicate"] = np.repeat(runs["replicate"], C)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_int
+from ._checks import check_int, check_real
 from .data import SyntheticRegressionData
 from .model import LinearRegression, per_example_loss
 
@@ -38,21 +38,33 @@ class Trainer:
     initialized already), then one permutation per epoch, and records a :class:`Checkpoint`
     at the start and after every epoch in ``history``. After ``fit``,
     ``model.net.weight.grad`` holds the gradient of the last minibatch, as PyTorch leaves it.
+
+    ``lr_decay`` p > 0 steps a ``LambdaLR`` after every minibatch: lr_t = lr·(1 + t)^−p after t
+    steps. ``average_from`` k reports, from epoch k + 1 on, the ``AveragedModel`` updated after
+    every step of the epochs after the k-th (its checkpoint is the averaged model's); None
+    reports the model itself.
     """
 
-    def __init__(self, max_epochs: int) -> None:
-        self.max_epochs = check_int(max_epochs, "max_epochs", "parameter of Trainer", low=0)
+    def __init__(self, max_epochs: int, lr_decay: float = 0.0, average_from: int | None = None) -> None:
+        where = "parameter of Trainer"
+        self.max_epochs = check_int(max_epochs, "max_epochs", where, low=0)
+        self.lr_decay = check_real(lr_decay, "lr_decay", where, strict=False)
+        self.average_from = None if average_from is None else check_int(average_from, "average_from", where, low=0)
         self.history: list[Checkpoint] = []
 
     def fit(self, model: LinearRegression, data: SyntheticRegressionData) -> Trainer:
         if not model.initialized:
             model.initialize(data.num_inputs, weight=data.initial_weight())
         optimizer = model.configure_optimizers()
+        p = self.lr_decay
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (1 + t) ** -p) if p else None
+        averaged = None if self.average_from is None else torch.optim.swa_utils.AveragedModel(model)
         X, y = data.X_train, data.y_train
         steps = 0
         self.history = [self._checkpoint(model, data, 0, steps)]
         for epoch in range(1, self.max_epochs + 1):
             order = data.permutation()
+            averaging = averaged is not None and epoch > self.average_from
             for start in range(0, data.num_train, data.batch_size):
                 idx = order[start : start + data.batch_size]  # the last minibatch may be ragged
                 loss = model.loss(model(X[idx]), y[idx])
@@ -60,7 +72,12 @@ class Trainer:
                 loss.backward()
                 optimizer.step()
                 steps += 1
-            self.history.append(self._checkpoint(model, data, epoch, steps))
+                if scheduler is not None:
+                    scheduler.step()
+                if averaging:
+                    averaged.update_parameters(model)
+            reported = averaged.module if averaging else model
+            self.history.append(self._checkpoint(reported, data, epoch, steps))
         return self
 
     @staticmethod

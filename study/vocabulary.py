@@ -9,12 +9,23 @@ torch nor pandas: the CLI answers at once.
 from __future__ import annotations
 
 __all__ = [
-    "AXES", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
+    "AXES", "OPTIMIZER_DEFAULTS", "NO_AVERAGE", "average_text", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
     "ENGINE_REVISIONS", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
 ]
 
 #: The grid's axes (each a list of values), in the grid's order.
-AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "batch_size", "noise", "noise_kind")
+AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "lr_decay", "momentum", "weight_decay",
+        "average_from", "batch_size", "noise", "noise_kind")
+#: The optimiser's axes that came after the others, each with the value that is the plain SGD of
+#: before: lr_t = lr·(1 + t)^−lr_decay after t steps (scikit-learn's ``invscaling``), heavy-ball
+#: momentum and weight decay on the weight only as ``torch.optim.SGD`` applies them, and
+#: ``average_from``, the epoch from which the reported ŵ, b̂ are the average of the iterates
+#: after every step ("none": the last iterate). A run at these values has the key and the
+#: numbers it had before the axes existed (stores stay valid), and a table without their
+#: columns holds these values.
+OPTIMIZER_DEFAULTS = {"lr_decay": 0.0, "momentum": 0.0, "weight_decay": 0.0, "average_from": None}
+#: average_from's word for "never" (the last iterate), in a TOML spec and in a table's column.
+NO_AVERAGE = "none"
 #: The grid's settings (one value each).
 SETTINGS = ("w", "b", "num_val", "replicates", "seed", "stream")
 #: The axes that define a run (epoch is a checkpoint axis, not part of a run).
@@ -50,3 +61,9 @@ BACKENDS = ("loky", "threading", "sequential", "dask")
 DEFAULT_CHUNK_TIMEOUT = 3600.0
 #: The formats a figure is written in, by its file's extension (see study.plots.save_figure).
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+
+def average_text(value: int | None) -> str:
+    """average_from as a table holds it: "none", or the epoch as text ("0", "2"): a column of one
+    type, whose values sort as :data:`NO_AVERAGE` first, then by epoch."""
+    return NO_AVERAGE if value is None else str(int(value))

@@ -221,3 +221,35 @@ def test_medians_intervals_are_numpys_order_statistics_in_every_cell(files):
         np.testing.assert_array_equal([cell["w_err_0_abs_median_lo"], cell["w_err_0_abs_median_hi"]], expected)
         if len(values):
             assert cell["w_err_0_abs_median"] == pytest.approx(np.median(values), rel=1e-15)
+
+
+def test_a_table_from_before_the_optimisers_axes_holds_their_defaults(files, tmp_path):
+    """A table written without lr_decay, momentum, weight_decay and average_from is plain SGD:
+    it reads as their defaults, and summarizes as the table with them does."""
+    from study.vocabulary import OPTIMIZER_DEFAULTS
+
+    old = files["frame"].drop(columns=list(OPTIMIZER_DEFAULTS))
+    old.to_csv(tmp_path / "old.csv", index=False)
+    old.to_parquet(tmp_path / "old.parquet")
+    for source in (old, tmp_path / "old.csv", tmp_path / "old.parquet"):
+        t = open_table(source)
+        assert [t.values(a) for a in OPTIMIZER_DEFAULTS] == [[0.0], [0.0], [0.0], ["none"]]
+        by = ["num_train", "lr", "loss"]
+        def ordered(summary: pd.DataFrame) -> pd.DataFrame:  # a CSV lists the losses in its own order
+            return summary.astype({"loss": str}).sort_values(by, ignore_index=True)
+
+        pd.testing.assert_frame_equal(ordered(summarize(source, by=by)), ordered(summarize(files["frame"], by=by)),
+                                      check_dtype=False)
+
+
+def test_average_from_is_text_in_every_source_and_sorts_none_then_by_epoch(tmp_path):
+    df = run_grid(Grid(num_train=[20], lr=[0.1], average_from=[10, None, 2], epoch=[1], num_val=10), n_jobs=1,
+                  progress=False)
+    df.to_csv(tmp_path / "a.csv", index=False)
+    numbers_only = df[df["average_from"] != "none"]
+    numbers_only.to_csv(tmp_path / "b.csv", index=False)  # "2", "10": DuckDB would read numbers
+    assert open_table(df).values("average_from") == ["10", "none", "2"]  # the grid's order, as given
+    assert open_table(tmp_path / "a.csv").values("average_from") == ["none", "2", "10"]
+    t = open_table(tmp_path / "b.csv")
+    assert t.values("average_from") == ["2", "10"] and t.columns["average_from"] == "VARCHAR"
+    assert summarize(tmp_path / "b.csv", by="average_from")["average_from"].tolist() == ["2", "10"]

@@ -172,6 +172,41 @@ def test_run_bad_spec_value_exits_2_and_writes_nothing(tmp_path, capsys):
     _assert_refused(code, capsys, before, tmp_path, mentions=re.escape("The 'lr' key of [grid] in bad.toml"))
 
 
+@pytest.mark.parametrize("line, mentions", [
+    ("momentum = 1.5", r"The 'momentum' key of \[grid\] in bad\.toml must be a number from 0 up to, not including, 1\. "
+                       r"Got 1\.5 instead\."),
+    ('average_from = ["none", "last"]', r"The 'average_from' key of \[grid\] in bad\.toml must be an epoch \(an "
+                                        r"integer >= 0\) or 'none'\. Got 'last' instead\."),
+    ("lr_decay = -1", r"The 'lr_decay' key .* must be a finite number >= 0\. Got -1 instead\."),
+    ("weight_decay = [0.1, -0.1]", r"The 'weight_decay' key .* Got -0\.1 instead\."),
+])
+def test_run_bad_optimiser_axis_exits_2_naming_the_key(tmp_path, capsys, line, mentions):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(f"[grid]\n{line}\n", encoding="utf-8")
+    before = _snapshot(tmp_path)
+    code = main(["run", str(spec), "--out", str(tmp_path / "x.csv"), "--quiet", "--jobs", "1"])
+    _assert_refused(code, capsys, before, tmp_path, mentions=mentions)
+
+
+def test_run_the_optimisers_axes_from_a_spec_and_select_them(tmp_path, capsys):
+    """A spec with every optimiser axis runs; its table has their columns, and --where takes
+    average_from=none as it takes any axis."""
+    import pandas as pd
+
+    spec = tmp_path / "opt.toml"
+    spec.write_text('[grid]\nnum_train = 40\nlr = 0.1\nlr_decay = [0, 0.5]\nmomentum = [0, 0.5]\n'
+                    'weight_decay = 0.01\naverage_from = ["none", 1]\nepoch = [1, 2]\nnum_val = 20\n', encoding="utf-8")
+    out = tmp_path / "opt.csv"
+    assert main(["run", str(spec), "--out", str(out), "--quiet", "--jobs", "1"]) == 0
+    df = pd.read_csv(out)
+    assert len(df) == 8 * 3 and set(df["average_from"].astype(str)) == {"none", "1"}
+    assert set(df["momentum"]) == {0.0, 0.5} and set(df["weight_decay"]) == {0.01}
+    capsys.readouterr()
+    assert main(["table", str(out), "--where", "average_from=none", "--where", "lr_decay=0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "average_from = none" in printed or "average_from" in printed
+
+
 def test_run_bad_spec_value_with_default_output_writes_nothing(tmp_path, capsys):
     spec = tmp_path / "bad.toml"
     spec.write_text('[grid]\nloss = "hubber"\n', encoding="utf-8")

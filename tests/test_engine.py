@@ -252,3 +252,68 @@ def test_past_stability_edge_follows_the_stated_rule():
     assert past_stability_edge(0.05, "squared", 1.0, "sum", 32, 1000)  # η = 1.6
     assert not past_stability_edge(1.0, "huber", 2.0, "mean", 32, 1000)  # c = 1/2: 0.86
     assert past_stability_edge(1.0, "huber", 0.5, "mean", 32, 1000)
+
+
+def optimizer_runs(stream: str = "counter", **more) -> list:
+    """Every optimiser axis varied with the old ones: lr decay, momentum, weight decay and
+    averaging (none, from the first step, from epoch 1), both losses and reductions, a ragged
+    size; and one lr that diverges."""
+    common = dict(num_train=[37], loss=["squared", "huber"], sigma=[0.5], lr_decay=[0.0, 0.5, 1.0],
+                  momentum=[0.0, 0.6], weight_decay=[0.0, 0.3], average_from=[None, 0, 1], epoch=[1, 2, 4],
+                  num_val=20, replicates=2, stream=stream, **more)
+    return [*Grid(lr=[0.03, 0.2], reduction=["mean"], **common).runs(),
+            *Grid(lr=[0.003], reduction=["sum"], **common).runs(),
+            *Grid(lr=[3.0], **{**common, "loss": ["squared"], "average_from": [None], "lr_decay": [0.0]}).runs()]
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_train_batched_equals_reference_on_the_optimisers_axes(stream):
+    """The reference is torch.optim.SGD(momentum, weight decay on the weight), LambdaLR stepped
+    each minibatch and AveragedModel; the batched engine equals it run for run."""
+    runs = optimizer_runs(stream)
+    batched, reference = train_batched(runs, CHECKPOINTS), train_reference(runs, CHECKPOINTS)
+    assert_close(batched, reference)
+    assert batched.diverged[:, -1].any()  # the diverging lr really diverged, and was matched
+
+
+def test_the_optimisers_axes_at_their_defaults_are_plain_sgd_to_the_bit():
+    """A grid that names the axes at their defaults trains the runs (and keys) of one that
+    does not: stores written before the axes existed stay valid."""
+    plain = Grid(num_train=[37], lr=[0.05], loss=["squared", "huber"], epoch=[1, 2], replicates=3)
+    named = Grid(num_train=[37], lr=[0.05], loss=["squared", "huber"], epoch=[1, 2], replicates=3, lr_decay=[0.0],
+                 momentum=[0], weight_decay=[0.0], average_from=[None])
+    assert [r.key for r in plain.runs()] == [r.key for r in named.runs()]
+    a, b = train_batched(plain.runs(), [0, 1, 2]), train_batched(named.runs(), [0, 1, 2])
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    other = Grid(num_train=[37], lr=[0.05], loss=["squared", "huber"], epoch=[1, 2], replicates=3, momentum=[0.5])
+    assert not {r.key for r in other.runs()} & {r.key for r in plain.runs()}
+
+
+def test_the_optimisers_axes_change_nothing_when_chunked():
+    runs = Grid(num_train=[40], lr=[0.05], loss=["squared", "huber"], lr_decay=[0.0, 0.5], momentum=[0.0, 0.5],
+                weight_decay=[0.0, 0.1], average_from=[None, 1], epoch=[1, 3], replicates=5).runs()
+    assert_chunking_changes_nothing(runs, [0, 1, 3], (1, 16, 33))
+
+
+def test_averaging_reports_the_mean_of_the_iterates_after_every_step():
+    """With lr 0 nothing moves: the average is the start. With a learning rate, averaging from
+    epoch k reports the last iterate at checkpoints up to k, and something else after."""
+    checkpoints = [0, 1, 2, 3]
+    base = dict(num_train=[40], epoch=[1, 2, 3], replicates=2, num_val=20)
+    still = train_batched(Grid(lr=[1e-30], average_from=[0], **base).runs(), checkpoints)
+    np.testing.assert_allclose(still.w_hat[:, -1], still.w_hat[:, 0], rtol=1e-6)
+    runs = Grid(lr=[0.1], average_from=[None, 2], **base).runs()
+    last, averaged = (train_batched([r for r in runs if r.average_from == a], checkpoints) for a in (None, 2))
+    np.testing.assert_array_equal(averaged.w_hat[:, :3], last.w_hat[:, :3])  # epochs 0-2: the last iterate
+    assert not np.array_equal(averaged.w_hat[:, 3], last.w_hat[:, 3])
+
+
+def test_noise_free_averaged_and_decayed_sgd_recovers_w():
+    """Without noise every iterate converges to w: so do their tail average and a decayed lr's
+    iterates (p = 0.5: Σ lr_t diverges, so SGD still gets there)."""
+    runs = Grid(num_train=[200], lr=[0.1], noise=[0.0], lr_decay=[0.0, 0.5], momentum=[0.5], average_from=[None, 20],
+                weight_decay=[0.0], epoch=[40], num_val=20).runs()
+    result = train_batched(runs, [0, 40])
+    np.testing.assert_allclose(result.w_hat[:, -1], np.tile([[2.0, -3.4]], (4, 1)), atol=5e-5)
+    np.testing.assert_allclose(result.b_hat[:, -1], 4.2, atol=5e-5)

@@ -188,9 +188,17 @@ def test_grid_runs_carry_the_settings():
                            "2**53). Got 2.5 instead."),
         ({"name": "a/b"}, "The 'name' parameter of Grid must be a file-name-safe string"),
         ({"description": 3}, "The 'description' parameter of Grid must be a string. Got 3 instead."),
+        ({"lr_decay": -0.5}, "The 'lr_decay' parameter of Grid must be a finite number >= 0. Got -0.5 instead."),
+        ({"momentum": [0.0, 1.0]}, "The 'momentum' parameter of Grid must be a number from 0 up to, not including, "
+                                   "1. Got 1.0 instead."),
+        ({"weight_decay": "x"}, "The 'weight_decay' parameter of Grid must be a finite number >= 0. Got 'x' instead."),
+        ({"average_from": [-1]}, "The 'average_from' parameter of Grid must be an epoch (an integer >= 0) or 'none'. "
+                                 "Got -1 instead."),
+        ({"average_from": "never"}, "The 'average_from' parameter of Grid must be an epoch (an integer >= 0) or "
+                                    "'none'. Got 'never' instead."),
     ],
     ids=["lr", "num_train", "loss", "reduction", "epoch", "w", "b", "replicates", "seed", "num_val", "name",
-         "description"],
+         "description", "lr_decay", "momentum", "weight_decay", "average_from", "average_from_word"],
 )
 def test_grid_bad_value_raises_naming_parameter_of_grid(kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):
@@ -236,12 +244,22 @@ def test_run_key_is_mix64_of_sha256_of_canonical_json_of_the_cell():
     # (no hash(), no id(), no dict order): sha256 of sorted-key compact JSON, then the replicate.
     from study.grid import mix64
 
-    run = Grid(lr=[0.1], w=[1.0, -2.0], replicates=3).runs()[2]
-    doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name not in ("index", "replicate")}
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    cell = int.from_bytes(hashlib.sha256(canonical).digest()[:8], "big")
-    expected = mix64(np.array([(cell + 3 * 0x9E3779B97F4A7C15) % 2**64], dtype=np.uint64))[0]
-    assert run.key == f"{int(expected):016x}"
+    # The optimiser's axes enter the cell only away from their defaults, so that the keys of
+    # plain SGD are those from before the axes existed.
+    from study.vocabulary import OPTIMIZER_DEFAULTS
+
+    for grid, left_out in ((Grid(lr=[0.1], w=[1.0, -2.0], replicates=3), set(OPTIMIZER_DEFAULTS)),
+                           (Grid(lr=[0.1], w=[1.0, -2.0], replicates=3, momentum=[0.9], average_from=[2]),
+                            {"lr_decay", "weight_decay"})):
+        run = grid.runs()[2]
+        doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)
+               if f.name not in ("index", "replicate", *left_out)}
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        cell = int.from_bytes(hashlib.sha256(canonical).digest()[:8], "big")
+        expected = mix64(np.array([(cell + 3 * 0x9E3779B97F4A7C15) % 2**64], dtype=np.uint64))[0]
+        assert run.key == f"{int(expected):016x}"
+    # The key this run had before the axes existed (computed on main before them).
+    assert Grid(lr=[0.1], w=[1.0, -2.0], replicates=3).runs()[2].key == "8d14e49dc2fe8112"
 
 
 def test_run_seeds_and_keys_of_a_grid_are_distinct_over_many_replicates():
@@ -744,3 +762,15 @@ def test_non_whole_float_in_toml_is_refused(tmp_path, text, key, shown):
 def test_bool_is_still_refused_as_a_count():
     with pytest.raises(ValueError, match=re.escape("The 'replicates' parameter of Grid must be an integer >= 1. Got True instead.")):
         Grid(replicates=True)
+
+
+def test_the_optimisers_axes_read_from_toml_with_none_for_no_averaging(tmp_path):
+    spec = tmp_path / "opt.toml"
+    spec.write_text('[grid]\nlr_decay = [0, 0.5]\nmomentum = 0.9\nweight_decay = [0.0, 3e-3]\n'
+                    'average_from = ["none", 0, 2.0]\n')
+    grid = load_grid(spec)
+    assert (grid.lr_decay, grid.momentum, grid.weight_decay, grid.average_from) == ([0.0, 0.5], [0.9], [0.0, 0.003],
+                                                                                    [None, 0, 2])
+    assert grid.n_runs == 2 * 2 * 3
+    with pytest.warns(UserWarning, match="'average_from' has 1 duplicate"):
+        assert Grid(average_from=[None, "none"]).average_from == [None]  # the same value twice, once
