@@ -32,12 +32,22 @@ SPECS = {
     3: ("ex3_gradients", {"replicates": 3, "epoch": list(range(1, 11))}),
     4: ("ex4_lr_epochs", {"replicates": 3, "epoch": [1, 3, 10, 30]}),
     5: ("ex5_data_size", {"replicates": 6, "num_train": log_sizes(5, 2000), "epoch": [1, 10]}),
+    6: ("ex6_reaching_the_limit", {"replicates": 6, "epoch": [1, 3, 10]}),
 }
+#: The studies that answer the book's exercises (§3.5's five); those after them go beyond.
+BOOK_EXERCISES = 5
+
+
+def label(number: int) -> str:
+    """How answers.md names a study: "Exercise 4" for the book's, "Study 6" for those beyond."""
+    return f"Exercise {number}" if number <= BOOK_EXERCISES else f"Study {number}"
+
+
 #: The folders an exercise run writes, under its out_dir.
 LAYOUT = ("results", "results/raw", "figures")
 #: Seconds each study takes in one process on this project's machine (training, tables and
 #: figures): the slowest are handed out first.
-STUDY_COST = {2: 40.0, 5: 20.0, 4: 4.0, 1: 3.0, 3: 2.5}
+STUDY_COST = {2: 40.0, 5: 20.0, 6: 6.0, 4: 4.0, 1: 3.0, 3: 2.5}
 
 
 def check_numbers(numbers: Any) -> list[int]:
@@ -148,7 +158,7 @@ def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, ou
     try:
         for n, result, runs, seconds, written in done:
             results[n] = result
-            log(f"exercise {n}: {runs} runs, {seconds:.1f} s: " + ", ".join(map(str, written)))
+            log(f"{label(n).lower()}: {runs} runs, {seconds:.1f} s: " + ", ".join(map(str, written)))
     except BaseException:
         if executor is not None:  # interrupted, or a study failed: the others need not finish
             stop_workers()
@@ -156,7 +166,7 @@ def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, ou
     path = out_dir / "results" / "answers.md"
     answers = _earlier_answers(path)  # the exercises not run this time keep their answers (as their figures stay)
     answers.update((n, results[n].answer if keep else results[n]) for n in results)
-    path.write_text("\n\n".join(f"**Exercise {n}.** {answers[n]}" for n in sorted(answers)) + "\n", encoding="utf-8")
+    path.write_text("\n\n".join(f"**{label(n)}.** {answers[n]}" for n in sorted(answers)) + "\n", encoding="utf-8")
     return results
 
 
@@ -164,5 +174,5 @@ def _earlier_answers(path: Path) -> dict[int, str]:
     """Exercise number -> its answer in an answers.md written before (empty when there is none)."""
     if not path.is_file():
         return {}
-    parts = re.split(r"^\*\*Exercise (\d+)\.\*\* ", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    parts = re.split(r"^\*\*(?:Exercise|Study) (\d+)\.\*\* ", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
     return {int(n): text.strip() for n, text in zip(parts[1::2], parts[2::2]) if int(n) in SPECS}

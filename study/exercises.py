@@ -10,6 +10,7 @@ replicates, sizes and epochs) for a preview in seconds.
 
 from __future__ import annotations
 
+import math
 import textwrap
 import time
 from dataclasses import dataclass
@@ -141,13 +142,14 @@ class Estimate:
 
 def _sig(value: float, digits: int = 2) -> str:
     """``digits`` significant digits, trailing zeros kept (1.0, 0.00040), as g-format above 1e5
-    or below 1e-5."""
-    if not np.isfinite(value) or value == 0 or not 1e-5 <= abs(value) < 1e5:
+    or below 1e-7."""
+    if not np.isfinite(value) or value == 0 or not 1e-7 <= abs(value) < 1e5:
         return f"{value:.{digits}g}"
     rounded = float(f"{value:.{digits}g}")  # 0.1996 as 0.20, not 0.2
     if abs(rounded) >= 10 ** (digits - 1):
         return f"{rounded:.0f}"  # 230, not 2.3e+02
-    return f"{rounded:#.{digits}g}"  # the '#' keeps trailing zeros: 0.030, 1.0
+    decimals = digits - 1 - math.floor(math.log10(abs(rounded)))
+    return f"{rounded:.{decimals}f}"  # trailing zeros kept: 0.030, 1.0, 0.00001
 
 
 def _interval(values: np.ndarray, ci: float = 0.95) -> Estimate:
@@ -604,7 +606,7 @@ def ex4_lr_epochs(df: Any) -> Outcome:
                                                      str(_one(t, "reduction"))))
         measured = final[final["lr"] == big].iloc[0]
         floor_big = (f"; its root mean square was {measured['w_err_norm_rmse']:.2g} ± "
-                     f"{measured['w_err_norm_rmse_mcse']:.1g} (± one MCSE), theory's noise floor of online SGD at that lr "
+                     f"{_sig(measured['w_err_norm_rmse_mcse'], 1)} (± one MCSE), theory's noise floor of online SGD at that lr "
                      f"{float(rms):.2g}, dashed on the figure" + _ragged_text(n, int(_one(t, "batch_size"))))
     if not diverging:
         diverged_text = "No lr in the grid diverged."
@@ -772,6 +774,86 @@ def _log_spacing_panel(runs: Table, sizes: list[int], ax: plt.Axes) -> dict:
             "log_change": float(y_log.max() / y_log.min()), "linear_change": float(y_lin.max() / y_lin.min())}
 
 
+# --- 6. beyond exercise 4: reaching least squares ----------------------------------------------
+
+def _methods(t: Table) -> list[tuple[str, float, str]]:
+    """The ways to train a study 6 grid holds, as (label, lr_decay, average_from): each decay
+    with the last iterate, and each averaging with a constant lr."""
+    out = []
+    for p in t.values("lr_decay"):
+        out.append(("constant lr" if p == 0 else f"lr·(1 + t)^−{p:g}", float(p), "none"))
+    for a in t.values("average_from"):
+        if a != "none":
+            out.append(("average from the first step" if a == "0" else
+                        f"average after epoch {a} (the last iterate until then)", 0.0, a))
+    return out
+
+
+def ex6_reaching_the_limit(df: Any) -> Outcome:
+    t = open_table(df)
+    _require(t, "ex6_reaching_the_limit", lr_decay=(0.0,), average_from=("none",))
+    table = summarize(t, by=["num_train", "lr_decay", "average_from", "epoch"], ci=0.95)
+    methods = _methods(t)
+    labels = [m[0] for m in methods]
+    cases = " ".join(f"WHEN lr_decay = {literal(p)} AND average_from = {literal(a)} THEN {literal(name)}"
+                     for name, p, a in methods)
+    shown = t.derive(method=f"CASE {cases} END").filter("method IS NOT NULL AND epoch > 0")
+    sizes = [int(n) for n in t.values("num_train")]
+    lr = float(_one(t, "lr"))
+    last = int(t.values("epoch")[-1])
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.2 * len(sizes) + 3, 5), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], sizes):
+        error_curve(_at(shown, num_train=n), x="epoch", y="w_err_norm", hue="method", hue_order=labels,
+                    floor="ols_w_err_norm", ax=ax, legend=False)
+        ax.set_title(f"num_train={n:,}, lr={lr:g}")
+    merged_legend(axes[0], axes[0][-1], title="SGD")
+    fig.suptitle("Study 6: a decaying lr, or the average of the iterates, against constant-lr SGD and least squares")
+    fig.tight_layout()
+
+    def over_ols(n: int, p: float, a: str) -> Estimate:
+        return _paired_columns(_at(t, num_train=n, epoch=last, lr_decay=p, average_from=a), "w_err_norm",
+                               "ols_w_err_norm")
+
+    ratios = {(name, n): over_ols(n, p, a) for name, p, a in methods for n in sizes}
+    listed = "; ".join(f"{name}: " + ", ".join(f"{ratios[name, n].factor()} at n = {n:,}" for n in sizes)
+                       for name in labels)
+    tail = [m for m in methods if m[2] not in ("none", "0")]
+    first = next((m for m in methods if m[2] == "0"), None)
+    parts = []
+    noise_var, d = _noise_var(t), feature_count(t)
+    for name, p, a in tail:
+        reached = [n for n in sizes if ratios[name, n].high <= 1.2]
+        if reached:
+            parts.append(f"the average after epoch {a} reaches least squares: within 1.2 times it on the same data at n = "
+                         + ", ".join(f"{n:,}" for n in reached))
+        if noise_var is not None:
+            rows = table[(table["epoch"] == last) & (table["lr_decay"] == p) & (table["average_from"].astype(str) == a)]
+            rms = ", ".join(
+                f"{row['w_err_norm_rmse']:.2g} ± {_sig(row['w_err_norm_rmse_mcse'], 1)} against "
+                f"{float(np.sqrt(theory.averaged_sgd_w_err_sq(int(row['num_train']), d, noise_var))):.2g} at n = "
+                f"{int(row['num_train']):,}" for _, row in rows.iterrows())
+            parts.append(f"its root mean square error was {rms}: Polyak and Juditsky's σ√(d/n), the error of least "
+                         f"squares itself")
+    if first is not None:
+        parts.append("averaging from the first step keeps the start's transient in the average ("
+                     + ", ".join(f"{ratios[first[0], n].factor()}" for n in sizes) + ")")
+    steps = {n: int(_one(_at(t, num_train=n, epoch=last), "steps")) for n in sizes}
+    decays = [m for m in methods if m[1] > 0]
+    for name, p, _ in decays:
+        budget = ", ".join(f"{lr * float(np.sum((1.0 + np.arange(steps[n])) ** -p)):.2g} over the {steps[n]:,} steps "
+                           f"at n = {n:,}" for n in sizes)
+        reached = [n for n in sizes if ratios[name, n].high <= 1.2]
+        parts.append(f"with {name}, the steps' sum Σ lr_t is {budget}; "
+                     + (f"it reaches least squares at n = {', '.join(f'{n:,}' for n in reached)}" if reached else
+                        "it does not reach least squares within these epochs"))
+    answer = (
+        f"Exercise 4 showed constant-lr SGD stopping at a noise floor above least squares. Here, lr {lr:g}, after "
+        f"{last} epochs, SGD's error over least squares' on the same data set was: {listed}. "
+        + "".join(f"{p[0].upper()}{p[1:]}. " for p in parts) + _precision_text(t)
+    )
+    return Outcome({"ex6_reaching_the_limit": table}, {"ex6_reaching_the_limit": fig}, answer)
+
+
 # --- running them --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -782,7 +864,8 @@ class Study:
     quick: dict  # overrides of the grid for --quick
 
 
-_ANALYSES = {1: ex1_reduction, 2: ex2_huber, 3: ex3_gradients, 4: ex4_lr_epochs, 5: ex5_data_size}
+_ANALYSES = {1: ex1_reduction, 2: ex2_huber, 3: ex3_gradients, 4: ex4_lr_epochs, 5: ex5_data_size,
+             6: ex6_reaching_the_limit}
 STUDIES = {n: Study(n, name, _ANALYSES[n], quick) for n, (name, quick) in SPECS.items()}
 
 
@@ -831,7 +914,8 @@ GENERIC_FIGURES = {"error-vs-num_train": "num_train", "error-vs-epoch": "epoch",
 #: The axes a named figure puts on its lines, then on its columns and rows, where the user did
 #: not: the first that vary, in this order.
 _AUTO_AXES = ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size", "epoch")
-EXERCISE_FIGURES = ("ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients", "ex4_lr_epochs", "ex5_data_size")
+EXERCISE_FIGURES = ("ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients", "ex4_lr_epochs", "ex5_data_size",
+                    "ex6_reaching_the_limit")
 
 
 def figure_names() -> list[str]:

@@ -500,7 +500,7 @@ def _draw_theory(ax: plt.Axes, t: Table, *, x: str, y: str, hue: str | None, col
                 drawn_ols.add(key)
                 _theory_least_squares(ax, x=x, lo=lo, hi=hi, n_fixed=n_fixed, d=d, noise_var=noise_var,
                                       band=y == "ols_w_err_norm", within=within)
-        if y == "w_err_norm" and _single(part, "loss") == "squared":
+        if y == "w_err_norm" and _single(part, "loss") == "squared" and _plain_optimiser(part):
             colour = colours.get(value, "0.2") if value is not None else "0.2"
             _theory_sgd(ax, part, x=x, lo=lo, hi=hi, d=d, noise_var=noise_var, colour=colour, within=within, logx=logx,
                         name=format_value(value) if value is not None and len(groups) > 1 else None)
@@ -682,6 +682,12 @@ def held_fixed(data: Any, placed: Sequence[str | None] = ()) -> str:
     parts = [f"epoch {format_value(single.pop('epoch')[0])}"] if len(single.get("epoch", ())) == 1 else []
     parts += [f"{a} = {format_value(v[0])}" for a, v in single.items() if len(v) == 1 and not _plain_sgd(a, v[0])]
     return f"held fixed: {', '.join(parts)}" if parts else ""
+
+
+def _plain_optimiser(t: Table) -> bool:
+    """Whether every run is plain SGD (the optimiser's axes at their defaults, or absent): the
+    constant-lr noise floor and stability edge hold for it alone."""
+    return all(a not in t.columns or all(_plain_sgd(a, v) for v in t.values(a)) for a in OPTIMIZER_DEFAULTS)
 
 
 def _plain_sgd(axis: str, value: Any) -> bool:

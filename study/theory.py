@@ -19,7 +19,9 @@ return NumPy float64 arrays (0-d for scalar input), so that a figure can draw th
   · F(d, n − d), Gaussian noise only;
 - :func:`sgd_stationary_sq_error` (and its w and b parts): E‖θ − θ*‖² where constant-lr
   minibatch SGD on the ``squared`` loss settles, in the online limit (fresh examples each step);
-- :func:`sgd_stability_edge`: the largest lr for which that second moment is finite.
+- :func:`sgd_stability_edge`: the largest lr for which that second moment is finite;
+- :func:`averaged_sgd_w_err_sq`: σ² d / n, where the average of SGD's iterates goes (Polyak &
+  Juditsky 1992): least squares' own error, to O(d/n).
 
 Nothing here describes the ``huber`` loss. The derivations are in the docstrings, and
 tests/test_theory.py checks every formula against simulation.
@@ -50,6 +52,7 @@ __all__ = [
     "sgd_stationary_w_err_sq",
     "sgd_stationary_b_err_sq",
     "sgd_stability_edge",
+    "averaged_sgd_w_err_sq",
 ]
 
 
@@ -554,3 +557,19 @@ def sgd_stability_edge(batch_size, d, reduction="mean") -> np.ndarray:
     reduction = _choice_array(reduction, "reduction", where, REDUCTIONS)
     B, d, reduction = np.broadcast_arrays(B, d, reduction)
     return _result(_sgd_edge_a(B, d) / 2 / np.where(reduction == "sum", B, 1.0))
+
+
+def averaged_sgd_w_err_sq(num_train, d, noise_var) -> np.ndarray:
+    """E‖w̄ − w‖² of the average of SGD's iterates, asymptotically: σ² d / n.
+
+    Polyak & Juditsky (1992): averaged SGD attains the optimal asymptotic covariance σ² H⁻¹ / n,
+    H = E[x xᵀ] the features' second moment (here I_d, and the intercept's feature 1 decouples:
+    E x = 0), so E‖w̄ − w‖² → σ² tr(H⁻¹) / n = σ² d / n; Bach & Moulines (2013) give the same
+    O(σ² d / n) for averaged constant-step SGD on least squares. It is least squares' own error,
+    σ² d / (n − d − 2) (:func:`ols_w_err_sq_mean`), to O(d / n): averaging leaves nothing of
+    SGD's noise floor. It holds once the average has forgotten the start, which an average over
+    every step from the first does not (the transient stays in it): tail averaging, after the
+    iterates reached the floor. tests/test_theory.py checks it against the engine's runs.
+    """
+    n, d, noise_var = _ols_args(num_train, d, noise_var, "parameter of averaged_sgd_w_err_sq")
+    return _result(noise_var * d / n)

@@ -17,7 +17,7 @@ def test_every_study_has_its_spec_and_quick_is_smaller():
 
 
 def test_numbers_formats_and_folders_are_refused_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match=r"^The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5\]\. "
+    with pytest.raises(ValueError, match=r"^The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5, 6\]\. "
                                          r"Got 7 instead\.$"):
         check_numbers([1, 7])
     with pytest.raises(ValueError, match=r"^The 'formats' parameter of run_exercises must be some of"):
@@ -66,10 +66,11 @@ def test_a_study_run_alone_replaces_its_answer_and_keeps_the_others(tmp_path):
     """`--only 1` rewrites exercise 1's tables, figure and answer; the other exercises' answers in
     answers.md stay, as their files do."""
     (tmp_path / "results").mkdir()
-    earlier = {n: f"an earlier answer to exercise {n}." for n in (1, 2, 3, 4, 5)}
+    earlier = {n: f"an earlier answer to exercise {n}." for n in (1, 2, 3, 4, 5, 6)}
+    label = {n: "Exercise" if n <= 5 else "Study" for n in earlier}
     (tmp_path / "results" / "answers.md").write_text(
-        "\n\n".join(f"**Exercise {n}.** {text}" for n, text in earlier.items()) + "\n")
+        "\n\n".join(f"**{label[n]} {n}.** {text}" for n, text in earlier.items()) + "\n")
     outcomes = run_studies([1], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lambda _: None)
     paragraphs = (tmp_path / "results" / "answers.md").read_text().rstrip("\n").split("\n\n")
     assert paragraphs[0] == f"**Exercise 1.** {outcomes[1].answer}"
-    assert paragraphs[1:] == [f"**Exercise {n}.** {earlier[n]}" for n in (2, 3, 4, 5)]
+    assert paragraphs[1:] == [f"**{label[n]} {n}.** {earlier[n]}" for n in (2, 3, 4, 5, 6)]

@@ -397,3 +397,17 @@ def test_a_panels_note_takes_the_corner_its_lines_leave_empty():
     note = next(t for t in ax.texts if "per point" in t.get_text())
     assert note.get_position() in [(0.99, 0.99), (0.01, 0.01)]
     plt.close("all")
+
+
+def test_the_constant_lr_floor_is_drawn_for_plain_sgd_only():
+    """Decay, momentum, weight decay or averaging change where SGD settles: the constant-lr
+    floor is not drawn for them."""
+    from study import Grid as G
+
+    df = run_grid(G(num_train=[500], lr=[0.1], average_from=[None, 1], lr_decay=[0.0, 0.5], epoch=[2, 5, 10],
+                    replicates=3, num_val=20), n_jobs=1, progress=False)
+    floor = "theory: SGD noise floor, RMS (squared loss, online limit)"
+    for (decay, average), rows in df.groupby(["lr_decay", "average_from"], observed=True):
+        ax = error_curve(rows, x="epoch", y="w_err_norm", ax=plt.figure().gca())
+        assert (floor in _labels(ax)) == (decay == 0 and average == "none"), (decay, average)
+    plt.close("all")
