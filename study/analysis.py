@@ -33,13 +33,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .vocabulary import AXES, LOSSES, NO_AVERAGE, NOISE_KINDS, OPTIMIZER_DEFAULTS, REDUCTIONS, average_text
+from .vocabulary import AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, average_text
 
 __all__ = ["Table", "open_table", "TableError", "REQUIRED", "MEMORY_LIMIT", "quote", "literal"]
 
 #: The columns every results table has: the coordinates, and what a summary cannot do without.
 #: A table written before the optimiser's axes existed lacks them: it holds their defaults.
-REQUIRED = (*(a for a in AXES if a not in OPTIMIZER_DEFAULTS), "replicate", "seed", "w_err_norm", "b_err", "diverged")
+REQUIRED = (*(a for a in AXES if a not in LATER_DEFAULTS), "replicate", "seed", "w_err_norm", "b_err", "diverged")
 #: The string axes, and the order their values are listed in where no grid says otherwise
 #: (average_from: "none", then the epochs in order).
 _CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS, "average_from": (NO_AVERAGE,)}
@@ -257,8 +257,8 @@ class Table:
         if not self.complete or self.spec is None or axis not in AXES or self._filtered_freely() \
                 or any(k not in AXES for k in self.chosen):
             return None
-        if axis in OPTIMIZER_DEFAULTS and axis not in self.spec:  # a spec from before the axis
-            values = [OPTIMIZER_DEFAULTS[axis]]
+        if axis in LATER_DEFAULTS and axis not in self.spec:  # a spec from before the axis
+            values = [LATER_DEFAULTS[axis]]
         else:
             values = [0, *self.spec["epoch"]] if axis == "epoch" else list(self.spec[axis])
         if axis == "average_from":
@@ -835,17 +835,19 @@ def _checked_columns(path: Path, kind: str, source: str, required: Sequence[str]
 
 
 def _with_optimizer_axes(source: str, columns: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """The source with the optimiser's axes it lacks (a table from before them: plain SGD, their
-    defaults), and average_from as text however a CSV's values read ("2" as a number)."""
-    missing = {a: d for a, d in OPTIMIZER_DEFAULTS.items() if a not in columns}
+    """The source with the axes added later that it lacks (a table from before them: plain SGD,
+    their defaults), and average_from as text however a CSV's values read ("2" as a number)."""
+    missing = {a: d for a, d in LATER_DEFAULTS.items() if a not in columns}
     cast = "average_from" in columns and columns["average_from"] != "VARCHAR"
     if not missing and not cast:
         return source, dict(columns)
     star = "* REPLACE (average_from::VARCHAR AS average_from)" if cast else "*"
-    added = [f"{literal(average_text(d)) if a == 'average_from' else f'{d!r}::DOUBLE'} AS {quote(a)}"
+    types = {a: "VARCHAR" if a == "average_from" else "BOOLEAN" if isinstance(d, bool) else "DOUBLE"
+             for a, d in LATER_DEFAULTS.items()}
+    added = [f"{literal(average_text(d)) if a == 'average_from' else f'{str(d).upper()}::{types[a]}'} AS {quote(a)}"
              for a, d in missing.items()]
     out = dict(columns)
-    out.update({a: "VARCHAR" if a == "average_from" else "DOUBLE" for a in (*missing, *(["average_from"] if cast else []))})
+    out.update({a: types[a] for a in (*missing, *(["average_from"] if cast else []))})
     return f"(SELECT {', '.join([star, *added])} FROM {source})", out
 
 

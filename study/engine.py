@@ -194,7 +194,8 @@ def train_reference(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], dev
         data = _make_data(run)
         model = LinearRegression(run.lr, loss=run.loss, sigma=run.sigma, reduction=run.reduction,
                                  momentum=run.momentum, weight_decay=run.weight_decay)
-        trainer = Trainer(max_epoch, lr_decay=run.lr_decay, average_from=run.average_from).fit(model, data)
+        trainer = Trainer(max_epoch, lr_decay=run.lr_decay, average_from=run.average_from,
+                          drop_last=run.drop_last).fit(model, data)
         datas.append(data)
         histories.append([trainer.history[c] for c in checkpoints])
     ols_w, ols_b = least_squares(torch.stack([d.X_train for d in datas]), torch.stack([d.y_train for d in datas]))
@@ -540,8 +541,10 @@ class _Part:
         self.grad_scale_h = coef[:, hs] / n
 
         # Minibatches are bs wide; the ragged last one is padded with z = 0, which adds exactly 0
-        # to every sum. Step sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
-        self.T = T = math.ceil(n / bs)
+        # to every sum, or with drop_last left out (the epoch's order cut to T·bs examples). Step
+        # sizes: −lr/m for `mean` (m the minibatch's true size), −lr for `sum`.
+        self.T = T = chunk.steps_per_epoch
+        self.drop_last = chunk.drop_last
         sizes = [min(bs, n - t * bs) for t in range(T)]
         step = {size: (-coef * torch.where(is_mean, lr / size, lr))[..., 0].T.contiguous() for size in set(sizes)}
         self.steps_t = [step[size] for size in sizes]  # (m, S) each
@@ -565,13 +568,14 @@ class _Part:
             self.any_weight_decay = bool(chunk.weight_decay.any())
             self.any_average = bool((chunk.average_from >= 0).any())
         self.Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
-        self.pad = torch.full((S, T * bs - n), n, device=device)
+        self.pad = torch.full((S, max(0, T * bs - n)), n, device=device)
 
     def epoch_data(self, epoch: int, last: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """(T, bs, d+2, 1, S): the epoch's minibatches, a step's block contiguous, its runs
         last, y negated (the residual's chain starts from −y); written into ``out`` if given."""
         S, d, T, bs = self.S, self.d, self.T, self.bs
-        idx = torch.cat([self.data.order(epoch, last), self.pad], 1)  # (S, T*bs)
+        order = self.data.order(epoch, last)
+        idx = order[:, : T * bs] if self.drop_last else torch.cat([order, self.pad], 1)  # (S, T*bs)
         Zp = torch.gather(self.Zpad, 2, idx[:, None, :].expand(-1, d + 2, -1))  # (S, d+2, T*bs)
         Zp = Zp.view(S, d + 2, T, bs).permute(2, 3, 1, 0)
         if out is None:

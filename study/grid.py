@@ -40,7 +40,7 @@ import numpy as np
 
 from ._checks import check_choice, check_int, check_real, check_vector, fail
 from .vocabulary import (
-    AXES, LOSSES, NO_AVERAGE, NOISE_KINDS, OPTIMIZER_DEFAULTS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS,
+    AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS,
 )
 
 __all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid", "stream_seeds", "run_keys"]
@@ -183,6 +183,10 @@ def _check_axis_value(axis: str, value: Any, where: str) -> Any:
         return check_real(value, axis, where)
     if axis in ("noise", "lr_decay", "weight_decay"):
         return check_real(value, axis, where, low=0.0, strict=False)
+    if axis == "drop_last":
+        if isinstance(value, bool):
+            return value
+        fail(axis, where, "true or false", value)
     if axis == "momentum":
         if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value < 1:
             return float(value)
@@ -257,11 +261,11 @@ def run_keys(settings: Mapping[str, Any], replicate: Any) -> np.ndarray:
 
 
 def key_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
-    """What a run's key is the hash of: its settings, less the optimiser's axes at their
-    defaults (OPTIMIZER_DEFAULTS), so that a run of plain SGD keeps the key it had before those
+    """What a run's key is the hash of: its settings, less the axes added later at their
+    defaults (LATER_DEFAULTS), so that a run of plain SGD keeps the key it had before those
     axes existed, and the runs a store holds stay valid."""
-    return {k: v for k, v in cell.items() if not (k in OPTIMIZER_DEFAULTS and v == OPTIMIZER_DEFAULTS[k]
-                                                  and (v is None) == (OPTIMIZER_DEFAULTS[k] is None))}
+    return {k: v for k, v in cell.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k]
+                                                  and (v is None) == (LATER_DEFAULTS[k] is None))}
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,7 @@ class Run:
     momentum: float = 0.0
     weight_decay: float = 0.0
     average_from: int | None = None
+    drop_last: bool = False
 
     @cached_property
     def key(self) -> str:
@@ -318,6 +323,10 @@ class Grid:
         after the first k (0: Polyak-Ruppert averaging from the first step), as
         ``torch.optim.swa_utils.AveragedModel`` updated each step gives; None (``"none"`` in
         TOML, the default) reports the last iterate, as does any checkpoint up to epoch k.
+    drop_last : list of bool, default=[False]
+        Whether each epoch drops its ragged last minibatch (num_train % batch_size examples), as
+        ``DataLoader(drop_last=True)``: then every step has batch_size examples (and an epoch of
+        fewer examples than batch_size takes no step). It does not change the data or the order.
         A numeric axis may also be a log range, ``{"log": [lo, hi]}`` or ``{"log": [lo, hi],
         "per_decade": n}``, the TOML form (see :func:`load_grid`); it is stored as its list.
         Integer axes (num_train, batch_size, epoch) and settings (num_val, replicates, seed)
@@ -356,6 +365,7 @@ class Grid:
     momentum: list[float] = field(default_factory=lambda: [0.0])
     weight_decay: list[float] = field(default_factory=lambda: [0.0])
     average_from: list[int | None] = field(default_factory=lambda: [None])
+    drop_last: list[bool] = field(default_factory=lambda: [False])
     w: list[float] = field(default_factory=lambda: [2.0, -3.4])
     b: float = 4.2
     num_val: int = 1000

@@ -5,7 +5,7 @@ indices; a :class:`Chunk` holds its runs as columns (NumPy arrays), made only wh
 dispatched, with its seeds and run keys computed as arrays (:func:`study.grid.stream_seeds`,
 :func:`study.grid.run_keys`).
 
-A chunk holds runs of one (num_train, batch_size), so that they share a step schedule, and
+A chunk holds runs of one (num_train, batch_size, drop_last), so that they share a step schedule, and
 whole streams: every run of a stream (the runs that differ only in lr, loss, sigma or
 reduction) is in the same chunk, so its data are drawn once. Within a (num_train, batch_size)
 group, streams are ordered by (noise, noise_kind, replicate), and a chunk's runs are in the
@@ -76,6 +76,7 @@ class Chunk:
     momentum: np.ndarray | None = None
     weight_decay: np.ndarray | None = None
     average_from: np.ndarray | None = None
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         # A chunk made without the optimiser's axes is plain SGD: their defaults, one per run.
@@ -84,6 +85,11 @@ class Chunk:
             if getattr(self, axis) is None:
                 value = NO_AVERAGE_EPOCH if axis == "average_from" else default
                 setattr(self, axis, np.full(n, value, dtype=np.int64 if axis == "average_from" else np.float64))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """SGD steps an epoch: every minibatch, or the full ones with drop_last."""
+        return steps_per_epoch(self.num_train, self.batch_size, self.drop_last)
 
     @property
     def plain(self) -> bool:
@@ -129,9 +135,10 @@ class Chunk:
         """A chunk of Run objects (which must share num_train, batch_size and the settings)."""
         if not runs:
             raise ValueError("A chunk needs at least one run.")
-        shared = {(r.num_train, r.batch_size, r.num_val, r.w, r.b, r.stream, r.base_seed) for r in runs}
+        shared = {(r.num_train, r.batch_size, r.drop_last, r.num_val, r.w, r.b, r.stream, r.base_seed) for r in runs}
         if len(shared) > 1:
-            raise ValueError("The runs of a chunk must share num_train, batch_size, num_val, w, b and the stream.")
+            raise ValueError("The runs of a chunk must share num_train, batch_size, drop_last, num_val, w, b and the "
+                             "stream.")
         r0 = runs[0]
 
         def col(name: str, dtype=None) -> np.ndarray:
@@ -147,6 +154,7 @@ class Chunk:
             weight_decay=col("weight_decay", np.float64),
             average_from=np.array([NO_AVERAGE_EPOCH if r.average_from is None else r.average_from for r in runs],
                                   dtype=np.int64),
+            drop_last=bool(r0.drop_last),
         )
 
     def streams(self) -> tuple[np.ndarray, np.ndarray]:
@@ -158,15 +166,22 @@ class Chunk:
         return seeds[order], rank[inverse.reshape(-1)]
 
 
+def steps_per_epoch(num_train: int, batch_size: int, drop_last: bool = False) -> int:
+    """SGD steps an epoch: ⌈n / B⌉, or ⌊n / B⌋ when the ragged last minibatch is dropped."""
+    return num_train // batch_size if drop_last else math.ceil(num_train / batch_size)
+
+
 @dataclass(frozen=True)
 class ChunkSpec:
-    """Streams [start, stop) of one (num_train, batch_size) group, in the group's stream order."""
+    """Streams [start, stop) of one (num_train, batch_size, drop_last) group, in the group's
+    stream order."""
 
     num_train_i: int
     batch_size_i: int
     start: int
     stop: int
     runs: int
+    drop_last_i: int = 0
 
 
 class Plan:
@@ -193,9 +208,10 @@ class Plan:
             for j, batch_size in enumerate(grid.batch_size):
                 cap = int(chunk_runs(num_train, batch_size, self.n_runs))
                 per = max(1, cap // self.runs_per_stream)
-                for start in range(0, self.streams_per_group, per):
-                    stop = min(start + per, self.streams_per_group)
-                    specs.append(ChunkSpec(i, j, start, stop, (stop - start) * self.runs_per_stream))
+                for k in range(len(grid.drop_last)):
+                    for start in range(0, self.streams_per_group, per):
+                        stop = min(start + per, self.streams_per_group)
+                        specs.append(ChunkSpec(i, j, start, stop, (stop - start) * self.runs_per_stream, k))
         self.specs = specs
 
     def __len__(self) -> int:
@@ -212,12 +228,12 @@ class Plan:
         optim = [np.repeat(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape)]
         i_noise, i_kind, rep = (np.tile(a, L) for a in (i_noise, i_kind, rep))
         n = len(rep)
-        i_nt, i_bs = np.full(n, spec.num_train_i), np.full(n, spec.batch_size_i)
-        index = np.ravel_multi_index((i_nt, *optim, i_bs, i_noise, i_kind, rep), self.shape)
+        i_nt, i_bs, i_dl = (np.full(n, i) for i in (spec.num_train_i, spec.batch_size_i, spec.drop_last_i))
+        index = np.ravel_multi_index((i_nt, *optim, i_bs, i_dl, i_noise, i_kind, rep), self.shape)
         cols = self.runs_at(index)
         return Chunk(
             num_train=g.num_train[spec.num_train_i], batch_size=g.batch_size[spec.batch_size_i], num_val=g.num_val,
-            w=tuple(g.w), b=g.b, stream=g.stream, base_seed=g.seed,
+            w=tuple(g.w), b=g.b, stream=g.stream, base_seed=g.seed, drop_last=g.drop_last[spec.drop_last_i],
             **{k: cols[k] for k in (*OPTIM_AXES, "noise", "noise_kind", "replicate", "seed", "index", "key")},
         )
 
@@ -257,7 +273,9 @@ class Plan:
             momentum=np.asarray(g.momentum, dtype=np.float64)[at["momentum"]],
             weight_decay=np.asarray(g.weight_decay, dtype=np.float64)[at["weight_decay"]],
             average_from=average[at["average_from"]],
-            batch_size=np.asarray(g.batch_size, dtype=np.int64)[i_bs], noise=np.asarray(g.noise, dtype=np.float64)[i_noise],
+            batch_size=np.asarray(g.batch_size, dtype=np.int64)[i_bs],
+            drop_last=np.asarray(g.drop_last, dtype=bool)[at["drop_last"]],
+            noise=np.asarray(g.noise, dtype=np.float64)[i_noise],
             noise_kind=np.asarray(g.noise_kind, dtype=object)[i_kind], replicate=rep.astype(np.int64), seed=seed,
             index=index, key=key,
             codes={"loss": at["loss"], "reduction": at["reduction"], "noise_kind": i_kind,
@@ -271,7 +289,8 @@ class Plan:
     def steps(self, spec: ChunkSpec) -> int:
         """The SGD steps each run of a chunk takes: max_epoch x ceil(num_train / batch_size)."""
         g = self.grid
-        return g.max_epoch * math.ceil(g.num_train[spec.num_train_i] / g.batch_size[spec.batch_size_i])
+        return g.max_epoch * steps_per_epoch(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i],
+                                             g.drop_last[spec.drop_last_i])
 
     def seconds(self, spec: ChunkSpec, seconds: Callable[..., float], runs: int | None = None) -> float:
         """A chunk's estimated one-core seconds, ``seconds(num_train, batch_size, runs,
@@ -306,7 +325,7 @@ def keys_id(keys: np.ndarray, stream: str, checkpoints: Sequence[int], engine: s
 
 def _group_runs(grid: Grid) -> int:
     """Runs of one (num_train, batch_size) group."""
-    return math.prod(len(getattr(grid, a)) for a in (*OPTIM_AXES, "noise", "noise_kind")) * grid.replicates
+    return math.prod(len(getattr(grid, a)) for a in (*OPTIM_AXES, "drop_last", "noise", "noise_kind")) * grid.replicates
 
 
 def grid_seconds(grid: Grid, seconds: Callable[..., float]) -> float:

@@ -49,7 +49,7 @@ from .results import (  # noqa: E402
     DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, at_epoch, axes_of, describe_axes,
     fit_power_law, fewest_runs, format_value, median_ranks,
 )
-from .vocabulary import AXES, FIGURE_FORMATS, OPTIMIZER_DEFAULTS, average_text  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
+from .vocabulary import AXES, FIGURE_FORMATS, LATER_DEFAULTS, OPTIMIZER_DEFAULTS, average_text  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
 
 __all__ = [
     "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
@@ -557,11 +557,23 @@ def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within, log
     ok = np.isfinite(ys) & (ys >= within[0]) & (ys <= within[1])
     if ok.any():
         ax.plot(xs[ok], ys[ok], linestyle="--", color=colour, linewidth=1.2 if x != "lr" else 1.0, zorder=4)
-        _proxy(ax, _SGD_FLOOR, "--")
+        _proxy(ax, _SGD_FLOOR + (_RAGGED if _ragged(part, int(batch)) else ""), "--")
         if x != "lr" and name is not None:
             ax.annotate(name, (xs[0], ys[0]), xytext=(-2, 0), textcoords="offset points", ha="right", va="center",
                         fontsize=6, color=colour, zorder=5,
                         bbox={"facecolor": "white", "alpha": 0.75, "linewidth": 0, "pad": 0.3})
+
+
+#: What the floor leaves out where an epoch ends on a smaller minibatch, whose noisier step the
+#: end-of-epoch error carries (drop_last takes it away).
+_RAGGED = ",\nminibatches of batch_size only: not the ragged last one"
+
+
+def _ragged(part: Table, batch: int) -> bool:
+    """Whether some run's epochs end on a ragged minibatch: num_train % batch_size > 0, kept."""
+    if "drop_last" in part.columns and part.values("drop_last") in ([True], ["true"], ["True"]):
+        return False
+    return any(int(n) % batch for n in part.values("num_train"))
 
 
 def _proxy(ax: plt.Axes, label: str, linestyle: str) -> None:
@@ -691,12 +703,15 @@ def _plain_optimiser(t: Table) -> bool:
 
 
 def _plain_sgd(axis: str, value: Any) -> bool:
-    """Whether an axis is one of the optimiser's, at its default (plain SGD)."""
-    if axis not in OPTIMIZER_DEFAULTS:
+    """Whether an axis is one of those added later (LATER_DEFAULTS), at its default: the plain
+    SGD of every figure, left unsaid."""
+    if axis not in LATER_DEFAULTS:
         return False
     if axis == "average_from":
         return str(value) == average_text(None)
-    return float(value) == OPTIMIZER_DEFAULTS[axis]
+    if axis == "drop_last":
+        return str(value).lower() == "false"
+    return float(value) == LATER_DEFAULTS[axis]
 
 
 # --- heatmaps ----------------------------------------------------------------------------------------

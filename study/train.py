@@ -42,14 +42,17 @@ class Trainer:
     ``lr_decay`` p > 0 steps a ``LambdaLR`` after every minibatch: lr_t = lr·(1 + t)^−p after t
     steps. ``average_from`` k reports, from epoch k + 1 on, the ``AveragedModel`` updated after
     every step of the epochs after the k-th (its checkpoint is the averaged model's); None
-    reports the model itself.
+    reports the model itself. ``drop_last`` drops each epoch's ragged last minibatch, as
+    ``DataLoader(drop_last=True)``.
     """
 
-    def __init__(self, max_epochs: int, lr_decay: float = 0.0, average_from: int | None = None) -> None:
+    def __init__(self, max_epochs: int, lr_decay: float = 0.0, average_from: int | None = None,
+                 drop_last: bool = False) -> None:
         where = "parameter of Trainer"
         self.max_epochs = check_int(max_epochs, "max_epochs", where, low=0)
         self.lr_decay = check_real(lr_decay, "lr_decay", where, strict=False)
         self.average_from = None if average_from is None else check_int(average_from, "average_from", where, low=0)
+        self.drop_last = bool(drop_last)
         self.history: list[Checkpoint] = []
 
     def fit(self, model: LinearRegression, data: SyntheticRegressionData) -> Trainer:
@@ -65,7 +68,8 @@ class Trainer:
         for epoch in range(1, self.max_epochs + 1):
             order = data.permutation()
             averaging = averaged is not None and epoch > self.average_from
-            for start in range(0, data.num_train, data.batch_size):
+            used = data.num_train - data.num_train % data.batch_size if self.drop_last else data.num_train
+            for start in range(0, used, data.batch_size):
                 idx = order[start : start + data.batch_size]  # the last minibatch may be ragged
                 loss = model.loss(model(X[idx]), y[idx])
                 optimizer.zero_grad()

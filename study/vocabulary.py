@@ -9,13 +9,13 @@ torch nor pandas: the CLI answers at once.
 from __future__ import annotations
 
 __all__ = [
-    "AXES", "OPTIMIZER_DEFAULTS", "NO_AVERAGE", "average_text", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
+    "AXES", "OPTIMIZER_DEFAULTS", "LATER_DEFAULTS", "NO_AVERAGE", "average_text", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
     "ENGINE_REVISIONS", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
 ]
 
 #: The grid's axes (each a list of values), in the grid's order.
 AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "lr_decay", "momentum", "weight_decay",
-        "average_from", "batch_size", "noise", "noise_kind")
+        "average_from", "batch_size", "drop_last", "noise", "noise_kind")
 #: The optimiser's axes that came after the others, each with the value that is the plain SGD of
 #: before: lr_t = lr·(1 + t)^−lr_decay after t steps (scikit-learn's ``invscaling``), heavy-ball
 #: momentum and weight decay on the weight only as ``torch.optim.SGD`` applies them, and
@@ -24,6 +24,11 @@ AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "lr_decay", "m
 #: numbers it had before the axes existed (stores stay valid), and a table without their
 #: columns holds these values.
 OPTIMIZER_DEFAULTS = {"lr_decay": 0.0, "momentum": 0.0, "weight_decay": 0.0, "average_from": None}
+#: The axes added after the first ones, each with the value that reproduces the runs before it
+#: (keys, numbers, and a table's column where a table lacks it): the optimiser's, and
+#: ``drop_last``, whether each epoch drops its ragged last minibatch, as
+#: ``torch.utils.data.DataLoader(drop_last=True)`` does (false, as d2l's loader).
+LATER_DEFAULTS = {**OPTIMIZER_DEFAULTS, "drop_last": False}
 #: average_from's word for "never" (the last iterate), in a TOML spec and in a table's column.
 NO_AVERAGE = "none"
 #: The grid's settings (one value each).

@@ -317,3 +317,26 @@ def test_noise_free_averaged_and_decayed_sgd_recovers_w():
     result = train_batched(runs, [0, 40])
     np.testing.assert_allclose(result.w_hat[:, -1], np.tile([[2.0, -3.4]], (4, 1)), atol=5e-5)
     np.testing.assert_allclose(result.b_hat[:, -1], 4.2, atol=5e-5)
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_drop_last_equals_the_reference_and_changes_nothing_where_no_minibatch_is_ragged(stream):
+    """drop_last as DataLoader's: 37 examples in minibatches of 8 take 4 steps an epoch, not 5;
+    5 examples take none; 64 are cut into full minibatches either way, to the same bits. Runs
+    with and without it share their data and order (they are paired)."""
+    grid = Grid(num_train=[5, 37, 64], batch_size=[8], drop_last=[False, True], lr=[0.05], loss=["squared", "huber"],
+                epoch=[1, 3], replicates=2, num_val=10, stream=stream)
+    groups = {}
+    for run in grid.runs():
+        groups.setdefault((run.num_train, run.drop_last), []).append(run)
+    results = {}
+    for (n, drop), runs in groups.items():
+        results[n, drop] = batched = train_batched(runs, [0, 1, 3])
+        assert_close(batched, train_reference(runs, [0, 1, 3]))
+        per_epoch = n // 8 if drop else -(-n // 8)
+        assert list(batched.steps) == [0, per_epoch, 3 * per_epoch]
+    np.testing.assert_array_equal(results[5, True].w_hat[:, -1], results[5, True].w_hat[:, 0])  # no step taken
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(results[64, True], field), getattr(results[64, False], field))
+    assert not np.array_equal(results[37, True].w_hat, results[37, False].w_hat)
+    np.testing.assert_array_equal(results[37, True].ols_w, results[37, False].ols_w)  # the same data

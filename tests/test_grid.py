@@ -196,9 +196,10 @@ def test_grid_runs_carry_the_settings():
                                  "Got -1 instead."),
         ({"average_from": "never"}, "The 'average_from' parameter of Grid must be an epoch (an integer >= 0) or "
                                     "'none'. Got 'never' instead."),
+        ({"drop_last": [False, 1]}, "The 'drop_last' parameter of Grid must be true or false. Got 1 instead."),
     ],
     ids=["lr", "num_train", "loss", "reduction", "epoch", "w", "b", "replicates", "seed", "num_val", "name",
-         "description", "lr_decay", "momentum", "weight_decay", "average_from", "average_from_word"],
+         "description", "lr_decay", "momentum", "weight_decay", "average_from", "average_from_word", "drop_last"],
 )
 def test_grid_bad_value_raises_naming_parameter_of_grid(kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):
@@ -246,11 +247,11 @@ def test_run_key_is_mix64_of_sha256_of_canonical_json_of_the_cell():
 
     # The optimiser's axes enter the cell only away from their defaults, so that the keys of
     # plain SGD are those from before the axes existed.
-    from study.vocabulary import OPTIMIZER_DEFAULTS
+    from study.vocabulary import LATER_DEFAULTS
 
-    for grid, left_out in ((Grid(lr=[0.1], w=[1.0, -2.0], replicates=3), set(OPTIMIZER_DEFAULTS)),
-                           (Grid(lr=[0.1], w=[1.0, -2.0], replicates=3, momentum=[0.9], average_from=[2]),
-                            {"lr_decay", "weight_decay"})):
+    for grid, left_out in ((Grid(lr=[0.1], w=[1.0, -2.0], replicates=3), set(LATER_DEFAULTS)),
+                           (Grid(lr=[0.1], w=[1.0, -2.0], replicates=3, momentum=[0.9], average_from=[2],
+                                 drop_last=[True]), {"lr_decay", "weight_decay"})):
         run = grid.runs()[2]
         doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)
                if f.name not in ("index", "replicate", *left_out)}
