@@ -913,7 +913,8 @@ GENERIC_FIGURES = {"error-vs-num_train": "num_train", "error-vs-epoch": "epoch",
                    "heatmap": None, "nested-loop": None}
 #: The axes a named figure puts on its lines, then on its columns and rows, where the user did
 #: not: the first that vary, in this order.
-_AUTO_AXES = ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size", "epoch")
+_AUTO_AXES = ("lr", "loss", "num_train", "reduction", "sigma", "noise_kind", "noise", "batch_size", "lr_decay",
+              "momentum", "weight_decay", "average_from", "drop_last", "epoch")
 EXERCISE_FIGURES = ("ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients", "ex4_lr_epochs", "ex5_data_size",
                     "ex6_reaching_the_limit")
 
