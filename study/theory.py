@@ -21,7 +21,9 @@ return NumPy float64 arrays (0-d for scalar input), so that a figure can draw th
   minibatch SGD on the ``squared`` loss settles, in the online limit (fresh examples each step);
 - :func:`sgd_stability_edge`: the largest lr for which that second moment is finite;
 - :func:`averaged_sgd_w_err_sq`: σ² d / n, where the average of SGD's iterates goes (Polyak &
-  Juditsky 1992): least squares' own error, to O(d/n).
+  Juditsky 1992): least squares' own error, to O(d/n);
+- :func:`weight_decay_w_err_sq`: the ridge estimator that SGD with weight decay settles on, its
+  squared bias plus variance, where n ≫ d.
 
 Nothing here describes the ``huber`` loss. The derivations are in the docstrings, and
 tests/test_theory.py checks every formula against simulation.
@@ -53,6 +55,7 @@ __all__ = [
     "sgd_stationary_b_err_sq",
     "sgd_stability_edge",
     "averaged_sgd_w_err_sq",
+    "weight_decay_w_err_sq",
 ]
 
 
@@ -573,3 +576,29 @@ def averaged_sgd_w_err_sq(num_train, d, noise_var) -> np.ndarray:
     """
     n, d, noise_var = _ols_args(num_train, d, noise_var, "parameter of averaged_sgd_w_err_sq")
     return _result(noise_var * d / n)
+
+
+def weight_decay_w_err_sq(num_train, d, noise_var, weight_decay, w_norm_sq) -> np.ndarray:
+    """E‖ŵ − w‖² of the estimator SGD with weight decay λ (on the weight, as torch.optim.SGD adds
+    λw to the gradient of the ``squared`` loss, MSELoss) settles on, for n ≫ d: bias² + variance
+    of ridge regression with α = nλ/2.
+
+    Derivation. The full-batch gradient of the mean r² is (2/n) Aᵀ(Aθ − y); with λw added (not
+    to b), its zero is, after profiling out the undecayed intercept, the ridge solution on the
+    centred design: ŵ = (W + αI)⁻¹ X_cᵀ y_c, W = X_cᵀ X_c, α = nλ/2. Given X, E ŵ − w =
+    −α (W + αI)⁻¹ w and Cov ŵ = σ² (W + αI)⁻¹ W (W + αI)⁻¹. In the regime where a closed form
+    holds, n ≫ d, W ≈ (n − 1) I (its mean; its fluctuations are O(√n) an entry, so the error is
+    O(√(d/n)) relative), and
+    E‖ŵ − w‖² ≈ (α / (n − 1 + α))² ‖w‖² + σ² d (n − 1) / (n − 1 + α)².
+    At λ = 0 it is σ² d / (n − 1), least squares' to O(d/n). SGD reaches that point on average;
+    its last iterate adds its noise floor, its average does not (see averaged_sgd_w_err_sq). For
+    d ≈ n (d2l §3.7: d = 200, n = 20) no closed form is drawn: W is far from (n − 1) I there.
+    """
+    where = "parameter of weight_decay_w_err_sq"
+    n, d, noise_var = _ols_args(num_train, d, noise_var, where)
+    lam = _real_array(weight_decay, "weight_decay", where)
+    w2 = _real_array(w_norm_sq, "w_norm_sq", where)
+    alpha = n * lam / 2
+    m = n - 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _result((alpha / (m + alpha)) ** 2 * w2 + noise_var * d * m / (m + alpha) ** 2)

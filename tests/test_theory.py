@@ -395,3 +395,25 @@ def test_tail_averaged_sgd_reaches_polyak_juditsky_sigma2_d_over_n_and_the_last_
     se = averaged.std(ddof=1) / math.sqrt(len(averaged))
     assert abs(averaged.mean() - expected) < 4 * se, (averaged.mean(), expected, se)
     assert sq["none"].mean() > 4 * expected
+
+
+@pytest.mark.parametrize("weight_decay", [0.02, 0.2])
+def test_sgd_with_weight_decay_settles_on_ridge_bias_and_variance_where_n_is_large(weight_decay):
+    """The engine's tail-averaged SGD with weight decay on the weight (n = 2,000, lr 0.05, the
+    average of epochs 3-10, 300 data sets; noise 0.3 so that the variance is seen beside the
+    bias): its mean ‖ŵ − w‖² is ridge's with α = nλ/2 within 4 standard errors and 3% (the
+    W ≈ (n − 1) I approximation), and far from least squares' (λ = 0)."""
+    from study import Grid, run_grid
+    from study.theory import weight_decay_w_err_sq
+
+    w = [2.0, -3.4]
+    grid = Grid(num_train=[2000], lr=[0.05], weight_decay=[weight_decay], average_from=[2], epoch=[10], noise=[0.3],
+                replicates=300, num_val=10, w=w)
+    df = run_grid(grid, progress=False)
+    sq = df.loc[df["epoch"] == 10, "w_err_norm"].to_numpy() ** 2
+    noise_var = float(noise_variance(0.3))
+    expected = float(weight_decay_w_err_sq(2000, 2, noise_var, weight_decay, sum(v * v for v in w)))
+    se = sq.std(ddof=1) / math.sqrt(len(sq))
+    assert abs(sq.mean() - expected) < 4 * se + 0.03 * expected, (sq.mean(), expected, se)
+    assert abs(sq.mean() - float(ols_w_err_sq_mean(2000, 2, noise_var))) > 10 * se
+    assert float(weight_decay_w_err_sq(2000, 2, noise_var, 0.0, 5.0)) == pytest.approx(noise_var * 2 / 1999)
