@@ -906,7 +906,7 @@ def nested_loop(
 
     Examples
     --------
-    >>> fig = nested_loop("results/raw/ex2_huber.csv", order="num_train,noise_kind,loss,sigma")  # doctest: +SKIP
+    >>> fig = nested_loop("results/raw/ex2_huber.parquet", order="num_train,noise_kind,loss,sigma")  # doctest: +SKIP
     >>> save_figure(fig, "figures/ex2_nested.png")  # doctest: +SKIP
     """
     where = "parameter of nested_loop"
