@@ -311,7 +311,9 @@ def _start_long_dask_run(tmp_path, **popen):
     runs), with TMPDIR in tmp_path/tmp: (the process, the spec, that tmp folder, the
     environment, the output's store)."""
     spec = tmp_path / "long.toml"
-    spec.write_text(LONG_SPEC)
+    # Four times the long spec's replicates: these runs are stopped a few chunks in, and must
+    # still be running then however slow the machine's other work makes the test's polling.
+    spec.write_text(LONG_SPEC.replace("replicates = 24", "replicates = 96"))
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
