@@ -201,26 +201,6 @@ class Table:
         return Table(source, name=self.name, columns=columns, spec=self.spec, keep=self._keep, note=self.note,
                      orders=self.orders)
 
-    def median(self, column: str, *, per_stream: bool = False) -> float:
-        """The median |column| of the runs that did not diverge, or with ``per_stream`` (least
-        squares: it never diverges, and the runs on one data set share it) of one row per
-        data stream."""
-        v = _metric(column + "_abs")
-        if per_stream:
-            sql = f"SELECT median(v) FROM (SELECT seed, min({v}) AS v FROM {self.relation} GROUP BY seed)"
-        else:
-            sql = f"SELECT median({v}) FROM {self.relation} WHERE NOT diverged"
-        value = _rows(sql)[0][0]
-        return float("nan") if value is None else float(value)
-
-    def medians(self, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-        """Per distinct ``keys``, the median of each metric (``X_abs``: |X|) over the runs that
-        did not diverge, as ``<metric>_median`` columns."""
-        select, group = _grouping(keys, self.order_by)
-        parts = ", ".join(f"median({_metric(m)}) AS {quote(m + '_median')}" for m in metrics)
-        return self.categorize(self._in_parts(keys, len(metrics), lambda part: part.query(
-            f"SELECT {select}{parts} FROM {{t}} WHERE NOT diverged{group}")))
-
     def query(self, sql: str) -> pd.DataFrame:
         """Run ``sql``, in which ``{t}`` stands for the chosen rows."""
         return _query(sql.replace("{t}", self.relation))
@@ -257,12 +237,7 @@ class Table:
         if not self.complete or self.spec is None or axis not in AXES or self._filtered_freely() \
                 or any(k not in AXES for k in self.chosen):
             return None
-        if axis in LATER_DEFAULTS and axis not in self.spec:  # a spec from before the axis
-            values = [LATER_DEFAULTS[axis]]
-        else:
-            values = [0, *self.spec["epoch"]] if axis == "epoch" else list(self.spec[axis])
-        if axis == "average_from":
-            values = [average_text(v) for v in values]
+        values = [0, *self.spec["epoch"]] if axis == "epoch" else _spec_axis(self.spec, axis)
         if axis in self.chosen:
             chosen = self.chosen[axis]
             values = [v for v in values if any(_same(v, c) for c in chosen)]
@@ -288,9 +263,7 @@ class Table:
     def _full_order(self, axis: str) -> list[str]:
         """Every value of a string axis in order: a DataFrame's own, else its grid's, then the
         vocabulary's."""
-        order = list(self.orders.get(axis) or (self.spec or {}).get(axis) or ())
-        if axis == "average_from":
-            order = [average_text(v) for v in order] if self.orders.get(axis) is None else order
+        order = list(self.orders.get(axis) or (_spec_axis(self.spec, axis) if self.spec else ()))
         return order + [v for v in _CANONICAL.get(axis, ()) if v not in order]
 
     def _order(self, axis: str, present: Iterable[str]) -> list[str]:
@@ -786,7 +759,7 @@ def _from_frame(df: pd.DataFrame) -> Table:
         con.register(name, df)
         columns = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {name})").fetchall())
     holder = _Registered(name)
-    source, columns = _with_optimizer_axes(name, columns)
+    source, columns = _with_later_axes(name, columns)
     orders = {}
     for axis in _CANONICAL:  # as a DataFrame run_grid gave lists them: its categories, else as they come
         if axis in df.columns:
@@ -834,7 +807,14 @@ def _checked_columns(path: Path, kind: str, source: str, required: Sequence[str]
     return columns
 
 
-def _with_optimizer_axes(source: str, columns: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+def _spec_axis(spec: Mapping[str, Any], axis: str) -> list:
+    """An axis's values in a grid's spec, as a table holds them: average_from as text, and an
+    axis added after the spec was written (LATER_DEFAULTS) at its default."""
+    values = list(spec[axis]) if axis in spec else [LATER_DEFAULTS[axis]] if axis in LATER_DEFAULTS else []
+    return [average_text(v) for v in values] if axis == "average_from" else values
+
+
+def _with_later_axes(source: str, columns: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     """The source with the axes added later that it lacks (a table from before them: plain SGD,
     their defaults), and average_from as text however a CSV's values read ("2" as a number)."""
     missing = {a: d for a, d in LATER_DEFAULTS.items() if a not in columns}
@@ -872,7 +852,7 @@ def _from_parquet(path: Path, required: Sequence[str]) -> Table:
         raise TableError(f"{str(path)!r} is not a readable Parquet file: {_first_line(err)}") from None
     source = f"read_parquet({literal(str(path))})"
     columns = _checked_columns(path, "Parquet", source, required)
-    source, columns = _with_optimizer_axes(source, columns)
+    source, columns = _with_later_axes(source, columns)
     study = json.loads(meta[b"study"]) if b"study" in meta else {}
     spec = study.get("spec")
     return Table(source, name=str(path), columns=columns, spec=spec,
@@ -892,7 +872,7 @@ def _from_csv(path: Path, required: Sequence[str]) -> Table:
             found = repr(bad[0][0]) if bad else f"values of type {columns[column]}"
             raise TableError(f"{str(path)!r} is not a results table: its column {column} must hold numbers, "
                              f"but holds {found}.")
-    source, columns = _with_optimizer_axes(source, columns)
+    source, columns = _with_later_axes(source, columns)
     sidecar = path.with_name(path.stem + ".meta.json")
     spec, complete = None, False
     if sidecar.is_file():

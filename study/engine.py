@@ -361,7 +361,7 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         direction = torch.empty_like(wb)
         buf = torch.zeros_like(wb) if q.any_momentum else None
         avg = torch.zeros_like(wb) if q.any_average else None
-        denom = torch.full_like(q.lr_s, math.inf)  # per slot: iterates averaged + 1, inf while not averaging
+        denom = torch.full_like(q.neg_lr_s, math.inf)  # per slot: iterates averaged + 1, inf while not averaging
 
     def span_steps(Zp: torch.Tensor, span: tuple, epoch: int = 0) -> None:
         """A span's steps of one epoch, on its data Zp (t1 - t0, bs, d+2, 1, Sk), y negated.
@@ -561,7 +561,6 @@ class _Part:
             self.neg_decay_s = runs_last(-chunk.lr_decay, 0.0)
             self.momentum_s = runs_last(chunk.momentum, 0.0)
             self.weight_decay_s = runs_last(chunk.weight_decay, 0.0)
-            self.lr_s = lr[..., 0].T.contiguous()
             self.average_from_s = runs_last(chunk.average_from, -1.0)
             self.any_decay = bool(chunk.lr_decay.any())
             self.any_momentum = bool(chunk.momentum.any())

@@ -73,12 +73,6 @@ def _at(t: Table, **where: Any) -> Table:
     return t.select({column: [value] for column, value in where.items()})
 
 
-def _median(t: Table, column: str) -> float:
-    """The median |column|: SGD's over the runs that did not diverge; least squares' over every
-    run, once per data stream (it never diverges, and runs on the same data share it)."""
-    return t.median(column, per_stream=column in LEAST_SQUARES)
-
-
 def _one(t: Table, column: str) -> Any:
     """The first value a column takes (a setting the grid holds fixed, where it is one)."""
     return t.values(column)[0]
@@ -164,7 +158,8 @@ def _interval(values: np.ndarray, ci: float = 0.95) -> Estimate:
 
 def _estimate(t: Table, column: str, *, per_stream: bool = False) -> Estimate:
     """The median |column| of a selection at one checkpoint with its 95% interval: SGD's over
-    the runs that did not diverge, least squares' over one value per data stream (as _median);
+    the runs that did not diverge, least squares' over one value per data stream (it never diverges, and the runs
+    on one data set share it);
     ``per_stream`` takes one value per stream for any column the runs of a stream share (the
     start, at epoch 0), so that the interval counts independent units only."""
     per_stream = per_stream or column in LEAST_SQUARES
@@ -381,9 +376,9 @@ def ex2_huber(df: Any) -> Outcome:
     lr = float(_one(t, "lr"))
     # Near the solution every residual is inside Huber's quadratic zone, where Huber σ at lr η
     # steps as the squared loss at lr η/(2σ): measured on the model's losses, not assumed.
-    ratios_ = {s: step_ratio(s) for s in sigmas}
+    ratios = {s: step_ratio(s) for s in sigmas}
     check = huber_step_check()
-    steps_text = ", ".join(f"σ={s:g}: {lr * ratios_[s]:.3g}" for s in sigmas)
+    steps_text = ", ".join(f"σ={s:g}: {lr * ratios[s]:.3g}" for s in sigmas)
     step_note = (f"squared = MSELoss, no ½: l′(r) = 2r. Huber: l′(r) = r/σ for |r| ≤ σ. Inside that zone Huber at "
                  f"lr {lr:g} steps as squared at lr {lr:g}/(2σ) ({steps_text}).")
 
@@ -426,7 +421,7 @@ def ex2_huber(df: Any) -> Outcome:
         return {f"Huber σ={row['sigma']:g}": (Estimate(row["ratio"], row["ratio_lo"], row["ratio_hi"]), row["wins"])
                 for _, row in rows.iterrows()}
 
-    def ratios(found):
+    def ratio_text(found):
         return "; ".join(f"{label}: {ratio.factor()}" for label, (ratio, _) in found.items())
 
     huber = [f"Huber σ={s:g}" for s in sigmas]
@@ -438,7 +433,7 @@ def ex2_huber(df: Any) -> Outcome:
                                 against_squared("outliers", last))
     won = outliers[best_out]
     # Trained, Huber steps as squared at lr·step ratio: read each clear difference against that lr.
-    effective = {f"Huber σ={s:g}": lr * ratios_[s] for s in sigmas}
+    effective = {f"Huber σ={s:g}": lr * ratios[s] for s in sigmas}
     worse = [h for h, (r, _) in trained.items() if r.low > 1]
     better = [h for h, (r, _) in trained.items() if r.high < 1]
     follows = all(effective[h] > lr for h in worse) and all(effective[h] < lr for h in better) and (worse or better)
@@ -451,8 +446,8 @@ def ex2_huber(df: Any) -> Outcome:
         f"Huber's loss (3.5.1) is `nn.SmoothL1Loss(beta=σ)`; its derivative is clipped at ±1, so far from the "
         f"solution each example pulls with a bounded force. Compare the two at a given lr with care: `squared` here "
         f"is `nn.MSELoss`, without the book's ½, so its gradient is 2r, while Huber's is r/σ inside |r| ≤ σ "
-        f"(measured by autograd on the model's losses: a step ratio of {ratios_[sigmas[0]]:.4g} for σ={sigmas[0]:g}"
-        + (f", {ratios_[sigmas[-1]]:.4g} for σ={sigmas[-1]:g}" if len(sigmas) > 1 else "") + "). "
+        f"(measured by autograd on the model's losses: a step ratio of {ratios[sigmas[0]]:.4g} for σ={sigmas[0]:g}"
+        + (f", {ratios[sigmas[-1]]:.4g} for σ={sigmas[-1]:g}" if len(sigmas) > 1 else "") + "). "
         f"Near the solution Huber at lr {lr:g} therefore steps as the squared loss at lr {lr:g}/(2σ) ({steps_text}); "
         f"with σ = 1, Huber takes half the step of squared: Huber at lr {check['lr']:g} against squared at lr "
         f"{check['squared_lr']:g}, on data whose residuals stay inside the zone, gave "
@@ -461,11 +456,11 @@ def ex2_huber(df: Any) -> Outcome:
         f"Far from the solution the clipping is the cost: from the start at lr {lr:g}, after {early} epochs on "
         f"{mid} examples with Gaussian noise the median ‖ŵ − w‖ was {est('gaussian', 'squared', early)} with "
         f"the squared loss and {est('gaussian', huber[0], early)} with {huber[0]}; Huber's error over the squared "
-        f"loss's on the same data sets: {ratios(start)}. That is why Huber looks worse after the seed's 3 epochs. "
+        f"loss's on the same data sets: {ratio_text(start)}. That is why Huber looks worse after the seed's 3 epochs. "
         f"Once trained ({last} epochs) under Gaussian noise, squared reached {est('gaussian', 'squared', last)}, and "
-        f"Huber over squared was {ratios(trained)}.{why} With {names['outliers']}, {verdict}: {best_out} reached "
+        f"Huber over squared was {ratio_text(trained)}.{why} With {names['outliers']}, {verdict}: {best_out} reached "
         f"{est('outliers', best_out, last)} against {est('outliers', 'squared', last)} for the squared loss "
-        f"({ratios(outliers)}; {best_out} had the smaller error on {won[1]:.0%} of the data sets), whose floor is "
+        f"({ratio_text(outliers)}; {best_out} had the smaller error on {won[1]:.0%} of the data sets), whose floor is "
         f"least squares ({ols_out}, over the data sets), itself dragged by the outliers. " + _precision_text(raw)
     )
     return Outcome({"ex2_huber": table}, {"ex2_huber_losses": fig_shapes, "ex2_huber": fig}, answer)

@@ -264,8 +264,7 @@ def key_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
     """What a run's key is the hash of: its settings, less the axes added later at their
     defaults (LATER_DEFAULTS), so that a run of plain SGD keeps the key it had before those
     axes existed, and the runs a store holds stay valid."""
-    return {k: v for k, v in cell.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k]
-                                                  and (v is None) == (LATER_DEFAULTS[k] is None))}
+    return {k: v for k, v in cell.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
 
 
 @dataclass(frozen=True)

@@ -571,8 +571,8 @@ _RAGGED = ",\nminibatches of batch_size only: not the ragged last one"
 
 def _ragged(part: Table, batch: int) -> bool:
     """Whether some run's epochs end on a ragged minibatch: num_train % batch_size > 0, kept."""
-    if "drop_last" in part.columns and part.values("drop_last") in ([True], ["true"], ["True"]):
-        return False
+    if "drop_last" in part.columns and not any(_plain_sgd("drop_last", v) for v in part.values("drop_last")):
+        return False  # every run drops it
     return any(int(n) % batch for n in part.values("num_train"))
 
 

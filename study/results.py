@@ -723,7 +723,7 @@ def precision_columns(moments: pd.DataFrame, estimands: Sequence[str]) -> pd.Dat
                 ratio = my / mo
                 out[f"{e}_releff"] = ratio
                 out[f"{e}_releff_mcse"] = np.sqrt((syy - 2 * ratio * syo + ratio**2 * soo) / (n - 1) / n) / mo * more
-            median = {"w_err_norm": "w_err_norm_median", "b_err": "b_err_abs_median"}.get(e, f"{e}_abs_median")
+            median = _MEDIAN_OF.get(e, f"{e}_abs_median")
             if e not in ("w_err_norm", "b_err"):
                 out[median] = moments[f"med{i}"].to_numpy()
             out[f"{median}_lo"] = moments[f"lo{i}"].to_numpy()
