@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 import weakref
@@ -33,18 +34,18 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .vocabulary import AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, average_text
+from .vocabulary import APPLIES_ONLY, AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, average_text
 
 __all__ = ["Table", "open_table", "TableError", "REQUIRED", "MEMORY_LIMIT", "quote", "literal"]
 
 #: The columns every results table has: the coordinates, and what a summary cannot do without.
 #: A table written before the optimiser's axes existed lacks them: it holds their defaults.
-REQUIRED = (*(a for a in AXES if a not in LATER_DEFAULTS), "replicate", "seed", "w_err_norm", "b_err", "diverged")
+REQUIRED = (*(a for a in AXES if a not in LATER_DEFAULTS and a != "num_inputs"), "replicate", "seed", "w_err_norm", "b_err", "diverged")
 #: The string axes, and the order their values are listed in where no grid says otherwise
 #: (average_from: "none", then the epochs in order).
 _CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS, "average_from": (NO_AVERAGE,)}
 #: Columns that must hold numbers (a CSV whose column holds text there is refused).
-_NUMERIC = ("num_train", "lr", "epoch", "sigma", "lr_decay", "momentum", "weight_decay", "batch_size", "noise",
+_NUMERIC = ("num_train", "num_inputs", "lr", "epoch", "sigma", "lr_decay", "momentum", "weight_decay", "batch_size", "noise",
             "replicate", "seed", "w_err_norm", "b_err")
 #: DuckDB's working memory in one process. Past it, sorts, joins and aggregates spill to a
 #: temporary folder, and statistics are computed in parts (Table._parts): with the process's own
@@ -174,7 +175,10 @@ class Table:
         conditions, chosen = [], {}
         for key, wanted in (where or {}).items():
             wanted = list(wanted) if isinstance(wanted, (list, tuple, set, np.ndarray)) else [wanted]
-            conditions.append(f"{quote(key)} IN ({', '.join(literal(v) for v in wanted)})" if wanted else "FALSE")
+            condition = f"{quote(key)} IN ({', '.join(literal(v) for v in wanted)})" if wanted else "FALSE"
+            if key in APPLIES_ONLY:  # a run the axis does not apply to is the same run at any value
+                condition = f"{condition} OR {quote(key)} IS NULL"
+            conditions.append(condition)
             chosen[key] = wanted
         return self._derived(conditions, chosen)
 
@@ -241,6 +245,11 @@ class Table:
         if axis in self.chosen:
             chosen = self.chosen[axis]
             values = [v for v in values if any(_same(v, c) for c in chosen)]
+        if axis in APPLIES_ONLY:  # an axis that applies to none of the rows takes no value there
+            condition, applying, _ = APPLIES_ONLY[axis]
+            present = self._spec_values(condition)
+            if present is not None and not any(v in applying for v in present):
+                return []
         return values
 
     def values(self, column: str) -> list:
@@ -503,10 +512,15 @@ class Table:
             sums = self.query(f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
                               f"count(*) AS k FROM {errors} GROUP BY {cols}, level, block")
             return stats, sums
+        # A key the baseline's runs lack (an axis that does not apply to them, APPLIES_ONLY: σ of
+        # the squared loss) pairs them with the runs of every value of it.
+        on = " AND ".join(["e.seed = b.seed"] + [
+            f"(e.{quote(k)} IS NOT DISTINCT FROM b.{quote(k)}"
+            + (f" OR b.{quote(k)} IS NULL)" if k in APPLIES_ONLY else ")") for k in keys])
         pairs = (f"(SELECT {', '.join(f'e.{quote(k)}' for k in keys)}, e.seed, e.level, e.v, b.v AS b, "
                  f"CASE WHEN e.v = b.v THEN 1.0 WHEN b.v = 0 THEN 'inf'::DOUBLE ELSE e.v / b.v END AS r "
                  f"FROM {errors} e JOIN (SELECT {cols}, seed, v FROM {errors} WHERE level = {base}) b "
-                 f"USING ({cols}, seed) WHERE e.level <> {base})")
+                 f"ON {on} WHERE e.level <> {base})")
         counts = self.query(f"SELECT {cols}, level, count(*) AS n FROM {pairs} GROUP BY {cols}, level")
         common = set(counts["n"].astype(int))
         wins = "avg(CASE WHEN v < b THEN 1.0 WHEN v = b THEN 0.5 ELSE 0.0 END) AS wins"
@@ -810,20 +824,27 @@ def _checked_columns(path: Path, kind: str, source: str, required: Sequence[str]
 def _spec_axis(spec: Mapping[str, Any], axis: str) -> list:
     """An axis's values in a grid's spec, as a table holds them: average_from as text, and an
     axis added after the spec was written (LATER_DEFAULTS) at its default."""
+    if axis == "num_inputs" and spec.get(axis) is None:
+        return [len(spec["w"])] if "w" in spec else []
     values = list(spec[axis]) if axis in spec else [LATER_DEFAULTS[axis]] if axis in LATER_DEFAULTS else []
     return [average_text(v) for v in values] if axis == "average_from" else values
 
 
 def _with_later_axes(source: str, columns: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     """The source with the axes added later that it lacks (a table from before them: plain SGD,
-    their defaults), and average_from as text however a CSV's values read ("2" as a number)."""
+    their defaults, and num_inputs its number of w_hat_j columns), and average_from as text
+    however a CSV's values read ("2" as a number)."""
     missing = {a: d for a, d in LATER_DEFAULTS.items() if a not in columns}
     cast = "average_from" in columns and columns["average_from"] != "VARCHAR"
+    features = [] if "num_inputs" in columns else [c for c in columns if re.fullmatch(r"w_hat_\d+", c)]
+    if features:  # a table from before num_inputs: each run had a column per feature
+        missing["num_inputs"] = len(features)
     if not missing and not cast:
         return source, dict(columns)
     star = "* REPLACE (average_from::VARCHAR AS average_from)" if cast else "*"
     types = {a: "VARCHAR" if a == "average_from" else "BOOLEAN" if isinstance(d, bool) else "DOUBLE"
              for a, d in LATER_DEFAULTS.items()}
+    types["num_inputs"] = "BIGINT"
     added = [f"{literal(average_text(d)) if a == 'average_from' else f'{str(d).upper()}::{types[a]}'} AS {quote(a)}"
              for a, d in missing.items()]
     out = dict(columns)
@@ -863,15 +884,22 @@ def _from_csv(path: Path, required: Sequence[str]) -> Table:
     source = f"read_csv({literal(str(path))}, header = true, sample_size = -1)"
     columns = _checked_columns(path, "CSV", source, required)
     table = Table(source, name=str(path), columns=columns)
+    empty = []  # numeric columns with no value at all (σ of squared runs alone): no type to infer
     for column in _NUMERIC:
         if column in columns and not table.numeric(column):
             if table.count() == 0:  # a header alone: no types to infer
                 raise TableError(f"{str(path)!r} holds no runs: the CSV file has its header and no rows.")
             bad = _rows(f"SELECT {quote(column)} FROM {source} WHERE TRY_CAST({quote(column)} AS DOUBLE) IS NULL "
                         f"AND {quote(column)} IS NOT NULL LIMIT 1")
+            if not bad and not _rows(f"SELECT 1 FROM {source} WHERE {quote(column)} IS NOT NULL LIMIT 1"):
+                empty.append(column)
+                continue
             found = repr(bad[0][0]) if bad else f"values of type {columns[column]}"
             raise TableError(f"{str(path)!r} is not a results table: its column {column} must hold numbers, "
                              f"but holds {found}.")
+    if empty:
+        source = f"(SELECT * REPLACE ({', '.join(f'{quote(c)}::DOUBLE AS {quote(c)}' for c in empty)}) FROM {source})"
+        columns.update({c: "DOUBLE" for c in empty})
     source, columns = _with_later_axes(source, columns)
     sidecar = path.with_name(path.stem + ".meta.json")
     spec, complete = None, False

@@ -733,7 +733,7 @@ def _start_study_workers(args: argparse.Namespace) -> None:
 
 #: The measured columns of the results schema (study.results.metric_columns): what a role may
 #: name besides the axes, whatever the table.
-_SCHEMA_COLUMN = re.compile(r"w_(hat|err)_\d+|w_err_norm|b_hat|b_err|train_loss|val_mse|grad_w_norm|grad_b|"
+_SCHEMA_COLUMN = re.compile(r"w_(hat|err)_\d+|w_err_norm|w_err_max|b_hat|b_err|train_loss|val_mse|grad_w_norm|grad_b|"
                                           r"ols_w_err_norm|ols_b_err|gap_w_norm|steps")
 
 

@@ -66,13 +66,14 @@ def bundle(tasks: Sequence[Task], engine: str, devices: list[str], workers: int,
     """The tasks as jobs: one each, or, for the batched engine on a single CPU worker (where no
     worker waits on another) and chunks cut as run_grid chooses (not to an asked ``chunk_size``,
     which also sets how often finished runs are kept), bundles of one batch_size, within
-    BUNDLE_RUNS, BUNDLE_SECONDS and CHUNK_MEMORY_BUDGET, taken in the tasks' order."""
+    BUNDLE_RUNS, BUNDLE_SECONDS and CHUNK_MEMORY_BUDGET, taken in the tasks' order (and of one
+    num_inputs: runs trained together share their number of features)."""
     if workers > 1 or engine != "batched" or devices[0] != "cpu" or chunk_size is not None:
         return [(task,) for task in tasks]
     jobs: list[tuple[Task, ...]] = []
-    filling: dict[int, list[Task]] = {}  # batch_size index -> the bundle being filled
+    filling: dict[tuple[int, int], list[Task]] = {}  # (batch_size, num_inputs) indices -> the bundle being filled
     for task in tasks:
-        current = filling.setdefault(task.spec.batch_size_i, [])
+        current = filling.setdefault((task.spec.batch_size_i, task.spec.num_inputs_i), [])
         if current and (sum(t.runs for t in current) + task.runs > BUNDLE_RUNS
                         or sum(t.seconds for t in current) + task.seconds > BUNDLE_SECONDS
                         or sum(t.memory for t in current) + task.memory > engines.CHUNK_MEMORY_BUDGET):

@@ -77,12 +77,14 @@ def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, stream
 
     Per stream: its examples z = (x, 1, y), n_total x (d + 2) float32, the epoch's shuffled copy
     of the training part and its order (int64, and the sort's keys): about 8 (d + 2) n_total + 24
-    n_total bytes. Per run: at a checkpoint its residuals and their derivatives and one product,
-    n_total float32 each, 12 n_total bytes; and per step a few (d + 2) x batch_size temporaries.
+    n_total bytes; and its second moments (three (d + 2)² float64). Per run: at a checkpoint its
+    residuals and their derivatives and one product, n_total float32 each, 12 n_total bytes, and
+    (d + 2)² float64 products, three at once; and per step a few (d + 2) x batch_size temporaries.
     """
     n_total = num_train + num_val
-    per_stream = (8 * (num_inputs + 2) + 24) * n_total
-    per_run = 12 * n_total + 64 * (num_inputs + 2)
+    square = 8 * (num_inputs + 2) ** 2
+    per_stream = (8 * (num_inputs + 2) + 24) * n_total + 3 * square
+    per_run = 12 * n_total + 64 * (num_inputs + 2) + 3 * square
     return per_stream * streams_ + per_run * runs
 
 

@@ -325,11 +325,12 @@ def ex1_reduction(df: Any) -> Outcome:
 # --- 2. squared vs Huber -------------------------------------------------------------------
 
 def _loss_label(t: Table) -> Table:
-    """One label per loss: squared ignores sigma, so its runs at other sigmas (identical by
-    common random numbers) are dropped."""
+    """One label per loss: squared ignores sigma (its runs hold none: see
+    vocabulary.APPLIES_ONLY; a table from before that rule has a copy of each squared run at
+    every sigma, identical by common random numbers, of which the first is kept)."""
     sigmas = t.values("sigma")
     labels = " ".join(f"WHEN sigma = {literal(s)} THEN {literal(f'Huber σ={s:g}')}" for s in sigmas)
-    kept = t.filter(f"loss = 'huber' OR sigma = {literal(sigmas[0])}")
+    kept = t.filter(f"loss = 'huber' OR sigma IS NULL OR sigma = {literal(sigmas[0])}")
     return kept.derive(loss_sigma=f"CASE WHEN loss = 'squared' THEN 'squared' ELSE (CASE {labels} END) END")
 
 

@@ -34,13 +34,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ._checks import check_choice, check_int, check_real, check_vector, fail
 from .vocabulary import (
-    AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS,
+    APPLIES_ONLY, AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS,
 )
 
 __all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid", "stream_seeds", "run_keys"]
@@ -128,7 +128,7 @@ def _is_positive_finite(value: Any) -> bool:
         return False
 
 
-_INT_AXES = ("num_train", "batch_size", "epoch")
+_INT_AXES = ("num_train", "num_inputs", "batch_size", "epoch")
 #: The axes a log range may give: every numeric one (noise too, though a range never holds 0).
 _LOG_AXES = (*_INT_AXES, "lr", "sigma", "noise")
 _LOG_KEYS = ("log", "per_decade")
@@ -263,8 +263,31 @@ def run_keys(settings: Mapping[str, Any], replicate: Any) -> np.ndarray:
 def key_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
     """What a run's key is the hash of: its settings, less the axes added later at their
     defaults (LATER_DEFAULTS), so that a run of plain SGD keeps the key it had before those
-    axes existed, and the runs a store holds stay valid."""
-    return {k: v for k, v in cell.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+    axes existed, and the runs a store holds stay valid. ``num_inputs`` is left out too: the
+    run's ``w`` (its whole vector) says it. An axis that does not apply to the run
+    (APPLIES_ONLY: σ of a squared run) is keyed at its fixed value, so that the run has one key
+    whatever the grid lists there."""
+    out = {k: v for k, v in cell.items()
+           if k != "num_inputs" and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+    for axis, (condition, values, keyed_at) in APPLIES_ONLY.items():
+        if axis in out and out.get(condition) not in values:
+            out[axis] = keyed_at
+    return out
+
+
+def applies(axis: str, run: Mapping[str, Any]) -> bool:
+    """Whether ``axis`` applies to a run (a mapping holding its condition's axis): every axis
+    but those of APPLIES_ONLY outside their condition."""
+    if axis not in APPLIES_ONLY:
+        return True
+    condition, values, _ = APPLIES_ONLY[axis]
+    return run[condition] in values
+
+
+def w_vector(w: Sequence[float], num_inputs: int) -> tuple[float, ...]:
+    """The true weights of runs of ``num_inputs`` features: ``w`` itself, or its one number
+    repeated (d2l §3.7's w = 0.01·1)."""
+    return tuple(w) if len(w) == num_inputs else tuple(w) * num_inputs
 
 
 @dataclass(frozen=True)
@@ -291,6 +314,13 @@ class Run:
     weight_decay: float = 0.0
     average_from: int | None = None
     drop_last: bool = False
+    num_inputs: int | None = None  # len(w), which it is set to when not given
+
+    def __post_init__(self) -> None:
+        if self.num_inputs is None:
+            object.__setattr__(self, "num_inputs", len(self.w))
+        elif self.num_inputs != len(self.w):
+            raise ValueError(f"A run's num_inputs ({self.num_inputs}) must be the length of its w ({len(self.w)}).")
 
     @cached_property
     def key(self) -> str:
@@ -322,6 +352,12 @@ class Grid:
         after the first k (0: Polyak-Ruppert averaging from the first step), as
         ``torch.optim.swa_utils.AveragedModel`` updated each step gives; None (``"none"`` in
         TOML, the default) reports the last iterate, as does any checkpoint up to epoch k.
+    num_inputs : list of int, default: [len(w)]
+        The number of features d. With more than one value, or one other than len(w), ``w`` is
+        one number repeated d times (d2l §3.7's w = 0.01·1); a ``w`` of several numbers fixes
+        a single d. Runs of one replicate at several d share their seed, not their data. A
+        table keeps a column per feature (w_hat_j, w_err_j) for runs of d <= 10 only
+        (vocabulary.PER_FEATURE_COLUMNS_UP_TO), and the norms w_err_norm and w_err_max for all.
     drop_last : list of bool, default=[False]
         Whether each epoch drops its ragged last minibatch (num_train % batch_size examples), as
         ``DataLoader(drop_last=True)``: then every step has batch_size examples (and an epoch of
@@ -330,7 +366,8 @@ class Grid:
         "per_decade": n}``, the TOML form (see :func:`load_grid`); it is stored as its list.
         Integer axes (num_train, batch_size, epoch) and settings (num_val, replicates, seed)
         take a float that is exactly whole (``1e3``), stored as the int.
-    w : list of float, default=[2, -3.4]
+    w : float or list of float, default=[2, -3.4]
+        The true weights: a vector of num_inputs numbers, or one number for every feature.
     b : float, default=4.2
     num_val : int, default=1000
     replicates : int, default=1
@@ -352,6 +389,7 @@ class Grid:
     """
 
     num_train: list[int] = field(default_factory=lambda: [1000])
+    num_inputs: list[int] | None = None
     lr: list[float] = field(default_factory=lambda: [0.03])
     epoch: list[int] = field(default_factory=lambda: [3])
     loss: list[str] = field(default_factory=lambda: ["squared"])
@@ -378,10 +416,15 @@ class Grid:
         self._validate("parameter of Grid")
 
     def _validate(self, where: str) -> None:
+        self.w = check_vector(self.w, "w", where)
+        if self.num_inputs is None:
+            self.num_inputs = [len(self.w)]
         for axis in AXES:
             setattr(self, axis, _check_axis(axis, getattr(self, axis), where))
         self.epoch = sorted(self.epoch)
-        self.w = check_vector(self.w, "w", where)
+        if len(self.w) > 1 and self.num_inputs != [len(self.w)]:
+            fail("w", where, f"one number (repeated num_inputs times) where num_inputs is {self.num_inputs}, or a "
+                 "list of that many numbers for a single num_inputs", self.w)
         self.b = check_real(self.b, "b", where, low=-float("inf"))
         self.num_val = _check_whole(self.num_val, "num_val", where, low=1)
         self.replicates = _check_whole(self.replicates, "replicates", where, low=1)
@@ -398,24 +441,58 @@ class Grid:
         """The epochs recorded: 0 (the start) and every epoch asked for."""
         return [0, *self.epoch]
 
+    def cell_mask(self) -> np.ndarray | None:
+        """Which cells of the product of RUN_AXES are runs (a boolean array of its shape), or
+        None where all are: a cell whose axis does not apply (APPLIES_ONLY) is a run at that
+        axis's first value only."""
+        shape = tuple(len(getattr(self, a)) for a in RUN_AXES)
+        mask = None
+        for axis, (condition, values, _) in APPLIES_ONLY.items():
+            if len(getattr(self, axis)) == 1:
+                continue
+            here = [1] * len(shape)
+
+            def along(name: str, column: np.ndarray) -> np.ndarray:
+                at = list(here)
+                at[RUN_AXES.index(name)] = -1
+                return column.reshape(at)
+
+            applying = along(condition, np.array([v in values for v in getattr(self, condition)]))
+            first = along(axis, np.arange(shape[RUN_AXES.index(axis)]) == 0)
+            kept = np.broadcast_to(applying | first, shape)
+            mask = kept if mask is None else mask & kept
+        return None if mask is None else np.ascontiguousarray(mask)
+
     @property
     def n_runs(self) -> int:
-        """How many runs the grid holds: every cell times the replicates."""
-        return math.prod(len(getattr(self, a)) for a in RUN_AXES) * self.replicates
+        """How many runs the grid holds: every cell that is a run (see :meth:`cell_mask`) times
+        the replicates."""
+        mask = self.cell_mask()
+        cells = math.prod(len(getattr(self, a)) for a in RUN_AXES) if mask is None else int(mask.sum())
+        return cells * self.replicates
 
     @property
     def n_rows(self) -> int:
         """How many rows its table holds: a row per run per checkpoint."""
         return self.n_runs * len(self.checkpoints)
 
+    def w_of(self, num_inputs: int) -> tuple[float, ...]:
+        """The true weights of its runs of ``num_inputs`` features (see :func:`w_vector`)."""
+        return w_vector(self.w, num_inputs)
+
     def runs(self) -> list[Run]:
-        """Every run of the grid, in grid order (axes in AXES order, replicate innermost)."""
+        """Every run of the grid, in grid order (axes in AXES order, replicate innermost); a run
+        an axis does not apply to (APPLIES_ONLY) once, at the axis's first value."""
         cells = itertools.product(*(getattr(self, a) for a in RUN_AXES), range(self.replicates))
-        return [
-            Run(**dict(zip(RUN_AXES, cell[:-1])), replicate=cell[-1], w=tuple(self.w), b=self.b,
-                num_val=self.num_val, base_seed=self.seed, index=i, stream=self.stream)
-            for i, cell in enumerate(cells)
-        ]
+        firsts = {axis: getattr(self, axis)[0] for axis in APPLIES_ONLY}
+        runs: list[Run] = []
+        for cell in cells:
+            values = dict(zip(RUN_AXES, cell[:-1]))
+            if any(values[a] != first and not applies(a, values) for a, first in firsts.items()):
+                continue
+            runs.append(Run(**values, replicate=cell[-1], w=self.w_of(values["num_inputs"]), b=self.b,
+                            num_val=self.num_val, base_seed=self.seed, index=len(runs), stream=self.stream))
+        return runs
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (what the TOML ``[grid]`` table holds, plus name/description)."""
@@ -444,7 +521,8 @@ def grid_from_mapping(table: Mapping[str, Any], *, name: str, description: str =
     grid = Grid.__new__(Grid)
     defaults = Grid()
     for f in fields(Grid):
-        setattr(grid, f.name, table.get(f.name, getattr(defaults, f.name)))
+        # num_inputs, where absent, is w's length (its default, None, says so).
+        setattr(grid, f.name, table.get(f.name, None if f.name == "num_inputs" else getattr(defaults, f.name)))
     grid.name, grid.description = name, description
     grid._validate(f"key of {where}")
     return grid

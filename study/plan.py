@@ -21,8 +21,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .grid import RUN_AXES, Grid, Run, key_cell, run_keys, stream_seeds
-from .vocabulary import OPTIMIZER_DEFAULTS
+from .grid import RUN_AXES, Grid, Run, applies, key_cell, run_keys, stream_seeds
+from .vocabulary import APPLIES_ONLY, OPTIMIZER_DEFAULTS
 
 __all__ = ["Chunk", "ChunkSpec", "Plan", "chunk_id", "keys_id", "grid_seconds", "chunk_cap", "REFERENCE_CHUNK_RUNS",
            "GPU_MEMORY_SHARE", "CHUNKS_PER_WORKER"]
@@ -42,6 +42,9 @@ MIN_WORK_OVER_FIXED = 4.0
 
 #: The axes that do not change a run's stream, in the grid's order.
 OPTIM_AXES = ("lr", "loss", "sigma", "reduction", *OPTIMIZER_DEFAULTS)
+# A stream's runs are the same in every stream (its chunk holds them all): so an axis that
+# applies to some runs only depends on an axis of the optimiser's, and is one.
+assert all(axis in OPTIM_AXES and condition in OPTIM_AXES for axis, (condition, *_) in APPLIES_ONLY.items())
 #: An average_from of None (the last iterate) in a chunk's column of ints.
 NO_AVERAGE_EPOCH = -1
 
@@ -87,6 +90,10 @@ class Chunk:
                 setattr(self, axis, np.full(n, value, dtype=np.int64 if axis == "average_from" else np.float64))
 
     @property
+    def num_inputs(self) -> int:
+        return len(self.w)
+
+    @property
     def steps_per_epoch(self) -> int:
         """SGD steps an epoch: every minibatch, or the full ones with drop_last."""
         return steps_per_epoch(self.num_train, self.batch_size, self.drop_last)
@@ -108,7 +115,8 @@ class Chunk:
         return iter(self.runs())
 
     def column(self, name: str) -> np.ndarray:
-        """One value per run of any run axis, a per-chunk one (num_train, batch_size) repeated."""
+        """One value per run of any run axis, a per-chunk one (num_train, num_inputs, batch_size)
+        repeated."""
         value = getattr(self, name)
         return value if isinstance(value, np.ndarray) else np.full(len(self), value)
 
@@ -173,8 +181,8 @@ def steps_per_epoch(num_train: int, batch_size: int, drop_last: bool = False) ->
 
 @dataclass(frozen=True)
 class ChunkSpec:
-    """Streams [start, stop) of one (num_train, batch_size, drop_last) group, in the group's
-    stream order."""
+    """Streams [start, stop) of one (num_train, num_inputs, batch_size, drop_last) group, in the
+    group's stream order."""
 
     num_train_i: int
     batch_size_i: int
@@ -182,6 +190,7 @@ class ChunkSpec:
     stop: int
     runs: int
     drop_last_i: int = 0
+    num_inputs_i: int = 0
 
 
 class Plan:
@@ -190,7 +199,7 @@ class Plan:
     Parameters
     ----------
     grid : Grid
-    chunk_runs : callable (num_train, batch_size, total_runs) -> int
+    chunk_runs : callable (num_train, batch_size, total_runs, num_inputs) -> int
         The most runs a chunk of that group may hold (rounded down to whole streams, at least
         one stream).
     """
@@ -198,20 +207,29 @@ class Plan:
     def __init__(self, grid: Grid, chunk_runs) -> None:
         self.grid = grid
         self.optim_shape = tuple(len(getattr(grid, a)) for a in OPTIM_AXES)
-        self.runs_per_stream = math.prod(self.optim_shape)
+        # The optimiser's cells that are runs (an axis that does not apply is a run at its first
+        # value only: Grid.cell_mask), the same for every stream.
+        self.optim_cells = np.flatnonzero(_optim_mask(grid, self.optim_shape))
+        self.runs_per_stream = len(self.optim_cells)
         self.stream_shape = (len(grid.noise), len(grid.noise_kind), grid.replicates)
         self.streams_per_group = math.prod(self.stream_shape)
         self.shape = tuple(len(getattr(grid, a)) for a in RUN_AXES) + (grid.replicates,)
-        self.n_runs = math.prod(self.shape)
+        mask = grid.cell_mask()
+        # A run's index is its position among the grid's runs; with cells left out, the cells'
+        # positions in the product (and each cell's rank among the runs' cells) map it.
+        self.cells = None if mask is None else np.flatnonzero(mask)
+        self.cell_rank = None if mask is None else np.cumsum(mask.ravel()) - 1
+        self.n_runs = grid.n_runs
         specs = []
         for i, num_train in enumerate(grid.num_train):
-            for j, batch_size in enumerate(grid.batch_size):
-                cap = int(chunk_runs(num_train, batch_size, self.n_runs))
-                per = max(1, cap // self.runs_per_stream)
-                for k in range(len(grid.drop_last)):
-                    for start in range(0, self.streams_per_group, per):
-                        stop = min(start + per, self.streams_per_group)
-                        specs.append(ChunkSpec(i, j, start, stop, (stop - start) * self.runs_per_stream, k))
+            for h, num_inputs in enumerate(grid.num_inputs):
+                for j, batch_size in enumerate(grid.batch_size):
+                    cap = int(chunk_runs(num_train, batch_size, self.n_runs, num_inputs))
+                    per = max(1, cap // self.runs_per_stream)
+                    for k in range(len(grid.drop_last)):
+                        for start in range(0, self.streams_per_group, per):
+                            stop = min(start + per, self.streams_per_group)
+                            specs.append(ChunkSpec(i, j, start, stop, (stop - start) * self.runs_per_stream, k, h))
         self.specs = specs
 
     def __len__(self) -> int:
@@ -225,27 +243,44 @@ class Plan:
         L = self.runs_per_stream
         # Runs in the grid's order: the optimiser's axes (OPTIM_AXES) outer, streams inner. A
         # chunk's rows then land in L contiguous blocks of the table.
-        optim = [np.repeat(a, len(s)) for a in np.unravel_index(np.arange(L), self.optim_shape)]
+        optim = [np.repeat(a, len(s)) for a in np.unravel_index(self.optim_cells, self.optim_shape)]
         i_noise, i_kind, rep = (np.tile(a, L) for a in (i_noise, i_kind, rep))
         n = len(rep)
-        i_nt, i_bs, i_dl = (np.full(n, i) for i in (spec.num_train_i, spec.batch_size_i, spec.drop_last_i))
-        index = np.ravel_multi_index((i_nt, *optim, i_bs, i_dl, i_noise, i_kind, rep), self.shape)
-        cols = self.runs_at(index)
+        i_nt, i_ni, i_bs, i_dl = (np.full(n, i) for i in (spec.num_train_i, spec.num_inputs_i, spec.batch_size_i,
+                                                          spec.drop_last_i))
+        full = np.ravel_multi_index((i_nt, i_ni, *optim, i_bs, i_dl, i_noise, i_kind, rep), self.shape)
+        cols = self.runs_at(self._index_of(full))
         return Chunk(
             num_train=g.num_train[spec.num_train_i], batch_size=g.batch_size[spec.batch_size_i], num_val=g.num_val,
-            w=tuple(g.w), b=g.b, stream=g.stream, base_seed=g.seed, drop_last=g.drop_last[spec.drop_last_i],
+            w=g.w_of(g.num_inputs[spec.num_inputs_i]), b=g.b, stream=g.stream, base_seed=g.seed,
+            drop_last=g.drop_last[spec.drop_last_i],
             **{k: cols[k] for k in (*OPTIM_AXES, "noise", "noise_kind", "replicate", "seed", "index", "key")},
         )
+
+    def _index_of(self, full: np.ndarray) -> np.ndarray:
+        """Runs' indices from their positions in the product of the axes (theirs: runs)."""
+        if self.cells is None:
+            return full
+        R = self.grid.replicates
+        return self.cell_rank[full // R] * R + full % R
+
+    def _full_of(self, index: np.ndarray) -> np.ndarray:
+        if self.cells is None:
+            return index
+        R = self.grid.replicates
+        return self.cells[index // R] * R + index % R
 
     def runs_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
         """The runs at the given positions of the grid's order, as columns: every run axis (the
         string ones as object arrays, and as their positions among the grid's values in
-        ``codes``), ``replicate``, ``seed``, ``index`` and ``key``."""
+        ``codes``), ``replicate``, ``seed``, ``index`` and ``key``; and ``applies``, per axis of
+        APPLIES_ONLY, whether it applies to each run (where not, its column holds the axis's
+        first value, which training ignores)."""
         g = self.grid
         index = np.asarray(index, dtype=np.int64)
-        # The grid's order: RUN_AXES (num_train, the optimiser's axes, batch_size, noise,
-        # noise_kind), then the replicate.
-        at = dict(zip((*RUN_AXES, "replicate"), np.unravel_index(index, self.shape)))
+        # The grid's order: RUN_AXES (num_train, num_inputs, the optimiser's axes, batch_size,
+        # noise, noise_kind), then the replicate.
+        at = dict(zip((*RUN_AXES, "replicate"), np.unravel_index(self._full_of(index), self.shape)))
         i_nt, i_bs, i_noise, i_kind, rep = (at[a] for a in ("num_train", "batch_size", "noise", "noise_kind", "replicate"))
         n = len(index)
         seed = np.empty(n, dtype=np.int64)
@@ -262,11 +297,13 @@ class Plan:
         for c, rows in _groups(run_cell):
             r0 = rows[0]
             cell = {a: getattr(g, a)[at[a][r0]] for a in RUN_AXES}
-            cell.update(w=list(g.w), b=g.b, num_val=g.num_val, base_seed=g.seed, stream=g.stream)
+            cell.update(w=list(g.w_of(cell["num_inputs"])), b=g.b, num_val=g.num_val, base_seed=g.seed,
+                        stream=g.stream)
             key[rows] = run_keys(key_cell(cell), rep[rows])
         average = np.array([NO_AVERAGE_EPOCH if v is None else v for v in g.average_from], dtype=np.int64)
         return dict(
-            num_train=np.asarray(g.num_train, dtype=np.int64)[i_nt], lr=np.asarray(g.lr, dtype=np.float64)[at["lr"]],
+            num_train=np.asarray(g.num_train, dtype=np.int64)[i_nt],
+            num_inputs=np.asarray(g.num_inputs, dtype=np.int64)[at["num_inputs"]], lr=np.asarray(g.lr, dtype=np.float64)[at["lr"]],
             loss=np.asarray(g.loss, dtype=object)[at["loss"]], sigma=np.asarray(g.sigma, dtype=np.float64)[at["sigma"]],
             reduction=np.asarray(g.reduction, dtype=object)[at["reduction"]],
             lr_decay=np.asarray(g.lr_decay, dtype=np.float64)[at["lr_decay"]],
@@ -280,11 +317,18 @@ class Plan:
             index=index, key=key,
             codes={"loss": at["loss"], "reduction": at["reduction"], "noise_kind": i_kind,
                    "average_from": at["average_from"]},
+            applies={axis: np.array([applies(axis, {condition: v}) for v in getattr(g, condition)],
+                                    dtype=bool)[at[condition]]
+                     for axis, (condition, *_) in APPLIES_ONLY.items()},
         )
 
     def chunks(self) -> Iterator[Chunk]:
         for spec in self.specs:
             yield self.chunk(spec)
+
+    def group_runs(self) -> int:
+        """Runs of one (num_train, num_inputs, batch_size, drop_last) group."""
+        return self.runs_per_stream * self.streams_per_group
 
     def steps(self, spec: ChunkSpec) -> int:
         """The SGD steps each run of a chunk takes: max_epoch x ceil(num_train / batch_size)."""
@@ -323,16 +367,27 @@ def keys_id(keys: np.ndarray, stream: str, checkpoints: Sequence[int], engine: s
     return hashlib.sha256(head + np.ascontiguousarray(keys, dtype="<u8").tobytes()).hexdigest()[:32]
 
 
+def _optim_mask(grid: Grid, optim_shape: tuple[int, ...]) -> np.ndarray:
+    """Which cells of the optimiser's axes are runs (Grid.cell_mask, on those axes alone)."""
+    mask = grid.cell_mask()
+    if mask is None:
+        return np.ones(optim_shape, dtype=bool)
+    at = tuple(slice(None) if a in OPTIM_AXES else 0 for a in RUN_AXES)
+    return mask[at]
+
+
 def _group_runs(grid: Grid) -> int:
-    """Runs of one (num_train, batch_size) group."""
-    return math.prod(len(getattr(grid, a)) for a in (*OPTIM_AXES, "drop_last", "noise", "noise_kind")) * grid.replicates
+    """Runs of one (num_train, num_inputs, batch_size) group."""
+    per_stream = int(_optim_mask(grid, tuple(len(getattr(grid, a)) for a in OPTIM_AXES)).sum())
+    return per_stream * math.prod(len(getattr(grid, a)) for a in ("drop_last", "noise", "noise_kind")) * grid.replicates
 
 
 def grid_seconds(grid: Grid, seconds: Callable[..., float]) -> float:
     """Estimated one-core seconds of a whole grid, chunk overheads aside: ``seconds(num_train,
     batch_size, runs, max_epoch, num_val)`` per (num_train, batch_size) group."""
     runs = _group_runs(grid)
-    return sum(seconds(n, bs, runs, grid.max_epoch, grid.num_val) for n in grid.num_train for bs in grid.batch_size)
+    return len(grid.num_inputs) * sum(seconds(n, bs, runs, grid.max_epoch, grid.num_val)
+                                      for n in grid.num_train for bs in grid.batch_size)
 
 
 def chunk_cap(grid: Grid, *, engine: str, budget: int, cores: int, chunk_size: int | None,
@@ -344,11 +399,12 @@ def chunk_cap(grid: Grid, *, engine: str, budget: int, cores: int, chunk_size: i
     aims at 1 / (CHUNKS_PER_WORKER x cores) of the grid's work, but at least MIN_WORK_OVER_FIXED
     times its fixed cost; on a GPU (``cores`` = 0) it is as large as memory allows.
     """
-    per_stream = math.prod(len(getattr(grid, a)) for a in OPTIM_AXES)
+    per_stream = int(_optim_mask(grid, tuple(len(getattr(grid, a)) for a in OPTIM_AXES)).sum())
     total = grid_seconds(grid, seconds)
 
-    def cap(num_train: int, batch_size: int, _runs: int) -> int:
-        limit = max_runs(num_train, grid.num_val, len(grid.w), budget, per_stream)
+    def cap(num_train: int, batch_size: int, _runs: int, num_inputs: int | None = None) -> int:
+        d = grid.num_inputs[0] if num_inputs is None else num_inputs
+        limit = max_runs(num_train, grid.num_val, d, budget, per_stream)
         if engine == "reference":
             limit = min(limit, REFERENCE_CHUNK_RUNS)
         elif cores > 0:

@@ -21,8 +21,9 @@ What a figure shows, it says:
 - Least squares depends on the data alone: it is drawn once per data stream (the ``seed``
   column), however many learning rates or losses were trained on that data.
 - Dashes mean theory (study.theory), drawn only where it holds: black for least squares
-  (Gaussian noise), in a line's colour for the noise floor of SGD on the squared loss
-  (Gaussian noise; never for Huber). Measured least squares is grey, solid, square markers.
+  (Gaussian noise), in a line's colour for the noise floor of constant-lr SGD on the squared
+  loss, with heavy-ball momentum where runs have it (Gaussian noise; never for Huber, a decaying
+  lr, averaging or weight decay, where it does not hold). Measured least squares is grey, solid, square markers.
   ``style`` is drawn with markers, never with dashes.
 """
 
@@ -500,7 +501,7 @@ def _draw_theory(ax: plt.Axes, t: Table, *, x: str, y: str, hue: str | None, col
                 drawn_ols.add(key)
                 _theory_least_squares(ax, x=x, lo=lo, hi=hi, n_fixed=n_fixed, d=d, noise_var=noise_var,
                                       band=y == "ols_w_err_norm", within=within)
-        if y == "w_err_norm" and _single(part, "loss") == "squared" and _plain_optimiser(part):
+        if y == "w_err_norm" and _single(part, "loss") == "squared" and _floor_momentum(part) is not None:
             colour = colours.get(value, "0.2") if value is not None else "0.2"
             _theory_sgd(ax, part, x=x, lo=lo, hi=hi, d=d, noise_var=noise_var, colour=colour, within=within, logx=logx,
                         name=format_value(value) if value is not None and len(groups) > 1 else None)
@@ -537,13 +538,17 @@ def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within, log
     another x axis a floor is a short dash at the right, labelled ``name`` (the line's hue
     value) at its left end where there are several.
     """
-    batch, reduction = _single(part, "batch_size"), _single(part, "reduction")
-    if batch is None or reduction is None:
+    batch, reduction, beta = _single(part, "batch_size"), _single(part, "reduction"), _floor_momentum(part)
+    if batch is None or reduction is None or beta is None:
         return
+
+    def floor(lrs: np.ndarray) -> np.ndarray:  # heavy-ball's exact floor (plain SGD's at β = 0)
+        return np.sqrt(theory.sgd_momentum_stationary_w_err_sq(lrs, beta, int(batch), d, noise_var, str(reduction)))
+
     if x == "lr":
-        edge = float(theory.sgd_stability_edge(int(batch), d, str(reduction)))
+        edge = float(theory.sgd_momentum_stability_edge(beta, int(batch), d, str(reduction)))
         xs = np.geomspace(lo, min(hi, edge), 200)
-        ys = np.sqrt(theory.sgd_stationary_w_err_sq(xs, int(batch), d, noise_var, str(reduction)))
+        ys = floor(xs)
         if lo <= edge <= hi:
             ax.axvline(edge, linestyle=":", color=colour, linewidth=1.1, zorder=4)
             _proxy(ax, _SGD_EDGE, ":")
@@ -553,7 +558,7 @@ def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within, log
             return
         start = lo * (hi / lo) ** (1 - _FLOOR_SPAN) if logx and lo > 0 else hi - _FLOOR_SPAN * (hi - lo)
         xs = np.array([start, hi])
-        ys = np.sqrt(theory.sgd_stationary_w_err_sq(np.full(2, float(lr)), int(batch), d, noise_var, str(reduction)))
+        ys = floor(np.full(2, float(lr)))
     ok = np.isfinite(ys) & (ys >= within[0]) & (ys <= within[1])
     if ok.any():
         ax.plot(xs[ok], ys[ok], linestyle="--", color=colour, linewidth=1.2 if x != "lr" else 1.0, zorder=4)
@@ -696,10 +701,17 @@ def held_fixed(data: Any, placed: Sequence[str | None] = ()) -> str:
     return f"held fixed: {', '.join(parts)}" if parts else ""
 
 
-def _plain_optimiser(t: Table) -> bool:
-    """Whether every run is plain SGD (the optimiser's axes at their defaults, or absent): the
-    constant-lr noise floor and stability edge hold for it alone."""
-    return all(a not in t.columns or all(_plain_sgd(a, v) for v in t.values(a)) for a in OPTIMIZER_DEFAULTS)
+def _floor_momentum(t: Table) -> float | None:
+    """The momentum β of runs for which the constant-lr noise floor and stability edge hold:
+    constant-lr SGD, last iterate, no weight decay (the optimiser's other axes at their defaults,
+    or absent), with one β (0 where absent: plain SGD); None where they do not hold."""
+    if not all(a not in t.columns or all(_plain_sgd(a, v) for v in t.values(a))
+               for a in OPTIMIZER_DEFAULTS if a != "momentum"):
+        return None
+    if "momentum" not in t.columns:
+        return 0.0
+    beta = t.values("momentum")
+    return float(beta[0]) if len(beta) == 1 else None
 
 
 def _plain_sgd(axis: str, value: Any) -> bool:

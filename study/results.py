@@ -5,8 +5,10 @@ One row per run per checkpoint. Columns, in order:
 - the grid coordinates: ``num_train, lr, epoch, loss, sigma, reduction, batch_size, noise,
   noise_kind``, then ``replicate`` and ``seed`` (the run's own seed: ``SyntheticRegressionData(...,
   seed=seed)`` rebuilds its data);
-- ``w_hat_j`` and ``w_err_j`` = ŵ_j − w_j for each feature j, ``w_err_norm`` = ‖ŵ − w‖₂,
-  ``b_hat``, ``b_err`` = b̂ − b (w and b are the float32 values the data were generated with);
+- ``w_hat_j`` and ``w_err_j`` = ŵ_j − w_j for each feature j (of runs of at most
+  PER_FEATURE_COLUMNS_UP_TO features; missing for the others, and past a run's own d),
+  ``w_err_norm`` = ‖ŵ − w‖₂, ``w_err_max`` = max_j |ŵ_j − w_j|, ``b_hat``, ``b_err`` = b̂ − b (w
+  and b are the float32 values the data were generated with);
 - ``train_loss`` (mean per-example training loss of the run's loss, for ``sum`` runs too),
   ``val_mse``, ``grad_w_norm`` and ``grad_b`` (full-batch gradient of ``train_loss``);
 - ``ols_w_err_norm``, ``ols_b_err`` (least squares on the same training data) and
@@ -31,14 +33,14 @@ import pandas as pd
 
 from ._checks import ParameterError
 from .grid import AXES
-from .vocabulary import RUN_AXES, STREAM_KEYS
+from .vocabulary import PER_FEATURE_COLUMNS_UP_TO, RUN_AXES, STREAM_KEYS
 
 if TYPE_CHECKING:  # a table is read, summarized and drawn without torch
     from .engine import ChunkResult
 
 __all__ = [
     "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
-    "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
+    "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "metric_names", "feature_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
     "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "fewest_runs", "precision_columns", "compare",
     "precision_shortfall",
     "BOOTSTRAP_BLOCKS", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
@@ -65,6 +67,28 @@ def _row_norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(acc)
 
 
+def _row_max_abs(x: np.ndarray) -> np.ndarray:
+    """The largest |x_j| of each row of (N, d) ``x``, column by column (NaN where any is)."""
+    acc = np.abs(x[:, 0])
+    for j in range(1, x.shape[1]):
+        acc = np.maximum(acc, np.abs(x[:, j]))  # NaN stays NaN: a diverged run's max is NaN
+    return acc
+
+
+def metric_names(width: int) -> list[str]:
+    """The measured columns of a table whose runs have at most ``width`` per-feature columns,
+    in order (metric_columns's order, with every feature's columns)."""
+    return ([f"w_hat_{j}" for j in range(width)] + [f"w_err_{j}" for j in range(width)]
+            + ["w_err_norm", "w_err_max", "b_hat", "b_err", "train_loss", "val_mse", "grad_w_norm", "grad_b",
+               "ols_w_err_norm", "ols_b_err", "gap_w_norm", "steps", "diverged"])
+
+
+def feature_columns(num_inputs: Iterable[int]) -> int:
+    """How many features have a column in a table of runs of these numbers of features."""
+    kept = [d for d in num_inputs if d <= PER_FEATURE_COLUMNS_UP_TO]
+    return max(kept, default=0)
+
+
 def metric_columns(result: ChunkResult, C: int) -> dict[str, np.ndarray]:
     """What training measured, one value per run per checkpoint (run-major): every column of
     the table after the coordinates, in order. This, under the runs' keys, is what the run
@@ -73,11 +97,13 @@ def metric_columns(result: ChunkResult, C: int) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
     w_hat = result.w_hat.reshape(R * C, d)
     w_err = w_hat - result.w_true
-    for j in range(d):
+    per_feature = d <= PER_FEATURE_COLUMNS_UP_TO
+    for j in range(d if per_feature else 0):
         cols[f"w_hat_{j}"] = w_hat[:, j]
-    for j in range(d):
+    for j in range(d if per_feature else 0):
         cols[f"w_err_{j}"] = w_err[:, j]
     cols["w_err_norm"] = _row_norms(w_err)
+    cols["w_err_max"] = _row_max_abs(w_err)
     b_hat = result.b_hat.reshape(-1)
     cols["b_hat"] = b_hat
     cols["b_err"] = b_hat - result.b_true
@@ -268,8 +294,9 @@ class PoolingError(ValueError):
 #: (not on lr, loss, sigma, reduction or epoch, and never diverge), so they are summarized over
 #: every run, once per data stream.
 LEAST_SQUARES = ("ols_w_err_norm", "ols_b_err", "ols_b_err_abs")
-#: The axes least squares depends on: those that choose the data (see study.grid's seeds).
-DATA_AXES = tuple(a for a in AXES if a in STREAM_KEYS)
+#: The axes least squares depends on: those that choose the data (see study.grid's seeds), and
+#: the number of features (runs of one replicate at several share their seed, not their data).
+DATA_AXES = tuple(a for a in AXES if a in STREAM_KEYS or a == "num_inputs")
 #: The smallest number of distinct x values a power law is fitted to: two points always lie on
 #: a line, so two sizes give a slope with nothing to check it against.
 MIN_FIT_LEVELS = 3

@@ -51,7 +51,9 @@ from .grid import RUN_AXES, Grid
 from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds
 from .plan import chunk_id as _chunk_id
 from .plan import keys_id
-from .results import SCHEMA_VERSION, write_json, write_table, write_table_blocks
+from .results import (
+    COORDINATES, SCHEMA_VERSION, feature_columns, metric_names, write_json, write_table, write_table_blocks,
+)
 from .store import SUFFIX as STORE_SUFFIX
 from .store import RunStore, table_blocks, table_frame
 from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINE_REVISIONS
@@ -193,7 +195,7 @@ def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str
         where = f"{', '.join(devices)}, {workers} worker{'s' if workers > 1 else ''}"
     parquet = out is not None and Path(out).suffix.lower() == ".parquet"
     per_column = PARQUET_BYTES_PER_COLUMN if parquet else CSV_BYTES_PER_COLUMN
-    size = rows * per_column * (TABLE_COLUMNS + 3 * (len(grid.w) - 2))
+    size = rows * per_column * table_columns(grid)
     estimate = "time unknown" if seconds is None else f"about {_duration(max(seconds, 1))}"
     store = store_path(Path(out)) if out is not None else None
     if seconds is not None and store is not None and any(store.glob(f"*{STORE_SUFFIX}")):
@@ -370,11 +372,17 @@ def run_grid(
 
 def table_bytes(grid: Grid) -> int:
     """The bytes of a grid's table as a DataFrame in memory (8 a value, 1 for a string axis)."""
-    return grid.n_rows * (8 * (TABLE_COLUMNS + 3 * (len(grid.w) - 2)))
+    return grid.n_rows * 8 * table_columns(grid)
 
 
-#: Columns of a table with two features (three more for each further feature).
-TABLE_COLUMNS = 27
+def table_columns(grid: Grid) -> int:
+    """Columns of a grid's table: TABLE_COLUMNS, and two more for each feature past two with
+    columns of its own (study.results.feature_columns)."""
+    return TABLE_COLUMNS + 2 * (feature_columns(grid.num_inputs) - 2)
+
+
+#: Columns of a table with two features (two more, w_hat_j and w_err_j, for each further one).
+TABLE_COLUMNS = len(COORDINATES) + len(metric_names(2))
 
 
 def _available_memory() -> int | None:
@@ -517,8 +525,8 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                 continue
             if missing < spec.runs:
                 rows = np.flatnonzero(~held)
-        memory = engines.chunk_bytes(grid.num_train[spec.num_train_i], grid.num_val, len(grid.w), missing,
-                                     spec.stop - spec.start)
+        memory = engines.chunk_bytes(grid.num_train[spec.num_train_i], grid.num_val, grid.num_inputs[spec.num_inputs_i],
+                                     missing, spec.stop - spec.start)
         tasks.append(Task(0, spec, rows, missing, plan.seconds(spec, engines.estimated_seconds, missing), memory))
     # The largest chunks first, so that the last ones to finish are small (balance).
     tasks.sort(key=lambda t: t.seconds, reverse=True)

@@ -28,6 +28,7 @@ table of any size is written holding one block in memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -41,7 +42,7 @@ import pandas as pd
 from .grid import AXES
 from .vocabulary import average_text
 from .plan import Plan
-from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write
+from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write, feature_columns, metric_names
 from .vocabulary import ENGINE_REVISIONS
 
 __all__ = ["Segment", "RunStore", "Damage", "save_segment", "read_segment_head", "table_blocks", "table_frame",
@@ -274,9 +275,11 @@ class RunStore:
         at = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
         return stored[at] == keys
 
-    def gather(self, keys: np.ndarray) -> dict[str, np.ndarray]:
-        """The measured columns of the given runs (all held), ``len(keys) * C`` values each,
-        run-major, at the store's checkpoints."""
+    def gather(self, keys: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The measured columns ``names`` (default: the first source's) of the given runs (all
+        held), ``len(keys) * C`` values each, run-major, at the store's checkpoints; NaN where a
+        run has no such column (a feature's column of a run of fewer features, or of more than
+        PER_FEATURE_COLUMNS_UP_TO)."""
         stored, source, position = self._lookup()
         at = np.searchsorted(stored, keys)
         if len(keys) and (at.max(initial=0) >= len(stored) or not np.array_equal(stored[at], keys)):
@@ -299,10 +302,16 @@ class RunStore:
             groups.append((source_, rows, self._where(source_, pos[rows]), spans))
         out: dict[str, np.ndarray] = {}
         scratch = _Scratch()
-        for name in (self._sources[sources[0]].columns if len(keys) else ()):
+        if names is None:
+            names = list(self._sources[sources[0]].columns) if len(keys) else []
+        for name in names:
             to = None
+            missing = []  # the groups whose source lacks the column (runs of more or fewer features)
             for source_, rows, where, spans in groups:
-                values = self._read(source_, name, where, scratch)
+                values = self._column(source_, name, where, scratch)
+                if values is None:
+                    missing.append(rows)
+                    continue
                 if to is None:
                     out[name] = np.empty(len(keys) * C, dtype=values.dtype)
                     to = out[name].reshape(len(keys), C)
@@ -312,7 +321,28 @@ class RunStore:
                     continue
                 for a, b in spans:
                     to[rows[a] : rows[a] + b - a] = values[a:b]
+            if to is None:  # no run has it: a feature's column of runs that all have fewer
+                out[name] = np.empty(len(keys) * C, dtype=np.float32)
+                to = out[name].reshape(len(keys), C)
+            for rows in missing:
+                to[rows] = np.nan
         return out
+
+    def _column(self, source: _Head | Segment, name: str, where: tuple[int, int, np.ndarray | None],
+                scratch: _Scratch) -> np.ndarray | None:
+        """Column ``name`` of a source at ``where`` (see :meth:`_read`), None where it has none.
+        A segment from before ``w_err_max`` existed gives it from its w_err_j (the same
+        arithmetic as study.results.metric_columns: it held every feature's column)."""
+        if name in source.columns:
+            return self._read(source, name, where, scratch)
+        if name != "w_err_max":
+            return None
+        acc = None
+        for j in itertools.count():
+            if f"w_err_{j}" not in source.columns:
+                return acc
+            values = np.abs(self._read(source, f"w_err_{j}", where, scratch))
+            acc = values.copy() if acc is None else np.maximum(acc, values)
 
     def _where(self, source: _Head | Segment, pos: np.ndarray) -> tuple[int, int, np.ndarray | None]:
         """Where the runs at ``pos`` of one source lie in each of its columns: the span of its
@@ -380,6 +410,9 @@ def _coordinates(plan: Plan, runs: dict[str, np.ndarray], checkpoints: Sequence[
             values = getattr(g, axis)
             cols[axis] = pd.Categorical.from_codes(
                 codes, categories=[average_text(v) for v in values] if axis == "average_from" else list(values))
+        elif axis in runs["applies"] and not runs["applies"][axis].all():
+            # Not applicable (APPLIES_ONLY): a missing value, not the value training ignored.
+            cols[axis] = np.repeat(np.where(runs["applies"][axis], runs[axis], np.nan), C)
         else:
             cols[axis] = np.repeat(runs[axis], C)
     cols["replicate"] = np.repeat(runs["replicate"], C)
@@ -403,12 +436,12 @@ def table_blocks(plan: Plan, store: RunStore, *, only_held: bool = False,
         if only_held:
             held = store.has(runs["key"])
             if not held.all():
-                runs = {name: ({a: v[held] for a, v in values.items()} if name == "codes" else values[held])
+                runs = {name: ({a: v[held] for a, v in values.items()} if name in ("codes", "applies") else values[held])
                         for name, values in runs.items()}
             if len(runs["key"]) == 0:
                 continue
         cols = _coordinates(plan, runs, store.checkpoints)
-        cols.update(store.gather(runs["key"]))
+        cols.update(store.gather(runs["key"], metric_names(feature_columns(plan.grid.num_inputs))))
         yield pd.DataFrame(cols, copy=False)
 
 

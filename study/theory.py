@@ -20,6 +20,10 @@ return NumPy float64 arrays (0-d for scalar input), so that a figure can draw th
 - :func:`sgd_stationary_sq_error` (and its w and b parts): E‖θ − θ*‖² where constant-lr
   minibatch SGD on the ``squared`` loss settles, in the online limit (fresh examples each step);
 - :func:`sgd_stability_edge`: the largest lr for which that second moment is finite;
+- :func:`sgd_momentum_stationary_sq_error` (its w and b parts, :func:`sgd_momentum_effective_lr`,
+  :func:`sgd_momentum_stability_edge`): the same with heavy-ball momentum β, exactly plain SGD's
+  at the effective lr given by 1/lr_eff = (1 − β)/lr + 2β/(1 + β) (``mean``), which is
+  lr/(1 − β) only for small lr;
 - :func:`averaged_sgd_w_err_sq`: σ² d / n, where the average of SGD's iterates goes (Polyak &
   Juditsky 1992): least squares' own error, to O(d/n);
 - :func:`weight_decay_w_err_sq`: the ridge estimator that SGD with weight decay settles on, its
@@ -54,6 +58,11 @@ __all__ = [
     "sgd_stationary_w_err_sq",
     "sgd_stationary_b_err_sq",
     "sgd_stability_edge",
+    "sgd_momentum_stationary_sq_error",
+    "sgd_momentum_stationary_w_err_sq",
+    "sgd_momentum_stationary_b_err_sq",
+    "sgd_momentum_effective_lr",
+    "sgd_momentum_stability_edge",
     "averaged_sgd_w_err_sq",
     "weight_decay_w_err_sq",
 ]
@@ -406,18 +415,22 @@ def _sgd_edge_a(B: np.ndarray, d: np.ndarray) -> np.ndarray:
     return 4 * B / (2 * B + d + 1 + np.sqrt(d**2 + 6 * d + 1))
 
 
-def _sgd_stationary(lr, batch_size, d, noise_var, reduction, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(E‖w − w*‖², E(b − b*)²) at stationarity; inf from the stability edge on."""
-    a, B, d, s2 = _sgd_args(lr, batch_size, d, noise_var, reduction, where)
+def _sgd_fixed_point(a, B, d, s2, stable) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed point (t, s) of the trace recursions of plain SGD with step a; inf where not stable."""
     beta = 1.0 / B
     p = 2 - a * (1 + (d + 1) * beta)
     q = 2 - a
     det = p * q - a**2 * d * beta**2
-    stable = a < _sgd_edge_a(B, d)
     with np.errstate(divide="ignore", invalid="ignore"):
         w_part = a * d * beta * s2 * (q + a * beta) / det
         b_part = a * beta * (w_part + s2) / q
     return _result(np.where(stable, w_part, np.inf)), _result(np.where(stable, b_part, np.inf))
+
+
+def _sgd_stationary(lr, batch_size, d, noise_var, reduction, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(E‖w − w*‖², E(b − b*)²) at stationarity; inf from the stability edge on."""
+    a, B, d, s2 = _sgd_args(lr, batch_size, d, noise_var, reduction, where)
+    return _sgd_fixed_point(a, B, d, s2, a < _sgd_edge_a(B, d))
 
 
 def sgd_stationary_sq_error(lr, batch_size, d, noise_var, reduction="mean") -> np.ndarray:
@@ -560,6 +573,199 @@ def sgd_stability_edge(batch_size, d, reduction="mean") -> np.ndarray:
     reduction = _choice_array(reduction, "reduction", where, REDUCTIONS)
     B, d, reduction = np.broadcast_arrays(B, d, reduction)
     return _result(_sgd_edge_a(B, d) / 2 / np.where(reduction == "sum", B, 1.0))
+
+
+# --------------------------------------------------------------------------------------------
+# The same, with heavy-ball momentum (torch.optim.SGD's momentum β, dampening 0, not Nesterov)
+
+
+def _momentum_array(value, where: str) -> np.ndarray:
+    arr = _real_array(value, "momentum", where)
+    bad = arr >= 1
+    if bad.any():
+        fail("momentum", where, "a number from 0 up to, not including, 1 (or an array of them)", arr[bad].flat[0].item())
+    return arr
+
+
+def _momentum_a_eff(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The step of plain SGD with momentum's stationary second moment: 1/a_eff = (1 − β)/a + β/(1 + β)."""
+    return a * (1 + m) / (1 - m * m + a * m)
+
+
+def _momentum_edge_a(m: np.ndarray, B: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The step a at which a_eff reaches plain SGD's edge a*: a_eff(a) = a* solved for a."""
+    a_star = _sgd_edge_a(B, d)
+    return a_star * (1 - m * m) / (1 + m - a_star * m)
+
+
+def _sgd_momentum_args(lr, momentum, batch_size, d, noise_var, reduction, where: str):
+    lr = _real_array(lr, "lr", where)  # checked first, as the signature reads
+    m = _momentum_array(momentum, where)
+    a, B, d, s2 = _sgd_args(lr, batch_size, d, noise_var, reduction, where)
+    return np.broadcast_arrays(a, m, B, d, s2)
+
+
+def _sgd_momentum_stationary(lr, momentum, batch_size, d, noise_var, reduction, where: str):
+    """(E‖w − w*‖², E(b − b*)²) of heavy-ball SGD at stationarity; inf from its stability edge on."""
+    a, m, B, d, s2 = _sgd_momentum_args(lr, momentum, batch_size, d, noise_var, reduction, where)
+    a_eff = _momentum_a_eff(a, m)
+    # a < the edge in a, and a_eff < a* (the same condition, but kept consistent under rounding)
+    stable = (a < _momentum_edge_a(m, B, d)) & (a_eff < _sgd_edge_a(B, d))
+    return _sgd_fixed_point(a_eff, B, d, s2, stable)
+
+
+def sgd_momentum_stationary_sq_error(lr, momentum, batch_size, d, noise_var, reduction="mean") -> np.ndarray:
+    """E‖θ − θ*‖², θ = (w, b), where constant-lr minibatch SGD with heavy-ball momentum β on the
+    ``squared`` loss settles, online (fresh examples every step): exactly
+    :func:`sgd_stationary_sq_error` at the effective lr of :func:`sgd_momentum_effective_lr`,
+
+        1/lr_eff = (1 − β)/lr + 2β/(1 + β)           (``mean``; 2Bβ/(1 + β) for ``sum``),
+
+    which is lr/(1 − β) only in the small-step limit. It is the sum of
+    :func:`sgd_momentum_stationary_w_err_sq` and :func:`sgd_momentum_stationary_b_err_sq`.
+
+    The optimizer is torch.optim.SGD(momentum=β, dampening=0, nesterov=False): with g the
+    minibatch gradient, buf ← β buf + g (buf = g at the first step) and θ ← θ − lr buf.
+
+    Derivation (notation of :func:`sgd_stationary_sq_error`: e = θ − θ*, H and g the minibatch's
+    mean Gram matrix and mean x̃ε, a = 2 lr for ``mean``, 2 lr B for ``sum``). lr buf_t =
+    e_(t−1) − e_t, so the step is the heavy-ball recursion
+
+        e_(t+1) = ((1 + β) I − a H_t) e_t − β e_(t−1) + a g_t.
+
+    The pair (e_t, e_(t−1)) is a Markov chain whose second moments P = E e_t e_tᵀ,
+    Q = E e_t e_(t−1)ᵀ, R = E e_(t−1) e_(t−1)ᵀ obey, with m = 1 + β − a and E H = I,
+
+        P' = m² P + a² V(P) − β m (Q + Qᵀ) + β² R + a² σ² I / B,
+        Q' = m P − β Qᵀ,    R' = P,
+
+    where V(P) = E[(H − I) P (H − I)] = (K(P) − P)/B is plain SGD's, in the notation there (E H = I
+    also gives E[(1 + β − a H) P] = m P). At stationarity R = P; Q − Qᵀ = β (Q − Qᵀ) forces Q = Qᵀ, so
+    Q = m P / (1 + β), and P solves
+
+        γ P = a² (V(P) + σ² I / B),
+        γ = 1 − β² − m² (1 − β)/(1 + β) = a (1 − β)(2 (1 + β) − a)/(1 + β).
+
+    Plain SGD with step a' satisfies the same equation with γ = a'(2 − a'). The two coincide when
+    (2 − a')/a' = γ/a², that is
+
+        1/a_eff = (1 − β)/a + β/(1 + β),    a_eff = a (1 + β) / (1 − β² + a β),
+
+    so the stationary E e eᵀ (the whole matrix, not only its trace) of momentum SGD at lr is
+    plain SGD's at lr_eff = a_eff/2 (``mean``) or a_eff/(2B) (``sum``), with plain SGD's fixed
+    point (t, s) in closed form. This step uses only E H = I and the independence of the batch
+    from the past; the Gaussian features enter through V, as for plain SGD. Only the one-time
+    second moments agree: momentum's iterates are correlated differently in time (Q above).
+
+    Small steps. a_eff = a/(1 − β) · (1 − aβ/(1 − β²) + O(a²)), so the floor → lr (d + 1) σ² /
+    ((1 − β) B) (``mean``; lr → lr B for ``sum``), the w part lr d σ²/((1 − β) B): plain SGD's
+    law at lr/(1 − β). To first order, with η = lr (``mean``) or lr B (``sum``), the w part is
+
+        η d σ² / ((1 − β) B) · (1 + η/(1 + β) + η (d + 2) / ((1 − β) B) + O(η²)),
+
+    (plain SGD's own growth, η/(1 − β) · (1 + (d + 2)/B), less the momentum correction
+    2ηβ/(1 − β²); they partly cancel, so the bare small-step law is closer than plugging
+    lr/(1 − β) into :func:`sgd_stationary_sq_error`). For B = 32, d = 2 the w part over the
+    small-step law lr d σ²/((1 − β) B) is 1.009, 1.028, 1.101 at lr = 0.01, 0.03, 0.1 with
+    β = 0.5, and 1.018, 1.056, 1.213 with β = 0.9; plain SGD's formula at lr/(1 − β) is instead
+    too high by 1.4%, 4.3%, 17% (β = 0.5) and 11%, 43% and infinitely (β = 0.9: lr/(1 − β) = 1 is
+    past plain SGD's edge). With B = 1 the (d + 2)/((1 − β) B) term dominates: at d = 2,
+    β = 0.9, lr = 0.005 the floor is 1.25 times the small-step law. So the floor is the
+    small-step law to within 5% while η/(1 + β) + η (d + 2)/((1 − β) B) ≲ 0.05 (to first order),
+    and lr/(1 − β) is the effective lr to within 5% only while 2ηβ/(1 − β²) ≲ 0.05 (lr ≲ 0.005
+    at β = 0.9, ``mean``);
+    tests/test_theory.py checks these numbers and the exact form against simulation.
+
+    Past :func:`sgd_momentum_stability_edge` (where a_eff reaches plain SGD's edge) the second
+    moments grow without bound and this returns ``inf``. The assumptions and limits of
+    :func:`sgd_stationary_sq_error` apply (``squared`` loss, Gaussian features, any zero-mean
+    noise of variance σ², fresh examples each step).
+
+    Parameters
+    ----------
+    lr : float or array, >= 0
+    momentum : float or array, in [0, 1)
+        β; 0 gives :func:`sgd_stationary_sq_error` exactly.
+    batch_size, d, noise_var, reduction
+        As for :func:`sgd_stationary_sq_error`.
+
+    Returns
+    -------
+    float64 array: E‖θ − θ*‖²; ``inf`` where lr >= sgd_momentum_stability_edge(momentum,
+    batch_size, d, reduction).
+
+    Examples
+    --------
+    d2l's setting (noise 0.01, lr 0.03, batch 32, w of 2 entries) with momentum 0.9; the
+    small-step law lr (d + 1) σ² / ((1 − β) B) would say 2.81e-06:
+
+    >>> float(sgd_momentum_stationary_sq_error(0.03, 0.9, 32, 2, noise_variance(0.01)))
+    2.9515...e-06
+    """
+    w_part, b_part = _sgd_momentum_stationary(lr, momentum, batch_size, d, noise_var, reduction,
+                                              "parameter of sgd_momentum_stationary_sq_error")
+    return _result(w_part + b_part)
+
+
+def sgd_momentum_stationary_w_err_sq(lr, momentum, batch_size, d, noise_var, reduction="mean") -> np.ndarray:
+    """The w part of :func:`sgd_momentum_stationary_sq_error`: E‖w − w*‖² at stationarity, that is
+    sgd_stationary_w_err_sq(sgd_momentum_effective_lr(lr, momentum, batch_size, reduction), ...);
+    → lr d σ²/((1 − β) B) for small lr (``mean``)."""
+    return _sgd_momentum_stationary(lr, momentum, batch_size, d, noise_var, reduction,
+                                    "parameter of sgd_momentum_stationary_w_err_sq")[0]
+
+
+def sgd_momentum_stationary_b_err_sq(lr, momentum, batch_size, d, noise_var, reduction="mean") -> np.ndarray:
+    """The intercept part of :func:`sgd_momentum_stationary_sq_error`: E(b − b*)² at
+    stationarity, plain SGD's at the effective lr; → lr σ²/((1 − β) B) for small lr (``mean``)."""
+    return _sgd_momentum_stationary(lr, momentum, batch_size, d, noise_var, reduction,
+                                    "parameter of sgd_momentum_stationary_b_err_sq")[1]
+
+
+def sgd_momentum_effective_lr(lr, momentum, batch_size, reduction="mean") -> np.ndarray:
+    """The lr at which plain SGD (same batch size and reduction) has the stationary second moment
+    of heavy-ball SGD at lr and momentum β (derivation in :func:`sgd_momentum_stationary_sq_error`):
+
+        lr_eff = lr (1 + β) / (1 − β² + 2 η β),    η = lr (``mean``) or lr B (``sum``),
+
+    i.e. 1/lr_eff = (1 − β)/lr + 2β/(1 + β) for ``mean``. It is lr/(1 − β) as lr → 0, and below
+    it by the factor 1/(1 + 2ηβ/(1 − β²)): 0.88 at lr = 0.1, β = 0.5 and 0.51 at lr = 0.1, β = 0.9
+    (``mean``). It does not depend on d or on the noise, and batch_size matters only for ``sum``.
+    """
+    where = "parameter of sgd_momentum_effective_lr"
+    a, m, B, _, _ = _sgd_momentum_args(lr, momentum, batch_size, 1, 0.0, reduction, where)
+    return _result(_momentum_a_eff(a, m) / 2 / np.where(np.asarray(reduction) == "sum", B, 1.0))
+
+
+def sgd_momentum_stability_edge(momentum, batch_size, d, reduction="mean") -> np.ndarray:
+    """The largest lr for which online heavy-ball SGD (momentum β) on the ``squared`` loss has a
+    finite stationary second moment: where its effective lr reaches :func:`sgd_stability_edge`,
+
+        a_edge = a* (1 − β²) / (1 + β − a* β),    a* = 4B / (2B + d + 1 + sqrt(d² + 6d + 1)),
+
+    and lr = a_edge/2 (``mean``) or a_edge/(2B) (``sum``). β = 0 gives :func:`sgd_stability_edge`;
+    for B = 32, d = 2 it is 0.90, 1.12, 0.61 and 0.086 at β = 0, 0.5, 0.9 and 0.99 (``mean``):
+    it first rises, then falls to 0 as β → 1, like (1 − β) lr*/(1 − lr*) with lr* =
+    sgd_stability_edge(B, d) (``mean``): there 1/(1 − lr*) times (10 times, for B = 32, d = 2)
+    the edge lr* (1 − β) that the naive effective lr lr/(1 − β) would give.
+
+    Why this is the edge: below it the fixed point is the unique, positive one of plain SGD at
+    a_eff < a*; the momentum recursion's second-moment operator is not a positive map, so
+    Perron-Frobenius does not give this directly, and tests/test_theory.py checks, on the exact
+    operator on the joint moments of (e_t, e_(t−1)) for β up to 0.99, that its spectral radius
+    crosses 1 here and is below 1 on a grid of lr below.
+
+    Returns
+    -------
+    float64 array of lr values.
+    """
+    where = "parameter of sgd_momentum_stability_edge"
+    m = _momentum_array(momentum, where)
+    B = _int_array(batch_size, "batch_size", where, low=1)
+    d = _int_array(d, "d", where, low=1)
+    reduction = _choice_array(reduction, "reduction", where, REDUCTIONS)
+    m, B, d, reduction = np.broadcast_arrays(m, B, d, reduction)
+    return _result(_momentum_edge_a(m, B, d) / 2 / np.where(reduction == "sum", B, 1.0))
 
 
 def averaged_sgd_w_err_sq(num_train, d, noise_var) -> np.ndarray:

@@ -9,12 +9,12 @@ torch nor pandas: the CLI answers at once.
 from __future__ import annotations
 
 __all__ = [
-    "AXES", "OPTIMIZER_DEFAULTS", "LATER_DEFAULTS", "NO_AVERAGE", "average_text", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
+    "AXES", "OPTIMIZER_DEFAULTS", "PER_FEATURE_COLUMNS_UP_TO", "APPLIES_ONLY", "LATER_DEFAULTS", "NO_AVERAGE", "average_text", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
     "ENGINE_REVISIONS", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
 ]
 
 #: The grid's axes (each a list of values), in the grid's order.
-AXES = ("num_train", "lr", "epoch", "loss", "sigma", "reduction", "lr_decay", "momentum", "weight_decay",
+AXES = ("num_train", "num_inputs", "lr", "epoch", "loss", "sigma", "reduction", "lr_decay", "momentum", "weight_decay",
         "average_from", "batch_size", "drop_last", "noise", "noise_kind")
 #: The optimiser's axes that came after the others, each with the value that is the plain SGD of
 #: before: lr_t = lr·(1 + t)^−lr_decay after t steps (scikit-learn's ``invscaling``), heavy-ball
@@ -29,6 +29,17 @@ OPTIMIZER_DEFAULTS = {"lr_decay": 0.0, "momentum": 0.0, "weight_decay": 0.0, "av
 #: ``drop_last``, whether each epoch drops its ragged last minibatch, as
 #: ``torch.utils.data.DataLoader(drop_last=True)`` does (false, as d2l's loader).
 LATER_DEFAULTS = {**OPTIMIZER_DEFAULTS, "drop_last": False}
+#: Runs with at most this many features keep a column per feature in a table (w_hat_j, w_err_j);
+#: runs with more keep the norms alone (w_err_norm, w_err_max), so that a table of d = 200 (d2l
+#: §3.7) stays narrow.
+PER_FEATURE_COLUMNS_UP_TO = 10
+#: The axes that apply to some runs only: each with the axis and the values that make it apply,
+#: and the value it is keyed at where it does not. Elsewhere it is *not applicable*: such a run
+#: is trained once per stream (not once per value of the axis), keyed as at that value (so a
+#: run a store holds from before the rule stays valid), its table rows hold a missing value
+#: there, and pooling rules and figures ignore the axis where it does not apply. σ is the
+#: Huber loss's threshold (eq. 3.5.1): a squared run is the same run whatever σ says.
+APPLIES_ONLY = {"sigma": ("loss", ("huber",), 1.0)}
 #: average_from's word for "never" (the last iterate), in a TOML spec and in a table's column.
 NO_AVERAGE = "none"
 #: The grid's settings (one value each).

@@ -128,7 +128,7 @@ def test_refusals_name_the_file_its_format_and_what_is_wrong(files, tmp_path):
     typed = tmp_path / "typed.csv"
     text = files["csv"].read_text().splitlines()
     cells = text[7].split(",")
-    cells[1] = "fast"  # lr
+    cells[2] = "fast"  # lr
     typed.write_text("\n".join([*text[:7], ",".join(cells), *text[8:]]) + "\n")
     with pytest.raises(TableError, match=r"its column lr must hold numbers, but holds 'fast'"):
         open_table(typed)

@@ -495,7 +495,7 @@ def test_table_diverged_lists_the_runs_and_their_cells(tmp_path, capsys, monkeyp
     assert main(["table", str(tmp_path / "d.csv"), "--diverged", "--out", str(tmp_path / "div.csv")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "2 of 4 runs diverged by each run's last checkpoint"
-    assert lines[1].split()[:2] == ["num_train", "lr"] and lines[1].split()[-3:] == ["replicate", "seed", "diverged_at"]
+    assert lines[1].split()[:3] == ["num_train", "num_inputs", "lr"] and lines[1].split()[-3:] == ["replicate", "seed", "diverged_at"]
     listed = pd.read_csv(tmp_path / "div.csv")
     assert listed["lr"].tolist() == [3.0, 3.0] and listed["replicate"].tolist() == [0, 1]
     assert set(listed["diverged_at"]) <= {1, 3} and lines[-1] == f"wrote {tmp_path / 'div.csv'}"
@@ -509,7 +509,7 @@ def test_table_diverged_lists_the_runs_and_their_cells(tmp_path, capsys, monkeyp
         (["--epoch", "7"], "The '--epoch' option must be one of the table's checkpoints (0, 1, 2). Got 7 instead."),
         (["--epoch", "x"], "argument --epoch: invalid int value: 'x'"),
         (["--where", "lr"], "The '--where' option must be KEY=VALUE, e.g. loss=huber or lr=0.01,0.03. Got 'lr' instead."),
-        (["--where", "rate=0.1"], "The '--where' option must be KEY=VALUE with KEY one of the table's axes (num_train, lr,"),
+        (["--where", "rate=0.1"], "The '--where' option must be KEY=VALUE with KEY one of the table's axes (num_train, num_inputs, lr,"),
         (["--where", "lr=0.5"], "The '--where' option must be one of the values lr takes in the table (lr=0.03, 0.1). "
                                 "Got 'lr=0.5' instead."),
         (["--where", "lr=0.1", "--where", "lr=0.03"], "given once for each axis (lr is given twice)"),
@@ -623,7 +623,7 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
          "The '--out' option must be a path ending in .png, .svg or .pdf. Got 'h.jpg' instead."),
         (["plot", "RESULTS", "--figure", "heatmap", "--y", "nope"], "The '--y' option must be a measured column of the table"),
         (["plot", "RESULTS", "--x", "num_train", "--hue", "foo"], "The '--hue' option must be one column of the table "
-                                                                 "(its axes: num_train, lr, epoch,"),
+                                                                 "(its axes: num_train, num_inputs, lr, epoch,"),
         (["plot", "RESULTS", "--x", "num_train", "--hue", "lr,loss"], "Got 'lr,loss' instead."),
         (["plot", "RESULTS", "--x", "num_train", "--col", "replicate", "--hue", "lr"], "The '--col' option must be one "
                                                                                       "column"),
@@ -709,7 +709,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_spec, capsys)
     before = _snapshot(tmp_path)
     assert main(["run", str(tiny_spec), "--out", str(tmp_path / "deep" / "x.csv"), "--jobs", "1", "--dry-run"]) == 0
     captured = capsys.readouterr()
-    size = TINY_RUNS * TINY_CHECKPOINTS * 13 * 27 / 1000  # kB: 13 bytes for each of 27 columns
+    size = TINY_RUNS * TINY_CHECKPOINTS * 13 * 34 / 1000  # kB: 13 bytes for each of 34 columns
     assert re.fullmatch(rf"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in \d+ chunks on cpu, 1 worker; "
                         rf"about 1 s; the CSV about {size:.1f} kB\n", captured.out), captured.out
     assert captured.err == "" and _snapshot(tmp_path) == before

@@ -340,3 +340,24 @@ def test_drop_last_equals_the_reference_and_changes_nothing_where_no_minibatch_i
         np.testing.assert_array_equal(getattr(results[64, True], field), getattr(results[64, False], field))
     assert not np.array_equal(results[37, True].w_hat, results[37, False].w_hat)
     np.testing.assert_array_equal(results[37, True].ols_w, results[37, False].ols_w)  # the same data
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_train_batched_equals_reference_across_num_inputs(stream):
+    """num_inputs as an axis (w one number repeated d times): one feature, a dozen, and d2l
+    §3.7's 200 features on 20 examples, with weight decay, momentum and averaging; run for run
+    (at d = 200 below the stability edge: past it, rounding is amplified, see past_stability_edge)."""
+    for d, n, lrs in ((1, 37, [0.01, 0.1]), (12, 37, [0.01, 0.1]), (200, 20, [0.003, 0.01])):
+        runs = Grid(num_train=[n], num_inputs=[d], w=0.01, b=0.05, lr=lrs, loss=["squared", "huber"],
+                    sigma=[0.5], weight_decay=[0.0, 3.0], momentum=[0.0, 0.5], average_from=[None, 1], batch_size=[5],
+                    epoch=[1, 2, 4], num_val=20, replicates=2, stream=stream).runs()
+        assert {len(r.w) for r in runs} == {d} and runs[0].w == (0.01,) * d
+        assert_close(train_batched(runs, CHECKPOINTS), train_reference(runs, CHECKPOINTS))
+
+
+def test_noise_free_runs_of_many_features_recover_w():
+    runs = Grid(num_train=[400], num_inputs=[20], w=0.5, lr=[0.1], noise=[0.0], epoch=[100], num_val=10,
+                replicates=2).runs()
+    result = train_batched(runs, [0, 100])
+    np.testing.assert_allclose(result.w_hat[:, -1], 0.5, atol=1e-5)
+    np.testing.assert_allclose(result.b_hat[:, -1], 4.2, atol=1e-5)

@@ -146,7 +146,7 @@ def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
     assert draw_figure(raw, "ex4_lr_epochs").axes[0].get_title().startswith("median")
     raw5 = read_results(out / "results" / "raw" / "ex5_data_size.parquet")
     fig = draw_figure(raw5, "error-vs-num_train")
-    fixed = "held fixed: epoch 10, sigma = 1, reduction = mean, batch_size = 32, noise = 0.01, noise_kind = gaussian"
+    fixed = "held fixed: epoch 10, num_inputs = 2, sigma = 1, reduction = mean, batch_size = 32, noise = 0.01, noise_kind = gaussian"
     assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 10 (the last checkpoint); panels by loss "
                                        "(chosen by the figure: the table varies in them)\n" + fixed)
     assert [ax.get_title() for ax in fig.axes] == ["loss = squared", "loss = huber"]

@@ -254,7 +254,7 @@ def test_run_key_is_mix64_of_sha256_of_canonical_json_of_the_cell():
                                  drop_last=[True]), {"lr_decay", "weight_decay"})):
         run = grid.runs()[2]
         doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)
-               if f.name not in ("index", "replicate", *left_out)}
+               if f.name not in ("index", "replicate", "num_inputs", *left_out)}
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         cell = int.from_bytes(hashlib.sha256(canonical).digest()[:8], "big")
         expected = mix64(np.array([(cell + 3 * 0x9E3779B97F4A7C15) % 2**64], dtype=np.uint64))[0]
@@ -274,20 +274,31 @@ def test_run_seeds_and_keys_of_a_grid_are_distinct_over_many_replicates():
 
 @pytest.mark.parametrize(
     "change",
-    [{"lr": 0.5}, {"loss": "huber"}, {"sigma": 0.25}, {"reduction": "sum"}],
+    [{"lr": 0.5}, {"loss": "huber"}, {"loss": "huber", "sigma": 0.25}, {"reduction": "sum"}],
     ids=["lr", "loss", "sigma", "reduction"],
 )
 def test_run_seed_shared_by_runs_differing_only_in_optimisation(change):
-    base = _first_run()
+    base = _first_run(**({"loss": "huber"} if "sigma" in change else {}))
     other = _first_run(**change)
     assert other.key != base.key
     assert other.seed == base.seed
 
 
 def test_run_seed_shared_within_one_grid_across_lr_and_loss():
+    # σ applies to the Huber loss only: a squared run is one run whatever the sigma axis lists.
     runs = Grid(lr=[0.01, 0.1], loss=["squared", "huber"], sigma=[0.5, 2.0]).runs()
-    assert len(runs) == 8
+    assert len(runs) == 6 == Grid(lr=[0.01, 0.1], loss=["squared", "huber"], sigma=[0.5, 2.0]).n_runs
     assert len({r.seed for r in runs}) == 1
+    assert [(r.loss, r.sigma) for r in runs[:3]] == [("squared", 0.5), ("huber", 0.5), ("huber", 2.0)]
+
+
+def test_an_axis_that_does_not_apply_keys_a_run_once():
+    """σ of a squared run: the run is keyed at σ = 1 (the key of a squared run at the default σ
+    from before the rule), whatever σ the grid lists; a Huber run's σ is its own."""
+    squared = [Grid(loss=["squared"], sigma=[s]).runs()[0] for s in (0.5, 1.0, 2.0)]
+    assert len({r.key for r in squared}) == 1 and squared[1].key == Grid().runs()[0].key
+    huber = [Grid(loss=["huber"], sigma=[s]).runs()[0] for s in (0.5, 2.0)]
+    assert huber[0].key != huber[1].key
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ def test_error_facets_one_panel_per_value_one_legend_and_colours_kept(losses):
     assert labels[:3] == ["squared", "huber", "least squares on the same data"] and g.legend.get_title().get_text() == "loss"
     assert any(x.startswith("theory: SGD noise floor, RMS (squared loss, online limit)") for x in labels)  # Gaussian panel
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in g.axes.flat]
-    assert g.figure.texts[0].get_text() == ("epoch 20\nheld fixed: epoch 20, lr = 0.1, sigma = 1, reduction = mean, "
+    assert g.figure.texts[0].get_text() == ("epoch 20\nheld fixed: epoch 20, num_inputs = 2, lr = 0.1, sigma = 1, reduction = mean, "
                                             "batch_size = 32, noise = 0.1")
     assert g.axes[0, 0].get_yscale() == "log" and g.axes[0, 0].get_xscale() == "log"
     for ax in g.axes.flat:  # every panel counts its own runs
@@ -146,7 +146,7 @@ def test_error_facets_one_panel_per_value_one_legend_and_colours_kept(losses):
 
 def test_error_facets_refuses_unknown_columns_and_pooling(losses):
     with pytest.raises(ParameterError, match=r"The 'hue' parameter of error_facets must be one column of the table "
-                       r"\(its axes: num_train, lr, epoch, .*\)\. Got 'lr,loss' instead\."):
+                       r"\(its axes: num_train, num_inputs, lr, epoch, .*\)\. Got 'lr,loss' instead\."):
         error_facets(losses, x="num_train", hue="lr,loss")
     with pytest.raises(ParameterError, match=r"The 'y' parameter of error_facets must be a measured column"):
         error_facets(losses, x="num_train", y="loss", hue="loss", col="noise_kind")
@@ -281,18 +281,18 @@ def test_heatmap_facets_wrap_and_say_what_they_hold_fixed(runs):
     shown = [ax for ax in fig.axes if ax.get_title().startswith("num_train = ")]
     assert len(shown) == 6 and len({round(ax.get_position().y0, 2) for ax in shown}) == 2  # 4, then 2
     assert fig.texts[0].get_text() == "six sizes\n" + held_fixed(wide, ["lr", "epoch", "num_train"])
-    assert held_fixed(wide, ["lr", "epoch", "num_train"]).startswith("held fixed: loss = squared, sigma = 1")
-    assert held_fixed(runs[runs["epoch"] == 3], ["num_train", "lr"]).startswith("held fixed: epoch 3, loss = squared")
+    assert held_fixed(wide, ["lr", "epoch", "num_train"]).startswith("held fixed: num_inputs = 2, loss = squared, reduction")
+    assert held_fixed(runs[runs["epoch"] == 3], ["num_train", "lr"]).startswith("held fixed: epoch 3, num_inputs = 2, loss = squared")
 
 
 def test_a_figures_title_can_be_given_and_the_held_fixed_line_stays(runs):
     from study.exercises import draw_figure, draw_xy
 
     fig = draw_xy(runs, x="num_train", hue="lr", epoch=3, title="my title")
-    assert fig.texts[0].get_text() == "my title\nheld fixed: epoch 3, loss = squared, sigma = 1, reduction = mean, " \
+    assert fig.texts[0].get_text() == "my title\nheld fixed: epoch 3, num_inputs = 2, loss = squared, reduction = mean, " \
                                       "batch_size = 32, noise = 0.01, noise_kind = gaussian"
     made = draw_figure(runs, "error-vs-lr", epoch=3)
-    assert made.texts[0].get_text().startswith("‖ŵ − w‖₂ against lr; epoch 3\nheld fixed: epoch 3, loss = squared")
+    assert made.texts[0].get_text().startswith("‖ŵ − w‖₂ against lr; epoch 3\nheld fixed: epoch 3, num_inputs = 2, loss = squared")
 
 
 # --- the nested-loop plot ---------------------------------------------------------------------------
@@ -331,7 +331,7 @@ def test_nested_loop_puts_the_cells_in_nested_order_with_each_cells_median(losse
     np.testing.assert_allclose(_drawn(fig, "floor"), floor)
     assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_xlim() == (-0.5, len(cells) - 0.5)
     assert fig.texts[0].get_text().startswith("‖ŵ − w‖₂ in every cell, in nested order; epoch 20 (the last "
-                                              "checkpoint)\nheld fixed: epoch 20, lr = 0.1")
+                                              "checkpoint)\nheld fixed: epoch 20, num_inputs = 2, lr = 0.1")
     assert list(_strips(nested_loop(losses))) == ["num_train", "noise_kind", "loss"]  # by default the data's first
 
 

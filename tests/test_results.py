@@ -74,7 +74,7 @@ def test_summarize_without_epoch_uses_each_runs_last_checkpoint(table):
 
 def test_summarize_bad_by(table):
     with pytest.raises(ParameterError, match=r"The 'by' parameter of summarize must be columns of the table \(its "
-                       r"axes: num_train, lr, epoch, .*\)\. Got 'nope' instead\."):
+                       r"axes: num_train, num_inputs, lr, epoch, .*\)\. Got 'nope' instead\."):
         summarize(table, by=["nope"])
     with pytest.raises(ParameterError, match=r"The 'epoch' parameter of summarize must be one of the table's "
                        r"checkpoints \(0, 1, 2\)\. Got 5 instead\."):

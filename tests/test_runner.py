@@ -28,11 +28,13 @@ def test_run_grid_schema_and_row_count():
     df = run_grid(grid, n_jobs=1, progress=False)
     runs = 3 * 2 * 2 * 2
     assert len(df) == runs * 3  # epochs 0, 1, 3
-    expected = [*COORDINATES, "w_hat_0", "w_hat_1", "w_err_0", "w_err_1", "w_err_norm", "b_hat", "b_err",
+    expected = [*COORDINATES, "w_hat_0", "w_hat_1", "w_err_0", "w_err_1", "w_err_norm", "w_err_max", "b_hat", "b_err",
                 "train_loss", "val_mse", "grad_w_norm", "grad_b", "ols_w_err_norm", "ols_b_err", "gap_w_norm",
                 "steps", "diverged"]
     assert list(df.columns) == expected
-    assert df[list(COORDINATES)].notna().all().all()
+    # σ is missing exactly where it does not apply: the squared runs (the Huber loss's threshold).
+    assert df[[c for c in COORDINATES if c != "sigma"]].notna().all().all()
+    assert (df["sigma"].isna() == (df["loss"] == "squared")).all()
     assert sorted(df["epoch"].unique()) == [0, 1, 3]
     assert df.groupby(["num_train", "lr", "loss", "replicate"]).size().eq(3).all()
     np.testing.assert_allclose(df["w_err_norm"], np.hypot(df["w_err_0"], df["w_err_1"]))
@@ -359,7 +361,7 @@ def test_plan_summary_counts_the_work_and_estimates_by_engine_and_backend():
 
     grid = Grid(num_train=[100, 1000], lr=[0.01, 0.1], epoch=[1, 5], replicates=300, name="s")
     line = plan_summary(grid, n_jobs=1, device="cpu")
-    assert line.startswith("s: 1,200 runs, 3,600 rows in ") and line.endswith("the CSV about 1.3 MB")
+    assert line.startswith("s: 1,200 runs, 3,600 rows in ") and line.endswith("the CSV about 1.6 MB")
     steps = 600 * 5 * (4 + 32)  # runs x epochs x steps an epoch, per size: 108,000
     assert f"about {steps * REFERENCE_STEP_S:.0f} s" in plan_summary(grid, n_jobs=1, engine="reference")
     assert "on a Dask cluster; time unknown" in plan_summary(grid, backend="dask")
@@ -374,3 +376,55 @@ def test_plan_summary_bounds_the_time_where_the_output_holds_earlier_runs(tmp_pa
     run_grid(grid, out=out, n_jobs=1, progress=False)
     line = plan_summary(grid, n_jobs=1, device="cpu", out=out)
     assert "; at most 1 s (s.csv.store holds earlier runs, which are not trained again);" in line
+
+
+def test_a_table_of_several_num_inputs_keeps_feature_columns_for_d_up_to_10():
+    """Runs of 1, 3 and 40 features in one table: w_hat_j / w_err_j for j < 3 (the largest d <=
+    10), missing past a run's own d and for d = 40; w_err_norm and w_err_max for every run, from
+    the run's own errors."""
+    grid = Grid(num_train=[50], num_inputs=[1, 3, 40], w=0.25, lr=[0.05], epoch=[2], replicates=3, num_val=10)
+    df = run_grid(grid, n_jobs=1, progress=False)
+    assert [c for c in df.columns if c.startswith("w_hat_")] == ["w_hat_0", "w_hat_1", "w_hat_2"]
+    assert len(df) == 3 * 3 * 2 and list(df["num_inputs"].unique()) == [1, 3, 40]
+    errors = df[["w_err_0", "w_err_1", "w_err_2"]].to_numpy()
+    d = df["num_inputs"].to_numpy()
+    assert np.isfinite(errors[d == 3]).all() and np.isfinite(errors[d == 1, 0]).all()
+    assert np.isnan(errors[d == 1, 1:]).all() and np.isnan(errors[d == 40]).all()
+    small = d <= 3
+    np.testing.assert_allclose(df["w_err_max"][small], np.nanmax(np.abs(errors[small]), axis=1), rtol=0)
+    np.testing.assert_allclose(df["w_err_norm"][small], np.sqrt(np.nansum(errors[small] ** 2, axis=1)), rtol=1e-6)
+    assert (df["w_err_max"] <= df["w_err_norm"] + 1e-7).all() and (df.loc[d == 40, "w_err_max"] > 0).all()
+    # A d of one replicate shares its seed with the other ds (not its data): the stream's axes.
+    assert df.groupby("replicate")["seed"].nunique().eq(1).all()
+
+
+def test_num_inputs_refusals_name_w():
+    with pytest.raises(ValueError, match=r"The 'w' parameter of Grid must be one number \(repeated num_inputs times\) "
+                                         r"where num_inputs is \[5\], or a list of that many numbers"):
+        Grid(num_inputs=[5])  # the default w has two numbers
+    with pytest.raises(ValueError, match=r"The 'num_inputs' parameter of Grid must be an integer >= 1"):
+        Grid(num_inputs=[0], w=1.0)
+    assert Grid(num_inputs=[2]).w == [2.0, -3.4] and Grid(w=[1.0, 2.0, 3.0]).num_inputs == [3]
+
+
+def test_sigma_applies_to_huber_runs_only_trained_once_for_squared_and_compared_paired():
+    """A grid of both losses at two sigmas trains the squared runs once per stream (σ does not
+    apply to them: a missing value in the table). Nothing pools over the σ they lack: a summary
+    by loss and sigma has one squared cell, and the comparison with the squared loss by σ pairs
+    every Huber σ with the same squared runs."""
+    from study.results import compare, summarize
+
+    grid = Grid(num_train=[40], lr=[0.05], loss=["squared", "huber"], sigma=[0.5, 2.0], epoch=[2], replicates=6,
+                num_val=10)
+    assert grid.n_runs == 3 * 6
+    df = run_grid(grid, n_jobs=1, progress=False)
+    last = df[df["epoch"] == 2]
+    assert len(last) == 18 and last.loc[last["loss"] == "squared", "sigma"].isna().all()
+    cells = summarize(df, by=["loss", "sigma"], epoch=2)
+    assert len(cells) == 3 and cells["count"].tolist() == [6, 6, 6]
+    rows = compare(df, factor="loss", baseline="squared", by=["sigma"], epoch=2)
+    assert rows["sigma"].tolist() == [0.5, 2.0] and rows["streams"].tolist() == [6, 6]
+    squared = last[last["loss"] == "squared"].set_index("seed")["w_err_norm"]
+    for sigma, row in zip((0.5, 2.0), rows.itertuples()):
+        huber = last[(last["loss"] == "huber") & (last["sigma"] == sigma)].set_index("seed")["w_err_norm"]
+        assert row.ratio == pytest.approx(float((huber / squared.loc[huber.index]).median()))

@@ -231,3 +231,22 @@ def test_a_table_larger_than_memory_is_refused_as_a_frame_before_any_work(tmp_pa
         run_grid(Grid(**GRID), out=tmp_path / "g.parquet", n_jobs=1, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert run_grid(Grid(**GRID), out=tmp_path / "g.parquet", n_jobs=1, progress=False, frame=False) is None
+
+
+def test_gather_fills_a_column_a_segment_lacks_and_derives_w_err_max_of_older_segments(tmp_path):
+    """Segments of runs of different widths: a feature's column a run lacks is NaN; w_err_max,
+    absent from segments written before it existed, is the largest |w_err_j| of the run."""
+    rng = np.random.default_rng(3)
+    C = 2
+    old = Segment(np.array([1, 2], dtype=np.uint64), (0, 1), {
+        "w_err_0": rng.standard_normal(2 * C).astype(np.float32),
+        "w_err_1": rng.standard_normal(2 * C).astype(np.float32)})
+    wide = Segment(np.array([3], dtype=np.uint64), (0, 1), {"w_err_max": np.array([0.5, 0.25], dtype=np.float32)})
+    store = RunStore(tmp_path / "s", engine="batched", stream="counter", checkpoints=(0, 1))
+    store.add(old, "old")
+    store.add(wide, "wide")
+    got = store.gather(np.array([3, 1, 2], dtype=np.uint64), ["w_err_0", "w_err_1", "w_err_max"])
+    expected_max = np.maximum(np.abs(old.columns["w_err_0"]), np.abs(old.columns["w_err_1"]))
+    np.testing.assert_array_equal(got["w_err_max"], [0.5, 0.25, *expected_max])
+    np.testing.assert_array_equal(got["w_err_0"][2:], old.columns["w_err_0"])
+    assert np.isnan(got["w_err_0"][:2]).all() and got["w_err_0"].dtype == np.float32

@@ -61,6 +61,11 @@ from study.theory import (
     ols_b_err_sq_mean,
     ols_w_err_norm_quantile,
     ols_w_err_sq_mean,
+    sgd_momentum_effective_lr,
+    sgd_momentum_stability_edge,
+    sgd_momentum_stationary_b_err_sq,
+    sgd_momentum_stationary_sq_error,
+    sgd_momentum_stationary_w_err_sq,
     sgd_stability_edge,
     sgd_stationary_b_err_sq,
     sgd_stationary_sq_error,
@@ -377,6 +382,216 @@ def test_sgd_stability_edge_and_limits():
         sgd_stability_edge(0, d)
     with pytest.raises(ValueError, match="'noise_var' parameter of sgd_stationary_w_err_sq must be a finite number"):
         sgd_stationary_w_err_sq(0.1, 4, d, -1.0)
+
+
+# --- online minibatch SGD with heavy-ball momentum -------------------------------------------
+
+
+def _heavy_ball_step(u, v, bu, bv, X, y, lr, momentum, reduction):
+    """One step of torch.optim.SGD(momentum=β, dampening=0, nesterov=False) on MSELoss, shapes of
+    _sgd_step plus the buffers bu (C, d), bv (C,): buf ← β buf + g, θ ← θ − lr buf. Buffers that
+    start at 0 give torch's first step, buf = g."""
+    B = X.shape[1]
+    r = np.einsum("cbd,cd->cb", X, u) + v[:, None] - y
+    scale = 2 * (1.0 if reduction == "mean" else B) / B
+    bu = momentum * bu + scale * np.einsum("cbd,cb->cd", X, r)
+    bv = momentum * bv + scale * r.sum(1)
+    return u - lr * bu, v - lr * bv, bu, bv
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_heavy_ball_step_is_the_models_step(reduction):
+    # Three steps, so that the buffer's first step (buf = g) and its later ones are both checked.
+    gen = torch.Generator().manual_seed(1)
+    model = LinearRegression(lr=0.05, reduction=reduction, momentum=0.7)
+    model.initialize(3, generator=gen)
+    u, v = model.net.weight.detach().double().numpy().copy(), model.net.bias.detach().double().numpy().copy()
+    bu, bv = np.zeros_like(u), np.zeros_like(v)
+    plain = u, v  # plain SGD from the same start, which the momentum path must leave
+    optimizer = model.configure_optimizers()
+    for _ in range(3):
+        X, y = torch.randn(5, 3, generator=gen), torch.randn(5, 1, generator=gen)
+        optimizer.zero_grad()
+        model.loss(model(X), y).backward()
+        optimizer.step()
+        Xn, yn = X.double().numpy()[None], y.double().numpy()[None, :, 0]
+        u, v, bu, bv = _heavy_ball_step(u, v, bu, bv, Xn, yn, 0.05, 0.7, reduction)
+        plain = _sgd_step(*plain, Xn, yn, 0.05, reduction)
+        assert np.allclose(u, model.net.weight.detach().double().numpy(), atol=1e-6)
+        assert np.allclose(v, model.net.bias.detach().double().numpy(), atol=1e-6)
+    assert np.abs(u - plain[0]).max() > 1e-3
+
+
+def _online_heavy_ball(lr, momentum, B, d, reduction, noise, chains, burn, steps, seed):
+    """Per-chain time averages of ‖w − w*‖² and (b − b*)² of online heavy-ball SGD (θ* = 0),
+    Gaussian noise of standard deviation ``noise``."""
+    rng = np.random.default_rng(seed)
+    u, v = np.zeros((chains, d)), np.zeros(chains)
+    bu, bv = np.zeros_like(u), np.zeros_like(v)
+    w_acc, b_acc = np.zeros(chains), np.zeros(chains)
+    for k in range(burn + steps):
+        X = rng.standard_normal((chains, B, d))
+        eps = noise * rng.standard_normal((chains, B))
+        u, v, bu, bv = _heavy_ball_step(u, v, bu, bv, X, eps, lr, momentum, reduction)
+        if k >= burn:
+            w_acc += (u**2).sum(1)
+            b_acc += v**2
+    return w_acc / steps, b_acc / steps
+
+
+def _fourth_moments(d):
+    """E[x̃_i x̃_j x̃_k x̃_l], x̃ = (x, 1), x ~ N(0, I_d), by Gauss-Hermite quadrature (exact here)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(3)
+    weights = weights / weights.sum()
+    grid = np.stack(np.meshgrid(*[nodes] * d, indexing="ij"), -1).reshape(-1, d)
+    prob = np.prod(np.stack(np.meshgrid(*[weights] * d, indexing="ij"), -1).reshape(-1, d), -1)
+    xt = np.concatenate([grid, np.ones((len(grid), 1))], 1)
+    return np.einsum("p,pi,pj,pk,pl->ijkl", prob, xt, xt, xt, xt)
+
+
+def _heavy_ball_moment_operator(lr, momentum, B, d, noise_var):
+    """The exact map Z -> E[z' z'ᵀ] of one online heavy-ball step (``mean``) on the joint state
+    z = (e_t, e_(t−1)) ∈ R^(2D), z' = A z + (a g, 0), A = [[(1 + β) I − a H, −β I], [I, 0]], built
+    from E[H_ij H_kl] = (1 − 1/B) δ_ij δ_kl + E[x̃_i x̃_j x̃_k x̃_l]/B, independently of the algebra in
+    study.theory (no symmetry, no reduction to traces). Returns L and c: vec(Z') = L vec(Z) + c."""
+    a, beta, D = 2 * lr, momentum, d + 1
+    n, eye = 2 * D, np.eye(D)
+    EHH = (1 - 1 / B) * np.einsum("ij,kl->ijkl", eye, eye) + _fourth_moments(d) / B
+    A0 = np.block([[(1 + beta) * eye, -beta * eye], [eye, 0 * eye]])
+    top = np.zeros((n, n))
+    top[:D, :D] = eye  # E of the embedded H
+    L = np.zeros((n * n, n * n))
+    for k in range(n * n):
+        Z = np.zeros(n * n)
+        Z[k] = 1.0
+        Z = Z.reshape(n, n)
+        out = A0 @ Z @ A0.T - a * (top @ Z @ A0.T + A0 @ Z @ top.T)
+        out[:D, :D] += a * a * np.einsum("ijkl,jk->il", EHH, Z[:D, :D])
+        L[:, k] = out.ravel()
+    c = np.zeros((n, n))
+    c[:D, :D] = a * a * noise_var / B * eye
+    return L, c.ravel()
+
+
+def _radius(L):
+    return np.abs(np.linalg.eigvals(L)).max()
+
+
+@pytest.mark.parametrize("B, d", [(1, 1), (1, 2), (4, 3), (32, 2)])
+def test_sgd_momentum_closed_forms_solve_the_exact_joint_second_moment_recursion(B, d):
+    D = d + 1
+    for beta in (0.5, 0.9, 0.99):
+        edge = float(sgd_momentum_stability_edge(beta, B, d))
+        for lr in (0.2 * edge, 0.9 * edge):
+            L, c = _heavy_ball_moment_operator(lr, beta, B, d, 0.3)
+            Z = np.linalg.solve(np.eye(len(c)) - L, c).reshape(2 * D, 2 * D)
+            P = Z[:D, :D]
+            assert np.isclose(np.trace(P[:d, :d]), sgd_momentum_stationary_w_err_sq(lr, beta, B, d, 0.3), rtol=1e-9)
+            assert np.isclose(P[d, d], sgd_momentum_stationary_b_err_sq(lr, beta, B, d, 0.3), rtol=1e-9)
+            assert np.allclose(Z[D:, D:], P, rtol=1e-9)  # stationary: E e_(t−1) e_(t−1)ᵀ = E e_t e_tᵀ
+            # The whole matrix P, not only its trace, is plain SGD's at the effective lr.
+            L0, c0 = _second_moment_operator(float(sgd_momentum_effective_lr(lr, beta, B)), B, d, 0.3)
+            assert np.allclose(P, np.linalg.solve(np.eye(len(c0)) - L0, c0).reshape(D, D), rtol=1e-9, atol=1e-14)
+        # The edge is where the joint recursion's spectral radius crosses 1, and it is the first
+        # crossing: the radius is below 1 on a grid below it.
+        radius = lambda lr: _radius(_heavy_ball_moment_operator(lr, beta, B, d, 0.0)[0])  # noqa: E731
+        assert radius(edge * (1 - 1e-6)) < 1 < radius(edge * (1 + 1e-6))
+        assert all(radius(f * edge) < 1 for f in (0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99))
+
+
+# (lr, momentum, batch_size, d, reduction, noise, refused): the small-step law lr d σ²/((1 − β) B)
+# ("small") and plain SGD's exact floor at lr/(1 − β) ("plug-in") are asserted to lie outside the
+# tolerance where listed, within it plus 3% where not. The exact w part over the small-step law
+# is 1.19, 1.018, 1.28 and 1.25, over the plug-in 0.92, 0.90, 0.52 and 0.94; lr is 15%, 1.6%, 20%
+# and 18% of the momentum stability edge.
+MOMENTUM_CASES = [
+    (0.05, 0.5, 4, 3, "mean", 0.5, ("small", "plug-in")),
+    (0.01, 0.9, 32, 2, "mean", 1.0, ("plug-in",)),  # d2l's batch: the small-step law holds to 2%
+    (0.005, 0.9, 8, 2, "sum", 1.0, ("small", "plug-in")),
+    (0.005, 0.9, 1, 2, "mean", 1.0, ("small", "plug-in")),
+]
+
+
+@pytest.mark.parametrize("lr, beta, B, d, reduction, noise, refused", MOMENTUM_CASES)
+def test_sgd_momentum_stationary_second_moment_matches_simulation(lr, beta, B, d, reduction, noise, refused):
+    # Independent chains from θ = θ*, buffers 0; the burn-in is where the exact joint recursion's
+    # slowest mode has decayed by 1e-8 (46 to 230 steps), then 250 steps averaged per chain.
+    eta = lr * (B if reduction == "sum" else 1)
+    burn = math.ceil(math.log(1e-8) / math.log(_radius(_heavy_ball_moment_operator(eta, beta, B, d, 0.0)[0])))
+    chains = 3000 if B > 8 else 4000
+    w_avg, b_avg = _online_heavy_ball(lr, beta, B, d, reduction, noise, chains=chains, burn=burn, steps=250, seed=B + 7)
+    s2 = noise**2
+    se = lambda v: v.std() / math.sqrt(len(v))  # noqa: E731
+    w_exact = float(sgd_momentum_stationary_w_err_sq(lr, beta, B, d, s2, reduction))
+    assert _within(w_avg.mean(), se(w_avg), w_exact)
+    assert _within(b_avg.mean(), se(b_avg), float(sgd_momentum_stationary_b_err_sq(lr, beta, B, d, s2, reduction)))
+    total, total_se = (w_avg + b_avg).mean(), se(w_avg + b_avg)
+    assert _within(total, total_se, float(sgd_momentum_stationary_sq_error(lr, beta, B, d, s2, reduction)))
+    # The small-step law and the naive effective lr lr/(1 − β) in plain SGD's formula: refused
+    # where listed, else within the tolerance plus 3%.
+    laws = {"small": eta * d * s2 / ((1 - beta) * B),
+            "plug-in": float(sgd_stationary_w_err_sq(lr / (1 - beta), B, d, s2, reduction))}
+    for name, value in laws.items():
+        if name in refused:
+            assert not _within(w_avg.mean(), se(w_avg), value), name
+        else:
+            assert abs(w_avg.mean() - value) <= Z * se(w_avg) + 0.03 * value, name
+
+
+def test_sgd_momentum_limits_and_the_small_step_law():
+    d, s2 = 2, 0.5
+    lrs = np.array([0.001, 0.01, 0.03, 0.1, 0.3])
+    for B in (1, 4, 32):
+        # β = 0 is plain SGD, bit for bit, and so is its edge.
+        for fn, plain in [(sgd_momentum_stationary_sq_error, sgd_stationary_sq_error),
+                          (sgd_momentum_stationary_w_err_sq, sgd_stationary_w_err_sq),
+                          (sgd_momentum_stationary_b_err_sq, sgd_stationary_b_err_sq)]:
+            for reduction in ("mean", "sum"):
+                assert np.array_equal(fn(lrs / B, 0.0, B, d, s2, reduction), plain(lrs / B, B, d, s2, reduction))
+        assert sgd_momentum_stability_edge(0.0, B, d) == sgd_stability_edge(B, d)
+        for beta in (0.5, 0.9):
+            # exactly plain SGD at the effective lr, 1/lr_eff = (1 − β)/lr + 2β/(1 + β)
+            lr_eff = sgd_momentum_effective_lr(lrs / B, beta, B)
+            assert np.allclose(1 / lr_eff, (1 - beta) * B / lrs + 2 * beta / (1 + beta), rtol=1e-12)
+            got = sgd_momentum_stationary_w_err_sq(lrs / B, beta, B, d, s2)
+            assert np.allclose(got, sgd_stationary_w_err_sq(lr_eff, B, d, s2), rtol=1e-12)
+            # sum: η = lr B in place of lr
+            assert np.allclose(sgd_momentum_stationary_sq_error(lrs / B**2, beta, B, d, s2, "sum"),
+                               sgd_momentum_stationary_sq_error(lrs / B, beta, B, d, s2), rtol=1e-12)
+            assert np.isclose(sgd_momentum_stability_edge(beta, B, d, "sum") * B, sgd_momentum_stability_edge(beta, B, d))
+            assert np.isclose(sgd_momentum_effective_lr(0.01, beta, B, "sum") * B, sgd_momentum_effective_lr(0.01 * B, beta, B))
+            # Past the edge: inf; below it: finite, increasing, and large near it.
+            edge = sgd_momentum_stability_edge(beta, B, d)
+            below = sgd_momentum_stationary_sq_error(edge * np.array([0.5, 0.9, 0.99, 0.9999]), beta, B, d, s2)
+            assert np.isfinite(below).all() and (np.diff(below) > 0).all() and below[-1] > 100 * below[0]
+            assert np.isinf(sgd_momentum_stationary_sq_error(edge * np.array([1.0, 1.0001, 3.0]), beta, B, d, s2)).all()
+            # lr -> 0: lr d σ² / ((1 − β) B), and the first-order correction the docstring gives.
+            for lr in (1e-5, 1e-6):
+                ratio = sgd_momentum_stationary_w_err_sq(lr, beta, B, d, s2) / (lr * d * s2 / ((1 - beta) * B))
+                first = lr / (1 + beta) + lr * (d + 2) / ((1 - beta) * B)
+                assert np.isclose(ratio - 1, first, rtol=1e-3)
+            assert np.isclose(sgd_momentum_stationary_b_err_sq(1e-7, beta, B, d, s2) / 1e-7, s2 / ((1 - beta) * B), rtol=1e-4)
+    # The docstring's table, B = 32, d = 2: exact over the small-step law, and plain SGD's floor at
+    # lr/(1 − β) over the exact (inf at lr = 0.1, β = 0.9, past plain SGD's edge).
+    B, lr = 32, np.array([0.01, 0.03, 0.1])
+    for beta, over_small, plug_over in [(0.5, [1.009, 1.028, 1.101], [1.014, 1.043, 1.172]),
+                                         (0.9, [1.018, 1.056, 1.213], [1.107, 1.429, np.inf])]:
+        exact = sgd_momentum_stationary_w_err_sq(lr, beta, B, d, s2)
+        assert np.allclose(exact / (lr * d * s2 / ((1 - beta) * B)), over_small, atol=5e-4)
+        assert np.allclose(sgd_stationary_w_err_sq(lr / (1 - beta), B, d, s2) / exact, plug_over, atol=5e-4)
+    assert np.allclose(sgd_momentum_stability_edge([0.5, 0.9, 0.99], B, d), [1.1245, 0.6100, 0.08597], atol=1e-4)
+    assert np.isclose(sgd_momentum_stationary_w_err_sq(0.005, 0.9, 1, d, 1.0) / (0.005 * d / 0.1), 1.2467, atol=1e-4)
+    # Broadcasting, and refusals.
+    got = sgd_momentum_stationary_sq_error(0.01, np.array([[0.0], [0.9]]), [1, 32], d, s2)
+    assert got.shape == (2, 2) and got[1, 1] == sgd_momentum_stationary_sq_error(0.01, 0.9, 32, d, s2)
+    with pytest.raises(ValueError, match="'momentum' parameter of sgd_momentum_stationary_w_err_sq must be a number from 0"):
+        sgd_momentum_stationary_w_err_sq(0.1, 1.0, 4, d, s2)
+    with pytest.raises(ValueError, match="'momentum' parameter of sgd_momentum_stability_edge must be a finite number >= 0"):
+        sgd_momentum_stability_edge(-0.1, 4, d)
+    with pytest.raises(ValueError, match="'lr' parameter of sgd_momentum_effective_lr must be a finite number >= 0"):
+        sgd_momentum_effective_lr(-0.1, 0.5, 4)
+    with pytest.raises(ValueError, match="'reduction' parameter of sgd_momentum_stationary_sq_error must be one of"):
+        sgd_momentum_stationary_sq_error(0.1, 0.5, 4, d, s2, "avg")
 
 
 def test_tail_averaged_sgd_reaches_polyak_juditsky_sigma2_d_over_n_and_the_last_iterate_does_not():
