@@ -1,9 +1,9 @@
 """The batched engine against the reference loop on the optimiser's axes, on one core.
 
 Workload "optimisers": num_train 200 (ragged minibatches of 32: 200 = 6·32 + 8), lr 0.05, and every
-axis added after the first ones varied: lr_decay {0, 0.5} × momentum {0, 0.5} × weight_decay
-{0, 0.01} × average_from {none, 1} × drop_last {false, true}, 10 replicates, 5 epochs (320 runs,
-checkpoints at epochs 1, 3, 5). Both engines run the same grid with ``run_grid(..., n_jobs=1,
+axis added after the first ones varied: num_inputs {2, 20} (w = 1 for every feature) × lr_decay
+{0, 0.5} × momentum {0, 0.5} × weight_decay {0, 0.01} × average_from {none, 1} × drop_last
+{false, true}, 10 replicates, 5 epochs (640 runs, checkpoints at epochs 1, 3, 5). Both engines run the same grid with ``run_grid(..., n_jobs=1,
 device="cpu", engine=E)`` in this process, pinned to one CPU with one torch thread; each is
 timed 3 times and the best kept. The reference is the readable loop (torch.optim.SGD, LambdaLR,
 AveragedModel, one run at a time); the batched engine must give its numbers run for run
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from study import Grid, run_grid  # noqa: E402
 
-GRID = Grid(num_train=[200], lr=[0.05], lr_decay=[0.0, 0.5], momentum=[0.0, 0.5], weight_decay=[0.0, 0.01],
+GRID = Grid(num_train=[200], num_inputs=[2, 20], w=1.0, lr=[0.05], lr_decay=[0.0, 0.5], momentum=[0.0, 0.5], weight_decay=[0.0, 0.01],
             average_from=[None, 1], drop_last=[False, True], epoch=[1, 3, 5], replicates=10, num_val=100,
             name="optimisers")
 

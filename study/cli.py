@@ -177,7 +177,9 @@ def _build_parser() -> _Parser:
                                "--out-dir: results/ (summary CSVs and answers.md), results/raw/ (the raw tables) "
                                "and figures/ (PNG, or --formats). " + _FOLDER_RULE)
     exercises.add_argument("--quick", action="store_true", help="smaller grids, in seconds (into exercises-quick/)")
-    exercises.add_argument("--only", metavar="N,N", help="comma-separated exercise numbers (default: all five)")
+    exercises.add_argument("--only", metavar="N,N",
+                           help="comma-separated study numbers: 1-5 the book's exercises, 6 and 7 beyond them "
+                                "(default: all)")
     exercises.add_argument("--out-dir", type=Path, metavar="DIR",
                            help="where results/ and figures/ go (default: '.', or exercises-quick/ with --quick)")
     exercises.add_argument("--jobs", type=_positive_int, default=-1,

@@ -70,6 +70,11 @@ ORDER_BUDGET = 64 * 2**20
 #: otherwise waits on their launches (profiled on an H200, 100k runs of W: busy 15% of the
 #: time). The same kernels on the same buffers, so the same bits; False runs every epoch eagerly.
 CUDA_GRAPHS = True
+#: Up to this many features, a step's residuals are a chain of fused multiply-adds over them (the
+#: arithmetic of engine revision 4, which their runs keep); past it, a pairwise tree over the
+#: features: d products at once and log2(d) adds, where the chain takes d dispatches a step (d2l
+#: §3.7's d = 200: 5x faster).
+CHAIN_FEATURES = 16
 
 
 def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
@@ -348,13 +353,19 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
     # The minibatch first, so that each half the tree adds is contiguous (on a GPU a kernel
     # writing through a strided view is the slower one).
     prod_all = torch.empty(bs, d + 1, m, S, device=device)
+    # Past CHAIN_FEATURES features, a residual's d products are summed by a pairwise tree over
+    # the features (a handful of kernels), not a chain of d fused multiply-adds (d kernels).
+    wide = d > CHAIN_FEATURES
+    xw_all = torch.empty(bs, d, m, S, device=device) if wide else None
     loops = []  # per span: the views its steps work on
     for t0, t1, k, Sk in spans:
         r, prod, th_k = r_all[..., :Sk], prod_all[..., :Sk], th[..., :Sk]
         halves = [(prod[:h], prod[s - h : s]) for h, s in tree_levels(bs)]  # the tree: prod[:h] += prod[s-h:s]
+        xw = xw_all[..., :Sk] if wide else None
+        features = [(xw[:, :h], xw[:, s - h : s]) for h, s in tree_levels(d)] if wide else None
         # prod[0], once the tree is summed: (d+1, m, S), Σ over the minibatch of z·r.
         loops.append((t0, t1, k, Sk, r, r[:, None], prod, halves, prod[0], th_k.unbind(0), th_k[d], th_k[: d + 1],
-                      lo[:, :Sk], hi[:, :Sk]))
+                      lo[:, :Sk], hi[:, :Sk], xw, features, th_k[:d]))
 
     general = not parts[0].chunk.plain  # then it is the only part (see above)
     if general:
@@ -372,7 +383,7 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         a step is torch.optim.SGD's: the minibatch gradient g, g_w += λw, buf = β·buf + g (buf =
         g at the first step, from buf = 0), θ −= lr_t·buf with lr_t = lr·(1 + t)^−p after t
         steps; then the running average of the iterates, AveragedModel's, where a run averages."""
-        t0, t1, k, Sk, r, r4, prod, halves, update, th_j, th_b, th_wb, lo_k, hi_k = span
+        t0, t1, k, Sk, r, r4, prod, halves, update, th_j, th_b, th_wb, lo_k, hi_k, xw, features, th_w = span
         if general and avg is not None:
             denom.masked_fill_(q.average_from_s == epoch - 1, 1.0)  # averaging starts after epoch k
             active = torch.isfinite(denom).to(denom.dtype)
@@ -380,29 +391,45 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         # beforehand: on a CPU a step of small tensors costs its dispatches, a microsecond
         # each, and its Python. Per step: −y and x_1..x_d (bs, 1, S) each, z without y
         # (bs, d+1, 1, S), and the step size (plain) or the gradient's scale (general).
-        per_step = zip(Zp[:, :, d + 1].unbind(0), *(Zp[:, :, j].unbind(0) for j in range(d)),
-                       Zp[:, :, : d + 1].unbind(0), (q.gscale_t if general else steps_t)[t0:t1])
-        for t, (minus_y, *x, z_u, step_t) in enumerate(per_step, start=(epoch - 1) * parts[0].T + t0):
-            # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b.
-            torch.addcmul(minus_y, th_j[0], x[0], out=r)
-            for j in range(1, d):
-                r.addcmul_(th_j[j], x[j])
+        xs = (Zp[:, :, :d].unbind(0),) if wide else (Zp[:, :, j].unbind(0) for j in range(d))
+        per_step = zip(Zp[:, :, d + 1].unbind(0), *xs, Zp[:, :, : d + 1].unbind(0),
+                       (q.gscale_t if general else steps_t)[t0:t1], steps_t[t0:t1])
+        for t, (minus_y, *x, z_u, step_t, plain_t) in enumerate(per_step, start=(epoch - 1) * parts[0].T + t0):
+            # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b;
+            # wide, the products x_j w_j summed by the features' tree, then −y, then b.
+            if wide:
+                torch.mul(x[0], th_w, out=xw)  # (bs, d, 1, S) x (d, m, S)
+                for low, high in features:
+                    low.add_(high)
+                torch.add(xw[:, 0], minus_y, out=r)
+            else:
+                torch.addcmul(minus_y, th_j[0], x[0], out=r)
+                for j in range(1, d):
+                    r.addcmul_(th_j[j], x[j])
             r.add_(th_b)
             if any_huber:
                 torch.clamp(r, lo_k, hi_k, out=r)
             torch.mul(z_u, r4, out=prod)  # (bs, d+1, m, S)
             for low, high in halves:
                 low.add_(high)
-            if not general:
-                th_wb.addcmul_(update, step_t)  # the step size on d+1 sums, not on bs residuals
-                continue
-            torch.mul(update, step_t, out=direction)  # the minibatch's gradient of (w, b)
-            if q.any_weight_decay:
-                direction[:d].addcmul_(th_wb[:d], q.weight_decay_s)
-            if buf is not None:
-                buf.mul_(q.momentum_s).add_(direction)
-            lr_t = q.neg_lr_s * torch.pow(float(1 + t), q.neg_decay_s) if q.any_decay else q.neg_lr_s
-            th_wb.addcmul_(direction if buf is None else buf, lr_t)
+            if not general or q.plain_steps == "all":
+                th_wb.addcmul_(update, plain_t)  # the step size on d+1 sums, not on bs residuals
+                if not general:
+                    continue
+            else:
+                torch.mul(update, step_t, out=direction)  # the minibatch's gradient of (w, b)
+                if q.any_weight_decay:
+                    direction[:d].addcmul_(th_wb[:d], q.weight_decay_s)
+                if buf is not None:
+                    buf.mul_(q.momentum_s).add_(direction)
+                lr_t = q.neg_lr_s * torch.pow(float(1 + t), q.neg_decay_s) if q.any_decay else q.neg_lr_s
+                if q.plain_steps == "some":
+                    # A run of constant lr, no momentum and no weight decay steps as in a chunk of
+                    # plain SGD (its bits must not depend on the chunk it shares).
+                    torch.where(q.plain_steps_s, torch.addcmul(th_wb, update, plain_t),
+                                torch.addcmul(th_wb, direction if buf is None else buf, lr_t), out=th_wb)
+                else:
+                    th_wb.addcmul_(direction if buf is None else buf, lr_t)
             if avg is not None:
                 avg.add_(torch.sub(th_wb, avg).div_(denom))
                 denom.add_(active)
@@ -521,13 +548,17 @@ class _Part:
         def second_moments(Zs: torch.Tensor) -> torch.Tensor:  # (S, d+2, count) -> (S, d+2, d+2)
             G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
             count = Zs.shape[2]
-            per = max(1, _sum_budget(device) // (8 * (len(pairs) + d + 2) * max(1, count)))
+            # Streams in slices under SUM_BUDGET, and where one stream's products exceed it (many
+            # features), its pairs in slices too: each product and each sum is the same whatever
+            # the slices (a sum's tree runs over the examples alone).
+            unit = 8 * max(1, count)
+            per = max(1, _sum_budget(device) // (unit * (len(pairs) + d + 2)))
+            per_pairs = len(pairs) if per > 1 else max(1, _sum_budget(device) // unit - (d + 2))
             for a in range(0, S, per):
                 Zd = Zs[a : a + per].double()
-                products = torch.empty(len(Zd), len(pairs), count, dtype=torch.float64, device=device)
-                for i, (j, k) in enumerate(pairs):
-                    torch.mul(Zd[:, j], Zd[:, k], out=products[:, i])
-                G[a : a + per, rows, cols] = G[a : a + per, cols, rows] = tree_sum_(products)
+                for b in range(0, len(pairs), per_pairs):
+                    j, k = rows[b : b + per_pairs], cols[b : b + per_pairs]
+                    G[a : a + per, j, k] = G[a : a + per, k, j] = tree_sum_(Zd[:, j] * Zd[:, k])
             return G
 
         self.G_val, self.G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
@@ -568,6 +599,11 @@ class _Part:
             self.any_momentum = bool(chunk.momentum.any())
             self.any_weight_decay = bool(chunk.weight_decay.any())
             self.any_average = bool((chunk.average_from >= 0).any())
+            # The runs whose steps are plain SGD's (constant lr, no momentum, no weight decay:
+            # averaging aside), which take plain SGD's arithmetic: "all", "some" or "none" of them.
+            plain_np = (chunk.lr_decay == 0) & (chunk.momentum == 0) & (chunk.weight_decay == 0)
+            self.plain_steps = "all" if plain_np.all() else "some" if plain_np.any() else "none"
+            self.plain_steps_s = runs_last(plain_np, 1.0).bool()
         self.Zpad = torch.cat([Z[:, :, :n], torch.zeros_like(Z[:, :, :1])], 2)  # (S, d+2, n + 1)
         self.pad = torch.full((S, max(0, T * bs - n)), n, device=device)
 

@@ -32,7 +32,8 @@ SPECS = {
     3: ("ex3_gradients", {"replicates": 3, "epoch": list(range(1, 11))}),
     4: ("ex4_lr_epochs", {"replicates": 3, "epoch": [1, 3, 10, 30]}),
     5: ("ex5_data_size", {"replicates": 6, "num_train": log_sizes(5, 2000), "epoch": [1, 10]}),
-    6: ("ex6_reaching_the_limit", {"replicates": 6, "epoch": [1, 3, 10]}),
+    6: ("ex6_reaching_the_limit", {"replicates": 6, "epoch": [1, 2, 20]}),
+    7: ("ex7_weight_decay", {"replicates": 6, "epoch": [1, 10]}),
 }
 #: The studies that answer the book's exercises (§3.5's five); those after them go beyond.
 BOOK_EXERCISES = 5
@@ -47,7 +48,7 @@ def label(number: int) -> str:
 LAYOUT = ("results", "results/raw", "figures")
 #: Seconds each study takes in one process on this project's machine (training, tables and
 #: figures): the slowest are handed out first.
-STUDY_COST = {2: 40.0, 5: 20.0, 6: 6.0, 4: 4.0, 1: 3.0, 3: 2.5}
+STUDY_COST = {2: 40.0, 5: 20.0, 6: 10.0, 7: 8.0, 4: 4.0, 1: 3.0, 3: 2.5}
 
 
 def check_numbers(numbers: Any) -> list[int]:
@@ -125,7 +126,7 @@ def _study_task(number: int, grid: Grid, *, out_dir: Path, n_jobs: int, progress
 def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, out_dir: str | Path = ".",
                 n_jobs: int = -1, progress: bool = True, log: Callable[[str], None] = print,
                 formats: Sequence[str] = (".png",), keep: bool = True) -> dict[int, Any]:
-    """Run the studies (all five by default) and write their tables, figures and answers under
+    """Run the studies (all seven by default) and write their tables, figures and answers under
     ``out_dir`` (see :func:`study.exercises.run_exercises`).
 
     With ``n_jobs`` -1 (or above 1) and several studies, each study runs in a worker process,

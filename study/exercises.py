@@ -785,69 +785,184 @@ def _methods(t: Table) -> list[tuple[str, float, str]]:
     return out
 
 
+#: The cases in which study 6 checks that tail averaging reaches least squares (issue 20's):
+#: (num_train, lr, epoch, average_from).
+LIMIT_CASES = ((1000, 0.1, 20, "2"), (10000, 0.03, 2, "1"))
+#: Within how many times least squares' error (the median paired ratio's upper bound) a method
+#: "reaches" it.
+REACHES = 1.2
+
+
 def ex6_reaching_the_limit(df: Any) -> Outcome:
     t = open_table(df)
     _require(t, "ex6_reaching_the_limit", lr_decay=(0.0,), average_from=("none",))
-    table = summarize(t, by=["num_train", "lr_decay", "average_from", "epoch"], ci=0.95)
+    table = summarize(t, by=["num_train", "lr", "lr_decay", "average_from", "epoch"], ci=0.95)
     methods = _methods(t)
     labels = [m[0] for m in methods]
     cases = " ".join(f"WHEN lr_decay = {literal(p)} AND average_from = {literal(a)} THEN {literal(name)}"
                      for name, p, a in methods)
     shown = t.derive(method=f"CASE {cases} END").filter("method IS NOT NULL AND epoch > 0")
     sizes = [int(n) for n in t.values("num_train")]
-    lr = float(_one(t, "lr"))
+    lrs = [float(v) for v in t.values("lr")]
     last = int(t.values("epoch")[-1])
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6.2 * len(sizes) + 3, 5), sharey=True, squeeze=False)
-    for ax, n in zip(axes[0], sizes):
-        error_curve(_at(shown, num_train=n), x="epoch", y="w_err_norm", hue="method", hue_order=labels,
-                    floor="ols_w_err_norm", ax=ax, legend=False)
-        ax.set_title(f"num_train={n:,}, lr={lr:g}")
-    merged_legend(axes[0], axes[0][-1], title="SGD")
-    fig.suptitle("Study 6: a decaying lr, or the average of the iterates, against constant-lr SGD and least squares")
+    fig, axes = plt.subplots(len(lrs), len(sizes), figsize=(6.0 * len(sizes) + 3.4, 4.4 * len(lrs)), sharey=True,
+                             squeeze=False)
+    for row, lr in zip(axes, lrs):
+        for ax, n in zip(row, sizes):
+            error_curve(_at(shown, num_train=n, lr=lr), x="epoch", y="w_err_norm", hue="method", hue_order=labels,
+                        floor="ols_w_err_norm", ax=ax, legend=False)
+            ax.set_title(f"num_train={n:,}, lr={lr:g}")
+    merged_legend(axes.flat, axes[0][-1], title="SGD")
+    fig.suptitle("Study 6: a decaying lr, or the average of the iterates, against constant-lr SGD and least squares "
+                 "on the same data")
     fig.tight_layout()
 
-    def over_ols(n: int, p: float, a: str) -> Estimate:
-        return _paired_columns(_at(t, num_train=n, epoch=last, lr_decay=p, average_from=a), "w_err_norm",
+    def over_ols(n: int, lr: float, epoch: int, p: float, a: str) -> Estimate:
+        return _paired_columns(_at(t, num_train=n, lr=lr, epoch=epoch, lr_decay=p, average_from=a), "w_err_norm",
                                "ols_w_err_norm")
 
-    ratios = {(name, n): over_ols(n, p, a) for name, p, a in methods for n in sizes}
-    listed = "; ".join(f"{name}: " + ", ".join(f"{ratios[name, n].factor()} at n = {n:,}" for n in sizes)
-                       for name in labels)
-    tail = [m for m in methods if m[2] not in ("none", "0")]
-    first = next((m for m in methods if m[2] == "0"), None)
-    parts = []
     noise_var, d = _noise_var(t), feature_count(t)
-    for name, p, a in tail:
-        reached = [n for n in sizes if ratios[name, n].high <= 1.2]
-        if reached:
-            parts.append(f"the average after epoch {a} reaches least squares: within 1.2 times it on the same data at n = "
-                         + ", ".join(f"{n:,}" for n in reached))
+    parts = []
+    for n, lr, epoch, a in LIMIT_CASES:
+        if n not in sizes or lr not in lrs or epoch not in t.values("epoch") or a not in t.values("average_from"):
+            continue
+        averaged, plain = over_ols(n, lr, epoch, 0.0, a), over_ols(n, lr, epoch, 0.0, "none")
+        verdict = "within" if averaged.high <= REACHES else "not within"
+        text = (f"at n = {n:,}, lr {lr:g}, after {epoch} epochs, the average after epoch {a} is {averaged.factor()} "
+                f"least squares' error on the same data set ({verdict} {REACHES:g} times it), the last iterate "
+                f"{plain.factor()}")
         if noise_var is not None:
-            rows = table[(table["epoch"] == last) & (table["lr_decay"] == p) & (table["average_from"].astype(str) == a)]
-            rms = ", ".join(
-                f"{row['w_err_norm_rmse']:.2g} ± {_sig(row['w_err_norm_rmse_mcse'], 1)} against "
-                f"{float(np.sqrt(theory.averaged_sgd_w_err_sq(int(row['num_train']), d, noise_var))):.2g} at n = "
-                f"{int(row['num_train']):,}" for _, row in rows.iterrows())
-            parts.append(f"its root mean square error was {rms}: Polyak and Juditsky's σ√(d/n), the error of least "
-                         f"squares itself")
+            row = table[(table["num_train"] == n) & (table["lr"] == lr) & (table["epoch"] == epoch)
+                        & (table["lr_decay"] == 0) & (table["average_from"].astype(str) == a)].iloc[0]
+            text += (f"; its root mean square error {row['w_err_norm_rmse']:.2g} ± {_sig(row['w_err_norm_rmse_mcse'], 1)}"
+                     f" against Polyak and Juditsky's σ√(d/n) = "
+                     f"{float(np.sqrt(theory.averaged_sgd_w_err_sq(n, d, noise_var))):.2g}")
+        parts.append(text)
+    listed = []
+    for lr in lrs:
+        for n in sizes:
+            listed.append(f"n = {n:,}, lr {lr:g}: " + ", ".join(
+                f"{name} {over_ols(n, lr, last, p, a).factor()}" for name, p, a in methods))
+    first = next((m for m in methods if m[2] == "0"), None)
     if first is not None:
-        parts.append("averaging from the first step keeps the start's transient in the average ("
-                     + ", ".join(f"{ratios[first[0], n].factor()}" for n in sizes) + ")")
+        parts.append("averaging from the first step keeps the start's transient in the average, and stays far above ("
+                     + ", ".join(f"{over_ols(n, lr, last, 0.0, '0').factor()} at n = {n:,}, lr {lr:g}"
+                                 for lr in lrs for n in sizes) + ")")
     steps = {n: int(_one(_at(t, num_train=n, epoch=last), "steps")) for n in sizes}
-    decays = [m for m in methods if m[1] > 0]
-    for name, p, _ in decays:
+    for name, p, _ in (m for m in methods if m[1] > 0):
         budget = ", ".join(f"{lr * float(np.sum((1.0 + np.arange(steps[n])) ** -p)):.2g} over the {steps[n]:,} steps "
-                           f"at n = {n:,}" for n in sizes)
-        reached = [n for n in sizes if ratios[name, n].high <= 1.2]
+                           f"at n = {n:,}, lr {lr:g}" for lr in lrs for n in sizes)
+        reached = [f"n = {n:,}, lr {lr:g}" for lr in lrs for n in sizes
+                   if over_ols(n, lr, last, p, "none").high <= REACHES]
         parts.append(f"with {name}, the steps' sum Σ lr_t is {budget}; "
-                     + (f"it reaches least squares at n = {', '.join(f'{n:,}' for n in reached)}" if reached else
+                     + (f"it reaches least squares (within {REACHES:g} times) at {'; '.join(reached)}" if reached else
                         "it does not reach least squares within these epochs"))
     answer = (
-        f"Exercise 4 showed constant-lr SGD stopping at a noise floor above least squares. Here, lr {lr:g}, after "
-        f"{last} epochs, SGD's error over least squares' on the same data set was: {listed}. "
-        + "".join(f"{p[0].upper()}{p[1:]}. " for p in parts) + _precision_text(t)
+        "Exercise 4 showed constant-lr SGD stopping at a noise floor above least squares. Tail averaging "
+        "reaches it: " + "; ".join(parts[:len([c for c in LIMIT_CASES if c[0] in sizes])]) + ". "
+        + "".join(f"{p[0].upper()}{p[1:]}. " for p in parts[len([c for c in LIMIT_CASES if c[0] in sizes]):])
+        + f"After {last} epochs, SGD's error over least squares' on the same data set was: " + "; ".join(listed)
+        + ". " + _precision_text(t)
     )
     return Outcome({"ex6_reaching_the_limit": table}, {"ex6_reaching_the_limit": fig}, answer)
+
+
+# --- 7. weight decay (d2l §3.7) ------------------------------------------------------------------
+
+def _true_w_norm(t: Table, d: int) -> float:
+    """‖w‖ of the grid's runs of d features, from the table's spec (w, or its one number
+    repeated d times); NaN where the table has no spec."""
+    w = np.asarray((t.spec or {}).get("w", [np.nan]), dtype=float)
+    return float(abs(w[0]) * np.sqrt(d)) if len(w) == 1 else float(np.linalg.norm(w))
+
+
+def ex7_weight_decay(df: Any) -> Outcome:
+    t = open_table(df)
+    _require(t, "ex7_weight_decay", weight_decay=(0.0,))
+    table = summarize(t, by=["num_train", "weight_decay", "epoch"], ci=0.95)
+    sizes = [int(n) for n in t.values("num_train")]
+    decays = [float(v) for v in t.values("weight_decay")]
+    last = int(t.values("epoch")[-1])
+    d = int(_one(t, "num_inputs"))
+    at_last = t.filter(f"epoch = {last}")
+    # λ = 0 sits at the left edge of a log axis: drawn at a tenth of the smallest λ > 0, and said.
+    positive = [v for v in decays if v > 0]
+    zero_at = min(positive) / 10 if positive else 1.0
+    shifted = at_last.derive(lam=f"CASE WHEN weight_decay = 0 THEN {literal(zero_at)} ELSE weight_decay END")
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.2))
+    small = sizes[0]
+    losses = shifted.select({"num_train": [small]})
+    long = losses.query(f"SELECT lam, 'training loss' AS kind, train_loss AS v FROM {losses.relation} UNION ALL "
+                        f"SELECT lam, 'validation MSE' AS kind, val_mse AS v FROM {losses.relation}")
+    ax = axes[0]
+    for kind, colour in zip(("training loss", "validation MSE"), sns.color_palette(PALETTE, 2)):
+        rows = long[long["kind"] == kind]
+        xs, meds, los, his = [], [], [], []
+        for lam, group in rows.groupby("lam", sort=True):
+            e = _interval(group["v"].to_numpy())
+            xs.append(lam), meds.append(e.value), los.append(e.low), his.append(e.high)
+        ax.plot(xs, meds, marker="o", color=colour, label=kind)
+        ax.fill_between(xs, los, his, color=colour, alpha=0.25, linewidth=0)
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel(f"weight decay λ (λ = 0 drawn at {zero_at:g})")
+    ax.set_ylabel("mean squared error (median over data sets)")
+    ax.set_title(f"d2l §3.7's setting: num_train={small}, d={d}, epoch {last}")
+    ax.legend(fontsize="small", title="band: the median's 95% interval", title_fontsize="small")
+    error_curve(shifted, x="lam", y="w_err_norm", hue="num_train", ax=axes[1], legend=False)
+    # Least squares on each data size (the minimum-norm fit where n < d + 1): one grey line each.
+    for n in sizes:
+        ols = _estimate(_at(at_last, num_train=n), "ols_w_err_norm")
+        axes[1].axhline(ols.value, color="0.5", linewidth=1.1, zorder=1,
+                        label="least squares on the same data (minimum norm where n ≤ d)" if n == sizes[0] else None)
+        axes[1].annotate(f"n = {n:,}", (1.0, ols.value), xycoords=("axes fraction", "data"), xytext=(-3, 2),
+                         textcoords="offset points", ha="right", va="bottom", fontsize=7, color="0.35")
+    merged_legend([axes[1]], axes[1], title="num_train")
+    # Ridge's closed form (theory.weight_decay_w_err_sq) holds for n >> d; say why it is not drawn.
+    ratio = d / max(sizes)
+    axes[1].text(1.02, 0.02, textwrap.fill(
+        f"No theory of weight decay is drawn: ridge's closed form holds for n ≫ d only (here d/n ≥ {ratio:.2g}), "
+        "for the average of the iterates, not the last one.", 48), transform=axes[1].transAxes, fontsize=7,
+        color="0.3", va="bottom")
+    axes[1].set_xlabel(f"weight decay λ (λ = 0 drawn at {zero_at:g})")
+    axes[1].set_title(f"‖ŵ − w‖₂ against λ, d={d}, epoch {last}")
+    fig.suptitle(f"Study 7: weight decay λ on the weight, as d2l §3.7 (d = {d} features, ‖w‖ = "
+                 f"{_sig(_true_w_norm(t, d))}), at num_train = " + ", ".join(f"{n:,}" for n in sizes))
+    fig.tight_layout()
+
+    def est(n: int, lam: float, column: str) -> Estimate:
+        return _estimate(_at(t, num_train=n, weight_decay=lam, epoch=last), column)
+
+    best = {}
+    for n in sizes:
+        medians = {lam: est(n, lam, "w_err_norm") for lam in decays}
+        best[n] = min(medians, key=lambda lam: medians[lam].value)
+    parts = []
+    lam_book = 3.0 if 3.0 in decays else positive[len(positive) // 2]
+    train0, val0 = est(small, 0.0, "train_loss"), est(small, 0.0, "val_mse")
+    train3, val3 = est(small, lam_book, "train_loss"), est(small, lam_book, "val_mse")
+    parts.append(
+        f"in the book's setting (n = {small}, d = {d}, {last} epochs), without weight decay the training loss is "
+        f"{train0} and the validation MSE {val0}: the model fits the {small} examples and not the rest; with "
+        f"λ = {lam_book:g} (the book's) they are {train3} and {val3}")
+    for n in sizes:
+        base, chosen = est(n, 0.0, "w_err_norm"), est(n, best[n], "w_err_norm")
+        ratio = _ratio(_at(t, num_train=n, weight_decay=best[n], epoch=last),
+                       _at(t, num_train=n, weight_decay=0.0, epoch=last), "w_err_norm")
+        if best[n] == 0.0:
+            parts.append(f"at n = {n:,} weight decay stops helping: ‖ŵ − w‖ is smallest without it ({base}), and "
+                         f"every λ > 0 adds bias (at λ = {decays[-1]:g}: {est(n, decays[-1], 'w_err_norm')})")
+        else:
+            parts.append(f"at n = {n:,} the best λ of the grid, {best[n]:g}, gives ‖ŵ − w‖ = {chosen} against {base} "
+                         f"without (paired ratio {ratio.factor()})")
+    parts.append(f"no theory is drawn: ridge's closed form (study.theory.weight_decay_w_err_sq) holds for n ≫ d only, "
+                 f"and d/n is {d / max(sizes):.2g} at the largest n here")
+    strongest = ", ".join(f"{est(n, decays[-1], 'w_err_norm')} at n = {n:,}" for n in sizes)
+    parts.append(f"at λ = {decays[-1]:g}, ŵ is shrunk to about 0 at every n: ‖ŵ − w‖ is {strongest}, about ‖w‖ itself")
+    answer = (
+        f"Weight decay shrinks ŵ toward 0 (‖w‖ = {_sig(_true_w_norm(t, d))} here): "
+        + "; ".join(parts) + ". " + _precision_text(t)
+    )
+    return Outcome({"ex7_weight_decay": table}, {"ex7_weight_decay": fig}, answer)
 
 
 # --- running them --------------------------------------------------------------------------
@@ -861,7 +976,7 @@ class Study:
 
 
 _ANALYSES = {1: ex1_reduction, 2: ex2_huber, 3: ex3_gradients, 4: ex4_lr_epochs, 5: ex5_data_size,
-             6: ex6_reaching_the_limit}
+             6: ex6_reaching_the_limit, 7: ex7_weight_decay}
 STUDIES = {n: Study(n, name, _ANALYSES[n], quick) for n, (name, quick) in SPECS.items()}
 
 
@@ -886,7 +1001,7 @@ def run_study(number: int, grid: Grid, *, out_dir: Path, n_jobs: int = -1, progr
 def run_exercises(numbers=None, *, quick: bool = False, out_dir: str | Path = ".", n_jobs: int = -1,
                   progress: bool = True, log: Callable[[str], None] = print,
                   formats: Sequence[str] = (".png",)) -> dict[int, Outcome]:
-    """Run the studies (all five by default) and write their tables, figures and answers under
+    """Run the studies (all seven by default) and write their tables, figures and answers under
     ``out_dir``: results/ (summary CSVs, answers.md), results/raw/ (the raw tables) and
     figures/ (in each of ``formats``: ".png", ".svg", ".pdf"). ``out_dir`` must exist; the
     folders under it are created as needed, each named through ``log``. With ``n_jobs`` -1 or

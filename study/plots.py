@@ -89,8 +89,13 @@ _NOT_ROLES = ("replicate", "seed", "diverged")
 
 
 def feature_count(data: Any) -> int:
-    """d, the number of features: the table has one ``w_err_j`` column per feature."""
-    return sum(1 for c in open_table(data).columns if re.fullmatch(r"w_err_\d+", str(c)))
+    """d, the number of features, where the rows have one (``num_inputs``; a table from before
+    that column has one ``w_err_j`` column per feature); 0 where they have several."""
+    t = open_table(data)
+    if "num_inputs" in t.columns:
+        values = t.values("num_inputs")
+        return int(values[0]) if len(values) == 1 else 0
+    return sum(1 for c in t.columns if re.fullmatch(r"w_err_\d+", str(c)))
 
 
 def _left_out_text(counts: dict[str, int], x: str | None) -> str:

@@ -111,8 +111,24 @@ def least_squares_from_moments(gram: torch.Tensor, moment: torch.Tensor) -> tupl
     # CPU whatever the device: CUDA's batched decompositions may choose their algorithm by the
     # batch's size, and the sums are small.
     gram, moment = gram.cpu(), moment.cpu()
-    coef = (torch.linalg.pinv(gram, hermitian=True) @ moment[..., None])[..., 0]  # (..., d + 1)
+    k = gram.shape[-1]
+    if k <= _BATCHED_PINV_UP_TO or gram.dim() == 2:
+        coef = (torch.linalg.pinv(gram, hermitian=True) @ moment[..., None])[..., 0]  # (..., d + 1)
+    else:
+        # One matrix at a time: past a few features, a batch's pinv and product round otherwise
+        # than one matrix's (measured: d = 12 and up), and a run's fit must not depend on the
+        # streams beside it in its chunk. Each a fresh copy: the LAPACK kernels' rounding may
+        # follow the data's alignment in memory, which a view's offset would make vary.
+        flat_g, flat_m = gram.reshape(-1, k, k), moment.reshape(-1, k)
+        coef = torch.stack([(torch.linalg.pinv(g.clone(), hermitian=True) @ m.clone()[:, None])[:, 0]
+                            for g, m in zip(flat_g, flat_m)])
+        coef = coef.reshape(*gram.shape[:-1])
     return coef[..., :-1], coef[..., -1]
+
+
+#: The most coefficients (d + 1) whose least-squares fits are solved as one batch: the same bits
+#: as one at a time (tests/test_engine.py checks chunking for d = 1 to 3).
+_BATCHED_PINV_UP_TO = 4
 
 
 # --------------------------------------------------------------------------------------------

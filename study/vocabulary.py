@@ -67,7 +67,11 @@ ENGINES = ("batched", "reference")
 #: batched 4, reference 2: the checkpoints' sums and the least-squares fit's (study.sums) in a
 #: fixed pairwise order too (on CUDA a reduction kernel's order moved with the chunk's size), and
 #: the fit's pinv on the CPU.
-ENGINE_REVISIONS = {"batched": 4, "reference": 2}
+#: batched 5: a run of constant lr, no momentum and no weight decay steps with plain SGD's
+#: arithmetic in a chunk that holds runs of the optimiser's axes too (before, with their
+#: arithmetic: another rounding where the step size is not a power of two, so its bits depended
+#: on its chunk); the residuals of runs of more than engine.CHAIN_FEATURES features by a tree.
+ENGINE_REVISIONS = {"batched": 5, "reference": 2}
 #: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
 #: "multiprocessing" backend cannot), and Dask.
 BACKENDS = ("loky", "threading", "sequential", "dask")

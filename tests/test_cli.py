@@ -614,8 +614,8 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["exercises", "--only", "9"], "The '--only' option must be among [1, 2, 3, 4, 5, 6]. Got 9 instead."),
-        (["exercises", "--only", "7,1"], "The '--only' option must be among [1, 2, 3, 4, 5, 6]. Got 7 instead."),
+        (["exercises", "--only", "9"], "The '--only' option must be among [1, 2, 3, 4, 5, 6, 7]. Got 9 instead."),
+        (["exercises", "--only", "8,1"], "The '--only' option must be among [1, 2, 3, 4, 5, 6, 7]. Got 8 instead."),
         (["exercises", "--only", "one"], "The '--only' option must be exercise numbers separated by commas (e.g. 1,5)."),
         (["plot", "missing.csv", "--figure", "heatmap"], "No results file at 'missing.csv'"),
         (["plot", "RESULTS", "--figure", "pie"], "The '--figure' option must be one of ['error-vs-num_train'"),

@@ -361,3 +361,13 @@ def test_noise_free_runs_of_many_features_recover_w():
     result = train_batched(runs, [0, 100])
     np.testing.assert_allclose(result.w_hat[:, -1], 0.5, atol=1e-5)
     np.testing.assert_allclose(result.b_hat[:, -1], 4.2, atol=1e-5)
+
+
+def test_many_features_sum_by_a_tree_and_change_nothing_when_chunked():
+    """Past CHAIN_FEATURES, a residual sums its products by a tree over the features: still
+    elementwise, so a run's bits do not depend on its chunk."""
+    from study.engine import CHAIN_FEATURES
+
+    runs = Grid(num_train=[30], num_inputs=[CHAIN_FEATURES + 24], w=0.1, lr=[0.005, 0.01], loss=["squared", "huber"],
+                weight_decay=[0.0, 1.0], batch_size=[5], epoch=[1, 3], num_val=10, replicates=4).runs()
+    assert_chunking_changes_nothing(runs, [0, 1, 3], (1, 8, 33))

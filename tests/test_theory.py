@@ -632,3 +632,21 @@ def test_sgd_with_weight_decay_settles_on_ridge_bias_and_variance_where_n_is_lar
     assert abs(sq.mean() - expected) < 4 * se + 0.03 * expected, (sq.mean(), expected, se)
     assert abs(sq.mean() - float(ols_w_err_sq_mean(2000, 2, noise_var))) > 10 * se
     assert float(weight_decay_w_err_sq(2000, 2, noise_var, 0.0, 5.0)) == pytest.approx(noise_var * 2 / 1999)
+
+
+def test_the_engines_heavy_ball_runs_settle_on_the_momentum_floor():
+    """The engine's runs (torch.optim.SGD's momentum, as the reference): 300 data sets of 20,000
+    examples, one epoch at lr 0.03 (the online limit: least squares' own error is 100 times
+    smaller). The mean ‖ŵ − w‖² is the exact floor within 4 standard errors, at β = 0.5 and 0.9."""
+    from study import Grid, run_grid
+    from study.theory import sgd_momentum_stationary_w_err_sq
+
+    grid = Grid(num_train=[20_000], lr=[0.03], momentum=[0.5, 0.9], epoch=[1], replicates=300, num_val=10)
+    df = run_grid(grid, progress=False)
+    last = df[df["epoch"] == 1]
+    noise_var = float(noise_variance(0.01))
+    for beta, rows in last.groupby("momentum"):
+        sq = rows["w_err_norm"].to_numpy() ** 2
+        expected = float(sgd_momentum_stationary_w_err_sq(0.03, beta, 32, 2, noise_var))
+        se = sq.std(ddof=1) / math.sqrt(len(sq))
+        assert abs(sq.mean() - expected) < 4 * se, (beta, sq.mean(), expected, se)
