@@ -33,7 +33,7 @@ SPECS = {
     4: ("ex4_lr_epochs", {"replicates": 3, "epoch": [1, 3, 10, 30]}),
     5: ("ex5_data_size", {"replicates": 6, "num_train": log_sizes(5, 2000), "epoch": [1, 10]}),
     6: ("ex6_reaching_the_limit", {"replicates": 6, "epoch": [1, 2, 20]}),
-    7: ("ex7_weight_decay", {"replicates": 6, "epoch": [1, 10]}),
+    7: ("ex7_weight_decay", {"replicates": 6, "num_train": [20, 1000]}),
 }
 #: The studies that answer the book's exercises (§3.5's five); those after them go beyond.
 BOOK_EXERCISES = 5
