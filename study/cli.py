@@ -100,11 +100,14 @@ def _seconds(text: str) -> float:
 def _build_parser() -> _Parser:
     from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINES
 
+    from . import __version__
+
     parser = _Parser(prog="study", description="Estimation error of minibatch SGD on d2l's concise linear regression.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (estimation-study) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="train every run of a TOML grid and write the tidy CSV")
-    run.add_argument("spec", type=Path, help="the TOML spec (see experiments/)")
+    run.add_argument("spec", type=Path, help="the TOML spec (see experiments/quick.toml)")
     run.add_argument("--out", type=Path, help="output table, .csv or .parquet (default: results/raw/NAME.csv, or "
                      f"NAME.parquet past {CSV_MAX_ROWS:,} rows)")
     run.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: all cores, or one per GPU)")
@@ -172,8 +175,8 @@ def _build_parser() -> _Parser:
     compare.add_argument("--epoch", type=int, metavar="E", help="the checkpoint compared (default: each run's last)")
     compare.add_argument("--out", type=Path, metavar="PATH", help="write the comparison to this .csv or .parquet")
 
-    exercises = sub.add_parser("exercises", help="answer the section's five exercises: tables, figures, answers",
-                               description="Runs each exercise's grid (experiments/exN_*.toml) and writes under "
+    exercises = sub.add_parser("exercises", help="answer the section's five exercises, and two studies beyond: tables, figures, answers",
+                               description="Runs each exercise's grid (study/specs/exN_*.toml, package data) and writes under "
                                "--out-dir: results/ (summary CSVs and answers.md), results/raw/ (the raw tables) "
                                "and figures/ (PNG, or --formats). " + _FOLDER_RULE)
     exercises.add_argument("--quick", action="store_true", help="smaller grids, in seconds (into exercises-quick/)")

@@ -6,12 +6,13 @@ exercises`` starts its worker processes before anything heavy is imported, so th
 overlap, and the studies themselves (:mod:`study.exercises`: the analyses, tables and figures)
 are imported only by the processes that run them. The studies are independent, and most of a
 study's time is its figures, which one process draws alone: on two cores the five run in about
-half the time.
+half the time. Their specs are the package's data (study/specs/), found wherever it is installed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.resources
 import re
 import signal
 from pathlib import Path
@@ -24,8 +25,10 @@ from .vocabulary import FIGURE_FORMATS
 __all__ = ["SPECS", "LAYOUT", "check_numbers", "study_grid", "study_workers", "study_executor", "stop_workers", "warm_up",
            "run_studies"]
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-#: Each exercise's study: the name of its spec (experiments/NAME.toml) and what --quick changes in it.
+#: The studies' specs: package data (study/specs/NAME.toml), read through importlib.resources, so
+#: that an installed wheel finds them as a checkout does.
+SPECS_FOLDER = "specs"
+#: Each exercise's study: the name of its spec (study/specs/NAME.toml) and what --quick changes in it.
 SPECS = {
     1: ("ex1_reduction", {"replicates": 3}),
     2: ("ex2_huber", {"replicates": 3, "num_train": [50, 200, 1000], "epoch": [1, 3, 10, 20]}),
@@ -64,7 +67,9 @@ def check_numbers(numbers: Any) -> list[int]:
 def study_grid(number: int, quick: bool = False) -> Grid:
     """Exercise ``number``'s grid, from its spec (smaller with ``quick``)."""
     name, smaller = SPECS[number]
-    grid = load_grid(EXPERIMENTS / f"{name}.toml")
+    spec = importlib.resources.files(__package__).joinpath(SPECS_FOLDER).joinpath(f"{name}.toml")
+    with importlib.resources.as_file(spec) as path:
+        grid = load_grid(path)
     return Grid(**{**grid.to_dict(), **smaller}) if quick else grid
 
 

@@ -1,6 +1,6 @@
 """The exercises of d2l §3.5 as studies: a grid, tables, figures and a short answer each.
 
-Each study reads its grid from ``experiments/<name>.toml``, runs it with :func:`run_grid`
+Each study reads its grid from ``study/specs/<name>.toml`` (package data), runs it with :func:`run_grid`
 (the raw table goes to ``results/raw/<name>.parquet``, git-ignored), and writes its summary tables
 to ``results/``, its figures to ``figures/`` (PNG, or the formats asked for), and its answer to
 ``results/answers.md``. Every number in a figure or an answer is computed from the table the
@@ -25,7 +25,7 @@ import torch
 
 from . import theory
 from .data import OUTLIER_FRACTION, SyntheticRegressionData
-from .exercise_runner import EXPERIMENTS, LAYOUT, SPECS, check_numbers, run_studies
+from .exercise_runner import LAYOUT, SPECS, check_numbers, run_studies
 from .analysis import Table, literal, open_table, quote
 from .grid import Grid
 from .model import LinearRegression
@@ -41,7 +41,7 @@ from .vocabulary import RUN_AXES
 from .runner import run_grid
 from .train import Trainer
 
-__all__ = ["STUDIES", "Outcome", "run_exercises", "seed_example", "EXPERIMENTS", "GENERIC_FIGURES", "figure_names",
+__all__ = ["STUDIES", "Outcome", "run_exercises", "seed_example", "GENERIC_FIGURES", "figure_names",
            "draw_figure", "draw_xy", "gradient_access", "huber_step_check", "step_ratio", "check_numbers", "LAYOUT"]
 
 

@@ -335,9 +335,14 @@ class Run:
         return int(stream_seeds(vars(self), self.base_seed, [self.replicate])[0])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Grid:
     """A grid of runs: each axis a list of values, each setting one value.
+
+    A Grid is checked when it is made and cannot be changed after (assigning a field raises
+    ``dataclasses.FrozenInstanceError``); :func:`study.run_grid` checks it again before any work,
+    so that a list changed in place is refused too. ``Grid(**{**grid.to_dict(), "lr": [...]})``
+    makes a changed copy.
 
     Parameters
     ----------
@@ -416,21 +421,30 @@ class Grid:
         self._validate("parameter of Grid")
 
     def _validate(self, where: str) -> None:
-        self.w = check_vector(self.w, "w", where)
+        def put(name: str, value: Any) -> None:  # a frozen dataclass's fields are set once, here
+            object.__setattr__(self, name, value)
+
+        put("w", check_vector(self.w, "w", where))
         if self.num_inputs is None:
-            self.num_inputs = [len(self.w)]
+            put("num_inputs", [len(self.w)])
         for axis in AXES:
-            setattr(self, axis, _check_axis(axis, getattr(self, axis), where))
-        self.epoch = sorted(self.epoch)
+            put(axis, _check_axis(axis, getattr(self, axis), where))
+        put("epoch", sorted(self.epoch))
         if len(self.w) > 1 and self.num_inputs != [len(self.w)]:
             fail("w", where, f"one number (repeated num_inputs times) where num_inputs is {self.num_inputs}, or a "
                  "list of that many numbers for a single num_inputs", self.w)
-        self.b = check_real(self.b, "b", where, low=-float("inf"))
-        self.num_val = _check_whole(self.num_val, "num_val", where, low=1)
-        self.replicates = _check_whole(self.replicates, "replicates", where, low=1)
-        self.seed = _check_whole(self.seed, "seed", where, low=0)
-        self.stream = check_choice(self.stream, "stream", where, STREAMS)
+        put("b", check_real(self.b, "b", where, low=-float("inf")))
+        put("num_val", _check_whole(self.num_val, "num_val", where, low=1))
+        put("replicates", _check_whole(self.replicates, "replicates", where, low=1))
+        put("seed", _check_whole(self.seed, "seed", where, low=0))
+        put("stream", check_choice(self.stream, "stream", where, STREAMS))
         _check_labels(self.name, self.description, where)
+
+    def checked(self, where: str = "the Grid given to run_grid") -> Grid:
+        """The grid checked again, as a new Grid: a list of it changed in place since it was made
+        (``grid.loss.append("bogus")``) is refused here, before any work."""
+        fields_ = {k: v for k, v in self.to_dict().items() if k not in ("name", "description")}
+        return grid_from_mapping(fields_, name=self.name, description=self.description, where=where, keys_of="field")
 
     @property
     def max_epoch(self) -> int:
@@ -510,7 +524,8 @@ def _check_labels(name: Any, description: Any, where: str) -> None:
         fail("description", where, "a string", description)
 
 
-def grid_from_mapping(table: Mapping[str, Any], *, name: str, description: str = "", where: str) -> Grid:
+def grid_from_mapping(table: Mapping[str, Any], *, name: str, description: str = "", where: str,
+                      keys_of: str = "key") -> Grid:
     """Validate a ``[grid]`` table with messages that say where the value came from."""
     valid = (*AXES, *SETTINGS)
     for key in table:
@@ -521,10 +536,13 @@ def grid_from_mapping(table: Mapping[str, Any], *, name: str, description: str =
     grid = Grid.__new__(Grid)
     defaults = Grid()
     for f in fields(Grid):
-        # num_inputs, where absent, is w's length (its default, None, says so).
-        setattr(grid, f.name, table.get(f.name, None if f.name == "num_inputs" else getattr(defaults, f.name)))
-    grid.name, grid.description = name, description
-    grid._validate(f"key of {where}")
+        # num_inputs, where absent, is w's length (its default, None, says so). Lists are copied:
+        # the grid's own, which no one else holds.
+        value = table.get(f.name, None if f.name == "num_inputs" else getattr(defaults, f.name))
+        object.__setattr__(grid, f.name, list(value) if isinstance(value, (list, tuple)) else value)
+    object.__setattr__(grid, "name", name)
+    object.__setattr__(grid, "description", description)
+    grid._validate(f"{keys_of} of {where}")
     return grid
 
 

@@ -332,6 +332,7 @@ def run_grid(
     """
     if not isinstance(grid, Grid):
         fail("grid", _WHERE, "a Grid", grid)
+    grid = grid.checked()  # a list of it changed in place since it was made is refused here
     check_choice(engine, "engine", _WHERE, engines.ENGINES)
     check_choice(backend, "backend", _WHERE, BACKENDS)
     if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or (n_jobs < 1 and n_jobs != -1):
@@ -678,10 +679,19 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 
 def _git_commit() -> str | None:
+    """The commit of the checkout the package is imported from (with "-dirty" where tracked
+    files changed), or None: an installed package is not in a checkout of its own, and the
+    repository it may lie inside (a virtual environment in some project's folder) is another's."""
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / ".git").exists() or not (checkout / "pyproject.toml").is_file():
+        return None
     try:
-        top = Path(__file__).resolve().parent
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=top, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=top,
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=checkout, capture_output=True, text=True,
+                             timeout=5)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != checkout:
+            return None
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
                                capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None

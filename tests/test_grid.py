@@ -495,7 +495,7 @@ def test_load_grid_default_name_from_a_stem_with_a_space_loads(tmp_path):
 
 # Log ranges: `axis = { log = [lo, hi], per_decade = n }` -----------------------------------------
 
-_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+_EXPERIMENTS = Path(__file__).resolve().parent.parent / "study" / "specs"
 
 
 @pytest.mark.parametrize("axis", ["num_train", "batch_size", "epoch"])
@@ -786,3 +786,28 @@ def test_the_optimisers_axes_read_from_toml_with_none_for_no_averaging(tmp_path)
     assert grid.n_runs == 2 * 2 * 3
     with pytest.warns(UserWarning, match="'average_from' has 1 duplicate"):
         assert Grid(average_from=[None, "none"]).average_from == [None]  # the same value twice, once
+
+
+def test_a_grid_cannot_be_changed_and_one_changed_in_place_is_refused_before_any_work(tmp_path):
+    """Assigning a field raises; a list changed in place (which a frozen dataclass cannot stop) is
+    caught by run_grid's check before anything is trained or written: "bogus" is never taken
+    for a loss."""
+    import dataclasses
+
+    from study import run_grid
+
+    grid = Grid(num_train=[20], lr=[0.1], loss=["squared", "huber"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        grid.lr = [-1.0]
+    grid.loss.append("bogus")
+    out = tmp_path / "x.csv"
+    with pytest.raises(ValueError, match=r"^The 'loss' field of the Grid given to run_grid must be one of "
+                                         r"\['squared', 'huber'\]\. Got 'bogus' instead\.$"):
+        run_grid(grid, out=out, n_jobs=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    grid.lr.append(-1.0)
+    grid.loss.remove("bogus")
+    with pytest.raises(ValueError, match=r"^The 'lr' field of the Grid given to run_grid must be"):
+        run_grid(grid, n_jobs=1, progress=False)
+    changed = Grid(**{**Grid().to_dict(), "lr": [0.5]})
+    assert changed.lr == [0.5] and Grid().lr == [0.03]
