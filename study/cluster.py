@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 
 from ._checks import fail
 from .dispatch import Task, one_line, train_chunk
+from .options import DEFAULT, Options
 from .plan import Chunk, Plan
 
 __all__ = ["dask_client", "dask_results", "check_dask_installed", "DASK_CONNECT_TIMEOUT"]
@@ -130,7 +131,8 @@ class _Attempt:
 
 
 def dask_results(client: Any, plan: Plan, tasks: Sequence[Task], checkpoints: list[int], engine: str,
-                  devices: list[str], limit: int | None, chunk_timeout: float) -> Iterator[tuple]:
+                  devices: list[str], limit: int | None, chunk_timeout: float,
+                  options: Options = DEFAULT) -> Iterator[tuple]:
     """Train chunks on a Dask cluster; yield ``(n, segment, None)`` or ``(n, None, reason)``
     for every chunk, each within ``chunk_timeout`` seconds of being handed to the cluster.
 
@@ -153,7 +155,7 @@ def dask_results(client: Any, plan: Plan, tasks: Sequence[Task], checkpoints: li
     def submit(chunk: Chunk | Task, n: int, device: str, alone: bool) -> None:
         if not isinstance(chunk, Chunk):  # made as it is handed out
             chunk = chunk.chunk(plan)
-        future = client.submit(train_chunk, chunk, checkpoints, engine, device, n,
+        future = client.submit(train_chunk, chunk, checkpoints, engine, device, n, options,
                                key=f"study-chunk-{n}-{uuid.uuid4().hex[:8]}", pure=False)
         inflight[future] = _Attempt(chunk, n, device, alone, time.monotonic() + chunk_timeout)
         future.add_done_callback(lambda _: settled.set())

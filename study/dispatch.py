@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from . import engine as engines
+from .options import DEFAULT, Options
 from .plan import Chunk, ChunkSpec, Plan
 from .results import metric_columns
 from .store import Segment
 
 __all__ = ["Task", "train_chunk", "local_results", "worker_count", "split_on_oom", "local_device", "init_worker",
-           "one_line", "bundle", "WORKER_START_S", "BUNDLE_RUNS", "BUNDLE_SECONDS"]
+           "one_line", "bundle", "WORKER_START_S"]
 
 
 @dataclass(frozen=True)
@@ -51,22 +52,14 @@ class Task:
 
 #: Seconds a new worker process takes to start and import torch (measured: about 1.5-2 s).
 WORKER_START_S = 2.0
-#: On one CPU worker, chunks of one batch_size are trained together, in one step loop
-#: (study.engine.train_batched_together), up to this many runs and estimated seconds at once,
-#: and one chunk's memory budget (study.engine.CHUNK_MEMORY_BUDGET) in all: a step over a few
-#: hundred runs costs its dispatches more than its arithmetic, and chunks of other sizes share
-#: them (W on one core: about 10% faster, the same numbers to the bit). The seconds bound what a
-#: stop loses: a bundle's segments are kept when all of them are done.
-BUNDLE_RUNS = 2048
-BUNDLE_SECONDS = 1.0
 
 
 def bundle(tasks: Sequence[Task], engine: str, devices: list[str], workers: int,
-           chunk_size: int | None) -> list[tuple[Task, ...]]:
+           chunk_size: int | None, options: Options = DEFAULT) -> list[tuple[Task, ...]]:
     """The tasks as jobs: one each, or, for the batched engine on a single CPU worker (where no
     worker waits on another) and chunks cut as run_grid chooses (not to an asked ``chunk_size``,
     which also sets how often finished runs are kept), bundles of one batch_size, within
-    BUNDLE_RUNS, BUNDLE_SECONDS and CHUNK_MEMORY_BUDGET, taken in the tasks' order (and of one
+    the options' bundle_runs, bundle_seconds and chunk_memory_budget, taken in the tasks' order (and of one
     num_inputs: runs trained together share their number of features)."""
     if workers > 1 or engine != "batched" or devices[0] != "cpu" or chunk_size is not None:
         return [(task,) for task in tasks]
@@ -74,9 +67,9 @@ def bundle(tasks: Sequence[Task], engine: str, devices: list[str], workers: int,
     filling: dict[tuple[int, int], list[Task]] = {}  # (batch_size, num_inputs) indices -> the bundle being filled
     for task in tasks:
         current = filling.setdefault((task.spec.batch_size_i, task.spec.num_inputs_i), [])
-        if current and (sum(t.runs for t in current) + task.runs > BUNDLE_RUNS
-                        or sum(t.seconds for t in current) + task.seconds > BUNDLE_SECONDS
-                        or sum(t.memory for t in current) + task.memory > engines.CHUNK_MEMORY_BUDGET):
+        if current and (sum(t.runs for t in current) + task.runs > options.bundle_runs
+                        or sum(t.seconds for t in current) + task.seconds > options.bundle_seconds
+                        or sum(t.memory for t in current) + task.memory > options.chunk_memory_budget):
             jobs.append(tuple(current))
             current.clear()
         current.append(task)
@@ -99,8 +92,10 @@ def worker_count(n_jobs: int, devices: list[str], work: Sequence[float]) -> int:
     return max(1, min(wanted, len(work)))
 
 
-def train_chunk(chunk: Chunk | list[Chunk], checkpoints: list[int], engine: str, device: str, n: int):
-    """One job: a chunk trained on one device with one torch thread.
+def train_chunk(chunk: Chunk | list[Chunk], checkpoints: list[int], engine: str, device: str, n: int,
+                options: Options = DEFAULT):
+    """One job: a chunk trained on one device with one torch thread, under ``options`` (which
+    travel with the job: a worker process has its own modules).
 
     Returns ``(n, segment, None)``, or ``(n, None, reason)`` when training raised: a failed
     chunk is recorded and reported, never fatal to the others. A chunk that runs out of GPU
@@ -115,14 +110,18 @@ def train_chunk(chunk: Chunk | list[Chunk], checkpoints: list[int], engine: str,
     torch.set_num_threads(1)
     if isinstance(chunk, list):
         try:
-            results = engines.train_batched_together(chunk, checkpoints, local_device(device))
+            results = engines.train_batched_together(chunk, checkpoints, local_device(device), options)
             return n, [_segment(c, r, checkpoints) for c, r in zip(chunk, results)], None
         except Exception:  # which of them raised is not known: each alone says
             return n, [reason if segment is None else segment for _, segment, reason in
-                       (train_chunk(c, checkpoints, engine, device, n) for c in chunk)], None
+                       (train_chunk(c, checkpoints, engine, device, n, options) for c in chunk)], None
     try:
         device = local_device(device)
-        train = engines.train_batched if engine == "batched" else engines.train_reference
+        if engine == "batched":
+            def train(c, points, dev):
+                return engines.train_batched(c, points, dev, options)
+        else:
+            train = engines.train_reference
         return n, _segment(chunk, split_on_oom(train, chunk, checkpoints, device), checkpoints), None
     except Exception as err:  # whatever broke in this chunk, the others go on
         return n, None, one_line(err)
@@ -191,12 +190,13 @@ _ORPHAN_POLL_S = 0.5
 
 @contextlib.contextmanager
 def local_results(plan: Plan, jobs: Sequence[tuple[Task, ...]], checkpoints: list[int], engine: str,
-                  devices: list[str], backend: str, workers: int) -> Iterator[Iterator[tuple]]:
+                  devices: list[str], backend: str, workers: int,
+                  options: Options = DEFAULT) -> Iterator[Iterator[tuple]]:
     """The jobs' outcomes as :func:`train_chunk` gives them (``n`` a job's first task's), as
     they finish, from ``workers`` joblib workers of ``backend``; jobs go round the devices. Left
     early (Ctrl-C), the chunks still in flight are cancelled on the way out."""
     made = ((job[0].chunk(plan) if len(job) == 1 else [task.chunk(plan) for task in job], job[0].n) for job in jobs)
-    jobs = (joblib.delayed(train_chunk)(chunk, checkpoints, engine, devices[i % len(devices)], n)
+    jobs = (joblib.delayed(train_chunk)(chunk, checkpoints, engine, devices[i % len(devices)], n, options)
             for i, (chunk, n) in enumerate(made))
     init = {"initializer": init_worker, "initargs": (os.getpid(),)} if backend == "loky" else {}
     with joblib.parallel_config(backend=backend, **init), warnings.catch_warnings():

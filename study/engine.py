@@ -37,6 +37,7 @@ from .plan import Chunk
 from .sums import tree_levels, tree_sum_
 from . import streams
 from .theory import least_squares, least_squares_from_moments
+from .options import DEFAULT, Options
 from .train import Trainer
 from .vocabulary import ENGINES
 
@@ -48,33 +49,8 @@ __all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_batched_t
 #: comes near that; one that diverges gets there within a few steps, and from then on its
 #: numbers are amplified rounding, which no two implementations share.
 DIVERGENCE_FACTOR = 100.0
-#: Bytes one chunk may hold on a CPU. With one chunk per worker this bounds a grid's memory by
-#: workers x budget, however many runs the grid has. On a GPU the budget is a share of its
-#: free memory (see study.runner).
-CHUNK_MEMORY_BUDGET = 128 * 2**20
-#: Bytes that drawing counter numbers may take at once, by device type: streams are drawn in
-#: slices under it (on a GPU, few large slices: each slice costs a few dozen kernel launches).
-DRAW_BUDGET = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
-#: Bytes that the products summed at once may take (the second moments', a Huber checkpoint's),
-#: by device type: streams are summed in slices under it. Small on a CPU, where a fresh large
-#: block costs its page faults (measured: a 48 MB temporary's took 24 ms, its sums 8 ms) and a
-#: slice's tree stays in cache: 4-8 MB were the fastest of 1 to 64 MB (G of 20 to 5,000
-#: streams: 1.5-7x faster than 64 MB).
-SUM_BUDGET = {"cpu": 8 * 2**20, "cuda": 2 * 2**30}
-#: Bytes that the permutations of several epochs, drawn in one pass, may take (any device): a
-#: pass costs about a hundred operations whatever its size, which is most of a small chunk's
-#: time on a CPU (W: 10.7 -> 6 ms a chunk of 120 runs of 5 examples).
-ORDER_BUDGET = 64 * 2**20
-#: On a GPU, an epoch's steps are replayed as one CUDA graph from the second epoch on (the first
-#: runs them one by one, which also loads their kernels): a step is 11 small kernels, and the GPU
-#: otherwise waits on their launches (profiled on an H200, 100k runs of W: busy 15% of the
-#: time). The same kernels on the same buffers, so the same bits; False runs every epoch eagerly.
-CUDA_GRAPHS = True
-#: Up to this many features, a step's residuals are a chain of fused multiply-adds over them (the
-#: arithmetic of engine revision 4, which their runs keep); past it, a pairwise tree over the
-#: features: d products at once and log2(d) adds, where the chain takes d dispatches a step (d2l
-#: §3.7's d = 200: 5x faster).
-CHAIN_FEATURES = 16
+#: Bytes one chunk may hold on a CPU by default (study.options.Options.chunk_memory_budget).
+CHUNK_MEMORY_BUDGET = DEFAULT.chunk_memory_budget
 
 
 def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, streams_: int) -> int:
@@ -222,8 +198,8 @@ def train_reference(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], dev
 class _Streams:
     """The data, starts and per-epoch orders of a chunk's S streams, on its device."""
 
-    def __init__(self, chunk: Chunk, seeds: np.ndarray, device: torch.device) -> None:
-        self.chunk, self.device = chunk, device
+    def __init__(self, chunk: Chunk, seeds: np.ndarray, device: torch.device, options: Options = DEFAULT) -> None:
+        self.chunk, self.device, self.options = chunk, device, options
         d, n_total = len(chunk.w), chunk.num_train + chunk.num_val
         uniq, first = np.unique(chunk.seed, return_index=True)
         rows = first[np.searchsorted(uniq, seeds)].tolist()  # a run of each stream, for its noise settings
@@ -241,9 +217,9 @@ class _Streams:
         else:
             self.seeds = self.seeds.to(device)
             w = torch.tensor(chunk.w, dtype=torch.float32)
-            budget = DRAW_BUDGET["cpu" if device.type == "cpu" else "cuda"]
+            budget = options.draw_budget(device.type)
             per = max(1, budget // (64 * n_total * (d + 4)))  # int64 words and their temporaries
-            # Streams that share noise settings are drawn together, in slices under DRAW_BUDGET.
+            # Streams that share noise settings are drawn together, in slices under the draw budget.
             settings: dict[tuple, list[int]] = {}
             for i, r in enumerate(rows):
                 settings.setdefault((float(chunk.noise[r]), str(chunk.noise_kind[r])), []).append(i)
@@ -265,17 +241,18 @@ class _Streams:
         if self.chunk.stream == "torch":
             return torch.stack([data.permutation() for data in self.datas]).to(self.device)
         if epoch not in self._orders:
-            # Several epochs' orders in one pass, as many as ORDER_BUDGET holds (words, keys and
+            # Several epochs' orders in one pass, as many as the order budget holds (words, keys and
             # their sort, int64 each): on a CPU a pass's fixed cost is most of a small chunk's.
             S, n = len(self.seeds), self.chunk.num_train
-            per = max(1, ORDER_BUDGET // (24 * S * n))
+            per = max(1, self.options.order_budget // (24 * S * n))
             epochs = range(epoch, min(epoch + per, last + 1))
             self._orders = dict(zip(epochs, streams.permutations(self.seeds, n, epochs)))
         return self._orders.pop(epoch)
 
 
 @torch.no_grad()
-def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], device: str | torch.device = "cpu") -> ChunkResult:
+def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], device: str | torch.device = "cpu",
+                  options: Options = DEFAULT) -> ChunkResult:
     """Train a chunk of runs at once on one device; the numbers are the reference's.
 
     Parameters
@@ -285,6 +262,8 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     checkpoints : sequence of int
         Epochs to record, sorted and starting with 0 (the start). Training goes to the largest.
     device : str or torch.device, default="cpu"
+    options : study.options.Options, default: its defaults
+        Budgets, CUDA graphs and the residuals' arithmetic past ``chain_features`` features.
 
     Notes
     -----
@@ -294,12 +273,12 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
     for Huber (3.5.1). Each step is then a handful of kernels, whatever mix of losses the chunk
     holds.
     """
-    return train_batched_together([as_chunk(runs)], checkpoints, device)[0]
+    return train_batched_together([as_chunk(runs)], checkpoints, device, options)[0]
 
 
 @torch.no_grad()
 def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
-                           device: str | torch.device = "cpu") -> list[ChunkResult]:
+                           device: str | torch.device = "cpu", options: Options = DEFAULT) -> list[ChunkResult]:
     """Train several chunks of one batch_size and number of features in one step loop; each
     chunk's result is the one :func:`train_batched` gives it alone, to the bit.
 
@@ -318,8 +297,8 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
     if len(chunks) > 1 and not all(c.plain for c in chunks):
         # The optimiser's axes step by the global step count, which chunks of different sizes
         # do not share: each is trained alone (its numbers are the same either way).
-        return [train_batched_together([c], checkpoints, device)[0] for c in chunks]
-    made = [_Part(chunk, device) for chunk in chunks]
+        return [train_batched_together([c], checkpoints, device, options)[0] for c in chunks]
+    made = [_Part(chunk, device, options) for chunk in chunks]
     parts = sorted(made, key=lambda p: -p.T)  # stable: ties keep their order
     bs, d = parts[0].bs, parts[0].d
     m = max(p.m for p in parts)  # a chunk with fewer runs a stream is padded with idle slots
@@ -353,9 +332,9 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
     # The minibatch first, so that each half the tree adds is contiguous (on a GPU a kernel
     # writing through a strided view is the slower one).
     prod_all = torch.empty(bs, d + 1, m, S, device=device)
-    # Past CHAIN_FEATURES features, a residual's d products are summed by a pairwise tree over
-    # the features (a handful of kernels), not a chain of d fused multiply-adds (d kernels).
-    wide = d > CHAIN_FEATURES
+    # Past options.chain_features features, a residual's d products are summed by a pairwise tree
+    # over the features (a handful of kernels), not a chain of d fused multiply-adds (d kernels).
+    wide = d > options.chain_features
     xw_all = torch.empty(bs, d, m, S, device=device) if wide else None
     loops = []  # per span: the views its steps work on
     for t0, t1, k, Sk in spans:
@@ -448,7 +427,7 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
     last = max(checkpoints)
     # A graph pays once it is replayed twice; one chunk alone (chunks are trained together on
     # CPU workers only). Its data go through one buffer, refilled each epoch before the replay.
-    graphed = CUDA_GRAPHS and device.type == "cuda" and len(parts) == 1 and last >= 3 and not general
+    graphed = options.cuda_graphs and device.type == "cuda" and len(parts) == 1 and last >= 3 and not general
     graph = static = None
     for epoch in range(1, last + 1):
         if graphed and epoch >= 2:
@@ -485,15 +464,11 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
     return [p.result() for p in made]
 
 
-def _sum_budget(device: torch.device) -> int:
-    return SUM_BUDGET["cpu" if device.type == "cpu" else "cuda"]
-
-
 class _Part:
     """One chunk in a batched training: its slots, data, settings, start, and checkpoints."""
 
-    def __init__(self, chunk: Chunk, device: torch.device) -> None:
-        self.chunk = chunk
+    def __init__(self, chunk: Chunk, device: torch.device, options: Options = DEFAULT) -> None:
+        self.chunk, self.options = chunk, options
         n, bs, d = chunk.num_train, chunk.batch_size, len(chunk.w)
         self.n, self.bs, self.d = n, bs, d
         K = len(chunk)
@@ -519,7 +494,7 @@ class _Part:
             out[self.slot] = torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
             return out.view(S, m, 1)
 
-        self.data = data = _Streams(chunk, seeds, device)
+        self.data = data = _Streams(chunk, seeds, device, options)
         Z = data.Z
         huber = per_slot(huber_np, 0.0).bool()
         sigma = per_slot(chunk.sigma, 1.0)
@@ -548,12 +523,13 @@ class _Part:
         def second_moments(Zs: torch.Tensor) -> torch.Tensor:  # (S, d+2, count) -> (S, d+2, d+2)
             G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
             count = Zs.shape[2]
-            # Streams in slices under SUM_BUDGET, and where one stream's products exceed it (many
+            # Streams in slices under the sum budget, and where one stream's products exceed it (many
             # features), its pairs in slices too: each product and each sum is the same whatever
             # the slices (a sum's tree runs over the examples alone).
             unit = 8 * max(1, count)
-            per = max(1, _sum_budget(device) // (unit * (len(pairs) + d + 2)))
-            per_pairs = len(pairs) if per > 1 else max(1, _sum_budget(device) // unit - (d + 2))
+            budget = options.sum_budget(device.type)
+            per = max(1, budget // (unit * (len(pairs) + d + 2)))
+            per_pairs = len(pairs) if per > 1 else max(1, budget // unit - (d + 2))
             for a in range(0, S, per):
                 Zd = Zs[a : a + per].double()
                 for b in range(0, len(pairs), per_pairs):
@@ -635,13 +611,13 @@ class _Part:
         grad = tree_sum_(self.G_train[:, None, : d + 1, :] * t64[:, :, None, :]) * (2 / n)  # (S, m, d+1)
         if h0 < m:
             # Per stream: r, q, q − 2r and d + 2 products, (m − h0) x n float32 each; streams
-            # in slices under SUM_BUDGET. addcmul_ is a fused multiply-add on every element
+            # in slices under the sum budget. addcmul_ is a fused multiply-add on every element
             # alike (checked: its result does not depend on an element's position), so a run's
             # r does not depend on its chunk.
             hs, Zt, mh, S = slice(h0, m), Z[:, :, :n], m - h0, self.S
             loss_h = torch.empty(S, mh, device=theta.device)
             grad_h = torch.empty(S, mh, d + 1, device=theta.device)
-            per = max(1, _sum_budget(theta.device) // (4 * (d + 5) * mh * n))
+            per = max(1, self.options.sum_budget(theta.device.type) // (4 * (d + 5) * mh * n))
             for a in range(0, S, per):
                 th, Zs = theta[a : a + per, hs], Zt[a : a + per]
                 r = th[:, :, :1] * Zs[:, None, 0, :]  # (s, m - h0, n)

@@ -48,6 +48,7 @@ from ._checks import check_choice, check_output, check_real, fail
 from .cluster import check_dask_installed, dask_client, dask_results
 from .dispatch import WORKER_START_S, Task, bundle, local_results, worker_count
 from .grid import RUN_AXES, Grid
+from .options import DEFAULT, Options
 from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds
 from .plan import chunk_id as _chunk_id
 from .plan import keys_id
@@ -111,13 +112,13 @@ class ChunksFailed(RuntimeError):
 
 
 def plan_grid(grid: Grid, chunk_size: int | None = None, devices: Sequence[str] = ("cpu",),
-              engine: str = "batched", cores: int | None = None) -> Plan:
+              engine: str = "batched", cores: int | None = None, options: Options = DEFAULT) -> Plan:
     """The grid cut into chunks sized to ``devices`` (see study.plan.chunk_cap)."""
     if devices[0].startswith("cuda"):
         free = min(torch.cuda.mem_get_info(torch.device(d))[0] for d in devices)
         budget, cores = int(free * GPU_MEMORY_SHARE), 0
     else:
-        budget, cores = engines.CHUNK_MEMORY_BUDGET, cores or joblib.cpu_count()
+        budget, cores = options.chunk_memory_budget, cores or joblib.cpu_count()
     cap = chunk_cap(grid, engine=engine, budget=budget, cores=cores, chunk_size=chunk_size,
                     max_runs=engines.max_chunk_runs, seconds=engines.estimated_seconds)
     return Plan(grid, cap)
@@ -264,6 +265,7 @@ def run_grid(
     scheduler: str | None = None,
     chunk_timeout: float | None = None,
     frame: bool = True,
+    options: Options | None = None,
 ) -> pd.DataFrame | None:
     """Train every run of a grid and return the tidy results table.
 
@@ -310,6 +312,9 @@ def run_grid(
         written block by block from the store and never held whole in memory, and None is
         returned: for tables larger than memory (a grid whose table would take more than
         half of the memory available is refused with ``frame=True``).
+    options : study.options.Options, optional
+        The engine's and dispatch's settings (memory budgets, CUDA graphs, bundles), handed to
+        every chunk on every worker, loky's and Dask's; default: ``Options()``.
 
     Returns
     -------
@@ -332,6 +337,10 @@ def run_grid(
     """
     if not isinstance(grid, Grid):
         fail("grid", _WHERE, "a Grid", grid)
+    if options is None:
+        options = DEFAULT
+    elif not isinstance(options, Options):
+        fail("options", _WHERE, "a study.options.Options, or None for the defaults", options)
     grid = grid.checked()  # a list of it changed in place since it was made is refused here
     check_choice(engine, "engine", _WHERE, engines.ENGINES)
     check_choice(backend, "backend", _WHERE, BACKENDS)
@@ -368,7 +377,7 @@ def run_grid(
 
     with _exclusive(out):
         return _execute(grid, out, n_jobs, devices, engine, backend, resume, progress, chunk_size, scheduler,
-                        chunk_timeout, frame)
+                        chunk_timeout, frame, options)
 
 
 def table_bytes(grid: Grid) -> int:
@@ -499,12 +508,12 @@ def store_path(out: Path) -> Path:
 
 def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engine: str, backend: str, resume: bool,
              progress: bool, chunk_size: int | None, scheduler: str | None, chunk_timeout: float | None,
-             frame: bool) -> pd.DataFrame | None:
+             frame: bool, options: Options = DEFAULT) -> pd.DataFrame | None:
     """run_grid's work, its arguments checked: plan, look up the store, dispatch what it lacks,
     keep it, assemble, write."""
     started = time.perf_counter()
     checkpoints = grid.checkpoints
-    plan = plan_grid(grid, chunk_size, devices, engine)
+    plan = plan_grid(grid, chunk_size, devices, engine, options=options)
     n_runs = plan.n_runs
     # With resume=False the store is emptied, but only once the cluster is reached (below): an
     # unreachable scheduler leaves no trace.
@@ -556,11 +565,12 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
             results: Iterator[tuple] = iter(())
         elif backend == "dask":
             results = dask_results(client, plan, tasks, checkpoints, engine, devices, limit,
-                                   chunk_timeout or DEFAULT_CHUNK_TIMEOUT)
+                                   chunk_timeout or DEFAULT_CHUNK_TIMEOUT, options)
             stack.callback(results.close)  # left early (Ctrl-C): the chunks in flight are cancelled
         else:
-            jobs = bundle(tasks, engine, devices, workers, chunk_size)
-            results = stack.enter_context(local_results(plan, jobs, checkpoints, engine, devices, backend, workers))
+            jobs = bundle(tasks, engine, devices, workers, chunk_size, options)
+            results = stack.enter_context(local_results(plan, jobs, checkpoints, engine, devices, backend, workers,
+                                                        options))
             bundled.update((job[0].n, job) for job in jobs if len(job) > 1)
         initial = n_runs - to_compute
         if not progress or not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar

@@ -20,7 +20,7 @@ HANG_NUM_TRAIN = 17
 
 
 def _crashing(train):
-    def train_or_die(runs, checkpoints, device="cpu"):
+    def train_or_die(runs, checkpoints, device="cpu", options=None):
         if runs[0].num_train == CRASH_NUM_TRAIN:
             os.kill(os.getpid(), signal.SIGKILL)
         if runs[0].num_train == HANG_NUM_TRAIN:

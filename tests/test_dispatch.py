@@ -5,9 +5,12 @@ from __future__ import annotations
 import joblib
 import numpy as np
 
-from study.dispatch import (BUNDLE_RUNS, BUNDLE_SECONDS, Task, bundle, local_device, split_on_oom, train_chunk,
+from study.dispatch import (Task, bundle, local_device, split_on_oom, train_chunk,
                             worker_count)
-from study.engine import CHUNK_MEMORY_BUDGET, estimated_seconds
+from study.engine import estimated_seconds
+from study.options import DEFAULT
+
+BUNDLE_RUNS, BUNDLE_SECONDS, CHUNK_MEMORY_BUDGET = DEFAULT.bundle_runs, DEFAULT.bundle_seconds, DEFAULT.chunk_memory_budget
 from study.grid import Grid
 from study.plan import Plan
 from study.results import metric_columns
@@ -77,7 +80,7 @@ def test_a_task_trains_its_runs_and_returns_their_keys_and_measures():
 def test_a_task_that_raises_gives_its_reason_in_one_line(monkeypatch):
     import study.engine
 
-    def broken(runs, checkpoints, device="cpu"):
+    def broken(runs, checkpoints, device="cpu", options=None):
         raise MemoryError("cannot\nallocate")
 
     monkeypatch.setattr(study.engine, "train_batched", broken)
@@ -122,7 +125,7 @@ def test_a_bundle_gives_each_chunk_its_own_segment_and_only_a_chunk_that_raises_
             np.testing.assert_array_equal(segment.columns[name], alone.columns[name])
     together = study.engine.train_batched_together
 
-    def raise_for_20(chunks, checkpoints, device="cpu"):
+    def raise_for_20(chunks, checkpoints, device="cpu", options=None):
         if any(c.num_train == 20 for c in chunks):
             raise RuntimeError("twenty")
         return together(chunks, checkpoints, device)

@@ -6,6 +6,7 @@ import torch
 
 from study.engine import CHUNK_MEMORY_BUDGET, ChunkResult, max_chunk_runs, train_batched, train_reference
 from study.grid import Grid
+from study.options import Options
 from study.plan import Plan
 
 FIELDS = ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b")
@@ -155,17 +156,14 @@ def test_train_batched_chunking_changes_nothing_across_vector_widths(device):
     assert_chunking_changes_nothing(runs, [0, 1, 2], (15, 36, 68, 132), device)
 
 
-def test_streams_taken_in_slices_change_nothing(monkeypatch):
+def test_streams_taken_in_slices_change_nothing():
     """Budgets so small that the second moments, a Huber checkpoint's sums and the drawing take
     one stream a slice: the bits of a single slice."""
-    import study.engine as engine
-
     runs = Grid(num_train=[300], lr=[0.01, 0.1], loss=["squared", "huber"], noise_kind=["gaussian", "outliers"],
                 epoch=[2], replicates=5).runs()
     whole = train_batched(runs, [0, 1, 2])
-    monkeypatch.setattr(engine, "SUM_BUDGET", {"cpu": 1, "cuda": 1})
-    monkeypatch.setattr(engine, "DRAW_BUDGET", {"cpu": 1, "cuda": 1})
-    sliced = train_batched(runs, [0, 1, 2])
+    tiny = Options(sum_budget_cpu=1, sum_budget_cuda=1, draw_budget_cpu=1, draw_budget_cuda=1, order_budget=1)
+    sliced = train_batched(runs, [0, 1, 2], options=tiny)
     for field in (*FIELDS, "ols_w", "ols_b"):
         np.testing.assert_array_equal(getattr(sliced, field), getattr(whole, field))
 
@@ -221,8 +219,6 @@ def test_train_batched_on_cuda_equals_cpu(stream):
 def test_cuda_graphs_give_the_bits_of_the_steps_run_one_by_one(monkeypatch):
     """Epochs 2 to 4 replay one captured graph on data refilled each epoch (replayed stale
     data, or a step left out of the capture, would show); without graphs, the same bits."""
-    import study.engine as engine
-
     replays = []
 
     class Counted(torch.cuda.CUDAGraph):
@@ -234,8 +230,7 @@ def test_cuda_graphs_give_the_bits_of_the_steps_run_one_by_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Counted)
     graphed = train_batched(runs, [0, 1, 2, 4], device="cuda")
     assert len(replays) == 3
-    monkeypatch.setattr(engine, "CUDA_GRAPHS", False)
-    eager = train_batched(runs, [0, 1, 2, 4], device="cuda")
+    eager = train_batched(runs, [0, 1, 2, 4], device="cuda", options=Options(cuda_graphs=False))
     assert len(replays) == 3
     for field in (*FIELDS, "ols_w", "ols_b"):
         np.testing.assert_array_equal(getattr(graphed, field), getattr(eager, field))
@@ -366,7 +361,7 @@ def test_noise_free_runs_of_many_features_recover_w():
 def test_many_features_sum_by_a_tree_and_change_nothing_when_chunked():
     """Past CHAIN_FEATURES, a residual sums its products by a tree over the features: still
     elementwise, so a run's bits do not depend on its chunk."""
-    from study.engine import CHAIN_FEATURES
+    CHAIN_FEATURES = Options().chain_features
 
     runs = Grid(num_train=[30], num_inputs=[CHAIN_FEATURES + 24], w=0.1, lr=[0.005, 0.01], loss=["squared", "huber"],
                 weight_decay=[0.0, 1.0], batch_size=[5], epoch=[1, 3], num_val=10, replicates=4).runs()

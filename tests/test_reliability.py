@@ -42,7 +42,7 @@ def broken_engine(monkeypatch):
     runs; train_batched trains through train_batched_together, as chunks trained together do)."""
     train = study.engine.train_batched_together
 
-    def train_or_raise(chunks, checkpoints, device="cpu"):
+    def train_or_raise(chunks, checkpoints, device="cpu", options=None):
         if any(chunk.num_train == BROKEN_NUM_TRAIN for chunk in chunks):
             raise MemoryError("cannot allocate the chunk\nsecond line")
         return train(chunks, checkpoints, device)
@@ -104,7 +104,7 @@ def test_failed_chunk_without_output_still_gives_the_rows_that_finished(broken_e
 
 
 def test_every_chunk_failed_lists_them_and_writes_no_partial_table(tmp_path, monkeypatch, capsys):
-    def train_or_raise(chunks, checkpoints, device="cpu"):
+    def train_or_raise(chunks, checkpoints, device="cpu", options=None):
         raise RuntimeError(f"no luck with {chunks[0].num_train}")
 
     monkeypatch.setattr(study.engine, "train_batched_together", train_or_raise)
@@ -321,7 +321,7 @@ def test_tasks_train_with_one_torch_thread_and_the_caller_keeps_its_own(monkeypa
     seen = []
     train = study.engine.train_batched_together  # what trains every chunk, alone or with others
 
-    def recording(chunks, checkpoints, device="cpu"):
+    def recording(chunks, checkpoints, device="cpu", options=None):
         seen.append(torch.get_num_threads())
         return train(chunks, checkpoints, device)
 
