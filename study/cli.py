@@ -123,6 +123,8 @@ def _build_parser() -> _Parser:
     run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk, rounded down to whole streams (at least one)")
     run.add_argument("--fresh", action="store_true",
                      help="empty the store of finished runs kept beside the output (OUT.store/) and train every run")
+    run.add_argument("--force", action="store_true",
+                     help="start even where the disk lacks the room the output is estimated to take")
     run.add_argument("--dry-run", action="store_true",
                      help="print the runs, rows, chunks, devices, an estimate of the time and the CSV's size; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -239,7 +241,8 @@ def _build_parser() -> _Parser:
 CSV_MAX_ROWS = 1_000_000
 #: run_grid's (and plan_summary's) parameters, as the flags of `study run` that set them.
 _RUN_FLAGS = {"out": "--out", "n_jobs": "--jobs", "device": "--device", "engine": "--engine", "backend": "--backend",
-              "chunk_size": "--chunk-size", "scheduler": "--scheduler", "chunk_timeout": "--chunk-timeout"}
+              "chunk_size": "--chunk-size", "scheduler": "--scheduler", "chunk_timeout": "--chunk-timeout",
+              "force": "--force"}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -279,7 +282,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     run_grid(g, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
                              backend=args.backend, resume=not args.fresh or g is not grid, progress=not args.quiet,
                              chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
-                             frame=False)
+                             frame=False, force=args.force)
 
                 train(grid)
                 if args.target_precision is not None:
@@ -396,6 +399,9 @@ def _output_path(path: Path, flag: str, suffixes: Sequence[str], *, default: boo
     import tempfile
 
     def refuse(allowed: str) -> None:
+        if default:  # the user typed no flag: the path is the command's own choice, and said so
+            raise ValueError(f"The default output {str(path)!r} (no {flag} given) must be {allowed}; give {flag} "
+                             f"elsewhere.")
         raise ValueError(f"The {flag!r} option must be {allowed}. Got {str(path)!r} instead.")
 
     if suffixes and path.suffix.lower() not in suffixes:

@@ -31,6 +31,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -266,6 +267,7 @@ def run_grid(
     chunk_timeout: float | None = None,
     frame: bool = True,
     options: Options | None = None,
+    force: bool = False,
 ) -> pd.DataFrame | None:
     """Train every run of a grid and return the tidy results table.
 
@@ -315,6 +317,9 @@ def run_grid(
     options : study.options.Options, optional
         The engine's and dispatch's settings (memory budgets, CUDA graphs, bundles), handed to
         every chunk on every worker, loky's and Dask's; default: ``Options()``.
+    force : bool, default=False
+        Start even where the disk holding ``out`` lacks the room the table and its store are
+        estimated to take (refused otherwise, before any work, with both numbers).
 
     Returns
     -------
@@ -364,6 +369,14 @@ def run_grid(
         # (study.dispatch.local_device). Chunks are then sized for CPUs, which any worker can hold.
         devices = ["auto"]
     out = check_output(out) if out is not None else None
+    if not isinstance(force, bool):
+        fail("force", _WHERE, "True or False", force)
+    if out is not None and not force:
+        need, free = output_bytes(grid, out), _free_bytes(out)
+        if free is not None and need > free:
+            fail("out", _WHERE, f"a path on a disk with room for the output: the table and its store would take about "
+                 f"{_size(need)}, and {_size(free)} is free there (force=True, or study run --force, starts anyway)",
+                 str(out))
     if not isinstance(frame, bool):
         fail("frame", _WHERE, "True or False", frame)
     if not frame and out is None:
@@ -395,6 +408,34 @@ def table_columns(grid: Grid) -> int:
 TABLE_COLUMNS = len(COORDINATES) + len(metric_names(2))
 
 
+def output_bytes(grid: Grid, out: Path) -> int:
+    """The bytes a grid's output takes on disk, estimated: its table (CSV or Parquet, by the
+    bytes a value takes in each, measured) and its store (8 bytes a measured value)."""
+    per_column = PARQUET_BYTES_PER_COLUMN if out.suffix.lower() == ".parquet" else CSV_BYTES_PER_COLUMN
+    measured = len(metric_names(feature_columns(grid.num_inputs)))
+    return int(grid.n_rows * (per_column * table_columns(grid) + 8 * measured))
+
+
+def _free_bytes(out: Path) -> int | None:
+    """Bytes free on the disk that will hold ``out``, counting as free what an earlier output
+    there (its table, its store) takes, which a rerun replaces or reuses; None where unknown."""
+    import shutil
+
+    folder = out.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    for path in (out, *(store_path(out).glob("*") if store_path(out).is_dir() else ())):
+        try:
+            free += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return free
+
+
 def _available_memory() -> int | None:
     """Bytes of memory available to this process (Linux's MemAvailable), or None if unknown."""
     try:
@@ -420,38 +461,53 @@ def _stderr_is_terminal() -> bool:
 
 
 class _LineProgress:
-    """Progress as lines on stderr: one when the work starts, then one every PROGRESS_EVERY_S
-    seconds, and one at the end (``enabled``: a grid expected to take longer than that)."""
+    """Progress as lines on stderr, by the time elapsed (never by an estimate, which may be far
+    off on another machine): a line every PROGRESS_EVERY_S seconds while the work goes on,
+    from a timer thread (so that a long chunk does not silence them), and one at the end where
+    any was printed. A grid done within PROGRESS_EVERY_S prints none. ``enabled``: progress
+    was asked for."""
 
     def __init__(self, total: int, initial: int, name: str, enabled: bool, work: float = 0.0) -> None:
         self.total, self.done, self.name, self.enabled = total, initial, name, enabled
         self.work, self.work_done = work, 0.0  # estimated seconds of the runs to train, and of those trained
-        self.started = self.last = time.monotonic()
-        if enabled:
-            self._line()
+        self.started = time.monotonic()
+        self.printed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
 
     def _line(self) -> None:
-        elapsed = time.monotonic() - self.started
-        # The time left from the share of the estimated work done, not of the runs: chunks differ
-        # in cost by orders of magnitude (num_train), and the largest go first.
-        left = ""
-        if 0 < self.work_done < self.work and self.done < self.total:
-            left = f", about {_duration(elapsed * (self.work - self.work_done) / self.work_done)} left"
-        print(f"study: {self.name}: {self.done:,} of {self.total:,} runs ({100 * self.done / self.total:.0f}%), "
-              f"{_duration(elapsed)}{left}", file=sys.stderr, flush=True)
-        self.last = time.monotonic()
+        with self._lock:
+            elapsed = time.monotonic() - self.started
+            # The time left from the share of the estimated work done, not of the runs: chunks
+            # differ in cost by orders of magnitude (num_train), and the largest go first.
+            left = ""
+            if 0 < self.work_done < self.work and self.done < self.total:
+                left = f", about {_duration(elapsed * (self.work - self.work_done) / self.work_done)} left"
+            print(f"study: {self.name}: {self.done:,} of {self.total:,} runs ({100 * self.done / self.total:.0f}%), "
+                  f"{_duration(elapsed)}{left}", file=sys.stderr, flush=True)
+            self.printed = True
 
-    def update(self, n: int, work: float = 0.0) -> None:
-        self.done += n
-        self.work_done += work
-        if self.enabled and time.monotonic() - self.last >= PROGRESS_EVERY_S:
+    def _tick(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY_S):
             self._line()
 
+    def update(self, n: int, work: float = 0.0) -> None:
+        with self._lock:
+            self.done += n
+            self.work_done += work
+
     def __enter__(self) -> _LineProgress:
+        if self.enabled:
+            self._timer = threading.Thread(target=self._tick, name="study-progress", daemon=True)
+            self._timer.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.enabled and exc[0] is None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        if self.printed and exc[0] is None:
             self._line()
 
 
@@ -574,9 +630,7 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
             bundled.update((job[0].n, job) for job in jobs if len(job) > 1)
         initial = n_runs - to_compute
         if not progress or not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar
-            expected = sum(t.seconds for t in tasks) / max(workers, 1)
-            bar = stack.enter_context(_LineProgress(n_runs, initial, grid.name, progress and expected > PROGRESS_EVERY_S,
-                                                    sum(t.seconds for t in tasks)))
+            bar = stack.enter_context(_LineProgress(n_runs, initial, grid.name, progress, sum(t.seconds for t in tasks)))
         else:
             # tqdm.auto only when a bar is shown: in a notebook without ipywidgets it warns on creation.
             from tqdm.auto import tqdm

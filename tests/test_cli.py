@@ -863,3 +863,14 @@ def test_run_without_out_picks_parquet_for_a_big_table_and_says_so(tmp_path, cap
     assert out[1] == "writing Parquet: 18 rows are too many for a CSV (--out NAME.csv to have one anyway)"
     assert main(["run", str(spec), "--jobs", "1", "--quiet"]) == 0
     assert (tmp_path / "results" / "raw" / "g.parquet").is_file() and not (tmp_path / "results" / "raw" / "g.csv").exists()
+
+
+def test_a_default_output_that_cannot_be_written_is_named_as_the_default(tmp_path, tiny_spec, capsys):
+    """No --out given: the refusal names the command's own path, says no --out was given, and
+    writes nothing."""
+    (tmp_path / "results").write_text("a file where the default folder goes")
+    before = _snapshot(tmp_path)
+    code = main(["run", str(tiny_spec), "--quiet", "--jobs", "1"])
+    _assert_refused(code, capsys, before, tmp_path,
+                    mentions=r"^study: error: The default output 'results/raw/tiny\.csv' \(no --out given\) must be a "
+                             r"path in a folder \('results' is a file\); give --out elsewhere\.$")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -341,19 +342,27 @@ def test_auto_device_is_the_cpu_for_the_reference_engine_small_grids_and_the_tor
 
 
 def test_progress_is_printed_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
-    """Under nohup or a batch system stderr is a file: a line at the start, then about every
-    PROGRESS_EVERY_S seconds (here every chunk), and at the end; a short grid prints none."""
+    """Under nohup or a batch system stderr is a file: a line every PROGRESS_EVERY_S seconds of
+    elapsed time (whatever the estimate said), from a timer, and one at the end; a grid done
+    sooner prints none."""
     from study import runner
 
     grid = Grid(num_train=[20], lr=[0.01, 0.1], epoch=[1], replicates=6, name="lines")
     run_grid(grid, n_jobs=1, progress=True)
-    assert capsys.readouterr().err == ""  # expected to take well under PROGRESS_EVERY_S
-    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)
+    assert capsys.readouterr().err == ""  # done well within PROGRESS_EVERY_S
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.05)
+    slow = runner.engines.train_batched_together
+
+    def slowly(*args, **kwargs):  # a chunk of 0.2 s: the timer's lines come while it trains
+        time.sleep(0.2)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(runner.engines, "train_batched_together", slowly)
     run_grid(grid, n_jobs=1, progress=True, chunk_size=4)
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "study: lines: 0 of 12 runs (0%), 0 s"
-    assert lines[-1].startswith("study: lines: 12 of 12 runs (100%), ") and len(lines) >= 3
-    assert all(line.startswith("study: lines: ") for line in lines)
+    assert len(lines) >= 4 and lines[0].startswith("study: lines: 0 of 12 runs (0%), ")
+    assert lines[-1].startswith("study: lines: 12 of 12 runs (100%), ")
+    assert all(re.fullmatch(r"study: lines: \d+ of 12 runs \(\d+%\), \d+ s(, about .* left)?", line) for line in lines)
 
 
 def test_plan_summary_counts_the_work_and_estimates_by_engine_and_backend():
@@ -428,3 +437,26 @@ def test_sigma_applies_to_huber_runs_only_trained_once_for_squared_and_compared_
     for sigma, row in zip((0.5, 2.0), rows.itertuples()):
         huber = last[(last["loss"] == "huber") & (last["sigma"] == sigma)].set_index("seed")["w_err_norm"]
         assert row.ratio == pytest.approx(float((huber / squared.loc[huber.index]).median()))
+
+
+def test_an_output_the_disk_has_no_room_for_is_refused_unless_forced(tmp_path, monkeypatch):
+    """A grid whose table and store would not fit the disk's free space is refused before any
+    work, with both numbers; force=True starts it. (The disk is made small: shutil's answer.)"""
+    import collections
+    import shutil
+
+    from study.runner import output_bytes
+
+    grid = Grid(num_train=[20], lr=[0.1], epoch=[1], replicates=4, name="room")
+    out = tmp_path / "room.parquet"
+    need = output_bytes(grid, out)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9 - need // 2, need // 2))
+    with pytest.raises(ValueError, match=r"^The 'out' parameter of run_grid must be a path on a disk with room for "
+                                         r"the output: the table and its store would take about .*, and .* is free "
+                                         r"there \(force=True, or study run --force, starts anyway\)\."):
+        run_grid(grid, out=out, n_jobs=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert len(run_grid(grid, out=out, n_jobs=1, progress=False, force=True)) == 8
+    # A grid 10,000 times larger than W's table per run estimates its bytes in proportion.
+    assert output_bytes(Grid(num_train=[20], lr=[0.1], epoch=[1], replicates=40_000), out) == pytest.approx(10_000 * need, rel=1e-3)
