@@ -25,7 +25,9 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-W_AXES = 'num_train = { log = [5, 10000] }\nlr = [0.01, 0.03, 0.1]\nloss = ["squared", "huber"]\nepoch = [1, 2, 3, 5, 10]\n'
+W_AXES = (
+    'num_train = { log = [5, 10000] }\nlr = [0.01, 0.03, 0.1]\nloss = ["squared", "huber"]\nepoch = [1, 2, 3, 5, 10]\n'
+)
 CELLS = 66
 BY = "num_train,lr,loss"
 EPOCH = 10
@@ -82,8 +84,12 @@ print(len(g.mean()), len(g.quantile([0.5, 0.1, 0.9])))
 def timed(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """(wall seconds, peak resident MB, stdout) of a command run as a process of its own."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
-        done = subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%e %M", *command], capture_output=True,
-                              text=True, env={**os.environ, **(env or {})})
+        done = subprocess.run(
+            ["/usr/bin/time", "-o", report.name, "-f", "%e %M", *command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{command[:4]} failed:\n{done.stderr[-2000:]}")
         wall, kb = report.read().split()[-2:]
@@ -111,9 +117,18 @@ def _rows_of(path: Path) -> tuple[int, int]:
 def _row(workload: str, engine: str, runs: int, wall: float, peak: float) -> dict:
     from bench_engines import _device_name
 
-    return {"workload": workload, "engine": engine, "jobs": os.cpu_count(), "device": "cpu", "stream": "counter",
-            "warm": False, "runs": runs, "wall_s": round(wall, 3), "peak_mem_mb": round(peak),
-            "machine": _device_name("cpu")}
+    return {
+        "workload": workload,
+        "engine": engine,
+        "jobs": os.cpu_count(),
+        "device": "cpu",
+        "stream": "counter",
+        "warm": False,
+        "runs": runs,
+        "wall_s": round(wall, 3),
+        "peak_mem_mb": round(peak),
+        "machine": _device_name("cpu"),
+    }
 
 
 def table(path: Path, pandas: bool) -> list[dict]:
@@ -121,10 +136,13 @@ def table(path: Path, pandas: bool) -> list[dict]:
     workload = f"table {runs / 1e6:.0f}M ({rows / 1e6:.0f}M rows)"
     study = [sys.executable, "-m", "study", "table", str(path), "--by", BY, "--epoch", str(EPOCH)]
     measured = []
-    for engine, command in (("study table", study), ("study table --precision", [*study, "--precision"]),
-                            ("duckdb", [sys.executable, "-c", DUCKDB, str(path)]),
-                            ("polars", [sys.executable, "-c", POLARS, str(path)]),
-                            *((("pandas", [sys.executable, "-c", PANDAS, str(path)]),) if pandas else ())):
+    for engine, command in (
+        ("study table", study),
+        ("study table --precision", [*study, "--precision"]),
+        ("duckdb", [sys.executable, "-c", DUCKDB, str(path)]),
+        ("polars", [sys.executable, "-c", POLARS, str(path)]),
+        *((("pandas", [sys.executable, "-c", PANDAS, str(path)]),) if pandas else ()),
+    ):
         try:
             wall, peak, _ = timed(command)
         except (RuntimeError, FileNotFoundError) as err:
@@ -144,8 +162,21 @@ def plot(path: Path) -> list[dict]:
     rows, runs = _rows_of(path)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "W.png")
-        wall, peak, _ = timed([sys.executable, "-m", "study", "plot", str(path), "--figure", "error-vs-num_train",
-                               "--epoch", str(EPOCH), "--out", str(out)])
+        wall, peak, _ = timed(
+            [
+                sys.executable,
+                "-m",
+                "study",
+                "plot",
+                str(path),
+                "--figure",
+                "error-vs-num_train",
+                "--epoch",
+                str(EPOCH),
+                "--out",
+                str(out),
+            ]
+        )
     print(f"study plot, {runs:,} runs ({rows:,} rows), one faceted figure: {wall:.2f} s, peak {peak:.0f} MB")
     return [_row(f"plot {runs / 1e6:.0f}M ({rows / 1e6:.0f}M rows)", "study plot", runs, wall, peak)]
 
@@ -155,9 +186,10 @@ def small() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = make(20_000, Path(tmp))
         measured = []
-        for name, command in (("study table", ["table", str(path), "--by", BY]),
-                              ("study plot", ["plot", str(path), "--figure", "error-vs-num_train",
-                                              "--out", str(Path(tmp, "s.png"))])):
+        for name, command in (
+            ("study table", ["table", str(path), "--by", BY]),
+            ("study plot", ["plot", str(path), "--figure", "error-vs-num_train", "--out", str(Path(tmp, "s.png"))]),
+        ):
             wall, peak, _ = timed([sys.executable, "-m", "study", *command])
             print(f"{name} on {path.name}, 20k runs: {wall:.2f} s, peak {peak:.0f} MB")
             measured.append(_row("small (20k runs)", name, 20_000, wall, peak))
@@ -165,7 +197,9 @@ def small() -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=textwrap.dedent(__doc__), formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=textwrap.dedent(__doc__), formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("what", choices=["make", "table", "plot", "small"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--pandas", action="store_true", help="also the old path (75 s and 15 GB at 5M runs)")
@@ -175,8 +209,11 @@ def main() -> None:
     if args.what == "make":
         make(int(args.args[0]), Path(args.args[1]))
         return
-    measured = {"table": lambda: table(Path(args.args[0]), args.pandas), "plot": lambda: plot(Path(args.args[0])),
-                "small": small}[args.what]()
+    measured = {
+        "table": lambda: table(Path(args.args[0]), args.pandas),
+        "plot": lambda: plot(Path(args.args[0])),
+        "small": small,
+    }[args.what]()
     from bench_engines import record
 
     record(measured, args.out)

@@ -36,8 +36,8 @@ def main() -> None:
 
     import numpy as np
     import torch
-
     from bench_engines import grid_for
+
     from study.engine import estimated_seconds, train_batched
     from study.runner import plan_grid
 
@@ -66,13 +66,19 @@ def main() -> None:
     free = [0.0] * k
     for i in order:
         free[free.index(min(free))] += took[i]
-    print(f"  on {k} workers the last would finish at {max(free):.2f} s, ideal {total / k:.2f} s: "
-          f"the schedule's efficiency {total / k / max(free):.1%}")
-    print(f"  the one-worker plan's {len(plan_grid(grid, cores=1).specs)} chunks take {one_worker:.2f} s: against it, "
-          f"{one_worker / k / max(free):.1%} (this machine's noise, a few %, included)")
+    print(
+        f"  on {k} workers the last would finish at {max(free):.2f} s, ideal {total / k:.2f} s: "
+        f"the schedule's efficiency {total / k / max(free):.1%}"
+    )
+    print(
+        f"  the one-worker plan's {len(plan_grid(grid, cores=1).specs)} chunks take {one_worker:.2f} s: against it, "
+        f"{one_worker / k / max(free):.1%} (this machine's noise, a few %, included)"
+    )
     ratio = np.array([took[i] / estimate[i] for i in order])
-    print(f"  measured / estimated seconds per chunk: min {ratio.min():.2f}, median {np.median(ratio):.2f}, "
-          f"max {ratio.max():.2f}")
+    print(
+        f"  measured / estimated seconds per chunk: min {ratio.min():.2f}, median {np.median(ratio):.2f}, "
+        f"max {ratio.max():.2f}"
+    )
 
 
 if __name__ == "__main__":

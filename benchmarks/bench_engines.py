@@ -45,10 +45,24 @@ def grid_for(workload: str, stream: str = "counter"):
     from study.grid import Grid, log_sizes
 
     if workload == "1M-onestep":
-        return Grid(num_train=[5], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"], epoch=[1],
-                    replicates=WORKLOADS[workload], name=workload, stream=stream)
-    return Grid(num_train=log_sizes(5, 10_000), lr=[0.01, 0.03, 0.1], loss=["squared", "huber"],
-                epoch=[1, 2, 3, 5, 10], replicates=WORKLOADS[workload], name=workload, stream=stream)
+        return Grid(
+            num_train=[5],
+            lr=[0.01, 0.03, 0.1],
+            loss=["squared", "huber"],
+            epoch=[1],
+            replicates=WORKLOADS[workload],
+            name=workload,
+            stream=stream,
+        )
+    return Grid(
+        num_train=log_sizes(5, 10_000),
+        lr=[0.01, 0.03, 0.1],
+        loss=["squared", "huber"],
+        epoch=[1, 2, 3, 5, 10],
+        replicates=WORKLOADS[workload],
+        name=workload,
+        stream=stream,
+    )
 
 
 def model_steps(grid) -> int:
@@ -60,18 +74,27 @@ def model_steps(grid) -> int:
 def plan_rows(rows: str, quick: bool, cores: int) -> list[tuple]:
     """(workload, engine, jobs, device, stream) of each measurement asked for."""
     if rows == "gpu":
-        return [("ex5", "batched", 1, "cuda", "counter"), ("100k", "batched", 1, "cuda", "counter"),
-                ("1M", "batched", 1, "cuda", "counter"), ("100k", "batched", 1, "cuda", "torch"),
-                ("100k", "batched", cores, "cpu", "counter", True)]
+        return [
+            ("ex5", "batched", 1, "cuda", "counter"),
+            ("100k", "batched", 1, "cuda", "counter"),
+            ("1M", "batched", 1, "cuda", "counter"),
+            ("100k", "batched", 1, "cuda", "torch"),
+            ("100k", "batched", cores, "cpu", "counter", True),
+        ]
     if rows == "scaling":
         return [("100k", "batched", j, "cpu", "counter", True) for j in (1, 2, 4, 8, 16) if j <= cores]
     plan = []
     if not quick:
         plan += [("ex5", "reference", 1, "cpu", "counter"), ("ex5", "reference", cores, "cpu", "counter")]
-    plan += [("ex5", "batched", 1, "cpu", "counter"), ("ex5", "batched", 1, "cpu", "torch"),
-             ("ex5", "batched", cores, "cpu", "counter"), ("100k", "batched", cores, "cpu", "counter"),
-             ("100k", "batched", cores, "cpu", "torch"), ("1M-onestep", "batched", cores, "cpu", "counter"),
-             ("1M-onestep", "batched", cores, "cpu", "torch")]
+    plan += [
+        ("ex5", "batched", 1, "cpu", "counter"),
+        ("ex5", "batched", 1, "cpu", "torch"),
+        ("ex5", "batched", cores, "cpu", "counter"),
+        ("100k", "batched", cores, "cpu", "counter"),
+        ("100k", "batched", cores, "cpu", "torch"),
+        ("1M-onestep", "batched", cores, "cpu", "counter"),
+        ("1M-onestep", "batched", cores, "cpu", "torch"),
+    ]
     return plan
 
 
@@ -101,8 +124,13 @@ def measure(workload: str, engine: str, jobs: int, device: str, stream: str = "c
 
     grid = grid_for(workload, stream)
     if warm and jobs > 1:
-        run_grid(Grid(num_train=[5], epoch=[1], replicates=jobs * 1000), n_jobs=jobs, device=device,
-                 chunk_size=1000, progress=False)
+        run_grid(
+            Grid(num_train=[5], epoch=[1], replicates=jobs * 1000),
+            n_jobs=jobs,
+            device=device,
+            chunk_size=1000,
+            progress=False,
+        )
     setup_s = 0.0
     if device.startswith("cuda"):  # CUDA's start-up is the device's, not the grid's: made (and timed) before the clock
         import torch
@@ -128,10 +156,18 @@ def measure(workload: str, engine: str, jobs: int, device: str, stream: str = "c
     runs = len(df) // len(grid.checkpoints)
     steps = model_steps(grid)
     return {
-        "workload": workload, "engine": engine, "jobs": jobs, "device": device, "stream": stream, "warm": warm,
+        "workload": workload,
+        "engine": engine,
+        "jobs": jobs,
+        "device": device,
+        "stream": stream,
+        "warm": warm,
         "runs": runs,
-        "model_steps": steps, "wall_s": round(wall, 3), "runs_per_s": round(runs / wall, 1),
-        "model_steps_per_s": round(steps / wall), "peak_mem_mb": round(peak[0] / 2**20),
+        "model_steps": steps,
+        "wall_s": round(wall, 3),
+        "runs_per_s": round(runs / wall, 1),
+        "model_steps_per_s": round(steps / wall),
+        "peak_mem_mb": round(peak[0] / 2**20),
         "cuda_init_s": round(setup_s, 2) if device.startswith("cuda") else None,
     }
 
@@ -151,9 +187,13 @@ def _device_name(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", choices=["cpu", "gpu", "scaling"], default="cpu",
-                        help="cpu (default): the engines on this machine's CPUs; gpu: the GPU rows and the same "
-                             "machine's cores; scaling: 100k on 1, 2, 4, 8, 16 workers")
+    parser.add_argument(
+        "--rows",
+        choices=["cpu", "gpu", "scaling"],
+        default="cpu",
+        help="cpu (default): the engines on this machine's CPUs; gpu: the GPU rows and the same "
+        "machine's cores; scaling: 100k on 1, 2, 4, 8, 16 workers",
+    )
     parser.add_argument("--quick", action="store_true", help="skip the reference engine (minutes) rows")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks.csv")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement as JSON
@@ -169,25 +209,29 @@ def main() -> None:
 
     rows = []
     for workload, engine, jobs, device, stream, *warm in plan:
-        spec = json.dumps(dict(workload=workload, engine=engine, jobs=jobs, device=device, stream=stream,
-                               warm=bool(warm and warm[0])))
+        spec = json.dumps(
+            dict(workload=workload, engine=engine, jobs=jobs, device=device, stream=stream, warm=bool(warm and warm[0]))
+        )
         done = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             sys.exit(f"measurement {spec} failed:\n{done.stderr}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["machine"] = _device_name(device)
         rows.append(row)
-        print(f"{workload:>10} {engine:>9} jobs={jobs:<2} {device:>6} {stream:>7}: {row['wall_s']:8.2f} s  "
-              f"{row['runs_per_s']:>9} runs/s  {row['model_steps_per_s']:>11} model-steps/s  {row['peak_mem_mb']} MB",
-              flush=True)
+        print(
+            f"{workload:>10} {engine:>9} jobs={jobs:<2} {device:>6} {stream:>7}: {row['wall_s']:8.2f} s  "
+            f"{row['runs_per_s']:>9} runs/s  {row['model_steps_per_s']:>11} model-steps/s  {row['peak_mem_mb']} MB",
+            flush=True,
+        )
     table = pd.DataFrame(rows)
     ex5 = table[(table["workload"] == "ex5") & (table["stream"] == "counter")]
     for jobs in sorted(set(ex5["jobs"])):
         pair = ex5[(ex5["jobs"] == jobs) & (ex5["device"] == "cpu")].set_index("engine")["wall_s"]
         if {"reference", "batched"} <= set(pair.index):
             print(f"ex5, {jobs} worker(s): batched is {pair['reference'] / pair['batched']:.0f}x faster than reference")
-    scaling = table[(table["workload"] == "100k") & (table["device"] == "cpu") & (table["stream"] == "counter")
-                    & table["warm"]]
+    scaling = table[
+        (table["workload"] == "100k") & (table["device"] == "cpu") & (table["stream"] == "counter") & table["warm"]
+    ]
     one = scaling[scaling["jobs"] == 1]["wall_s"]
     if len(one):
         for _, row in scaling.iterrows():

@@ -24,9 +24,21 @@ import torch  # noqa: E402
 
 from study import Grid, run_grid  # noqa: E402
 
-GRID = Grid(num_train=[200], num_inputs=[2, 20], w=1.0, lr=[0.05], lr_decay=[0.0, 0.5], momentum=[0.0, 0.5], weight_decay=[0.0, 0.01],
-            average_from=[None, 1], drop_last=[False, True], epoch=[1, 3, 5], replicates=30, num_val=100,
-            name="optimisers")
+GRID = Grid(
+    num_train=[200],
+    num_inputs=[2, 20],
+    w=1.0,
+    lr=[0.05],
+    lr_decay=[0.0, 0.5],
+    momentum=[0.0, 0.5],
+    weight_decay=[0.0, 0.01],
+    average_from=[None, 1],
+    drop_last=[False, True],
+    epoch=[1, 3, 5],
+    replicates=30,
+    num_val=100,
+    name="optimisers",
+)
 
 
 def best_of(engine: str, repeats: int = 3) -> float:
@@ -44,8 +56,10 @@ def main() -> None:
     torch.set_num_threads(1)
     run_grid(GRID, n_jobs=1, device="cpu", progress=False)  # imports and first calls out of the clock
     batched, reference = best_of("batched"), best_of("reference", repeats=1)
-    print(f"{GRID.n_runs} runs on one core: batched {batched:.3f} s, reference {reference:.3f} s, "
-          f"{reference / batched:.0f}x")
+    print(
+        f"{GRID.n_runs} runs on one core: batched {batched:.3f} s, reference {reference:.3f} s, "
+        f"{reference / batched:.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,16 @@ W_TRUE, B_TRUE = [2.0, -3.4], 4.2
 REPEATS = 3
 SKLEARN = "sklearn-SGDRegressor"
 #: Set in the measuring process's environment, so that they hold before any library loads.
-ONE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
+ONE_THREAD_ENV = {
+    k: "1"
+    for k in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+}
 
 
 def _pin_one_cpu() -> None:
@@ -93,9 +101,17 @@ def _peak_mb() -> int:
 
 def _row(engine: str, stream: str | None, runs: int, steps: int, wall: float) -> dict:
     return {
-        "workload": WORKLOAD, "engine": engine, "jobs": 1, "device": "cpu", "runs": runs,
-        "model_steps": steps, "wall_s": round(wall, 3), "runs_per_s": round(runs / wall, 1),
-        "model_steps_per_s": round(steps / wall), "peak_mem_mb": _peak_mb(), "stream": stream,
+        "workload": WORKLOAD,
+        "engine": engine,
+        "jobs": 1,
+        "device": "cpu",
+        "runs": runs,
+        "model_steps": steps,
+        "wall_s": round(wall, 3),
+        "runs_per_s": round(runs / wall, 1),
+        "model_steps_per_s": round(steps / wall),
+        "peak_mem_mb": _peak_mb(),
+        "stream": stream,
     }
 
 
@@ -123,8 +139,15 @@ def measure_batched(stream: str | None, repeats: int) -> dict:
 
     torch.set_num_threads(1)
     extra = {} if stream is None else {"stream": stream}
-    grid = Grid(num_train=log_sizes(5, 10_000), lr=LRS, loss=list(LOSSES), epoch=[1, 2, 3, 5, EPOCHS],
-                replicates=REPLICATES, name="W", **extra)
+    grid = Grid(
+        num_train=log_sizes(5, 10_000),
+        lr=LRS,
+        loss=list(LOSSES),
+        epoch=[1, 2, 3, 5, EPOCHS],
+        replicates=REPLICATES,
+        name="W",
+        **extra,
+    )
     assert grid.num_train == SIZES and grid.batch_size == [BATCH] and grid.num_val == NUM_VAL
     best = math.inf
     with _thread_limits():
@@ -164,9 +187,18 @@ def measure_sklearn(repeats: int) -> dict:
             for rep, X, y, X_val, y_val in data:
                 for loss in LOSSES.values():
                     for lr in LRS:
-                        model = SGDRegressor(loss=loss, epsilon=1.0, penalty=None, learning_rate="constant", eta0=lr,
-                                             max_iter=EPOCHS, tol=None, shuffle=True, random_state=rep,
-                                             average=False).fit(X, y)
+                        model = SGDRegressor(
+                            loss=loss,
+                            epsilon=1.0,
+                            penalty=None,
+                            learning_rate="constant",
+                            eta0=lr,
+                            max_iter=EPOCHS,
+                            tol=None,
+                            shuffle=True,
+                            random_state=rep,
+                            average=False,
+                        ).fit(X, y)
                         val_mse.append(float(np.mean((model.predict(X_val) - y_val) ** 2)))
             best = min(best, time.perf_counter() - start)
     runs = len(val_mse)
@@ -195,8 +227,13 @@ def _machine() -> str:
 
 def _spawn(spec: dict) -> dict:
     env = {**os.environ, **ONE_THREAD_ENV}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(spec)],
-                          capture_output=True, text=True, cwd=ROOT, env=env)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"measurement {spec} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -214,10 +251,17 @@ def peer_rows(repeats: int = REPEATS, verbose: bool = False) -> list[dict]:
         rows.append(row)
         if verbose:
             label = row["engine"] + (f" (stream={row['stream']})" if row["stream"] else "")
-            note = (f"  (+{extras['_data_s']:.2f} s data generation, untimed; median val MSE "
-                    f"{extras['_median_val_mse']:.3g}; warnings: {extras['_warnings'] or 'none'})" if extras else "")
-            print(f"{WORKLOAD} {label:>28} jobs=1 cpu: {row['wall_s']:8.3f} s  {row['runs_per_s']:>8} runs/s  "
-                  f"{row['model_steps_per_s']:>10} model-steps/s  {row['peak_mem_mb']} MB{note}", flush=True)
+            note = (
+                f"  (+{extras['_data_s']:.2f} s data generation, untimed; median val MSE "
+                f"{extras['_median_val_mse']:.3g}; warnings: {extras['_warnings'] or 'none'})"
+                if extras
+                else ""
+            )
+            print(
+                f"{WORKLOAD} {label:>28} jobs=1 cpu: {row['wall_s']:8.3f} s  {row['runs_per_s']:>8} runs/s  "
+                f"{row['model_steps_per_s']:>10} model-steps/s  {row['peak_mem_mb']} MB{note}",
+                flush=True,
+            )
     return rows
 
 

@@ -21,8 +21,13 @@ def main() -> None:
     from study.grid import Grid, log_sizes
     from study.runner import chunk_id, plan_grid
 
-    grid = Grid(num_train=log_sizes(5, 10_000), lr=[0.01, 0.03, 0.1], loss=["squared", "huber"],
-                epoch=[1, 2, 3, 5, 10], replicates=args.replicates)
+    grid = Grid(
+        num_train=log_sizes(5, 10_000),
+        lr=[0.01, 0.03, 0.1],
+        loss=["squared", "huber"],
+        epoch=[1, 2, 3, 5, 10],
+        replicates=args.replicates,
+    )
     started = time.perf_counter()
     plan = plan_grid(grid, devices=["cpu"])
     ids = [chunk_id(plan.chunk(spec), grid.checkpoints, "batched") for spec in plan.specs]

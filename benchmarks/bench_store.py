@@ -23,14 +23,22 @@ import threading
 import time
 from pathlib import Path
 
-W_AXES = 'num_train = { log = [5, 10000] }\nlr = [0.01, 0.03, 0.1]\nloss = ["squared", "huber"]\nepoch = [1, 2, 3, 5, 10]\n'
+W_AXES = (
+    'num_train = { log = [5, 10000] }\nlr = [0.01, 0.03, 0.1]\nloss = ["squared", "huber"]\nepoch = [1, 2, 3, 5, 10]\n'
+)
 
 
 def _grid(replicates: int):
     from study.grid import Grid, log_sizes
 
-    return Grid(num_train=log_sizes(5, 10_000), lr=[0.01, 0.03, 0.1], loss=["squared", "huber"],
-                epoch=[1, 2, 3, 5, 10], replicates=replicates, name="W")
+    return Grid(
+        num_train=log_sizes(5, 10_000),
+        lr=[0.01, 0.03, 0.1],
+        loss=["squared", "huber"],
+        epoch=[1, 2, 3, 5, 10],
+        replicates=replicates,
+        name="W",
+    )
 
 
 def _timed(fn):
@@ -48,17 +56,20 @@ def parquet(replicates: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, memory = _timed(lambda: run_grid(grid, progress=False))
         _, frame = _timed(lambda: run_grid(grid, out=Path(tmp, "a.parquet"), progress=False, resume=False))
-        _, stream = _timed(lambda: run_grid(grid, out=Path(tmp, "b.parquet"), progress=False, resume=False,
-                                            frame=False))
+        _, stream = _timed(
+            lambda: run_grid(grid, out=Path(tmp, "b.parquet"), progress=False, resume=False, frame=False)
+        )
         _, csv = _timed(lambda: run_grid(grid, out=Path(tmp, "c.csv"), progress=False, resume=False, frame=False))
         _, again = _timed(lambda: run_grid(grid, out=Path(tmp, "b.parquet"), progress=False, frame=False))
         _, memory_again = _timed(lambda: run_grid(grid, progress=False))  # the first call also started the workers
         memory = min(memory, memory_again)
         size = Path(tmp, "b.parquet").stat().st_size / 1e6
     runs = len(grid.num_train) * 6 * replicates
-    print(f"{runs:,} runs of W: in memory {memory:.1f} s; to Parquet with the frame {frame:.1f} s "
-          f"({frame / memory:.2f}x), block by block {stream:.1f} s ({stream / memory:.2f}x, {size:.0f} MB); "
-          f"to CSV block by block {csv:.1f} s; the same Parquet again from the store {again:.1f} s")
+    print(
+        f"{runs:,} runs of W: in memory {memory:.1f} s; to Parquet with the frame {frame:.1f} s "
+        f"({frame / memory:.2f}x), block by block {stream:.1f} s ({stream / memory:.2f}x, {size:.0f} MB); "
+        f"to CSV block by block {csv:.1f} s; the same Parquet again from the store {again:.1f} s"
+    )
 
 
 def grow() -> None:
@@ -72,9 +83,11 @@ def grow() -> None:
         meta = json.loads(out.with_name("grown.meta.json").read_text())
         _, whole = _timed(lambda: run_grid(_grid(40), out=fresh, progress=False))
         same = out.read_bytes() == fresh.read_bytes()
-    print(f"W at 20 replicates: {first:.1f} s; grown to 40 on the same output: {grown:.1f} s, "
-          f"{meta['runs_computed']:,} runs trained and {meta['runs_reused']:,} reused; 40 fresh: {whole:.1f} s; "
-          f"the grown table {'is' if same else 'is NOT'} byte-identical to the fresh one")
+    print(
+        f"W at 20 replicates: {first:.1f} s; grown to 40 on the same output: {grown:.1f} s, "
+        f"{meta['runs_computed']:,} runs trained and {meta['runs_reused']:,} reused; 40 fresh: {whole:.1f} s; "
+        f"the grown table {'is' if same else 'is NOT'} byte-identical to the fresh one"
+    )
 
 
 def _rss_mb(pid: int) -> tuple[float, float]:
@@ -91,8 +104,12 @@ def _session(spec: Path, out: Path, seconds: float) -> dict:
     """`study run` for ``seconds``, then SIGTERM: its first progress line's delay, its lines, the
     peak resident memory of its main process, its exit status."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "study", "run", str(spec), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "study", "run", str(spec), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[tuple[float, str]] = []
 
     def read(stream) -> None:
@@ -131,8 +148,10 @@ def big(replicates: int, seconds: float) -> None:
         for attempt in ("first start", "resumed"):
             run = _session(spec, out, seconds)
             kept = len(list(Path(tmp, "W.parquet.store").glob("*.runs")))
-            print(f"{attempt}: exit {run['status']}, first progress after {run['first_progress_s']:.1f} s, "
-                  f"peak resident memory of the main process {run['peak_mb']:.0f} MB, {kept} chunks kept")
+            print(
+                f"{attempt}: exit {run['status']}, first progress after {run['first_progress_s']:.1f} s, "
+                f"peak resident memory of the main process {run['peak_mb']:.0f} MB, {kept} chunks kept"
+            )
             for t, line in run["lines"]:
                 print(f"    {t:6.1f} s  {line}")
 
@@ -155,8 +174,10 @@ def summarize_rows() -> None:
     df = pd.concat(copies, ignore_index=True)
     _, every = _timed(lambda: summarize(df))
     _, last = _timed(lambda: summarize(df, by=["num_train", "lr", "loss"]))
-    print(f"summarize {len(df):,} rows: by every axis that varies and epoch {every:.1f} s; "
-          f"by num_train, lr, loss at the last epoch {last:.1f} s")
+    print(
+        f"summarize {len(df):,} rows: by every axis that varies and epoch {every:.1f} s; "
+        f"by num_train, lr, loss at the last epoch {last:.1f} s"
+    )
 
 
 def assemble(replicates: int) -> None:
@@ -181,8 +202,13 @@ def assemble(replicates: int) -> None:
         segments = []
         for spec in plan.specs:
             keys = plan.chunk(spec).key
-            segments.append(Segment(keys, tuple(grid.checkpoints), {
-                name: rng.random(len(keys) * C).astype(values.dtype) for name, values in real.columns.items()}))
+            segments.append(
+                Segment(
+                    keys,
+                    tuple(grid.checkpoints),
+                    {name: rng.random(len(keys) * C).astype(values.dtype) for name, values in real.columns.items()},
+                )
+            )
         with tempfile.TemporaryDirectory() as tmp:
             times = []
             for folder in (None, Path(tmp, "W.parquet.store")):
@@ -193,19 +219,25 @@ def assemble(replicates: int) -> None:
                     store = RunStore(folder, engine="batched", stream=grid.stream, checkpoints=grid.checkpoints)
                 tries = []
                 for _ in range(3):  # the first in a process also maps its memory: the range is shown
-                    df, seconds = _timed(lambda: table_frame(plan, store))
+                    df, seconds = _timed(lambda plan=plan, store=store: table_frame(plan, store))
                     tries.append(seconds)
                     del df
                 times.append(f"{min(tries):.1f}-{max(tries):.1f} s")
-        print(f"{plan.n_runs:,} runs of W ({plan.n_runs * C:,} rows), {len(plan.specs)} chunks {label}: "
-              f"the table assembled from the store in memory {times[0]}, from its files {times[1]}")
+        print(
+            f"{plan.n_runs:,} runs of W ({plan.n_runs * C:,} rows), {len(plan.specs)} chunks {label}: "
+            f"the table assembled from the store in memory {times[0]}, from its files {times[1]}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", choices=["parquet", "grow", "big", "summarize", "assemble"])
-    parser.add_argument("--replicates", type=int, help="W's replicates (66 runs each); default: 1516 for parquet "
-                        "(100,056 runs), 15152 for assemble (1,000,032 runs), 151516 for big (10,000,056 runs)")
+    parser.add_argument(
+        "--replicates",
+        type=int,
+        help="W's replicates (66 runs each); default: 1516 for parquet "
+        "(100,056 runs), 15152 for assemble (1,000,032 runs), 151516 for big (10,000,056 runs)",
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="big: how long each start runs before SIGTERM")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")

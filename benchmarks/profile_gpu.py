@@ -29,10 +29,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from bench_engines import grid_for
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    from bench_engines import grid_for
     from study.runner import run_grid
 
     gpu = args.device == "cuda"

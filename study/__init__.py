@@ -14,8 +14,14 @@ __version__ = "0.1.0"
 #: only: torch, pandas and matplotlib take seconds to import, and ``study --help`` or a refused
 #: spec should not wait for them.
 _EXPORTS = {
-    "SyntheticRegressionData": "data", "LinearRegression": "model", "Trainer": "train", "Grid": "grid",
-    "load_grid": "grid", "log_sizes": "grid", "run_grid": "runner", "summarize": "results",
+    "SyntheticRegressionData": "data",
+    "LinearRegression": "model",
+    "Trainer": "train",
+    "Grid": "grid",
+    "load_grid": "grid",
+    "log_sizes": "grid",
+    "run_grid": "runner",
+    "summarize": "results",
 }
 
 __all__ = list(_EXPORTS)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["check_int", "check_real", "check_choice", "check_vector", "check_output", "fail"]
 
@@ -58,11 +59,7 @@ def check_vector(value: Any, name: str, where: str) -> list[float]:
         value = value.tolist()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
-    if (
-        not isinstance(value, (list, tuple))
-        or not value
-        or not all(_is_real(v) and math.isfinite(v) for v in value)
-    ):
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_real(v) and math.isfinite(v) for v in value):
         fail(name, where, "a non-empty list of finite numbers", value)
     return [float(v) for v in value]
 

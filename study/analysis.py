@@ -27,9 +27,10 @@ import re
 import tempfile
 import threading
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import count
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,13 +41,34 @@ __all__ = ["Table", "open_table", "TableError", "REQUIRED", "MEMORY_LIMIT", "quo
 
 #: The columns every results table has: the coordinates, and what a summary cannot do without.
 #: A table written before the optimiser's axes existed lacks them: it holds their defaults.
-REQUIRED = (*(a for a in AXES if a not in LATER_DEFAULTS and a != "num_inputs"), "replicate", "seed", "w_err_norm", "b_err", "diverged")
+REQUIRED = (
+    *(a for a in AXES if a not in LATER_DEFAULTS and a != "num_inputs"),
+    "replicate",
+    "seed",
+    "w_err_norm",
+    "b_err",
+    "diverged",
+)
 #: The string axes, and the order their values are listed in where no grid says otherwise
 #: (average_from: "none", then the epochs in order).
 _CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS, "average_from": (NO_AVERAGE,)}
 #: Columns that must hold numbers (a CSV whose column holds text there is refused).
-_NUMERIC = ("num_train", "num_inputs", "lr", "epoch", "sigma", "lr_decay", "momentum", "weight_decay", "batch_size", "noise",
-            "replicate", "seed", "w_err_norm", "b_err")
+_NUMERIC = (
+    "num_train",
+    "num_inputs",
+    "lr",
+    "epoch",
+    "sigma",
+    "lr_decay",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "noise",
+    "replicate",
+    "seed",
+    "w_err_norm",
+    "b_err",
+)
 #: DuckDB's working memory in one process. Past it, sorts, joins and aggregates spill to a
 #: temporary folder, and statistics are computed in parts (Table._parts): with the process's own
 #: 200-300 MB, a summary of any size stays under 1 GB of resident memory.
@@ -99,8 +121,9 @@ def _connection():
         import duckdb
 
         spill = tempfile.mkdtemp(prefix="study-duckdb-")
-        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill,
-                                     "preserve_insertion_order": False})
+        con = duckdb.connect(
+            config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill, "preserve_insertion_order": False}
+        )
         weakref.finalize(con, _remove_folder, spill)
         _CONNECTION.update(pid=pid, con=con)
     return _CONNECTION["con"]
@@ -124,6 +147,7 @@ def _rows(sql: str) -> list[tuple]:
 
 # --- tables ----------------------------------------------------------------------------------
 
+
 class Table:
     """A results table to analyse, and the rows chosen of it.
 
@@ -144,9 +168,20 @@ class Table:
         Axis -> the values :meth:`select` kept.
     """
 
-    def __init__(self, source: str, *, name: str, columns: Mapping[str, str], spec: dict | None = None,
-                 complete: bool = False, conditions: Sequence[str] = (), chosen: Mapping[str, list] | None = None,
-                 keep: Any = None, note: str = "", orders: Mapping[str, list] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        name: str,
+        columns: Mapping[str, str],
+        spec: dict | None = None,
+        complete: bool = False,
+        conditions: Sequence[str] = (),
+        chosen: Mapping[str, list] | None = None,
+        keep: Any = None,
+        note: str = "",
+        orders: Mapping[str, list] | None = None,
+    ) -> None:
         self.source, self.name, self.columns = source, name, dict(columns)
         self.orders = dict(orders or {})  # a string axis's values in a DataFrame's order (its categories)
         self.spec, self.complete = spec, complete
@@ -158,9 +193,18 @@ class Table:
         merged = dict(self.chosen)
         for key, values in (chosen or {}).items():  # an axis chosen twice keeps the values both allow
             merged[key] = [v for v in merged[key] if any(_same(v, w) for w in values)] if key in merged else values
-        return Table(self.source, name=self.name, columns=self.columns, spec=self.spec, complete=self.complete,
-                     conditions=(*self.conditions, *conditions), chosen=merged, keep=self._keep, note=self.note,
-                     orders=self.orders)
+        return Table(
+            self.source,
+            name=self.name,
+            columns=self.columns,
+            spec=self.spec,
+            complete=self.complete,
+            conditions=(*self.conditions, *conditions),
+            chosen=merged,
+            keep=self._keep,
+            note=self.note,
+            orders=self.orders,
+        )
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -202,8 +246,9 @@ class Table:
     def _rebased(self, source: str) -> Table:
         """A table over a new source made of this one's rows: what it holds is read from it."""
         columns = dict(_rows(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})"))
-        return Table(source, name=self.name, columns=columns, spec=self.spec, keep=self._keep, note=self.note,
-                     orders=self.orders)
+        return Table(
+            source, name=self.name, columns=columns, spec=self.spec, keep=self._keep, note=self.note, orders=self.orders
+        )
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run ``sql``, in which ``{t}`` stands for the chosen rows."""
@@ -232,14 +277,31 @@ class Table:
 
     def numeric(self, column: str) -> bool:
         kind = self.columns.get(column, "")
-        return kind.split("(")[0] in {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-                                      "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL"}
+        return kind.split("(")[0] in {
+            "TINYINT",
+            "SMALLINT",
+            "INTEGER",
+            "BIGINT",
+            "HUGEINT",
+            "UTINYINT",
+            "USMALLINT",
+            "UINTEGER",
+            "UBIGINT",
+            "FLOAT",
+            "DOUBLE",
+            "DECIMAL",
+        }
 
     def _spec_values(self, axis: str) -> list | None:
         """The values the grid gave an axis (the checkpoints for epoch), where the table is all
         of its grid's rows; None where only the rows can say."""
-        if not self.complete or self.spec is None or axis not in AXES or self._filtered_freely() \
-                or any(k not in AXES for k in self.chosen):
+        if (
+            not self.complete
+            or self.spec is None
+            or axis not in AXES
+            or self._filtered_freely()
+            or any(k not in AXES for k in self.chosen)
+        ):
             return None
         values = [0, *self.spec["epoch"]] if axis == "epoch" else _spec_axis(self.spec, axis)
         if axis in self.chosen:
@@ -258,8 +320,10 @@ class Table:
         known = self._spec_values(column)
         if known is not None:
             return known if column in _CANONICAL else sorted(known)
-        found = [r[0] for r in _rows(f"SELECT DISTINCT {quote(column)} FROM {self.relation} "
-                                     f"WHERE {quote(column)} IS NOT NULL")]
+        found = [
+            r[0]
+            for r in _rows(f"SELECT DISTINCT {quote(column)} FROM {self.relation} WHERE {quote(column)} IS NOT NULL")
+        ]
         if column in _CANONICAL or not self.numeric(column):
             return self._order(column, [str(v) for v in found]) if column in _CANONICAL else sorted(found, key=str)
         return sorted(found)
@@ -286,8 +350,10 @@ class Table:
         """An SQL expression that sorts a column's values as :meth:`values` lists them."""
         if column in _CANONICAL:
             order = ", ".join(literal(v) for v in self._full_order(column))
-            return (f"coalesce(list_position([{order}], {quote(column)}::VARCHAR), 1000), "
-                    f"TRY_CAST({quote(column)}::VARCHAR AS DOUBLE), {quote(column)}::VARCHAR")
+            return (
+                f"coalesce(list_position([{order}], {quote(column)}::VARCHAR), 1000), "
+                f"TRY_CAST({quote(column)}::VARCHAR AS DOUBLE), {quote(column)}::VARCHAR"
+            )
         return quote(column)
 
     def varying(self, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:
@@ -306,8 +372,10 @@ class Table:
             return {a: self.values(a) for a in candidates if len(known[a]) > 1}
         counts = ", ".join(f"count(DISTINCT {quote(a)}) AS {quote(a)}" for a in candidates)
         if placed:
-            sql = (f"SELECT {', '.join(f'max({quote(a)})' for a in candidates)} FROM "
-                   f"(SELECT {counts} FROM {self.relation} GROUP BY {', '.join(quote(p) for p in placed)})")
+            sql = (
+                f"SELECT {', '.join(f'max({quote(a)})' for a in candidates)} FROM "
+                f"(SELECT {counts} FROM {self.relation} GROUP BY {', '.join(quote(p) for p in placed)})"
+            )
         else:
             sql = f"SELECT {counts} FROM {self.relation}"
         n = _rows(sql)[0]
@@ -324,16 +392,30 @@ class Table:
             return self.select({"epoch": [epochs[-1]]}), [epochs[-1]]
         runs = ", ".join(quote(a) for a in (*AXES, "replicate", "seed") if a != "epoch" and a in self.columns)
         # Runs whose checkpoints all end at the same epoch (the usual table) need no window.
-        ends = [int(r[0]) for r in _rows(f"SELECT DISTINCT last FROM (SELECT max(epoch) AS last FROM {self.relation} "
-                                         f"GROUP BY {runs}) ORDER BY last")]
+        ends = [
+            int(r[0])
+            for r in _rows(
+                f"SELECT DISTINCT last FROM (SELECT max(epoch) AS last FROM {self.relation} "
+                f"GROUP BY {runs}) ORDER BY last"
+            )
+        ]
         if len(ends) <= 1:
             return self.select({"epoch": ends}), ends
         last = f"(SELECT * FROM {self.relation} QUALIFY epoch = max(epoch) OVER (PARTITION BY {runs}))"
-        return Table(last, name=self.name, columns=self.columns, spec=self.spec, complete=False,
-                     keep=self._keep, note=self.note, orders=self.orders), ends
+        return Table(
+            last,
+            name=self.name,
+            columns=self.columns,
+            spec=self.spec,
+            complete=False,
+            keep=self._keep,
+            note=self.note,
+            orders=self.orders,
+        ), ends
 
-    def cell_stats(self, keys: Sequence[str], sgd: Sequence[str], ols: Sequence[str],
-                   stats: Sequence[str]) -> pd.DataFrame:
+    def cell_stats(
+        self, keys: Sequence[str], sgd: Sequence[str], ols: Sequence[str], stats: Sequence[str]
+    ) -> pd.DataFrame:
         """Per cell (the distinct values of ``keys``, sorted as :meth:`values` lists them): the
         runs (``count``), how many diverged, the distinct data streams (``streams``), and each
         statistic (mean, median, q10, q90) of each metric: those of ``sgd`` over the runs that
@@ -356,8 +438,14 @@ class Table:
             out[name] = out[name].astype(np.int64)
         return self.categorize(out)
 
-    def _cell_stats(self, keys: Sequence[str], sgd: Sequence[str], ols: Sequence[str], stats: Sequence[str],
-                    quantiles: Sequence[float]) -> pd.DataFrame:
+    def _cell_stats(
+        self,
+        keys: Sequence[str],
+        sgd: Sequence[str],
+        ols: Sequence[str],
+        stats: Sequence[str],
+        quantiles: Sequence[float],
+    ) -> pd.DataFrame:
         """:meth:`cell_stats` of these rows, in two queries: SGD's statistics over the runs; the
         data streams, and least squares' statistics over one row per stream."""
         group = ", ".join(quote(k) for k in keys)
@@ -371,19 +459,24 @@ class Table:
                 if "mean" in stats:
                     parts.append(f"favg({v}) FILTER (WHERE {where}) AS {quote(m + '_mean')}")
                 if quantiles:
-                    parts.append(f"quantile_cont({v}, [{', '.join(map(str, quantiles))}]) FILTER (WHERE {where}) "
-                                 f"AS {quote(m + '_q')}")
+                    parts.append(
+                        f"quantile_cont({v}, [{', '.join(map(str, quantiles))}]) FILTER (WHERE {where}) "
+                        f"AS {quote(m + '_q')}"
+                    )
             return parts
 
-        main = ", ".join(["count(*) AS count", "count(*) FILTER (WHERE diverged) AS diverged",
-                          *aggregates(sgd, "NOT diverged")])
+        main = ", ".join(
+            ["count(*) AS count", "count(*) FILTER (WHERE diverged) AS diverged", *aggregates(sgd, "NOT diverged")]
+        )
         out = self.query(f"SELECT {group}, {main} FROM {{t}} GROUP BY {group} ORDER BY {order}")
         # Least squares is the same for every run on a data stream: one row per stream (and
         # their number is the cell's streams).
         firsts = "".join(f", min({_metric(m)}) AS {quote(m)}" for m in ols)
         per_stream = f"(SELECT {group}, seed{firsts} FROM {{t}} GROUP BY {group}, seed)"
-        second = self.query(f"SELECT {', '.join([group, 'count(*) AS streams', *aggregates(ols, '', quote)])} "
-                            f"FROM {per_stream} GROUP BY {group} ORDER BY {order}")
+        second = self.query(
+            f"SELECT {', '.join([group, 'count(*) AS streams', *aggregates(ols, '', quote)])} "
+            f"FROM {per_stream} GROUP BY {group} ORDER BY {order}"
+        )
         return pd.concat([out, second.drop(columns=list(keys))], axis=1)
 
     def _parts(self, keys: Sequence[str], values: int) -> list[Table]:
@@ -413,13 +506,21 @@ class Table:
         for k in keys:
             if k in _CANONICAL:
                 position = {v: i for i, v in enumerate(self._full_order(k))}
-                ranks[f"_rank_{k}"] = df[k].astype(object).map(lambda v: position.get(str(v), 1000))
+                ranks[f"_rank_{k}"] = df[k].astype(object).map(lambda v, position=position: position.get(str(v), 1000))
             ranks[f"_value_{k}"] = df[k].astype(object).map(lambda v: _natural(str(v))) if k in _CANONICAL else df[k]
         ordered = df.assign(**ranks).sort_values(list(ranks), kind="stable")
         return ordered.drop(columns=list(ranks)).reset_index(drop=True)
 
-    def unit_moments(self, keys: Sequence[str], estimands: Sequence[str], paired: Mapping[str, str], ranks: Any, *,
-                     per_stream: bool, units: int | None = None) -> pd.DataFrame:
+    def unit_moments(
+        self,
+        keys: Sequence[str],
+        estimands: Sequence[str],
+        paired: Mapping[str, str],
+        ranks: Any,
+        *,
+        per_stream: bool,
+        units: int | None = None,
+    ) -> pd.DataFrame:
         """The sums Monte Carlo standard errors are made of, per cell, over its independent
         units: the data streams with a run that did not diverge. With ``per_stream``, a
         stream's runs in a cell (a cell that pools over lr, say) are averaged into one unit
@@ -440,8 +541,10 @@ class Table:
         """
         group = ", ".join(quote(k) for k in keys)
         if per_stream:
-            unit = [f"favg({_metric(e)}) AS x{i}, favg({_metric(e)} * {_metric(e)}) AS y{i}"
-                    for i, e in enumerate(estimands)]
+            unit = [
+                f"favg({_metric(e)}) AS x{i}, favg({_metric(e)} * {_metric(e)}) AS y{i}"
+                for i, e in enumerate(estimands)
+            ]
             unit += [f"min({_metric(o)} * {_metric(o)}) AS o{estimands.index(e)}" for e, o in paired.items()]
             source = f"(SELECT {group}, seed, {', '.join(unit)} FROM {{t}} WHERE NOT diverged GROUP BY {group}, seed)"
         else:
@@ -449,8 +552,10 @@ class Table:
             unit += [f"{_metric(o)} * {_metric(o)} AS o{estimands.index(e)}" for e, o in paired.items()]
             source = f"(SELECT {group}, {', '.join(unit)} FROM {{t}} WHERE NOT diverged)"
         indices, pairs = range(len(estimands)), [estimands.index(e) for e in paired]
-        sums = [f"fsum(x{i}) AS sx{i}, fsum(y{i}) AS sy{i}, fsum(x{i} * x{i}) AS sxx{i}, fsum(y{i} * y{i}) AS syy{i}"
-                for i in indices]
+        sums = [
+            f"fsum(x{i}) AS sx{i}, fsum(y{i}) AS sy{i}, fsum(x{i} * x{i}) AS sxx{i}, fsum(y{i} * y{i}) AS syy{i}"
+            for i in indices
+        ]
         sums += [f"fsum(o{i}) AS so{i}, fsum(o{i} * o{i}) AS soo{i}, fsum(y{i} * o{i}) AS syo{i}" for i in pairs]
 
         def moments(part: Table) -> pd.DataFrame:
@@ -458,8 +563,15 @@ class Table:
 
         return self.categorize(self._in_parts(keys, len(estimands), moments))
 
-    def ranked(self, source: str, group: Sequence[str], values: Sequence[str], ranks: Any,
-               expected: int | None = None, extra: Sequence[str] = ()) -> pd.DataFrame:
+    def ranked(
+        self,
+        source: str,
+        group: Sequence[str],
+        values: Sequence[str],
+        ranks: Any,
+        expected: int | None = None,
+        extra: Sequence[str] = (),
+    ) -> pd.DataFrame:
         """Per group of ``source`` (SQL, ``{t}`` the chosen rows): ``n``, the ``extra``
         aggregates, and for the i-th of ``values`` (SQL expressions) its median ``med{i}`` and
         the order statistics at the ranks ``ranks(n)`` gives, an interval's ``lo{i}`` and
@@ -472,12 +584,14 @@ class Table:
         def picks(n: int) -> str:
             return ", ".join(f"{_order_statistic_sql(v, n, ranks)} AS ci{i}" for i, v in enumerate(values))
 
-        first = self.query(f"SELECT {', '.join([cols, 'count(*) AS n', *extra])}, {picks(expected or 1)} "
-                           f"FROM {source} GROUP BY {cols}")
+        first = self.query(
+            f"SELECT {', '.join([cols, 'count(*) AS n', *extra])}, {picks(expected or 1)} FROM {source} GROUP BY {cols}"
+        )
         _order_statistics(first, indices, ranks, ok=first["n"] == (expected or 1))
         for n in sorted(set(first.loc[first["n"] != (expected or 1), "n"].astype(int))):
-            again = self.query(f"SELECT {cols}, count(*) AS n, {picks(n)} FROM {source} GROUP BY {cols} "
-                               f"HAVING count(*) = {n}")
+            again = self.query(
+                f"SELECT {cols}, count(*) AS n, {picks(n)} FROM {source} GROUP BY {cols} HAVING count(*) = {n}"
+            )
             _order_statistics(again, indices, ranks)
             cells = (first["n"] == n).to_numpy()
             found = first.loc[cells, list(group)].merge(again, on=list(group), how="left")
@@ -485,8 +599,9 @@ class Table:
                 first.loc[cells, column] = found[column].to_numpy(dtype=float)
         return first
 
-    def comparison(self, keys: Sequence[str], factor: str, baseline: Any, metric: str, ranks: Any, *, paired: bool,
-                   blocks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def comparison(
+        self, keys: Sequence[str], factor: str, baseline: Any, metric: str, ranks: Any, *, paired: bool, blocks: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """What a comparison of the levels of ``factor`` with ``baseline`` is made of, per cell
         (``keys``) and level (``level``); |metric| is each run's error, +inf for a run that
         diverged (it loses to any run that did not).
@@ -502,32 +617,46 @@ class Table:
         cols = ", ".join(quote(k) for k in keys)
         m = _metric(metric + "_abs")
         gone = "coalesce(diverged, FALSE)" if "diverged" in self.columns else "FALSE"
-        errors = (f"(SELECT {cols}, seed, {quote(factor)} AS level, CASE WHEN {gone} OR NOT isfinite({m}) "
-                  f"THEN 'inf'::DOUBLE ELSE {m} END AS v FROM {{t}})")
+        errors = (
+            f"(SELECT {cols}, seed, {quote(factor)} AS level, CASE WHEN {gone} OR NOT isfinite({m}) "
+            f"THEN 'inf'::DOUBLE ELSE {m} END AS v FROM {{t}})"
+        )
         base = literal(baseline)
         if not paired:
             units = self.query(f"SELECT {cols}, level, count(*) AS n FROM {errors} GROUP BY {cols}, level")
             common = set(units["n"].astype(int))
             stats = self.ranked(errors, [*keys, "level"], ["v"], ranks, common.pop() if len(common) == 1 else None)
-            sums = self.query(f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
-                              f"count(*) AS k FROM {errors} GROUP BY {cols}, level, block")
+            sums = self.query(
+                f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
+                f"count(*) AS k FROM {errors} GROUP BY {cols}, level, block"
+            )
             return stats, sums
         # A key the baseline's runs lack (an axis that does not apply to them, APPLIES_ONLY: σ of
         # the squared loss) pairs them with the runs of every value of it.
-        on = " AND ".join(["e.seed = b.seed"] + [
-            f"(e.{quote(k)} IS NOT DISTINCT FROM b.{quote(k)}"
-            + (f" OR b.{quote(k)} IS NULL)" if k in APPLIES_ONLY else ")") for k in keys])
-        pairs = (f"(SELECT {', '.join(f'e.{quote(k)}' for k in keys)}, e.seed, e.level, e.v, b.v AS b, "
-                 f"CASE WHEN e.v = b.v THEN 1.0 WHEN b.v = 0 THEN 'inf'::DOUBLE ELSE e.v / b.v END AS r "
-                 f"FROM {errors} e JOIN (SELECT {cols}, seed, v FROM {errors} WHERE level = {base}) b "
-                 f"ON {on} WHERE e.level <> {base})")
+        on = " AND ".join(
+            ["e.seed = b.seed"]
+            + [
+                f"(e.{quote(k)} IS NOT DISTINCT FROM b.{quote(k)}"
+                + (f" OR b.{quote(k)} IS NULL)" if k in APPLIES_ONLY else ")")
+                for k in keys
+            ]
+        )
+        pairs = (
+            f"(SELECT {', '.join(f'e.{quote(k)}' for k in keys)}, e.seed, e.level, e.v, b.v AS b, "
+            f"CASE WHEN e.v = b.v THEN 1.0 WHEN b.v = 0 THEN 'inf'::DOUBLE ELSE e.v / b.v END AS r "
+            f"FROM {errors} e JOIN (SELECT {cols}, seed, v FROM {errors} WHERE level = {base}) b "
+            f"ON {on} WHERE e.level <> {base})"
+        )
         counts = self.query(f"SELECT {cols}, level, count(*) AS n FROM {pairs} GROUP BY {cols}, level")
         common = set(counts["n"].astype(int))
         wins = "avg(CASE WHEN v < b THEN 1.0 WHEN v = b THEN 0.5 ELSE 0.0 END) AS wins"
-        stats = self.ranked(pairs, [*keys, "level"], ["r"], ranks, common.pop() if len(common) == 1 else None,
-                            extra=[wins])
-        sums = self.query(f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
-                          f"fsum(b * b) AS sb FROM {pairs} GROUP BY {cols}, level, block")
+        stats = self.ranked(
+            pairs, [*keys, "level"], ["r"], ranks, common.pop() if len(common) == 1 else None, extra=[wins]
+        )
+        sums = self.query(
+            f"SELECT {cols}, level, hash(seed) % {blocks} AS block, fsum(v * v) AS sv, "
+            f"fsum(b * b) AS sb FROM {pairs} GROUP BY {cols}, level, block"
+        )
         return stats, sums
 
     def diverged_first(self, keys: Sequence[str]) -> pd.DataFrame:
@@ -535,13 +664,15 @@ class Table:
         had diverged (``diverged_at``), in the grid's order."""
         group = ", ".join(quote(k) for k in keys)
         order = ", ".join(self.order_by(k) for k in keys)
-        out = self.query(f"SELECT {group}, min(epoch) AS diverged_at FROM {{t}} WHERE diverged "
-                         f"GROUP BY {group} ORDER BY {order}")
+        out = self.query(
+            f"SELECT {group}, min(epoch) AS diverged_at FROM {{t}} WHERE diverged GROUP BY {group} ORDER BY {order}"
+        )
         out["diverged_at"] = out["diverged_at"].astype(np.int64)
         return self.categorize(out)
 
-    def _shown(self, keys: Sequence[str], column: str, *, off_axis: str | None, diverged: bool,
-               per_stream: bool) -> str:
+    def _shown(
+        self, keys: Sequence[str], column: str, *, off_axis: str | None, diverged: bool, per_stream: bool
+    ) -> str:
         """The rows behind the points of a figure, as SQL: the key columns, ``seed``, ``v`` =
         |column|, and why a row is left out of a log axis: ``gone`` (diverged, where
         ``diverged``), ``off`` (``off_axis`` <= 0), ``zero``, ``other`` (not finite), else ``keep``.
@@ -549,20 +680,34 @@ class Table:
         select = "".join(f"{quote(k)}, " for k in keys)
         seed = "seed" in self.columns
         if per_stream and seed:
-            base = f"SELECT {select}seed, min(abs({quote(column)}::DOUBLE)) AS v, FALSE AS gone FROM {{t}} " \
-                   f"GROUP BY {select}seed"
+            base = (
+                f"SELECT {select}seed, min(abs({quote(column)}::DOUBLE)) AS v, FALSE AS gone FROM {{t}} "
+                f"GROUP BY {select}seed"
+            )
         else:
             gone = "coalesce(diverged, FALSE)" if diverged and "diverged" in self.columns else "FALSE"
-            base = (f"SELECT {select}{'seed' if seed else 'NULL AS seed'}, abs({quote(column)}::DOUBLE) AS v, "
-                    f"{gone} AS gone FROM {{t}}")
+            base = (
+                f"SELECT {select}{'seed' if seed else 'NULL AS seed'}, abs({quote(column)}::DOUBLE) AS v, "
+                f"{gone} AS gone FROM {{t}}"
+            )
         off = f"NOT gone AND {quote(off_axis)} <= 0" if off_axis else "FALSE"
-        return (f"(SELECT *, NOT gone AND NOT off AND v = 0 AS zero, "
-                f"NOT gone AND NOT off AND NOT (v = 0) AND NOT isfinite(v) AS other, "
-                f"NOT gone AND NOT off AND NOT (v = 0) AND isfinite(v) AS keep "
-                f"FROM (SELECT *, {off} AS off FROM ({base})))")
+        return (
+            f"(SELECT *, NOT gone AND NOT off AND v = 0 AS zero, "
+            f"NOT gone AND NOT off AND NOT (v = 0) AND NOT isfinite(v) AS other, "
+            f"NOT gone AND NOT off AND NOT (v = 0) AND isfinite(v) AS keep "
+            f"FROM (SELECT *, {off} AS off FROM ({base})))"
+        )
 
-    def point_stats(self, keys: Sequence[str], column: str, *, off_axis: str | None = None, diverged: bool = True,
-                    per_stream: bool = False, ranks: Any = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    def point_stats(
+        self,
+        keys: Sequence[str],
+        column: str,
+        *,
+        off_axis: str | None = None,
+        diverged: bool = True,
+        per_stream: bool = False,
+        ranks: Any = None,
+    ) -> tuple[pd.DataFrame, dict[str, int]]:
         """A figure's points: per distinct ``keys`` (sorted as :meth:`values` lists them) the
         rows (``total``: runs, or data streams with ``per_stream``), those shown (``kept``), and
         the median, 10% and 90% quantiles, minimum and maximum of |column| over the shown ones;
@@ -576,16 +721,19 @@ class Table:
             return part.query(
                 f"SELECT {select}count(*) AS total, count(*) FILTER (WHERE keep) AS kept, "
                 f"quantile_cont(v, [0.5, 0.1, 0.9]) FILTER (WHERE keep) AS q, min(v) FILTER (WHERE keep) AS low, "
-                f"max(v) FILTER (WHERE keep) AS high FROM {shown}{group}")
+                f"max(v) FILTER (WHERE keep) AS high FROM {shown}{group}"
+            )
 
         points = self._in_parts(keys, 1, part_points)
         if ranks is not None and keys:
+
             def part_interval(part: Table) -> pd.DataFrame:
                 rows = part._shown(keys, column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
                 kept = points["kept"]
                 common = set(kept[kept > 0].astype(int))
-                return part.ranked(f"(SELECT * FROM {rows} WHERE keep)", keys, ["v"], ranks,
-                                   common.pop() if len(common) == 1 else None)
+                return part.ranked(
+                    f"(SELECT * FROM {rows} WHERE keep)", keys, ["v"], ranks, common.pop() if len(common) == 1 else None
+                )
 
             interval = self._in_parts(keys, 1, part_interval)[[*keys, "lo0", "hi0"]]
             points = points.merge(interval.rename(columns={"lo0": "ci_lo", "hi0": "ci_hi"}), on=list(keys), how="left")
@@ -596,14 +744,23 @@ class Table:
         for name in ("total", "kept"):
             points[name] = points[name].astype(np.int64)
         off_nonzero = f"count(*) FILTER (WHERE off AND {quote(off_axis)} <> 0)" if off_axis else "0"
-        counts = self.query(f"SELECT count(*) AS rows, count(*) FILTER (WHERE gone) AS diverged, "
-                            f"count(*) FILTER (WHERE off) AS off_axis, {off_nonzero} AS off_nonzero, "
-                            f"count(*) FILTER (WHERE zero) AS zero, count(*) FILTER (WHERE other) AS other "
-                            f"FROM {shown}").iloc[0]
+        counts = self.query(
+            f"SELECT count(*) AS rows, count(*) FILTER (WHERE gone) AS diverged, "
+            f"count(*) FILTER (WHERE off) AS off_axis, {off_nonzero} AS off_nonzero, "
+            f"count(*) FILTER (WHERE zero) AS zero, count(*) FILTER (WHERE other) AS other "
+            f"FROM {shown}"
+        ).iloc[0]
         return self.categorize(points), {k: int(v) for k, v in counts.items()}
 
-    def stream_values(self, keys: Sequence[str], column: str, *, off_axis: str | None = None, diverged: bool = True,
-                      per_stream: bool = False) -> pd.DataFrame:
+    def stream_values(
+        self,
+        keys: Sequence[str],
+        column: str,
+        *,
+        off_axis: str | None = None,
+        diverged: bool = True,
+        per_stream: bool = False,
+    ) -> pd.DataFrame:
         """One value per data stream and ``keys``: the median |column| of its shown rows (as
         :meth:`point_stats` shows them), with its ``seed``: the independent units a fit
         resamples. Without a ``seed`` column, every shown row is a unit."""
@@ -623,16 +780,26 @@ class Table:
         not diverge, the share and the count of those that did."""
         keys = (*panels, "lr", "epoch")
         group = ", ".join(quote(k) for k in keys)
-        return self.categorize(self._in_parts(keys, 1, lambda part: part.query(
-            f"SELECT {group}, median(abs({quote(value)}::DOUBLE)) FILTER (WHERE NOT diverged) AS median, "
-            f"avg(diverged::DOUBLE) AS share, count(*) FILTER (WHERE diverged) AS diverged "
-            f"FROM {{t}} WHERE epoch > 0 GROUP BY {group}")))
+        return self.categorize(
+            self._in_parts(
+                keys,
+                1,
+                lambda part: part.query(
+                    f"SELECT {group}, median(abs({quote(value)}::DOUBLE)) FILTER (WHERE NOT diverged) AS median, "
+                    f"avg(diverged::DOUBLE) AS share, count(*) FILTER (WHERE diverged) AS diverged "
+                    f"FROM {{t}} WHERE epoch > 0 GROUP BY {group}"
+                ),
+            )
+        )
 
     def runs(self) -> int:
         """The distinct runs among the chosen rows."""
         runs = [a for a in (*AXES, "replicate", "seed") if a != "epoch" and a in self.columns]
-        return int(_rows(f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(quote(a) for a in runs)} "
-                         f"FROM {self.relation})")[0][0])
+        return int(
+            _rows(f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(quote(a) for a in runs)} FROM {self.relation})")[
+                0
+            ][0]
+        )
 
 
 _STAT_OF = {0.5: "median", 0.1: "q10", 0.9: "q90"}
@@ -656,8 +823,10 @@ def _order_statistics(df: pd.DataFrame, indices: Iterable[int], ranks: Any, ok: 
     ok = np.broadcast_to(np.asarray(ok, dtype=bool), (len(df),))
     interval = np.array([ranks(n) is not None for n in counts], dtype=bool)
     for i in indices:
-        picked = np.array([[_item(v, j) for j in range(4)] if good else [np.nan] * 4
-                           for v, good in zip(df.pop(f"ci{i}"), ok)], dtype=float).reshape(len(df), 4)
+        picked = np.array(
+            [[_item(v, j) for j in range(4)] if good else [np.nan] * 4 for v, good in zip(df.pop(f"ci{i}"), ok)],
+            dtype=float,
+        ).reshape(len(df), 4)
         df[f"med{i}"] = (picked[:, 1] + picked[:, 2]) / 2
         df[f"lo{i}"] = np.where(interval, picked[:, 0], np.nan)
         df[f"hi{i}"] = np.where(interval, picked[:, 3], np.nan)
@@ -694,6 +863,7 @@ def _same(a: Any, b: Any) -> bool:
 
 # --- opening a table -------------------------------------------------------------------------
 
+
 def open_table(table: Any, *, required: Sequence[str] = REQUIRED) -> Table:
     """A :class:`Table` over a DataFrame, a Parquet or CSV file (by its extension), or a Table.
 
@@ -721,8 +891,10 @@ def open_table(table: Any, *, required: Sequence[str] = REQUIRED) -> Table:
         return _from_parquet(path, required)
     if suffix == ".csv":
         return _from_csv(path, required)
-    raise TableError(f"{str(path)!r} is not a results table: a results table is a .csv or .parquet file "
-                     f"(got {suffix or 'no extension'}).")
+    raise TableError(
+        f"{str(path)!r} is not a results table: a results table is a .csv or .parquet file "
+        f"(got {suffix or 'no extension'})."
+    )
 
 
 def _from_store(path: Path, folder: Path, required: Sequence[str]) -> Table | None:
@@ -743,15 +915,27 @@ def _from_store(path: Path, folder: Path, required: Sequence[str]) -> Table | No
         warnings.warn(f"{damage}; they are left out of this table", stacklevel=3)
     if held.runs == 0:
         scratch.cleanup()
-        raise TableError(f"{str(path)!r} has no finished runs yet: its store {str(folder)!r} holds none of the "
-                         f"{held.total:,} runs of the grid {held.name!r}.")
+        raise TableError(
+            f"{str(path)!r} has no finished runs yet: its store {str(folder)!r} holds none of the "
+            f"{held.total:,} runs of the grid {held.name!r}."
+        )
     table = _from_parquet(held.path, required)
     running = _running(path)
-    state = ("the grid is still running" if running else "the grid was stopped before it finished") \
-        if held.runs < held.total else "every run, the table itself not yet written"
+    state = (
+        ("the grid is still running" if running else "the grid was stopped before it finished")
+        if held.runs < held.total
+        else "every run, the table itself not yet written"
+    )
     note = f"{held.runs:,} of {held.total:,} runs, read from {folder} ({state})"
-    return Table(table.source, name=str(path), columns=table.columns, spec=table.spec,
-                 complete=held.runs == held.total, keep=scratch, note=note)
+    return Table(
+        table.source,
+        name=str(path),
+        columns=table.columns,
+        spec=table.spec,
+        complete=held.runs == held.total,
+        keep=scratch,
+        note=note,
+    )
 
 
 def _running(path: Path) -> bool:
@@ -816,8 +1000,9 @@ def _checked_columns(path: Path, kind: str, source: str, required: Sequence[str]
         raise TableError(f"{str(path)!r} is not a readable {kind} file: {_first_line(err)}") from None
     missing = [c for c in required if c not in columns]
     if missing:
-        raise TableError(f"{str(path)!r} is not a results table: the {kind} file lacks the columns "
-                         f"{', '.join(missing)}.")
+        raise TableError(
+            f"{str(path)!r} is not a results table: the {kind} file lacks the columns {', '.join(missing)}."
+        )
     return columns
 
 
@@ -842,11 +1027,15 @@ def _with_later_axes(source: str, columns: Mapping[str, str]) -> tuple[str, dict
     if not missing and not cast:
         return source, dict(columns)
     star = "* REPLACE (average_from::VARCHAR AS average_from)" if cast else "*"
-    types = {a: "VARCHAR" if a == "average_from" else "BOOLEAN" if isinstance(d, bool) else "DOUBLE"
-             for a, d in LATER_DEFAULTS.items()}
+    types = {
+        a: "VARCHAR" if a == "average_from" else "BOOLEAN" if isinstance(d, bool) else "DOUBLE"
+        for a, d in LATER_DEFAULTS.items()
+    }
     types["num_inputs"] = "BIGINT"
-    added = [f"{literal(average_text(d)) if a == 'average_from' else f'{str(d).upper()}::{types[a]}'} AS {quote(a)}"
-             for a, d in missing.items()]
+    added = [
+        f"{literal(average_text(d)) if a == 'average_from' else f'{str(d).upper()}::{types[a]}'} AS {quote(a)}"
+        for a, d in missing.items()
+    ]
     out = dict(columns)
     out.update({a: types[a] for a in (*missing, *(["average_from"] if cast else []))})
     return f"(SELECT {', '.join([star, *added])} FROM {source})", out
@@ -876,8 +1065,13 @@ def _from_parquet(path: Path, required: Sequence[str]) -> Table:
     source, columns = _with_later_axes(source, columns)
     study = json.loads(meta[b"study"]) if b"study" in meta else {}
     spec = study.get("spec")
-    return Table(source, name=str(path), columns=columns, spec=spec,
-                 complete=spec is not None and not study.get("partial", False))
+    return Table(
+        source,
+        name=str(path),
+        columns=columns,
+        spec=spec,
+        complete=spec is not None and not study.get("partial", False),
+    )
 
 
 def _from_csv(path: Path, required: Sequence[str]) -> Table:
@@ -889,14 +1083,17 @@ def _from_csv(path: Path, required: Sequence[str]) -> Table:
         if column in columns and not table.numeric(column):
             if table.count() == 0:  # a header alone: no types to infer
                 raise TableError(f"{str(path)!r} holds no runs: the CSV file has its header and no rows.")
-            bad = _rows(f"SELECT {quote(column)} FROM {source} WHERE TRY_CAST({quote(column)} AS DOUBLE) IS NULL "
-                        f"AND {quote(column)} IS NOT NULL LIMIT 1")
+            bad = _rows(
+                f"SELECT {quote(column)} FROM {source} WHERE TRY_CAST({quote(column)} AS DOUBLE) IS NULL "
+                f"AND {quote(column)} IS NOT NULL LIMIT 1"
+            )
             if not bad and not _rows(f"SELECT 1 FROM {source} WHERE {quote(column)} IS NOT NULL LIMIT 1"):
                 empty.append(column)
                 continue
             found = repr(bad[0][0]) if bad else f"values of type {columns[column]}"
-            raise TableError(f"{str(path)!r} is not a results table: its column {column} must hold numbers, "
-                             f"but holds {found}.")
+            raise TableError(
+                f"{str(path)!r} is not a results table: its column {column} must hold numbers, but holds {found}."
+            )
     if empty:
         source = f"(SELECT * REPLACE ({', '.join(f'{quote(c)}::DOUBLE AS {quote(c)}' for c in empty)}) FROM {source})"
         columns.update({c: "DOUBLE" for c in empty})

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import re
+import signal
 import sys
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["main"]
 
@@ -49,6 +49,8 @@ def _sigterm_as_interrupt():
 def _stopped(err: KeyboardInterrupt) -> tuple[str, int]:
     """What a stop is called, and its exit status."""
     return ("terminated", EXIT_TERMINATED) if isinstance(err, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+
+
 #: Failed chunks listed one per line; past this many, a count of the others.
 _MAX_FAILURES_SHOWN = 10
 
@@ -98,9 +100,8 @@ def _seconds(text: str) -> float:
 
 
 def _build_parser() -> _Parser:
-    from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINES
-
     from . import __version__
+    from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINES
 
     parser = _Parser(prog="study", description="Estimation error of minibatch SGD on d2l's concise linear regression.")
     parser.add_argument("--version", action="version", version=f"%(prog)s (estimation-study) {__version__}")
@@ -108,124 +109,242 @@ def _build_parser() -> _Parser:
 
     run = sub.add_parser("run", help="train every run of a TOML grid and write the tidy CSV")
     run.add_argument("spec", type=Path, help="the TOML spec (see experiments/quick.toml)")
-    run.add_argument("--out", type=Path, help="output table, .csv or .parquet (default: results/raw/NAME.csv, or "
-                     f"NAME.parquet past {CSV_MAX_ROWS:,} rows)")
+    run.add_argument(
+        "--out",
+        type=Path,
+        help="output table, .csv or .parquet (default: results/raw/NAME.csv, or "
+        f"NAME.parquet past {CSV_MAX_ROWS:,} rows)",
+    )
     run.add_argument("--jobs", type=_positive_int, default=-1, help="workers (-1: all cores, or one per GPU)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     run.add_argument("--engine", choices=ENGINES, default="batched")
-    run.add_argument("--backend", choices=BACKENDS, default="loky",
-                     help="a joblib backend, or dask: a Dask cluster (--scheduler), else a local one")
-    run.add_argument("--scheduler", metavar="ADDRESS",
-                     help="with --backend dask: tcp://HOST:PORT of a running `dask scheduler`, or its scheduler file")
-    run.add_argument("--chunk-timeout", type=_seconds, metavar="SECONDS",
-                     help=f"with --backend dask: give up a chunk after this long on the cluster "
-                          f"(default {DEFAULT_CHUNK_TIMEOUT:g})")
-    run.add_argument("--chunk-size", type=_positive_int, default=None, help="at most this many runs per chunk, rounded down to whole streams (at least one)")
-    run.add_argument("--fresh", action="store_true",
-                     help="empty the store of finished runs kept beside the output (OUT.store/) and train every run")
-    run.add_argument("--force", action="store_true",
-                     help="start even where the disk lacks the room the output is estimated to take")
-    run.add_argument("--dry-run", action="store_true",
-                     help="print the runs, rows, chunks, devices, an estimate of the time and the CSV's size; run nothing")
+    run.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="loky",
+        help="a joblib backend, or dask: a Dask cluster (--scheduler), else a local one",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --backend dask: tcp://HOST:PORT of a running `dask scheduler`, or its scheduler file",
+    )
+    run.add_argument(
+        "--chunk-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"with --backend dask: give up a chunk after this long on the cluster (default {DEFAULT_CHUNK_TIMEOUT:g})",
+    )
+    run.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=None,
+        help="at most this many runs per chunk, rounded down to whole streams (at least one)",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="empty the store of finished runs kept beside the output (OUT.store/) and train every run",
+    )
+    run.add_argument(
+        "--force", action="store_true", help="start even where the disk lacks the room the output is estimated to take"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs, rows, chunks, devices, an estimate of the time and the CSV's size; run nothing",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    run.add_argument("--target-precision", type=_fraction, metavar="F",
-                     help="grow the replicates, reusing the runs already trained, until the 95%% interval of the median "
-                          "of --metric is within ±F (e.g. 0.05) of it in every cell, or --max-replicates is reached; "
-                          "with --dry-run, predict the replicates from the runs the output already holds")
-    run.add_argument("--metric", default="w_err_norm", metavar="M",
-                     help="with --target-precision: the error whose median is made precise (w_err_norm, b_err, w_err_J)")
-    run.add_argument("--max-replicates", type=_positive_int, default=1000, metavar="N",
-                     help="with --target-precision: the most replicates a cell may grow to (default 1000)")
+    run.add_argument(
+        "--target-precision",
+        type=_fraction,
+        metavar="F",
+        help="grow the replicates, reusing the runs already trained, until the 95%% interval of the median "
+        "of --metric is within ±F (e.g. 0.05) of it in every cell, or --max-replicates is reached; "
+        "with --dry-run, predict the replicates from the runs the output already holds",
+    )
+    run.add_argument(
+        "--metric",
+        default="w_err_norm",
+        metavar="M",
+        help="with --target-precision: the error whose median is made precise (w_err_norm, b_err, w_err_J)",
+    )
+    run.add_argument(
+        "--max-replicates",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="with --target-precision: the most replicates a cell may grow to (default 1000)",
+    )
 
-    table = sub.add_parser("table", help="per-cell summary of a results table (or its diverged runs)",
-                           description="Per cell: runs, diverged runs, data streams, and the median of each error "
-                           "(--out: mean, median, 10% and 90% too). It says which epoch it shows and which axes a "
-                           "cell pools over. SGD's errors leave diverged runs out; least squares uses every run, "
-                           "once per data stream. " + _FOLDER_RULE)
+    table = sub.add_parser(
+        "table",
+        help="per-cell summary of a results table (or its diverged runs)",
+        description="Per cell: runs, diverged runs, data streams, and the median of each error "
+        "(--out: mean, median, 10% and 90% too). It says which epoch it shows and which axes a "
+        "cell pools over. SGD's errors leave diverged runs out; least squares uses every run, "
+        "once per data stream. " + _FOLDER_RULE,
+    )
     table.add_argument("table", type=Path, metavar="TABLE", help="a results table (.csv or .parquet)")
-    table.add_argument("--by", metavar="COLS",
-                       help="comma-separated columns that define a cell (default: the axes that vary, and epoch)")
-    table.add_argument("--epoch", type=int, metavar="E",
-                       help="the checkpoint shown (default: every checkpoint when epoch is among --by, else each "
-                            "run's last)")
-    table.add_argument("--where", action="append", metavar="KEY=VALUE",
-                       help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
-    table.add_argument("--diverged", action="store_true",
-                       help="list the runs that diverged (by --epoch, default by the last), with their cells")
-    table.add_argument("--precision", action="store_true",
-                       help="with each number its Monte Carlo precision: medians with their 95%% interval, and "
-                            "(with --out) bias, empirical SE, RMSE and relative efficiency against least squares, "
-                            "each with its MCSE, over data streams")
-    table.add_argument("--out", type=Path, metavar="PATH",
-                       help="write the whole table (every statistic) to this .csv or .parquet")
+    table.add_argument(
+        "--by",
+        metavar="COLS",
+        help="comma-separated columns that define a cell (default: the axes that vary, and epoch)",
+    )
+    table.add_argument(
+        "--epoch",
+        type=int,
+        metavar="E",
+        help="the checkpoint shown (default: every checkpoint when epoch is among --by, else each run's last)",
+    )
+    table.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable",
+    )
+    table.add_argument(
+        "--diverged",
+        action="store_true",
+        help="list the runs that diverged (by --epoch, default by the last), with their cells",
+    )
+    table.add_argument(
+        "--precision",
+        action="store_true",
+        help="with each number its Monte Carlo precision: medians with their 95%% interval, and "
+        "(with --out) bias, empirical SE, RMSE and relative efficiency against least squares, "
+        "each with its MCSE, over data streams",
+    )
+    table.add_argument(
+        "--out", type=Path, metavar="PATH", help="write the whole table (every statistic) to this .csv or .parquet"
+    )
 
-    compare = sub.add_parser("compare", help="each level of a factor against a baseline, paired by data stream",
-                             description="Per cell: the median of the paired ratios error / baseline's error over "
-                             "the data streams (runs that differ only in lr, loss, sigma or reduction share their data), "
-                             "with a 95%% interval from order statistics; the ratio of RMSEs with a bootstrap interval "
-                             "over streams; and the share of streams on which the level wins. A diverged run loses. A "
-                             "factor that changes the data (num_train, noise, noise_kind, batch_size) is compared "
-                             "unpaired, and says so. " + _FOLDER_RULE)
+    compare = sub.add_parser(
+        "compare",
+        help="each level of a factor against a baseline, paired by data stream",
+        description="Per cell: the median of the paired ratios error / baseline's error over "
+        "the data streams (runs that differ only in lr, loss, sigma or reduction share their data), "
+        "with a 95%% interval from order statistics; the ratio of RMSEs with a bootstrap interval "
+        "over streams; and the share of streams on which the level wins. A diverged run loses. A "
+        "factor that changes the data (num_train, noise, noise_kind, batch_size) is compared "
+        "unpaired, and says so. " + _FOLDER_RULE,
+    )
     compare.add_argument("table", type=Path, metavar="TABLE", help="a results table (.csv or .parquet)")
-    compare.add_argument("--factor", required=True, metavar="AXIS", help="the axis whose levels are compared, e.g. loss")
+    compare.add_argument(
+        "--factor", required=True, metavar="AXIS", help="the axis whose levels are compared, e.g. loss"
+    )
     compare.add_argument("--baseline", required=True, metavar="VALUE", help="the level compared against, e.g. squared")
-    compare.add_argument("--metric", default="w_err_norm", metavar="M",
-                         help="the error compared: w_err_norm (default), w_err_J, b_err, gap_w_norm or val_mse")
+    compare.add_argument(
+        "--metric",
+        default="w_err_norm",
+        metavar="M",
+        help="the error compared: w_err_norm (default), w_err_J, b_err, gap_w_norm or val_mse",
+    )
     compare.add_argument("--by", metavar="COLS", help="comma-separated cells (default: every other axis that varies)")
-    compare.add_argument("--where", action="append", metavar="KEY=VALUE",
-                         help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
+    compare.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable",
+    )
     compare.add_argument("--epoch", type=int, metavar="E", help="the checkpoint compared (default: each run's last)")
     compare.add_argument("--out", type=Path, metavar="PATH", help="write the comparison to this .csv or .parquet")
 
-    exercises = sub.add_parser("exercises", help="answer the section's five exercises, and two studies beyond: tables, figures, answers",
-                               description="Runs each exercise's grid (study/specs/exN_*.toml, package data) and writes under "
-                               "--out-dir: results/ (summary CSVs and answers.md), results/raw/ (the raw tables) "
-                               "and figures/ (PNG, or --formats). " + _FOLDER_RULE)
+    exercises = sub.add_parser(
+        "exercises",
+        help="answer the section's five exercises, and two studies beyond: tables, figures, answers",
+        description="Runs each exercise's grid (study/specs/exN_*.toml, package data) and writes under "
+        "--out-dir: results/ (summary CSVs and answers.md), results/raw/ (the raw tables) "
+        "and figures/ (PNG, or --formats). " + _FOLDER_RULE,
+    )
     exercises.add_argument("--quick", action="store_true", help="smaller grids, in seconds (into exercises-quick/)")
-    exercises.add_argument("--only", metavar="N,N",
-                           help="comma-separated study numbers: 1-5 the book's exercises, 6 and 7 beyond them "
-                                "(default: all)")
-    exercises.add_argument("--out-dir", type=Path, metavar="DIR",
-                           help="where results/ and figures/ go (default: '.', or exercises-quick/ with --quick)")
-    exercises.add_argument("--jobs", type=_positive_int, default=-1,
-                           help="processes the studies run in, side by side (-1: one per core, up to one per study)")
-    exercises.add_argument("--formats", default="png", metavar="EXT,EXT",
-                           help="the figures' formats, comma-separated among png, svg, pdf (default: png)")
+    exercises.add_argument(
+        "--only",
+        metavar="N,N",
+        help="comma-separated study numbers: 1-5 the book's exercises, 6 and 7 beyond them (default: all)",
+    )
+    exercises.add_argument(
+        "--out-dir",
+        type=Path,
+        metavar="DIR",
+        help="where results/ and figures/ go (default: '.', or exercises-quick/ with --quick)",
+    )
+    exercises.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=-1,
+        help="processes the studies run in, side by side (-1: one per core, up to one per study)",
+    )
+    exercises.add_argument(
+        "--formats",
+        default="png",
+        metavar="EXT,EXT",
+        help="the figures' formats, comma-separated among png, svg, pdf (default: png)",
+    )
     exercises.add_argument("--quiet", action="store_true", help="no progress bars, no report")
 
-    plot = sub.add_parser("plot", help="draw a figure from a results table (PNG, SVG or PDF)",
-                          description="A median line over the runs of each point with a band (--band: by default "
-                          "the 95%% interval of the median), on log axes, one line per --hue (and --style) value, one panel per --col and --row value. An axis of "
-                          "the table that varies but is neither on the figure nor fixed by --where is refused, "
-                          "never pooled; --epoch picks the checkpoint (default: the last) unless epoch is on the "
-                          "figure. The named figures put axes that vary on hue, then col, then row, and say so in "
-                          "their title. Dashed lines are theory (study.theory), drawn where it holds: least squares "
-                          "for Gaussian noise, the noise floor of SGD on the squared loss. " + _FOLDER_RULE)
+    plot = sub.add_parser(
+        "plot",
+        help="draw a figure from a results table (PNG, SVG or PDF)",
+        description="A median line over the runs of each point with a band (--band: by default "
+        "the 95%% interval of the median), on log axes, one line per --hue (and --style) value, one panel per --col and --row value. An axis of "
+        "the table that varies but is neither on the figure nor fixed by --where is refused, "
+        "never pooled; --epoch picks the checkpoint (default: the last) unless epoch is on the "
+        "figure. The named figures put axes that vary on hue, then col, then row, and say so in "
+        "their title. Dashed lines are theory (study.theory), drawn where it holds: least squares "
+        "for Gaussian noise, the noise floor of SGD on the squared loss. " + _FOLDER_RULE,
+    )
     plot.add_argument("table", type=Path, metavar="TABLE", help="a results table (.csv or .parquet)")
     what = plot.add_mutually_exclusive_group()
-    what.add_argument("--figure", metavar="NAME", help="error-vs-num_train | error-vs-epoch | error-vs-lr | heatmap | "
-                      "nested-loop (every cell on one axis, the factors' levels as steps beneath), or an exercise's "
-                      "figure (ex1_reduction, ..., ex5_data_size) drawn from its raw table")
+    what.add_argument(
+        "--figure",
+        metavar="NAME",
+        help="error-vs-num_train | error-vs-epoch | error-vs-lr | heatmap | "
+        "nested-loop (every cell on one axis, the factors' levels as steps beneath), or an exercise's "
+        "figure (ex1_reduction, ..., ex5_data_size) drawn from its raw table",
+    )
     what.add_argument("--x", metavar="X", help="the column on the x axis (instead of --figure)")
     plot.add_argument("--y", metavar="Y", help="the error column drawn (default: w_err_norm)")
-    for role, says in (("hue", "one colour"), ("style", "one marker"), ("col", "one column of panels"),
-                       ("row", "one row of panels")):
+    for role, says in (
+        ("hue", "one colour"),
+        ("style", "one marker"),
+        ("col", "one column of panels"),
+        ("row", "one row of panels"),
+    ):
         plot.add_argument(f"--{role}", metavar="COL", help=f"the column whose values get {says} each")
-    plot.add_argument("--order", metavar="A,B,...", help="with --figure nested-loop: its factors, outermost first, "
-                      "comma-separated; every axis that varies must be one (epoch too: every checkpoint a level) "
-                      "(default: every axis that varies, the data's first: num_train, batch_size, noise, noise_kind, "
-                      "then lr, loss, sigma, reduction)")
-    plot.add_argument("--where", action="append", metavar="KEY=VALUE",
-                      help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable")
+    plot.add_argument(
+        "--order",
+        metavar="A,B,...",
+        help="with --figure nested-loop: its factors, outermost first, "
+        "comma-separated; every axis that varies must be one (epoch too: every checkpoint a level) "
+        "(default: every axis that varies, the data's first: num_train, batch_size, noise, noise_kind, "
+        "then lr, loss, sigma, reduction)",
+    )
+    plot.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keep the rows whose axis KEY has VALUE (or one of VALUE,VALUE...); repeatable",
+    )
     plot.add_argument("--epoch", type=int, metavar="E", help="the checkpoint shown (default: the last)")
-    plot.add_argument("--title", metavar="TEXT", help="the figure's title, in place of the one it makes (the line "
-                      "saying what it holds fixed stays)")
-    plot.add_argument("--band", choices=("ci", "spread", "both"),
-                      help="the band around each line: ci, the 95%% interval of its median (default); spread, 10-90%% "
-                           "of the runs; both (the spread light, the interval dark)")
-    plot.add_argument("--out", type=Path, metavar="PATH",
-                      help="the figure, PNG, SVG or PDF by its extension; only that file is written "
-                           "(default: figures/TABLESTEM_NAME.png)")
+    plot.add_argument(
+        "--title",
+        metavar="TEXT",
+        help="the figure's title, in place of the one it makes (the line saying what it holds fixed stays)",
+    )
+    plot.add_argument(
+        "--band",
+        choices=("ci", "spread", "both"),
+        help="the band around each line: ci, the 95%% interval of its median (default); spread, 10-90%% "
+        "of the runs; both (the spread light, the interval dark)",
+    )
+    plot.add_argument(
+        "--out",
+        type=Path,
+        metavar="PATH",
+        help="the figure, PNG, SVG or PDF by its extension; only that file is written "
+        "(default: figures/TABLESTEM_NAME.png)",
+    )
 
     demo = sub.add_parser("demo", help="the seed's own example: lr 0.03, 3 epochs, w=[2, -3.4], b=4.2")
     demo.add_argument("--seed", type=int, default=0)
@@ -240,9 +359,17 @@ def _build_parser() -> _Parser:
 #: over 350 MB and minutes to write (about 30 s per million rows on the project's machine).
 CSV_MAX_ROWS = 1_000_000
 #: run_grid's (and plan_summary's) parameters, as the flags of `study run` that set them.
-_RUN_FLAGS = {"out": "--out", "n_jobs": "--jobs", "device": "--device", "engine": "--engine", "backend": "--backend",
-              "chunk_size": "--chunk-size", "scheduler": "--scheduler", "chunk_timeout": "--chunk-timeout",
-              "force": "--force"}
+_RUN_FLAGS = {
+    "out": "--out",
+    "n_jobs": "--jobs",
+    "device": "--device",
+    "engine": "--engine",
+    "backend": "--backend",
+    "chunk_size": "--chunk-size",
+    "scheduler": "--scheduler",
+    "chunk_timeout": "--chunk-timeout",
+    "force": "--force",
+}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -265,8 +392,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.dry_run or not args.quiet:
         with _in_flags(_RUN_FLAGS):
-            line = plan_summary(grid, n_jobs=args.jobs, device=args.device, engine=args.engine, backend=args.backend,
-                                chunk_size=args.chunk_size, out=out)
+            line = plan_summary(
+                grid,
+                n_jobs=args.jobs,
+                device=args.device,
+                engine=args.engine,
+                backend=args.backend,
+                chunk_size=args.chunk_size,
+                out=out,
+            )
         print(line, flush=True)
         if args.out is None and rows > CSV_MAX_ROWS:
             print(f"writing Parquet: {rows:,} rows are too many for a CSV (--out NAME.csv to have one anyway)")
@@ -278,11 +412,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         try:
             with _in_flags(_RUN_FLAGS):
+
                 def train(g) -> None:
-                    run_grid(g, out=out, n_jobs=args.jobs, device=args.device, engine=args.engine,
-                             backend=args.backend, resume=not args.fresh or g is not grid, progress=not args.quiet,
-                             chunk_size=args.chunk_size, scheduler=args.scheduler, chunk_timeout=args.chunk_timeout,
-                             frame=False, force=args.force)
+                    run_grid(
+                        g,
+                        out=out,
+                        n_jobs=args.jobs,
+                        device=args.device,
+                        engine=args.engine,
+                        backend=args.backend,
+                        resume=not args.fresh or g is not grid,
+                        progress=not args.quiet,
+                        chunk_size=args.chunk_size,
+                        scheduler=args.scheduler,
+                        chunk_timeout=args.chunk_timeout,
+                        frame=False,
+                        force=args.force,
+                    )
 
                 train(grid)
                 if args.target_precision is not None:
@@ -295,22 +441,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for failure in err.failures[:_MAX_FAILURES_SHOWN]:
             print(f"study: failed: {failure}", file=sys.stderr)
         if len(err.failures) > _MAX_FAILURES_SHOWN:
-            print(f"study: failed: ... and {len(err.failures) - _MAX_FAILURES_SHOWN} more chunks "
-                  f"(all listed in {out.stem}.partial.meta.json)", file=sys.stderr)
+            print(
+                f"study: failed: ... and {len(err.failures) - _MAX_FAILURES_SHOWN} more chunks "
+                f"(all listed in {out.stem}.partial.meta.json)",
+                file=sys.stderr,
+            )
         print(f"study: failed: {err}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt as err:
         kept = len(list(store.glob("*.runs"))) if store.is_dir() else 0
         what, status = _stopped(err)
-        print(f"study: {what}; {kept} finished chunks are kept in {store}; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"study: {what}; {kept} finished chunks are kept in {store}; run the same command again to resume",
+            file=sys.stderr,
+        )
         return status
     if not args.quiet:
         import json
 
         meta = json.loads(out.with_name(out.stem + ".meta.json").read_text())
-        print(f"wrote {out} ({meta['runs']} runs, {meta['rows']} rows) and {out.with_name(out.stem + '.meta.json').name}; "
-              f"{meta['runs_computed']} runs trained, {meta['runs_reused']} taken from {store}")
+        print(
+            f"wrote {out} ({meta['runs']} runs, {meta['rows']} rows) and {out.with_name(out.stem + '.meta.json').name}; "
+            f"{meta['runs_computed']} runs trained, {meta['runs_reused']} taken from {store}"
+        )
         from .results import default_by, summarize
 
         # From the file just written, by the analysis engine: a table of any size, never loaded whole.
@@ -332,22 +485,29 @@ def _grow_to_target(grid, out: Path, args: argparse.Namespace, train):
         cells = precision_shortfall(out, metric=args.metric, target=target, replicates=grid.replicates)
         short = cells[cells["relative"] > target]
         if short.empty:
-            print(f"target reached: the median of {args.metric} is within ±{target:.3g} of itself (95% interval) in "
-                  f"every cell{_diverging_text(cells)}, with {grid.replicates} replicates (worst "
-                  f"±{cells['relative'].max():.3g})")
+            print(
+                f"target reached: the median of {args.metric} is within ±{target:.3g} of itself (95% interval) in "
+                f"every cell{_diverging_text(cells)}, with {grid.replicates} replicates (worst "
+                f"±{cells['relative'].max():.3g})"
+            )
             return grid
         from .results import format_value
 
         worst = short.loc[[short["relative"].idxmax()]].to_dict("records")[0]
         cell = ", ".join(f"{a} = {format_value(worst[a])}" for a in cells.columns[: cells.columns.get_loc("units")])
         if grid.replicates >= cap:
-            print(f"--max-replicates {cap} reached: {len(short)} of {len(cells)} cells are still short of ±{target:.3g} "
-                  f"(worst ±{worst['relative']:.3g}, at {cell})")
+            print(
+                f"--max-replicates {cap} reached: {len(short)} of {len(cells)} cells are still short of ±{target:.3g} "
+                f"(worst ±{worst['relative']:.3g}, at {cell})"
+            )
             return grid
         grown = int(min(cap, max(grid.replicates + 1, short["replicates_needed"].max())))
         added = grid.n_runs // grid.replicates * (grown - grid.replicates)
-        print(f"round {round_}: {len(short)} of {len(cells)} cells short of ±{target:.3g}{_diverging_text(cells)} "
-              f"(worst ±{worst['relative']:.3g}, at {cell}); growing from {grid.replicates} to {grown} replicates: {added:,} runs to train", flush=True)
+        print(
+            f"round {round_}: {len(short)} of {len(cells)} cells short of ±{target:.3g}{_diverging_text(cells)} "
+            f"(worst ±{worst['relative']:.3g}, at {cell}); growing from {grid.replicates} to {grown} replicates: {added:,} runs to train",
+            flush=True,
+        )
         grid = Grid(**{**grid.to_dict(), "replicates": grown})
         train(grid)
     return grid
@@ -370,9 +530,11 @@ def _predict_replicates(grid, out: Path, args: argparse.Namespace) -> None:
         print(f"no runs in {out} yet to predict the replicates from: run it, or run fewer replicates first")
         return
     needed = int(cells["replicates_needed"].max())
-    print(f"from the runs in {out}: about {min(needed, args.max_replicates)} replicates for ±{args.target_precision:.3g} "
-          f"in every cell{_diverging_text(cells)} (now worst ±{cells['relative'].max():.3g})"
-          + (f"; --max-replicates {args.max_replicates} would stop first" if needed > args.max_replicates else ""))
+    print(
+        f"from the runs in {out}: about {min(needed, args.max_replicates)} replicates for ±{args.target_precision:.3g} "
+        f"in every cell{_diverging_text(cells)} (now worst ±{cells['relative'].max():.3g})"
+        + (f"; --max-replicates {args.max_replicates} would stop first" if needed > args.max_replicates else "")
+    )
 
 
 def _created(folders: Sequence[Path]) -> None:
@@ -383,9 +545,11 @@ def _created(folders: Sequence[Path]) -> None:
 
 
 #: The one rule for output folders, in every command (and in its --help).
-_FOLDER_RULE = ("Outputs: a path you give must lie in a folder that exists, or in one new folder inside an existing "
-                "one, which is created; a default output's folders (results/, results/raw/, figures/) are created "
-                "as needed. Each folder created is named on stderr; anything else is refused before any work.")
+_FOLDER_RULE = (
+    "Outputs: a path you give must lie in a folder that exists, or in one new folder inside an existing "
+    "one, which is created; a default output's folders (results/, results/raw/, figures/) are created "
+    "as needed. Each folder created is named on stderr; anything else is refused before any work."
+)
 
 
 def _output_path(path: Path, flag: str, suffixes: Sequence[str], *, default: bool = False) -> tuple[Path, list[Path]]:
@@ -400,13 +564,17 @@ def _output_path(path: Path, flag: str, suffixes: Sequence[str], *, default: boo
 
     def refuse(allowed: str) -> None:
         if default:  # the user typed no flag: the path is the command's own choice, and said so
-            raise ValueError(f"The default output {str(path)!r} (no {flag} given) must be {allowed}; give {flag} "
-                             f"elsewhere.")
+            raise ValueError(
+                f"The default output {str(path)!r} (no {flag} given) must be {allowed}; give {flag} elsewhere."
+            )
         raise ValueError(f"The {flag!r} option must be {allowed}. Got {str(path)!r} instead.")
 
     if suffixes and path.suffix.lower() not in suffixes:
-        refuse(f"a path ending in {', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1
-               else f"a path ending in {suffixes[0]}")
+        refuse(
+            f"a path ending in {', '.join(suffixes[:-1])} or {suffixes[-1]}"
+            if len(suffixes) > 1
+            else f"a path ending in {suffixes[0]}"
+        )
     try:
         folder = path if not suffixes else path.parent
         if suffixes and path.is_dir():
@@ -421,8 +589,10 @@ def _output_path(path: Path, flag: str, suffixes: Sequence[str], *, default: boo
                 break
             existing = existing.parent
         if len(missing) > 1 and not default:
-            refuse(f"a path in an existing folder, or in one new folder inside an existing one (neither "
-                   f"{str(missing[0])!r} nor {str(missing[-1])!r} exists)")
+            refuse(
+                f"a path in an existing folder, or in one new folder inside an existing one (neither "
+                f"{str(missing[0])!r} nor {str(missing[-1])!r} exists)"
+            )
         if not existing.is_dir():
             refuse(f"a path in a folder ({str(existing)!r} is a file)")
         if not os.access(existing, os.W_OK | os.X_OK):
@@ -448,9 +618,22 @@ def _make_folders(folders: Sequence[Path]) -> None:
 #: How table, plot and exercises name their functions' parameters: by the flags the user typed.
 _TABLE_FLAGS = {"by": "--by", "epoch": "--epoch", "where": "--where", "out": "--out"}
 _COMPARE_FLAGS = {**_TABLE_FLAGS, "factor": "--factor", "baseline": "--baseline", "metric": "--metric"}
-_PLOT_FLAGS = {"figure": "--figure", "x": "--x", "y": "--y", "value": "--y", "hue": "--hue", "style": "--style",
-               "band": "--band", "title": "--title", "order": "--order",
-               "col": "--col", "row": "--row", "where": "--where", "epoch": "--epoch", "out": "--out"}
+_PLOT_FLAGS = {
+    "figure": "--figure",
+    "x": "--x",
+    "y": "--y",
+    "value": "--y",
+    "hue": "--hue",
+    "style": "--style",
+    "band": "--band",
+    "title": "--title",
+    "order": "--order",
+    "col": "--col",
+    "row": "--row",
+    "where": "--where",
+    "epoch": "--epoch",
+    "out": "--out",
+}
 _EXERCISES_FLAGS = {"numbers": "--only", "out_dir": "--out-dir"}
 
 
@@ -497,8 +680,18 @@ def _rendered_width(frame) -> int:
 def _render(frame) -> str:
     import pandas as pd
 
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 10_000,
-                           "display.max_colwidth", 60, "display.float_format", "{:.3g}".format):
+    with pd.option_context(
+        "display.max_rows",
+        None,
+        "display.max_columns",
+        None,
+        "display.width",
+        10_000,
+        "display.max_colwidth",
+        60,
+        "display.float_format",
+        "{:.3g}".format,
+    ):
         return frame.to_string(index=False)
 
 
@@ -520,13 +713,27 @@ def _print_fitting(frame, keep: int) -> None:
     columns, dropped = _columns_line(frame, width, keep)
     print(_render(frame[columns]))
     if dropped:
-        print(textwrap.fill(f"({len(dropped)} columns left out to fit {width} characters: {', '.join(dropped)}; "
-                            "--out FILE writes every column)", width))
+        print(
+            textwrap.fill(
+                f"({len(dropped)} columns left out to fit {width} characters: {', '.join(dropped)}; "
+                "--out FILE writes every column)",
+                width,
+            )
+        )
 
 
 #: The medians `study table` prints, in the order they are left out last to first.
-_PRINTED = ("count", "diverged", "streams", "w_err_norm_median", "ols_w_err_norm_median", "b_err_abs_median",
-            "gap_w_norm_median", "ols_b_err_abs_median", "val_mse_median")
+_PRINTED = (
+    "count",
+    "diverged",
+    "streams",
+    "w_err_norm_median",
+    "ols_w_err_norm_median",
+    "b_err_abs_median",
+    "gap_w_norm_median",
+    "ols_b_err_abs_median",
+    "val_mse_median",
+)
 
 
 #: With --precision: what is printed besides the medians (each with its interval), each as
@@ -542,15 +749,23 @@ def _print_medians(summary) -> None:
     precision = summary.attrs.get("ci") is not None
     printed = (*_PRINTED[:3], *(_PRINTED_PRECISION if precision else ()), *_PRINTED[3:])
     added = _precision_columns(summary)
-    cells = [c for c in summary.columns if c not in printed and c not in added
-             and not c.endswith(("_mean", "_median", "_q10", "_q90")) and c != "pooled_over"]
+    cells = [
+        c
+        for c in summary.columns
+        if c not in printed
+        and c not in added
+        and not c.endswith(("_mean", "_median", "_q10", "_q90"))
+        and c != "pooled_over"
+    ]
     columns = [*cells, *[c for c in printed if c in summary.columns]]
     shown = summary[columns].copy()
     if precision:
         for c in columns:
             if f"{c}_lo" in summary:
-                shown[c] = [f"{m:.2g} [{lo:.2g}, {hi:.2g}]" for m, lo, hi in
-                            zip(summary[c], summary[f"{c}_lo"], summary[f"{c}_hi"])]
+                shown[c] = [
+                    f"{m:.2g} [{lo:.2g}, {hi:.2g}]"
+                    for m, lo, hi in zip(summary[c], summary[f"{c}_lo"], summary[f"{c}_hi"])
+                ]
             elif f"{c}_mcse" in summary:
                 shown[c] = [f"{v:.2g} ± {e:.1g}" for v, e in zip(summary[c], summary[f"{c}_mcse"])]
     _print_fitting(shown, keep=min(len(columns), len(cells) + 4))
@@ -579,8 +794,14 @@ def _cmd_table(args: argparse.Namespace) -> int:
         if args.by is not None:
             by = [c.strip() for c in args.by.split(",") if c.strip()]
             if not by or args.diverged:
-                raise ParameterError("by", "option", "column names separated by commas, and left out with --diverged"
-                                     if args.diverged else "column names separated by commas", args.by)
+                raise ParameterError(
+                    "by",
+                    "option",
+                    "column names separated by commas, and left out with --diverged"
+                    if args.diverged
+                    else "column names separated by commas",
+                    args.by,
+                )
         rows, where = _chosen_rows(args.table, args.where)
         fixed = f"; where {_where_text(where)}" if where else ""
         if rows.note:
@@ -592,10 +813,14 @@ def _cmd_table(args: argparse.Namespace) -> int:
         else:
             table = summarize(rows, by=by, epoch=args.epoch, ci=0.95 if args.precision else None)
             pooled = table.attrs["pooled"]
-            _say(f"{table.attrs['epoch']}; cells by {', '.join(table.attrs['by'])}{fixed}; "
-                 + (f"pooled over {describe_axes(pooled)}" if pooled else "nothing pooled"))
-            _say("count: runs; SGD's medians leave out the diverged runs; least squares (ols_*) uses every run, "
-                 "once per data stream (streams)")
+            _say(
+                f"{table.attrs['epoch']}; cells by {', '.join(table.attrs['by'])}{fixed}; "
+                + (f"pooled over {describe_axes(pooled)}" if pooled else "nothing pooled")
+            )
+            _say(
+                "count: runs; SGD's medians leave out the diverged runs; least squares (ols_*) uses every run, "
+                "once per data stream (streams)"
+            )
     if out is not None:
         _make_folders(folders)
         write_table(table, out)
@@ -625,18 +850,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         _say(rows.note)
     fixed = f"; where {_where_text(where)}" if where else ""
     a = table.attrs
-    how = ("paired by data stream" if a["paired"] else
-           f"unpaired: {a['factor']} changes the data, so no two of its levels share a stream")
-    _say(f"{a['epoch']}; {a['metric']} of each {a['factor']} against {a['factor']} = {format_value(a['baseline'])}, "
-         f"{how}{fixed}")
-    _say("ratio: median of the paired ratios (unpaired: ratio of the medians), with its 95% interval; rmse_ratio: "
-         "ratio of RMSEs, bootstrap 95% interval; wins: share of streams where the level's error is smaller; a "
-         "diverged run loses" if a["paired"] else "ratio: ratio of the medians, 95% interval from the two medians' "
-         "intervals; rmse_ratio: ratio of RMSEs, bootstrap 95% interval; diverged runs count as infinite errors")
+    how = (
+        "paired by data stream"
+        if a["paired"]
+        else f"unpaired: {a['factor']} changes the data, so no two of its levels share a stream"
+    )
+    _say(
+        f"{a['epoch']}; {a['metric']} of each {a['factor']} against {a['factor']} = {format_value(a['baseline'])}, "
+        f"{how}{fixed}"
+    )
+    _say(
+        "ratio: median of the paired ratios (unpaired: ratio of the medians), with its 95% interval; rmse_ratio: "
+        "ratio of RMSEs, bootstrap 95% interval; wins: share of streams where the level's error is smaller; a "
+        "diverged run loses"
+        if a["paired"]
+        else "ratio: ratio of the medians, 95% interval from the two medians' "
+        "intervals; rmse_ratio: ratio of RMSEs, bootstrap 95% interval; diverged runs count as infinite errors"
+    )
     shown = table.drop(columns=["baseline", "paired"] + ([] if a["paired"] else ["wins"]))
     for name in ("ratio", "rmse_ratio"):
-        shown[name] = [f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in
-                       zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"])]
+        shown[name] = [
+            f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"])
+        ]
         shown = shown.drop(columns=[f"{name}_lo", f"{name}_hi"])
     if a["paired"]:
         shown["wins"] = [f"{w:.0%}" for w in table["wins"]]
@@ -694,15 +929,25 @@ def _exercises(args: argparse.Namespace, started: float) -> int:
             check_numbers(numbers)
         formats = tuple(f".{f.strip().lower().lstrip('.')}" for f in args.formats.split(",") if f.strip())
         if not formats or any(f not in FIGURE_FORMATS for f in formats):
-            raise ValueError(f"The '--formats' option must be some of png, svg, pdf, separated by commas. "
-                             f"Got {args.formats!r} instead.")
+            raise ValueError(
+                f"The '--formats' option must be some of png, svg, pdf, separated by commas. "
+                f"Got {args.formats!r} instead."
+            )
         out_dir = args.out_dir or Path("exercises-quick" if args.quick else ".")
         out_dir, folders = _output_path(out_dir, "--out-dir", (), default=args.out_dir is None)
     _make_folders([*folders, out_dir, *(out_dir / f for f in LAYOUT)])
     # The studies run in worker processes where there are cores for them, so this one imports
     # neither torch nor matplotlib.
-    run_studies(numbers, quick=args.quick, out_dir=out_dir, n_jobs=args.jobs, progress=not args.quiet,
-                log=(lambda _: None) if args.quiet else print, formats=formats, keep=False)
+    run_studies(
+        numbers,
+        quick=args.quick,
+        out_dir=out_dir,
+        n_jobs=args.jobs,
+        progress=not args.quiet,
+        log=(lambda _: None) if args.quiet else print,
+        formats=formats,
+        keep=False,
+    )
     if not args.quiet:
         print(f"done in {time.perf_counter() - started:.1f} s; answers in {out_dir / 'results' / 'answers.md'}")
     return EXIT_OK
@@ -717,8 +962,9 @@ def _only_numbers(only: str | None) -> list[int] | None:
     except ValueError:
         numbers = []
     if not numbers:
-        raise ValueError(f"The '--only' option must be exercise numbers separated by commas (e.g. 1,5). "
-                         f"Got {only!r} instead.")
+        raise ValueError(
+            f"The '--only' option must be exercise numbers separated by commas (e.g. 1,5). Got {only!r} instead."
+        )
     return numbers
 
 
@@ -744,8 +990,10 @@ def _start_study_workers(args: argparse.Namespace) -> None:
 
 #: The measured columns of the results schema (study.results.metric_columns): what a role may
 #: name besides the axes, whatever the table.
-_SCHEMA_COLUMN = re.compile(r"w_(hat|err)_\d+|w_err_norm|w_err_max|b_hat|b_err|train_loss|val_mse|grad_w_norm|grad_b|"
-                                          r"ols_w_err_norm|ols_b_err|gap_w_norm|steps")
+_SCHEMA_COLUMN = re.compile(
+    r"w_(hat|err)_\d+|w_err_norm|w_err_max|b_hat|b_err|train_loss|val_mse|grad_w_norm|grad_b|"
+    r"ols_w_err_norm|ols_b_err|gap_w_norm|steps"
+)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -753,17 +1001,26 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     nested = args.figure == "nested-loop"
     if args.order is not None and not nested and (args.figure or args.x):  # neither: refused below
         shown = "--x" if args.figure is None else f"the figure {args.figure}"
-        raise ValueError(f"The '--order' option must be left out with {shown} (only --figure nested-loop takes it). "
-                         f"Got {args.order!r} instead.")
+        raise ValueError(
+            f"The '--order' option must be left out with {shown} (only --figure nested-loop takes it). "
+            f"Got {args.order!r} instead."
+        )
     # A role that no table could hold is refused before anything heavy is imported (the same
     # words as the check against the table's own columns, below).
     from .vocabulary import AXES
 
-    for flag, value in (("--x", args.x), ("--hue", args.hue), ("--style", args.style), ("--col", args.col),
-                        ("--row", args.row)):
+    for flag, value in (
+        ("--x", args.x),
+        ("--hue", args.hue),
+        ("--style", args.style),
+        ("--col", args.col),
+        ("--row", args.row),
+    ):
         if value is not None and value not in AXES and not _SCHEMA_COLUMN.fullmatch(value):
-            raise ValueError(f"The {flag!r} option must be one column of the table (its axes: {', '.join(AXES)}). "
-                             f"Got {value!r} instead.")
+            raise ValueError(
+                f"The {flag!r} option must be one column of the table (its axes: {', '.join(AXES)}). "
+                f"Got {value!r} instead."
+            )
     placing = "add them to --order or " if nested else None  # the nested-loop plot's factors are its roles
     with _in_flags(_PLOT_FLAGS, roles=not exercise, place=placing):
         from .exercises import draw_figure, draw_xy, figure_names
@@ -771,8 +1028,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         from .results import ParameterError
 
         if args.figure is None and args.x is None:
-            raise ValueError("The '--figure' or '--x' option must be given: a named figure, or the x axis of "
-                             "your own (with --y, default w_err_norm). Got neither.")
+            raise ValueError(
+                "The '--figure' or '--x' option must be given: a named figure, or the x axis of "
+                "your own (with --y, default w_err_norm). Got neither."
+            )
         if args.figure is not None and args.figure not in figure_names():
             raise ParameterError("figure", "option", f"one of {figure_names()}", args.figure)
         y = args.y or "w_err_norm"
@@ -784,11 +1043,21 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out = args.out or Path("figures") / f"{args.table.stem}_{name}.png"
         out, folders = _output_path(out, "--out", FIGURE_FORMATS, default=args.out is None)
         if args.figure is not None:
-            fig = draw_figure(rows, args.figure, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band,
-                              title=args.title, order=args.order)
+            fig = draw_figure(
+                rows,
+                args.figure,
+                y=y,
+                **roles,
+                epoch=args.epoch,
+                fixed=where,
+                band=args.band,
+                title=args.title,
+                order=args.order,
+            )
         else:
-            fig = draw_xy(rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band or "ci",
-                          title=args.title)
+            fig = draw_xy(
+                rows, x=args.x, y=y, **roles, epoch=args.epoch, fixed=where, band=args.band or "ci", title=args.title
+            )
     _make_folders(folders)
     written = save_figure(fig, out)
     if rows.note:
@@ -820,8 +1089,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        command = {"run": _cmd_run, "table": _cmd_table, "compare": _cmd_compare, "exercises": _cmd_exercises,
-                   "plot": _cmd_plot, "demo": _cmd_demo}[args.command]
+        command = {
+            "run": _cmd_run,
+            "table": _cmd_table,
+            "compare": _cmd_compare,
+            "exercises": _cmd_exercises,
+            "plot": _cmd_plot,
+            "demo": _cmd_demo,
+        }[args.command]
         return command(args)
     except SystemExit as done:  # argparse after --help: main returns its status, as for every other path
         return done.code if isinstance(done.code, int) else EXIT_OK

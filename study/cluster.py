@@ -19,9 +19,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from ._checks import fail
 from .dispatch import Task, one_line, train_chunk
@@ -42,8 +43,12 @@ def check_dask_installed() -> None:
     import importlib.util
 
     if importlib.util.find_spec("distributed") is None:
-        fail("backend", "parameter of run_grid", "one of the backends installed ('dask' needs the dask extra: "
-             "pip install 'estimation-study[dask]')", "dask")
+        fail(
+            "backend",
+            "parameter of run_grid",
+            "one of the backends installed ('dask' needs the dask extra: pip install 'estimation-study[dask]')",
+            "dask",
+        )
 
 
 @contextlib.contextmanager
@@ -69,10 +74,19 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
             stack.enter_context(dask.config.set({"temporary-directory": scratch}))
             # No dashboard; the scheduler's HTTP server (always started) on a free loopback port,
             # not on 8787, which another cluster may hold.
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL,
-                local_directory=scratch, preload=[_IGNORE_CTRL_C]))
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    silence_logs=logging.CRITICAL,
+                    local_directory=scratch,
+                    preload=[_IGNORE_CTRL_C],
+                )
+            )
             yield stack.enter_context(Client(cluster, set_as_default=False))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -83,7 +97,7 @@ _SCRATCH_PREFIX = "study-dask-"
 
 def _remove_scratch_of_dead_runs() -> None:
     for folder in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
-        pid = folder.name[len(_SCRATCH_PREFIX):].split("-")[0]
+        pid = folder.name[len(_SCRATCH_PREFIX) :].split("-")[0]
         if pid.isdigit() and not _process_exists(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -130,9 +144,17 @@ class _Attempt:
     deadline: float
 
 
-def dask_results(client: Any, plan: Plan, tasks: Sequence[Task], checkpoints: list[int], engine: str,
-                  devices: list[str], limit: int | None, chunk_timeout: float,
-                  options: Options = DEFAULT) -> Iterator[tuple]:
+def dask_results(
+    client: Any,
+    plan: Plan,
+    tasks: Sequence[Task],
+    checkpoints: list[int],
+    engine: str,
+    devices: list[str],
+    limit: int | None,
+    chunk_timeout: float,
+    options: Options = DEFAULT,
+) -> Iterator[tuple]:
     """Train chunks on a Dask cluster; yield ``(n, segment, None)`` or ``(n, None, reason)``
     for every chunk, each within ``chunk_timeout`` seconds of being handed to the cluster.
 
@@ -145,8 +167,7 @@ def dask_results(client: Any, plan: Plan, tasks: Sequence[Task], checkpoints: li
     """
     from distributed import KilledWorker
 
-    pending = collections.deque(
-        (task, task.n, devices[i % len(devices)]) for i, task in enumerate(tasks))
+    pending = collections.deque((task, task.n, devices[i % len(devices)]) for i, task in enumerate(tasks))
     suspects: collections.deque = collections.deque()
     inflight: dict[Any, _Attempt] = {}
     no_workers_since: float | None = None
@@ -155,8 +176,17 @@ def dask_results(client: Any, plan: Plan, tasks: Sequence[Task], checkpoints: li
     def submit(chunk: Chunk | Task, n: int, device: str, alone: bool) -> None:
         if not isinstance(chunk, Chunk):  # made as it is handed out
             chunk = chunk.chunk(plan)
-        future = client.submit(train_chunk, chunk, checkpoints, engine, device, n, options,
-                               key=f"study-chunk-{n}-{uuid.uuid4().hex[:8]}", pure=False)
+        future = client.submit(
+            train_chunk,
+            chunk,
+            checkpoints,
+            engine,
+            device,
+            n,
+            options,
+            key=f"study-chunk-{n}-{uuid.uuid4().hex[:8]}",
+            pure=False,
+        )
         inflight[future] = _Attempt(chunk, n, device, alone, time.monotonic() + chunk_timeout)
         future.add_done_callback(lambda _: settled.set())
 
@@ -201,8 +231,14 @@ def dask_results(client: Any, plan: Plan, tasks: Sequence[Task], checkpoints: li
                 elif now > attempt.deadline:
                     del inflight[future]
                     _give_up(client, future)
-                    yield attempt.n, None, (f"no result within {chunk_timeout:g} s (chunk_timeout); "
-                                              "the chunk was cancelled and its worker restarted")
+                    yield (
+                        attempt.n,
+                        None,
+                        (
+                            f"no result within {chunk_timeout:g} s (chunk_timeout); "
+                            "the chunk was cancelled and its worker restarted"
+                        ),
+                    )
     finally:
         if inflight:  # interrupted: the cluster need not finish what no one will read
             with contextlib.suppress(Exception):
@@ -233,7 +269,12 @@ def _outcome(future: Any, attempt: _Attempt, killed_worker: type) -> tuple | Non
     if isinstance(err, killed_worker):
         if not attempt.alone:
             return None
-        return attempt.n, None, (
-            f"KilledWorker: the worker process died each of the {err.allowed_failures + 1} times it ran this chunk, "
-            "alone on the cluster too (out of memory? a crash in native code? see the workers' logs)")
+        return (
+            attempt.n,
+            None,
+            (
+                f"KilledWorker: the worker process died each of the {err.allowed_failures + 1} times it ran this chunk, "
+                "alone on the cluster too (out of memory? a crash in native code? see the workers' logs)"
+            ),
+        )
     return attempt.n, None, one_line(err)

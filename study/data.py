@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 
 from . import streams
-from .vocabulary import NOISE_KINDS
 from ._checks import check_choice, check_int, check_real, check_vector, fail
+from .vocabulary import NOISE_KINDS
 
 __all__ = [
     "SyntheticRegressionData",
@@ -50,8 +50,9 @@ OUTLIER_SCALE = 10.0
 INIT_STD = 0.01
 
 
-def draw_counter_data(seeds: torch.Tensor, w: torch.Tensor, b: float, noise: float, noise_kind: str,
-                      num_train: int, num_val: int) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_counter_data(
+    seeds: torch.Tensor, w: torch.Tensor, b: float, noise: float, noise_kind: str, num_train: int, num_val: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The counter stream's data of S seeds at once, on the seeds' device.
 
     Returns X (S, n, d) and y (S, n) float32, n = num_train + num_val. Every operation is
@@ -146,8 +147,15 @@ class SyntheticRegressionData:
             self.X, self.y = self._draw()
         else:
             self.generator = None
-            X, y = draw_counter_data(torch.tensor([self.seed]), self.w.float(), self.b, self.noise, self.noise_kind,
-                                     self.num_train, self.num_val)
+            X, y = draw_counter_data(
+                torch.tensor([self.seed]),
+                self.w.float(),
+                self.b,
+                self.noise,
+                self.noise_kind,
+                self.num_train,
+                self.num_val,
+            )
             self.X, self.y = X[0], y[0, :, None]
 
     def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,8 +15,8 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import joblib
 import numpy as np
@@ -28,8 +28,18 @@ from .plan import Chunk, ChunkSpec, Plan
 from .results import metric_columns
 from .store import Segment
 
-__all__ = ["Task", "train_chunk", "local_results", "worker_count", "split_on_oom", "local_device", "init_worker",
-           "one_line", "bundle", "WORKER_START_S"]
+__all__ = [
+    "Task",
+    "train_chunk",
+    "local_results",
+    "worker_count",
+    "split_on_oom",
+    "local_device",
+    "init_worker",
+    "one_line",
+    "bundle",
+    "WORKER_START_S",
+]
 
 
 @dataclass(frozen=True)
@@ -54,8 +64,14 @@ class Task:
 WORKER_START_S = 2.0
 
 
-def bundle(tasks: Sequence[Task], engine: str, devices: list[str], workers: int,
-           chunk_size: int | None, options: Options = DEFAULT) -> list[tuple[Task, ...]]:
+def bundle(
+    tasks: Sequence[Task],
+    engine: str,
+    devices: list[str],
+    workers: int,
+    chunk_size: int | None,
+    options: Options = DEFAULT,
+) -> list[tuple[Task, ...]]:
     """The tasks as jobs: one each, or, for the batched engine on a single CPU worker (where no
     worker waits on another) and chunks cut as run_grid chooses (not to an asked ``chunk_size``,
     which also sets how often finished runs are kept), bundles of one batch_size, within
@@ -67,9 +83,11 @@ def bundle(tasks: Sequence[Task], engine: str, devices: list[str], workers: int,
     filling: dict[tuple[int, int], list[Task]] = {}  # (batch_size, num_inputs) indices -> the bundle being filled
     for task in tasks:
         current = filling.setdefault((task.spec.batch_size_i, task.spec.num_inputs_i), [])
-        if current and (sum(t.runs for t in current) + task.runs > options.bundle_runs
-                        or sum(t.seconds for t in current) + task.seconds > options.bundle_seconds
-                        or sum(t.memory for t in current) + task.memory > options.chunk_memory_budget):
+        if current and (
+            sum(t.runs for t in current) + task.runs > options.bundle_runs
+            or sum(t.seconds for t in current) + task.seconds > options.bundle_seconds
+            or sum(t.memory for t in current) + task.memory > options.chunk_memory_budget
+        ):
             jobs.append(tuple(current))
             current.clear()
         current.append(task)
@@ -92,8 +110,9 @@ def worker_count(n_jobs: int, devices: list[str], work: Sequence[float]) -> int:
     return max(1, min(wanted, len(work)))
 
 
-def train_chunk(chunk: Chunk | list[Chunk], checkpoints: list[int], engine: str, device: str, n: int,
-                options: Options = DEFAULT):
+def train_chunk(
+    chunk: Chunk | list[Chunk], checkpoints: list[int], engine: str, device: str, n: int, options: Options = DEFAULT
+):
     """One job: a chunk trained on one device with one torch thread, under ``options`` (which
     travel with the job: a worker process has its own modules).
 
@@ -113,11 +132,18 @@ def train_chunk(chunk: Chunk | list[Chunk], checkpoints: list[int], engine: str,
             results = engines.train_batched_together(chunk, checkpoints, local_device(device), options)
             return n, [_segment(c, r, checkpoints) for c, r in zip(chunk, results)], None
         except Exception:  # which of them raised is not known: each alone says
-            return n, [reason if segment is None else segment for _, segment, reason in
-                       (train_chunk(c, checkpoints, engine, device, n, options) for c in chunk)], None
+            return (
+                n,
+                [
+                    reason if segment is None else segment
+                    for _, segment, reason in (train_chunk(c, checkpoints, engine, device, n, options) for c in chunk)
+                ],
+                None,
+            )
     try:
         device = local_device(device)
         if engine == "batched":
+
             def train(c, points, dev):
                 return engines.train_batched(c, points, dev, options)
         else:
@@ -189,15 +215,24 @@ _ORPHAN_POLL_S = 0.5
 
 
 @contextlib.contextmanager
-def local_results(plan: Plan, jobs: Sequence[tuple[Task, ...]], checkpoints: list[int], engine: str,
-                  devices: list[str], backend: str, workers: int,
-                  options: Options = DEFAULT) -> Iterator[Iterator[tuple]]:
+def local_results(
+    plan: Plan,
+    jobs: Sequence[tuple[Task, ...]],
+    checkpoints: list[int],
+    engine: str,
+    devices: list[str],
+    backend: str,
+    workers: int,
+    options: Options = DEFAULT,
+) -> Iterator[Iterator[tuple]]:
     """The jobs' outcomes as :func:`train_chunk` gives them (``n`` a job's first task's), as
     they finish, from ``workers`` joblib workers of ``backend``; jobs go round the devices. Left
     early (Ctrl-C), the chunks still in flight are cancelled on the way out."""
     made = ((job[0].chunk(plan) if len(job) == 1 else [task.chunk(plan) for task in job], job[0].n) for job in jobs)
-    jobs = (joblib.delayed(train_chunk)(chunk, checkpoints, engine, devices[i % len(devices)], n, options)
-            for i, (chunk, n) in enumerate(made))
+    jobs = (
+        joblib.delayed(train_chunk)(chunk, checkpoints, engine, devices[i % len(devices)], n, options)
+        for i, (chunk, n) in enumerate(made)
+    )
     init = {"initializer": init_worker, "initargs": (os.getpid(),)} if backend == "loky" else {}
     with joblib.parallel_config(backend=backend, **init), warnings.catch_warnings():
         # Stopped early, joblib warns that it cancelled the chunks in flight: what run_grid's

@@ -24,25 +24,36 @@ contaminate its neighbours.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
+from . import streams
 from .data import SyntheticRegressionData, counter_initial_weights, draw_counter_data
 from .grid import Run
 from .model import LinearRegression
+from .options import DEFAULT, Options
 from .plan import Chunk
 from .sums import tree_levels, tree_sum_
-from . import streams
 from .theory import least_squares, least_squares_from_moments
-from .options import DEFAULT, Options
 from .train import Trainer
 from .vocabulary import ENGINES
 
-__all__ = ["ChunkResult", "estimated_seconds", "train_batched", "train_batched_together", "train_reference", "ENGINES",
-           "CHUNK_MEMORY_BUDGET", "max_chunk_runs", "chunk_bytes", "as_chunk", "past_stability_edge"]
+__all__ = [
+    "ChunkResult",
+    "estimated_seconds",
+    "train_batched",
+    "train_batched_together",
+    "train_reference",
+    "ENGINES",
+    "CHUNK_MEMORY_BUDGET",
+    "max_chunk_runs",
+    "chunk_bytes",
+    "as_chunk",
+    "past_stability_edge",
+]
 
 #: A run has diverged at a checkpoint once ŵ, b̂ or its training loss is not finite, or its
 #: training loss exceeds this many times its value at the start. A run that converges never
@@ -69,8 +80,9 @@ def chunk_bytes(num_train: int, num_val: int, num_inputs: int, runs: int, stream
     return per_stream * streams_ + per_run * runs
 
 
-def max_chunk_runs(num_train: int, num_val: int, num_inputs: int, budget: int = CHUNK_MEMORY_BUDGET,
-                   runs_per_stream: int = 1) -> int:
+def max_chunk_runs(
+    num_train: int, num_val: int, num_inputs: int, budget: int = CHUNK_MEMORY_BUDGET, runs_per_stream: int = 1
+) -> int:
     """How many runs of this size fit one chunk's memory budget (at least one stream's)."""
     per = chunk_bytes(num_train, num_val, num_inputs, runs_per_stream, 1)
     return max(runs_per_stream, budget // per * runs_per_stream)
@@ -142,13 +154,21 @@ class ChunkResult:
     def concat(cls, parts: Sequence[ChunkResult]) -> ChunkResult:
         """The results of parts of a chunk, one after the other."""
         first = parts[0]
-        return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in cls._PER_RUN},
-                   steps=first.steps, w_true=first.w_true, b_true=first.b_true)
+        return cls(
+            **{f: np.concatenate([getattr(p, f) for p in parts]) for f in cls._PER_RUN},
+            steps=first.steps,
+            w_true=first.w_true,
+            b_true=first.b_true,
+        )
 
     def take(self, rows: np.ndarray) -> ChunkResult:
         """The results of the given runs, in that order."""
-        return ChunkResult(**{f: getattr(self, f)[rows] for f in self._PER_RUN}, steps=self.steps,
-                           w_true=self.w_true, b_true=self.b_true)
+        return ChunkResult(
+            **{f: getattr(self, f)[rows] for f in self._PER_RUN},
+            steps=self.steps,
+            w_true=self.w_true,
+            b_true=self.b_true,
+        )
 
 
 def _check_checkpoints(checkpoints: Sequence[int]) -> None:
@@ -158,8 +178,15 @@ def _check_checkpoints(checkpoints: Sequence[int]) -> None:
 
 def _make_data(run: Run) -> SyntheticRegressionData:
     return SyntheticRegressionData(
-        w=list(run.w), b=run.b, noise=run.noise, num_train=run.num_train, num_val=run.num_val,
-        batch_size=run.batch_size, noise_kind=run.noise_kind, seed=run.seed, stream=run.stream,
+        w=list(run.w),
+        b=run.b,
+        noise=run.noise,
+        num_train=run.num_train,
+        num_val=run.num_val,
+        batch_size=run.batch_size,
+        noise_kind=run.noise_kind,
+        seed=run.seed,
+        stream=run.stream,
     )
 
 
@@ -175,10 +202,17 @@ def train_reference(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], dev
     datas, histories = [], []
     for run in chunk.runs():
         data = _make_data(run)
-        model = LinearRegression(run.lr, loss=run.loss, sigma=run.sigma, reduction=run.reduction,
-                                 momentum=run.momentum, weight_decay=run.weight_decay)
-        trainer = Trainer(max_epoch, lr_decay=run.lr_decay, average_from=run.average_from,
-                          drop_last=run.drop_last).fit(model, data)
+        model = LinearRegression(
+            run.lr,
+            loss=run.loss,
+            sigma=run.sigma,
+            reduction=run.reduction,
+            momentum=run.momentum,
+            weight_decay=run.weight_decay,
+        )
+        trainer = Trainer(max_epoch, lr_decay=run.lr_decay, average_from=run.average_from, drop_last=run.drop_last).fit(
+            model, data
+        )
         datas.append(data)
         histories.append([trainer.history[c] for c in checkpoints])
     ols_w, ols_b = least_squares(torch.stack([d.X_train for d in datas]), torch.stack([d.y_train for d in datas]))
@@ -188,10 +222,17 @@ def train_reference(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], dev
         return np.array([[np.asarray(getattr(c, attr), dtype=np.float64) for c in h] for h in histories])
 
     return ChunkResult(
-        w_hat=stack("w_hat"), b_hat=stack("b_hat"), train_loss=stack("train_loss"), val_mse=stack("val_mse"),
-        grad_w=stack("grad_w"), grad_b=stack("grad_b"),
+        w_hat=stack("w_hat"),
+        b_hat=stack("b_hat"),
+        train_loss=stack("train_loss"),
+        val_mse=stack("val_mse"),
+        grad_w=stack("grad_w"),
+        grad_b=stack("grad_b"),
         steps=np.array([c.steps for c in histories[0]], dtype=np.int64),
-        ols_w=ols_w.numpy(), ols_b=ols_b.numpy(), w_true=w_true, b_true=b_true,
+        ols_w=ols_w.numpy(),
+        ols_b=ols_b.numpy(),
+        w_true=w_true,
+        b_true=b_true,
     )
 
 
@@ -207,10 +248,20 @@ class _Streams:
         Z = torch.empty(len(seeds), d + 2, n_total, device=device)
         self.starts = torch.empty(len(seeds), d, device=device)
         if chunk.stream == "torch":
-            self.datas = [SyntheticRegressionData(
-                w=list(chunk.w), b=chunk.b, noise=float(chunk.noise[r]), num_train=chunk.num_train,
-                num_val=chunk.num_val, batch_size=chunk.batch_size, noise_kind=str(chunk.noise_kind[r]),
-                seed=int(chunk.seed[r]), stream="torch") for r in rows]
+            self.datas = [
+                SyntheticRegressionData(
+                    w=list(chunk.w),
+                    b=chunk.b,
+                    noise=float(chunk.noise[r]),
+                    num_train=chunk.num_train,
+                    num_val=chunk.num_val,
+                    batch_size=chunk.batch_size,
+                    noise_kind=str(chunk.noise_kind[r]),
+                    seed=int(chunk.seed[r]),
+                    stream="torch",
+                )
+                for r in rows
+            ]
             for i, data in enumerate(self.datas):
                 Z[i] = torch.cat([data.X, torch.ones_like(data.y), data.y], 1).T.to(device)
                 self.starts[i] = data.initial_weight()[0].to(device)
@@ -251,8 +302,12 @@ class _Streams:
 
 
 @torch.no_grad()
-def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], device: str | torch.device = "cpu",
-                  options: Options = DEFAULT) -> ChunkResult:
+def train_batched(
+    runs: Chunk | Sequence[Run],
+    checkpoints: Sequence[int],
+    device: str | torch.device = "cpu",
+    options: Options = DEFAULT,
+) -> ChunkResult:
     """Train a chunk of runs at once on one device; the numbers are the reference's.
 
     Parameters
@@ -277,8 +332,9 @@ def train_batched(runs: Chunk | Sequence[Run], checkpoints: Sequence[int], devic
 
 
 @torch.no_grad()
-def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
-                           device: str | torch.device = "cpu", options: Options = DEFAULT) -> list[ChunkResult]:
+def train_batched_together(
+    chunks: Sequence[Chunk], checkpoints: Sequence[int], device: str | torch.device = "cpu", options: Options = DEFAULT
+) -> list[ChunkResult]:
     """Train several chunks of one batch_size and number of features in one step loop; each
     chunk's result is the one :func:`train_batched` gives it alone, to the bit.
 
@@ -343,8 +399,27 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         xw = xw_all[..., :Sk] if wide else None
         features = [(xw[:, :h], xw[:, s - h : s]) for h, s in tree_levels(d)] if wide else None
         # prod[0], once the tree is summed: (d+1, m, S), Σ over the minibatch of z·r.
-        loops.append((t0, t1, k, Sk, r, r[:, None], prod, halves, prod[0], th_k.unbind(0), th_k[d], th_k[: d + 1],
-                      lo[:, :Sk], hi[:, :Sk], xw, features, th_k[:d]))
+        loops.append(
+            (
+                t0,
+                t1,
+                k,
+                Sk,
+                r,
+                r[:, None],
+                prod,
+                halves,
+                prod[0],
+                th_k.unbind(0),
+                th_k[d],
+                th_k[: d + 1],
+                lo[:, :Sk],
+                hi[:, :Sk],
+                xw,
+                features,
+                th_k[:d],
+            )
+        )
 
     general = not parts[0].chunk.plain  # then it is the only part (see above)
     if general:
@@ -371,8 +446,13 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
         # each, and its Python. Per step: −y and x_1..x_d (bs, 1, S) each, z without y
         # (bs, d+1, 1, S), and the step size (plain) or the gradient's scale (general).
         xs = (Zp[:, :, :d].unbind(0),) if wide else (Zp[:, :, j].unbind(0) for j in range(d))
-        per_step = zip(Zp[:, :, d + 1].unbind(0), *xs, Zp[:, :, : d + 1].unbind(0),
-                       (q.gscale_t if general else steps_t)[t0:t1], steps_t[t0:t1])
+        per_step = zip(
+            Zp[:, :, d + 1].unbind(0),
+            *xs,
+            Zp[:, :, : d + 1].unbind(0),
+            (q.gscale_t if general else steps_t)[t0:t1],
+            steps_t[t0:t1],
+        )
         for t, (minus_y, *x, z_u, step_t, plain_t) in enumerate(per_step, start=(epoch - 1) * parts[0].T + t0):
             # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b;
             # wide, the products x_j w_j summed by the features' tree, then −y, then b.
@@ -405,8 +485,12 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
                 if q.plain_steps == "some":
                     # A run of constant lr, no momentum and no weight decay steps as in a chunk of
                     # plain SGD (its bits must not depend on the chunk it shares).
-                    torch.where(q.plain_steps_s, torch.addcmul(th_wb, update, plain_t),
-                                torch.addcmul(th_wb, direction if buf is None else buf, lr_t), out=th_wb)
+                    torch.where(
+                        q.plain_steps_s,
+                        torch.addcmul(th_wb, update, plain_t),
+                        torch.addcmul(th_wb, direction if buf is None else buf, lr_t),
+                        out=th_wb,
+                    )
                 else:
                     th_wb.addcmul_(direction if buf is None else buf, lr_t)
             if avg is not None:
@@ -451,7 +535,7 @@ def train_batched_together(chunks: Sequence[Chunk], checkpoints: Sequence[int],
                     Zp = datas[0]
                 else:  # the span's steps of its k chunks, side by side
                     Zp = torch.empty(t1 - t0, bs, d + 2, 1, Sk, device=device)
-                    for p, data, a, b in zip(parts[:k], datas, offsets[:k], offsets[1 : k + 1]):
+                    for data, a, b in zip(datas[:k], offsets[:k], offsets[1 : k + 1]):
                         Zp[..., a:b].copy_(data[t0:t1])
                 span_steps(Zp, span, epoch)
                 del Zp
@@ -644,8 +728,7 @@ class _Part:
         d, G = self.d, self.G_train
         ols_w, ols_b = least_squares_from_moments(G[:, : d + 1, : d + 1], G[:, : d + 1, d + 1])
         w_true, b_true = _truth(self.chunk.w, self.chunk.b)
-        return self.record.result(self.slot.cpu().numpy(), self.stream_of, ols_w.numpy(), ols_b.numpy(), w_true,
-                                  b_true)
+        return self.record.result(self.slot.cpu().numpy(), self.stream_of, ols_w.numpy(), ols_b.numpy(), w_true, b_true)
 
 
 class _Recorder:
@@ -667,7 +750,15 @@ class _Recorder:
             stacked = torch.stack(c, dim=2)  # (S, m, C, ...)
             cols.append(stacked.flatten(0, 1).index_select(0, slot_t).cpu().double().numpy())
         return ChunkResult(
-            w_hat=cols[0], b_hat=cols[1], train_loss=cols[2], val_mse=cols[3], grad_w=cols[4], grad_b=cols[5],
-            steps=np.array(self.steps, dtype=np.int64), ols_w=ols_w[stream_of], ols_b=ols_b[stream_of],
-            w_true=w_true, b_true=b_true,
+            w_hat=cols[0],
+            b_hat=cols[1],
+            train_loss=cols[2],
+            val_mse=cols[3],
+            grad_w=cols[4],
+            grad_b=cols[5],
+            steps=np.array(self.steps, dtype=np.int64),
+            ols_w=ols_w[stream_of],
+            ols_b=ols_b[stream_of],
+            w_true=w_true,
+            b_true=b_true,
         )

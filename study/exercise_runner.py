@@ -15,15 +15,25 @@ import concurrent.futures
 import importlib.resources
 import re
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ._checks import ParameterError
 from .grid import Grid, load_grid, log_sizes
 from .vocabulary import FIGURE_FORMATS
 
-__all__ = ["SPECS", "LAYOUT", "check_numbers", "study_grid", "study_workers", "study_executor", "stop_workers", "warm_up",
-           "run_studies"]
+__all__ = [
+    "SPECS",
+    "LAYOUT",
+    "check_numbers",
+    "study_grid",
+    "study_workers",
+    "study_executor",
+    "stop_workers",
+    "warm_up",
+    "run_studies",
+]
 
 #: The studies' specs: package data (study/specs/NAME.toml), read through importlib.resources, so
 #: that an installed wheel finds them as a checkout does.
@@ -59,8 +69,12 @@ def check_numbers(numbers: Any) -> list[int]:
     numbers = list(numbers)
     unknown = [n for n in numbers if n not in SPECS]
     if unknown or not numbers:
-        raise ParameterError("numbers", "parameter of run_exercises", f"among {sorted(SPECS)}",
-                             unknown[0] if len(unknown) == 1 else unknown)
+        raise ParameterError(
+            "numbers",
+            "parameter of run_exercises",
+            f"among {sorted(SPECS)}",
+            unknown[0] if len(unknown) == 1 else unknown,
+        )
     return numbers
 
 
@@ -119,18 +133,28 @@ def warm_up() -> None:
     importlib.import_module(f"{__package__}.exercises")
 
 
-def _study_task(number: int, grid: Grid, *, out_dir: Path, n_jobs: int, progress: bool, formats: tuple[str, ...],
-                keep: bool) -> tuple[int, Any, int, float, list[Path]]:
+def _study_task(
+    number: int, grid: Grid, *, out_dir: Path, n_jobs: int, progress: bool, formats: tuple[str, ...], keep: bool
+) -> tuple[int, Any, int, float, list[Path]]:
     from .exercises import run_study
 
-    outcome, runs, seconds, written = run_study(number, grid, out_dir=out_dir, n_jobs=n_jobs, progress=progress,
-                                                formats=formats)
+    outcome, runs, seconds, written = run_study(
+        number, grid, out_dir=out_dir, n_jobs=n_jobs, progress=progress, formats=formats
+    )
     return number, outcome if keep else outcome.answer, runs, seconds, written
 
 
-def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, out_dir: str | Path = ".",
-                n_jobs: int = -1, progress: bool = True, log: Callable[[str], None] = print,
-                formats: Sequence[str] = (".png",), keep: bool = True) -> dict[int, Any]:
+def run_studies(
+    numbers: Sequence[int] | None = None,
+    *,
+    quick: bool = False,
+    out_dir: str | Path = ".",
+    n_jobs: int = -1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    formats: Sequence[str] = (".png",),
+    keep: bool = True,
+) -> dict[int, Any]:
     """Run the studies (all seven by default) and write their tables, figures and answers under
     ``out_dir`` (see :func:`study.exercises.run_exercises`).
 
@@ -142,8 +166,7 @@ def run_studies(numbers: Sequence[int] | None = None, *, quick: bool = False, ou
     numbers = sorted(SPECS) if numbers is None else check_numbers(numbers)
     formats = tuple(formats)
     if not formats or any(f not in FIGURE_FORMATS for f in formats):
-        raise ParameterError("formats", "parameter of run_exercises", f"some of {list(FIGURE_FORMATS)}",
-                             list(formats))
+        raise ParameterError("formats", "parameter of run_exercises", f"some of {list(FIGURE_FORMATS)}", list(formats))
     if not out_dir.is_dir():
         raise ParameterError("out_dir", "parameter of run_exercises", "a folder that exists", str(out_dir))
     grids = {n: study_grid(n, quick) for n in numbers}  # every spec checked before any work

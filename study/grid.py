@@ -29,22 +29,32 @@ import math
 import re
 import tomllib
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ._checks import check_choice, check_int, check_real, check_vector, fail
 from .vocabulary import (
-    APPLIES_ONLY, AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, RUN_AXES, SETTINGS, STREAM_KEYS, STREAMS,
+    APPLIES_ONLY,
+    AXES,
+    LATER_DEFAULTS,
+    LOSSES,
+    NO_AVERAGE,
+    NOISE_KINDS,
+    REDUCTIONS,
+    RUN_AXES,
+    SETTINGS,
+    STREAM_KEYS,
+    STREAMS,
 )
 
 __all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid", "stream_seeds", "run_keys"]
-
 
 
 # Every integer up to 2**53 is a float, and none is lost on the way: a float past it may be
@@ -147,8 +157,10 @@ def _log_axis(axis: str, table: Mapping[str, Any], where: str) -> list:
     if axis not in _LOG_AXES:  # a choice axis: the usual refusal says what is allowed
         _check_axis_value(axis, shown, where)
     if "log" not in table or any(k not in _LOG_KEYS for k in table):
-        refuse("a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade "
-               f"(its keys: {list(_LOG_KEYS)})")
+        refuse(
+            "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade "
+            f"(its keys: {list(_LOG_KEYS)})"
+        )
     bounds = table["log"]
     if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
         refuse("a log range whose 'log' is a pair [lo, hi]")
@@ -267,8 +279,7 @@ def key_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
     run's ``w`` (its whole vector) says it. An axis that does not apply to the run
     (APPLIES_ONLY: σ of a squared run) is keyed at its fixed value, so that the run has one key
     whatever the grid lists there."""
-    out = {k: v for k, v in cell.items()
-           if k != "num_inputs" and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+    out = {k: v for k, v in cell.items() if k != "num_inputs" and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     for axis, (condition, values, keyed_at) in APPLIES_ONLY.items():
         if axis in out and out.get(condition) not in values:
             out[axis] = keyed_at
@@ -431,8 +442,13 @@ class Grid:
             put(axis, _check_axis(axis, getattr(self, axis), where))
         put("epoch", sorted(self.epoch))
         if len(self.w) > 1 and self.num_inputs != [len(self.w)]:
-            fail("w", where, f"one number (repeated num_inputs times) where num_inputs is {self.num_inputs}, or a "
-                 "list of that many numbers for a single num_inputs", self.w)
+            fail(
+                "w",
+                where,
+                f"one number (repeated num_inputs times) where num_inputs is {self.num_inputs}, or a "
+                "list of that many numbers for a single num_inputs",
+                self.w,
+            )
         put("b", check_real(self.b, "b", where, low=-float("inf")))
         put("num_val", _check_whole(self.num_val, "num_val", where, low=1))
         put("replicates", _check_whole(self.replicates, "replicates", where, low=1))
@@ -461,16 +477,15 @@ class Grid:
         axis's first value only."""
         shape = tuple(len(getattr(self, a)) for a in RUN_AXES)
         mask = None
+
+        def along(name: str, column: np.ndarray) -> np.ndarray:  # laid along its axis of the product
+            at = [1] * len(shape)
+            at[RUN_AXES.index(name)] = -1
+            return column.reshape(at)
+
         for axis, (condition, values, _) in APPLIES_ONLY.items():
             if len(getattr(self, axis)) == 1:
                 continue
-            here = [1] * len(shape)
-
-            def along(name: str, column: np.ndarray) -> np.ndarray:
-                at = list(here)
-                at[RUN_AXES.index(name)] = -1
-                return column.reshape(at)
-
             applying = along(condition, np.array([v in values for v in getattr(self, condition)]))
             first = along(axis, np.arange(shape[RUN_AXES.index(axis)]) == 0)
             kept = np.broadcast_to(applying | first, shape)
@@ -504,8 +519,18 @@ class Grid:
             values = dict(zip(RUN_AXES, cell[:-1]))
             if any(values[a] != first and not applies(a, values) for a, first in firsts.items()):
                 continue
-            runs.append(Run(**values, replicate=cell[-1], w=self.w_of(values["num_inputs"]), b=self.b,
-                            num_val=self.num_val, base_seed=self.seed, index=len(runs), stream=self.stream))
+            runs.append(
+                Run(
+                    **values,
+                    replicate=cell[-1],
+                    w=self.w_of(values["num_inputs"]),
+                    b=self.b,
+                    num_val=self.num_val,
+                    base_seed=self.seed,
+                    index=len(runs),
+                    stream=self.stream,
+                )
+            )
         return runs
 
     def to_dict(self) -> dict[str, Any]:
@@ -524,8 +549,9 @@ def _check_labels(name: Any, description: Any, where: str) -> None:
         fail("description", where, "a string", description)
 
 
-def grid_from_mapping(table: Mapping[str, Any], *, name: str, description: str = "", where: str,
-                      keys_of: str = "key") -> Grid:
+def grid_from_mapping(
+    table: Mapping[str, Any], *, name: str, description: str = "", where: str, keys_of: str = "key"
+) -> Grid:
     """Validate a ``[grid]`` table with messages that say where the value came from."""
     valid = (*AXES, *SETTINGS)
     for key in table:

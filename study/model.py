@@ -12,12 +12,10 @@ import torch
 from torch import nn
 
 from ._checks import ParameterError, check_choice, check_int, check_real
-
 from .data import INIT_STD
 from .vocabulary import LOSSES, REDUCTIONS
 
 __all__ = ["LinearRegression", "LOSSES", "REDUCTIONS", "INIT_STD", "draw_initial_weight", "per_example_loss"]
-
 
 
 def draw_initial_weight(num_inputs: int, generator: torch.Generator) -> torch.Tensor:
@@ -54,8 +52,15 @@ class LinearRegression(nn.Module):
         not decayed.
     """
 
-    def __init__(self, lr: float, loss: str = "squared", sigma: float = 1.0, reduction: str = "mean",
-                 momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        lr: float,
+        loss: str = "squared",
+        sigma: float = 1.0,
+        reduction: str = "mean",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ):
         super().__init__()
         where = "parameter of LinearRegression"
         self.lr = check_real(lr, "lr", where)
@@ -73,7 +78,9 @@ class LinearRegression(nn.Module):
         return not isinstance(self.net.weight, nn.parameter.UninitializedParameter)
 
     @torch.no_grad()
-    def initialize(self, num_inputs: int, generator: torch.Generator | None = None, weight: torch.Tensor | None = None) -> None:
+    def initialize(
+        self, num_inputs: int, generator: torch.Generator | None = None, weight: torch.Tensor | None = None
+    ) -> None:
         """Materialize the lazy layer for d inputs, then set the weight and a bias of 0. The
         weight is ``weight`` (1, d) when given (a data set's ``initial_weight()``), else drawn
         from N(0, 0.01²) with ``generator``."""
@@ -97,8 +104,11 @@ class LinearRegression(nn.Module):
         if not self.momentum and not self.weight_decay:
             return torch.optim.SGD(self.parameters(), self.lr)
         # d2l §3.7: weight decay on the weight, none on the bias.
-        return torch.optim.SGD([{"params": self.net.weight, "weight_decay": self.weight_decay},
-                                {"params": self.net.bias}], lr=self.lr, momentum=self.momentum)
+        return torch.optim.SGD(
+            [{"params": self.net.weight, "weight_decay": self.weight_decay}, {"params": self.net.bias}],
+            lr=self.lr,
+            momentum=self.momentum,
+        )
 
     def get_w_b(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net.weight.data, self.net.bias.data

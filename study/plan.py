@@ -16,16 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from .grid import RUN_AXES, Grid, Run, applies, key_cell, run_keys, stream_seeds
 from .vocabulary import APPLIES_ONLY, OPTIMIZER_DEFAULTS
 
-__all__ = ["Chunk", "ChunkSpec", "Plan", "chunk_id", "keys_id", "grid_seconds", "chunk_cap", "REFERENCE_CHUNK_RUNS",
-           "GPU_MEMORY_SHARE", "CHUNKS_PER_WORKER"]
+__all__ = [
+    "Chunk",
+    "ChunkSpec",
+    "Plan",
+    "chunk_id",
+    "keys_id",
+    "grid_seconds",
+    "chunk_cap",
+    "REFERENCE_CHUNK_RUNS",
+    "GPU_MEMORY_SHARE",
+    "CHUNKS_PER_WORKER",
+]
 
 #: Runs per chunk of the reference engine (a run takes milliseconds to seconds there): small
 #: enough that an interrupted grid resumes at a fine grain.
@@ -101,8 +111,12 @@ class Chunk:
     @property
     def plain(self) -> bool:
         """Whether every run is plain SGD (the optimiser's axes at their defaults)."""
-        return not (self.lr_decay.any() or self.momentum.any() or self.weight_decay.any()
-                    or (self.average_from != NO_AVERAGE_EPOCH).any())
+        return not (
+            self.lr_decay.any()
+            or self.momentum.any()
+            or self.weight_decay.any()
+            or (self.average_from != NO_AVERAGE_EPOCH).any()
+        )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -125,8 +139,14 @@ class Chunk:
         cols = {a: self.column(a).tolist() for a in (*RUN_AXES, "replicate", "index")}
         cols["average_from"] = [None if v == NO_AVERAGE_EPOCH else v for v in cols["average_from"]]
         return [
-            Run(**{a: cols[a][i] for a in cols}, w=self.w, b=self.b, num_val=self.num_val, base_seed=self.base_seed,
-                stream=self.stream)
+            Run(
+                **{a: cols[a][i] for a in cols},
+                w=self.w,
+                b=self.b,
+                num_val=self.num_val,
+                base_seed=self.base_seed,
+                stream=self.stream,
+            )
             for i in range(len(self))
         ]
 
@@ -145,23 +165,38 @@ class Chunk:
             raise ValueError("A chunk needs at least one run.")
         shared = {(r.num_train, r.batch_size, r.drop_last, r.num_val, r.w, r.b, r.stream, r.base_seed) for r in runs}
         if len(shared) > 1:
-            raise ValueError("The runs of a chunk must share num_train, batch_size, drop_last, num_val, w, b and the "
-                             "stream.")
+            raise ValueError(
+                "The runs of a chunk must share num_train, batch_size, drop_last, num_val, w, b and the stream."
+            )
         r0 = runs[0]
 
         def col(name: str, dtype=None) -> np.ndarray:
             return np.array([getattr(r, name) for r in runs], dtype=dtype)
 
         return cls(
-            num_train=r0.num_train, batch_size=r0.batch_size, num_val=r0.num_val, w=tuple(r0.w), b=r0.b,
-            stream=r0.stream, base_seed=r0.base_seed, lr=col("lr", np.float64), loss=col("loss", object),
-            sigma=col("sigma", np.float64), reduction=col("reduction", object), noise=col("noise", np.float64),
-            noise_kind=col("noise_kind", object), replicate=col("replicate", np.int64), seed=col("seed", np.int64),
-            index=col("index", np.int64), key=np.array([int(r.key, 16) for r in runs], dtype=np.uint64),
-            lr_decay=col("lr_decay", np.float64), momentum=col("momentum", np.float64),
+            num_train=r0.num_train,
+            batch_size=r0.batch_size,
+            num_val=r0.num_val,
+            w=tuple(r0.w),
+            b=r0.b,
+            stream=r0.stream,
+            base_seed=r0.base_seed,
+            lr=col("lr", np.float64),
+            loss=col("loss", object),
+            sigma=col("sigma", np.float64),
+            reduction=col("reduction", object),
+            noise=col("noise", np.float64),
+            noise_kind=col("noise_kind", object),
+            replicate=col("replicate", np.int64),
+            seed=col("seed", np.int64),
+            index=col("index", np.int64),
+            key=np.array([int(r.key, 16) for r in runs], dtype=np.uint64),
+            lr_decay=col("lr_decay", np.float64),
+            momentum=col("momentum", np.float64),
             weight_decay=col("weight_decay", np.float64),
-            average_from=np.array([NO_AVERAGE_EPOCH if r.average_from is None else r.average_from for r in runs],
-                                  dtype=np.int64),
+            average_from=np.array(
+                [NO_AVERAGE_EPOCH if r.average_from is None else r.average_from for r in runs], dtype=np.int64
+            ),
             drop_last=bool(r0.drop_last),
         )
 
@@ -246,13 +281,19 @@ class Plan:
         optim = [np.repeat(a, len(s)) for a in np.unravel_index(self.optim_cells, self.optim_shape)]
         i_noise, i_kind, rep = (np.tile(a, L) for a in (i_noise, i_kind, rep))
         n = len(rep)
-        i_nt, i_ni, i_bs, i_dl = (np.full(n, i) for i in (spec.num_train_i, spec.num_inputs_i, spec.batch_size_i,
-                                                          spec.drop_last_i))
+        i_nt, i_ni, i_bs, i_dl = (
+            np.full(n, i) for i in (spec.num_train_i, spec.num_inputs_i, spec.batch_size_i, spec.drop_last_i)
+        )
         full = np.ravel_multi_index((i_nt, i_ni, *optim, i_bs, i_dl, i_noise, i_kind, rep), self.shape)
         cols = self.runs_at(self._index_of(full))
         return Chunk(
-            num_train=g.num_train[spec.num_train_i], batch_size=g.batch_size[spec.batch_size_i], num_val=g.num_val,
-            w=g.w_of(g.num_inputs[spec.num_inputs_i]), b=g.b, stream=g.stream, base_seed=g.seed,
+            num_train=g.num_train[spec.num_train_i],
+            batch_size=g.batch_size[spec.batch_size_i],
+            num_val=g.num_val,
+            w=g.w_of(g.num_inputs[spec.num_inputs_i]),
+            b=g.b,
+            stream=g.stream,
+            base_seed=g.seed,
             drop_last=g.drop_last[spec.drop_last_i],
             **{k: cols[k] for k in (*OPTIM_AXES, "noise", "noise_kind", "replicate", "seed", "index", "key")},
         )
@@ -281,30 +322,39 @@ class Plan:
         # The grid's order: RUN_AXES (num_train, num_inputs, the optimiser's axes, batch_size,
         # noise, noise_kind), then the replicate.
         at = dict(zip((*RUN_AXES, "replicate"), np.unravel_index(self._full_of(index), self.shape)))
-        i_nt, i_bs, i_noise, i_kind, rep = (at[a] for a in ("num_train", "batch_size", "noise", "noise_kind", "replicate"))
+        i_nt, i_bs, i_noise, i_kind, rep = (
+            at[a] for a in ("num_train", "batch_size", "noise", "noise_kind", "replicate")
+        )
         n = len(index)
         seed = np.empty(n, dtype=np.int64)
         key = np.empty(n, dtype=np.uint64)
         # Seeds and keys per cell, vectorized over its replicates: cells are few, replicates many.
-        stream_cell = np.ravel_multi_index((i_nt, i_bs, i_noise, i_kind),
-                                           (len(g.num_train), len(g.batch_size), *self.stream_shape[:2]))
-        for c, rows in _groups(stream_cell):
+        stream_cell = np.ravel_multi_index(
+            (i_nt, i_bs, i_noise, i_kind), (len(g.num_train), len(g.batch_size), *self.stream_shape[:2])
+        )
+        for _, rows in _groups(stream_cell):
             r0 = rows[0]
-            settings = dict(num_train=g.num_train[i_nt[r0]], num_val=g.num_val, noise=float(g.noise[i_noise[r0]]),
-                            noise_kind=g.noise_kind[i_kind[r0]], batch_size=g.batch_size[i_bs[r0]])
+            settings = dict(
+                num_train=g.num_train[i_nt[r0]],
+                num_val=g.num_val,
+                noise=float(g.noise[i_noise[r0]]),
+                noise_kind=g.noise_kind[i_kind[r0]],
+                batch_size=g.batch_size[i_bs[r0]],
+            )
             seed[rows] = stream_seeds(settings, g.seed, rep[rows])
         run_cell = np.ravel_multi_index(tuple(at[a] for a in RUN_AXES), self.shape[:-1])
-        for c, rows in _groups(run_cell):
+        for _, rows in _groups(run_cell):
             r0 = rows[0]
             cell = {a: getattr(g, a)[at[a][r0]] for a in RUN_AXES}
-            cell.update(w=list(g.w_of(cell["num_inputs"])), b=g.b, num_val=g.num_val, base_seed=g.seed,
-                        stream=g.stream)
+            cell.update(w=list(g.w_of(cell["num_inputs"])), b=g.b, num_val=g.num_val, base_seed=g.seed, stream=g.stream)
             key[rows] = run_keys(key_cell(cell), rep[rows])
         average = np.array([NO_AVERAGE_EPOCH if v is None else v for v in g.average_from], dtype=np.int64)
         return dict(
             num_train=np.asarray(g.num_train, dtype=np.int64)[i_nt],
-            num_inputs=np.asarray(g.num_inputs, dtype=np.int64)[at["num_inputs"]], lr=np.asarray(g.lr, dtype=np.float64)[at["lr"]],
-            loss=np.asarray(g.loss, dtype=object)[at["loss"]], sigma=np.asarray(g.sigma, dtype=np.float64)[at["sigma"]],
+            num_inputs=np.asarray(g.num_inputs, dtype=np.int64)[at["num_inputs"]],
+            lr=np.asarray(g.lr, dtype=np.float64)[at["lr"]],
+            loss=np.asarray(g.loss, dtype=object)[at["loss"]],
+            sigma=np.asarray(g.sigma, dtype=np.float64)[at["sigma"]],
             reduction=np.asarray(g.reduction, dtype=object)[at["reduction"]],
             lr_decay=np.asarray(g.lr_decay, dtype=np.float64)[at["lr_decay"]],
             momentum=np.asarray(g.momentum, dtype=np.float64)[at["momentum"]],
@@ -313,13 +363,23 @@ class Plan:
             batch_size=np.asarray(g.batch_size, dtype=np.int64)[i_bs],
             drop_last=np.asarray(g.drop_last, dtype=bool)[at["drop_last"]],
             noise=np.asarray(g.noise, dtype=np.float64)[i_noise],
-            noise_kind=np.asarray(g.noise_kind, dtype=object)[i_kind], replicate=rep.astype(np.int64), seed=seed,
-            index=index, key=key,
-            codes={"loss": at["loss"], "reduction": at["reduction"], "noise_kind": i_kind,
-                   "average_from": at["average_from"]},
-            applies={axis: np.array([applies(axis, {condition: v}) for v in getattr(g, condition)],
-                                    dtype=bool)[at[condition]]
-                     for axis, (condition, *_) in APPLIES_ONLY.items()},
+            noise_kind=np.asarray(g.noise_kind, dtype=object)[i_kind],
+            replicate=rep.astype(np.int64),
+            seed=seed,
+            index=index,
+            key=key,
+            codes={
+                "loss": at["loss"],
+                "reduction": at["reduction"],
+                "noise_kind": i_kind,
+                "average_from": at["average_from"],
+            },
+            applies={
+                axis: np.array([applies(axis, {condition: v}) for v in getattr(g, condition)], dtype=bool)[
+                    at[condition]
+                ]
+                for axis, (condition, *_) in APPLIES_ONLY.items()
+            },
         )
 
     def chunks(self) -> Iterator[Chunk]:
@@ -333,16 +393,22 @@ class Plan:
     def steps(self, spec: ChunkSpec) -> int:
         """The SGD steps each run of a chunk takes: max_epoch x ceil(num_train / batch_size)."""
         g = self.grid
-        return g.max_epoch * steps_per_epoch(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i],
-                                             g.drop_last[spec.drop_last_i])
+        return g.max_epoch * steps_per_epoch(
+            g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i], g.drop_last[spec.drop_last_i]
+        )
 
     def seconds(self, spec: ChunkSpec, seconds: Callable[..., float], runs: int | None = None) -> float:
         """A chunk's estimated one-core seconds, ``seconds(num_train, batch_size, runs,
         max_epoch, num_val)`` (engine.estimated_seconds), without making the chunk; of ``runs``
         of its runs where given (those a store lacks), else of them all."""
         g = self.grid
-        return seconds(g.num_train[spec.num_train_i], g.batch_size[spec.batch_size_i],
-                       spec.runs if runs is None else runs, g.max_epoch, g.num_val)
+        return seconds(
+            g.num_train[spec.num_train_i],
+            g.batch_size[spec.batch_size_i],
+            spec.runs if runs is None else runs,
+            g.max_epoch,
+            g.num_val,
+        )
 
 
 def _groups(labels: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -386,12 +452,21 @@ def grid_seconds(grid: Grid, seconds: Callable[..., float]) -> float:
     """Estimated one-core seconds of a whole grid, chunk overheads aside: ``seconds(num_train,
     batch_size, runs, max_epoch, num_val)`` per (num_train, batch_size) group."""
     runs = _group_runs(grid)
-    return len(grid.num_inputs) * sum(seconds(n, bs, runs, grid.max_epoch, grid.num_val)
-                                      for n in grid.num_train for bs in grid.batch_size)
+    return len(grid.num_inputs) * sum(
+        seconds(n, bs, runs, grid.max_epoch, grid.num_val) for n in grid.num_train for bs in grid.batch_size
+    )
 
 
-def chunk_cap(grid: Grid, *, engine: str, budget: int, cores: int, chunk_size: int | None,
-              max_runs: Callable[..., int], seconds: Callable[..., float]) -> Callable[[int, int, int], int]:
+def chunk_cap(
+    grid: Grid,
+    *,
+    engine: str,
+    budget: int,
+    cores: int,
+    chunk_size: int | None,
+    max_runs: Callable[..., int],
+    seconds: Callable[..., float],
+) -> Callable[[int, int, int], int]:
     """The most runs a chunk of each (num_train, batch_size) may hold.
 
     The memory ``budget`` bounds every chunk (``max_runs(num_train, num_val, d, budget,

@@ -30,8 +30,9 @@ What a figure shows, it says:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -47,15 +48,42 @@ from matplotlib.transforms import Affine2D  # noqa: E402
 from . import theory  # noqa: E402
 from .analysis import Table, literal, open_table, quote  # noqa: E402
 from .results import (  # noqa: E402
-    DATA_AXES, LEAST_SQUARES, MIN_FIT_LEVELS, ParameterError, PoolingError, at_epoch, axes_of, describe_axes,
-    fit_power_law, fewest_runs, format_value, median_ranks,
+    DATA_AXES,
+    LEAST_SQUARES,
+    MIN_FIT_LEVELS,
+    ParameterError,
+    PoolingError,
+    at_epoch,
+    axes_of,
+    describe_axes,
+    fewest_runs,
+    fit_power_law,
+    format_value,
+    median_ranks,
 )
 from .vocabulary import AXES, FIGURE_FORMATS, LATER_DEFAULTS, OPTIMIZER_DEFAULTS, average_text  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
 
 __all__ = [
-    "PALETTE", "LABELS", "FLOORS", "FIGURE_FORMATS", "ROLES", "error_curve", "error_facets", "lr_epoch_heatmap",
-    "heatmap_facets", "loss_shapes", "save_figure", "merged_legend", "left_out_note", "check_roles",
-    "refuse_pooling", "feature_count", "held_fixed", "BANDS", "nested_loop", "NESTED_ORDER",
+    "PALETTE",
+    "LABELS",
+    "FLOORS",
+    "FIGURE_FORMATS",
+    "ROLES",
+    "error_curve",
+    "error_facets",
+    "lr_epoch_heatmap",
+    "heatmap_facets",
+    "loss_shapes",
+    "save_figure",
+    "merged_legend",
+    "left_out_note",
+    "check_roles",
+    "refuse_pooling",
+    "feature_count",
+    "held_fixed",
+    "BANDS",
+    "nested_loop",
+    "NESTED_ORDER",
 ]
 
 PALETTE = "colorblind"
@@ -101,8 +129,16 @@ def feature_count(data: Any) -> int:
 def _left_out_text(counts: dict[str, int], x: str | None) -> str:
     """'left out: 2 diverged, 1 at epoch 0 (log axis) (of 40)', from Table.point_stats' counts."""
     at = f"at {x} ≤ 0" if x is None or counts["off_nonzero"] else f"at {x} 0"
-    parts = [f"{n} {why}" for n, why in ((counts["diverged"], "diverged"), (counts["off_axis"], f"{at} (log axis)"),
-                                         (counts["zero"], "exactly 0"), (counts["other"], "not finite")) if n]
+    parts = [
+        f"{n} {why}"
+        for n, why in (
+            (counts["diverged"], "diverged"),
+            (counts["off_axis"], f"{at} (log axis)"),
+            (counts["zero"], "exactly 0"),
+            (counts["other"], "not finite"),
+        )
+        if n
+    ]
     return f"left out: {', '.join(parts)} (of {counts['rows']})" if parts else ""
 
 
@@ -115,8 +151,7 @@ def left_out_note(data: Any, column: str, *, x: str | None = None, diverged: boo
     return _left_out_text(counts, x)
 
 
-def check_roles(data: Any, *, where: str, x: str | None = None, y: str | None = None,
-                **roles: str | None) -> None:
+def check_roles(data: Any, *, where: str, x: str | None = None, y: str | None = None, **roles: str | None) -> None:
     """Refuse (ParameterError) an x, y, hue, style, col or row that is not a column the figure
     can use: x and the roles are columns (not replicate or seed), y a numeric column."""
     t = open_table(data)
@@ -173,23 +208,53 @@ def _match(frame: pd.DataFrame, values: dict) -> np.ndarray:
 BANDS = ("ci", "spread", "both")
 #: Each band's columns of Table.point_stats, and how opaque it is drawn ("both": the spread light,
 #: the interval dark).
-_BAND_FILL = {"ci": [("ci_lo", "ci_hi", 0.25)], "spread": [("lo", "hi", 0.2)],
-              "both": [("lo", "hi", 0.12), ("ci_lo", "ci_hi", 0.35)]}
+_BAND_FILL = {
+    "ci": [("ci_lo", "ci_hi", 0.25)],
+    "spread": [("lo", "hi", 0.2)],
+    "both": [("lo", "hi", 0.12), ("ci_lo", "ci_hi", 0.35)],
+}
 
 
-def _draw_points(ax: plt.Axes, points: pd.DataFrame, *, x: str, colour: Any, marker: str, label: str | None,
-                 band: str = "ci", linewidth: float = 1.5, markersize: float = 5, zorder: float = 2) -> None:
+def _draw_points(
+    ax: plt.Axes,
+    points: pd.DataFrame,
+    *,
+    x: str,
+    colour: Any,
+    marker: str,
+    label: str | None,
+    band: str = "ci",
+    linewidth: float = 1.5,
+    markersize: float = 5,
+    zorder: float = 2,
+) -> None:
     """One line: the medians, and the band around them (see BANDS), drawn from aggregates that
     were computed out of core. A point whose interval could not be had (too few runs) has none."""
     shown = points[points["kept"] > 0]
     if shown.empty:
         return
     for low, high, alpha in _BAND_FILL[band]:
-        ax.fill_between(shown[x].to_numpy(), shown[low].to_numpy(dtype=float), shown[high].to_numpy(dtype=float),
-                        color=colour, alpha=alpha, linewidth=0, zorder=zorder - 0.5)
-    ax.plot(shown[x].to_numpy(), shown["median"].to_numpy(), color=colour, marker=marker, markersize=markersize,
-            markeredgecolor="white", markeredgewidth=0.75, linewidth=linewidth,
-            label=label if label is not None else "_nolegend_", zorder=zorder)
+        ax.fill_between(
+            shown[x].to_numpy(),
+            shown[low].to_numpy(dtype=float),
+            shown[high].to_numpy(dtype=float),
+            color=colour,
+            alpha=alpha,
+            linewidth=0,
+            zorder=zorder - 0.5,
+        )
+    ax.plot(
+        shown[x].to_numpy(),
+        shown["median"].to_numpy(),
+        color=colour,
+        marker=marker,
+        markersize=markersize,
+        markeredgecolor="white",
+        markeredgewidth=0.75,
+        linewidth=linewidth,
+        label=label if label is not None else "_nolegend_",
+        zorder=zorder,
+    )
 
 
 def error_curve(
@@ -262,15 +327,19 @@ def error_curve(
     keys = [c for c in dict.fromkeys((x, hue, style)) if c]
     off_axis = x if logx else None
     ranks = (lambda n: median_ranks(n, ci)) if band != "spread" else None
-    points, counts = t.point_stats(keys, y, off_axis=off_axis, diverged=not least_squares, per_stream=least_squares,
-                                   ranks=ranks)
+    points, counts = t.point_stats(
+        keys, y, off_axis=off_axis, diverged=not least_squares, per_stream=least_squares, ranks=ranks
+    )
     note = _left_out_text(counts, off_axis)
     levels = _levels(t, hue, hue_order)
-    colours = palette if isinstance(palette, dict) else dict(zip(levels, sns.color_palette(palette, max(len(levels), 1))))
+    colours = (
+        palette if isinstance(palette, dict) else dict(zip(levels, sns.color_palette(palette, max(len(levels), 1))))
+    )
 
     def slope(part: Any) -> str:
-        return _slope_text(part, x, y, fit_from, off_axis=off_axis, diverged=not least_squares,
-                           per_stream=least_squares)
+        return _slope_text(
+            part, x, y, fit_from, off_axis=off_axis, diverged=not least_squares, per_stream=least_squares
+        )
 
     styles = _levels(t, style) if style else [None]
     markers = dict(zip(styles, MARKERS * 4)) if style else {None: "o"}
@@ -278,14 +347,18 @@ def error_curve(
         present = set(points.loc[points["kept"] > 0, hue].astype(object))
         lines = [(v, colours[v], format_value(v) + slope(t.select({hue: [v]}))) for v in levels if v in present]
     else:
-        colour = (next(iter(palette.values())) if isinstance(palette, dict) and palette
-                  else sns.color_palette(PALETTE if isinstance(palette, dict) else palette, 1)[0])
+        colour = (
+            next(iter(palette.values()))
+            if isinstance(palette, dict) and palette
+            else sns.color_palette(PALETTE if isinstance(palette, dict) else palette, 1)[0]
+        )
         lines = [(None, colour, f"SGD{slope(t)}" if fit_from is not None else None)]
     for value, colour, label in lines:
         for i, level in enumerate(styles):
             part = points[_match(points, {hue: value, style: level})] if (hue or style) else points
-            _draw_points(ax, part, x=x, colour=colour, marker=markers[level], label=label if i == 0 else None,
-                         band=band)
+            _draw_points(
+                ax, part, x=x, colour=colour, marker=markers[level], label=label if i == 0 else None, band=band
+            )
     if style:  # the markers' meaning, in grey: colours are the hue's
         for level in styles:
             ax.plot([], [], color="0.3", marker=markers[level], linestyle="", label=f"{style} = {format_value(level)}")
@@ -321,10 +394,17 @@ def error_curve(
         placed.append((px, py + rise))
         # Left of a point near the right edge (it would be cut off there), on a white ground
         # where a line passes under it.
-        right = (ax.transAxes.inverted().transform(ax.transData.transform((at_x, median)))[0] > 0.85)
-        ax.annotate(f"{kept}/{total}", (at_x, median), xytext=(-3 if right else 3, rise), textcoords="offset points",
-                    fontsize=6, color=colour, ha="right" if right else "left",
-                    bbox={"facecolor": "white", "alpha": 0.75, "linewidth": 0, "pad": 0.5})
+        right = ax.transAxes.inverted().transform(ax.transData.transform((at_x, median)))[0] > 0.85
+        ax.annotate(
+            f"{kept}/{total}",
+            (at_x, median),
+            xytext=(-3 if right else 3, rise),
+            textcoords="offset points",
+            fontsize=6,
+            color=colour,
+            ha="right" if right else "left",
+            bbox={"facecolor": "white", "alpha": 0.75, "linewidth": 0, "pad": 0.5},
+        )
     runs = "data sets" if least_squares else "runs"
     per_point = points["total"]
     count = f"{per_point.min()}" if per_point.min() == per_point.max() else f"{per_point.min()}–{per_point.max()}"
@@ -336,9 +416,18 @@ def error_curve(
         missing = f"no interval where under {_fewest(ci)}"
     marked = "a/b at a point: a of its b runs shown" if survivors else ""
     corner = _emptiest_corner(ax)
-    ax.text(corner[0], corner[1], "\n".join(filter(None, [described, missing, note, marked])), transform=ax.transAxes,
-            ha="right" if corner[0] > 0.5 else "left", va="bottom" if corner[1] < 0.5 else "top", fontsize="x-small",
-            color="0.3", bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1}, zorder=6)
+    ax.text(
+        corner[0],
+        corner[1],
+        "\n".join(filter(None, [described, missing, note, marked])),
+        transform=ax.transAxes,
+        ha="right" if corner[0] > 0.5 else "left",
+        va="bottom" if corner[1] < 0.5 else "top",
+        fontsize="x-small",
+        color="0.3",
+        bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1},
+        zorder=6,
+    )
     return ax
 
 
@@ -379,12 +468,13 @@ def _emptiest_corner(ax: plt.Axes, size: tuple[float, float] = (0.42, 0.2)) -> t
 def _survivors(points: pd.DataFrame, x: str, hue: str | None) -> dict:
     """(x, hue value, median) -> (runs shown, runs) for the points that lost some of their runs."""
     lost = points[(points["kept"] > 0) & (points["kept"] < points["total"])]
-    return {(row[x], row[hue] if hue else None, float(row["median"])): (int(row["kept"]), int(row["total"]))
-            for _, row in lost.iterrows()}
+    return {
+        (row[x], row[hue] if hue else None, float(row["median"])): (int(row["kept"]), int(row["total"]))
+        for _, row in lost.iterrows()
+    }
 
 
-def merged_legend(axes: Sequence[plt.Axes], ax: plt.Axes, *, title: str | None = None,
-                  legend: str = "outside") -> None:
+def merged_legend(axes: Sequence[plt.Axes], ax: plt.Axes, *, title: str | None = None, legend: str = "outside") -> None:
     """One legend on ``ax`` for the entries of every Axes in ``axes`` (each label once), so that
     a line drawn on one panel only (a theory curve) is explained too."""
     entries: dict[str, Any] = {}
@@ -393,8 +483,14 @@ def merged_legend(axes: Sequence[plt.Axes], ax: plt.Axes, *, title: str | None =
             entries.setdefault(label, handle)
         if a.get_legend() is not None:
             a.get_legend().remove()
-    ax.legend(list(entries.values()), list(entries), title=title, fontsize="small", title_fontsize="small",
-              **_placement(legend))
+    ax.legend(
+        list(entries.values()),
+        list(entries),
+        title=title,
+        fontsize="small",
+        title_fontsize="small",
+        **_placement(legend),
+    )
 
 
 def _legend(ax: plt.Axes, legend: str | bool, title: str | None) -> None:
@@ -425,8 +521,11 @@ def _band_legend(band: str, ci: float) -> list[str]:
 
 def _band_words(band: str, ci: float) -> str:
     """What a panel's band is, for its note: 'median and its 95% interval'."""
-    return {"ci": f"median and its {ci:.0%} interval", "spread": "median, 10–90%",
-            "both": f"median, {ci:.0%} interval (dark), 10–90% (light)"}[band]
+    return {
+        "ci": f"median and its {ci:.0%} interval",
+        "spread": "median, 10–90%",
+        "both": f"median, {ci:.0%} interval (dark), 10–90% (light)",
+    }[band]
 
 
 def _fewest(ci: float) -> str:
@@ -434,8 +533,17 @@ def _fewest(ci: float) -> str:
     return f"{fewest_runs(ci)} runs"
 
 
-def _draw_floor(ax: plt.Axes, t: Table, *, x: str, floor: str, logx: bool, fit_from: float | None,
-                band: str = "spread", ranks: Any = None) -> tuple[float, float]:
+def _draw_floor(
+    ax: plt.Axes,
+    t: Table,
+    *,
+    x: str,
+    floor: str,
+    logx: bool,
+    fit_from: float | None,
+    band: str = "spread",
+    ranks: Any = None,
+) -> tuple[float, float]:
     """Least squares on the same data: grey, one value per data stream and x. Returns the
     smallest and largest value it shows."""
     refuse_pooling(t, [x], floor, "error_curve (its least-squares floor)")
@@ -444,19 +552,22 @@ def _draw_floor(ax: plt.Axes, t: Table, *, x: str, floor: str, logx: bool, fit_f
     # the floor's slope over every x: least squares has no optimisation gap to wait out
     shown = points.loc[points["kept"] > 0, x]
     fit_all = None if fit_from is None or shown.empty else shown.min()
-    label = "least squares on the same data" + _slope_text(t, x, floor, fit_all, off_axis=off_axis, diverged=False,
-                                                            per_stream=True)
+    label = "least squares on the same data" + _slope_text(
+        t, x, floor, fit_all, off_axis=off_axis, diverged=False, per_stream=True
+    )
     _draw_points(ax, points, x=x, colour="0.45", marker="s", label=label, band=band, linewidth=1.2, markersize=3)
     return (points["low"].min(), points["high"].max()) if len(points) else (np.nan, np.nan)
 
 
-def _slope_text(t: Table, x: str, column: str, fit_from: float | None, *, off_axis: str | None, diverged: bool,
-                per_stream: bool) -> str:
+def _slope_text(
+    t: Table, x: str, column: str, fit_from: float | None, *, off_axis: str | None, diverged: bool, per_stream: bool
+) -> str:
     """' (slope -0.55 [-0.61, -0.51])', from one value per data stream; or why there is none."""
     if fit_from is None:
         return ""
     units = t.filter(f"{quote(x)} >= {literal(fit_from)}").stream_values(
-        [x], column, off_axis=off_axis, diverged=diverged, per_stream=per_stream)
+        [x], column, off_axis=off_axis, diverged=diverged, per_stream=per_stream
+    )
     sizes = units[x].nunique()
     if sizes < MIN_FIT_LEVELS:
         return f" (no slope: {sizes} {x} ≥ {format_value(fit_from)})"
@@ -465,6 +576,7 @@ def _slope_text(t: Table, x: str, column: str, fit_from: float | None, *, off_ax
 
 
 # --- theory on the figures ---------------------------------------------------------------------
+
 
 def _single(t: Table, column: str) -> Any:
     """The one value a column takes in the table, or None (absent, or several)."""
@@ -482,8 +594,17 @@ def _gaussian_noise_var(t: Table) -> float | None:
     return float(theory.noise_variance(float(_single(t, "noise")), "gaussian"))
 
 
-def _draw_theory(ax: plt.Axes, t: Table, *, x: str, y: str, hue: str | None, colours: dict,
-                 within: tuple[float, float], logx: bool = True) -> None:
+def _draw_theory(
+    ax: plt.Axes,
+    t: Table,
+    *,
+    x: str,
+    y: str,
+    hue: str | None,
+    colours: dict,
+    within: tuple[float, float],
+    logx: bool = True,
+) -> None:
     """Dashed theory where it holds: the least-squares median of ‖ŵ_ols − w‖ (and its 10-90%
     on a least-squares panel), and the stationary error of SGD on the squared loss."""
     if y not in ("w_err_norm", "ols_w_err_norm") or x not in t.columns:
@@ -504,12 +625,32 @@ def _draw_theory(ax: plt.Axes, t: Table, *, x: str, y: str, hue: str | None, col
             key = (noise_var, n_fixed if x != "num_train" else None)
             if key not in drawn_ols:
                 drawn_ols.add(key)
-                _theory_least_squares(ax, x=x, lo=lo, hi=hi, n_fixed=n_fixed, d=d, noise_var=noise_var,
-                                      band=y == "ols_w_err_norm", within=within)
+                _theory_least_squares(
+                    ax,
+                    x=x,
+                    lo=lo,
+                    hi=hi,
+                    n_fixed=n_fixed,
+                    d=d,
+                    noise_var=noise_var,
+                    band=y == "ols_w_err_norm",
+                    within=within,
+                )
         if y == "w_err_norm" and _single(part, "loss") == "squared" and _floor_momentum(part) is not None:
             colour = colours.get(value, "0.2") if value is not None else "0.2"
-            _theory_sgd(ax, part, x=x, lo=lo, hi=hi, d=d, noise_var=noise_var, colour=colour, within=within, logx=logx,
-                        name=format_value(value) if value is not None and len(groups) > 1 else None)
+            _theory_sgd(
+                ax,
+                part,
+                x=x,
+                lo=lo,
+                hi=hi,
+                d=d,
+                noise_var=noise_var,
+                colour=colour,
+                within=within,
+                logx=logx,
+                name=format_value(value) if value is not None and len(groups) > 1 else None,
+            )
 
 
 def _theory_least_squares(ax, *, x, lo, hi, n_fixed, d, noise_var, band, within) -> None:
@@ -522,8 +663,15 @@ def _theory_least_squares(ax, *, x, lo, hi, n_fixed, d, noise_var, band, within)
     for q, style in ((0.5, "--"),) + (((0.1, ":"), (0.9, ":")) if band else ()):
         ys = theory.ols_w_err_norm_quantile(q, n, d, noise_var)
         ok = np.isfinite(ys) & (ys >= within[0]) & (ys <= within[1])
-        ax.plot(xs[ok], ys[ok], linestyle=style, color="black", linewidth=1.1 if q == 0.5 else 0.8,
-                label=label if q == 0.5 else None, zorder=4)
+        ax.plot(
+            xs[ok],
+            ys[ok],
+            linestyle=style,
+            color="black",
+            linewidth=1.1 if q == 0.5 else 0.8,
+            label=label if q == 0.5 else None,
+            zorder=4,
+        )
 
 
 _SGD_FLOOR = "theory: SGD noise floor, RMS (squared loss, online limit)"
@@ -535,8 +683,9 @@ _SGD_EDGE = "theory: SGD stability edge (squared loss, online limit)"
 _FLOOR_SPAN = 0.3
 
 
-def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within, logx: bool = True,
-                name: str | None = None) -> None:
+def _theory_sgd(
+    ax, part: Table, *, x, lo, hi, d, noise_var, colour, within, logx: bool = True, name: str | None = None
+) -> None:
     """√E‖ŵ − w‖² where constant-lr SGD settles (online limit), and the stability edge on an lr axis.
 
     The lines take their lr's colour; the legend says once, in grey, what such a line is. On
@@ -569,9 +718,18 @@ def _theory_sgd(ax, part: Table, *, x, lo, hi, d, noise_var, colour, within, log
         ax.plot(xs[ok], ys[ok], linestyle="--", color=colour, linewidth=1.2 if x != "lr" else 1.0, zorder=4)
         _proxy(ax, _SGD_FLOOR + (_RAGGED if _ragged(part, int(batch)) else ""), "--")
         if x != "lr" and name is not None:
-            ax.annotate(name, (xs[0], ys[0]), xytext=(-2, 0), textcoords="offset points", ha="right", va="center",
-                        fontsize=6, color=colour, zorder=5,
-                        bbox={"facecolor": "white", "alpha": 0.75, "linewidth": 0, "pad": 0.3})
+            ax.annotate(
+                name,
+                (xs[0], ys[0]),
+                xytext=(-2, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+                fontsize=6,
+                color=colour,
+                zorder=5,
+                bbox={"facecolor": "white", "alpha": 0.75, "linewidth": 0, "pad": 0.3},
+            )
 
 
 #: What the floor leaves out where an epoch ends on a smaller minibatch, whose noisier step the
@@ -592,6 +750,7 @@ def _proxy(ax: plt.Axes, label: str, linestyle: str) -> None:
 
 
 # --- the figure-level function ---------------------------------------------------------------------
+
 
 def error_facets(
     data: Any,
@@ -661,8 +820,19 @@ def error_facets(
     panels = pd.DataFrame([{**({row: r} if row else {}), **({col: c} if col else {})} for r in rows for c in cols])
     # A long single row of panels wraps (seaborn's col_wrap), so that each panel keeps its size.
     wrap = COL_WRAP if row is None and len(cols) > COL_WRAP + 1 else None
-    g = sns.FacetGrid(panels, col=col, row=row, col_order=cols if col else None, row_order=rows if row else None,
-                      col_wrap=wrap, height=height, aspect=aspect, sharex=True, sharey=True, despine=False)
+    g = sns.FacetGrid(
+        panels,
+        col=col,
+        row=row,
+        col_order=cols if col else None,
+        row_order=rows if row else None,
+        col_wrap=wrap,
+        height=height,
+        aspect=aspect,
+        sharex=True,
+        sharey=True,
+        despine=False,
+    )
     grid_axes = g.axes.reshape(1, -1) if wrap else g.axes
     entries: dict[str, Any] = {}
     for i, r in enumerate(rows):
@@ -672,9 +842,24 @@ def error_facets(
             if part.count() == 0:
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="0.4")
                 continue
-            error_curve(part, x=x, y=y, hue=hue, style=style, hue_order=levels, palette=colours, floor=floor,
-                        theory=theory, fit_from=fit_from, ax=ax, logx=logx, band=band, ci=ci,
-                        legend="best" if fit_from is not None else False, legend_title=hue)
+            error_curve(
+                part,
+                x=x,
+                y=y,
+                hue=hue,
+                style=style,
+                hue_order=levels,
+                palette=colours,
+                floor=floor,
+                theory=theory,
+                fit_from=fit_from,
+                ax=ax,
+                logx=logx,
+                band=band,
+                ci=ci,
+                legend="best" if fit_from is not None else False,
+                legend_title=hue,
+            )
             if fit_from is None:
                 for handle, label in zip(*ax.get_legend_handles_labels()):
                     entries.setdefault(label, handle)
@@ -710,8 +895,9 @@ def _floor_momentum(t: Table) -> float | None:
     """The momentum β of runs for which the constant-lr noise floor and stability edge hold:
     constant-lr SGD, last iterate, no weight decay (the optimiser's other axes at their defaults,
     or absent), with one β (0 where absent: plain SGD); None where they do not hold."""
-    if not all(a not in t.columns or all(_plain_sgd(a, v) for v in t.values(a))
-               for a in OPTIMIZER_DEFAULTS if a != "momentum"):
+    if not all(
+        a not in t.columns or all(_plain_sgd(a, v) for v in t.values(a)) for a in OPTIMIZER_DEFAULTS if a != "momentum"
+    ):
         return None
     if "momentum" not in t.columns:
         return 0.0
@@ -733,8 +919,15 @@ def _plain_sgd(axis: str, value: Any) -> bool:
 
 # --- heatmaps ----------------------------------------------------------------------------------------
 
-def lr_epoch_heatmap(data: Any, *, value: str = "w_err_norm", ax: plt.Axes | None = None,
-                     norm: LogNorm | None = None, cells: pd.DataFrame | None = None) -> plt.Axes:
+
+def lr_epoch_heatmap(
+    data: Any,
+    *,
+    value: str = "w_err_norm",
+    ax: plt.Axes | None = None,
+    norm: LogNorm | None = None,
+    cells: pd.DataFrame | None = None,
+) -> plt.Axes:
     """Median |value| over the runs of each (lr, epoch), on a log colour scale; epoch 0 (the
     start) is not shown.
 
@@ -756,8 +949,18 @@ def lr_epoch_heatmap(data: Any, *, value: str = "w_err_norm", ax: plt.Axes | Non
         if n and share.loc[lr, epoch] <= 0.5:
             annot.loc[lr, epoch] += f"\n({int(n)} div.)"
     norm = norm or _log_norm([median])
-    sns.heatmap(median, annot=annot, fmt="", norm=norm, cmap="viridis", ax=ax, annot_kws={"fontsize": 7},
-                cbar_kws={"label": f"median {LABELS.get(value, value)}"}, linewidths=0.5, linecolor="white")
+    sns.heatmap(
+        median,
+        annot=annot,
+        fmt="",
+        norm=norm,
+        cmap="viridis",
+        ax=ax,
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": f"median {LABELS.get(value, value)}"},
+        linewidths=0.5,
+        linecolor="white",
+    )
     # seaborn leaves masked (NaN) cells unannotated: mark the diverged ones by hand
     for i, lr in enumerate(median.index):
         for j, epoch in enumerate(median.columns):
@@ -776,8 +979,9 @@ def _log_norm(medians: Sequence[pd.DataFrame]) -> LogNorm | None:
     return LogNorm(vmin=values.min(), vmax=values.max()) if len(values) else None
 
 
-def heatmap_facets(data: Any, *, value: str = "w_err_norm", col: str | None = None, row: str | None = None,
-                   title: str | None = None) -> plt.Figure:
+def heatmap_facets(
+    data: Any, *, value: str = "w_err_norm", col: str | None = None, row: str | None = None, title: str | None = None
+) -> plt.Figure:
     """One :func:`lr_epoch_heatmap` per col and row value, on one colour scale."""
     where = "parameter of heatmap_facets"
     t = open_table(data)
@@ -791,18 +995,22 @@ def heatmap_facets(data: Any, *, value: str = "w_err_norm", col: str | None = No
     wrap = COL_WRAP if row is None and len(cols) > COL_WRAP + 1 else len(cols)
     shape = (len(rows) * -(-len(cols) // wrap), wrap)
     fig, grid = plt.subplots(*shape, figsize=(6.5 * shape[1], (0.45 * n_lr + 1.6) * shape[0]), squeeze=False)
-    parts = {(i, j): cells[_match(cells, {row: r, col: c})]
-             for i, r in enumerate(rows) for j, c in enumerate(cols)}
+    parts = {(i, j): cells[_match(cells, {row: r, col: c})] for i, r in enumerate(rows) for j, c in enumerate(cols)}
     norm = _log_norm([cells[["median"]]])
-    for ax in grid.flat[len(parts):]:  # the wrapped grid's unused places
+    for ax in grid.flat[len(parts) :]:  # the wrapped grid's unused places
         ax.set_axis_off()
     for (i, j), part in parts.items():
         ax = grid.flat[i * len(cols) + j]
         if part.empty:
             ax.set_axis_off()
             continue
-        lr_epoch_heatmap(t.select({k: [v] for k, v in ((row, rows[i]), (col, cols[j])) if k}), value=value, ax=ax,
-                         norm=norm, cells=part)
+        lr_epoch_heatmap(
+            t.select({k: [v] for k, v in ((row, rows[i]), (col, cols[j])) if k}),
+            value=value,
+            ax=ax,
+            norm=norm,
+            cells=part,
+        )
         ax.set_title(", ".join(f"{k} = {format_value(v)}" for k, v in ((row, rows[i]), (col, cols[j])) if k))
     heading = "\n".join(filter(None, [title, held_fixed(t, ["lr", "epoch", col, row])]))
     if heading:
@@ -811,7 +1019,9 @@ def heatmap_facets(data: Any, *, value: str = "w_err_norm", col: str | None = No
     return fig
 
 
-def loss_shapes(sigmas: Sequence[float], *, axes: Sequence[plt.Axes] | None = None, span: float = 4.0) -> Sequence[plt.Axes]:
+def loss_shapes(
+    sigmas: Sequence[float], *, axes: Sequence[plt.Axes] | None = None, span: float = 4.0
+) -> Sequence[plt.Axes]:
     """The squared loss and Huber's (3.5.1) for each σ (left), and their derivatives (right)."""
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -833,8 +1043,11 @@ def loss_shapes(sigmas: Sequence[float], *, axes: Sequence[plt.Axes] | None = No
 
 #: Metadata that would change from one save to the next (dates), removed so that a figure that
 #: did not change writes the same bytes.
-_METADATA = {".png": {"Software": None}, ".svg": {"Date": None, "Creator": None},
-             ".pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+_METADATA = {
+    ".png": {"Software": None},
+    ".svg": {"Date": None, "Creator": None},
+    ".pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+}
 
 
 def save_figure(fig: plt.Figure, path: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
@@ -938,16 +1151,23 @@ def nested_loop(
     pooled = rows.varying(factors, axes_of(y))
     if pooled:
         refused = PoolingError(pooled, "nested_loop")
-        refused.args = (f"nested_loop would pool over {describe_axes(pooled)}; add them to order (every axis that "
-                        f"varies is a factor of the plot) or select one value of each.",)
+        refused.args = (
+            f"nested_loop would pool over {describe_axes(pooled)}; add them to order (every axis that "
+            f"varies is a factor of the plot) or select one value of each.",
+        )
         raise refused
     if not factors:
-        raise ParameterError("order", where, "axes that vary in the table (a nested-loop plot needs one; the table "
-                             "varies in none)", order)
+        raise ParameterError(
+            "order",
+            where,
+            "axes that vary in the table (a nested-loop plot needs one; the table varies in none)",
+            order,
+        )
     twin = FLOORS.get(y) if floor == "auto" else floor
     if floor not in ("auto", None) and floor not in LEAST_SQUARES:
-        raise ParameterError("floor", where, f"'auto', None or a least-squares column ({', '.join(FLOORS.values())})",
-                             floor)
+        raise ParameterError(
+            "floor", where, f"'auto', None or a least-squares column ({', '.join(FLOORS.values())})", floor
+        )
     least_squares = y in LEAST_SQUARES
     ranks = (lambda n: median_ranks(n, ci)) if band != "spread" else None
     levels = {a: rows.values(a) for a in factors}
@@ -956,11 +1176,28 @@ def nested_loop(
     grey = None
     if twin is not None and twin in rows.columns and not least_squares:
         grey, _ = _in_nested_order(rows.point_stats(factors, twin, diverged=False, per_stream=True)[0], levels)
-    heading = "\n".join(filter(None, [
-        title if title is not None else f"{LABELS.get(y, y)} in every cell, in nested order; {epoch_text}",
-        held_fixed(rows, factors)]))
-    return _draw_nested(points, index, levels, grey=grey, counts=counts, y=y, band=band, ci=ci, ax=ax,
-                        heading=heading, runs="data sets" if least_squares else "runs")
+    heading = "\n".join(
+        filter(
+            None,
+            [
+                title if title is not None else f"{LABELS.get(y, y)} in every cell, in nested order; {epoch_text}",
+                held_fixed(rows, factors),
+            ],
+        )
+    )
+    return _draw_nested(
+        points,
+        index,
+        levels,
+        grey=grey,
+        counts=counts,
+        y=y,
+        band=band,
+        ci=ci,
+        ax=ax,
+        heading=heading,
+        runs="data sets" if least_squares else "runs",
+    )
 
 
 def _nested_factors(t: Table, order: Any, epoch: int | None, where: str) -> list[str] | None:
@@ -996,9 +1233,20 @@ def _steps(values: Any) -> np.ndarray:
     return np.append(values, values[-1:])
 
 
-def _draw_nested(points: pd.DataFrame, index: np.ndarray, levels: dict[str, list], *, grey: pd.DataFrame | None,
-                 counts: dict[str, int], y: str, band: str, ci: float, ax: plt.Axes | None, heading: str,
-                 runs: str) -> plt.Figure:
+def _draw_nested(
+    points: pd.DataFrame,
+    index: np.ndarray,
+    levels: dict[str, list],
+    *,
+    grey: pd.DataFrame | None,
+    counts: dict[str, int],
+    y: str,
+    band: str,
+    ci: float,
+    ax: plt.Axes | None,
+    heading: str,
+    runs: str,
+) -> plt.Figure:
     n, factors = len(points), list(levels)
     made = ax is None
     if made:
@@ -1014,14 +1262,34 @@ def _draw_nested(points: pd.DataFrame, index: np.ndarray, levels: dict[str, list
     for (low, high, alpha), words in zip(_BAND_FILL[band], _band_legend(band, ci)):
         # each cell's band spans its width: two points a cell (fill_between's step="post" would
         # give the last cell before a cell without runs no width)
-        ax.fill_between(np.repeat(edges, 2)[1:-1], np.repeat(points[low].to_numpy(dtype=float), 2),
-                        np.repeat(points[high].to_numpy(dtype=float), 2), color=colour, alpha=alpha, linewidth=0,
-                        label=words)
-    ax.plot(edges, _steps(points["median"]), drawstyle="steps-post", color=colour, linewidth=1.6,
-            label="median per cell", gid="median")
+        ax.fill_between(
+            np.repeat(edges, 2)[1:-1],
+            np.repeat(points[low].to_numpy(dtype=float), 2),
+            np.repeat(points[high].to_numpy(dtype=float), 2),
+            color=colour,
+            alpha=alpha,
+            linewidth=0,
+            label=words,
+        )
+    ax.plot(
+        edges,
+        _steps(points["median"]),
+        drawstyle="steps-post",
+        color=colour,
+        linewidth=1.6,
+        label="median per cell",
+        gid="median",
+    )
     if grey is not None:
-        ax.plot(edges, _steps(grey["median"]), drawstyle="steps-post", color="0.45", linewidth=1.1,
-                label="least squares on the same data (median per cell)", gid="floor")
+        ax.plot(
+            edges,
+            _steps(grey["median"]),
+            drawstyle="steps-post",
+            color="0.45",
+            linewidth=1.1,
+            label="least squares on the same data (median per cell)",
+            gid="floor",
+        )
     ax.set_yscale("log")
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylabel(LABELS.get(y, y))
@@ -1038,15 +1306,26 @@ def _draw_nested(points: pd.DataFrame, index: np.ndarray, levels: dict[str, list
     _legend(ax, "outside" if made else "best", None)
     per_cell = points["total"]
     count = f"{per_cell.min()}" if per_cell.min() == per_cell.max() else f"{per_cell.min()}–{per_cell.max()}"
-    missing = (f"no interval where under {_fewest(ci)}"
-               if band != "spread" and points.loc[shown, "ci_lo"].isna().any() else "")
-    note = "\n".join(filter(None, [f"{_band_words(band, ci)} of {count} {runs} per cell", missing,
-                                   _left_out_text(counts, None)]))
+    missing = (
+        f"no interval where under {_fewest(ci)}" if band != "spread" and points.loc[shown, "ci_lo"].isna().any() else ""
+    )
+    note = "\n".join(
+        filter(None, [f"{_band_words(band, ci)} of {count} {runs} per cell", missing, _left_out_text(counts, None)])
+    )
     if made:
         ax.text(1.01, 0.0, note, transform=ax.transAxes, ha="left", va="bottom", fontsize="x-small", color="0.3")
     else:
-        ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize="x-small", color="0.3",
-                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1})
+        ax.text(
+            0.99,
+            0.01,
+            note,
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize="x-small",
+            color="0.3",
+            bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1},
+        )
     if made:
         fig.suptitle(heading, x=0.5, y=1.0, va="bottom")
     else:
@@ -1060,11 +1339,22 @@ def _mark_lost(ax: plt.Axes, points: pd.DataFrame, shown: np.ndarray) -> None:
     top = ax.get_xaxis_transform()  # x in data, y in the Axes' fraction
     cells = np.arange(len(points))
     lost = (points["kept"] < points["total"]).to_numpy()
-    for mask, marker, size, label in ((~shown, "x", 6, "no run of the cell shown (diverged)"),
-                                      (lost & shown, "v", 4, "some runs of the cell left out")):
+    for mask, marker, size, label in (
+        (~shown, "x", 6, "no run of the cell shown (diverged)"),
+        (lost & shown, "v", 4, "some runs of the cell left out"),
+    ):
         if mask.any():
-            ax.plot(cells[mask], np.full(mask.sum(), 0.965), linestyle="", marker=marker, markersize=size,
-                    color="0.2", transform=top, label=label, clip_on=False)
+            ax.plot(
+                cells[mask],
+                np.full(mask.sum(), 0.965),
+                linestyle="",
+                marker=marker,
+                markersize=size,
+                color="0.2",
+                transform=top,
+                label=label,
+                clip_on=False,
+            )
 
 
 def _draw_strips(ax: plt.Axes, index: np.ndarray, levels: dict[str, list], outer: np.ndarray) -> None:
@@ -1088,8 +1378,16 @@ def _draw_strips(ax: plt.Axes, index: np.ndarray, levels: dict[str, list], outer
         for x in outer:
             strip.axvline(x, color="0.75", linewidth=0.7, zorder=0)
         strip.set_ylabel(factor, rotation=0, ha="right", va="center", fontsize="small", labelpad=6)
-        strip.text(1.01, 0.5, ", ".join(format_value(v) for v in values), transform=strip.transAxes, ha="left",
-                   va="center", fontsize="x-small", color="0.3")
+        strip.text(
+            1.01,
+            0.5,
+            ", ".join(format_value(v) for v in values),
+            transform=strip.transAxes,
+            ha="left",
+            va="center",
+            fontsize="x-small",
+            color="0.3",
+        )
         starts = np.flatnonzero(np.r_[True, np.diff(level) != 0])
         ends = np.r_[starts[1:], len(level)]
         for start, end in zip(starts, ends):
@@ -1097,9 +1395,17 @@ def _draw_strips(ax: plt.Axes, index: np.ndarray, levels: dict[str, list], outer
             if (end - start) * inches_per_cell < 0.07 * len(text) + 0.12:
                 continue
             upper = level[start] > (m - 1) / 2
-            strip.annotate(text, ((start + end - 1) / 2, level[start]), xytext=(0, -2 if upper else 2),
-                           textcoords="offset points", ha="center", va="top" if upper else "bottom",
-                           fontsize="x-small", color="0.25")
+            strip.annotate(
+                text,
+                ((start + end - 1) / 2, level[start]),
+                xytext=(0, -2 if upper else 2),
+                textcoords="offset points",
+                ha="center",
+                va="top" if upper else "bottom",
+                fontsize="x-small",
+                color="0.25",
+            )
     if len(levels):
-        strip.set_xlabel(f"the {len(index)} cells, in nested order: {' ▸ '.join(levels)} (outermost first)",
-                         fontsize="small")
+        strip.set_xlabel(
+            f"the {len(index)} cells, in nested order: {' ▸ '.join(levels)} (outermost first)", fontsize="small"
+        )

@@ -24,9 +24,10 @@ import math
 import os
 import re
 import tempfile
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,12 +40,45 @@ if TYPE_CHECKING:  # a table is read, summarized and drawn without torch
     from .engine import ChunkResult
 
 __all__ = [
-    "SCHEMA_VERSION", "COORDINATES", "STRING_AXES", "ordered_categorical", "ERROR_METRICS", "write_csv", "write_json",
-    "atomic_write", "summarize", "read_results", "write_table", "write_table_blocks", "metric_columns", "metric_names", "feature_columns", "table_metadata", "default_by", "PowerLaw", "fit_power_law",
-    "ParameterError", "PoolingError", "LEAST_SQUARES", "PAIRED", "median_ranks", "fewest_runs", "precision_columns", "compare",
+    "SCHEMA_VERSION",
+    "COORDINATES",
+    "STRING_AXES",
+    "ordered_categorical",
+    "ERROR_METRICS",
+    "write_csv",
+    "write_json",
+    "atomic_write",
+    "summarize",
+    "read_results",
+    "write_table",
+    "write_table_blocks",
+    "metric_columns",
+    "metric_names",
+    "feature_columns",
+    "table_metadata",
+    "default_by",
+    "PowerLaw",
+    "fit_power_law",
+    "ParameterError",
+    "PoolingError",
+    "LEAST_SQUARES",
+    "PAIRED",
+    "median_ranks",
+    "fewest_runs",
+    "precision_columns",
+    "compare",
     "precision_shortfall",
-    "BOOTSTRAP_BLOCKS", "DATA_AXES", "MIN_FIT_LEVELS", "axes_of", "at_epoch",
-    "varying_axes", "describe_axes", "values_text", "format_value", "diverged_runs", "parse_where",
+    "BOOTSTRAP_BLOCKS",
+    "DATA_AXES",
+    "MIN_FIT_LEVELS",
+    "axes_of",
+    "at_epoch",
+    "varying_axes",
+    "describe_axes",
+    "values_text",
+    "format_value",
+    "diverged_runs",
+    "parse_where",
     "select",
 ]
 
@@ -78,9 +112,25 @@ def _row_max_abs(x: np.ndarray) -> np.ndarray:
 def metric_names(width: int) -> list[str]:
     """The measured columns of a table whose runs have at most ``width`` per-feature columns,
     in order (metric_columns's order, with every feature's columns)."""
-    return ([f"w_hat_{j}" for j in range(width)] + [f"w_err_{j}" for j in range(width)]
-            + ["w_err_norm", "w_err_max", "b_hat", "b_err", "train_loss", "val_mse", "grad_w_norm", "grad_b",
-               "ols_w_err_norm", "ols_b_err", "gap_w_norm", "steps", "diverged"])
+    return (
+        [f"w_hat_{j}" for j in range(width)]
+        + [f"w_err_{j}" for j in range(width)]
+        + [
+            "w_err_norm",
+            "w_err_max",
+            "b_hat",
+            "b_err",
+            "train_loss",
+            "val_mse",
+            "grad_w_norm",
+            "grad_b",
+            "ols_w_err_norm",
+            "ols_b_err",
+            "gap_w_norm",
+            "steps",
+            "diverged",
+        ]
+    )
 
 
 def feature_columns(num_inputs: Iterable[int]) -> int:
@@ -186,7 +236,9 @@ def write_csv(df: pd.DataFrame, path: str | Path, significant: int | None = None
 ROW_GROUP_ROWS = 1 << 20
 
 
-def write_table(df: pd.DataFrame, path: str | Path, metadata: dict | None = None, significant: int | None = None) -> None:
+def write_table(
+    df: pd.DataFrame, path: str | Path, metadata: dict | None = None, significant: int | None = None
+) -> None:
     """Write df, atomically, as CSV or Parquet by the path's extension.
 
     Parquet (pyarrow) keeps the columns and dtypes (the string axes as dictionaries) and holds
@@ -196,12 +248,17 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict | None = None
     if Path(path).suffix.lower() != ".parquet":
         write_csv(df, path, significant)
         return
-    write_table_blocks((df.iloc[i : i + ROW_GROUP_ROWS] for i in range(0, max(len(df), 1), ROW_GROUP_ROWS)), path,
-                       metadata, significant)
+    write_table_blocks(
+        (df.iloc[i : i + ROW_GROUP_ROWS] for i in range(0, max(len(df), 1), ROW_GROUP_ROWS)),
+        path,
+        metadata,
+        significant,
+    )
 
 
-def write_table_blocks(blocks: Iterable[pd.DataFrame], path: str | Path, metadata: dict | None = None,
-                       significant: int | None = None) -> None:
+def write_table_blocks(
+    blocks: Iterable[pd.DataFrame], path: str | Path, metadata: dict | None = None, significant: int | None = None
+) -> None:
     """Write a table given as consecutive blocks of rows (each of the same columns and dtypes),
     atomically, as CSV or Parquet by the path's extension, holding one block in memory at a time.
 
@@ -212,6 +269,7 @@ def write_table_blocks(blocks: Iterable[pd.DataFrame], path: str | Path, metadat
     path = Path(path)
     fmt = None if significant is None else f"%.{significant}g"
     if path.suffix.lower() != ".parquet":
+
         def write_csv_blocks(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:
                 for i, block in enumerate(blocks):
@@ -280,14 +338,17 @@ def default_by(table: Any) -> list[str]:
 
 # --- summaries: what is shown, over which runs, and what is pooled ---------------------------
 
+
 class PoolingError(ValueError):
     """Axes that vary where a figure or a table shows one value: nothing is pooled silently.
     ``axes`` maps each axis to the values it takes, for a message that says what to choose."""
 
     def __init__(self, axes: dict[str, list], where: str):
         self.axes = axes
-        super().__init__(f"{where} would pool over {describe_axes(axes)}; put them on the figure "
-                         "(hue, style, col, row) or select one value of each.")
+        super().__init__(
+            f"{where} would pool over {describe_axes(axes)}; put them on the figure "
+            "(hue, style, col, row) or select one value of each."
+        )
 
 
 #: The columns of least squares on the run's own training data. They depend on the data alone
@@ -348,8 +409,9 @@ def _column_list(value: Any, name: str, where: str) -> list[str]:
     return list(value)
 
 
-def at_epoch(table: Any, epoch: int | None = None, *, placed: Sequence[str | None] = (),
-             where: str = "parameter of at_epoch") -> tuple[Any, str]:
+def at_epoch(
+    table: Any, epoch: int | None = None, *, placed: Sequence[str | None] = (), where: str = "parameter of at_epoch"
+) -> tuple[Any, str]:
     """The rows at one checkpoint, and the words that say which.
 
     ``table``: a DataFrame (rows of it come back) or a path or Table (a Table comes back).
@@ -377,8 +439,14 @@ def at_epoch(table: Any, epoch: int | None = None, *, placed: Sequence[str | Non
     return rows, f"each run's last checkpoint (epochs {values_text(ends)})"
 
 
-def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence[str] = tuple(_STATS), *,
-              epoch: int | None = None, ci: float | None = None) -> pd.DataFrame:
+def summarize(
+    table: Any,
+    by: str | Sequence[str] | None = None,
+    stats: Sequence[str] = tuple(_STATS),
+    *,
+    epoch: int | None = None,
+    ci: float | None = None,
+) -> pd.DataFrame:
     """Per cell: the count of runs, how many diverged, and statistics of each error.
 
     SGD's errors (``w_err_norm``, ``b_err_abs``, ``gap_w_norm``, ``val_mse``) are described over
@@ -433,8 +501,12 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
     unknown = [c for c in by if c not in t.columns]
     if unknown:
         axes = [a for a in AXES if a in t.columns]
-        raise ParameterError("by", where, f"columns of the table (its axes: {', '.join(axes)})",
-                             unknown[0] if len(unknown) == 1 else unknown)
+        raise ParameterError(
+            "by",
+            where,
+            f"columns of the table (its axes: {', '.join(axes)})",
+            unknown[0] if len(unknown) == 1 else unknown,
+        )
     bad = [s for s in stats if s not in _STATS]
     if bad:
         raise ParameterError("stats", where, f"among {list(_STATS)}", bad)
@@ -455,18 +527,25 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
         for stat in stats:
             out[f"{metric}_{stat}"] = cells[f"{metric}_{stat}"]
     if ci is not None:
-        estimands = [*sorted((c for c in t.columns if re.fullmatch(r"w_err_\d+", c)), key=lambda c: int(c[6:])),
-                     "b_err", "w_err_norm"]
+        estimands = [
+            *sorted((c for c in t.columns if re.fullmatch(r"w_err_\d+", c)), key=lambda c: int(c[6:])),
+            "b_err",
+            "w_err_norm",
+        ]
         # A cell that pools no axis holds one run of each stream: its units are its runs that did
         # not diverge, as many as the cells' statistics just counted (the ranks of the medians'
         # intervals are then known before the query that finds them).
         survivors = set((cells["count"] - cells["diverged"]).astype(int))
         expected = survivors.pop() if not pooled and len(survivors) == 1 else None
-        moments = rows.unit_moments(keys, estimands, PAIRED, lambda n: median_ranks(n, ci), per_stream=bool(pooled),
-                                    units=expected)
+        moments = rows.unit_moments(
+            keys, estimands, PAIRED, lambda n: median_ranks(n, ci), per_stream=bool(pooled), units=expected
+        )
         precision = precision_columns(moments, estimands).set_index(keys)
-        at = precision.reindex(pd.MultiIndex.from_frame(out[keys].astype(object)) if len(keys) > 1
-                               else pd.Index(out[keys[0]].astype(object)))
+        at = precision.reindex(
+            pd.MultiIndex.from_frame(out[keys].astype(object))
+            if len(keys) > 1
+            else pd.Index(out[keys[0]].astype(object))
+        )
         for column in precision.columns:
             out[column] = at[column].to_numpy()
         out["units"] = out["units"].fillna(0).astype(np.int64)
@@ -478,8 +557,9 @@ def summarize(table: Any, by: str | Sequence[str] | None = None, stats: Sequence
 _MEDIAN_OF = {"w_err_norm": "w_err_norm_median", "b_err": "b_err_abs_median"}
 
 
-def precision_shortfall(table: Any, *, metric: str = "w_err_norm", target: float, ci: float = 0.95,
-                        replicates: int | None = None) -> pd.DataFrame:
+def precision_shortfall(
+    table: Any, *, metric: str = "w_err_norm", target: float, ci: float = 0.95, replicates: int | None = None
+) -> pd.DataFrame:
     """How far each cell (every axis that varies, at each run's last checkpoint) is from a
     target precision of the median of ``metric``: its ``ci`` interval's half-width relative to
     the median, ``relative`` = max(hi − median, median − lo) / median (inf where the cell has
@@ -507,8 +587,9 @@ def precision_shortfall(table: Any, *, metric: str = "w_err_norm", target: float
         now = np.full(len(s), replicates, dtype=float) if replicates is not None else s["units"].to_numpy(dtype=float)
         needed = np.where(np.isfinite(relative), np.ceil(now * (relative / target) ** 2), 2 * np.maximum(now, 3))
     needed = np.where(diverging, 0, needed)
-    return s[[*by, "epoch", "units"]].assign(median=m, relative=relative, diverging=diverging,
-                                             replicates_needed=needed.astype(np.int64))
+    return s[[*by, "epoch", "units"]].assign(
+        median=m, relative=relative, diverging=diverging, replicates_needed=needed.astype(np.int64)
+    )
 
 
 #: The blocks of data streams a comparison's bootstrap resamples (a hash of the seed): streams
@@ -518,9 +599,19 @@ BOOTSTRAP_BLOCKS = 200
 _COMPARED = re.compile(r"w_err_norm|w_err_\d+|b_err|gap_w_norm|val_mse")
 
 
-def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm", by: str | Sequence[str] | None = None,
-            epoch: int | None = None, ci: float = 0.95, paired: bool | None = None, n_boot: int = 1000,
-            seed: int = 0) -> pd.DataFrame:
+def compare(
+    table: Any,
+    *,
+    factor: str,
+    baseline: Any,
+    metric: str = "w_err_norm",
+    by: str | Sequence[str] | None = None,
+    epoch: int | None = None,
+    ci: float = 0.95,
+    paired: bool | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Each level of ``factor`` against ``baseline``, cell by cell, paired by data stream.
 
     Runs that differ only in lr, loss, sigma or reduction share their data (common random
@@ -575,33 +666,44 @@ def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm
         raise ParameterError("factor", where, f"one of the table's axes ({', '.join(axes)})", factor)
     levels = t.values(factor)
     if len(levels) < 2:
-        raise ParameterError("factor", where, f"an axis that takes two values or more in the table ({factor} takes "
-                             f"{values_text(levels)})", factor)
+        raise ParameterError(
+            "factor",
+            where,
+            f"an axis that takes two values or more in the table ({factor} takes {values_text(levels)})",
+            factor,
+        )
     base = _matching(levels, _read_as(t.numeric(factor), str(baseline)) if isinstance(baseline, str) else baseline)
     if base is None:
         raise ParameterError("baseline", where, f"one of the values {factor} takes ({values_text(levels)})", baseline)
     if not isinstance(metric, str) or not _COMPARED.fullmatch(metric) or metric not in t.columns:
-        raise ParameterError("metric", where, "one of SGD's errors in the table (w_err_norm, w_err_0, b_err, "
-                             "gap_w_norm, val_mse)", metric)
+        raise ParameterError(
+            "metric",
+            where,
+            "one of SGD's errors in the table (w_err_norm, w_err_0, b_err, gap_w_norm, val_mse)",
+            metric,
+        )
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
         raise ParameterError("ci", where, "a level between 0 and 1, e.g. 0.95", ci)
     changes_data = factor in DATA_AXES
     if paired and changes_data:
-        raise ParameterError("paired", where, f"False for {factor}: it changes the data, so no two of its levels "
-                             "share a stream", paired)
+        raise ParameterError(
+            "paired", where, f"False for {factor}: it changes the data, so no two of its levels share a stream", paired
+        )
     paired = not changes_data if paired is None else bool(paired)
     by = [a for a in default_by(t) if a not in (factor, "epoch")] if by is None else _column_list(by, "by", where)
     if factor in by:
-        raise ParameterError("by", where, f"columns other than the factor ({factor}: its levels are what is "
-                             "compared)", by)
+        raise ParameterError(
+            "by", where, f"columns other than the factor ({factor}: its levels are what is compared)", by
+        )
     rows, epoch_text = at_epoch(t, epoch, placed=[*by, factor], where=where)
     pooled = rows.varying([*by, factor])
     if pooled:
         raise PoolingError(pooled, "compare")
     keys = list(by) if "epoch" in by else [*by, "epoch"]
     level = np.sqrt(ci) if not paired else ci
-    stats, sums = rows.comparison(keys, factor, base, metric, lambda n: median_ranks(n, level), paired=paired,
-                                  blocks=BOOTSTRAP_BLOCKS)
+    stats, sums = rows.comparison(
+        keys, factor, base, metric, lambda n: median_ranks(n, level), paired=paired, blocks=BOOTSTRAP_BLOCKS
+    )
     stats = rows._sorted(stats.rename(columns={"level": factor}), [*keys, factor])
     sums = sums.rename(columns={"level": factor})
     rng = np.random.default_rng(seed)
@@ -621,24 +723,59 @@ def compare(table: Any, *, factor: str, baseline: Any, metric: str = "w_err_norm
         row = {**at, factor: value, "baseline": base, "paired": paired}
         if paired:
             rmse = _bootstrap_ratio(mine["sv"].to_numpy(), mine["sb"].to_numpy(), None, None, n_boot, ci, rng)
-            row.update(streams=int(cell["n"]), ratio=cell["med0"], ratio_lo=cell["lo0"], ratio_hi=cell["hi0"],
-                       wins=cell["wins"])
+            row.update(
+                streams=int(cell["n"]),
+                ratio=cell["med0"],
+                ratio_lo=cell["lo0"],
+                ratio_hi=cell["hi0"],
+                wins=cell["wins"],
+            )
         else:
             baseline = next((v for c, v in by_cell.items() if c[:-1] == level and _same_value(c[-1], base)), None)
             other = baseline or {"med0": np.nan, "lo0": np.nan, "hi0": np.nan}  # a cell whose baseline has no runs
             theirs = next((g for c, g in by_group.items() if c[:-1] == level and _same_value(c[-1], base)), empty)
             with np.errstate(divide="ignore", invalid="ignore"):
-                row.update(streams=int(cell["n"]), ratio=cell["med0"] / other["med0"],
-                           ratio_lo=cell["lo0"] / other["hi0"], ratio_hi=cell["hi0"] / other["lo0"], wins=np.nan)
-            rmse = _bootstrap_ratio(mine["sv"].to_numpy(), theirs["sv"].to_numpy(), mine["k"].to_numpy(),
-                                    theirs["k"].to_numpy(), n_boot, ci, rng)
+                row.update(
+                    streams=int(cell["n"]),
+                    ratio=cell["med0"] / other["med0"],
+                    ratio_lo=cell["lo0"] / other["hi0"],
+                    ratio_hi=cell["hi0"] / other["lo0"],
+                    wins=np.nan,
+                )
+            rmse = _bootstrap_ratio(
+                mine["sv"].to_numpy(),
+                theirs["sv"].to_numpy(),
+                mine["k"].to_numpy(),
+                theirs["k"].to_numpy(),
+                n_boot,
+                ci,
+                rng,
+            )
         row.update(rmse_ratio=rmse[0], rmse_ratio_lo=rmse[1], rmse_ratio_hi=rmse[2])
         out.append(row)
-    columns = [*keys, factor, "baseline", "paired", "streams", "ratio", "ratio_lo", "ratio_hi", "rmse_ratio",
-               "rmse_ratio_lo", "rmse_ratio_hi", "wins"]
+    columns = [
+        *keys,
+        factor,
+        "baseline",
+        "paired",
+        "streams",
+        "ratio",
+        "ratio_lo",
+        "ratio_hi",
+        "rmse_ratio",
+        "rmse_ratio_lo",
+        "rmse_ratio_hi",
+        "wins",
+    ]
     result = t.categorize(pd.DataFrame(out, columns=columns))
-    result.attrs = {"epoch": epoch_text, "metric": metric, "paired": paired, "factor": factor, "baseline": base,
-                    "ci": ci}
+    result.attrs = {
+        "epoch": epoch_text,
+        "metric": metric,
+        "paired": paired,
+        "factor": factor,
+        "baseline": base,
+        "ci": ci,
+    }
     return result
 
 
@@ -651,8 +788,15 @@ def _same_value(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
-def _bootstrap_ratio(top: np.ndarray, bottom: np.ndarray, top_n: np.ndarray | None, bottom_n: np.ndarray | None,
-                     n_boot: int, ci: float, rng: np.random.Generator) -> tuple[float, float, float]:
+def _bootstrap_ratio(
+    top: np.ndarray,
+    bottom: np.ndarray,
+    top_n: np.ndarray | None,
+    bottom_n: np.ndarray | None,
+    n_boot: int,
+    ci: float,
+    rng: np.random.Generator,
+) -> tuple[float, float, float]:
     """√(Σtop/Σbottom) (paired: the blocks of both are the same streams), or unpaired
     √((Σtop/Σtop_n)/(Σbottom/Σbottom_n)) with each side's blocks resampled apart; with its
     bootstrap interval at level ``ci`` (order statistics of the resamples)."""
@@ -796,8 +940,9 @@ def parse_where(table: Any, items: Sequence[str], *, where: str = "parameter of 
         if not sep or not key or not text.strip():
             raise ParameterError("where", where, "KEY=VALUE, e.g. loss=huber or lr=0.01,0.03", item)
         if key not in allowed_keys:
-            raise ParameterError("where", where, f"KEY=VALUE with KEY one of the table's axes ({', '.join(allowed_keys)})",
-                                 item)
+            raise ParameterError(
+                "where", where, f"KEY=VALUE with KEY one of the table's axes ({', '.join(allowed_keys)})", item
+            )
         if key in chosen:
             raise ParameterError("where", where, f"given once for each axis ({key} is given twice)", item)
         present = t.values(key)
@@ -807,8 +952,12 @@ def parse_where(table: Any, items: Sequence[str], *, where: str = "parameter of 
             value = _read_as(t.numeric(key), part)
             match = _matching(present, value)
             if match is None:
-                raise ParameterError("where", where, f"one of the values {key} takes in the table "
-                                     f"({key}={values_text(present, limit=12)})", f"{key}={part}")
+                raise ParameterError(
+                    "where",
+                    where,
+                    f"one of the values {key} takes in the table ({key}={values_text(present, limit=12)})",
+                    f"{key}={part}",
+                )
             values.append(match)
         chosen[key] = list(dict.fromkeys(values))
     return chosen
@@ -841,14 +990,22 @@ def select(df: Any, where: Mapping[str, Any] | None = None) -> Any:
     if not isinstance(df, pd.DataFrame):
         for key in where or {}:
             if key not in df.columns:
-                raise ParameterError("where", "parameter of select", f"a mapping from the table's columns "
-                                     f"({', '.join(a for a in AXES if a in df.columns)})", key)
+                raise ParameterError(
+                    "where",
+                    "parameter of select",
+                    f"a mapping from the table's columns ({', '.join(a for a in AXES if a in df.columns)})",
+                    key,
+                )
         return df.select(where)
     mask = np.ones(len(df), dtype=bool)
     for key, wanted in (where or {}).items():
         if key not in df.columns:
-            raise ParameterError("where", "parameter of select", f"a mapping from the table's columns "
-                                 f"({', '.join(a for a in AXES if a in df.columns)})", key)
+            raise ParameterError(
+                "where",
+                "parameter of select",
+                f"a mapping from the table's columns ({', '.join(a for a in AXES if a in df.columns)})",
+                key,
+            )
         wanted = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
         mask &= df[key].isin(wanted).to_numpy()
     return df[mask]
@@ -880,8 +1037,16 @@ class PowerLaw:
         return f"shows no clear trend in {variable} (slope {self.slope:.2f}, {interval})"
 
 
-def fit_power_law(x: Any, y: Sequence[float] | str, *, units: Sequence | None = None, n_boot: int = 1000,
-                  seed: int = 0, against: str = "num_train", fit_from: float | None = None) -> PowerLaw:
+def fit_power_law(
+    x: Any,
+    y: Sequence[float] | str,
+    *,
+    units: Sequence | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    against: str = "num_train",
+    fit_from: float | None = None,
+) -> PowerLaw:
     """Fit y ≈ c · x^k by least squares on the logs of the per-x medians.
 
     Parameters
@@ -922,8 +1087,9 @@ def fit_power_law(x: Any, y: Sequence[float] | str, *, units: Sequence | None = 
         if fit_from is not None:
             t = t.filter(f"{quote(against)} >= {literal(fit_from)}")
         part = t.stream_values([against], y, diverged=y not in LEAST_SQUARES, per_stream=y in LEAST_SQUARES)
-        return fit_power_law(part[against], part["v"], units=part["seed"] if "seed" in part else None,
-                             n_boot=n_boot, seed=seed)
+        return fit_power_law(
+            part[against], part["v"], units=part["seed"] if "seed" in part else None, n_boot=n_boot, seed=seed
+        )
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     x, y = x[keep], y[keep]
@@ -935,8 +1101,10 @@ def fit_power_law(x: Any, y: Sequence[float] | str, *, units: Sequence | None = 
         x, y = per["x"].to_numpy(), per["y"].to_numpy()
     levels = np.unique(x)
     if len(levels) < MIN_FIT_LEVELS:
-        raise ValueError(f"A power law is fitted to positive values at {MIN_FIT_LEVELS} distinct x or more; "
-                         f"got x levels {levels.tolist()}.")
+        raise ValueError(
+            f"A power law is fitted to positive values at {MIN_FIT_LEVELS} distinct x or more; "
+            f"got x levels {levels.tolist()}."
+        )
     groups = [np.log(y[x == level]) for level in levels]
     lx = np.log(levels)
 
@@ -952,5 +1120,6 @@ def fit_power_law(x: Any, y: Sequence[float] | str, *, units: Sequence | None = 
     rng = np.random.default_rng(seed)
     boot_medians = np.stack([np.median(g[rng.integers(0, len(g), size=(n_boot, len(g)))], axis=1) for g in groups], -1)
     low, high = np.quantile(slopes(boot_medians), [0.025, 0.975])
-    return PowerLaw(slope=k, prefactor=float(np.exp(logc)), low=float(low), high=float(high), levels=len(levels),
-                    units=len(x))
+    return PowerLaw(
+        slope=k, prefactor=float(np.exp(logc)), low=float(low), high=float(high), levels=len(levels), units=len(x)
+    )

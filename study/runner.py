@@ -34,9 +34,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import joblib
 import numpy as np
@@ -50,19 +51,35 @@ from .cluster import check_dask_installed, dask_client, dask_results
 from .dispatch import WORKER_START_S, Task, bundle, local_results, worker_count
 from .grid import RUN_AXES, Grid
 from .options import DEFAULT, Options
-from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds
+from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds, keys_id
 from .plan import chunk_id as _chunk_id
-from .plan import keys_id
 from .results import (
-    COORDINATES, SCHEMA_VERSION, feature_columns, metric_names, write_json, write_table, write_table_blocks,
+    COORDINATES,
+    SCHEMA_VERSION,
+    feature_columns,
+    metric_names,
+    write_json,
+    write_table,
+    write_table_blocks,
 )
 from .store import SUFFIX as STORE_SUFFIX
 from .store import RunStore, table_blocks, table_frame
 from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINE_REVISIONS
 
 __all__ = [
-    "run_grid", "plan_grid", "plan_chunks", "chunk_id", "resolve_devices", "check_output", "store_path",
-    "ChunkFailure", "ChunksFailed", "OutputBusy", "plan_summary", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT",
+    "run_grid",
+    "plan_grid",
+    "plan_chunks",
+    "chunk_id",
+    "resolve_devices",
+    "check_output",
+    "store_path",
+    "ChunkFailure",
+    "ChunksFailed",
+    "OutputBusy",
+    "plan_summary",
+    "BACKENDS",
+    "DEFAULT_CHUNK_TIMEOUT",
     "AUTO_GPU_MIN_SECONDS",
 ]
 
@@ -98,8 +115,15 @@ class ChunksFailed(RuntimeError):
         Where those rows were written, when run_grid had an output path.
     """
 
-    def __init__(self, failures: Sequence[ChunkFailure], n_chunks: int, n_runs: int,
-                 partial: pd.DataFrame | None = None, partial_path: Path | None = None, resumable: bool = False) -> None:
+    def __init__(
+        self,
+        failures: Sequence[ChunkFailure],
+        n_chunks: int,
+        n_runs: int,
+        partial: pd.DataFrame | None = None,
+        partial_path: Path | None = None,
+        resumable: bool = False,
+    ) -> None:
         self.failures = list(failures)
         self.partial = partial
         self.partial_path = partial_path
@@ -112,16 +136,29 @@ class ChunksFailed(RuntimeError):
         super().__init__(message)
 
 
-def plan_grid(grid: Grid, chunk_size: int | None = None, devices: Sequence[str] = ("cpu",),
-              engine: str = "batched", cores: int | None = None, options: Options = DEFAULT) -> Plan:
+def plan_grid(
+    grid: Grid,
+    chunk_size: int | None = None,
+    devices: Sequence[str] = ("cpu",),
+    engine: str = "batched",
+    cores: int | None = None,
+    options: Options = DEFAULT,
+) -> Plan:
     """The grid cut into chunks sized to ``devices`` (see study.plan.chunk_cap)."""
     if devices[0].startswith("cuda"):
         free = min(torch.cuda.mem_get_info(torch.device(d))[0] for d in devices)
         budget, cores = int(free * GPU_MEMORY_SHARE), 0
     else:
         budget, cores = options.chunk_memory_budget, cores or joblib.cpu_count()
-    cap = chunk_cap(grid, engine=engine, budget=budget, cores=cores, chunk_size=chunk_size,
-                    max_runs=engines.max_chunk_runs, seconds=engines.estimated_seconds)
+    cap = chunk_cap(
+        grid,
+        engine=engine,
+        budget=budget,
+        cores=cores,
+        chunk_size=chunk_size,
+        max_runs=engines.max_chunk_runs,
+        seconds=engines.estimated_seconds,
+    )
     return Plan(grid, cap)
 
 
@@ -145,8 +182,14 @@ def resolve_devices(device: str, engine: str = "batched", grid: Grid | None = No
         fail("device", _WHERE, "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "auto":
-        if engine != "batched" or gpus == 0 or (grid is not None and (
-                grid.stream != "counter" or grid_seconds(grid, engines.estimated_seconds) < AUTO_GPU_MIN_SECONDS)):
+        if (
+            engine != "batched"
+            or gpus == 0
+            or (
+                grid is not None
+                and (grid.stream != "counter" or grid_seconds(grid, engines.estimated_seconds) < AUTO_GPU_MIN_SECONDS)
+            )
+        ):
             return ["cpu"]
         return [f"cuda:{i}" for i in range(gpus)]
     if device == "cpu":
@@ -173,8 +216,15 @@ CSV_BYTES_PER_COLUMN = 13
 PARQUET_BYTES_PER_COLUMN = 3.1
 
 
-def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str = "batched",
-                 backend: str = "loky", chunk_size: int | None = None, out: str | Path | None = None) -> str:
+def plan_summary(
+    grid: Grid,
+    n_jobs: int = -1,
+    device: str = "auto",
+    engine: str = "batched",
+    backend: str = "loky",
+    chunk_size: int | None = None,
+    out: str | Path | None = None,
+) -> str:
     """One line on what run_grid would do: the runs, rows and chunks, the devices and workers,
     an estimate of the time (of training every run: "at most" where the output's store holds
     runs, which cost nothing) and the size of the table (Parquet when ``out`` ends in .parquet,
@@ -203,9 +253,11 @@ def plan_summary(grid: Grid, n_jobs: int = -1, device: str = "auto", engine: str
     if seconds is not None and store is not None and any(store.glob(f"*{STORE_SUFFIX}")):
         # Which runs it holds is known only once its files are read (a pass over them): run_grid's
         # progress lines then count only what is left.
-        estimate = f"at most {estimate[len('about '):]} ({store.name} holds earlier runs, which are not trained again)"
-    return (f"{grid.name}: {plan.n_runs:,} runs, {rows:,} rows in {len(plan.specs):,} chunks on {where}; "
-            f"{estimate}; the {'Parquet file' if parquet else 'CSV'} about {_size(size)}")
+        estimate = f"at most {estimate[len('about ') :]} ({store.name} holds earlier runs, which are not trained again)"
+    return (
+        f"{grid.name}: {plan.n_runs:,} runs, {rows:,} rows in {len(plan.specs):,} chunks on {where}; "
+        f"{estimate}; the {'Parquet file' if parquet else 'CSV'} about {_size(size)}"
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -356,8 +408,12 @@ def run_grid(
     scheduler = _check_scheduler(scheduler, backend)
     if chunk_timeout is not None:
         if backend != "dask":
-            fail("chunk_timeout", _WHERE, "None unless backend is 'dask' (the only backend that bounds a chunk)",
-                 chunk_timeout)
+            fail(
+                "chunk_timeout",
+                _WHERE,
+                "None unless backend is 'dask' (the only backend that bounds a chunk)",
+                chunk_timeout,
+            )
         chunk_timeout = check_real(chunk_timeout, "chunk_timeout", _WHERE)
     if backend == "dask":
         check_dask_installed()
@@ -374,9 +430,13 @@ def run_grid(
     if out is not None and not force:
         need, free = output_bytes(grid, out), _free_bytes(out)
         if free is not None and need > free:
-            fail("out", _WHERE, f"a path on a disk with room for the output: the table and its store would take about "
-                 f"{_size(need)}, and {_size(free)} is free there (force=True, or study run --force, starts anyway)",
-                 str(out))
+            fail(
+                "out",
+                _WHERE,
+                f"a path on a disk with room for the output: the table and its store would take about "
+                f"{_size(need)}, and {_size(free)} is free there (force=True, or study run --force, starts anyway)",
+                str(out),
+            )
     if not isinstance(frame, bool):
         fail("frame", _WHERE, "True or False", frame)
     if not frame and out is None:
@@ -384,13 +444,30 @@ def run_grid(
     if frame:
         need, have = table_bytes(grid), _available_memory()
         if have is not None and need > have / 2:
-            fail("frame", _WHERE, f"False for this grid: its table would take about {_size(need)} in memory, and "
-                 f"{_size(have)} is available; give out='NAME.parquet' and frame=False to write it block by block",
-                 frame)
+            fail(
+                "frame",
+                _WHERE,
+                f"False for this grid: its table would take about {_size(need)} in memory, and "
+                f"{_size(have)} is available; give out='NAME.parquet' and frame=False to write it block by block",
+                frame,
+            )
 
     with _exclusive(out):
-        return _execute(grid, out, n_jobs, devices, engine, backend, resume, progress, chunk_size, scheduler,
-                        chunk_timeout, frame, options)
+        return _execute(
+            grid,
+            out,
+            n_jobs,
+            devices,
+            engine,
+            backend,
+            resume,
+            progress,
+            chunk_size,
+            scheduler,
+            chunk_timeout,
+            frame,
+            options,
+        )
 
 
 def table_bytes(grid: Grid) -> int:
@@ -484,8 +561,12 @@ class _LineProgress:
             left = ""
             if 0 < self.work_done < self.work and self.done < self.total:
                 left = f", about {_duration(elapsed * (self.work - self.work_done) / self.work_done)} left"
-            print(f"study: {self.name}: {self.done:,} of {self.total:,} runs ({100 * self.done / self.total:.0f}%), "
-                  f"{_duration(elapsed)}{left}", file=sys.stderr, flush=True)
+            print(
+                f"study: {self.name}: {self.done:,} of {self.total:,} runs ({100 * self.done / self.total:.0f}%), "
+                f"{_duration(elapsed)}{left}",
+                file=sys.stderr,
+                flush=True,
+            )
             self.printed = True
 
     def _tick(self) -> None:
@@ -536,8 +617,10 @@ def _exclusive(out: Path | None) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise OutputBusy(f"another study run (pid {holder}) is writing {out}; wait for it to finish, or stop it "
-                             "(its finished chunks are kept) and run again") from None
+            raise OutputBusy(
+                f"another study run (pid {holder}) is writing {out}; wait for it to finish, or stop it "
+                "(its finished chunks are kept) and run again"
+            ) from None
         # Locked; but if the holder before us removed the file meanwhile, ours is a lock on a file
         # no one else will open: start again with the file at the path.
         try:
@@ -557,14 +640,27 @@ def _exclusive(out: Path | None) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 folder.rmdir()
 
+
 def store_path(out: Path) -> Path:
     """Where run_grid keeps the finished runs of an output: ``OUT.store/`` beside it."""
     return out.with_name(out.name + ".store")
 
 
-def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engine: str, backend: str, resume: bool,
-             progress: bool, chunk_size: int | None, scheduler: str | None, chunk_timeout: float | None,
-             frame: bool, options: Options = DEFAULT) -> pd.DataFrame | None:
+def _execute(
+    grid: Grid,
+    out: Path | None,
+    n_jobs: int,
+    devices: list[str],
+    engine: str,
+    backend: str,
+    resume: bool,
+    progress: bool,
+    chunk_size: int | None,
+    scheduler: str | None,
+    chunk_timeout: float | None,
+    frame: bool,
+    options: Options = DEFAULT,
+) -> pd.DataFrame | None:
     """run_grid's work, its arguments checked: plan, look up the store, dispatch what it lacks,
     keep it, assemble, write."""
     started = time.perf_counter()
@@ -573,8 +669,13 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
     n_runs = plan.n_runs
     # With resume=False the store is emptied, but only once the cluster is reached (below): an
     # unreachable scheduler leaves no trace.
-    store = RunStore(store_path(out) if out is not None else None, engine=engine, stream=grid.stream,
-                     checkpoints=checkpoints, read=resume)
+    store = RunStore(
+        store_path(out) if out is not None else None,
+        engine=engine,
+        stream=grid.stream,
+        checkpoints=checkpoints,
+        read=resume,
+    )
     for damage in store.damaged:  # repaired below, and said: a damaged disk is worth knowing of
         warnings.warn(f"{damage}; they are trained again", stacklevel=3)
     # What the store lacks, chunk by chunk: a chunk is made here to look its runs up only when
@@ -591,8 +692,13 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                 continue
             if missing < spec.runs:
                 rows = np.flatnonzero(~held)
-        memory = engines.chunk_bytes(grid.num_train[spec.num_train_i], grid.num_val, grid.num_inputs[spec.num_inputs_i],
-                                     missing, spec.stop - spec.start)
+        memory = engines.chunk_bytes(
+            grid.num_train[spec.num_train_i],
+            grid.num_val,
+            grid.num_inputs[spec.num_inputs_i],
+            missing,
+            spec.stop - spec.start,
+        )
         tasks.append(Task(0, spec, rows, missing, plan.seconds(spec, engines.estimated_seconds, missing), memory))
     # The largest chunks first, so that the last ones to finish are small (balance).
     tasks.sort(key=lambda t: t.seconds, reverse=True)
@@ -607,7 +713,9 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
     with contextlib.ExitStack() as stack:
         stack.callback(torch.set_num_threads, threads)  # chunks trained in this process set it to 1
         client, limit = None, None
-        if tasks and backend == "dask":  # connected before anything is written: an unreachable scheduler leaves no trace
+        if (
+            tasks and backend == "dask"
+        ):  # connected before anything is written: an unreachable scheduler leaves no trace
             client = stack.enter_context(dask_client(scheduler, workers))
             capacity = sum(client.nthreads().values())
             limit = n_jobs if scheduler is not None and n_jobs != -1 else None
@@ -620,17 +728,29 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
         if not tasks:
             results: Iterator[tuple] = iter(())
         elif backend == "dask":
-            results = dask_results(client, plan, tasks, checkpoints, engine, devices, limit,
-                                   chunk_timeout or DEFAULT_CHUNK_TIMEOUT, options)
+            results = dask_results(
+                client,
+                plan,
+                tasks,
+                checkpoints,
+                engine,
+                devices,
+                limit,
+                chunk_timeout or DEFAULT_CHUNK_TIMEOUT,
+                options,
+            )
             stack.callback(results.close)  # left early (Ctrl-C): the chunks in flight are cancelled
         else:
             jobs = bundle(tasks, engine, devices, workers, chunk_size, options)
-            results = stack.enter_context(local_results(plan, jobs, checkpoints, engine, devices, backend, workers,
-                                                        options))
+            results = stack.enter_context(
+                local_results(plan, jobs, checkpoints, engine, devices, backend, workers, options)
+            )
             bundled.update((job[0].n, job) for job in jobs if len(job) > 1)
         initial = n_runs - to_compute
         if not progress or not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar
-            bar = stack.enter_context(_LineProgress(n_runs, initial, grid.name, progress, sum(t.seconds for t in tasks)))
+            bar = stack.enter_context(
+                _LineProgress(n_runs, initial, grid.name, progress, sum(t.seconds for t in tasks))
+            )
         else:
             # tqdm.auto only when a bar is shown: in a notebook without ipywidgets it warns on creation.
             from tqdm.auto import tqdm
@@ -648,8 +768,14 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
             for task, segment in zip(job, outcomes):
                 if isinstance(segment, str):
                     chunk = task.chunk(plan)
-                    failed.append((position[task.spec], ChunkFailure(chunk_id(chunk, checkpoints, engine), task.runs,
-                                                                     _describe(grid, chunk), segment)))
+                    failed.append(
+                        (
+                            position[task.spec],
+                            ChunkFailure(
+                                chunk_id(chunk, checkpoints, engine), task.runs, _describe(grid, chunk), segment
+                            ),
+                        )
+                    )
                     continue
                 store.add(segment, keys_id(segment.keys, grid.stream, segment.checkpoints, engine, SCHEMA_VERSION))
                 computed_runs += task.runs
@@ -659,30 +785,53 @@ def _execute(grid: Grid, out: Path | None, n_jobs: int, devices: list[str], engi
                     bar.update(task.runs)
 
     def metadata(n_rows: int, **extra: Any) -> dict:
-        return _metadata(grid, engine, devices, workers, where_run, computed=len(tasks) - len(failures),
-                         resumed=reused_chunks, runs_computed=computed_runs, runs_reused=n_runs - to_compute,
-                         wall=time.perf_counter() - started, n_runs=n_runs, n_rows=n_rows, **extra)
+        return _metadata(
+            grid,
+            engine,
+            devices,
+            workers,
+            where_run,
+            computed=len(tasks) - len(failures),
+            resumed=reused_chunks,
+            runs_computed=computed_runs,
+            runs_reused=n_runs - to_compute,
+            wall=time.perf_counter() - started,
+            n_runs=n_runs,
+            n_rows=n_rows,
+            **extra,
+        )
 
     failures = [f for _, f in sorted(failed, key=lambda pair: pair[0])]  # in the grid's order, not as they ended
     partial_table = out.with_name(out.stem + ".partial" + out.suffix) if out is not None else None
     partial_meta = out.with_name(out.stem + ".partial.meta.json") if out is not None else None
     # What a Parquet table carries inside: what defines its rows (no timing, so that the table of
     # a seeded grid is the same bytes run to run; the sidecar has the rest).
-    identity = {"name": grid.name, "spec": grid.to_dict(), "schema_version": SCHEMA_VERSION, "engine": engine,
-                "stream": grid.stream, "study": __version__}
+    identity = {
+        "name": grid.name,
+        "spec": grid.to_dict(),
+        "schema_version": SCHEMA_VERSION,
+        "engine": engine,
+        "stream": grid.stream,
+        "study": __version__,
+    }
     if failures:
         partial = table_frame(plan, store, only_held=True) if frame else None
         written, rows = None, 0
         if out is not None:
             if len(store):
                 counter = _RowCounter()
-                write_table_blocks(counter.count(table_blocks(plan, store, only_held=True)), partial_table,
-                                   {**identity, "partial": True})
+                write_table_blocks(
+                    counter.count(table_blocks(plan, store, only_held=True)),
+                    partial_table,
+                    {**identity, "partial": True},
+                )
                 written, rows = partial_table, counter.rows
             else:  # nothing finished: an older partial table would pass for this run's
                 partial_table.unlink(missing_ok=True)
-            write_json(metadata(rows, partial=True, complete_output=str(out),
-                                failed_chunks=[asdict(f) for f in failures]), partial_meta)
+            write_json(
+                metadata(rows, partial=True, complete_output=str(out), failed_chunks=[asdict(f) for f in failures]),
+                partial_meta,
+            )
         raise ChunksFailed(failures, len(tasks) + reused_chunks, n_runs, partial, written, resumable=out is not None)
     n_rows = n_runs * len(checkpoints)
     df = table_frame(plan, store) if frame or out is None else None
@@ -733,7 +882,12 @@ def _describe(grid: Grid, chunk: Chunk) -> str:
 def _remove_stale_temporaries(out: Path) -> None:
     """Temporary files of this output that a run killed while writing it left behind (a
     finished write renames its own away), beside it and in its store."""
-    for name in (out.name, out.stem + ".meta.json", out.stem + ".partial" + out.suffix, out.stem + ".partial.meta.json"):
+    for name in (
+        out.name,
+        out.stem + ".meta.json",
+        out.stem + ".partial" + out.suffix,
+        out.stem + ".partial.meta.json",
+    ):
         for tmp in out.parent.glob(f".{glob.escape(name)}.*.tmp"):
             tmp.unlink(missing_ok=True)
     store = store_path(out)
@@ -750,13 +904,19 @@ def _git_commit() -> str | None:
     if not (checkout / ".git").exists() or not (checkout / "pyproject.toml").is_file():
         return None
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=checkout, capture_output=True, text=True,
-                             timeout=5)
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=checkout, capture_output=True, text=True, timeout=5
+        )
         if top.returncode != 0 or Path(top.stdout.strip()).resolve() != checkout:
             return None
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if done.returncode != 0:
@@ -764,8 +924,22 @@ def _git_commit() -> str | None:
     return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _metadata(grid, engine, devices, workers, where_run, *, computed, resumed, runs_computed, runs_reused, wall, n_runs,
-              n_rows, **extra) -> dict:
+def _metadata(
+    grid,
+    engine,
+    devices,
+    workers,
+    where_run,
+    *,
+    computed,
+    resumed,
+    runs_computed,
+    runs_reused,
+    wall,
+    n_runs,
+    n_rows,
+    **extra,
+) -> dict:
     return {
         "name": grid.name,
         "description": grid.description,
@@ -775,9 +949,14 @@ def _metadata(grid, engine, devices, workers, where_run, *, computed, resumed, r
         "engine_revision": ENGINE_REVISIONS[engine],
         "stream": grid.stream,
         "devices": devices,
-        "device_names": [torch.cuda.get_device_name(d) if d.startswith("cuda") else
-                         "each Dask worker's GPU, or its CPU" if d == "auto" else
-                         platform.processor() or platform.machine() for d in devices],
+        "device_names": [
+            torch.cuda.get_device_name(d)
+            if d.startswith("cuda")
+            else "each Dask worker's GPU, or its CPU"
+            if d == "auto"
+            else platform.processor() or platform.machine()
+            for d in devices
+        ],
         "workers": workers,
         **where_run,
         "runs": n_runs,
@@ -787,11 +966,15 @@ def _metadata(grid, engine, devices, workers, where_run, *, computed, resumed, r
         "chunks_computed": computed,
         "chunks_resumed": resumed,
         "wall_time_s": round(wall, 3),
-        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "versions": {
-            "study": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "pandas": pd.__version__, "numpy": np.__version__, "joblib": joblib.__version__,
+            "study": __version__,
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "pandas": pd.__version__,
+            "numpy": np.__version__,
+            "joblib": joblib.__version__,
         },
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         **extra,

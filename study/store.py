@@ -32,21 +32,31 @@ import itertools
 import json
 import os
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .grid import AXES
-from .vocabulary import average_text
 from .plan import Plan
 from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write, feature_columns, metric_names
-from .vocabulary import ENGINE_REVISIONS
+from .vocabulary import ENGINE_REVISIONS, average_text
 
-__all__ = ["Segment", "RunStore", "Damage", "save_segment", "read_segment_head", "table_blocks", "table_frame",
-           "held_table", "SUFFIX", "GRID_FILE"]
+__all__ = [
+    "Segment",
+    "RunStore",
+    "Damage",
+    "save_segment",
+    "read_segment_head",
+    "table_blocks",
+    "table_frame",
+    "held_table",
+    "SUFFIX",
+    "GRID_FILE",
+]
 
 #: A segment file starts with this line, then the sha256 of everything after the digest.
 MAGIC = b"study-runs 1\n"
@@ -78,11 +88,18 @@ def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> d
     column's name and dtype), the keys (uint64), then each column's values, one after the other.
     """
     columns = [(name, np.ascontiguousarray(values)) for name, values in segment.columns.items()]
-    header = json.dumps({
-        "schema": SCHEMA_VERSION, "engine": engine, "revision": ENGINE_REVISIONS[engine], "stream": stream,
-        "checkpoints": list(segment.checkpoints),
-        "runs": len(segment), "columns": [[name, values.dtype.str] for name, values in columns],
-    }, sort_keys=True).encode()
+    header = json.dumps(
+        {
+            "schema": SCHEMA_VERSION,
+            "engine": engine,
+            "revision": ENGINE_REVISIONS[engine],
+            "stream": stream,
+            "checkpoints": list(segment.checkpoints),
+            "runs": len(segment),
+            "columns": [[name, values.dtype.str] for name, values in columns],
+        },
+        sort_keys=True,
+    ).encode()
     parts = [struct.pack("<Q", len(header)), header, np.ascontiguousarray(segment.keys, dtype="<u8").tobytes()]
     parts += [memoryview(values).cast("B") for _, values in columns]
     digest = hashlib.sha256()
@@ -97,8 +114,10 @@ def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> d
                 f.write(part)
 
     atomic_write(path, write)
-    return _column_layout(len(MAGIC) + 32 + 8 + len(header) + 8 * len(segment),
-                          [(name, values.dtype, values.size) for name, values in columns])
+    return _column_layout(
+        len(MAGIC) + 32 + 8 + len(header) + 8 * len(segment),
+        [(name, values.dtype, values.size) for name, values in columns],
+    )
 
 
 def _column_layout(start: int, columns: list[tuple[str, np.dtype, int]]) -> dict[str, tuple[np.dtype, int]]:
@@ -169,13 +188,18 @@ def read_segment_head(path: Path, *, engine: str, stream: str, damage: list[Dama
             f.seek(at)
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size))
-            if ((header["schema"], header["engine"], header.get("revision"), header["stream"])
-                    != (SCHEMA_VERSION, engine, ENGINE_REVISIONS[engine], stream)):
+            if (header["schema"], header["engine"], header.get("revision"), header["stream"]) != (
+                SCHEMA_VERSION,
+                engine,
+                ENGINE_REVISIONS[engine],
+                stream,
+            ):
                 return None  # another engine's or stream's runs: kept for it, not damage
             runs, C = int(header["runs"]), len(header["checkpoints"])
             keys = np.frombuffer(f.read(8 * runs), dtype="<u8").astype(np.uint64)
-        columns = _column_layout(at + 8 + size + 8 * runs,
-                                 [(name, np.dtype(dtype), runs * C) for name, dtype in header["columns"]])
+        columns = _column_layout(
+            at + 8 + size + 8 * runs, [(name, np.dtype(dtype), runs * C) for name, dtype in header["columns"]]
+        )
         return _Head(path, tuple(int(c) for c in header["checkpoints"]), keys, columns)
     except Exception as err:  # an unreadable file is recomputed, whatever broke in reading it
         return damaged(f"it cannot be read: {type(err).__name__}", _header_runs(path))
@@ -197,8 +221,9 @@ class RunStore:
         :meth:`clear` to remove them).
     """
 
-    def __init__(self, folder: Path | None, *, engine: str, stream: str, checkpoints: Sequence[int],
-                 read: bool = True) -> None:
+    def __init__(
+        self, folder: Path | None, *, engine: str, stream: str, checkpoints: Sequence[int], read: bool = True
+    ) -> None:
         self.folder, self.engine, self.stream = folder, engine, stream
         self.checkpoints = tuple(int(c) for c in checkpoints)
         self._sources: list[_Head | Segment] = []
@@ -234,8 +259,17 @@ class RunStore:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"spec": grid.to_dict(), "engine": self.engine, "stream": self.stream,
-                           "checkpoints": list(self.checkpoints), "schema": SCHEMA_VERSION}, sort_keys=True, default=str)
+        text = json.dumps(
+            {
+                "spec": grid.to_dict(),
+                "engine": self.engine,
+                "stream": self.stream,
+                "checkpoints": list(self.checkpoints),
+                "schema": SCHEMA_VERSION,
+            },
+            sort_keys=True,
+            default=str,
+        )
         atomic_write(self.folder / GRID_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
     def clear(self) -> None:
@@ -328,8 +362,9 @@ class RunStore:
                 to[rows] = np.nan
         return out
 
-    def _column(self, source: _Head | Segment, name: str, where: tuple[int, int, np.ndarray | None],
-                scratch: _Scratch) -> np.ndarray | None:
+    def _column(
+        self, source: _Head | Segment, name: str, where: tuple[int, int, np.ndarray | None], scratch: _Scratch
+    ) -> np.ndarray | None:
         """Column ``name`` of a source at ``where`` (see :meth:`_read`), None where it has none.
         A segment from before ``w_err_max`` existed gives it from its w_err_j (the same
         arithmetic as study.results.metric_columns: it held every feature's column)."""
@@ -357,8 +392,9 @@ class RunStore:
         whole = len(pos) == hi - lo and (np.diff(pos) == 1).all() and np.array_equal(pick, np.arange(Cs))
         return lo * Cs, hi * Cs, None if whole else ((pos - lo)[:, None] * Cs + pick).ravel()
 
-    def _read(self, source: _Head | Segment, name: str, where: tuple[int, int, np.ndarray | None],
-              scratch: _Scratch) -> np.ndarray:
+    def _read(
+        self, source: _Head | Segment, name: str, where: tuple[int, int, np.ndarray | None], scratch: _Scratch
+    ) -> np.ndarray:
         """Column ``name`` of one source at ``where`` (see :meth:`_where`), flat (from a file: a
         view of ``scratch``, valid until its next use)."""
         lo, hi, rows = where
@@ -409,7 +445,8 @@ def _coordinates(plan: Plan, runs: dict[str, np.ndarray], checkpoints: Sequence[
             codes = np.repeat(runs["codes"][axis].astype(np.int8), C)
             values = getattr(g, axis)
             cols[axis] = pd.Categorical.from_codes(
-                codes, categories=[average_text(v) for v in values] if axis == "average_from" else list(values))
+                codes, categories=[average_text(v) for v in values] if axis == "average_from" else list(values)
+            )
         elif axis in runs["applies"] and not runs["applies"][axis].all():
             # Not applicable (APPLIES_ONLY): a missing value, not the value training ignored.
             cols[axis] = np.repeat(np.where(runs["applies"][axis], runs[axis], np.nan), C)
@@ -424,8 +461,9 @@ def _coordinates(plan: Plan, runs: dict[str, np.ndarray], checkpoints: Sequence[
 BLOCK_ROWS = ROW_GROUP_ROWS
 
 
-def table_blocks(plan: Plan, store: RunStore, *, only_held: bool = False,
-                 block_rows: int = BLOCK_ROWS) -> Iterator[pd.DataFrame]:
+def table_blocks(
+    plan: Plan, store: RunStore, *, only_held: bool = False, block_rows: int = BLOCK_ROWS
+) -> Iterator[pd.DataFrame]:
     """The table of the plan's grid, in the grid's order (run, then checkpoint), as DataFrames of
     at most about ``block_rows`` rows. Every run must be held, or with ``only_held`` the runs
     that are not are left out (a partial table)."""
@@ -436,8 +474,10 @@ def table_blocks(plan: Plan, store: RunStore, *, only_held: bool = False,
         if only_held:
             held = store.has(runs["key"])
             if not held.all():
-                runs = {name: ({a: v[held] for a, v in values.items()} if name in ("codes", "applies") else values[held])
-                        for name, values in runs.items()}
+                runs = {
+                    name: ({a: v[held] for a, v in values.items()} if name in ("codes", "applies") else values[held])
+                    for name, values in runs.items()
+                }
             if len(runs["key"]) == 0:
                 continue
         cols = _coordinates(plan, runs, store.checkpoints)
@@ -483,8 +523,14 @@ def held_table(folder: Path, into: Path) -> Held | None:
         return None
     store = RunStore(folder, engine=described["engine"], stream=described["stream"], checkpoints=grid.checkpoints)
     plan = Plan(grid, lambda *_: grid.n_runs)  # one chunk a group: only its order is used here
-    identity = {"name": grid.name, "spec": grid.to_dict(), "schema_version": SCHEMA_VERSION,
-                "engine": described["engine"], "stream": described["stream"], "partial": True}
+    identity = {
+        "name": grid.name,
+        "spec": grid.to_dict(),
+        "schema_version": SCHEMA_VERSION,
+        "engine": described["engine"],
+        "stream": described["stream"],
+        "partial": True,
+    }
     rows = [0]
 
     def counted(blocks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

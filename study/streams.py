@@ -36,7 +36,7 @@ on every device torch supports, which the known-answer tests check on the CPU an
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,14 @@ import torch
 from .vocabulary import STREAMS
 
 __all__ = [
-    "STREAMS", "PURPOSES", "philox4x32", "words", "uniforms", "normals", "permutations", "seed_keys",
+    "STREAMS",
+    "PURPOSES",
+    "philox4x32",
+    "words",
+    "uniforms",
+    "normals",
+    "permutations",
+    "seed_keys",
 ]
 
 #: ``counter``: this module's Philox streams, drawn on the chunk's device for all runs at once.
@@ -68,7 +75,9 @@ _W0, _W1 = 0x9E3779B9, 0xBB67AE85  # the key schedule's Weyl increments
 _MASK = 0xFFFFFFFF
 
 
-def philox4x32(counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, ...], rounds: int = 10) -> tuple[torch.Tensor, ...]:
+def philox4x32(
+    counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, ...], rounds: int = 10
+) -> tuple[torch.Tensor, ...]:
     """Philox4x32 with ``rounds`` rounds, elementwise over broadcastable int64 tensors.
 
     Parameters
@@ -93,8 +102,12 @@ def philox4x32(counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, ...],
         # XORed into a word that is masked next, so one mask a word per round suffices (10
         # operations a round, not 12). The shifts are arithmetic; the mask drops the sign.
         hi0, hi1 = c0 >> 32, c2 >> 32
-        c0, c1, c2, c3 = (hi1.bitwise_xor_(c1).bitwise_xor_(k0).bitwise_and_(_MASK), c2,
-                          hi0.bitwise_xor_(c3).bitwise_xor_(k1).bitwise_and_(_MASK), c0)
+        c0, c1, c2, c3 = (
+            hi1.bitwise_xor_(c1).bitwise_xor_(k0).bitwise_and_(_MASK),
+            c2,
+            hi0.bitwise_xor_(c3).bitwise_xor_(k1).bitwise_and_(_MASK),
+            c0,
+        )
     return c0, c1.bitwise_and_(_MASK), c2, c3.bitwise_and_(_MASK)
 
 

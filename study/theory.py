@@ -36,7 +36,6 @@ tests/test_theory.py checks every formula against simulation.
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -120,8 +119,9 @@ def least_squares_from_moments(gram: torch.Tensor, moment: torch.Tensor) -> tupl
         # streams beside it in its chunk. Each a fresh copy: the LAPACK kernels' rounding may
         # follow the data's alignment in memory, which a view's offset would make vary.
         flat_g, flat_m = gram.reshape(-1, k, k), moment.reshape(-1, k)
-        coef = torch.stack([(torch.linalg.pinv(g.clone(), hermitian=True) @ m.clone()[:, None])[:, 0]
-                            for g, m in zip(flat_g, flat_m)])
+        coef = torch.stack(
+            [(torch.linalg.pinv(g.clone(), hermitian=True) @ m.clone()[:, None])[:, 0] for g, m in zip(flat_g, flat_m)]
+        )
         coef = coef.reshape(*gram.shape[:-1])
     return coef[..., :-1], coef[..., -1]
 
@@ -599,7 +599,9 @@ def _momentum_array(value, where: str) -> np.ndarray:
     arr = _real_array(value, "momentum", where)
     bad = arr >= 1
     if bad.any():
-        fail("momentum", where, "a number from 0 up to, not including, 1 (or an array of them)", arr[bad].flat[0].item())
+        fail(
+            "momentum", where, "a number from 0 up to, not including, 1 (or an array of them)", arr[bad].flat[0].item()
+        )
     return arr
 
 
@@ -718,8 +720,9 @@ def sgd_momentum_stationary_sq_error(lr, momentum, batch_size, d, noise_var, red
     >>> float(sgd_momentum_stationary_sq_error(0.03, 0.9, 32, 2, noise_variance(0.01)))
     2.9515...e-06
     """
-    w_part, b_part = _sgd_momentum_stationary(lr, momentum, batch_size, d, noise_var, reduction,
-                                              "parameter of sgd_momentum_stationary_sq_error")
+    w_part, b_part = _sgd_momentum_stationary(
+        lr, momentum, batch_size, d, noise_var, reduction, "parameter of sgd_momentum_stationary_sq_error"
+    )
     return _result(w_part + b_part)
 
 
@@ -727,15 +730,17 @@ def sgd_momentum_stationary_w_err_sq(lr, momentum, batch_size, d, noise_var, red
     """The w part of :func:`sgd_momentum_stationary_sq_error`: E‖w − w*‖² at stationarity, that is
     sgd_stationary_w_err_sq(sgd_momentum_effective_lr(lr, momentum, batch_size, reduction), ...);
     → lr d σ²/((1 − β) B) for small lr (``mean``)."""
-    return _sgd_momentum_stationary(lr, momentum, batch_size, d, noise_var, reduction,
-                                    "parameter of sgd_momentum_stationary_w_err_sq")[0]
+    return _sgd_momentum_stationary(
+        lr, momentum, batch_size, d, noise_var, reduction, "parameter of sgd_momentum_stationary_w_err_sq"
+    )[0]
 
 
 def sgd_momentum_stationary_b_err_sq(lr, momentum, batch_size, d, noise_var, reduction="mean") -> np.ndarray:
     """The intercept part of :func:`sgd_momentum_stationary_sq_error`: E(b − b*)² at
     stationarity, plain SGD's at the effective lr; → lr σ²/((1 − β) B) for small lr (``mean``)."""
-    return _sgd_momentum_stationary(lr, momentum, batch_size, d, noise_var, reduction,
-                                    "parameter of sgd_momentum_stationary_b_err_sq")[1]
+    return _sgd_momentum_stationary(
+        lr, momentum, batch_size, d, noise_var, reduction, "parameter of sgd_momentum_stationary_b_err_sq"
+    )[1]
 
 
 def sgd_momentum_effective_lr(lr, momentum, batch_size, reduction="mean") -> np.ndarray:

@@ -46,8 +46,9 @@ class Trainer:
     ``DataLoader(drop_last=True)``.
     """
 
-    def __init__(self, max_epochs: int, lr_decay: float = 0.0, average_from: int | None = None,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self, max_epochs: int, lr_decay: float = 0.0, average_from: int | None = None, drop_last: bool = False
+    ) -> None:
         where = "parameter of Trainer"
         self.max_epochs = check_int(max_epochs, "max_epochs", where, low=0)
         self.lr_decay = check_real(lr_decay, "lr_decay", where, strict=False)

@@ -9,13 +9,45 @@ torch nor pandas: the CLI answers at once.
 from __future__ import annotations
 
 __all__ = [
-    "AXES", "OPTIMIZER_DEFAULTS", "PER_FEATURE_COLUMNS_UP_TO", "APPLIES_ONLY", "LATER_DEFAULTS", "NO_AVERAGE", "average_text", "SETTINGS", "RUN_AXES", "STREAM_KEYS", "LOSSES", "REDUCTIONS", "NOISE_KINDS", "STREAMS", "ENGINES",
-    "ENGINE_REVISIONS", "BACKENDS", "DEFAULT_CHUNK_TIMEOUT", "FIGURE_FORMATS",
+    "AXES",
+    "OPTIMIZER_DEFAULTS",
+    "PER_FEATURE_COLUMNS_UP_TO",
+    "APPLIES_ONLY",
+    "LATER_DEFAULTS",
+    "NO_AVERAGE",
+    "average_text",
+    "SETTINGS",
+    "RUN_AXES",
+    "STREAM_KEYS",
+    "LOSSES",
+    "REDUCTIONS",
+    "NOISE_KINDS",
+    "STREAMS",
+    "ENGINES",
+    "ENGINE_REVISIONS",
+    "BACKENDS",
+    "DEFAULT_CHUNK_TIMEOUT",
+    "FIGURE_FORMATS",
 ]
 
 #: The grid's axes (each a list of values), in the grid's order.
-AXES = ("num_train", "num_inputs", "lr", "epoch", "loss", "sigma", "reduction", "lr_decay", "momentum", "weight_decay",
-        "average_from", "batch_size", "drop_last", "noise", "noise_kind")
+AXES = (
+    "num_train",
+    "num_inputs",
+    "lr",
+    "epoch",
+    "loss",
+    "sigma",
+    "reduction",
+    "lr_decay",
+    "momentum",
+    "weight_decay",
+    "average_from",
+    "batch_size",
+    "drop_last",
+    "noise",
+    "noise_kind",
+)
 #: The optimiser's axes that came after the others, each with the value that is the plain SGD of
 #: before: lr_t = lr·(1 + t)^−lr_decay after t steps (scikit-learn's ``invscaling``), heavy-ball
 #: momentum and weight decay on the weight only as ``torch.optim.SGD`` applies them, and

@@ -17,8 +17,15 @@ from study.grid import Grid
 from study.results import ERROR_METRICS, LEAST_SQUARES, diverged_runs, summarize, write_table
 from study.runner import run_grid
 
-GRID = Grid(num_train=[10, 20, 40], lr=[0.03, 0.3, 3.0], loss=["huber", "squared"], epoch=[1, 2], replicates=6,
-            num_val=20, name="mix")
+GRID = Grid(
+    num_train=[10, 20, 40],
+    lr=[0.03, 0.3, 3.0],
+    loss=["huber", "squared"],
+    epoch=[1, 2],
+    replicates=6,
+    num_val=20,
+    name="mix",
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,7 @@ def _reference(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         ok, first = rows[~rows["diverged"]], rows.drop_duplicates("seed")
         for metric in ERROR_METRICS:
             values = (first if metric in LEAST_SQUARES else ok)[metric].to_numpy(dtype=float)
-            stats = ([values.mean(), *np.percentile(values, [50, 10, 90])] if len(values) else [np.nan] * 4)
+            stats = [values.mean(), *np.percentile(values, [50, 10, 90])] if len(values) else [np.nan] * 4
             row.update({f"{metric}_{s}": v for s, v in zip(("mean", "median", "q10", "q90"), stats)})
         out.append(row)
     return pd.DataFrame(out)
@@ -61,8 +68,14 @@ def test_summarize_equals_pandas_and_numpy_on_every_source(files, source):
             if column in keys:
                 assert got[column].astype(object).tolist() == expected[column].astype(object).tolist()
             else:
-                np.testing.assert_allclose(got[column].to_numpy(dtype=float), expected[column].to_numpy(dtype=float),
-                                           rtol=1e-12, atol=0, equal_nan=True, err_msg=f"{source} {by} {column}")
+                np.testing.assert_allclose(
+                    got[column].to_numpy(dtype=float),
+                    expected[column].to_numpy(dtype=float),
+                    rtol=1e-12,
+                    atol=0,
+                    equal_nan=True,
+                    err_msg=f"{source} {by} {column}",
+                )
     # The string axes in the grid's order (huber first here), from every source.
     assert summarize(files[source], by="loss")["loss"].tolist() == ["huber", "squared"]
 
@@ -103,9 +116,14 @@ def test_varying_axes_from_the_grid_equal_those_of_a_distinct_query(files):
 
 
 def test_point_stats_are_numpys_median_and_percentiles_of_the_shown_rows():
-    df = pd.DataFrame({"x": [1, 1, 1, 1, 2, 2, 0], "v": [-1.0, 2.0, 3.0, 10.0, 0.0, np.inf, 5.0],
-                       "diverged": [False, False, False, False, False, False, False],
-                       "seed": [1, 2, 3, 4, 5, 6, 7]})
+    df = pd.DataFrame(
+        {
+            "x": [1, 1, 1, 1, 2, 2, 0],
+            "v": [-1.0, 2.0, 3.0, 10.0, 0.0, np.inf, 5.0],
+            "diverged": [False, False, False, False, False, False, False],
+            "seed": [1, 2, 3, 4, 5, 6, 7],
+        }
+    )
     points, counts = open_table(df).point_stats(["x"], "v", off_axis="x")
     one = points[points["x"] == 1].iloc[0]
     assert (one["total"], one["kept"]) == (4, 4)
@@ -118,8 +136,11 @@ def test_point_stats_are_numpys_median_and_percentiles_of_the_shown_rows():
 def test_refusals_name_the_file_its_format_and_what_is_wrong(files, tmp_path):
     other = tmp_path / "other.parquet"
     files["frame"].drop(columns=["seed", "diverged"]).to_parquet(other)
-    with pytest.raises(TableError, match=r"other.parquet' is not a results table: the Parquet file lacks the "
-                                         r"columns seed, diverged\."):
+    with pytest.raises(
+        TableError,
+        match=r"other.parquet' is not a results table: the Parquet file lacks the "
+        r"columns seed, diverged\.",
+    ):
         open_table(other)
     cut = tmp_path / "cut.parquet"
     cut.write_bytes(files["parquet"].read_bytes()[:5000])
@@ -164,7 +185,9 @@ def test_the_finished_runs_of_a_stopped_grid_are_read_from_its_store(files, tmp_
     runs = GRID.n_runs
     held = table.runs()
     assert 0 < held < runs and not table.complete
-    assert table.note.startswith(f"{held:,} of {runs:,} runs, read from ") and "stopped before it finished" in table.note
+    assert (
+        table.note.startswith(f"{held:,} of {runs:,} runs, read from ") and "stopped before it finished" in table.note
+    )
     got = summarize(table, by=["num_train", "lr", "loss"], epoch=2)
     assert got["count"].sum() == held
     whole = files["frame"]
@@ -192,12 +215,20 @@ def test_statistics_in_parts_are_those_of_the_whole_table(files, monkeypatch):
     in the same order, as in one query (here the budget is made tiny to force the parts)."""
     table = open_table(files["parquet"])
     keys = ["num_train", "lr", "loss", "epoch"]
-    whole = (summarize(table, by=keys, ci=0.95), table.point_stats(["num_train", "lr"], "w_err_norm")[0],
-             table.stream_values(["num_train"], "ols_w_err_norm", per_stream=True), table.lr_epoch_cells("b_err"))
+    whole = (
+        summarize(table, by=keys, ci=0.95),
+        table.point_stats(["num_train", "lr"], "w_err_norm")[0],
+        table.stream_values(["num_train"], "ols_w_err_norm", per_stream=True),
+        table.lr_epoch_cells("b_err"),
+    )
     monkeypatch.setattr(analysis, "_VALUE_BYTES", 10**7)
     assert len(table._parts(keys, 1)) >= 8
-    parts = (summarize(table, by=keys, ci=0.95), table.point_stats(["num_train", "lr"], "w_err_norm")[0],
-             table.stream_values(["num_train"], "ols_w_err_norm", per_stream=True), table.lr_epoch_cells("b_err"))
+    parts = (
+        summarize(table, by=keys, ci=0.95),
+        table.point_stats(["num_train", "lr"], "w_err_norm")[0],
+        table.stream_values(["num_train"], "ols_w_err_norm", per_stream=True),
+        table.lr_epoch_cells("b_err"),
+    )
     for a, b in zip(whole, parts):
         pd.testing.assert_frame_equal(a, b)
 
@@ -235,16 +266,19 @@ def test_a_table_from_before_the_optimisers_axes_holds_their_defaults(files, tmp
         t = open_table(source)
         assert [t.values(a) for a in OPTIMIZER_DEFAULTS] == [[0.0], [0.0], [0.0], ["none"]]
         by = ["num_train", "lr", "loss"]
-        def ordered(summary: pd.DataFrame) -> pd.DataFrame:  # a CSV lists the losses in its own order
+
+        def ordered(summary: pd.DataFrame, by: list = by) -> pd.DataFrame:  # a CSV lists the losses in its own order
             return summary.astype({"loss": str}).sort_values(by, ignore_index=True)
 
-        pd.testing.assert_frame_equal(ordered(summarize(source, by=by)), ordered(summarize(files["frame"], by=by)),
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            ordered(summarize(source, by=by)), ordered(summarize(files["frame"], by=by)), check_dtype=False
+        )
 
 
 def test_average_from_is_text_in_every_source_and_sorts_none_then_by_epoch(tmp_path):
-    df = run_grid(Grid(num_train=[20], lr=[0.1], average_from=[10, None, 2], epoch=[1], num_val=10), n_jobs=1,
-                  progress=False)
+    df = run_grid(
+        Grid(num_train=[20], lr=[0.1], average_from=[10, None, 2], epoch=[1], num_val=10), n_jobs=1, progress=False
+    )
     df.to_csv(tmp_path / "a.csv", index=False)
     numbers_only = df[df["average_from"] != "none"]
     numbers_only.to_csv(tmp_path / "b.csv", index=False)  # "2", "10": DuckDB would read numbers

@@ -172,14 +172,23 @@ def test_run_bad_spec_value_exits_2_and_writes_nothing(tmp_path, capsys):
     _assert_refused(code, capsys, before, tmp_path, mentions=re.escape("The 'lr' key of [grid] in bad.toml"))
 
 
-@pytest.mark.parametrize("line, mentions", [
-    ("momentum = 1.5", r"The 'momentum' key of \[grid\] in bad\.toml must be a number from 0 up to, not including, 1\. "
-                       r"Got 1\.5 instead\."),
-    ('average_from = ["none", "last"]', r"The 'average_from' key of \[grid\] in bad\.toml must be an epoch \(an "
-                                        r"integer >= 0\) or 'none'\. Got 'last' instead\."),
-    ("lr_decay = -1", r"The 'lr_decay' key .* must be a finite number >= 0\. Got -1 instead\."),
-    ("weight_decay = [0.1, -0.1]", r"The 'weight_decay' key .* Got -0\.1 instead\."),
-])
+@pytest.mark.parametrize(
+    "line, mentions",
+    [
+        (
+            "momentum = 1.5",
+            r"The 'momentum' key of \[grid\] in bad\.toml must be a number from 0 up to, not including, 1\. "
+            r"Got 1\.5 instead\.",
+        ),
+        (
+            'average_from = ["none", "last"]',
+            r"The 'average_from' key of \[grid\] in bad\.toml must be an epoch \(an "
+            r"integer >= 0\) or 'none'\. Got 'last' instead\.",
+        ),
+        ("lr_decay = -1", r"The 'lr_decay' key .* must be a finite number >= 0\. Got -1 instead\."),
+        ("weight_decay = [0.1, -0.1]", r"The 'weight_decay' key .* Got -0\.1 instead\."),
+    ],
+)
 def test_run_bad_optimiser_axis_exits_2_naming_the_key(tmp_path, capsys, line, mentions):
     spec = tmp_path / "bad.toml"
     spec.write_text(f"[grid]\n{line}\n", encoding="utf-8")
@@ -194,8 +203,11 @@ def test_run_the_optimisers_axes_from_a_spec_and_select_them(tmp_path, capsys):
     import pandas as pd
 
     spec = tmp_path / "opt.toml"
-    spec.write_text('[grid]\nnum_train = 40\nlr = 0.1\nlr_decay = [0, 0.5]\nmomentum = [0, 0.5]\n'
-                    'weight_decay = 0.01\naverage_from = ["none", 1]\nepoch = [1, 2]\nnum_val = 20\n', encoding="utf-8")
+    spec.write_text(
+        "[grid]\nnum_train = 40\nlr = 0.1\nlr_decay = [0, 0.5]\nmomentum = [0, 0.5]\n"
+        'weight_decay = 0.01\naverage_from = ["none", 1]\nepoch = [1, 2]\nnum_val = 20\n',
+        encoding="utf-8",
+    )
     out = tmp_path / "opt.csv"
     assert main(["run", str(spec), "--out", str(out), "--quiet", "--jobs", "1"]) == 0
     df = pd.read_csv(out)
@@ -316,15 +328,25 @@ def test_table_not_a_results_csv_exits_2(tmp_path, capsys):
 def test_table_unknown_by_column_exits_2(tmp_path, results_csv, capsys):
     before = _snapshot(tmp_path)
     code = main(["table", str(results_csv), "--by", "lr,nosuchcolumn", "--out", str(tmp_path / "summary.csv")])
-    _assert_refused(code, capsys, before, tmp_path,
-                    mentions=r"The '--by' option must be columns of the table \(its axes: num_train, .*Got 'nosuchcolumn'")
+    _assert_refused(
+        code,
+        capsys,
+        before,
+        tmp_path,
+        mentions=r"The '--by' option must be columns of the table \(its axes: num_train, .*Got 'nosuchcolumn'",
+    )
 
 
 def test_table_out_not_csv_exits_2(tmp_path, results_csv, capsys):
     before = _snapshot(tmp_path)
     code = main(["table", str(results_csv), "--out", str(tmp_path / "summary.xlsx")])
-    _assert_refused(code, capsys, before, tmp_path,
-                    mentions=r"The '--out' option must be a path ending in \.csv or \.parquet\. Got '.*summary\.xlsx'")
+    _assert_refused(
+        code,
+        capsys,
+        before,
+        tmp_path,
+        mentions=r"The '--out' option must be a path ending in \.csv or \.parquet\. Got '.*summary\.xlsx'",
+    )
 
 
 def test_table_and_plot_name_the_format_and_what_is_wrong_in_one_line(tmp_path, results_csv, capsys):
@@ -341,10 +363,16 @@ def test_table_and_plot_name_the_format_and_what_is_wrong_in_one_line(tmp_path, 
     cells[0] = "ten"  # num_train
     (tmp_path / "typed.csv").write_text("\n".join([*lines[:3], ",".join(cells), *lines[4:]]) + "\n")
     cases = [
-        (["table", "noseed.parquet"], r"noseed.parquet' is not a results table: the Parquet file lacks the columns seed\."),
+        (
+            ["table", "noseed.parquet"],
+            r"noseed.parquet' is not a results table: the Parquet file lacks the columns seed\.",
+        ),
         (["plot", "cut.parquet", "--x", "lr"], r"cut.parquet' is not a readable Parquet file: "),
-        (["table", "typed.csv"], r"typed.csv' is not a results table: its column num_train must hold numbers, "
-                                 r"but holds 'ten'\."),
+        (
+            ["table", "typed.csv"],
+            r"typed.csv' is not a results table: its column num_train must hold numbers, "
+            r"but holds 'ten'\.",
+        ),
     ]
     for argv, message in cases:
         before = _snapshot(tmp_path)
@@ -355,12 +383,17 @@ def test_table_and_plot_name_the_format_and_what_is_wrong_in_one_line(tmp_path, 
     table[~((table["num_train"] == 20) & (table["lr"] == 0.1))].to_csv(partial, index=False)
     before = _snapshot(tmp_path)
     code = main(["table", str(partial), "--where", "num_train=20", "--where", "lr=0.1"])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"--where lr=0\.1 selects no rows of .*partial\.csv with "
-                                                             r"num_train = 20")
+    _assert_refused(
+        code,
+        capsys,
+        before,
+        tmp_path,
+        mentions=r"--where lr=0\.1 selects no rows of .*partial\.csv with "
+        r"num_train = 20",
+    )
 
 
-def test_table_and_plot_read_a_stopped_grid_from_its_store_and_say_how_much(tmp_path, tiny_spec, capsys,
-                                                                             monkeypatch):
+def test_table_and_plot_read_a_stopped_grid_from_its_store_and_say_how_much(tmp_path, tiny_spec, capsys, monkeypatch):
     """The output was never written (the grid stopped after some chunks): table and plot read
     the finished runs from OUT.store/ and say how many of how many they hold."""
     monkeypatch.setenv("COLUMNS", "300")
@@ -371,8 +404,10 @@ def test_table_and_plot_read_a_stopped_grid_from_its_store_and_say_how_much(tmp_
     segments[0].unlink()
     assert main(["table", str(out), "--by", "lr"]) == 0
     said = capsys.readouterr().out
-    assert re.search(r"^\d+ of 8 runs, read from .*tiny\.csv\.store \(the grid was stopped before it finished\)$",
-                     said.splitlines()[0]), said
+    assert re.search(
+        r"^\d+ of 8 runs, read from .*tiny\.csv\.store \(the grid was stopped before it finished\)$",
+        said.splitlines()[0],
+    ), said
     assert main(["plot", str(out), "--x", "num_train", "--hue", "lr", "--out", str(tmp_path / "f.png")]) == 0
     assert "runs, read from" in capsys.readouterr().out and (tmp_path / "f.png").is_file()
 
@@ -424,8 +459,7 @@ def test_compare_says_how_it_paired_and_writes_its_table(tmp_path, results_csv, 
     out = tmp_path / "c.csv"
     assert main(["compare", str(results_csv), "--factor", "lr", "--baseline", "0.03", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("epoch 2 (the last checkpoint); w_err_norm of each lr against lr = 0.03, paired by data "
-                        "stream")
+    assert lines[0] == ("epoch 2 (the last checkpoint); w_err_norm of each lr against lr = 0.03, paired by data stream")
     written = pd.read_csv(out)
     assert list(written["lr"]) == [0.1, 0.1] and list(written["num_train"]) == [20, 50]
     assert written["paired"].all() and (written["streams"] == 2).all()
@@ -433,8 +467,14 @@ def test_compare_says_how_it_paired_and_writes_its_table(tmp_path, results_csv, 
     assert "unpaired: num_train changes the data" in capsys.readouterr().out
     before = _snapshot(tmp_path)
     code = main(["compare", str(results_csv), "--factor", "lr", "--baseline", "0.3", "--out", str(tmp_path / "d.csv")])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"The '--baseline' option must be one of the values lr "
-                                                             r"takes \(0\.03, 0\.1\)\. Got '0\.3' instead\.")
+    _assert_refused(
+        code,
+        capsys,
+        before,
+        tmp_path,
+        mentions=r"The '--baseline' option must be one of the values lr "
+        r"takes \(0\.03, 0\.1\)\. Got '0\.3' instead\.",
+    )
 
 
 def test_run_grows_replicates_to_a_target_precision(tmp_path, tiny_spec, capsys):
@@ -445,8 +485,21 @@ def test_run_grows_replicates_to_a_target_precision(tmp_path, tiny_spec, capsys)
     from study.results import precision_shortfall
 
     out = tmp_path / "tiny.csv"
-    code = main(["run", str(tiny_spec), "--out", str(out), "--quiet", "--jobs", "1", "--target-precision", "0.4",
-                 "--max-replicates", "60"])
+    code = main(
+        [
+            "run",
+            str(tiny_spec),
+            "--out",
+            str(out),
+            "--quiet",
+            "--jobs",
+            "1",
+            "--target-precision",
+            "0.4",
+            "--max-replicates",
+            "60",
+        ]
+    )
     said = capsys.readouterr().out.splitlines()
     assert code == 0 and said[0].startswith("round 1: 4 of 4 cells short of ±0.4 (worst ±inf, at num_train = ")
     assert "growing from 2 to" in said[0] and said[-1].startswith("target reached: the median of w_err_norm is within")
@@ -458,8 +511,14 @@ def test_run_grows_replicates_to_a_target_precision(tmp_path, tiny_spec, capsys)
     assert "replicates for ±0.1 in every cell" in capsys.readouterr().out.splitlines()[-1]
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--target-precision", "5"])
-    _assert_refused(code, capsys, before, tmp_path, mentions=r"argument --target-precision: expected a fraction between "
-                                                             r"0 and 1, e\.g\. 0\.05, got '5'")
+    _assert_refused(
+        code,
+        capsys,
+        before,
+        tmp_path,
+        mentions=r"argument --target-precision: expected a fraction between "
+        r"0 and 1, e\.g\. 0\.05, got '5'",
+    )
 
 
 def test_table_fits_the_terminal_and_names_the_columns_it_leaves_out(results_csv, capsys, monkeypatch):
@@ -470,9 +529,11 @@ def test_table_fits_the_terminal_and_names_the_columns_it_leaves_out(results_csv
     assert " ".join(lines[:2]) == "epoch 2 (the last checkpoint); cells by lr; pooled over num_train (20, 50)"
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["lr"])
     assert lines[header].split() == ["lr", "epoch", "count", "diverged", "streams", "w_err_norm_median"]
-    note = " ".join(lines[header + 3:])
-    assert note == ("(5 columns left out to fit 72 characters: ols_w_err_norm_median, b_err_abs_median, "
-                    "gap_w_norm_median, ols_b_err_abs_median, val_mse_median; --out FILE writes every column)")
+    note = " ".join(lines[header + 3 :])
+    assert note == (
+        "(5 columns left out to fit 72 characters: ols_w_err_norm_median, b_err_abs_median, "
+        "gap_w_norm_median, ols_b_err_abs_median, val_mse_median; --out FILE writes every column)"
+    )
 
 
 def test_table_epoch_and_where_choose_the_rows(results_csv, capsys, monkeypatch):
@@ -495,12 +556,18 @@ def test_table_diverged_lists_the_runs_and_their_cells(tmp_path, capsys, monkeyp
     assert main(["table", str(tmp_path / "d.csv"), "--diverged", "--out", str(tmp_path / "div.csv")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "2 of 4 runs diverged by each run's last checkpoint"
-    assert lines[1].split()[:3] == ["num_train", "num_inputs", "lr"] and lines[1].split()[-3:] == ["replicate", "seed", "diverged_at"]
+    assert lines[1].split()[:3] == ["num_train", "num_inputs", "lr"] and lines[1].split()[-3:] == [
+        "replicate",
+        "seed",
+        "diverged_at",
+    ]
     listed = pd.read_csv(tmp_path / "div.csv")
     assert listed["lr"].tolist() == [3.0, 3.0] and listed["replicate"].tolist() == [0, 1]
     assert set(listed["diverged_at"]) <= {1, 3} and lines[-1] == f"wrote {tmp_path / 'div.csv'}"
     assert main(["table", str(tmp_path / "d.csv"), "--diverged", "--where", "lr=0.1"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["0 of 2 runs diverged by each run's last checkpoint; where lr = 0.1"]
+    assert capsys.readouterr().out.splitlines() == [
+        "0 of 2 runs diverged by each run's last checkpoint; where lr = 0.1"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -508,16 +575,30 @@ def test_table_diverged_lists_the_runs_and_their_cells(tmp_path, capsys, monkeyp
     [
         (["--epoch", "7"], "The '--epoch' option must be one of the table's checkpoints (0, 1, 2). Got 7 instead."),
         (["--epoch", "x"], "argument --epoch: invalid int value: 'x'"),
-        (["--where", "lr"], "The '--where' option must be KEY=VALUE, e.g. loss=huber or lr=0.01,0.03. Got 'lr' instead."),
-        (["--where", "rate=0.1"], "The '--where' option must be KEY=VALUE with KEY one of the table's axes (num_train, num_inputs, lr,"),
-        (["--where", "lr=0.5"], "The '--where' option must be one of the values lr takes in the table (lr=0.03, 0.1). "
-                                "Got 'lr=0.5' instead."),
+        (
+            ["--where", "lr"],
+            "The '--where' option must be KEY=VALUE, e.g. loss=huber or lr=0.01,0.03. Got 'lr' instead.",
+        ),
+        (
+            ["--where", "rate=0.1"],
+            "The '--where' option must be KEY=VALUE with KEY one of the table's axes (num_train, num_inputs, lr,",
+        ),
+        (
+            ["--where", "lr=0.5"],
+            "The '--where' option must be one of the values lr takes in the table (lr=0.03, 0.1). "
+            "Got 'lr=0.5' instead.",
+        ),
         (["--where", "lr=0.1", "--where", "lr=0.03"], "given once for each axis (lr is given twice)"),
         (["--by", ","], "The '--by' option must be column names separated by commas. Got ',' instead."),
-        (["--diverged", "--by", "lr"], "The '--by' option must be column names separated by commas, and left out with "
-                                       "--diverged"),
-        (["--out", "a/b/s.csv"], "The '--out' option must be a path in an existing folder, or in one new folder inside "
-                                 "an existing one (neither 'a/b' nor 'a' exists). Got 'a/b/s.csv' instead."),
+        (
+            ["--diverged", "--by", "lr"],
+            "The '--by' option must be column names separated by commas, and left out with --diverged",
+        ),
+        (
+            ["--out", "a/b/s.csv"],
+            "The '--out' option must be a path in an existing folder, or in one new folder inside "
+            "an existing one (neither 'a/b' nor 'a' exists). Got 'a/b/s.csv' instead.",
+        ),
         (["--out", "s.parquet", "--where", "loss=huber"], "(loss=squared). Got 'loss=huber' instead."),
     ],
 )
@@ -543,8 +624,16 @@ def test_every_command_creates_one_missing_folder_and_says_so(tmp_path, results_
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["tiny_w_err_norm-vs-num_train.png"]  # no SVG beside
     before = _snapshot(tmp_path)
     code = main(["exercises", "--only", "3", "--out-dir", "x/y"])
-    _assert_refused(code, capsys, before, tmp_path, mentions=re.escape("The '--out-dir' option must be a path in an "
-                    "existing folder, or in one new folder inside an existing one (neither 'x/y' nor 'x' exists)"))
+    _assert_refused(
+        code,
+        capsys,
+        before,
+        tmp_path,
+        mentions=re.escape(
+            "The '--out-dir' option must be a path in an "
+            "existing folder, or in one new folder inside an existing one (neither 'x/y' nor 'x' exists)"
+        ),
+    )
 
 
 def test_table_out_writes_one_row_per_cell(tmp_path, results_csv, capsys):
@@ -577,8 +666,14 @@ def test_python_m_study_bad_spec_exits_2_with_one_line(tmp_path):
     spec.write_text("[grid]\nnum_train = [-5]\n", encoding="utf-8")
     before = _snapshot(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(Path(study.__file__).resolve().parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "study", "run", "bad.toml"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "study", "run", "bad.toml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -589,19 +684,39 @@ def test_python_m_study_bad_spec_exits_2_with_one_line(tmp_path):
 
 def test_python_m_study_help_exits_0(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(study.__file__).resolve().parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "study", "--help"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "study", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout and "table" in done.stdout
 
 
 def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_path, capsys):
-    assert main(["exercises", "--quick", "--only", "4", "--out-dir", str(tmp_path / "q"), "--jobs", "1",
-                 "--formats", "png,svg"]) == 0
+    assert (
+        main(
+            [
+                "exercises",
+                "--quick",
+                "--only",
+                "4",
+                "--out-dir",
+                str(tmp_path / "q"),
+                "--jobs",
+                "1",
+                "--formats",
+                "png,svg",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "exercise 4:" in out and "answers.md" in out
-    for name in ("results/ex4_lr_epochs.csv", "figures/ex4_lr_epochs.png", "figures/ex4_lr_epochs.svg",
-                 "results/answers.md"):
+    for name in (
+        "results/ex4_lr_epochs.csv",
+        "figures/ex4_lr_epochs.png",
+        "figures/ex4_lr_epochs.svg",
+        "results/answers.md",
+    ):
         assert (tmp_path / "q" / name).is_file(), name
         assert str(tmp_path / "q" / name) in out  # the paths it wrote, as it wrote them
     raw = tmp_path / "q" / "results" / "raw" / "ex4_lr_epochs.parquet"
@@ -616,53 +731,100 @@ def test_exercises_quick_one_study_writes_its_files_and_plot_redraws_them(tmp_pa
     [
         (["exercises", "--only", "9"], "The '--only' option must be among [1, 2, 3, 4, 5, 6, 7]. Got 9 instead."),
         (["exercises", "--only", "8,1"], "The '--only' option must be among [1, 2, 3, 4, 5, 6, 7]. Got 8 instead."),
-        (["exercises", "--only", "one"], "The '--only' option must be exercise numbers separated by commas (e.g. 1,5)."),
+        (
+            ["exercises", "--only", "one"],
+            "The '--only' option must be exercise numbers separated by commas (e.g. 1,5).",
+        ),
         (["plot", "missing.csv", "--figure", "heatmap"], "No results file at 'missing.csv'"),
         (["plot", "RESULTS", "--figure", "pie"], "The '--figure' option must be one of ['error-vs-num_train'"),
-        (["plot", "RESULTS", "--figure", "heatmap", "--out", "h.jpg"],
-         "The '--out' option must be a path ending in .png, .svg or .pdf. Got 'h.jpg' instead."),
-        (["plot", "RESULTS", "--figure", "heatmap", "--y", "nope"], "The '--y' option must be a measured column of the table"),
-        (["plot", "RESULTS", "--x", "num_train", "--hue", "foo"], "The '--hue' option must be one column of the table "
-                                                                 "(its axes: num_train, num_inputs, lr, epoch,"),
+        (
+            ["plot", "RESULTS", "--figure", "heatmap", "--out", "h.jpg"],
+            "The '--out' option must be a path ending in .png, .svg or .pdf. Got 'h.jpg' instead.",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "heatmap", "--y", "nope"],
+            "The '--y' option must be a measured column of the table",
+        ),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--hue", "foo"],
+            "The '--hue' option must be one column of the table (its axes: num_train, num_inputs, lr, epoch,",
+        ),
         (["plot", "RESULTS", "--x", "num_train", "--hue", "lr,loss"], "Got 'lr,loss' instead."),
-        (["plot", "RESULTS", "--x", "num_train", "--col", "replicate", "--hue", "lr"], "The '--col' option must be one "
-                                                                                      "column"),
-        (["plot", "RESULTS", "--x", "num_train"], "the table varies in lr (0.03, 0.1); put them on the figure "
-                                                  "(--hue/--style/--col/--row) or fix them (--where lr=0.03)"),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--col", "replicate", "--hue", "lr"],
+            "The '--col' option must be one column",
+        ),
+        (
+            ["plot", "RESULTS", "--x", "num_train"],
+            "the table varies in lr (0.03, 0.1); put them on the figure "
+            "(--hue/--style/--col/--row) or fix them (--where lr=0.03)",
+        ),
         (["plot", "RESULTS", "--x", "epoch", "--hue", "lr"], "the table varies in num_train (20, 50); put them"),
-        (["plot", "RESULTS", "--x", "num_train", "--y", "loss", "--hue", "lr"], "The '--y' option must be a measured "
-                                                                               "column of the table (w_hat_0, w_err_0,"),
-        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--epoch", "9"], "The '--epoch' option must be one of "
-                                                                                "the table's checkpoints (0, 1, 2)"),
-        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--where", "loss=huber"],
-         "The '--where' option must be one of the values loss takes in the table (loss=squared)."),
-        (["plot", "RESULTS", "--x", "num_train", "--figure", "heatmap"], "argument --figure: not allowed with argument --x"),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--y", "loss", "--hue", "lr"],
+            "The '--y' option must be a measured column of the table (w_hat_0, w_err_0,",
+        ),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--epoch", "9"],
+            "The '--epoch' option must be one of the table's checkpoints (0, 1, 2)",
+        ),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--where", "loss=huber"],
+            "The '--where' option must be one of the values loss takes in the table (loss=squared).",
+        ),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--figure", "heatmap"],
+            "argument --figure: not allowed with argument --x",
+        ),
         (["plot", "RESULTS"], "The '--figure' or '--x' option must be given"),
-        (["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--hue", "lr"], "The '--hue' option must be left out with the "
-                                                                         "exercise figure ex4_lr_epochs"),
-        (["plot", "RESULTS", "--figure", "ex2_huber"], "The '--figure' option must be a figure the table can draw "
-                                                       "(ex2_huber needs loss = squared, huber;"),
-        (["plot", "RESULTS", "--figure", "heatmap", "--hue", "num_train"], "The '--hue' option must be left out with "
-                                                                           "the heatmap"),
-        (["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--title", "mine"], "The '--title' option must be left "
-                                                                             "out with the exercise figure"),
-        (["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--band", "spread"], "The '--band' option must be left out "
-                                                                              "with the exercise figure ex4_lr_epochs"),
-        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--band", "iqr"], "argument --band: invalid choice: "
-                                                                                 "'iqr'"),
-        (["plot", "RESULTS", "--figure", "nested-loop", "--order", "lr"], "the table varies in num_train (20, 50); add "
-                                                                          "them to --order or fix them (--where "
-                                                                          "num_train=20)"),
-        (["plot", "RESULTS", "--figure", "nested-loop", "--order", "lr,foo"], "The '--order' option must be axes that "
-                                                                              "vary in the table (num_train, lr, epoch), "
-                                                                              "each once, outermost first. Got 'foo'"),
-        (["plot", "RESULTS", "--figure", "nested-loop", "--hue", "lr"], "The '--hue' option must be left out with the "
-                                                                        "nested-loop figure"),
-        (["plot", "RESULTS", "--figure", "heatmap", "--order", "lr,num_train"], "The '--order' option must be left out "
-                                                                                "with the figure heatmap (only --figure "
-                                                                                "nested-loop takes it). Got 'lr,num_train'"),
-        (["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--order", "lr"], "The '--order' option must be left "
-                                                                                  "out with --x"),
+        (
+            ["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--hue", "lr"],
+            "The '--hue' option must be left out with the exercise figure ex4_lr_epochs",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "ex2_huber"],
+            "The '--figure' option must be a figure the table can draw (ex2_huber needs loss = squared, huber;",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "heatmap", "--hue", "num_train"],
+            "The '--hue' option must be left out with the heatmap",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--title", "mine"],
+            "The '--title' option must be left out with the exercise figure",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "ex4_lr_epochs", "--band", "spread"],
+            "The '--band' option must be left out with the exercise figure ex4_lr_epochs",
+        ),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--band", "iqr"],
+            "argument --band: invalid choice: 'iqr'",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "nested-loop", "--order", "lr"],
+            "the table varies in num_train (20, 50); add them to --order or fix them (--where num_train=20)",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "nested-loop", "--order", "lr,foo"],
+            "The '--order' option must be axes that "
+            "vary in the table (num_train, lr, epoch), "
+            "each once, outermost first. Got 'foo'",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "nested-loop", "--hue", "lr"],
+            "The '--hue' option must be left out with the nested-loop figure",
+        ),
+        (
+            ["plot", "RESULTS", "--figure", "heatmap", "--order", "lr,num_train"],
+            "The '--order' option must be left out "
+            "with the figure heatmap (only --figure "
+            "nested-loop takes it). Got 'lr,num_train'",
+        ),
+        (
+            ["plot", "RESULTS", "--x", "num_train", "--hue", "lr", "--order", "lr"],
+            "The '--order' option must be left out with --x",
+        ),
     ],
 )
 def test_exercises_and_plot_refuse_bad_input_with_one_line(tmp_path, results_csv, capsys, args, message):
@@ -673,8 +835,23 @@ def test_exercises_and_plot_refuse_bad_input_with_one_line(tmp_path, results_csv
 
 def test_plot_nested_loop_draws_every_cell_in_the_order_given(tmp_path, results_csv, capsys):
     out = tmp_path / "nl.png"
-    assert main(["plot", str(results_csv), "--figure", "nested-loop", "--order", "lr,num_train,epoch",
-                 "--band", "spread", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(results_csv),
+                "--figure",
+                "nested-loop",
+                "--order",
+                "lr,num_train,epoch",
+                "--band",
+                "spread",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == f"wrote {out}\n"
     assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 1000
     assert main(["plot", str(results_csv), "--figure", "nested-loop", "--where", "lr=0.1", "--epoch", "1"]) == 0
@@ -710,8 +887,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_spec, capsys)
     assert main(["run", str(tiny_spec), "--out", str(tmp_path / "deep" / "x.csv"), "--jobs", "1", "--dry-run"]) == 0
     captured = capsys.readouterr()
     size = TINY_RUNS * TINY_CHECKPOINTS * 13 * 34 / 1000  # kB: 13 bytes for each of 34 columns
-    assert re.fullmatch(rf"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in \d+ chunks on cpu, 1 worker; "
-                        rf"about 1 s; the CSV about {size:.1f} kB\n", captured.out), captured.out
+    assert re.fullmatch(
+        rf"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in \d+ chunks on cpu, 1 worker; "
+        rf"about 1 s; the CSV about {size:.1f} kB\n",
+        captured.out,
+    ), captured.out
     assert captured.err == "" and _snapshot(tmp_path) == before
 
 
@@ -724,7 +904,10 @@ def test_dry_run_refuses_a_bad_device_like_a_run(tmp_path, tiny_spec, capsys):
 def test_a_run_says_what_it_will_do_before_it_starts(tmp_path, tiny_spec, capsys):
     assert main(["run", str(tiny_spec), "--out", str(tmp_path / "x.csv"), "--jobs", "1"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith(f"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in ") and "the CSV about" in first
+    assert (
+        first.startswith(f"tiny: {TINY_RUNS} runs, {TINY_RUNS * TINY_CHECKPOINTS} rows in ")
+        and "the CSV about" in first
+    )
 
 
 def test_run_table_and_plot_take_parquet(tmp_path, tiny_spec, capsys):
@@ -756,23 +939,52 @@ def test_a_control_character_in_an_argument_is_refused_in_one_line(capsys):
 
 # study plot and study table, fuzzed ------------------------------------------------------------------
 
-_WHERE = ["lr=0.1", "lr=0.03,0.1", "lr=5", "num_train=20", "num_train=2e1", "loss=huber", "loss=squared", "lr", "=",
-          "epoch=1", "x=1", "lr=", "seed=1"]
+_WHERE = [
+    "lr=0.1",
+    "lr=0.03,0.1",
+    "lr=5",
+    "num_train=20",
+    "num_train=2e1",
+    "loss=huber",
+    "loss=squared",
+    "lr",
+    "=",
+    "epoch=1",
+    "x=1",
+    "lr=",
+    "seed=1",
+]
 _EPOCHS = ["0", "1", "2", "7", "-1", "x", "1.5"]
 _COLUMNS = ["lr", "num_train", "epoch", "loss", "lr,loss", "foo", "replicate", "seed", ""]
 _PLOT_OPTIONS = {
-    "--figure": ["heatmap", "error-vs-num_train", "error-vs-epoch", "error-vs-lr", "ex4_lr_epochs", "ex1_reduction",
-                 "nested-loop", "pie", ""],
+    "--figure": [
+        "heatmap",
+        "error-vs-num_train",
+        "error-vs-epoch",
+        "error-vs-lr",
+        "ex4_lr_epochs",
+        "ex1_reduction",
+        "nested-loop",
+        "pie",
+        "",
+    ],
     "--order": ["lr,num_train", "num_train,lr,epoch", "lr", "lr,lr", "foo", ""],
     "--x": ["num_train", "lr", "epoch", "loss", "foo", "replicate", "w_err_norm", ""],
     "--y": ["w_err_norm", "b_err", "ols_w_err_norm", "gap_w_norm", "loss", "nope", "diverged"],
-    "--hue": _COLUMNS, "--style": _COLUMNS, "--col": _COLUMNS, "--row": _COLUMNS, "--where": _WHERE,
+    "--hue": _COLUMNS,
+    "--style": _COLUMNS,
+    "--col": _COLUMNS,
+    "--row": _COLUMNS,
+    "--where": _WHERE,
     "--epoch": _EPOCHS,
     "--out": ["f.png", "f.pdf", "f.svg", "f.jpg", "sub/f.png", "a/b/f.png", ".", "/proc/nope/f.png", "tiny.csv/f.png"],
 }
 _TABLE_OPTIONS = {
-    "--by": ["lr", "num_train,lr", "epoch", "nope", ",", "loss,replicate"], "--epoch": _EPOCHS, "--where": _WHERE,
-    "--diverged": None, "--out": ["s.csv", "s.parquet", "s.txt", "sub/s.csv", "a/b/s.csv", ".", "tiny.csv"],
+    "--by": ["lr", "num_train,lr", "epoch", "nope", ",", "loss,replicate"],
+    "--epoch": _EPOCHS,
+    "--where": _WHERE,
+    "--diverged": None,
+    "--out": ["s.csv", "s.parquet", "s.txt", "sub/s.csv", "a/b/s.csv", ".", "tiny.csv"],
 }
 
 
@@ -782,16 +994,26 @@ def _plot_or_table_argv(draw) -> list[str]:
     argv = [command, draw(st.sampled_from(["tiny.csv", "tiny.csv", "tiny.csv", "missing.csv", ".", "spec.toml"]))]
     options = _PLOT_OPTIONS if command == "plot" else _TABLE_OPTIONS
     if command == "plot":  # a figure the table can draw, often, so that the flags after it are what is tried
-        argv += draw(st.sampled_from([[], ["--x", "num_train", "--hue", "lr"], ["--figure", "error-vs-epoch"],
-                                      ["--x", "lr", "--hue", "num_train", "--col", "epoch"], ["--figure", "heatmap"],
-                                      ["--figure", "nested-loop"]]))
+        argv += draw(
+            st.sampled_from(
+                [
+                    [],
+                    ["--x", "num_train", "--hue", "lr"],
+                    ["--figure", "error-vs-epoch"],
+                    ["--x", "lr", "--hue", "num_train", "--col", "epoch"],
+                    ["--figure", "heatmap"],
+                    ["--figure", "nested-loop"],
+                ]
+            )
+        )
     from conftest import with_drawn_options
 
     return with_drawn_options(draw, argv, options, unique=False)  # repeats too: --where twice
 
 
-@settings(max_examples=80, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(argv=_plot_or_table_argv())
 def test_plot_and_table_never_show_a_traceback(tmp_path_factory, results_csv, argv):
     """Whatever the flags: exit 0, or exit 2 with one line on stderr and nothing written."""
@@ -821,10 +1043,19 @@ def test_plot_refuses_a_role_no_table_could_hold_before_reading_the_table(tmp_pa
     from study.results import metric_columns
 
     R, C, d = 2, 3, 4
-    result = ChunkResult(w_hat=np.zeros((R, C, d), np.float32), b_hat=np.zeros((R, C)), train_loss=np.ones((R, C)),
-                         val_mse=np.zeros((R, C)), grad_w=np.zeros((R, C, d)), grad_b=np.zeros((R, C)),
-                         steps=np.arange(C), ols_w=np.zeros((R, d)), ols_b=np.zeros(R), w_true=np.zeros(d, np.float32),
-                         b_true=0.0)
+    result = ChunkResult(
+        w_hat=np.zeros((R, C, d), np.float32),
+        b_hat=np.zeros((R, C)),
+        train_loss=np.ones((R, C)),
+        val_mse=np.zeros((R, C)),
+        grad_w=np.zeros((R, C, d)),
+        grad_b=np.zeros((R, C)),
+        steps=np.arange(C),
+        ols_w=np.zeros((R, d)),
+        ols_b=np.zeros(R),
+        w_true=np.zeros(d, np.float32),
+        b_true=0.0,
+    )
     measured = [c for c in metric_columns(result, C) if _SCHEMA_COLUMN.fullmatch(c)]
     assert measured == [c for c in metric_columns(result, C) if c != "diverged"]
     missing = tmp_path / "no-such-table.csv"  # never read: the role is refused first
@@ -843,8 +1074,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(results_csv):
     read, write = os.pipe()
     os.close(read)
     try:
-        done = subprocess.run([sys.executable, "-m", "study", "table", str(results_csv)], stdout=write,
-                              stderr=subprocess.PIPE, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "study", "table", str(results_csv)], stdout=write, stderr=subprocess.PIPE, timeout=60
+        )
     finally:
         os.close(write)
     assert (done.returncode, done.stderr.decode()) == (141, "")
@@ -862,7 +1094,9 @@ def test_run_without_out_picks_parquet_for_a_big_table_and_says_so(tmp_path, cap
     assert out[0].startswith("g: 6 runs, 18 rows in") and "; the Parquet file about " in out[0]
     assert out[1] == "writing Parquet: 18 rows are too many for a CSV (--out NAME.csv to have one anyway)"
     assert main(["run", str(spec), "--jobs", "1", "--quiet"]) == 0
-    assert (tmp_path / "results" / "raw" / "g.parquet").is_file() and not (tmp_path / "results" / "raw" / "g.csv").exists()
+    assert (tmp_path / "results" / "raw" / "g.parquet").is_file() and not (
+        tmp_path / "results" / "raw" / "g.csv"
+    ).exists()
 
 
 def test_a_default_output_that_cannot_be_written_is_named_as_the_default(tmp_path, tiny_spec, capsys):
@@ -871,6 +1105,11 @@ def test_a_default_output_that_cannot_be_written_is_named_as_the_default(tmp_pat
     (tmp_path / "results").write_text("a file where the default folder goes")
     before = _snapshot(tmp_path)
     code = main(["run", str(tiny_spec), "--quiet", "--jobs", "1"])
-    _assert_refused(code, capsys, before, tmp_path,
-                    mentions=r"^study: error: The default output 'results/raw/tiny\.csv' \(no --out given\) must be a "
-                             r"path in a folder \('results' is a file\); give --out elsewhere\.$")
+    _assert_refused(
+        code,
+        capsys,
+        before,
+        tmp_path,
+        mentions=r"^study: error: The default output 'results/raw/tiny\.csv' \(no --out given\) must be a "
+        r"path in a folder \('results' is a file\); give --out elsewhere\.$",
+    )

@@ -22,11 +22,11 @@ import pytest
 pytest.importorskip("distributed")
 
 from distributed import Client  # noqa: E402
+from specs import default_sigint, long_spec
 
 from study.cli import main  # noqa: E402
 from study.grid import load_grid  # noqa: E402
 from study.runner import run_grid  # noqa: E402
-from specs import default_sigint, long_spec
 
 HERE = Path(__file__).resolve().parent
 SPEC = """\
@@ -74,22 +74,47 @@ class _Cluster:
 
     def _spawn(self, name: str, *args: str) -> None:
         log = open(self.folder / f"{name}.log", "wb")
-        self.procs.append(subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                                           env=self.env, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        )
         log.close()
 
     def _start(self, worker_args: tuple[str, ...]) -> None:
         # Loopback only, free ports: --dashboard-address places the HTTP server each starts anyway.
         loopback = ("--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0")
-        self._spawn("scheduler", "distributed.cli.dask_scheduler", *loopback, "--port", "0",
-                    "--scheduler-file", str(self.scheduler_file))
+        self._spawn(
+            "scheduler",
+            "distributed.cli.dask_scheduler",
+            *loopback,
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(self.scheduler_file),
+        )
         deadline = time.time() + 60
         while time.time() < deadline and not self.scheduler_file.exists():
             time.sleep(0.1)
         for i in range(2):
-            self._spawn(f"worker{i}", "distributed.cli.dask_worker", "--scheduler-file", str(self.scheduler_file),
-                        *loopback, "--nthreads", "1", "--nworkers", "1",
-                        "--local-directory", str(self.folder / f"worker{i}"), *worker_args)
+            self._spawn(
+                f"worker{i}",
+                "distributed.cli.dask_worker",
+                "--scheduler-file",
+                str(self.scheduler_file),
+                *loopback,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--local-directory",
+                str(self.folder / f"worker{i}"),
+                *worker_args,
+            )
         with self.client() as client:
             client.wait_for_workers(2, timeout=60)
         self.address = json.loads(self.scheduler_file.read_text())["address"]
@@ -147,17 +172,49 @@ def _local_csv(folder: Path, spec_text: str, chunk_size: int) -> tuple[Path, byt
 def test_study_run_on_a_dask_cluster_gives_the_local_csv_byte_for_byte(cluster, tmp_path):
     spec, local = _local_csv(tmp_path, SPEC, chunk_size=4)
     out = tmp_path / "dask.csv"
-    done = subprocess.run(_study("run", spec, "--out", out, "--backend", "dask", "--scheduler", cluster.address,
-                                 "--chunk-size", "4", "--quiet"), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        _study(
+            "run",
+            spec,
+            "--out",
+            out,
+            "--backend",
+            "dask",
+            "--scheduler",
+            cluster.address,
+            "--chunk-size",
+            "4",
+            "--quiet",
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == local
     meta = json.loads((tmp_path / "dask.meta.json").read_text())
     assert (meta["backend"], meta["scheduler"], meta["workers"]) == ("dask", cluster.address, 2)
     assert meta["chunks_computed"] == 12  # 48 runs in chunks of 4
     # The scheduler file a `dask scheduler --scheduler-file` writes names the cluster as well.
-    assert main(["run", str(spec), "--out", str(tmp_path / "by_file.csv"), "--backend", "dask", "--scheduler",
-                 str(cluster.scheduler_file), "--chunk-size", "4", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(spec),
+                "--out",
+                str(tmp_path / "by_file.csv"),
+                "--backend",
+                "dask",
+                "--scheduler",
+                str(cluster.scheduler_file),
+                "--chunk-size",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "by_file.csv").read_bytes() == local
 
 
@@ -166,8 +223,22 @@ def test_a_worker_sigkilled_mid_grid_still_gives_the_same_csv(cluster, tmp_path)
     spec, local = _local_csv(tmp_path, LONG_SPEC, chunk_size=2)
     out, store = tmp_path / "dask.csv", tmp_path / "dask.csv.store"
     pids = cluster.worker_pids()
-    proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--scheduler", cluster.address,
-                                   "--chunk-size", "2", "--quiet"), cwd=tmp_path)
+    proc = subprocess.Popen(
+        _study(
+            "run",
+            spec,
+            "--out",
+            out,
+            "--backend",
+            "dask",
+            "--scheduler",
+            cluster.address,
+            "--chunk-size",
+            "2",
+            "--quiet",
+        ),
+        cwd=tmp_path,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (store.is_dir() and len(list(store.glob("*.runs"))) >= 10):
         time.sleep(0.02)
@@ -187,9 +258,27 @@ def test_a_chunk_that_kills_every_worker_fails_alone_within_the_bound(crashing_c
     out = tmp_path / "crash.csv"
     timeout = 60
     started = time.time()
-    done = subprocess.run(_study("run", spec, "--out", out, "--backend", "dask", "--scheduler",
-                                 crashing_cluster.address, "--chunk-size", "8", "--chunk-timeout", timeout, "--quiet"),
-                          cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    done = subprocess.run(
+        _study(
+            "run",
+            spec,
+            "--out",
+            out,
+            "--backend",
+            "dask",
+            "--scheduler",
+            crashing_cluster.address,
+            "--chunk-size",
+            "8",
+            "--chunk-timeout",
+            timeout,
+            "--quiet",
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     elapsed = time.time() - started
     # The documented bound: two attempts of at most --chunk-timeout each (and start-up).
     assert elapsed < 2 * timeout + 20, elapsed
@@ -222,9 +311,27 @@ def test_a_chunk_that_hangs_is_given_up_after_chunk_timeout_and_its_worker_freed
     spec, local = _local_csv(tmp_path, spec_text, chunk_size=8)
     out = tmp_path / "hang.csv"
     started = time.time()
-    done = subprocess.run(_study("run", spec, "--out", out, "--backend", "dask", "--scheduler",
-                                 crashing_cluster.address, "--chunk-size", "8", "--chunk-timeout", "6", "--quiet"),
-                          cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    done = subprocess.run(
+        _study(
+            "run",
+            spec,
+            "--out",
+            out,
+            "--backend",
+            "dask",
+            "--scheduler",
+            crashing_cluster.address,
+            "--chunk-size",
+            "8",
+            "--chunk-timeout",
+            "6",
+            "--quiet",
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert time.time() - started < 6 + 30
     assert done.returncode == 1, done.stderr
     lines = done.stderr.splitlines()
@@ -253,8 +360,19 @@ def test_an_unreachable_scheduler_is_a_failure_at_run_time_that_writes_nothing(t
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
     before = set(tmp_path.rglob("*"))
-    code = main(["run", str(spec), "--out", str(tmp_path / "r.csv"), "--backend", "dask", "--scheduler",
-                 f"127.0.0.1:{port}", "--quiet"])
+    code = main(
+        [
+            "run",
+            str(spec),
+            "--out",
+            str(tmp_path / "r.csv"),
+            "--backend",
+            "dask",
+            "--scheduler",
+            f"127.0.0.1:{port}",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("study: failed: "), err
     assert f"127.0.0.1:{port}" in err[0]
@@ -290,8 +408,11 @@ def test_same_csv_with_loky_1_loky_2_and_a_local_dask_cluster_which_leaves_nothi
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out = tmp_path / "dask.csv"
-    proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "4",
-                                   "--quiet"), cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)})
+    proc = subprocess.Popen(
+        _study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "4", "--quiet"),
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     seen = _descendants_seen(proc, lambda: False)
     assert proc.wait(timeout=120) == 0
     assert len(seen) >= 2  # its LocalCluster's worker processes
@@ -318,8 +439,12 @@ def _start_long_dask_run(tmp_path, **popen):
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
     out = tmp_path / "long.csv"
-    proc = subprocess.Popen(_study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "2",
-                                   "--quiet"), cwd=tmp_path, env=env, **popen)
+    proc = subprocess.Popen(
+        _study("run", spec, "--out", out, "--backend", "dask", "--jobs", "2", "--chunk-size", "2", "--quiet"),
+        cwd=tmp_path,
+        env=env,
+        **popen,
+    )
     return proc, spec, tmp, env, tmp_path / "long.csv.store"
 
 
@@ -335,16 +460,21 @@ def test_a_local_cluster_run_killed_outright_leaves_no_process_and_its_scratch_g
     assert _alive(seen) == []  # the workers leave with their parent
     assert [p.name.split("-")[2] for p in tmp.iterdir()] == [str(proc.pid)]  # its scratch folder, left
     spec.write_text(SPEC)
-    done = subprocess.run(_study("run", spec, "--out", tmp_path / "next.csv", "--backend", "dask", "--jobs", "1",
-                                 "--quiet"), cwd=tmp_path, env=env, timeout=120)
+    done = subprocess.run(
+        _study("run", spec, "--out", tmp_path / "next.csv", "--backend", "dask", "--jobs", "1", "--quiet"),
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0
     assert list(tmp.iterdir()) == []
 
 
 @pytest.mark.timeout(180)
 def test_ctrl_c_on_a_local_dask_cluster_exits_130_quietly_and_leaves_nothing_behind(tmp_path):
-    proc, _, tmp, _, store = _start_long_dask_run(tmp_path, start_new_session=True, preexec_fn=default_sigint,
-                                                  stderr=subprocess.PIPE, text=True)
+    proc, _, tmp, _, store = _start_long_dask_run(
+        tmp_path, start_new_session=True, preexec_fn=default_sigint, stderr=subprocess.PIPE, text=True
+    )
     seen = _descendants_seen(proc, lambda: store.is_dir() and len(list(store.glob("*.runs"))) >= 6)
     interrupted = time.time()
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
@@ -352,8 +482,9 @@ def test_ctrl_c_on_a_local_dask_cluster_exits_130_quietly_and_leaves_nothing_beh
     assert time.time() - interrupted < 15
     assert proc.returncode == 130
     kept = len(list(store.glob("*.runs")))
-    assert stderr.splitlines() == [f"study: interrupted; {kept} finished chunks are kept in {store}; "
-                                   "run the same command again to resume"], stderr
+    assert stderr.splitlines() == [
+        f"study: interrupted; {kept} finished chunks are kept in {store}; run the same command again to resume"
+    ], stderr
     time.sleep(0.5)
     assert _alive(seen) == []
     assert list(tmp.iterdir()) == []

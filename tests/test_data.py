@@ -5,7 +5,6 @@ import torch
 
 from study.data import OUTLIER_FRACTION, SyntheticRegressionData
 
-
 STREAM = "counter"
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import joblib
 import numpy as np
 
-from study.dispatch import (Task, bundle, local_device, split_on_oom, train_chunk,
-                            worker_count)
+from study.dispatch import Task, bundle, local_device, split_on_oom, train_chunk, worker_count
 from study.engine import estimated_seconds
-from study.options import DEFAULT
-
-BUNDLE_RUNS, BUNDLE_SECONDS, CHUNK_MEMORY_BUDGET = DEFAULT.bundle_runs, DEFAULT.bundle_seconds, DEFAULT.chunk_memory_budget
 from study.grid import Grid
+from study.options import DEFAULT
 from study.plan import Plan
 from study.results import metric_columns
 from study.runner import plan_grid
+
+BUNDLE_RUNS, BUNDLE_SECONDS, CHUNK_MEMORY_BUDGET = (
+    DEFAULT.bundle_runs,
+    DEFAULT.bundle_seconds,
+    DEFAULT.chunk_memory_budget,
+)
 
 
 def test_a_chunk_out_of_gpu_memory_is_split_and_gives_the_same_numbers(monkeypatch):
@@ -87,7 +90,10 @@ def test_a_task_that_raises_gives_its_reason_in_one_line(monkeypatch):
     grid = Grid(num_train=[30], epoch=[1])
     plan = Plan(grid, lambda *_: 10**6)
     assert train_chunk(plan.chunk(plan.specs[0]), grid.checkpoints, "batched", "cpu", 3) == (
-        3, None, "MemoryError: cannot allocate")
+        3,
+        None,
+        "MemoryError: cannot allocate",
+    )
 
 
 def test_small_chunks_on_one_cpu_worker_are_bundled_by_batch_size_within_the_bounds():
@@ -105,8 +111,12 @@ def test_small_chunks_on_one_cpu_worker_are_bundled_by_batch_size_within_the_bou
     heavy = [Task(i, specs[0], None, 1, 0.01, CHUNK_MEMORY_BUDGET // 2) for i in range(5)]  # one chunk's budget
     assert [len(job) for job in bundle(heavy, "batched", ["cpu"], 1, None)] == [2, 2, 1]
     # Never with several workers (balance), on a GPU, for the reference engine, or for an asked chunk size.
-    for args in ((tasks, "batched", ["cpu"], 2, None), (tasks, "batched", ["cuda:0"], 1, None),
-                 (tasks, "reference", ["cpu"], 1, None), (tasks, "batched", ["cpu"], 1, 5)):
+    for args in (
+        (tasks, "batched", ["cpu"], 2, None),
+        (tasks, "batched", ["cuda:0"], 1, None),
+        (tasks, "reference", ["cpu"], 1, None),
+        (tasks, "batched", ["cpu"], 1, 5),
+    ):
         assert bundle(*args) == [(t,) for t in tasks]
 
 

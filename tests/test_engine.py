@@ -19,9 +19,16 @@ STREAMS = ["counter", "torch"]
 def mixed_runs(stream: str = "counter") -> list:
     """Every axis varied: sizes around the batch size, both losses and reductions, several
     sigmas and lrs (one diverging), all noise kinds."""
-    common = dict(num_train=[1, 5, 31, 32, 33, 100], loss=["squared", "huber"], sigma=[0.5, 2.0],
-                  noise_kind=["gaussian", "student_t", "outliers"], noise=[0.01, 0.5], epoch=[1, 2, 4], num_val=20,
-                  stream=stream)
+    common = dict(
+        num_train=[1, 5, 31, 32, 33, 100],
+        loss=["squared", "huber"],
+        sigma=[0.5, 2.0],
+        noise_kind=["gaussian", "student_t", "outliers"],
+        noise=[0.01, 0.5],
+        epoch=[1, 2, 4],
+        num_val=20,
+        stream=stream,
+    )
     grids = [
         Grid(lr=[0.01, 0.1], reduction=["mean"], **common),
         Grid(lr=[0.001, 0.003], reduction=["sum"], **common),  # the same step size per example
@@ -62,7 +69,7 @@ def assert_close(batched: ChunkResult, reference: ChunkResult, same_data: bool =
 def test_train_batched_equals_reference_run_for_run_on_a_mixed_grid(stream):
     runs = mixed_runs(stream)
     diverged = 0
-    for size, group in by_size(runs).items():
+    for group in by_size(runs).values():
         batched = train_batched(group, CHECKPOINTS)
         reference = train_reference(group, CHECKPOINTS)
         assert_close(batched, reference)
@@ -74,8 +81,16 @@ def test_train_batched_equals_reference_run_for_run_on_a_mixed_grid(stream):
 def test_train_batched_equals_reference_for_other_batch_sizes_and_dimensions(batch_size, w):
     """The minibatch's tree of adds for a batch of 1 (no adds), an odd one, one wider than the
     data (a single padded minibatch), and 1 or 5 features."""
-    runs = Grid(num_train=[33], batch_size=[batch_size], w=w, lr=[0.003, 0.01], loss=["squared", "huber"],
-                reduction=["mean", "sum"], epoch=[1, 3], replicates=2).runs()
+    runs = Grid(
+        num_train=[33],
+        batch_size=[batch_size],
+        w=w,
+        lr=[0.003, 0.01],
+        loss=["squared", "huber"],
+        reduction=["mean", "sum"],
+        epoch=[1, 3],
+        replicates=2,
+    ).runs()
     batched, reference = train_batched(runs, [0, 1, 3]), train_reference(runs, [0, 1, 3])
     assert_close(batched, reference)
     assert not batched.diverged.any()
@@ -87,8 +102,15 @@ def test_chunks_trained_together_give_each_its_own_numbers_to_the_bit():
     in one step loop: each result is the one it gets alone, and comes back in the given order."""
     from study.engine import train_batched_together
 
-    grid = Grid(num_train=[20, 33, 70, 150], lr=[0.01, 0.1], loss=["squared", "huber"], reduction=["mean", "sum"],
-                noise_kind=["gaussian", "outliers"], epoch=[1, 3], replicates=3)
+    grid = Grid(
+        num_train=[20, 33, 70, 150],
+        lr=[0.01, 0.1],
+        loss=["squared", "huber"],
+        reduction=["mean", "sum"],
+        noise_kind=["gaussian", "outliers"],
+        epoch=[1, 3],
+        replicates=3,
+    )
     plan = Plan(grid, lambda *_: 10**6)
     chunks = [plan.chunk(spec) for spec in plan.specs]
     chunks[1] = chunks[1].take(np.flatnonzero(chunks[1].lr == 0.1))  # 4 runs a stream, not 8
@@ -120,13 +142,14 @@ def test_train_batched_noise_free_recovers_w_and_b():
 
 @pytest.mark.parametrize("stream", STREAMS)
 def test_train_batched_divergence_is_isolated_bit_for_bit(stream):
-    calm = Grid(num_train=[64], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2,
-                stream=stream).runs()
+    calm = Grid(
+        num_train=[64], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2, stream=stream
+    ).runs()
     wild = Grid(num_train=[64], lr=[50.0], epoch=[1, 3], replicates=2, stream=stream).runs()
     alone = train_batched(calm, [0, 1, 3])
     mixed = train_batched(calm[:5] + wild + calm[5:], [0, 1, 3])
     keep = [i for i in range(len(calm) + len(wild)) if not (5 <= i < 5 + len(wild))]
-    assert mixed.diverged[5:5 + len(wild), -1].all()
+    assert mixed.diverged[5 : 5 + len(wild), -1].all()
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(mixed, field)[keep], getattr(alone, field))
 
@@ -135,20 +158,30 @@ def assert_chunking_changes_nothing(runs, checkpoints, sizes, device="cpu"):
     """The runs trained whole, and cut into consecutive chunks of each size: the same bits."""
     whole = train_batched(runs, checkpoints, device=device)
     for size in sizes:
-        parts = [train_batched(runs[i:i + size], checkpoints, device=device) for i in range(0, len(runs), size)]
+        parts = [train_batched(runs[i : i + size], checkpoints, device=device) for i in range(0, len(runs), size)]
         for field in (*FIELDS, "ols_w", "ols_b"):
             np.testing.assert_array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(whole, field))
 
 
 @pytest.mark.parametrize("stream", STREAMS)
 def test_train_batched_chunking_changes_nothing(stream):
-    runs = Grid(num_train=[50], lr=[0.01, 0.1], loss=["squared", "huber"], reduction=["mean", "sum"],
-                noise_kind=["gaussian", "outliers"], epoch=[2, 3], replicates=3, stream=stream).runs()
+    runs = Grid(
+        num_train=[50],
+        lr=[0.01, 0.1],
+        loss=["squared", "huber"],
+        reduction=["mean", "sum"],
+        noise_kind=["gaussian", "outliers"],
+        epoch=[2, 3],
+        replicates=3,
+        stream=stream,
+    ).runs()
     assert_chunking_changes_nothing(runs, [0, 2, 3], (1, 4, 7))
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
 def test_train_batched_chunking_changes_nothing_across_vector_widths(device):
     """Many streams, cut so that a run sits in a SIMD lane of a full vector in one chunk and in
     the scalar tail in another (4 to 33 streams a chunk): its numbers are the same bits."""
@@ -159,8 +192,14 @@ def test_train_batched_chunking_changes_nothing_across_vector_widths(device):
 def test_streams_taken_in_slices_change_nothing():
     """Budgets so small that the second moments, a Huber checkpoint's sums and the drawing take
     one stream a slice: the bits of a single slice."""
-    runs = Grid(num_train=[300], lr=[0.01, 0.1], loss=["squared", "huber"], noise_kind=["gaussian", "outliers"],
-                epoch=[2], replicates=5).runs()
+    runs = Grid(
+        num_train=[300],
+        lr=[0.01, 0.1],
+        loss=["squared", "huber"],
+        noise_kind=["gaussian", "outliers"],
+        epoch=[2],
+        replicates=5,
+    ).runs()
     whole = train_batched(runs, [0, 1, 2])
     tiny = Options(sum_budget_cpu=1, sum_budget_cuda=1, draw_budget_cpu=1, draw_budget_cuda=1, order_budget=1)
     sliced = train_batched(runs, [0, 1, 2], options=tiny)
@@ -253,12 +292,25 @@ def optimizer_runs(stream: str = "counter", **more) -> list:
     """Every optimiser axis varied with the old ones: lr decay, momentum, weight decay and
     averaging (none, from the first step, from epoch 1), both losses and reductions, a ragged
     size; and one lr that diverges."""
-    common = dict(num_train=[37], loss=["squared", "huber"], sigma=[0.5], lr_decay=[0.0, 0.5, 1.0],
-                  momentum=[0.0, 0.6], weight_decay=[0.0, 0.3], average_from=[None, 0, 1], epoch=[1, 2, 4],
-                  num_val=20, replicates=2, stream=stream, **more)
-    return [*Grid(lr=[0.03, 0.2], reduction=["mean"], **common).runs(),
-            *Grid(lr=[0.003], reduction=["sum"], **common).runs(),
-            *Grid(lr=[3.0], **{**common, "loss": ["squared"], "average_from": [None], "lr_decay": [0.0]}).runs()]
+    common = dict(
+        num_train=[37],
+        loss=["squared", "huber"],
+        sigma=[0.5],
+        lr_decay=[0.0, 0.5, 1.0],
+        momentum=[0.0, 0.6],
+        weight_decay=[0.0, 0.3],
+        average_from=[None, 0, 1],
+        epoch=[1, 2, 4],
+        num_val=20,
+        replicates=2,
+        stream=stream,
+        **more,
+    )
+    return [
+        *Grid(lr=[0.03, 0.2], reduction=["mean"], **common).runs(),
+        *Grid(lr=[0.003], reduction=["sum"], **common).runs(),
+        *Grid(lr=[3.0], **{**common, "loss": ["squared"], "average_from": [None], "lr_decay": [0.0]}).runs(),
+    ]
 
 
 @pytest.mark.parametrize("stream", STREAMS)
@@ -275,8 +327,17 @@ def test_the_optimisers_axes_at_their_defaults_are_plain_sgd_to_the_bit():
     """A grid that names the axes at their defaults trains the runs (and keys) of one that
     does not: stores written before the axes existed stay valid."""
     plain = Grid(num_train=[37], lr=[0.05], loss=["squared", "huber"], epoch=[1, 2], replicates=3)
-    named = Grid(num_train=[37], lr=[0.05], loss=["squared", "huber"], epoch=[1, 2], replicates=3, lr_decay=[0.0],
-                 momentum=[0], weight_decay=[0.0], average_from=[None])
+    named = Grid(
+        num_train=[37],
+        lr=[0.05],
+        loss=["squared", "huber"],
+        epoch=[1, 2],
+        replicates=3,
+        lr_decay=[0.0],
+        momentum=[0],
+        weight_decay=[0.0],
+        average_from=[None],
+    )
     assert [r.key for r in plain.runs()] == [r.key for r in named.runs()]
     a, b = train_batched(plain.runs(), [0, 1, 2]), train_batched(named.runs(), [0, 1, 2])
     for field in FIELDS:
@@ -286,8 +347,17 @@ def test_the_optimisers_axes_at_their_defaults_are_plain_sgd_to_the_bit():
 
 
 def test_the_optimisers_axes_change_nothing_when_chunked():
-    runs = Grid(num_train=[40], lr=[0.05], loss=["squared", "huber"], lr_decay=[0.0, 0.5], momentum=[0.0, 0.5],
-                weight_decay=[0.0, 0.1], average_from=[None, 1], epoch=[1, 3], replicates=5).runs()
+    runs = Grid(
+        num_train=[40],
+        lr=[0.05],
+        loss=["squared", "huber"],
+        lr_decay=[0.0, 0.5],
+        momentum=[0.0, 0.5],
+        weight_decay=[0.0, 0.1],
+        average_from=[None, 1],
+        epoch=[1, 3],
+        replicates=5,
+    ).runs()
     assert_chunking_changes_nothing(runs, [0, 1, 3], (1, 16, 33))
 
 
@@ -307,8 +377,17 @@ def test_averaging_reports_the_mean_of_the_iterates_after_every_step():
 def test_noise_free_averaged_and_decayed_sgd_recovers_w():
     """Without noise every iterate converges to w: so do their tail average and a decayed lr's
     iterates (p = 0.5: Σ lr_t diverges, so SGD still gets there)."""
-    runs = Grid(num_train=[200], lr=[0.1], noise=[0.0], lr_decay=[0.0, 0.5], momentum=[0.5], average_from=[None, 20],
-                weight_decay=[0.0], epoch=[40], num_val=20).runs()
+    runs = Grid(
+        num_train=[200],
+        lr=[0.1],
+        noise=[0.0],
+        lr_decay=[0.0, 0.5],
+        momentum=[0.5],
+        average_from=[None, 20],
+        weight_decay=[0.0],
+        epoch=[40],
+        num_val=20,
+    ).runs()
     result = train_batched(runs, [0, 40])
     np.testing.assert_allclose(result.w_hat[:, -1], np.tile([[2.0, -3.4]], (4, 1)), atol=5e-5)
     np.testing.assert_allclose(result.b_hat[:, -1], 4.2, atol=5e-5)
@@ -319,8 +398,17 @@ def test_drop_last_equals_the_reference_and_changes_nothing_where_no_minibatch_i
     """drop_last as DataLoader's: 37 examples in minibatches of 8 take 4 steps an epoch, not 5;
     5 examples take none; 64 are cut into full minibatches either way, to the same bits. Runs
     with and without it share their data and order (they are paired)."""
-    grid = Grid(num_train=[5, 37, 64], batch_size=[8], drop_last=[False, True], lr=[0.05], loss=["squared", "huber"],
-                epoch=[1, 3], replicates=2, num_val=10, stream=stream)
+    grid = Grid(
+        num_train=[5, 37, 64],
+        batch_size=[8],
+        drop_last=[False, True],
+        lr=[0.05],
+        loss=["squared", "huber"],
+        epoch=[1, 3],
+        replicates=2,
+        num_val=10,
+        stream=stream,
+    )
     groups = {}
     for run in grid.runs():
         groups.setdefault((run.num_train, run.drop_last), []).append(run)
@@ -343,16 +431,31 @@ def test_train_batched_equals_reference_across_num_inputs(stream):
     §3.7's 200 features on 20 examples, with weight decay, momentum and averaging; run for run
     (at d = 200 below the stability edge: past it, rounding is amplified, see past_stability_edge)."""
     for d, n, lrs in ((1, 37, [0.01, 0.1]), (12, 37, [0.01, 0.1]), (200, 20, [0.003, 0.01])):
-        runs = Grid(num_train=[n], num_inputs=[d], w=0.01, b=0.05, lr=lrs, loss=["squared", "huber"],
-                    sigma=[0.5], weight_decay=[0.0, 3.0], momentum=[0.0, 0.5], average_from=[None, 1], batch_size=[5],
-                    epoch=[1, 2, 4], num_val=20, replicates=2, stream=stream).runs()
+        runs = Grid(
+            num_train=[n],
+            num_inputs=[d],
+            w=0.01,
+            b=0.05,
+            lr=lrs,
+            loss=["squared", "huber"],
+            sigma=[0.5],
+            weight_decay=[0.0, 3.0],
+            momentum=[0.0, 0.5],
+            average_from=[None, 1],
+            batch_size=[5],
+            epoch=[1, 2, 4],
+            num_val=20,
+            replicates=2,
+            stream=stream,
+        ).runs()
         assert {len(r.w) for r in runs} == {d} and runs[0].w == (0.01,) * d
         assert_close(train_batched(runs, CHECKPOINTS), train_reference(runs, CHECKPOINTS))
 
 
 def test_noise_free_runs_of_many_features_recover_w():
-    runs = Grid(num_train=[400], num_inputs=[20], w=0.5, lr=[0.1], noise=[0.0], epoch=[100], num_val=10,
-                replicates=2).runs()
+    runs = Grid(
+        num_train=[400], num_inputs=[20], w=0.5, lr=[0.1], noise=[0.0], epoch=[100], num_val=10, replicates=2
+    ).runs()
     result = train_batched(runs, [0, 100])
     np.testing.assert_allclose(result.w_hat[:, -1], 0.5, atol=1e-5)
     np.testing.assert_allclose(result.b_hat[:, -1], 4.2, atol=1e-5)
@@ -363,6 +466,16 @@ def test_many_features_sum_by_a_tree_and_change_nothing_when_chunked():
     elementwise, so a run's bits do not depend on its chunk."""
     CHAIN_FEATURES = Options().chain_features
 
-    runs = Grid(num_train=[30], num_inputs=[CHAIN_FEATURES + 24], w=0.1, lr=[0.005, 0.01], loss=["squared", "huber"],
-                weight_decay=[0.0, 1.0], batch_size=[5], epoch=[1, 3], num_val=10, replicates=4).runs()
+    runs = Grid(
+        num_train=[30],
+        num_inputs=[CHAIN_FEATURES + 24],
+        w=0.1,
+        lr=[0.005, 0.01],
+        loss=["squared", "huber"],
+        weight_decay=[0.0, 1.0],
+        batch_size=[5],
+        epoch=[1, 3],
+        num_val=10,
+        replicates=4,
+    ).runs()
     assert_chunking_changes_nothing(runs, [0, 1, 3], (1, 8, 33))

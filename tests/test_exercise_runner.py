@@ -17,8 +17,11 @@ def test_every_study_has_its_spec_and_quick_is_smaller():
 
 
 def test_numbers_formats_and_folders_are_refused_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match=r"^The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5, 6, 7\]\. "
-                                         r"Got 8 instead\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5, 6, 7\]\. "
+        r"Got 8 instead\.$",
+    ):
         check_numbers([1, 8])
     with pytest.raises(ValueError, match=r"^The 'formats' parameter of run_exercises must be some of"):
         run_studies([1], out_dir=tmp_path, formats=(".jpg",))
@@ -40,8 +43,7 @@ def test_studies_in_worker_processes_write_what_one_process_writes(tmp_path):
     one.mkdir(), two.mkdir()
     outcomes = run_studies([1, 4], quick=True, out_dir=one, n_jobs=1, progress=False, log=lambda _: None)
     try:
-        answers = run_studies([1, 4], quick=True, out_dir=two, n_jobs=2, progress=False, log=lambda _: None,
-                              keep=False)
+        answers = run_studies([1, 4], quick=True, out_dir=two, n_jobs=2, progress=False, log=lambda _: None, keep=False)
     finally:
         stop_workers()  # the workers would otherwise idle, torch imported, until the tests end
     assert {n: o.answer for n, o in outcomes.items()} == answers
@@ -54,9 +56,11 @@ def test_studies_in_worker_processes_write_what_one_process_writes(tmp_path):
 
 def test_study_exercises_imports_no_torch_in_its_own_process(tmp_path):
     """The studies run in workers; the command's own process stays light (what makes it fast)."""
-    code = ("import sys; from study.cli import main; "
-            "rc = main(['exercises', '--quick', '--only', '1,4', '--jobs', '2', '--quiet', '--out-dir', sys.argv[1]]); "
-            "print(rc, 'torch' in sys.modules, 'matplotlib' in sys.modules)")
+    code = (
+        "import sys; from study.cli import main; "
+        "rc = main(['exercises', '--quick', '--only', '1,4', '--jobs', '2', '--quiet', '--out-dir', sys.argv[1]]); "
+        "print(rc, 'torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["0", "False", "False"], done.stderr
     assert (tmp_path / "results" / "answers.md").read_text().startswith("**Exercise 1.**")
@@ -69,7 +73,8 @@ def test_a_study_run_alone_replaces_its_answer_and_keeps_the_others(tmp_path):
     earlier = {n: f"an earlier answer to exercise {n}." for n in (1, 2, 3, 4, 5, 6)}
     label = {n: "Exercise" if n <= 5 else "Study" for n in earlier}
     (tmp_path / "results" / "answers.md").write_text(
-        "\n\n".join(f"**{label[n]} {n}.** {text}" for n, text in earlier.items()) + "\n")
+        "\n\n".join(f"**{label[n]} {n}.** {text}" for n, text in earlier.items()) + "\n"
+    )
     outcomes = run_studies([1], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lambda _: None)
     paragraphs = (tmp_path / "results" / "answers.md").read_text().rstrip("\n").split("\n\n")
     assert paragraphs[0] == f"**Exercise 1.** {outcomes[1].answer}"

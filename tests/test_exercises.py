@@ -9,13 +9,33 @@ from study.exercises import Estimate, _ratio, _sig, gradient_access, run_exercis
 from study.results import PoolingError, read_results
 
 PROMISED = {
-    "results": ["ex1_reduction.csv", "ex1_best_lr.csv", "ex2_huber.csv", "ex3_gradients.csv", "ex3_grad_access.csv",
-                "ex4_lr_epochs.csv", "ex5_data_size.csv", "ex5_slopes.csv", "ex6_reaching_the_limit.csv", "ex7_weight_decay.csv",
-                "answers.md"],
-    "figures": [f"{name}.{ext}" for name in ("ex1_reduction", "ex2_huber_losses", "ex2_huber", "ex3_gradients",
-                                             "ex4_lr_epochs", "ex5_data_size", "ex6_reaching_the_limit",
-                                             "ex7_weight_decay")
-                for ext in ("png",)],
+    "results": [
+        "ex1_reduction.csv",
+        "ex1_best_lr.csv",
+        "ex2_huber.csv",
+        "ex3_gradients.csv",
+        "ex3_grad_access.csv",
+        "ex4_lr_epochs.csv",
+        "ex5_data_size.csv",
+        "ex5_slopes.csv",
+        "ex6_reaching_the_limit.csv",
+        "ex7_weight_decay.csv",
+        "answers.md",
+    ],
+    "figures": [
+        f"{name}.{ext}"
+        for name in (
+            "ex1_reduction",
+            "ex2_huber_losses",
+            "ex2_huber",
+            "ex3_gradients",
+            "ex4_lr_epochs",
+            "ex5_data_size",
+            "ex6_reaching_the_limit",
+            "ex7_weight_decay",
+        )
+        for ext in ("png",)
+    ],
 }
 
 
@@ -41,7 +61,11 @@ def test_ex5_quick_least_squares_slope_is_near_minus_a_half(quick):
     out, _ = quick
     slopes = pd.read_csv(out / "results" / "ex5_slopes.csv").set_index("quantity")
     assert -0.7 <= slopes.loc["ols_w_err_norm", "slope"] <= -0.3
-    assert slopes.loc["ols_w_err_norm", "low"] <= slopes.loc["ols_w_err_norm", "slope"] <= slopes.loc["ols_w_err_norm", "high"]
+    assert (
+        slopes.loc["ols_w_err_norm", "low"]
+        <= slopes.loc["ols_w_err_norm", "slope"]
+        <= slopes.loc["ols_w_err_norm", "high"]
+    )
 
 
 def test_ex1_quick_best_lr_ratio_is_the_batch_size_within_the_grid_step(quick):
@@ -54,8 +78,9 @@ def test_ex1_quick_best_lr_ratio_is_the_batch_size_within_the_grid_step(quick):
 def test_ex2_quick_huber_beats_squared_under_outliers(quick):
     out, _ = quick
     table = pd.read_csv(out / "results" / "ex2_huber.csv")
-    last = table[(table["noise_kind"] == "outliers") & (table["epoch"] == table["epoch"].max())
-                 & (table["num_train"] == 1000)].set_index("loss_sigma")
+    last = table[
+        (table["noise_kind"] == "outliers") & (table["epoch"] == table["epoch"].max()) & (table["num_train"] == 1000)
+    ].set_index("loss_sigma")
     assert last.loc["Huber σ=0.1", "w_err_norm_median"] < last.loc["squared", "w_err_norm_median"] / 5
 
 
@@ -66,8 +91,11 @@ def test_gradient_access_reads_the_last_minibatch_gradient():
 
 
 def test_run_exercises_refuses_unknown_numbers_and_a_missing_folder(tmp_path):
-    with pytest.raises(ValueError, match=r"The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5, 6, 7\]\. "
-                                         r"Got 8"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5, 6, 7\]\. "
+        r"Got 8",
+    ):
         run_exercises([8], out_dir=tmp_path)
     with pytest.raises(ValueError, match=r"The 'out_dir' parameter of run_exercises must be a folder that exists"):
         run_exercises([1], out_dir=tmp_path / "nope")
@@ -76,12 +104,20 @@ def test_run_exercises_refuses_unknown_numbers_and_a_missing_folder(tmp_path):
 
 def test_run_exercises_logs_the_paths_it_writes(tmp_path):
     lines = []
-    run_exercises([3], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lines.append,
-                  formats=(".png", ".svg"))
+    run_exercises(
+        [3], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lines.append, formats=(".png", ".svg")
+    )
     assert lines[:3] == [f"created folder {tmp_path / f}" for f in ("results", "results/raw", "figures")]
     written = lines[-1].split(" s: ", 1)[1].split(", ")
-    assert written == [str(tmp_path / p) for p in ("results/ex3_gradients.csv", "results/ex3_grad_access.csv",
-                                                   "figures/ex3_gradients.png", "figures/ex3_gradients.svg")]
+    assert written == [
+        str(tmp_path / p)
+        for p in (
+            "results/ex3_gradients.csv",
+            "results/ex3_grad_access.csv",
+            "figures/ex3_gradients.png",
+            "figures/ex3_gradients.svg",
+        )
+    ]
     assert all((tmp_path / p).is_file() for p in written)
 
 
@@ -150,14 +186,21 @@ def test_draw_figure_generic_and_exercise_figures_from_raw_tables(quick):
     raw5 = read_results(out / "results" / "raw" / "ex5_data_size.parquet")
     fig = draw_figure(raw5, "error-vs-num_train")
     fixed = "held fixed: epoch 10, num_inputs = 2, sigma = 1, reduction = mean, batch_size = 32, noise = 0.01, noise_kind = gaussian"
-    assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 10 (the last checkpoint); panels by loss "
-                                       "(chosen by the figure: the table varies in them)\n" + fixed)
+    assert fig.texts[0].get_text() == (
+        "‖ŵ − w‖₂ against num_train; epoch 10 (the last checkpoint); panels by loss "
+        "(chosen by the figure: the table varies in them)\n" + fixed
+    )
     assert [ax.get_title() for ax in fig.axes] == ["loss = squared", "loss = huber"]
     fig = draw_figure(raw5, "error-vs-num_train", hue="loss", col="lr", epoch=1, fixed={"lr": [0.01, 0.1]})
-    assert fig.texts[0].get_text() == ("‖ŵ − w‖₂ against num_train; epoch 1; lr = 0.01, 0.1\n"
-                                       + fixed.replace("epoch 10", "epoch 1"))
-    raw2 = read_results(out / "results" / "raw" / "ex2_huber.parquet")  # loss, sigma, num_train, noise_kind: one too many
-    with pytest.raises(PoolingError, match=r"the figure error-vs-epoch would pool over noise_kind \(gaussian, outliers\)"):
+    assert fig.texts[0].get_text() == (
+        "‖ŵ − w‖₂ against num_train; epoch 1; lr = 0.01, 0.1\n" + fixed.replace("epoch 10", "epoch 1")
+    )
+    raw2 = read_results(
+        out / "results" / "raw" / "ex2_huber.parquet"
+    )  # loss, sigma, num_train, noise_kind: one too many
+    with pytest.raises(
+        PoolingError, match=r"the figure error-vs-epoch would pool over noise_kind \(gaussian, outliers\)"
+    ):
         draw_figure(raw2, "error-vs-epoch")
 
 
@@ -166,15 +209,25 @@ def test_draw_figure_refuses_unknown_names_and_columns(quick):
 
     out, _ = quick
     raw = pd.read_parquet(out / "results" / "raw" / "ex4_lr_epochs.parquet")
-    with pytest.raises(ValueError, match=r"The 'figure' parameter of draw_figure must be one of \['error-vs-num_train'"):
+    with pytest.raises(
+        ValueError, match=r"The 'figure' parameter of draw_figure must be one of \['error-vs-num_train'"
+    ):
         draw_figure(raw, "scatter")
-    with pytest.raises(ValueError, match=r"The 'y' parameter of draw_figure must be a column of the table\. Got 'nope'"):
+    with pytest.raises(
+        ValueError, match=r"The 'y' parameter of draw_figure must be a column of the table\. Got 'nope'"
+    ):
         draw_figure(raw, "heatmap", y="nope")
-    with pytest.raises(ValueError, match=r"The 'hue' parameter of draw_figure must be left out with the exercise "
-                       r"figure ex4_lr_epochs"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'hue' parameter of draw_figure must be left out with the exercise "
+        r"figure ex4_lr_epochs",
+    ):
         draw_figure(raw, "ex4_lr_epochs", hue="lr")
-    with pytest.raises(ValueError, match=r"The 'figure' parameter of draw_figure must be a figure the table can draw "
-                       r"\(ex1_reduction needs reduction = mean, sum; the table has reduction = mean\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'figure' parameter of draw_figure must be a figure the table can draw "
+        r"\(ex1_reduction needs reduction = mean, sum; the table has reduction = mean\)",
+    ):
         draw_figure(raw, "ex1_reduction")
 
 
@@ -209,11 +262,24 @@ def test_a_paired_ratio_is_the_median_of_each_runs_own_ratio_with_order_statisti
     rng = np.random.default_rng(3)
     n = 40
     first, second = rng.lognormal(0, 1, n), rng.lognormal(-1, 1, n)
-    frame = pd.DataFrame({"num_train": 10, "lr": 0.1, "loss": "squared", "sigma": 1.0, "reduction": "mean",
-                          "batch_size": 32, "noise": 0.01, "noise_kind": "gaussian",
-                          "epoch": np.repeat([1, 2], n), "replicate": np.tile(np.arange(n), 2),
-                          "seed": np.tile(np.arange(n) + 100, 2), "w_err_norm": np.concatenate([first, second]),
-                          "b_err": 0.0, "diverged": False})
+    frame = pd.DataFrame(
+        {
+            "num_train": 10,
+            "lr": 0.1,
+            "loss": "squared",
+            "sigma": 1.0,
+            "reduction": "mean",
+            "batch_size": 32,
+            "noise": 0.01,
+            "noise_kind": "gaussian",
+            "epoch": np.repeat([1, 2], n),
+            "replicate": np.tile(np.arange(n), 2),
+            "seed": np.tile(np.arange(n) + 100, 2),
+            "w_err_norm": np.concatenate([first, second]),
+            "b_err": 0.0,
+            "diverged": False,
+        }
+    )
     frame.loc[(frame["epoch"] == 2) & (frame["replicate"] == 0), ["w_err_norm", "diverged"]] = [np.nan, True]
     t = open_table(frame.sample(frac=1, random_state=0))  # the rows' order does not pair them
     got = _ratio(t.select({"epoch": [2]}), t.select({"epoch": [1]}), "w_err_norm")
@@ -230,10 +296,24 @@ def test_an_estimate_over_runs_that_share_a_stream_counts_each_stream_once():
     from study.results import median_ranks
 
     values = np.random.default_rng(4).lognormal(0, 1, 20)
-    frame = pd.DataFrame({"num_train": 10, "lr": np.repeat([0.01, 0.1, 1.0], 20), "loss": "squared", "sigma": 1.0,
-                          "reduction": "mean", "batch_size": 32, "noise": 0.01, "noise_kind": "gaussian", "epoch": 0,
-                          "replicate": np.tile(np.arange(20), 3), "seed": np.tile(np.arange(20), 3),
-                          "w_err_norm": np.tile(values, 3), "b_err": 0.0, "diverged": False})
+    frame = pd.DataFrame(
+        {
+            "num_train": 10,
+            "lr": np.repeat([0.01, 0.1, 1.0], 20),
+            "loss": "squared",
+            "sigma": 1.0,
+            "reduction": "mean",
+            "batch_size": 32,
+            "noise": 0.01,
+            "noise_kind": "gaussian",
+            "epoch": 0,
+            "replicate": np.tile(np.arange(20), 3),
+            "seed": np.tile(np.arange(20), 3),
+            "w_err_norm": np.tile(values, 3),
+            "b_err": 0.0,
+            "diverged": False,
+        }
+    )
     got = _estimate(open_table(frame), "w_err_norm", per_stream=True)
     low, high = median_ranks(20)
     ordered = np.sort(values)
@@ -253,8 +333,13 @@ def test_study_6_compares_each_way_of_training_with_least_squares_on_the_same_da
     answer = outcomes[6].answer
 
     def ratio(n, lr, epoch, average):
-        rows = raw[(raw["num_train"] == n) & (raw["lr"] == lr) & (raw["epoch"] == epoch) & (raw["lr_decay"] == 0)
-                   & (raw["average_from"] == average)]
+        rows = raw[
+            (raw["num_train"] == n)
+            & (raw["lr"] == lr)
+            & (raw["epoch"] == epoch)
+            & (raw["lr_decay"] == 0)
+            & (raw["average_from"] == average)
+        ]
         ratios = np.sort((rows["w_err_norm"] / rows["ols_w_err_norm"]).to_numpy())
         low, high = median_ranks(len(ratios))
         return Estimate(np.median(ratios), ratios[low - 1], ratios[high - 1])
@@ -264,8 +349,10 @@ def test_study_6_compares_each_way_of_training_with_least_squares_on_the_same_da
         for lr in sorted(raw["lr"].unique()):
             assert f"n = {n:,}, lr {lr:g}: constant lr ×{ratio(n, lr, last, 'none')}" in answer
     for n, lr, epoch, average in ((1000, 0.1, 20, "2"), (10000, 0.03, 2, "1")):
-        assert (f"at n = {n:,}, lr {lr:g}, after {epoch} epochs, the average after epoch {average} is "
-                f"×{ratio(n, lr, epoch, average)}") in answer
+        assert (
+            f"at n = {n:,}, lr {lr:g}, after {epoch} epochs, the average after epoch {average} is "
+            f"×{ratio(n, lr, epoch, average)}"
+        ) in answer
         assert f"the last iterate ×{ratio(n, lr, epoch, 'none')}" in answer
     assert "Polyak and Juditsky" in answer and "average from the first step" in answer
     assert "short of ±15%" in answer  # 6 replicates: a preview, and it says so
@@ -286,8 +373,9 @@ def test_study_7_reads_train_and_validation_error_and_the_best_weight_decay_from
         return Estimate(np.median(v), v[low - 1], v[high - 1])
 
     small = last[(last["num_train"] == 20) & (last["weight_decay"] == 0)]
-    assert (f"the training loss is {estimate(small, 'train_loss')} and the validation MSE "
-            f"{estimate(small, 'val_mse')}") in answer
+    assert (
+        f"the training loss is {estimate(small, 'train_loss')} and the validation MSE {estimate(small, 'val_mse')}"
+    ) in answer
     big = last[last["num_train"] == 1000]
     medians = big.groupby("weight_decay")["w_err_norm"].median()
     assert medians.idxmin() == 0 and "at n = 1,000 weight decay stops helping" in answer

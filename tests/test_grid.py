@@ -42,7 +42,9 @@ def test_log_sizes_stop_between_steps_is_not_exceeded():
 
 
 def test_log_sizes_start_zero_raises():
-    with pytest.raises(ValueError, match=re.escape("The 'start' parameter of log_sizes must be an integer >= 1. Got 0 instead.")):
+    with pytest.raises(
+        ValueError, match=re.escape("The 'start' parameter of log_sizes must be an integer >= 1. Got 0 instead.")
+    ):
         log_sizes(0, 10)
 
 
@@ -52,9 +54,13 @@ def test_log_sizes_stop_below_start_raises():
 
 
 def test_log_sizes_float_start_raises():
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             "The 'start' parameter of log_sizes must be an integer >= 1 (a float only if whole and at most 2**53). "
-            "Got 2.5 instead.")):
+            "Got 2.5 instead."
+        ),
+    ):
         log_sizes(2.5, 10)
 
 
@@ -84,8 +90,12 @@ def test_log_sizes_per_decade_rounding_to_integers_keeps_no_repeats():
 
 @pytest.mark.parametrize("per_decade", [0, 101, 2.5, True, "3"])
 def test_log_sizes_bad_per_decade_raises(per_decade):
-    with pytest.raises(ValueError, match=re.escape(
-            f"The 'per_decade' parameter of log_sizes must be an integer from 1 to 100. Got {per_decade!r} instead.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"The 'per_decade' parameter of log_sizes must be an integer from 1 to 100. Got {per_decade!r} instead."
+        ),
+    ):
         log_sizes(1, 10, per_decade)
 
 
@@ -148,8 +158,14 @@ def test_grid_epoch_is_sorted():
 
 
 def test_grid_runs_count_is_product_of_axes_times_replicates():
-    grid = Grid(num_train=[10, 20], lr=[0.01, 0.03, 0.1], loss=["squared", "huber"],
-                noise=[0.0, 0.1], epoch=[1, 2, 5, 7], replicates=3)
+    grid = Grid(
+        num_train=[10, 20],
+        lr=[0.01, 0.03, 0.1],
+        loss=["squared", "huber"],
+        noise=[0.0, 0.1],
+        epoch=[1, 2, 5, 7],
+        replicates=3,
+    )
     assert len(grid.runs()) == 2 * 3 * 2 * 2 * 3  # epoch is a checkpoint axis, not a run axis
 
 
@@ -159,8 +175,14 @@ def test_grid_runs_are_in_grid_order():
     assert [r.index for r in runs] == list(range(len(runs)))
     # axes in AXES order (num_train outermost), replicate innermost
     assert [(r.num_train, r.lr, r.replicate) for r in runs] == [
-        (10, 0.01, 0), (10, 0.01, 1), (10, 0.1, 0), (10, 0.1, 1),
-        (20, 0.01, 0), (20, 0.01, 1), (20, 0.1, 0), (20, 0.1, 1),
+        (10, 0.01, 0),
+        (10, 0.01, 1),
+        (10, 0.1, 0),
+        (10, 0.1, 1),
+        (20, 0.01, 0),
+        (20, 0.01, 1),
+        (20, 0.1, 0),
+        (20, 0.1, 1),
     ]
 
 
@@ -184,22 +206,49 @@ def test_grid_runs_carry_the_settings():
         ({"b": float("inf")}, "The 'b' parameter of Grid must be a finite number"),
         ({"replicates": 0}, "The 'replicates' parameter of Grid must be an integer >= 1. Got 0 instead."),
         ({"seed": -1}, "The 'seed' parameter of Grid must be an integer >= 0. Got -1 instead."),
-        ({"num_val": 2.5}, "The 'num_val' parameter of Grid must be an integer >= 1 (a float only if whole and at most "
-                           "2**53). Got 2.5 instead."),
+        (
+            {"num_val": 2.5},
+            "The 'num_val' parameter of Grid must be an integer >= 1 (a float only if whole and at most "
+            "2**53). Got 2.5 instead.",
+        ),
         ({"name": "a/b"}, "The 'name' parameter of Grid must be a file-name-safe string"),
         ({"description": 3}, "The 'description' parameter of Grid must be a string. Got 3 instead."),
         ({"lr_decay": -0.5}, "The 'lr_decay' parameter of Grid must be a finite number >= 0. Got -0.5 instead."),
-        ({"momentum": [0.0, 1.0]}, "The 'momentum' parameter of Grid must be a number from 0 up to, not including, "
-                                   "1. Got 1.0 instead."),
+        (
+            {"momentum": [0.0, 1.0]},
+            "The 'momentum' parameter of Grid must be a number from 0 up to, not including, 1. Got 1.0 instead.",
+        ),
         ({"weight_decay": "x"}, "The 'weight_decay' parameter of Grid must be a finite number >= 0. Got 'x' instead."),
-        ({"average_from": [-1]}, "The 'average_from' parameter of Grid must be an epoch (an integer >= 0) or 'none'. "
-                                 "Got -1 instead."),
-        ({"average_from": "never"}, "The 'average_from' parameter of Grid must be an epoch (an integer >= 0) or "
-                                    "'none'. Got 'never' instead."),
+        (
+            {"average_from": [-1]},
+            "The 'average_from' parameter of Grid must be an epoch (an integer >= 0) or 'none'. Got -1 instead.",
+        ),
+        (
+            {"average_from": "never"},
+            "The 'average_from' parameter of Grid must be an epoch (an integer >= 0) or 'none'. Got 'never' instead.",
+        ),
         ({"drop_last": [False, 1]}, "The 'drop_last' parameter of Grid must be true or false. Got 1 instead."),
     ],
-    ids=["lr", "num_train", "loss", "reduction", "epoch", "w", "b", "replicates", "seed", "num_val", "name",
-         "description", "lr_decay", "momentum", "weight_decay", "average_from", "average_from_word", "drop_last"],
+    ids=[
+        "lr",
+        "num_train",
+        "loss",
+        "reduction",
+        "epoch",
+        "w",
+        "b",
+        "replicates",
+        "seed",
+        "num_val",
+        "name",
+        "description",
+        "lr_decay",
+        "momentum",
+        "weight_decay",
+        "average_from",
+        "average_from_word",
+        "drop_last",
+    ],
 )
 def test_grid_bad_value_raises_naming_parameter_of_grid(kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):
@@ -249,12 +298,19 @@ def test_run_key_is_mix64_of_sha256_of_canonical_json_of_the_cell():
     # plain SGD are those from before the axes existed.
     from study.vocabulary import LATER_DEFAULTS
 
-    for grid, left_out in ((Grid(lr=[0.1], w=[1.0, -2.0], replicates=3), set(LATER_DEFAULTS)),
-                           (Grid(lr=[0.1], w=[1.0, -2.0], replicates=3, momentum=[0.9], average_from=[2],
-                                 drop_last=[True]), {"lr_decay", "weight_decay"})):
+    for grid, left_out in (
+        (Grid(lr=[0.1], w=[1.0, -2.0], replicates=3), set(LATER_DEFAULTS)),
+        (
+            Grid(lr=[0.1], w=[1.0, -2.0], replicates=3, momentum=[0.9], average_from=[2], drop_last=[True]),
+            {"lr_decay", "weight_decay"},
+        ),
+    ):
         run = grid.runs()[2]
-        doc = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)
-               if f.name not in ("index", "replicate", "num_inputs", *left_out)}
+        doc = {
+            f.name: getattr(run, f.name)
+            for f in dataclasses.fields(run)
+            if f.name not in ("index", "replicate", "num_inputs", *left_out)
+        }
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         cell = int.from_bytes(hashlib.sha256(canonical).digest()[:8], "big")
         expected = mix64(np.array([(cell + 3 * 0x9E3779B97F4A7C15) % 2**64], dtype=np.uint64))[0]
@@ -303,8 +359,7 @@ def test_an_axis_that_does_not_apply_keys_a_run_once():
 
 @pytest.mark.parametrize(
     "change",
-    [{"num_train": 999}, {"noise": 0.5}, {"noise_kind": "student_t"}, {"batch_size": 16}, {"num_val": 10},
-     {"seed": 1}],
+    [{"num_train": 999}, {"noise": 0.5}, {"noise_kind": "student_t"}, {"batch_size": 16}, {"num_val": 10}, {"seed": 1}],
     ids=["num_train", "noise", "noise_kind", "batch_size", "num_val", "base_seed"],
 )
 def test_run_seed_differs_when_data_settings_differ(change):
@@ -327,7 +382,9 @@ def test_run_seed_fits_in_int64():
 
 
 def test_load_grid_reads_a_spec_and_name_defaults_to_stem(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
 description = "a tiny study"
 
 [grid]
@@ -340,7 +397,9 @@ w = [1, 2, 3]
 b = -1
 replicates = 2
 seed = 7
-""", name="tiny-study.toml")
+""",
+        name="tiny-study.toml",
+    )
     grid = load_grid(path)
     assert grid.name == "tiny-study"
     assert grid.description == "a tiny study"
@@ -367,7 +426,9 @@ def test_load_grid_name_key_overrides_stem(tmp_path):
 def test_load_grid_empty_grid_table_gives_defaults(tmp_path):
     grid = load_grid(_write(tmp_path, "[grid]\n", name="d.toml"))
     defaults = Grid().to_dict()
-    assert {k: v for k, v in grid.to_dict().items() if k != "name"} == {k: v for k, v in defaults.items() if k != "name"}
+    assert {k: v for k, v in grid.to_dict().items() if k != "name"} == {
+        k: v for k, v in defaults.items() if k != "name"
+    }
     assert grid.name == "d"
 
 
@@ -386,60 +447,163 @@ def test_load_grid_duplicates_warn(tmp_path):
 
 _WHERE = "key of [grid] in bad.toml"
 _BAD_SPECS = [
-    ("unknown_key", "[grid]\nfoo = 1\n",
-     re.escape("Unknown key 'foo' in [grid] in bad.toml") + r".*valid keys are \[.*'num_train'.*'lr'.*'seed', 'stream'\]"),
-    ("misspelt_axis", "[grid]\nlrs = [0.1]\n",
-     re.escape("Unknown key 'lrs' in [grid] in bad.toml (did you mean 'lr'?)")),
-    ("bad_stream", "[grid]\nstream = \"numpy\"\n",
-     re.escape("The 'stream' key of [grid] in bad.toml must be one of ['counter', 'torch']. Got 'numpy' instead.")),
+    (
+        "unknown_key",
+        "[grid]\nfoo = 1\n",
+        re.escape("Unknown key 'foo' in [grid] in bad.toml")
+        + r".*valid keys are \[.*'num_train'.*'lr'.*'seed', 'stream'\]",
+    ),
+    (
+        "misspelt_axis",
+        "[grid]\nlrs = [0.1]\n",
+        re.escape("Unknown key 'lrs' in [grid] in bad.toml (did you mean 'lr'?)"),
+    ),
+    (
+        "bad_stream",
+        '[grid]\nstream = "numpy"\n',
+        re.escape("The 'stream' key of [grid] in bad.toml must be one of ['counter', 'torch']. Got 'numpy' instead."),
+    ),
     ("misspelt_setting", "[grid]\nreplicate = 3\n", re.escape("(did you mean 'replicates'?)")),
-    ("lr_wrong_type", '[grid]\nlr = "fast"\n',
-     re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got 'fast' instead.")),
-    ("num_train_negative", "[grid]\nnum_train = [-5]\n",
-     re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got -5 instead.")),
+    (
+        "lr_wrong_type",
+        '[grid]\nlr = "fast"\n',
+        re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got 'fast' instead."),
+    ),
+    (
+        "num_train_negative",
+        "[grid]\nnum_train = [-5]\n",
+        re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got -5 instead."),
+    ),
     ("lr_zero", "[grid]\nlr = 0\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got 0 instead.")),
     ("lr_nan", "[grid]\nlr = nan\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got nan instead.")),
-    ("lr_inf", "[grid]\nlr = [0.1, inf]\n", re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got inf instead.")),
-    ("lr_empty", "[grid]\nlr = []\n",
-     re.escape(f"The 'lr' {_WHERE} must be a value or a non-empty list of values. Got [] instead.")),
-    ("loss_unknown", '[grid]\nloss = "hubber"\n',
-     re.escape(f"The 'loss' {_WHERE} must be one of ['squared', 'huber']. Got 'hubber' instead.")),
-    ("reduction_unknown", '[grid]\nreduction = ["mean", "avg"]\n',
-     re.escape(f"The 'reduction' {_WHERE} must be one of ['mean', 'sum']. Got 'avg' instead.")),
-    ("epoch_zero", "[grid]\nepoch = [0, 3]\n", re.escape(f"The 'epoch' {_WHERE} must be an integer >= 1. Got 0 instead.")),
-    ("replicates_zero", "[grid]\nreplicates = 0\n",
-     re.escape(f"The 'replicates' {_WHERE} must be an integer >= 1. Got 0 instead.")),
-    ("replicates_list", "[grid]\nreplicates = [2]\n",
-     re.escape(f"The 'replicates' {_WHERE} must be an integer >= 1. Got [2] instead.")),
-    ("sigma_zero", "[grid]\nsigma = 0.0\n", re.escape(f"The 'sigma' {_WHERE} must be a finite number > 0. Got 0.0 instead.")),
-    ("batch_size_zero", "[grid]\nbatch_size = 0\n",
-     re.escape(f"The 'batch_size' {_WHERE} must be an integer >= 1. Got 0 instead.")),
-    ("w_not_numbers", '[grid]\nw = ["a", 1]\n',
-     re.escape(f"The 'w' {_WHERE} must be a non-empty list of finite numbers. Got ['a', 1] instead.")),
-    ("w_empty", "[grid]\nw = []\n", re.escape(f"The 'w' {_WHERE} must be a non-empty list of finite numbers. Got [] instead.")),
-    ("b_string", '[grid]\nb = "4.2"\n', re.escape(f"The 'b' {_WHERE} must be a finite number") + r".*Got '4\.2' instead"),
-    ("num_train_bool", "[grid]\nnum_train = true\n",
-     re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got True instead.")),
-    ("num_train_float_too_large", "[grid]\nnum_train = 1e20\n", re.escape(
-        f"The 'num_train' {_WHERE} must be an integer >= 1 (a float only if whole and at most 2**53). Got 1e+20 instead.")),
-    ("num_train_fraction", "[grid]\nnum_train = [10, 2.5]\n", re.escape(
-        f"The 'num_train' {_WHERE} must be an integer >= 1 (a float only if whole and at most 2**53). Got 2.5 instead.")),
-    ("num_val_zero", "[grid]\nnum_val = 0\n", re.escape(f"The 'num_val' {_WHERE} must be an integer >= 1. Got 0 instead.")),
-    ("seed_negative", "[grid]\nseed = -3\n", re.escape(f"The 'seed' {_WHERE} must be an integer >= 0. Got -3 instead.")),
-    ("noise_negative", "[grid]\nnoise = -0.1\n",
-     re.escape(f"The 'noise' {_WHERE} must be a finite number >= 0. Got -0.1 instead.")),
-    ("noise_kind_unknown", '[grid]\nnoise_kind = "cauchy"\n',
-     re.escape(f"The 'noise_kind' {_WHERE} must be one of ['gaussian', 'student_t', 'outliers']. Got 'cauchy' instead.")),
-    ("axis_subtable", "[grid.lr]\nvalue = 0.1\n", re.escape(
-        f"The 'lr' {_WHERE} must be a value, a list of values, or a log range {{log = [lo, hi]}} with an optional "
-        "per_decade (its keys: ['log', 'per_decade']). Got {'value': 0.1} instead.")),
-    ("unknown_top_level_key", 'title = "x"\n[grid]\n',
-     re.escape("Unknown top-level key 'title' in bad.toml; valid keys are ['name', 'description', 'grid'].")),
+    (
+        "lr_inf",
+        "[grid]\nlr = [0.1, inf]\n",
+        re.escape(f"The 'lr' {_WHERE} must be a finite number > 0. Got inf instead."),
+    ),
+    (
+        "lr_empty",
+        "[grid]\nlr = []\n",
+        re.escape(f"The 'lr' {_WHERE} must be a value or a non-empty list of values. Got [] instead."),
+    ),
+    (
+        "loss_unknown",
+        '[grid]\nloss = "hubber"\n',
+        re.escape(f"The 'loss' {_WHERE} must be one of ['squared', 'huber']. Got 'hubber' instead."),
+    ),
+    (
+        "reduction_unknown",
+        '[grid]\nreduction = ["mean", "avg"]\n',
+        re.escape(f"The 'reduction' {_WHERE} must be one of ['mean', 'sum']. Got 'avg' instead."),
+    ),
+    (
+        "epoch_zero",
+        "[grid]\nepoch = [0, 3]\n",
+        re.escape(f"The 'epoch' {_WHERE} must be an integer >= 1. Got 0 instead."),
+    ),
+    (
+        "replicates_zero",
+        "[grid]\nreplicates = 0\n",
+        re.escape(f"The 'replicates' {_WHERE} must be an integer >= 1. Got 0 instead."),
+    ),
+    (
+        "replicates_list",
+        "[grid]\nreplicates = [2]\n",
+        re.escape(f"The 'replicates' {_WHERE} must be an integer >= 1. Got [2] instead."),
+    ),
+    (
+        "sigma_zero",
+        "[grid]\nsigma = 0.0\n",
+        re.escape(f"The 'sigma' {_WHERE} must be a finite number > 0. Got 0.0 instead."),
+    ),
+    (
+        "batch_size_zero",
+        "[grid]\nbatch_size = 0\n",
+        re.escape(f"The 'batch_size' {_WHERE} must be an integer >= 1. Got 0 instead."),
+    ),
+    (
+        "w_not_numbers",
+        '[grid]\nw = ["a", 1]\n',
+        re.escape(f"The 'w' {_WHERE} must be a non-empty list of finite numbers. Got ['a', 1] instead."),
+    ),
+    (
+        "w_empty",
+        "[grid]\nw = []\n",
+        re.escape(f"The 'w' {_WHERE} must be a non-empty list of finite numbers. Got [] instead."),
+    ),
+    (
+        "b_string",
+        '[grid]\nb = "4.2"\n',
+        re.escape(f"The 'b' {_WHERE} must be a finite number") + r".*Got '4\.2' instead",
+    ),
+    (
+        "num_train_bool",
+        "[grid]\nnum_train = true\n",
+        re.escape(f"The 'num_train' {_WHERE} must be an integer >= 1. Got True instead."),
+    ),
+    (
+        "num_train_float_too_large",
+        "[grid]\nnum_train = 1e20\n",
+        re.escape(
+            f"The 'num_train' {_WHERE} must be an integer >= 1 (a float only if whole and at most 2**53). Got 1e+20 instead."
+        ),
+    ),
+    (
+        "num_train_fraction",
+        "[grid]\nnum_train = [10, 2.5]\n",
+        re.escape(
+            f"The 'num_train' {_WHERE} must be an integer >= 1 (a float only if whole and at most 2**53). Got 2.5 instead."
+        ),
+    ),
+    (
+        "num_val_zero",
+        "[grid]\nnum_val = 0\n",
+        re.escape(f"The 'num_val' {_WHERE} must be an integer >= 1. Got 0 instead."),
+    ),
+    (
+        "seed_negative",
+        "[grid]\nseed = -3\n",
+        re.escape(f"The 'seed' {_WHERE} must be an integer >= 0. Got -3 instead."),
+    ),
+    (
+        "noise_negative",
+        "[grid]\nnoise = -0.1\n",
+        re.escape(f"The 'noise' {_WHERE} must be a finite number >= 0. Got -0.1 instead."),
+    ),
+    (
+        "noise_kind_unknown",
+        '[grid]\nnoise_kind = "cauchy"\n',
+        re.escape(
+            f"The 'noise_kind' {_WHERE} must be one of ['gaussian', 'student_t', 'outliers']. Got 'cauchy' instead."
+        ),
+    ),
+    (
+        "axis_subtable",
+        "[grid.lr]\nvalue = 0.1\n",
+        re.escape(
+            f"The 'lr' {_WHERE} must be a value, a list of values, or a log range {{log = [lo, hi]}} with an optional "
+            "per_decade (its keys: ['log', 'per_decade']). Got {'value': 0.1} instead."
+        ),
+    ),
+    (
+        "unknown_top_level_key",
+        'title = "x"\n[grid]\n',
+        re.escape("Unknown top-level key 'title' in bad.toml; valid keys are ['name', 'description', 'grid']."),
+    ),
     ("missing_grid_table", 'name = "x"\n', re.escape("bad.toml must have a [grid] table; got None.")),
     ("grid_not_a_table", "grid = 3\n", re.escape("bad.toml must have a [grid] table; got 3.")),
-    ("name_not_string", "name = 3\n[grid]\n", re.escape("The 'name' key of bad.toml must be a file-name-safe string (letters, digits, '_', '.', '-'). Got 3 instead.")),
-    ("description_not_string", "description = [1]\n[grid]\n",
-     re.escape("The 'description' key of bad.toml must be a string. Got [1] instead.")),
+    (
+        "name_not_string",
+        "name = 3\n[grid]\n",
+        re.escape(
+            "The 'name' key of bad.toml must be a file-name-safe string (letters, digits, '_', '.', '-'). Got 3 instead."
+        ),
+    ),
+    (
+        "description_not_string",
+        "description = [1]\n[grid]\n",
+        re.escape("The 'description' key of bad.toml must be a string. Got [1] instead."),
+    ),
     ("not_toml", "this is not = = toml {\n", r"bad\.toml' is not a valid TOML file"),
     ("name_in_grid_table", '[grid]\nname = "x"\n', re.escape("Unknown key 'name' in [grid] in bad.toml")),
 ]
@@ -536,7 +700,9 @@ def test_log_range_whole_float_bounds_on_an_integer_axis(tmp_path):
 )
 def test_log_range_on_lr_gives_the_floats_a_user_would_type(tmp_path, per_decade, expected):
     # Equal as floats, not approximately: 0.3 is the literal 0.3, not 3 * 0.1.
-    grid = load_grid(_write(tmp_path, f"[grid]\nlr = {{ log = [1e-3, 1], per_decade = {per_decade} }}\n", name="lr.toml"))
+    grid = load_grid(
+        _write(tmp_path, f"[grid]\nlr = {{ log = [1e-3, 1], per_decade = {per_decade} }}\n", name="lr.toml")
+    )
     assert grid.lr == expected
 
 
@@ -576,64 +742,163 @@ def test_log_range_is_stored_as_its_list():
 _LOG_WHERE = "key of [grid] in bad.toml"
 _BAD_LOG_RANGES = [
     # (id, axis, TOML value, what is allowed, the value as shown)
-    ("unknown_subkey", "num_train", "{ log = [5, 100], step = 2 }",
-     "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
-     "['log', 'per_decade'])", "{'log': [5, 100], 'step': 2}"),
-    ("missing_log", "lr", "{ per_decade = 3 }",
-     "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
-     "['log', 'per_decade'])", "{'per_decade': 3}"),
-    ("misspelt_log", "epoch", "{ logs = [1, 10] }",
-     "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
-     "['log', 'per_decade'])", "{'logs': [1, 10]}"),
+    (
+        "unknown_subkey",
+        "num_train",
+        "{ log = [5, 100], step = 2 }",
+        "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
+        "['log', 'per_decade'])",
+        "{'log': [5, 100], 'step': 2}",
+    ),
+    (
+        "missing_log",
+        "lr",
+        "{ per_decade = 3 }",
+        "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
+        "['log', 'per_decade'])",
+        "{'per_decade': 3}",
+    ),
+    (
+        "misspelt_log",
+        "epoch",
+        "{ logs = [1, 10] }",
+        "a value, a list of values, or a log range {log = [lo, hi]} with an optional per_decade (its keys: "
+        "['log', 'per_decade'])",
+        "{'logs': [1, 10]}",
+    ),
     ("one_bound", "num_train", "{ log = [5] }", "a log range whose 'log' is a pair [lo, hi]", "{'log': [5]}"),
-    ("three_bounds", "lr", "{ log = [0.1, 1, 10] }", "a log range whose 'log' is a pair [lo, hi]",
-     "{'log': [0.1, 1, 10]}"),
+    (
+        "three_bounds",
+        "lr",
+        "{ log = [0.1, 1, 10] }",
+        "a log range whose 'log' is a pair [lo, hi]",
+        "{'log': [0.1, 1, 10]}",
+    ),
     ("bounds_not_a_list", "num_train", "{ log = 100 }", "a log range whose 'log' is a pair [lo, hi]", "{'log': 100}"),
-    ("int_bound_zero", "num_train", "{ log = [0, 100] }", "a log range whose bounds are integers >= 1",
-     "{'log': [0, 100]}"),
-    ("int_bound_negative", "batch_size", "{ log = [-8, 64] }", "a log range whose bounds are integers >= 1",
-     "{'log': [-8, 64]}"),
-    ("int_bound_fraction", "num_train", "{ log = [2.5, 100] }", "a log range whose bounds are integers >= 1",
-     "{'log': [2.5, 100]}"),
-    ("int_bound_string", "epoch", '{ log = [1, "10"] }', "a log range whose bounds are integers >= 1",
-     "{'log': [1, '10']}"),
-    ("int_bound_bool", "epoch", "{ log = [true, 10] }", "a log range whose bounds are integers >= 1",
-     "{'log': [True, 10]}"),
-    ("real_bound_zero", "lr", "{ log = [0, 1] }", "a log range whose bounds are finite numbers > 0",
-     "{'log': [0, 1]}"),
-    ("noise_bound_zero", "noise", "{ log = [0.0, 1] }", "a log range whose bounds are finite numbers > 0",
-     "{'log': [0.0, 1]}"),
-    ("real_bound_inf", "sigma", "{ log = [0.1, inf] }", "a log range whose bounds are finite numbers > 0",
-     "{'log': [0.1, inf]}"),
-    ("real_bound_nan", "lr", "{ log = [nan, 1] }", "a log range whose bounds are finite numbers > 0",
-     "{'log': [nan, 1]}"),
-    ("real_bound_string", "lr", '{ log = ["1e-3", 1] }', "a log range whose bounds are finite numbers > 0",
-     "{'log': ['1e-3', 1]}"),
+    (
+        "int_bound_zero",
+        "num_train",
+        "{ log = [0, 100] }",
+        "a log range whose bounds are integers >= 1",
+        "{'log': [0, 100]}",
+    ),
+    (
+        "int_bound_negative",
+        "batch_size",
+        "{ log = [-8, 64] }",
+        "a log range whose bounds are integers >= 1",
+        "{'log': [-8, 64]}",
+    ),
+    (
+        "int_bound_fraction",
+        "num_train",
+        "{ log = [2.5, 100] }",
+        "a log range whose bounds are integers >= 1",
+        "{'log': [2.5, 100]}",
+    ),
+    (
+        "int_bound_string",
+        "epoch",
+        '{ log = [1, "10"] }',
+        "a log range whose bounds are integers >= 1",
+        "{'log': [1, '10']}",
+    ),
+    (
+        "int_bound_bool",
+        "epoch",
+        "{ log = [true, 10] }",
+        "a log range whose bounds are integers >= 1",
+        "{'log': [True, 10]}",
+    ),
+    ("real_bound_zero", "lr", "{ log = [0, 1] }", "a log range whose bounds are finite numbers > 0", "{'log': [0, 1]}"),
+    (
+        "noise_bound_zero",
+        "noise",
+        "{ log = [0.0, 1] }",
+        "a log range whose bounds are finite numbers > 0",
+        "{'log': [0.0, 1]}",
+    ),
+    (
+        "real_bound_inf",
+        "sigma",
+        "{ log = [0.1, inf] }",
+        "a log range whose bounds are finite numbers > 0",
+        "{'log': [0.1, inf]}",
+    ),
+    (
+        "real_bound_nan",
+        "lr",
+        "{ log = [nan, 1] }",
+        "a log range whose bounds are finite numbers > 0",
+        "{'log': [nan, 1]}",
+    ),
+    (
+        "real_bound_string",
+        "lr",
+        '{ log = ["1e-3", 1] }',
+        "a log range whose bounds are finite numbers > 0",
+        "{'log': ['1e-3', 1]}",
+    ),
     ("int_lo_above_hi", "num_train", "{ log = [10000, 5] }", "a log range with lo <= hi", "{'log': [10000, 5]}"),
     ("real_lo_above_hi", "lr", "{ log = [1, 1e-3] }", "a log range with lo <= hi", "{'log': [1, 0.001]}"),
-    ("per_decade_zero", "num_train", "{ log = [5, 100], per_decade = 0 }",
-     "a log range whose per_decade is an integer from 1 to 100", "{'log': [5, 100], 'per_decade': 0}"),
-    ("per_decade_too_many", "lr", "{ log = [0.01, 1], per_decade = 101 }",
-     "a log range whose per_decade is an integer from 1 to 100", "{'log': [0.01, 1], 'per_decade': 101}"),
-    ("per_decade_fraction", "lr", "{ log = [0.01, 1], per_decade = 2.5 }",
-     "a log range whose per_decade is an integer from 1 to 100", "{'log': [0.01, 1], 'per_decade': 2.5}"),
-    ("per_decade_string", "lr", '{ log = [0.01, 1], per_decade = "3" }',
-     "a log range whose per_decade is an integer from 1 to 100", "{'log': [0.01, 1], 'per_decade': '3'}"),
-    ("empty_int_range", "num_train", "{ log = [3, 4] }",
-     "a log range that holds at least one value (1, 2, 5 times a power of 10)", "{'log': [3, 4]}"),
-    ("empty_real_range", "lr", "{ log = [0.003, 0.009], per_decade = 1 }",
-     "a log range that holds at least one value (1 times a power of 10)", "{'log': [0.003, 0.009], 'per_decade': 1}"),
-    ("empty_range_per_decade_4", "lr", "{ log = [0.2, 0.3], per_decade = 4 }",
-     "a log range that holds at least one value (1, 1.78, 3.16, 5.62 times a power of 10)",
-     "{'log': [0.2, 0.3], 'per_decade': 4}"),
+    (
+        "per_decade_zero",
+        "num_train",
+        "{ log = [5, 100], per_decade = 0 }",
+        "a log range whose per_decade is an integer from 1 to 100",
+        "{'log': [5, 100], 'per_decade': 0}",
+    ),
+    (
+        "per_decade_too_many",
+        "lr",
+        "{ log = [0.01, 1], per_decade = 101 }",
+        "a log range whose per_decade is an integer from 1 to 100",
+        "{'log': [0.01, 1], 'per_decade': 101}",
+    ),
+    (
+        "per_decade_fraction",
+        "lr",
+        "{ log = [0.01, 1], per_decade = 2.5 }",
+        "a log range whose per_decade is an integer from 1 to 100",
+        "{'log': [0.01, 1], 'per_decade': 2.5}",
+    ),
+    (
+        "per_decade_string",
+        "lr",
+        '{ log = [0.01, 1], per_decade = "3" }',
+        "a log range whose per_decade is an integer from 1 to 100",
+        "{'log': [0.01, 1], 'per_decade': '3'}",
+    ),
+    (
+        "empty_int_range",
+        "num_train",
+        "{ log = [3, 4] }",
+        "a log range that holds at least one value (1, 2, 5 times a power of 10)",
+        "{'log': [3, 4]}",
+    ),
+    (
+        "empty_real_range",
+        "lr",
+        "{ log = [0.003, 0.009], per_decade = 1 }",
+        "a log range that holds at least one value (1 times a power of 10)",
+        "{'log': [0.003, 0.009], 'per_decade': 1}",
+    ),
+    (
+        "empty_range_per_decade_4",
+        "lr",
+        "{ log = [0.2, 0.3], per_decade = 4 }",
+        "a log range that holds at least one value (1, 1.78, 3.16, 5.62 times a power of 10)",
+        "{'log': [0.2, 0.3], 'per_decade': 4}",
+    ),
     ("choice_axis", "loss", "{ log = [1, 10] }", "one of ['squared', 'huber']", "{'log': [1, 10]}"),
     ("in_a_list", "num_train", "[{ log = [5, 100] }, 1000]", "an integer >= 1", "{'log': [5, 100]}"),
     ("on_a_setting", "replicates", "{ log = [1, 10] }", "an integer >= 1", "{'log': [1, 10]}"),
 ]
 
 
-@pytest.mark.parametrize(("axis", "toml", "allowed", "shown"), [c[1:] for c in _BAD_LOG_RANGES],
-                         ids=[c[0] for c in _BAD_LOG_RANGES])
+@pytest.mark.parametrize(
+    ("axis", "toml", "allowed", "shown"), [c[1:] for c in _BAD_LOG_RANGES], ids=[c[0] for c in _BAD_LOG_RANGES]
+)
 def test_log_range_bad_form_raises_naming_key_and_value(tmp_path, axis, toml, allowed, shown):
     path = _write(tmp_path, f"[grid]\n{axis} = {toml}\n")
     with pytest.raises(ValueError) as excinfo:
@@ -644,8 +909,12 @@ def test_log_range_bad_form_raises_naming_key_and_value(tmp_path, axis, toml, al
 
 
 def test_log_range_bad_form_in_python_names_parameter_of_grid():
-    with pytest.raises(ValueError, match=re.escape(
-            "The 'num_train' parameter of Grid must be a log range with lo <= hi. Got {'log': [100, 5]} instead.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "The 'num_train' parameter of Grid must be a log range with lo <= hi. Got {'log': [100, 5]} instead."
+        ),
+    ):
         Grid(num_train={"log": [100, 5]})
 
 
@@ -684,7 +953,10 @@ def test_whole_float_gives_the_run_keys_and_seeds_of_the_int(key, whole, integer
 
 
 def test_whole_floats_in_toml_give_the_grid_of_the_ints(tmp_path):
-    floats = load_grid(_write(tmp_path, """
+    floats = load_grid(
+        _write(
+            tmp_path,
+            """
 [grid]
 num_train = [10, 1e3]
 batch_size = 1.6e1
@@ -692,8 +964,14 @@ epoch = [1.0, 3]
 num_val = 5e2
 replicates = 3.0
 seed = 1e1
-""", name="s.toml"))
-    ints = load_grid(_write(tmp_path, """
+""",
+            name="s.toml",
+        )
+    )
+    ints = load_grid(
+        _write(
+            tmp_path,
+            """
 [grid]
 num_train = [10, 1000]
 batch_size = 16
@@ -701,7 +979,10 @@ epoch = [1, 3]
 num_val = 500
 replicates = 3
 seed = 10
-""", name="s.toml"))
+""",
+            name="s.toml",
+        )
+    )
     assert floats.to_dict() == ints.to_dict()
     assert json.dumps(floats.to_dict()) == json.dumps(ints.to_dict())  # 1000, not 1000.0, in the metadata
     assert [(r.key, r.seed) for r in floats.runs()] == [(r.key, r.seed) for r in ints.runs()]
@@ -737,7 +1018,8 @@ def test_non_whole_float_is_refused_naming_key_and_value(key, value, shown):
         Grid(**{key: value})
     assert str(excinfo.value) == (
         f"The {key!r} parameter of Grid must be an integer >= {low} (a float only if whole and at most 2**53). "
-        f"Got {shown} instead.")
+        f"Got {shown} instead."
+    )
 
 
 @pytest.mark.parametrize(
@@ -765,24 +1047,34 @@ def test_whole_float_below_the_bound_is_refused_as_typed(tmp_path, text, key, lo
     ],
 )
 def test_non_whole_float_in_toml_is_refused(tmp_path, text, key, shown):
-    with pytest.raises(ValueError, match=re.escape(
-            f"The {key!r} {_WHERE} must be an integer >= ") + r"[01]" + re.escape(
-            f" (a float only if whole and at most 2**53). Got {shown} instead.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"The {key!r} {_WHERE} must be an integer >= ")
+        + r"[01]"
+        + re.escape(f" (a float only if whole and at most 2**53). Got {shown} instead."),
+    ):
         load_grid(_write(tmp_path, f"[grid]\n{text}\n"))
 
 
 def test_bool_is_still_refused_as_a_count():
-    with pytest.raises(ValueError, match=re.escape("The 'replicates' parameter of Grid must be an integer >= 1. Got True instead.")):
+    with pytest.raises(
+        ValueError, match=re.escape("The 'replicates' parameter of Grid must be an integer >= 1. Got True instead.")
+    ):
         Grid(replicates=True)
 
 
 def test_the_optimisers_axes_read_from_toml_with_none_for_no_averaging(tmp_path):
     spec = tmp_path / "opt.toml"
-    spec.write_text('[grid]\nlr_decay = [0, 0.5]\nmomentum = 0.9\nweight_decay = [0.0, 3e-3]\n'
-                    'average_from = ["none", 0, 2.0]\n')
+    spec.write_text(
+        '[grid]\nlr_decay = [0, 0.5]\nmomentum = 0.9\nweight_decay = [0.0, 3e-3]\naverage_from = ["none", 0, 2.0]\n'
+    )
     grid = load_grid(spec)
-    assert (grid.lr_decay, grid.momentum, grid.weight_decay, grid.average_from) == ([0.0, 0.5], [0.9], [0.0, 0.003],
-                                                                                    [None, 0, 2])
+    assert (grid.lr_decay, grid.momentum, grid.weight_decay, grid.average_from) == (
+        [0.0, 0.5],
+        [0.9],
+        [0.0, 0.003],
+        [None, 0, 2],
+    )
     assert grid.n_runs == 2 * 2 * 3
     with pytest.warns(UserWarning, match="'average_from' has 1 duplicate"):
         assert Grid(average_from=[None, "none"]).average_from == [None]  # the same value twice, once
@@ -801,8 +1093,11 @@ def test_a_grid_cannot_be_changed_and_one_changed_in_place_is_refused_before_any
         grid.lr = [-1.0]
     grid.loss.append("bogus")
     out = tmp_path / "x.csv"
-    with pytest.raises(ValueError, match=r"^The 'loss' field of the Grid given to run_grid must be one of "
-                                         r"\['squared', 'huber'\]\. Got 'bogus' instead\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'loss' field of the Grid given to run_grid must be one of "
+        r"\['squared', 'huber'\]\. Got 'bogus' instead\.$",
+    ):
         run_grid(grid, out=out, n_jobs=1, progress=False)
     assert list(tmp_path.iterdir()) == []
     grid.lr.append(-1.0)

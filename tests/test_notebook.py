@@ -28,14 +28,23 @@ from jupyter_core.utils import run_sync  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough.ipynb"
 #: The figures the notebook shows and saves, one ``show(fig, NAME)`` each.
-FIGURES = ("ex5_w_err.png", "ex5_b_err.png", "ex4_heatmap.png", "ex4_epochs.png", "theory.png", "ex2_losses.png",
-           "ex2_huber.png")
+FIGURES = (
+    "ex5_w_err.png",
+    "ex5_b_err.png",
+    "ex4_heatmap.png",
+    "ex4_epochs.png",
+    "theory.png",
+    "ex2_losses.png",
+    "ex2_huber.png",
+)
 #: A cell added to the executed copy only: which Python the kernel runs.
 PROBE = "import sys; print('kernel prefix:', sys.prefix)"
 
 
 def _stdout(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream" and o.name == "stdout")
+    return "".join(
+        o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream" and o.name == "stdout"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +56,18 @@ def executed(tmp_path_factory):
     # A kernel of this very interpreter (the .venv's, which imports this checkout's study), named in a
     # kernel spec of our own: a "python3" spec elsewhere on the Jupyter path (a user's) may name another.
     (kernels / "walkthrough").mkdir()
-    (kernels / "walkthrough" / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "walkthrough test", "language": "python"}))
-    km = AsyncKernelManager(kernel_name="walkthrough", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+    (kernels / "walkthrough" / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "walkthrough test",
+                "language": "python",
+            }
+        )
+    )
+    km = AsyncKernelManager(
+        kernel_name="walkthrough", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)])
+    )
     client = NotebookClient(nb, km=km, timeout=180, resources={"metadata": {"path": str(cwd)}})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WALKTHROUGH_OUT", str(out))  # the kernel inherits this process's environment

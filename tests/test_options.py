@@ -12,8 +12,11 @@ from study.options import DEFAULT, Options
 
 
 def test_options_are_checked_and_frozen():
-    with pytest.raises(ValueError, match=r"^The 'chunk_memory_budget' parameter of Options must be an integer >= 1\. "
-                                         r"Got 0 instead\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'chunk_memory_budget' parameter of Options must be an integer >= 1\. "
+        r"Got 0 instead\.$",
+    ):
         Options(chunk_memory_budget=0)
     with pytest.raises(ValueError, match=r"^The 'cuda_graphs' parameter of Options must be true or false"):
         Options(cuda_graphs=1)
@@ -28,8 +31,9 @@ def test_an_option_set_by_the_caller_reaches_loky_workers():
     over the features), so its effect is seen in a run's last bits: set to 1, runs of 3 features
     trained by two loky worker processes take the tree, as the same runs trained in this process
     with that option do, and not the chain of the default."""
-    grid = Grid(num_train=[60], num_inputs=[3], w=0.7, lr=[0.05, 0.1], batch_size=[7], epoch=[5], replicates=6,
-                num_val=10)
+    grid = Grid(
+        num_train=[60], num_inputs=[3], w=0.7, lr=[0.05, 0.1], batch_size=[7], epoch=[5], replicates=6, num_val=10
+    )
     tree = Options(chain_features=1)
     in_workers = run_grid(grid, n_jobs=2, chunk_size=6, backend="loky", options=tree, progress=False)
     here = run_grid(grid, n_jobs=1, options=tree, progress=False)

@@ -29,8 +29,9 @@ def installed(tmp_path_factory):
     test costs no download of torch; the package itself is the wheel's: this environment's
     editable install is not processed there."""
     base = tmp_path_factory.mktemp("package")
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                  base / "dist", ROOT])
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", base / "dist", ROOT]
+    )
     assert built.returncode == 0, built.stderr
     wheel = next((base / "dist").glob("estimation_study-*.whl"))
     venv = base / "venv"
@@ -62,9 +63,18 @@ def test_the_installed_wheel_runs_the_exercises_and_a_spec_outside_any_checkout(
     quick = _run([cli, "exercises", "--quick", "--out-dir", away], cwd=away, env=env)
     assert quick.returncode == 0, quick.stderr
     figures = sorted(p.name for p in (away / "figures").glob("*.png"))
-    assert figures == sorted(["ex1_reduction.png", "ex2_huber_losses.png", "ex2_huber.png", "ex3_gradients.png",
-                              "ex4_lr_epochs.png", "ex5_data_size.png", "ex6_reaching_the_limit.png",
-                              "ex7_weight_decay.png"])
+    assert figures == sorted(
+        [
+            "ex1_reduction.png",
+            "ex2_huber_losses.png",
+            "ex2_huber.png",
+            "ex3_gradients.png",
+            "ex4_lr_epochs.png",
+            "ex5_data_size.png",
+            "ex6_reaching_the_limit.png",
+            "ex7_weight_decay.png",
+        ]
+    )
 
     spec = away / "mine.toml"
     spec.write_text((ROOT / "experiments" / "quick.toml").read_text())

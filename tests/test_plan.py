@@ -7,8 +7,16 @@ from study.engine import estimated_seconds, max_chunk_runs
 from study.grid import Grid, log_sizes
 from study.plan import Chunk, Plan, chunk_cap, chunk_id, grid_seconds
 
-MIXED = dict(num_train=[5, 10], lr=[0.1, 0.3], loss=["squared", "huber"], noise=[0.1, 0.2],
-             noise_kind=["gaussian", "outliers"], batch_size=[8, 32], replicates=3, stream="torch")
+MIXED = dict(
+    num_train=[5, 10],
+    lr=[0.1, 0.3],
+    loss=["squared", "huber"],
+    noise=[0.1, 0.2],
+    noise_kind=["gaussian", "outliers"],
+    batch_size=[8, 32],
+    replicates=3,
+    stream="torch",
+)
 
 
 @pytest.mark.parametrize("cap", [1, 4, 10, 10**6])
@@ -36,8 +44,13 @@ def test_a_chunks_runs_are_in_grid_order_within_it():
 
 
 def test_a_ten_million_run_grid_is_planned_without_making_its_runs():
-    grid = Grid(num_train=log_sizes(5, 10_000), lr=[0.01, 0.03, 0.1], loss=["squared", "huber"],
-                epoch=[1, 2, 3, 5, 10], replicates=151_516)
+    grid = Grid(
+        num_train=log_sizes(5, 10_000),
+        lr=[0.01, 0.03, 0.1],
+        loss=["squared", "huber"],
+        epoch=[1, 2, 3, 5, 10],
+        replicates=151_516,
+    )
     plan = Plan(grid, lambda *_: 500_000)
     assert plan.n_runs == 10_000_056
     assert sum(spec.runs for spec in plan.specs) == plan.n_runs
@@ -51,8 +64,18 @@ def test_chunk_id_names_the_runs_the_engine_the_stream_and_the_checkpoints():
     chunk = next(Plan(grid, lambda *_: 10**6).chunks())
     base = chunk_id(chunk, [0, 1], "batched", 1)
     assert base == chunk_id(next(Plan(grid, lambda *_: 10**6).chunks()), [0, 1], "batched", 1)
-    assert len({base, chunk_id(chunk, [0, 2], "batched", 1), chunk_id(chunk, [0, 1], "reference", 1),
-                chunk_id(chunk, [0, 1], "batched", 2), chunk_id(chunk.take(slice(0, 2)), [0, 1], "batched", 1)}) == 5
+    assert (
+        len(
+            {
+                base,
+                chunk_id(chunk, [0, 2], "batched", 1),
+                chunk_id(chunk, [0, 1], "reference", 1),
+                chunk_id(chunk, [0, 1], "batched", 2),
+                chunk_id(chunk.take(slice(0, 2)), [0, 1], "batched", 1),
+            }
+        )
+        == 5
+    )
     torch_grid = Grid(num_train=[20], lr=[0.1, 0.3], replicates=2, stream="torch")
     assert chunk_id(next(Plan(torch_grid, lambda *_: 10**6).chunks()), [0, 1], "batched", 1) != base
 
@@ -76,7 +99,9 @@ def test_chunk_cap_balances_cpu_work_and_fills_a_gpu():
     big = Grid(num_train=[10_000], lr=[0.1, 0.3], replicates=40_000, epoch=[10])
     share = grid_seconds(big, estimated_seconds) / (4 * 8)
     assert share > 4 * fixed
-    assert chunk_cap(big, budget=2**40, cores=8, **kw)(10_000, 32, 0) == int(share / per_run)  # a quarter of a core's share
+    assert chunk_cap(big, budget=2**40, cores=8, **kw)(10_000, 32, 0) == int(
+        share / per_run
+    )  # a quarter of a core's share
     small = Grid(num_train=[10_000], lr=[0.1, 0.3], replicates=100, epoch=[10])
     assert chunk_cap(small, budget=2**40, cores=8, **kw)(10_000, 32, 0) == int(4 * fixed / per_run)  # 4x its fixed cost
     assert chunk_cap(big, budget=2**40, cores=0, **kw)(10_000, 32, 0) > big.replicates * 2  # a GPU: memory alone

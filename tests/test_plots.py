@@ -9,7 +9,14 @@ import seaborn as sns
 from study import theory
 from study.grid import Grid
 from study.plots import (
-    error_curve, error_facets, heatmap_facets, left_out_note, loss_shapes, lr_epoch_heatmap, merged_legend, nested_loop,
+    error_curve,
+    error_facets,
+    heatmap_facets,
+    left_out_note,
+    loss_shapes,
+    lr_epoch_heatmap,
+    merged_legend,
+    nested_loop,
     save_figure,
 )
 from study.results import ParameterError, PoolingError
@@ -25,8 +32,16 @@ def runs() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def losses() -> pd.DataFrame:
     """Squared and Huber, Gaussian noise and outliers: where theory holds, and where it does not."""
-    grid = Grid(num_train=[50, 200, 1000], lr=[0.1], loss=["squared", "huber"], noise_kind=["gaussian", "outliers"],
-                epoch=[20], replicates=4, num_val=20, noise=0.1)
+    grid = Grid(
+        num_train=[50, 200, 1000],
+        lr=[0.1],
+        loss=["squared", "huber"],
+        noise_kind=["gaussian", "outliers"],
+        epoch=[20],
+        replicates=4,
+        num_val=20,
+        noise=0.1,
+    )
     df = run_grid(grid, n_jobs=1, progress=False)
     return df[df["epoch"] == 20]
 
@@ -49,8 +64,10 @@ def test_error_curve_draws_medians_on_log_axes_and_counts_what_it_leaves_out(run
     note = ax.texts[-1].get_text().splitlines()
     assert note[:2] == ["median, 10–90% of 4 runs per point", f"left out: {n_diverged} diverged (of {len(at)})"]
     by_default = error_curve(at, x="num_train", y="w_err_norm", hue="lr", theory=False, ax=plt.figure().gca())
-    assert by_default.texts[-1].get_text().splitlines()[:2] == ["median and its 95% interval of 4 runs per point",
-                                                                "no interval where under 6 runs"]
+    assert by_default.texts[-1].get_text().splitlines()[:2] == [
+        "median and its 95% interval of 4 runs per point",
+        "no interval where under 6 runs",
+    ]
     assert "least squares on the same data" in _labels(ax) and ax.get_legend().get_title().get_text() == "lr"
     assert "band: 10–90% of the runs" in _labels(ax)
 
@@ -75,8 +92,11 @@ def test_error_curve_marks_points_that_lost_runs(runs):
 
 
 def test_error_curve_refuses_to_pool_an_axis_it_does_not_show(losses):
-    with pytest.raises(PoolingError, match=r"error_curve would pool over loss \(squared, huber\) and noise_kind "
-                       r"\(gaussian, outliers\)") as caught:
+    with pytest.raises(
+        PoolingError,
+        match=r"error_curve would pool over loss \(squared, huber\) and noise_kind "
+        r"\(gaussian, outliers\)",
+    ) as caught:
         error_curve(losses, x="num_train", y="w_err_norm", hue="lr")
     assert caught.value.axes == {"loss": ["squared", "huber"], "noise_kind": ["gaussian", "outliers"]}
     # least squares depends on the data only: pooled over the losses it is the same numbers
@@ -86,15 +106,25 @@ def test_error_curve_refuses_to_pool_an_axis_it_does_not_show(losses):
 
 def test_theory_is_drawn_where_it_holds_and_nowhere_else(losses):
     d, noise_var = 2, float(theory.noise_variance(0.1))
-    panels = {(loss, kind): error_curve(losses[(losses["loss"] == loss) & (losses["noise_kind"] == kind)],
-                                        x="num_train", y="w_err_norm", floor="ols_w_err_norm", ax=plt.figure().gca())
-              for loss in ("squared", "huber") for kind in ("gaussian", "outliers")}
+    panels = {
+        (loss, kind): error_curve(
+            losses[(losses["loss"] == loss) & (losses["noise_kind"] == kind)],
+            x="num_train",
+            y="w_err_norm",
+            floor="ols_w_err_norm",
+            ax=plt.figure().gca(),
+        )
+        for loss in ("squared", "huber")
+        for kind in ("gaussian", "outliers")
+    }
     ls = "theory: least squares, median (Gaussian noise)"
     # 50 and 200 examples end each epoch on a ragged minibatch of 32: the legend says the floor leaves it out
     sgd = "theory: SGD noise floor, RMS (squared loss, online limit),\nminibatches of batch_size only: not the ragged last one"
     assert {ls, sgd} <= set(_labels(panels["squared", "gaussian"]))
     assert ls in _labels(panels["huber", "gaussian"]) and sgd not in _labels(panels["huber", "gaussian"])
-    assert not [x for x in _labels(panels["squared", "outliers"]) + _labels(panels["huber", "outliers"]) if "theory" in x]
+    assert not [
+        x for x in _labels(panels["squared", "outliers"]) + _labels(panels["huber", "outliers"]) if "theory" in x
+    ]
     ax = panels["squared", "gaussian"]
     median = next(line for line in ax.get_lines() if line.get_label() == ls)
     n = np.asarray(median.get_xdata())
@@ -113,8 +143,9 @@ def test_error_curve_fit_puts_the_slope_in_the_legend_or_says_why_not(runs):
 
 
 def test_left_out_note_counts_zero_diverged_and_points_off_a_log_axis():
-    df = pd.DataFrame({"e": [0.0, 1.0, -2.0, np.inf, 3.0], "epoch": [1, 1, 1, 1, 0],
-                       "diverged": [False, False, False, True, False]})
+    df = pd.DataFrame(
+        {"e": [0.0, 1.0, -2.0, np.inf, 3.0], "epoch": [1, 1, 1, 1, 0], "diverged": [False, False, False, True, False]}
+    )
     assert left_out_note(df, "e") == "left out: 1 diverged, 1 exactly 0 (of 5)"
     note = left_out_note(df, "e", x="epoch")
     assert note == "left out: 1 diverged, 1 at epoch 0 (log axis), 1 exactly 0 (of 5)"
@@ -129,15 +160,24 @@ def test_error_curve_uses_the_given_axes(runs):
 
 
 def test_error_facets_one_panel_per_value_one_legend_and_colours_kept(losses):
-    g = error_facets(losses, x="num_train", y="w_err_norm", hue="loss", col="noise_kind", title="epoch 20", band="spread")
+    g = error_facets(
+        losses, x="num_train", y="w_err_norm", hue="loss", col="noise_kind", title="epoch 20", band="spread"
+    )
     assert isinstance(g, sns.FacetGrid) and g.axes.shape == (1, 2)
     assert [ax.get_title() for ax in g.axes.flat] == ["noise_kind = gaussian", "noise_kind = outliers"]
     labels = [t.get_text() for t in g.legend.get_texts()]
-    assert labels[:3] == ["squared", "huber", "least squares on the same data"] and g.legend.get_title().get_text() == "loss"
-    assert any(x.startswith("theory: SGD noise floor, RMS (squared loss, online limit)") for x in labels)  # Gaussian panel
+    assert (
+        labels[:3] == ["squared", "huber", "least squares on the same data"]
+        and g.legend.get_title().get_text() == "loss"
+    )
+    assert any(
+        x.startswith("theory: SGD noise floor, RMS (squared loss, online limit)") for x in labels
+    )  # Gaussian panel
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in g.axes.flat]
-    assert g.figure.texts[0].get_text() == ("epoch 20\nheld fixed: epoch 20, num_inputs = 2, lr = 0.1, sigma = 1, reduction = mean, "
-                                            "batch_size = 32, noise = 0.1")
+    assert g.figure.texts[0].get_text() == (
+        "epoch 20\nheld fixed: epoch 20, num_inputs = 2, lr = 0.1, sigma = 1, reduction = mean, "
+        "batch_size = 32, noise = 0.1"
+    )
     assert g.axes[0, 0].get_yscale() == "log" and g.axes[0, 0].get_xscale() == "log"
     for ax in g.axes.flat:  # every panel counts its own runs
         assert ax.texts[-1].get_text().startswith("median, 10–90% of 4 runs per point")
@@ -145,12 +185,17 @@ def test_error_facets_one_panel_per_value_one_legend_and_colours_kept(losses):
 
 
 def test_error_facets_refuses_unknown_columns_and_pooling(losses):
-    with pytest.raises(ParameterError, match=r"The 'hue' parameter of error_facets must be one column of the table "
-                       r"\(its axes: num_train, num_inputs, lr, epoch, .*\)\. Got 'lr,loss' instead\."):
+    with pytest.raises(
+        ParameterError,
+        match=r"The 'hue' parameter of error_facets must be one column of the table "
+        r"\(its axes: num_train, num_inputs, lr, epoch, .*\)\. Got 'lr,loss' instead\.",
+    ):
         error_facets(losses, x="num_train", hue="lr,loss")
     with pytest.raises(ParameterError, match=r"The 'y' parameter of error_facets must be a measured column"):
         error_facets(losses, x="num_train", y="loss", hue="loss", col="noise_kind")
-    with pytest.raises(ParameterError, match=r"'col' parameter .* another column than x \(num_train is on the x axis\)"):
+    with pytest.raises(
+        ParameterError, match=r"'col' parameter .* another column than x \(num_train is on the x axis\)"
+    ):
         error_facets(losses, x="num_train", col="num_train")
     with pytest.raises(PoolingError, match=r"pool over noise_kind \(gaussian, outliers\)"):
         error_facets(losses, x="num_train", hue="loss")
@@ -220,8 +265,13 @@ def test_counts_of_points_that_lost_runs_are_stacked_not_overprinted():
     at the right edge (where a label right of it would be cut off)."""
     from matplotlib.text import Annotation
 
-    rows = [dict(num_train=n, lr=lr, w_err_norm=1.0 + 0.01 * r + (n == 1000) * 10, diverged=(r == 0 and n > 10))
-            for lr in (0.1, 0.2) for n in (10, 100, 1000) for r in range(4) if not (lr == 0.2 and n == 1000)]
+    rows = [
+        dict(num_train=n, lr=lr, w_err_norm=1.0 + 0.01 * r + (n == 1000) * 10, diverged=(r == 0 and n > 10))
+        for lr in (0.1, 0.2)
+        for n in (10, 100, 1000)
+        for r in range(4)
+        if not (lr == 0.2 and n == 1000)
+    ]
     ax = error_curve(pd.DataFrame(rows), x="num_train", y="w_err_norm", hue="lr", theory=False)
     labels = [(a.get_text(), a.xy[0], a.xyann) for a in ax.texts if isinstance(a, Annotation)]
     at_100 = sorted(offset for text, x, offset in labels if x == 100)
@@ -257,7 +307,7 @@ def test_the_band_is_the_medians_interval_by_default_and_says_so(band):
     fills = [c for c in ax.collections if len(c.get_paths()) and len(c.get_paths()[0].vertices)]
     low, high = median_ranks(12)
     assert (low, high) == (3, 10)
-    for n, values in at.groupby("num_train")["w_err_norm"]:
+    for _, values in at.groupby("num_train")["w_err_norm"]:
         ordered = np.sort(values.to_numpy())
         edges = np.concatenate([p.vertices[:, 1] for c in fills for p in c.get_paths()])
         assert np.isclose(edges, ordered[low - 1]).any() and np.isclose(edges, ordered[high - 1]).any()
@@ -269,7 +319,9 @@ def test_the_band_is_the_medians_interval_by_default_and_says_so(band):
     else:
         assert note == "median, 95% interval (dark), 10–90% (light) of 12 runs per point"
         assert {"band: the median's 95% interval", "band: 10–90% of the runs"} <= set(labels)
-    with pytest.raises(ParameterError, match=r"The 'band' parameter of error_curve must be one of \['ci', 'spread', 'both'\]"):
+    with pytest.raises(
+        ParameterError, match=r"The 'band' parameter of error_curve must be one of \['ci', 'spread', 'both'\]"
+    ):
         error_curve(at, x="num_train", y="w_err_norm", band="iqr")
 
 
@@ -281,26 +333,39 @@ def test_heatmap_facets_wrap_and_say_what_they_hold_fixed(runs):
     shown = [ax for ax in fig.axes if ax.get_title().startswith("num_train = ")]
     assert len(shown) == 6 and len({round(ax.get_position().y0, 2) for ax in shown}) == 2  # 4, then 2
     assert fig.texts[0].get_text() == "six sizes\n" + held_fixed(wide, ["lr", "epoch", "num_train"])
-    assert held_fixed(wide, ["lr", "epoch", "num_train"]).startswith("held fixed: num_inputs = 2, loss = squared, reduction")
-    assert held_fixed(runs[runs["epoch"] == 3], ["num_train", "lr"]).startswith("held fixed: epoch 3, num_inputs = 2, loss = squared")
+    assert held_fixed(wide, ["lr", "epoch", "num_train"]).startswith(
+        "held fixed: num_inputs = 2, loss = squared, reduction"
+    )
+    assert held_fixed(runs[runs["epoch"] == 3], ["num_train", "lr"]).startswith(
+        "held fixed: epoch 3, num_inputs = 2, loss = squared"
+    )
 
 
 def test_a_figures_title_can_be_given_and_the_held_fixed_line_stays(runs):
     from study.exercises import draw_figure, draw_xy
 
     fig = draw_xy(runs, x="num_train", hue="lr", epoch=3, title="my title")
-    assert fig.texts[0].get_text() == "my title\nheld fixed: epoch 3, num_inputs = 2, loss = squared, reduction = mean, " \
-                                      "batch_size = 32, noise = 0.01, noise_kind = gaussian"
+    assert (
+        fig.texts[0].get_text() == "my title\nheld fixed: epoch 3, num_inputs = 2, loss = squared, reduction = mean, "
+        "batch_size = 32, noise = 0.01, noise_kind = gaussian"
+    )
     made = draw_figure(runs, "error-vs-lr", epoch=3)
-    assert made.texts[0].get_text().startswith("‖ŵ − w‖₂ against lr; epoch 3\nheld fixed: epoch 3, num_inputs = 2, loss = squared")
+    assert (
+        made.texts[0]
+        .get_text()
+        .startswith("‖ŵ − w‖₂ against lr; epoch 3\nheld fixed: epoch 3, num_inputs = 2, loss = squared")
+    )
 
 
 # --- the nested-loop plot ---------------------------------------------------------------------------
 
+
 def _strips(fig) -> dict:
     """A nested-loop plot's strips, by factor: the level index of each cell, as drawn."""
-    return {s.get_ylabel(): next(line for line in s.get_lines() if line.get_gid() == "levels").get_ydata()[:-1]
-            for s in fig.axes[0].child_axes}
+    return {
+        s.get_ylabel(): next(line for line in s.get_lines() if line.get_gid() == "levels").get_ydata()[:-1]
+        for s in fig.axes[0].child_axes
+    }
 
 
 def _drawn(fig, gid: str) -> np.ndarray:
@@ -322,16 +387,26 @@ def test_nested_loop_puts_the_cells_in_nested_order_with_each_cells_median(losse
     for j, factor in enumerate(order):
         np.testing.assert_array_equal(strips[factor], [levels[factor].index(cell[j]) for cell in cells])
     kept = losses[~losses["diverged"]]
-    expected = [kept[(kept["noise_kind"] == k) & (kept["num_train"] == n) & (kept["loss"] == loss)]["w_err_norm"]
-                .abs().median() for k, n, loss in cells]
+    expected = [
+        kept[(kept["noise_kind"] == k) & (kept["num_train"] == n) & (kept["loss"] == loss)]["w_err_norm"].abs().median()
+        for k, n, loss in cells
+    ]
     np.testing.assert_allclose(_drawn(fig, "median"), expected)
     streams = losses.drop_duplicates("seed")  # least squares: once per data stream, whatever the loss
-    floor = [streams[(streams["noise_kind"] == k) & (streams["num_train"] == n)]["ols_w_err_norm"].median()
-             for k, n, _ in cells]
+    floor = [
+        streams[(streams["noise_kind"] == k) & (streams["num_train"] == n)]["ols_w_err_norm"].median()
+        for k, n, _ in cells
+    ]
     np.testing.assert_allclose(_drawn(fig, "floor"), floor)
     assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_xlim() == (-0.5, len(cells) - 0.5)
-    assert fig.texts[0].get_text().startswith("‖ŵ − w‖₂ in every cell, in nested order; epoch 20 (the last "
-                                              "checkpoint)\nheld fixed: epoch 20, num_inputs = 2, lr = 0.1")
+    assert (
+        fig.texts[0]
+        .get_text()
+        .startswith(
+            "‖ŵ − w‖₂ in every cell, in nested order; epoch 20 (the last "
+            "checkpoint)\nheld fixed: epoch 20, num_inputs = 2, lr = 0.1"
+        )
+    )
     assert list(_strips(nested_loop(losses))) == ["num_train", "noise_kind", "loss"]  # by default the data's first
 
 
@@ -349,19 +424,29 @@ def test_nested_loop_marks_and_counts_diverged_cells_and_takes_epoch_as_a_factor
     every = _strips(nested_loop(runs, order=["lr", "num_train", "epoch"]))
     np.testing.assert_array_equal(every["epoch"], [0, 1, 2] * 9)
     np.testing.assert_array_equal(every["lr"], np.repeat([0, 1, 2], 9))
-    with pytest.raises(ParameterError, match=r"The 'order' parameter of nested_loop must be axes that vary in the "
-                       r"table \(num_train, lr\), each once, outermost first\. Got 'epoch' instead\."):
+    with pytest.raises(
+        ParameterError,
+        match=r"The 'order' parameter of nested_loop must be axes that vary in the "
+        r"table \(num_train, lr\), each once, outermost first\. Got 'epoch' instead\.",
+    ):
         nested_loop(runs, order=["num_train", "lr", "epoch"], epoch=3)  # one checkpoint chosen: epoch is no factor
 
 
 def test_nested_loop_refuses_to_pool_and_an_order_that_is_not_the_tables_axes(losses):
-    with pytest.raises(PoolingError, match=r"nested_loop would pool over noise_kind \(gaussian, outliers\); add "
-                       r"them to order") as caught:
+    with pytest.raises(
+        PoolingError,
+        match=r"nested_loop would pool over noise_kind \(gaussian, outliers\); add "
+        r"them to order",
+    ) as caught:
         nested_loop(losses, order=["num_train", "loss"])
     assert caught.value.axes == {"noise_kind": ["gaussian", "outliers"]}
     allowed = r"must be axes that vary in the table \(num_train, loss, noise_kind\), each once, outermost first\. "
-    for order, bad in ((["num_train", "foo", "loss"], "foo"), ("loss,noise_kind,loss", "loss"),
-                       ("num_train,loss,noise_kind,reduction", "reduction"), ("num_train,,loss", "")):
+    for order, bad in (
+        (["num_train", "foo", "loss"], "foo"),
+        ("loss,noise_kind,loss", "loss"),
+        ("num_train,loss,noise_kind,reduction", "reduction"),
+        ("num_train,,loss", ""),
+    ):
         with pytest.raises(ParameterError, match=rf"The 'order' parameter of nested_loop {allowed}Got '{bad}' instead"):
             nested_loop(losses, order=order)
     with pytest.raises(ParameterError, match=r"The 'band' parameter of nested_loop must be one of"):
@@ -374,17 +459,23 @@ def test_sgd_floors_are_short_dashes_at_the_right_each_labelled_with_its_lr(runs
     from matplotlib.text import Annotation
 
     stable = runs[runs["lr"] < 1]
-    ax = error_curve(stable[stable["num_train"] == 200], x="epoch", y="w_err_norm", hue="lr", ax=plt.figure().gca(),
-                     logx=True)
-    dashes = [line for line in ax.get_lines() if line.get_linestyle() == "--" and line.get_color() != "black"
-              and len(line.get_xdata()) == 2]
-    floors = {float(np.sqrt(theory.sgd_stationary_w_err_sq(lr, 32, 2, float(theory.noise_variance(0.01))))): lr
-              for lr in (0.03, 0.3)}
+    ax = error_curve(
+        stable[stable["num_train"] == 200], x="epoch", y="w_err_norm", hue="lr", ax=plt.figure().gca(), logx=True
+    )
+    dashes = [
+        line
+        for line in ax.get_lines()
+        if line.get_linestyle() == "--" and line.get_color() != "black" and len(line.get_xdata()) == 2
+    ]
+    floors = {
+        float(np.sqrt(theory.sgd_stationary_w_err_sq(lr, 32, 2, float(theory.noise_variance(0.01))))): lr
+        for lr in (0.03, 0.3)
+    }
     drawn = {round(float(line.get_ydata()[0]), 12): line for line in dashes}
     assert sorted(drawn) == sorted(round(f, 12) for f in floors)
     for line in dashes:
         start, end = line.get_xdata()
-        assert end == 3 and start == pytest.approx(1 * 3 ** 0.7)  # epochs 1 to 3: the right 30% in log
+        assert end == 3 and start == pytest.approx(1 * 3**0.7)  # epochs 1 to 3: the right 30% in log
     labels = {a.get_text(): a.xy for a in ax.texts if isinstance(a, Annotation) and "/" not in a.get_text()}
     assert set(labels) == {"0.03", "0.3"}
     plt.close("all")
@@ -393,8 +484,11 @@ def test_sgd_floors_are_short_dashes_at_the_right_each_labelled_with_its_lr(runs
 def test_a_panels_note_takes_the_corner_its_lines_leave_empty():
     """Errors that fall with n fill the upper left and the lower right: the note goes to a
     corner that is empty (upper right or lower left), not over the lines."""
-    rows = [dict(num_train=n, lr=0.1, w_err_norm=100.0 / n * (1 + 0.01 * r), diverged=False, replicate=r, seed=r)
-            for n in (10, 30, 100, 300, 1000, 3000, 10000) for r in range(8)]
+    rows = [
+        dict(num_train=n, lr=0.1, w_err_norm=100.0 / n * (1 + 0.01 * r), diverged=False, replicate=r, seed=r)
+        for n in (10, 30, 100, 300, 1000, 3000, 10000)
+        for r in range(8)
+    ]
     ax = error_curve(pd.DataFrame(rows), x="num_train", y="w_err_norm", theory=False, ax=plt.figure().gca())
     note = next(t for t in ax.texts if "per point" in t.get_text())
     assert note.get_position() in [(0.99, 0.99), (0.01, 0.01)]
@@ -406,8 +500,19 @@ def test_the_constant_lr_floor_is_drawn_for_plain_sgd_only():
     floor is not drawn for them."""
     from study import Grid as G
 
-    df = run_grid(G(num_train=[500], lr=[0.1], average_from=[None, 1], lr_decay=[0.0, 0.5], epoch=[2, 5, 10],
-                    replicates=3, num_val=20), n_jobs=1, progress=False)
+    df = run_grid(
+        G(
+            num_train=[500],
+            lr=[0.1],
+            average_from=[None, 1],
+            lr_decay=[0.0, 0.5],
+            epoch=[2, 5, 10],
+            replicates=3,
+            num_val=20,
+        ),
+        n_jobs=1,
+        progress=False,
+    )
     floor = "theory: SGD noise floor, RMS (squared loss, online limit)"
     for (decay, average), rows in df.groupby(["lr_decay", "average_from"], observed=True):
         ax = error_curve(rows, x="epoch", y="w_err_norm", ax=plt.figure().gca())
@@ -422,11 +527,17 @@ def test_the_floor_says_it_leaves_out_a_ragged_last_minibatch_and_drop_last_take
     from study import Grid as G
 
     floor = "theory: SGD noise floor, RMS (squared loss, online limit)"
-    cases = {(512, False): floor, (500, True): floor,
-             (500, False): floor + ",\nminibatches of batch_size only: not the ragged last one"}
+    cases = {
+        (512, False): floor,
+        (500, True): floor,
+        (500, False): floor + ",\nminibatches of batch_size only: not the ragged last one",
+    }
     for (n, drop), label in cases.items():
-        df = run_grid(G(num_train=[n], lr=[0.1], drop_last=[drop], epoch=[5, 10], replicates=3, num_val=20), n_jobs=1,
-                      progress=False)
+        df = run_grid(
+            G(num_train=[n], lr=[0.1], drop_last=[drop], epoch=[5, 10], replicates=3, num_val=20),
+            n_jobs=1,
+            progress=False,
+        )
         ax = error_curve(df[df["epoch"] > 0], x="epoch", y="w_err_norm", ax=plt.figure().gca())
         assert [x for x in _labels(ax) if x.startswith(floor)] == [label], (n, drop)
     plt.close("all")

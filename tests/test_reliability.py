@@ -19,12 +19,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from specs import default_sigint, long_spec
 
 import study.engine
 from study.cli import main
 from study.grid import Grid, load_grid
 from study.runner import ChunksFailed, run_grid
-from specs import default_sigint, long_spec
 
 GRID = dict(num_train=[20, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 2], replicates=2, num_val=30)
 BROKEN_NUM_TRAIN = 40
@@ -71,13 +71,16 @@ def test_failed_chunk_is_reported_the_rest_written_and_a_rerun_computes_only_it(
     grid = Grid(**GRID)
     whole = whole_csv
     out = tmp_path / "r.csv"
-    with pytest.raises(ChunksFailed, match=r"2 of 6 chunks \(8 of 24 runs\) failed; the runs that finished are in") as caught:
+    with pytest.raises(
+        ChunksFailed, match=r"2 of 6 chunks \(8 of 24 runs\) failed; the runs that finished are in"
+    ) as caught:
         run_grid(grid, out=out, n_jobs=1, chunk_size=4, progress=False)
     err = caught.value
     assert [f.runs for f in err.failures] == [4, 4]
     assert all(f.reason == "MemoryError: cannot allocate the chunk second line" for f in err.failures)
     assert sorted(f.cells for f in err.failures) == [
-        f"num_train=40, batch_size=32, lr=[0.01, 0.1], loss=['huber', 'squared'], replicate={r}" for r in (0, 1)]
+        f"num_train=40, batch_size=32, lr=[0.01, 0.1], loss=['huber', 'squared'], replicate={r}" for r in (0, 1)
+    ]
     # What finished is kept: saved chunks, and a partial CSV (the complete one's other rows).
     assert not out.exists()
     assert err.partial_path == tmp_path / "r.partial.csv"
@@ -110,12 +113,16 @@ def test_every_chunk_failed_lists_them_and_writes_no_partial_table(tmp_path, mon
     monkeypatch.setattr(study.engine, "train_batched_together", train_or_raise)
     (tmp_path / "r.partial.csv").write_text("an older run's")
     spec = tmp_path / "g.toml"
-    spec.write_text("[grid]\nnum_train = [20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130]\nepoch = 1\nnum_val = 20\n")
+    spec.write_text(
+        "[grid]\nnum_train = [20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130]\nepoch = 1\nnum_val = 20\n"
+    )
     assert main(["run", str(spec), "--out", str(tmp_path / "r.csv"), "--jobs", "1", "--quiet"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 12 and err[9].endswith("RuntimeError: no luck with 110")
     assert err[10] == "study: failed: ... and 2 more chunks (all listed in r.partial.meta.json)"
-    assert err[11] == "study: failed: 12 of 12 chunks (12 of 12 runs) failed; run again to compute only the failed chunks"
+    assert (
+        err[11] == "study: failed: 12 of 12 chunks (12 of 12 runs) failed; run again to compute only the failed chunks"
+    )
     assert not (tmp_path / "r.partial.csv").exists()
     assert len(json.loads((tmp_path / "r.partial.meta.json").read_text())["failed_chunks"]) == 12
 
@@ -127,10 +134,14 @@ def test_study_run_failed_chunk_exits_1_with_one_line_per_chunk(tmp_path, broken
     assert main(["run", str(spec), "--out", "g.csv", "--jobs", "1", "--quiet"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2, err
-    assert err[0].startswith("study: failed: chunk ") and "(2 runs: num_train=40, batch_size=32, lr=[0.01, 0.1])" in err[0]
+    assert (
+        err[0].startswith("study: failed: chunk ") and "(2 runs: num_train=40, batch_size=32, lr=[0.01, 0.1])" in err[0]
+    )
     assert err[0].endswith("MemoryError: cannot allocate the chunk second line")
-    assert err[1] == ("study: failed: 1 of 2 chunks (2 of 4 runs) failed; the runs that finished are in g.partial.csv; "
-                      "run again to compute only the failed chunks")
+    assert err[1] == (
+        "study: failed: 1 of 2 chunks (2 of 4 runs) failed; the runs that finished are in g.partial.csv; "
+        "run again to compute only the failed chunks"
+    )
 
 
 # damaged chunk files ------------------------------------------------------------------------------
@@ -155,6 +166,7 @@ def test_truncated_damaged_or_foreign_segment_files_are_recomputed(tmp_path, who
     data = bytearray(third.read_bytes())
     data[data.index(b'"batched"') + 1] = ord("B")  # another engine's (the digest made to match)
     import hashlib
+
     head = len(b"study-runs 1\n")
     data[head : head + 32] = hashlib.sha256(bytes(data[head + 32 :])).digest()
     third.write_bytes(bytes(data))
@@ -204,8 +216,11 @@ def _watch_children(proc: subprocess.Popen, until, timeout: float = 120) -> set[
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-                         ids=["ctrl_c", "sigterm"])
+@pytest.mark.parametrize(
+    "signum, status, word",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl_c", "sigterm"],
+)
 def test_a_stop_is_prompt_keeps_chunks_says_how_to_resume_and_exits_with_its_status(tmp_path, signum, status, word):
     """Ctrl-C at a terminal, or SIGTERM from a batch system at its time limit, to the whole
     process group, workers included: the finished chunks are kept, one line says how to resume,
@@ -216,9 +231,16 @@ def test_a_stop_is_prompt_keeps_chunks_says_how_to_resume_and_exits_with_its_sta
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
     args = ["run", spec, "--out", out, "--jobs", "2", "--chunk-size", "2", "--quiet"]
-    proc = subprocess.Popen(_study(*args), cwd=tmp_path, env=env, start_new_session=True,
-                            preexec_fn=default_sigint,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _study(*args),
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = _watch_children(proc, lambda: store.is_dir() and len(list(store.glob("*.runs"))) >= 6)
     assert proc.poll() is None and len(seen) >= 2  # stopped midway, with its workers running
     stopped = time.time()
@@ -228,8 +250,9 @@ def test_a_stop_is_prompt_keeps_chunks_says_how_to_resume_and_exits_with_its_sta
     assert proc.returncode == status
     kept = len(list(store.glob("*.runs")))
     assert 6 <= kept < 72 and not out.exists()
-    assert stderr.splitlines() == [f"study: {word}; {kept} finished chunks are kept in {store}; "
-                                   "run the same command again to resume"], stderr
+    assert stderr.splitlines() == [
+        f"study: {word}; {kept} finished chunks are kept in {store}; run the same command again to resume"
+    ], stderr
     time.sleep(0.5)
     assert _alive(seen) == []
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -263,7 +286,8 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
     assert second.returncode == 1
     assert second.stderr.splitlines() == [
         f"study: failed: OutputBusy: another study run (pid {first.pid}) is writing {out}; wait for it to finish, "
-        "or stop it (its finished chunks are kept) and run again"], second.stderr
+        "or stop it (its finished chunks are kept) and run again"
+    ], second.stderr
     assert first.wait(timeout=150) == 0, first.stderr.read()
     meta = json.loads((tmp_path / "r.meta.json").read_text())
     assert (meta["chunks_computed"], meta["chunks_resumed"]) == (72, 0)  # the second took none of them
@@ -281,8 +305,11 @@ def test_a_finished_run_leaves_no_process_and_no_temporary_file(tmp_path):
     spec.write_text(SPEC.replace("replicates = 8", "replicates = 2"))
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = subprocess.Popen(_study("run", spec, "--out", tmp_path / "out" / "r.csv", "--jobs", "2", "--quiet"),
-                            cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)})
+    proc = subprocess.Popen(
+        _study("run", spec, "--out", tmp_path / "out" / "r.csv", "--jobs", "2", "--quiet"),
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     seen = _watch_children(proc, lambda: False)
     assert proc.wait(timeout=60) == 0
     assert len(seen) >= 2  # it did start workers
@@ -303,8 +330,11 @@ def test_a_run_killed_outright_leaves_no_process_and_no_shared_memory_behind(tmp
     spec = tmp_path / "faults.toml"
     spec.write_text(SPEC)
     store = tmp_path / "r.csv.store"
-    proc = subprocess.Popen(_study("run", spec, "--out", tmp_path / "r.csv", "--jobs", "2", "--chunk-size", "2",
-                                   "--quiet"), cwd=tmp_path, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _study("run", spec, "--out", tmp_path / "r.csv", "--jobs", "2", "--chunk-size", "2", "--quiet"),
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
     seen = _watch_children(proc, lambda: store.is_dir() and len(list(store.glob("*.runs"))) >= 4)
     assert proc.poll() is None and len(seen) >= 2
     proc.kill()
@@ -359,15 +389,37 @@ def test_study_run_refuses_an_output_it_cannot_write_before_any_work(tmp_path, c
 
 # malformed input, generated -------------------------------------------------------------------------
 
-_KEYS = ["num_train", "lr", "epoch", "loss", "sigma", "reduction", "batch_size", "noise", "noise_kind",
-         "w", "b", "num_val", "replicates", "seed", "lrr", "epochs", "Num_Train", ""]
+_KEYS = [
+    "num_train",
+    "lr",
+    "epoch",
+    "loss",
+    "sigma",
+    "reduction",
+    "batch_size",
+    "noise",
+    "noise_kind",
+    "w",
+    "b",
+    "num_val",
+    "replicates",
+    "seed",
+    "lrr",
+    "epochs",
+    "Num_Train",
+    "",
+]
 # Small where they are sizes, so that a spec that happens to be valid runs in milliseconds.
 _SCALARS = st.one_of(
-    st.integers(-3, 30), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+    st.integers(-3, 30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
     st.sampled_from(["squared", "huber", "mean", "sum", "gaussian", "student_t", "outliers", "hubber", "", "1"]),
     st.text(max_size=8),
 )
-_VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=2), st.dictionaries(st.sampled_from(["a", "lr"]), _SCALARS, max_size=1))
+_VALUES = st.one_of(
+    _SCALARS, st.lists(_SCALARS, max_size=2), st.dictionaries(st.sampled_from(["a", "lr"]), _SCALARS, max_size=1)
+)
 
 
 def _toml(value) -> str:
@@ -408,11 +460,16 @@ _RUN_OPTIONS = {
     "--scheduler": ["tcp://127.0.0.1:8786", "127.0.0.1:0", "nowhere", "x.json", ""],
     "--chunk-timeout": ["5", "0", "-1", "nan", "inf", "soon"],
     "--chunk-size": ["1", "0", "x"],
-    "--fresh": None, "--quiet": None, "--bogus": None,
+    "--fresh": None,
+    "--quiet": None,
+    "--bogus": None,
 }
 _DEMO_OPTIONS = {
-    "--seed": ["0", "-1", "x"], "--lr": ["0.03", "0", "-1", "nan", "inf", "1e30"], "--epochs": ["1", "0", "-2"],
-    "--loss": ["squared", "huber", "l1"], "--num-train": ["20", "0", "-5", "x"],
+    "--seed": ["0", "-1", "x"],
+    "--lr": ["0.03", "0", "-1", "nan", "inf", "1e30"],
+    "--epochs": ["1", "0", "-2"],
+    "--loss": ["squared", "huber", "l1"],
+    "--num-train": ["20", "0", "-5", "x"],
 }
 
 

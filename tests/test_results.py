@@ -5,8 +5,18 @@ import pandas as pd
 import pytest
 
 from study.grid import Grid
-from study.results import (ParameterError, diverged_runs, fewest_runs, fit_power_law, median_ranks, parse_where, read_results, select,
-                           summarize, write_csv)
+from study.results import (
+    ParameterError,
+    diverged_runs,
+    fewest_runs,
+    fit_power_law,
+    median_ranks,
+    parse_where,
+    read_results,
+    select,
+    summarize,
+    write_csv,
+)
 from study.runner import run_grid
 
 
@@ -17,13 +27,33 @@ def table() -> pd.DataFrame:
 
 
 def test_summarize_counts_and_known_quantiles():
-    df = pd.DataFrame({
-        **{a: v for a, v in dict(num_train=10, lr=0.1, epoch=1, loss="squared", sigma=1.0, reduction="mean",
-                                 batch_size=32, noise=0.01, noise_kind="gaussian").items()},
-        "replicate": range(11), "seed": range(11),
-        "w_err_norm": np.arange(11.0), "b_err": -np.arange(11.0), "ols_w_err_norm": 1.0, "ols_b_err": 2.0,
-        "gap_w_norm": 3.0, "val_mse": 4.0, "diverged": False,
-    })
+    df = pd.DataFrame(
+        {
+            **{
+                a: v
+                for a, v in dict(
+                    num_train=10,
+                    lr=0.1,
+                    epoch=1,
+                    loss="squared",
+                    sigma=1.0,
+                    reduction="mean",
+                    batch_size=32,
+                    noise=0.01,
+                    noise_kind="gaussian",
+                ).items()
+            },
+            "replicate": range(11),
+            "seed": range(11),
+            "w_err_norm": np.arange(11.0),
+            "b_err": -np.arange(11.0),
+            "ols_w_err_norm": 1.0,
+            "ols_b_err": 2.0,
+            "gap_w_norm": 3.0,
+            "val_mse": 4.0,
+            "diverged": False,
+        }
+    )
     s = summarize(df)
     assert len(s) == 1 and s.loc[0, "count"] == 11 and s.loc[0, "diverged"] == 0
     assert s.loc[0, "w_err_norm_median"] == 5.0 and s.loc[0, "w_err_norm_mean"] == 5.0
@@ -32,10 +62,28 @@ def test_summarize_counts_and_known_quantiles():
 
 
 def test_summarize_leaves_diverged_runs_out_of_the_statistics_and_counts_them():
-    df = pd.DataFrame({"num_train": 10, "lr": 0.1, "epoch": 1, "loss": "squared", "sigma": 1.0, "reduction": "mean",
-                       "batch_size": 32, "noise": 0.01, "noise_kind": "gaussian", "replicate": [0, 1, 2],
-                       "seed": [0, 1, 2], "w_err_norm": [1.0, 3.0, np.inf], "b_err": 0.0, "ols_w_err_norm": 0.0,
-                       "ols_b_err": 0.0, "gap_w_norm": 0.0, "val_mse": 0.0, "diverged": [False, False, True]})
+    df = pd.DataFrame(
+        {
+            "num_train": 10,
+            "lr": 0.1,
+            "epoch": 1,
+            "loss": "squared",
+            "sigma": 1.0,
+            "reduction": "mean",
+            "batch_size": 32,
+            "noise": 0.01,
+            "noise_kind": "gaussian",
+            "replicate": [0, 1, 2],
+            "seed": [0, 1, 2],
+            "w_err_norm": [1.0, 3.0, np.inf],
+            "b_err": 0.0,
+            "ols_w_err_norm": 0.0,
+            "ols_b_err": 0.0,
+            "gap_w_norm": 0.0,
+            "val_mse": 0.0,
+            "diverged": [False, False, True],
+        }
+    )
     s = summarize(df)
     assert s.loc[0, "count"] == 3 and s.loc[0, "diverged"] == 1 and s.loc[0, "w_err_norm_mean"] == 2.0
 
@@ -43,11 +91,28 @@ def test_summarize_leaves_diverged_runs_out_of_the_statistics_and_counts_them():
 def test_summarize_of_runs_that_all_diverged_counts_them_with_no_statistics():
     """Found by the CLI's fuzz test: `study run` of a lone diverging run (lr = 2) ended in a
     KeyError when it printed its medians."""
-    df = pd.DataFrame({"num_train": 10, "lr": [2.0, 2.0, 0.1], "epoch": 1, "loss": "squared", "sigma": 1.0,
-                       "reduction": "mean", "batch_size": 32, "noise": 0.01, "noise_kind": "gaussian",
-                       "replicate": [0, 1, 0], "seed": [0, 1, 0], "w_err_norm": [np.inf, np.nan, 1.0], "b_err": 0.0,
-                       "ols_w_err_norm": 0.5, "ols_b_err": 0.0, "gap_w_norm": 0.0, "val_mse": 0.0,
-                       "diverged": [True, True, False]})
+    df = pd.DataFrame(
+        {
+            "num_train": 10,
+            "lr": [2.0, 2.0, 0.1],
+            "epoch": 1,
+            "loss": "squared",
+            "sigma": 1.0,
+            "reduction": "mean",
+            "batch_size": 32,
+            "noise": 0.01,
+            "noise_kind": "gaussian",
+            "replicate": [0, 1, 0],
+            "seed": [0, 1, 0],
+            "w_err_norm": [np.inf, np.nan, 1.0],
+            "b_err": 0.0,
+            "ols_w_err_norm": 0.5,
+            "ols_b_err": 0.0,
+            "gap_w_norm": 0.0,
+            "val_mse": 0.0,
+            "diverged": [True, True, False],
+        }
+    )
     alone = summarize(df[df["lr"] == 2.0], by="lr")
     assert list(alone["count"]) == [2] and list(alone["diverged"]) == [2]
     for stat in ("mean", "median", "q10", "q90"):
@@ -73,29 +138,59 @@ def test_summarize_without_epoch_uses_each_runs_last_checkpoint(table):
 
 
 def test_summarize_bad_by(table):
-    with pytest.raises(ParameterError, match=r"The 'by' parameter of summarize must be columns of the table \(its "
-                       r"axes: num_train, num_inputs, lr, epoch, .*\)\. Got 'nope' instead\."):
+    with pytest.raises(
+        ParameterError,
+        match=r"The 'by' parameter of summarize must be columns of the table \(its "
+        r"axes: num_train, num_inputs, lr, epoch, .*\)\. Got 'nope' instead\.",
+    ):
         summarize(table, by=["nope"])
-    with pytest.raises(ParameterError, match=r"The 'epoch' parameter of summarize must be one of the table's "
-                       r"checkpoints \(0, 1, 2\)\. Got 5 instead\."):
+    with pytest.raises(
+        ParameterError,
+        match=r"The 'epoch' parameter of summarize must be one of the table's "
+        r"checkpoints \(0, 1, 2\)\. Got 5 instead\.",
+    ):
         summarize(table, by="lr", epoch=5)
 
 
 def _runs(**columns) -> pd.DataFrame:
     """A results table of known values: one row per entry, the grid's defaults elsewhere."""
     n = len(next(v for v in columns.values() if isinstance(v, list)))
-    base = dict(num_train=10, lr=0.1, epoch=1, loss="squared", sigma=1.0, reduction="mean", batch_size=32,
-                noise=0.01, noise_kind="gaussian", replicate=0, seed=0, w_err_0=0.0, w_err_1=0.0, w_err_norm=1.0,
-                b_err=0.0, ols_w_err_norm=1.0, ols_b_err=0.0, gap_w_norm=0.0, val_mse=0.0, diverged=False)
+    base = dict(
+        num_train=10,
+        lr=0.1,
+        epoch=1,
+        loss="squared",
+        sigma=1.0,
+        reduction="mean",
+        batch_size=32,
+        noise=0.01,
+        noise_kind="gaussian",
+        replicate=0,
+        seed=0,
+        w_err_0=0.0,
+        w_err_1=0.0,
+        w_err_norm=1.0,
+        b_err=0.0,
+        ols_w_err_norm=1.0,
+        ols_b_err=0.0,
+        gap_w_norm=0.0,
+        val_mse=0.0,
+        diverged=False,
+    )
     return pd.DataFrame({**base, **columns}, index=range(n))
 
 
 def test_summarize_least_squares_over_every_run_once_per_stream():
     """Three data streams, each trained at two lrs (common random numbers). At lr 3 two of the
     three runs diverged: SGD's statistics leave them out, least squares keeps every stream."""
-    df = _runs(lr=[0.1, 0.1, 0.1, 3.0, 3.0, 3.0], seed=[1, 2, 3, 1, 2, 3], replicate=[0, 1, 2, 0, 1, 2],
-               w_err_norm=[1.0, 2.0, 3.0, 10.0, np.inf, np.inf], ols_w_err_norm=[0.1, 0.2, 0.9] * 2,
-               diverged=[False, False, False, False, True, True])
+    df = _runs(
+        lr=[0.1, 0.1, 0.1, 3.0, 3.0, 3.0],
+        seed=[1, 2, 3, 1, 2, 3],
+        replicate=[0, 1, 2, 0, 1, 2],
+        w_err_norm=[1.0, 2.0, 3.0, 10.0, np.inf, np.inf],
+        ols_w_err_norm=[0.1, 0.2, 0.9] * 2,
+        diverged=[False, False, False, False, True, True],
+    )
     by_lr = summarize(df, by="lr").set_index("lr")
     assert by_lr["count"].tolist() == [3, 3] and by_lr["diverged"].tolist() == [0, 2]
     assert by_lr["streams"].tolist() == [3, 3]
@@ -121,8 +216,13 @@ def test_summarize_names_the_epoch_it_shows_and_the_axes_it_pools(table):
 
 
 def test_diverged_runs_lists_each_run_once_with_its_first_diverged_checkpoint():
-    df = _runs(epoch=[0, 1, 2, 0, 1, 2, 0, 1, 2], lr=[0.1] * 3 + [3.0] * 6, seed=[1, 1, 1, 1, 1, 1, 2, 2, 2],
-               replicate=[0, 0, 0, 0, 0, 0, 1, 1, 1], diverged=[False] * 4 + [True, True, False, False, True])
+    df = _runs(
+        epoch=[0, 1, 2, 0, 1, 2, 0, 1, 2],
+        lr=[0.1] * 3 + [3.0] * 6,
+        seed=[1, 1, 1, 1, 1, 1, 2, 2, 2],
+        replicate=[0, 0, 0, 0, 0, 0, 1, 1, 1],
+        diverged=[False] * 4 + [True, True, False, False, True],
+    )
     runs = diverged_runs(df)
     assert runs[["lr", "seed", "replicate", "diverged_at"]].values.tolist() == [[3.0, 1, 0, 1], [3.0, 2, 1, 2]]
     assert "epoch" not in runs and {"num_train", "loss", "sigma"} <= set(runs.columns)
@@ -136,9 +236,13 @@ def test_parse_where_reads_each_value_as_its_columns_type(table):
     assert parse_where(table, ["lr = 0.03,0.1"]) == {"lr": [0.03, 0.1]}
     assert parse_where(table, ["loss=squared"]) == {"loss": ["squared"]}
     assert len(select(table, parse_where(table, ["lr=0.1", "epoch=2"]))) == 2 * 5
-    for item, says in [("lr", r"KEY=VALUE, e\.g\. loss=huber"), ("lrr=0.1", r"KEY one of the table's axes \(num_train"),
-                       ("lr=0.5", r"one of the values lr takes in the table \(lr=0\.03, 0\.1\)\. Got 'lr=0\.5'"),
-                       ("lr=fast", r"Got 'lr=fast'"), ("loss=hubber", r"\(loss=squared\)")]:
+    for item, says in [
+        ("lr", r"KEY=VALUE, e\.g\. loss=huber"),
+        ("lrr=0.1", r"KEY one of the table's axes \(num_train"),
+        ("lr=0.5", r"one of the values lr takes in the table \(lr=0\.03, 0\.1\)\. Got 'lr=0\.5'"),
+        ("lr=fast", r"Got 'lr=fast'"),
+        ("loss=hubber", r"\(loss=squared\)"),
+    ]:
         with pytest.raises(ParameterError, match=says):
             parse_where(table, [item])
     with pytest.raises(ParameterError, match=r"given once for each axis \(lr is given twice\)"):
@@ -240,7 +344,10 @@ def test_a_parquet_table_is_the_frame_and_carries_its_spec(tmp_path):
     df = run_grid(grid, out=tmp_path / "a.parquet", n_jobs=1, progress=False)
     back = read_results(tmp_path / "a.parquet")
     pd.testing.assert_frame_equal(back, df)
-    assert isinstance(back["loss"].dtype, pd.CategoricalDtype) and back["loss"].cat.categories.tolist() == ["squared", "huber"]
+    assert isinstance(back["loss"].dtype, pd.CategoricalDtype) and back["loss"].cat.categories.tolist() == [
+        "squared",
+        "huber",
+    ]
     meta = table_metadata(tmp_path / "a.parquet")
     assert meta["spec"]["lr"] == [0.01, 0.1] and meta["stream"] == "counter" and "wall_time_s" not in meta
     assert (tmp_path / "a.meta.json").is_file()
@@ -272,6 +379,7 @@ def test_row_norms_are_numpys_to_the_bit_for_the_books_dimensions():
 
 # --- Monte Carlo precision (summarize's ci) ---------------------------------------------------------
 
+
 def _synthetic(cells: int, units: int, rng, runs_per_stream: int = 1) -> pd.DataFrame:
     """A results table of ``cells`` cells (num_train 1, 2, ...) of ``units`` data streams each,
     whose errors are drawn from known distributions: w_err_0 ~ N(0.1, 0.2²), b_err ~ N(-0.3,
@@ -280,15 +388,29 @@ def _synthetic(cells: int, units: int, rng, runs_per_stream: int = 1) -> pd.Data
     cell = np.repeat(np.arange(cells), units * runs_per_stream)
     seed = np.repeat(np.arange(cells * units), runs_per_stream)
     norm = rng.lognormal(0.0, 1.0, n)
-    return pd.DataFrame({
-        "num_train": cell + 1, "lr": np.tile([0.1, 0.2][:runs_per_stream], cells * units), "epoch": 1,
-        "loss": "squared", "sigma": 1.0, "reduction": "mean", "batch_size": 32, "noise": 0.01,
-        "noise_kind": "gaussian", "replicate": seed, "seed": seed,
-        "w_err_0": rng.normal(0.1, 0.2, n), "w_err_norm": norm, "b_err": rng.normal(-0.3, 0.5, n),
-        "ols_w_err_norm": np.repeat(np.abs(rng.normal(0, 1, cells * units)), runs_per_stream),
-        "ols_b_err": np.repeat(rng.normal(0, 0.2, cells * units), runs_per_stream),
-        "gap_w_norm": 0.0, "val_mse": 0.0, "diverged": False,
-    })
+    return pd.DataFrame(
+        {
+            "num_train": cell + 1,
+            "lr": np.tile([0.1, 0.2][:runs_per_stream], cells * units),
+            "epoch": 1,
+            "loss": "squared",
+            "sigma": 1.0,
+            "reduction": "mean",
+            "batch_size": 32,
+            "noise": 0.01,
+            "noise_kind": "gaussian",
+            "replicate": seed,
+            "seed": seed,
+            "w_err_0": rng.normal(0.1, 0.2, n),
+            "w_err_norm": norm,
+            "b_err": rng.normal(-0.3, 0.5, n),
+            "ols_w_err_norm": np.repeat(np.abs(rng.normal(0, 1, cells * units)), runs_per_stream),
+            "ols_b_err": np.repeat(rng.normal(0, 0.2, cells * units), runs_per_stream),
+            "gap_w_norm": 0.0,
+            "val_mse": 0.0,
+            "diverged": False,
+        }
+    )
 
 
 def test_precision_measures_are_their_closed_forms():
@@ -350,11 +472,19 @@ def test_precision_counts_data_streams_not_runs():
 
 # --- paired comparisons -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def crn() -> pd.DataFrame:
     """Squared and Huber on the same data (common random numbers), Gaussian noise and outliers."""
-    grid = Grid(num_train=[200, 1000], lr=[0.03, 0.3], loss=["squared", "huber"], noise_kind=["gaussian", "outliers"],
-                epoch=[20], replicates=30, num_val=20)
+    grid = Grid(
+        num_train=[200, 1000],
+        lr=[0.03, 0.3],
+        loss=["squared", "huber"],
+        noise_kind=["gaussian", "outliers"],
+        epoch=[20],
+        replicates=30,
+        num_val=20,
+    )
     return run_grid(grid, n_jobs=1, progress=False)
 
 
@@ -366,8 +496,9 @@ def test_compare_pairs_runs_by_data_stream(crn):
     assert got.attrs["paired"] and list(got["loss"].unique()) == ["huber"] and len(got) == 8
     at = crn[crn["epoch"] == 20]
     for cell in got.to_dict("records"):
-        rows = at[(at["num_train"] == cell["num_train"]) & (at["lr"] == cell["lr"])
-                  & (at["noise_kind"] == cell["noise_kind"])]
+        rows = at[
+            (at["num_train"] == cell["num_train"]) & (at["lr"] == cell["lr"]) & (at["noise_kind"] == cell["noise_kind"])
+        ]
         pairs = rows.pivot(index="seed", columns="loss", values="w_err_norm")
         ratios = np.sort((pairs["huber"] / pairs["squared"]).to_numpy())
         low, high = median_ranks(len(ratios))
@@ -396,20 +527,58 @@ def test_compare_counts_a_diverged_run_as_a_loss_and_refuses_to_pair_the_data():
     from study.results import compare
 
     rng = np.random.default_rng(5)
-    base = dict(num_train=10, epoch=1, sigma=1.0, reduction="mean", batch_size=32, noise=0.01, noise_kind="gaussian",
-                b_err=0.0, ols_w_err_norm=1.0, ols_b_err=0.0, gap_w_norm=0.0, val_mse=0.0)
+    base = dict(
+        num_train=10,
+        epoch=1,
+        sigma=1.0,
+        reduction="mean",
+        batch_size=32,
+        noise=0.01,
+        noise_kind="gaussian",
+        b_err=0.0,
+        ols_w_err_norm=1.0,
+        ols_b_err=0.0,
+        gap_w_norm=0.0,
+        val_mse=0.0,
+    )
     error = rng.lognormal(0, 0.1, 10)
-    df = pd.concat([pd.DataFrame({**base, "lr": 0.1, "loss": "squared", "replicate": range(10), "seed": range(10),
-                                  "w_err_norm": error, "diverged": False}),
-                    pd.DataFrame({**base, "lr": 0.1, "loss": "huber", "replicate": range(10), "seed": range(10),
-                                  "w_err_norm": np.where(np.arange(10) < 4, np.inf, error / 2),
-                                  "diverged": np.arange(10) < 4})], ignore_index=True)
+    df = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    **base,
+                    "lr": 0.1,
+                    "loss": "squared",
+                    "replicate": range(10),
+                    "seed": range(10),
+                    "w_err_norm": error,
+                    "diverged": False,
+                }
+            ),
+            pd.DataFrame(
+                {
+                    **base,
+                    "lr": 0.1,
+                    "loss": "huber",
+                    "replicate": range(10),
+                    "seed": range(10),
+                    "w_err_norm": np.where(np.arange(10) < 4, np.inf, error / 2),
+                    "diverged": np.arange(10) < 4,
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     got = compare(df, factor="loss", baseline="squared").iloc[0]
     assert got["streams"] == 10 and got["wins"] == 0.6  # the 4 diverged runs lost, never dropped
     assert got["ratio_hi"] == np.inf and got["rmse_ratio"] == np.inf
     with pytest.raises(ParameterError, match="The 'paired' parameter of compare must be False for num_train"):
-        compare(df.assign(num_train=np.where(df["loss"] == "huber", 20, 10), lr=0.1, loss="squared"),
-                factor="num_train", baseline=10, paired=True)
+        compare(
+            df.assign(num_train=np.where(df["loss"] == "huber", 20, 10), lr=0.1, loss="squared"),
+            factor="num_train",
+            baseline=10,
+            paired=True,
+        )
     with pytest.raises(ParameterError, match="The 'baseline' parameter of compare must be one of the values loss"):
         compare(df, factor="loss", baseline="hubber")
 
@@ -434,7 +603,9 @@ def test_precision_shortfall_leaves_out_cells_where_most_runs_diverged():
     from study.results import precision_shortfall
 
     df = _synthetic(2, 40, np.random.default_rng(7))
-    diverged = ((df["num_train"] == 1) & (df["replicate"] % 4 != 0)) | ((df["num_train"] == 2) & (df["replicate"] % 10 == 0))
+    diverged = ((df["num_train"] == 1) & (df["replicate"] % 4 != 0)) | (
+        (df["num_train"] == 2) & (df["replicate"] % 10 == 0)
+    )
     df.loc[diverged, ["w_err_norm", "b_err", "w_err_0"]] = np.nan
     df["diverged"] = diverged
     got = precision_shortfall(df, target=0.05).set_index("num_train")

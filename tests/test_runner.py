@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from specs import long_spec
 
 from study.grid import Grid
 from study.results import COORDINATES
 from study.runner import plan_chunks, resolve_devices, run_grid
-from specs import long_spec
 
 SMALL = dict(num_train=[5, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2, num_val=50)
 
@@ -29,9 +29,26 @@ def test_run_grid_schema_and_row_count():
     df = run_grid(grid, n_jobs=1, progress=False)
     runs = 3 * 2 * 2 * 2
     assert len(df) == runs * 3  # epochs 0, 1, 3
-    expected = [*COORDINATES, "w_hat_0", "w_hat_1", "w_err_0", "w_err_1", "w_err_norm", "w_err_max", "b_hat", "b_err",
-                "train_loss", "val_mse", "grad_w_norm", "grad_b", "ols_w_err_norm", "ols_b_err", "gap_w_norm",
-                "steps", "diverged"]
+    expected = [
+        *COORDINATES,
+        "w_hat_0",
+        "w_hat_1",
+        "w_err_0",
+        "w_err_1",
+        "w_err_norm",
+        "w_err_max",
+        "b_hat",
+        "b_err",
+        "train_loss",
+        "val_mse",
+        "grad_w_norm",
+        "grad_b",
+        "ols_w_err_norm",
+        "ols_b_err",
+        "gap_w_norm",
+        "steps",
+        "diverged",
+    ]
     assert list(df.columns) == expected
     # σ is missing exactly where it does not apply: the squared runs (the Huber loss's threshold).
     assert df[[c for c in COORDINATES if c != "sigma"]].notna().all().all()
@@ -146,7 +163,9 @@ def test_resolve_devices_without_gpu_is_cpu():
         assert resolve_devices("auto") == ["cpu"]
         with pytest.raises(ValueError, match="'device' parameter of run_grid .* no CUDA GPU"):
             resolve_devices("cuda")
-    with pytest.raises(ValueError, match=r"'device' parameter of run_grid must be 'auto', 'cpu', 'cuda' or 'cuda:N'\. Got 'tpu'"):
+    with pytest.raises(
+        ValueError, match=r"'device' parameter of run_grid must be 'auto', 'cpu', 'cuda' or 'cuda:N'\. Got 'tpu'"
+    ):
         resolve_devices("tpu")
 
 
@@ -158,11 +177,20 @@ def test_resolve_devices_without_gpu_is_cpu():
         (dict(backend="ray"), r"'backend' parameter of run_grid must be one of"),
         (dict(chunk_size=0), r"'chunk_size' parameter of run_grid"),
         (dict(out="results.txt"), r"'out' parameter of run_grid must be a path ending in \.csv"),
-        (dict(backend="multiprocessing"), r"'backend' parameter of run_grid must be one of \['loky', 'threading', "
-                                          r"'sequential', 'dask'\]\. Got 'multiprocessing'"),
-        (dict(scheduler="tcp://127.0.0.1:8786"), r"'scheduler' parameter of run_grid must be None unless backend is 'dask'"),
+        (
+            dict(backend="multiprocessing"),
+            r"'backend' parameter of run_grid must be one of \['loky', 'threading', "
+            r"'sequential', 'dask'\]\. Got 'multiprocessing'",
+        ),
+        (
+            dict(scheduler="tcp://127.0.0.1:8786"),
+            r"'scheduler' parameter of run_grid must be None unless backend is 'dask'",
+        ),
         (dict(chunk_timeout=60), r"'chunk_timeout' parameter of run_grid must be None unless backend is 'dask'"),
-        (dict(backend="dask", chunk_timeout=0), r"'chunk_timeout' parameter of run_grid must be a finite number > 0\. Got 0"),
+        (
+            dict(backend="dask", chunk_timeout=0),
+            r"'chunk_timeout' parameter of run_grid must be a finite number > 0\. Got 0",
+        ),
         (dict(backend="dask", chunk_timeout=float("inf")), r"'chunk_timeout' parameter of run_grid must be a finite"),
     ],
 )
@@ -171,11 +199,16 @@ def test_run_grid_bad_arguments(kw, match):
         run_grid(small_grid(), progress=False, **kw)
 
 
-@pytest.mark.parametrize("scheduler", ["nowhere", "127.0.0.1", "127.0.0.1:99999", "udp://127.0.0.1:8786",
-                                       "tcp://a b:1", "missing.json", 8786, ""])
+@pytest.mark.parametrize(
+    "scheduler",
+    ["nowhere", "127.0.0.1", "127.0.0.1:99999", "udp://127.0.0.1:8786", "tcp://a b:1", "missing.json", 8786, ""],
+)
 def test_run_grid_refuses_a_malformed_scheduler_before_any_work(tmp_path, scheduler):
-    with pytest.raises(ValueError, match=r"The 'scheduler' parameter of run_grid must be 'tcp://HOST:PORT', "
-                                         r"'HOST:PORT' or an existing scheduler file ending in \.json\. Got "):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'scheduler' parameter of run_grid must be 'tcp://HOST:PORT', "
+        r"'HOST:PORT' or an existing scheduler file ending in \.json\. Got ",
+    ):
         run_grid(small_grid(), out=tmp_path / "r.csv", backend="dask", scheduler=scheduler, progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -220,11 +253,17 @@ def test_run_grid_truncated_chunk_file_is_recomputed(tmp_path):
     with pytest.warns(UserWarning) as said:  # repaired, and said: a file each, with the runs it held
         run_grid(grid, out=out, n_jobs=1, progress=False)
     lines = sorted(str(w.message) for w in said)
-    assert lines == sorted([
-        f"{store / '0123.runs'} is damaged (it does not start as a segment of runs does): its runs (how many: "
-        "unreadable); they are trained again",
-        *(f"{path} is damaged (its contents fail their sha256 digest: truncated or altered): its {n:,} runs; they are "
-          "trained again" for path, n in zip(segments[:2], runs[:2]))])
+    assert lines == sorted(
+        [
+            f"{store / '0123.runs'} is damaged (it does not start as a segment of runs does): its runs (how many: "
+            "unreadable); they are trained again",
+            *(
+                f"{path} is damaged (its contents fail their sha256 digest: truncated or altered): its {n:,} runs; they are "
+                "trained again"
+                for path, n in zip(segments[:2], runs[:2])
+            ),
+        ]
+    )
     assert out.read_bytes() == reference
     meta = json.loads((tmp_path / "r.meta.json").read_text())
     assert meta["runs_computed"] == runs[0] + runs[1] and meta["runs_reused"] == 24 - runs[0] - runs[1]
@@ -291,7 +330,7 @@ def test_study_run_killed_at_any_moment_resumes_to_the_same_csv(tmp_path):
 
 def test_study_run_fresh_recomputes_everything(tmp_path):
     spec = tmp_path / "s.toml"
-    spec.write_text('[grid]\nnum_train = [20]\nlr = [0.1]\nepoch = [1]\nnum_val = 10\n')
+    spec.write_text("[grid]\nnum_train = [20]\nlr = [0.1]\nepoch = [1]\nnum_val = 10\n")
     command = _study("run", spec, "--out", tmp_path / "s.csv", "--jobs", "1", "--quiet", cwd=tmp_path)
     subprocess.run(command, check=True)
     subprocess.run(command + ["--fresh"], check=True)
@@ -307,13 +346,23 @@ def test_run_grid_on_cuda_gives_the_cpu_table_on_stable_runs():
     flagged diverged alike where both diverged."""
     from study.engine import past_stability_edge
 
-    grid = Grid(num_train=[5, 33, 200, 1000], lr=[0.01, 0.1, 0.4, 2.0], loss=["squared", "huber"], sigma=[0.5, 1.0],
-                reduction=["mean", "sum"], noise_kind=["gaussian", "outliers"], epoch=[1, 3], replicates=3, num_val=50)
+    grid = Grid(
+        num_train=[5, 33, 200, 1000],
+        lr=[0.01, 0.1, 0.4, 2.0],
+        loss=["squared", "huber"],
+        sigma=[0.5, 1.0],
+        reduction=["mean", "sum"],
+        noise_kind=["gaussian", "outliers"],
+        epoch=[1, 3],
+        replicates=3,
+        num_val=50,
+    )
     gpu = run_grid(grid, device="cuda", progress=False)
     assert len(gpu) == len(grid.runs()) * len(grid.checkpoints)
     cpu = run_grid(grid, device="cpu", n_jobs=1, progress=False)
-    stable = ~past_stability_edge(cpu["lr"], cpu["loss"], cpu["sigma"], cpu["reduction"], cpu["batch_size"],
-                                  cpu["num_train"])
+    stable = ~past_stability_edge(
+        cpu["lr"], cpu["loss"], cpu["sigma"], cpu["reduction"], cpu["batch_size"], cpu["num_train"]
+    )
     assert stable.mean() > 0.4 and (~stable).sum() > 0
     coords = ["num_train", "lr", "epoch", "loss", "sigma", "reduction", "noise_kind", "replicate", "seed", "steps"]
     pd.testing.assert_frame_equal(gpu[coords], cpu[coords])
@@ -408,8 +457,11 @@ def test_a_table_of_several_num_inputs_keeps_feature_columns_for_d_up_to_10():
 
 
 def test_num_inputs_refusals_name_w():
-    with pytest.raises(ValueError, match=r"The 'w' parameter of Grid must be one number \(repeated num_inputs times\) "
-                                         r"where num_inputs is \[5\], or a list of that many numbers"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'w' parameter of Grid must be one number \(repeated num_inputs times\) "
+        r"where num_inputs is \[5\], or a list of that many numbers",
+    ):
         Grid(num_inputs=[5])  # the default w has two numbers
     with pytest.raises(ValueError, match=r"The 'num_inputs' parameter of Grid must be an integer >= 1"):
         Grid(num_inputs=[0], w=1.0)
@@ -423,8 +475,9 @@ def test_sigma_applies_to_huber_runs_only_trained_once_for_squared_and_compared_
     every Huber σ with the same squared runs."""
     from study.results import compare, summarize
 
-    grid = Grid(num_train=[40], lr=[0.05], loss=["squared", "huber"], sigma=[0.5, 2.0], epoch=[2], replicates=6,
-                num_val=10)
+    grid = Grid(
+        num_train=[40], lr=[0.05], loss=["squared", "huber"], sigma=[0.5, 2.0], epoch=[2], replicates=6, num_val=10
+    )
     assert grid.n_runs == 3 * 6
     df = run_grid(grid, n_jobs=1, progress=False)
     last = df[df["epoch"] == 2]
@@ -452,11 +505,16 @@ def test_an_output_the_disk_has_no_room_for_is_refused_unless_forced(tmp_path, m
     need = output_bytes(grid, out)
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9 - need // 2, need // 2))
-    with pytest.raises(ValueError, match=r"^The 'out' parameter of run_grid must be a path on a disk with room for "
-                                         r"the output: the table and its store would take about .*, and .* is free "
-                                         r"there \(force=True, or study run --force, starts anyway\)\."):
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'out' parameter of run_grid must be a path on a disk with room for "
+        r"the output: the table and its store would take about .*, and .* is free "
+        r"there \(force=True, or study run --force, starts anyway\)\.",
+    ):
         run_grid(grid, out=out, n_jobs=1, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert len(run_grid(grid, out=out, n_jobs=1, progress=False, force=True)) == 8
     # A grid 10,000 times larger than W's table per run estimates its bytes in proportion.
-    assert output_bytes(Grid(num_train=[20], lr=[0.1], epoch=[1], replicates=40_000), out) == pytest.approx(10_000 * need, rel=1e-3)
+    assert output_bytes(Grid(num_train=[20], lr=[0.1], epoch=[1], replicates=40_000), out) == pytest.approx(
+        10_000 * need, rel=1e-3
+    )

@@ -18,12 +18,16 @@ from study.store import RunStore, Segment, read_segment_head, save_segment, tabl
 def _segment(keys, checkpoints=(0, 1, 3), seed=0) -> Segment:
     rng = np.random.default_rng(seed)
     R, C = len(keys), len(checkpoints)
-    return Segment(np.asarray(keys, dtype=np.uint64), tuple(checkpoints), {
-        "w_hat_0": rng.standard_normal(R * C).astype(np.float32),
-        "ols_b_err": rng.standard_normal(R * C),
-        "steps": np.tile(np.asarray(checkpoints, dtype=np.int64) * 7, R),
-        "diverged": rng.random(R * C) < 0.3,
-    })
+    return Segment(
+        np.asarray(keys, dtype=np.uint64),
+        tuple(checkpoints),
+        {
+            "w_hat_0": rng.standard_normal(R * C).astype(np.float32),
+            "ols_b_err": rng.standard_normal(R * C),
+            "steps": np.tile(np.asarray(checkpoints, dtype=np.int64) * 7, R),
+            "diverged": rng.random(R * C) < 0.3,
+        },
+    )
 
 
 def _meta(path):
@@ -45,8 +49,9 @@ def test_a_segment_reads_back_from_disk_as_from_memory(tmp_path):
         for name, values in seg.columns.items():
             np.testing.assert_array_equal(got[name], values.reshape(4, 3)[rows].ravel())
             assert got[name].dtype == values.dtype
-        np.testing.assert_array_equal(store.has(np.array([3, 4, 2**63 + 7, 2**64 - 1], dtype=np.uint64)),
-                                      [True, False, True, False])
+        np.testing.assert_array_equal(
+            store.has(np.array([3, 4, 2**63 + 7, 2**64 - 1], dtype=np.uint64)), [True, False, True, False]
+        )
     with pytest.raises(KeyError):
         reopened.gather(np.array([4], dtype=np.uint64))
 
@@ -108,9 +113,13 @@ def test_segments_of_an_earlier_engine_revision_are_recomputed(tmp_path, monkeyp
     import study.store
 
     save_segment(tmp_path / "old.runs", _segment([1]), engine="batched", stream="counter")
-    assert RunStore(tmp_path, engine="batched", stream="counter", checkpoints=(0, 1, 3)).has(np.array([1], dtype=np.uint64))[0]
+    assert RunStore(tmp_path, engine="batched", stream="counter", checkpoints=(0, 1, 3)).has(
+        np.array([1], dtype=np.uint64)
+    )[0]
     monkeypatch.setitem(study.store.ENGINE_REVISIONS, "batched", study.store.ENGINE_REVISIONS["batched"] + 1)
-    assert not RunStore(tmp_path, engine="batched", stream="counter", checkpoints=(0, 1, 3)).has(np.array([1], dtype=np.uint64))[0]
+    assert not RunStore(tmp_path, engine="batched", stream="counter", checkpoints=(0, 1, 3)).has(
+        np.array([1], dtype=np.uint64)
+    )[0]
 
 
 def test_a_run_kept_twice_is_taken_from_the_later_segment(tmp_path):
@@ -119,8 +128,9 @@ def test_a_run_kept_twice_is_taken_from_the_later_segment(tmp_path):
     later = _segment([2, 3], seed=2)
     store.add(later, "b")
     assert len(store) == 3
-    np.testing.assert_array_equal(store.gather(np.array([2], dtype=np.uint64))["ols_b_err"],
-                                  later.columns["ols_b_err"][:3])
+    np.testing.assert_array_equal(
+        store.gather(np.array([2], dtype=np.uint64))["ols_b_err"], later.columns["ols_b_err"][:3]
+    )
 
 
 def test_clear_empties_the_store(tmp_path):
@@ -226,8 +236,11 @@ def test_a_table_larger_than_memory_is_refused_as_a_frame_before_any_work(tmp_pa
     import study.runner
 
     monkeypatch.setattr(study.runner, "_available_memory", lambda: 10_000)
-    with pytest.raises(ValueError, match=r"^The 'frame' parameter of run_grid must be False for this grid: its table "
-                                         r"would take about .* in memory, and 10\.0 kB is available"):
+    with pytest.raises(
+        ValueError,
+        match=r"^The 'frame' parameter of run_grid must be False for this grid: its table "
+        r"would take about .* in memory, and 10\.0 kB is available",
+    ):
         run_grid(Grid(**GRID), out=tmp_path / "g.parquet", n_jobs=1, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert run_grid(Grid(**GRID), out=tmp_path / "g.parquet", n_jobs=1, progress=False, frame=False) is None
@@ -238,9 +251,14 @@ def test_gather_fills_a_column_a_segment_lacks_and_derives_w_err_max_of_older_se
     absent from segments written before it existed, is the largest |w_err_j| of the run."""
     rng = np.random.default_rng(3)
     C = 2
-    old = Segment(np.array([1, 2], dtype=np.uint64), (0, 1), {
-        "w_err_0": rng.standard_normal(2 * C).astype(np.float32),
-        "w_err_1": rng.standard_normal(2 * C).astype(np.float32)})
+    old = Segment(
+        np.array([1, 2], dtype=np.uint64),
+        (0, 1),
+        {
+            "w_err_0": rng.standard_normal(2 * C).astype(np.float32),
+            "w_err_1": rng.standard_normal(2 * C).astype(np.float32),
+        },
+    )
     wide = Segment(np.array([3], dtype=np.uint64), (0, 1), {"w_err_max": np.array([0.5, 0.25], dtype=np.float32)})
     store = RunStore(tmp_path / "s", engine="batched", stream="counter", checkpoints=(0, 1))
     store.add(old, "old")

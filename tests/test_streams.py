@@ -90,7 +90,12 @@ def ref_philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
     for _ in range(rounds):
         prod0 = REF_M0 * c0
         prod1 = REF_M1 * c2
-        c0, c1, c2, c3 = (prod1 >> np.uint64(32)) ^ c1 ^ k0, prod1 & REF_MASK, (prod0 >> np.uint64(32)) ^ c3 ^ k1, prod0 & REF_MASK
+        c0, c1, c2, c3 = (
+            (prod1 >> np.uint64(32)) ^ c1 ^ k0,
+            prod1 & REF_MASK,
+            (prod0 >> np.uint64(32)) ^ c3 ^ k1,
+            prod0 & REF_MASK,
+        )
         k0, k1 = (k0 + REF_W0) & REF_MASK, (k1 + REF_W1) & REF_MASK
     return np.stack(np.broadcast_arrays(c0, c1, c2, c3))
 
@@ -107,7 +112,12 @@ def ref_words(seeds: list[int], purpose: str, count: int, epoch: int) -> np.ndar
     rows = []
     for seed in seeds:
         key = (seed % 2**32, seed // 2**32)
-        counter = (block & REF_MASK, block >> np.uint64(32), np.full_like(block, epoch), np.full_like(block, PURPOSES[purpose]))
+        counter = (
+            block & REF_MASK,
+            block >> np.uint64(32),
+            np.full_like(block, epoch),
+            np.full_like(block, PURPOSES[purpose]),
+        )
         out = ref_philox4x32(counter, key)  # (4, count): every lane of word j's block
         rows.append(out[lane, np.arange(count)])
     return np.stack(rows).astype(np.int64)

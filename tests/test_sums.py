@@ -14,7 +14,7 @@ def test_tree_sum_adds_in_an_order_fixed_by_the_length_alone():
         vals, size = list(row), n  # the same tree, written out in Python floats
         while size > 1:
             h = size // 2
-            vals[:h] = [a + b for a, b in zip(vals[:h], vals[size - h:size])]
+            vals[:h] = [a + b for a, b in zip(vals[:h], vals[size - h : size])]
             size -= h
         for rows in (1, 7, 300):  # the row among others, in the middle: the same bits
             x = torch.as_tensor(rng.standard_normal((rows, n)))

@@ -1,9 +1,32 @@
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
 import torch
 
-from study.data import SyntheticRegressionData
-from study.theory import least_squares
+from study.data import OUTLIER_FRACTION, OUTLIER_SCALE, SyntheticRegressionData, draw_counter_data
+from study.model import LinearRegression
+from study.theory import (
+    _betainc,
+    _f_quantile,
+    _lgamma,
+    least_squares,
+    noise_variance,
+    ols_b_err_sq_mean,
+    ols_w_err_norm_quantile,
+    ols_w_err_sq_mean,
+    sgd_momentum_effective_lr,
+    sgd_momentum_stability_edge,
+    sgd_momentum_stationary_b_err_sq,
+    sgd_momentum_stationary_sq_error,
+    sgd_momentum_stationary_w_err_sq,
+    sgd_stability_edge,
+    sgd_stationary_b_err_sq,
+    sgd_stationary_sq_error,
+    sgd_stationary_w_err_sq,
+)
 
 
 def test_least_squares_recovers_noise_free_parameters():
@@ -26,7 +49,9 @@ def test_least_squares_underdetermined_is_the_minimum_norm_exact_fit():
     X, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])
     w, b = least_squares(X, y)
     coef = torch.cat([w, b[None]])
-    assert torch.allclose(torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64) @ coef, torch.tensor(3.0, dtype=torch.float64))
+    assert torch.allclose(
+        torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64) @ coef, torch.tensor(3.0, dtype=torch.float64)
+    )
     assert torch.allclose(coef, torch.tensor([0.5, 1.0, 0.5], dtype=torch.float64))  # pinv solution
 
 
@@ -46,31 +71,6 @@ def test_least_squares_batched_equals_one_at_a_time():
 # plausible wrong formula (one degree of freedom off, the intercept treated as a Gaussian
 # feature, the small-lr law) lies outside the same tolerance, so the tests can fail.
 
-import math
-
-import numpy as np
-import pytest
-
-from study.data import OUTLIER_FRACTION, OUTLIER_SCALE, draw_counter_data
-from study.model import LinearRegression
-from study.theory import (
-    _betainc,
-    _f_quantile,
-    _lgamma,
-    noise_variance,
-    ols_b_err_sq_mean,
-    ols_w_err_norm_quantile,
-    ols_w_err_sq_mean,
-    sgd_momentum_effective_lr,
-    sgd_momentum_stability_edge,
-    sgd_momentum_stationary_b_err_sq,
-    sgd_momentum_stationary_sq_error,
-    sgd_momentum_stationary_w_err_sq,
-    sgd_stability_edge,
-    sgd_stationary_b_err_sq,
-    sgd_stationary_sq_error,
-    sgd_stationary_w_err_sq,
-)
 
 Z = 4.0  # standard errors of tolerance
 
@@ -87,8 +87,9 @@ def _within(estimate: float, se: float, value: float) -> bool:
 def test_noise_variance_matches_the_generated_noise(kind, stream):
     # w = 0, b = 0: the training labels are the noise term itself.
     n, noise = 200_000, 0.5
-    data = SyntheticRegressionData(w=[0.0], b=0.0, noise=noise, num_train=n, num_val=1, noise_kind=kind, seed=11,
-                                   stream=stream)
+    data = SyntheticRegressionData(
+        w=[0.0], b=0.0, noise=noise, num_train=n, num_val=1, noise_kind=kind, seed=11, stream=stream
+    )
     eps = data.y_train[:, 0].double().numpy()
     var = eps.var()
     se = math.sqrt((((eps - eps.mean()) ** 4).mean() - var**2) / n)  # SE of a sample variance
@@ -105,8 +106,9 @@ def test_noise_variance_student_t(stream):
     # from, t_3 scaled by noise, is checked tightly through its CDF, known in closed form:
     # F(t) = 1/2 + (t / (√3 (1 + t²/3)) + arctan(t / √3)) / π, each point to 4 binomial SEs.
     n, noise = 1_000_000, 0.5
-    data = SyntheticRegressionData(w=[0.0], b=0.0, noise=noise, num_train=n, num_val=1, noise_kind="student_t",
-                                   seed=12, stream=stream)
+    data = SyntheticRegressionData(
+        w=[0.0], b=0.0, noise=noise, num_train=n, num_val=1, noise_kind="student_t", seed=12, stream=stream
+    )
     eps = data.y_train[:, 0].double().numpy()
     assert 0.9 <= eps.var() / float(noise_variance(noise, "student_t")) <= 1.3
     for t in (-3.0, -1.0, -0.3, 0.0, 0.5, 2.0, 5.0):
@@ -363,8 +365,9 @@ def test_sgd_stability_edge_and_limits():
         assert np.isinf(sgd_stationary_sq_error(edge * np.array([1.0, 1.0001, 3.0]), B, d, s2)).all()
         # sum: the step is B times larger, so the edge is B times smaller
         assert np.isclose(sgd_stability_edge(B, d, "sum"), edge / B)
-        assert np.isclose(sgd_stationary_sq_error(0.3 * edge / B, B, d, s2, "sum"),
-                          sgd_stationary_sq_error(0.3 * edge, B, d, s2))
+        assert np.isclose(
+            sgd_stationary_sq_error(0.3 * edge / B, B, d, s2, "sum"), sgd_stationary_sq_error(0.3 * edge, B, d, s2)
+        )
         # lr -> 0: the floor is lr (d + 1) σ² / B, w's part lr d σ² / B
         lr = 1e-7
         assert np.isclose(sgd_stationary_sq_error(lr, B, d, s2) / lr, (d + 1) * s2 / B, rtol=1e-5)
@@ -494,7 +497,7 @@ def test_sgd_momentum_closed_forms_solve_the_exact_joint_second_moment_recursion
             assert np.allclose(P, np.linalg.solve(np.eye(len(c0)) - L0, c0).reshape(D, D), rtol=1e-9, atol=1e-14)
         # The edge is where the joint recursion's spectral radius crosses 1, and it is the first
         # crossing: the radius is below 1 on a grid below it.
-        radius = lambda lr: _radius(_heavy_ball_moment_operator(lr, beta, B, d, 0.0)[0])  # noqa: E731
+        radius = lambda lr, beta=beta: _radius(_heavy_ball_moment_operator(lr, beta, B, d, 0.0)[0])  # noqa: E731
         assert radius(edge * (1 - 1e-6)) < 1 < radius(edge * (1 + 1e-6))
         assert all(radius(f * edge) < 1 for f in (0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99))
 
@@ -529,8 +532,10 @@ def test_sgd_momentum_stationary_second_moment_matches_simulation(lr, beta, B, d
     assert _within(total, total_se, float(sgd_momentum_stationary_sq_error(lr, beta, B, d, s2, reduction)))
     # The small-step law and the naive effective lr lr/(1 − β) in plain SGD's formula: refused
     # where listed, else within the tolerance plus 3%.
-    laws = {"small": eta * d * s2 / ((1 - beta) * B),
-            "plug-in": float(sgd_stationary_w_err_sq(lr / (1 - beta), B, d, s2, reduction))}
+    laws = {
+        "small": eta * d * s2 / ((1 - beta) * B),
+        "plug-in": float(sgd_stationary_w_err_sq(lr / (1 - beta), B, d, s2, reduction)),
+    }
     for name, value in laws.items():
         if name in refused:
             assert not _within(w_avg.mean(), se(w_avg), value), name
@@ -543,9 +548,11 @@ def test_sgd_momentum_limits_and_the_small_step_law():
     lrs = np.array([0.001, 0.01, 0.03, 0.1, 0.3])
     for B in (1, 4, 32):
         # β = 0 is plain SGD, bit for bit, and so is its edge.
-        for fn, plain in [(sgd_momentum_stationary_sq_error, sgd_stationary_sq_error),
-                          (sgd_momentum_stationary_w_err_sq, sgd_stationary_w_err_sq),
-                          (sgd_momentum_stationary_b_err_sq, sgd_stationary_b_err_sq)]:
+        for fn, plain in [
+            (sgd_momentum_stationary_sq_error, sgd_stationary_sq_error),
+            (sgd_momentum_stationary_w_err_sq, sgd_stationary_w_err_sq),
+            (sgd_momentum_stationary_b_err_sq, sgd_stationary_b_err_sq),
+        ]:
             for reduction in ("mean", "sum"):
                 assert np.array_equal(fn(lrs / B, 0.0, B, d, s2, reduction), plain(lrs / B, B, d, s2, reduction))
         assert sgd_momentum_stability_edge(0.0, B, d) == sgd_stability_edge(B, d)
@@ -556,10 +563,17 @@ def test_sgd_momentum_limits_and_the_small_step_law():
             got = sgd_momentum_stationary_w_err_sq(lrs / B, beta, B, d, s2)
             assert np.allclose(got, sgd_stationary_w_err_sq(lr_eff, B, d, s2), rtol=1e-12)
             # sum: η = lr B in place of lr
-            assert np.allclose(sgd_momentum_stationary_sq_error(lrs / B**2, beta, B, d, s2, "sum"),
-                               sgd_momentum_stationary_sq_error(lrs / B, beta, B, d, s2), rtol=1e-12)
-            assert np.isclose(sgd_momentum_stability_edge(beta, B, d, "sum") * B, sgd_momentum_stability_edge(beta, B, d))
-            assert np.isclose(sgd_momentum_effective_lr(0.01, beta, B, "sum") * B, sgd_momentum_effective_lr(0.01 * B, beta, B))
+            assert np.allclose(
+                sgd_momentum_stationary_sq_error(lrs / B**2, beta, B, d, s2, "sum"),
+                sgd_momentum_stationary_sq_error(lrs / B, beta, B, d, s2),
+                rtol=1e-12,
+            )
+            assert np.isclose(
+                sgd_momentum_stability_edge(beta, B, d, "sum") * B, sgd_momentum_stability_edge(beta, B, d)
+            )
+            assert np.isclose(
+                sgd_momentum_effective_lr(0.01, beta, B, "sum") * B, sgd_momentum_effective_lr(0.01 * B, beta, B)
+            )
             # Past the edge: inf; below it: finite, increasing, and large near it.
             edge = sgd_momentum_stability_edge(beta, B, d)
             below = sgd_momentum_stationary_sq_error(edge * np.array([0.5, 0.9, 0.99, 0.9999]), beta, B, d, s2)
@@ -570,12 +584,16 @@ def test_sgd_momentum_limits_and_the_small_step_law():
                 ratio = sgd_momentum_stationary_w_err_sq(lr, beta, B, d, s2) / (lr * d * s2 / ((1 - beta) * B))
                 first = lr / (1 + beta) + lr * (d + 2) / ((1 - beta) * B)
                 assert np.isclose(ratio - 1, first, rtol=1e-3)
-            assert np.isclose(sgd_momentum_stationary_b_err_sq(1e-7, beta, B, d, s2) / 1e-7, s2 / ((1 - beta) * B), rtol=1e-4)
+            assert np.isclose(
+                sgd_momentum_stationary_b_err_sq(1e-7, beta, B, d, s2) / 1e-7, s2 / ((1 - beta) * B), rtol=1e-4
+            )
     # The docstring's table, B = 32, d = 2: exact over the small-step law, and plain SGD's floor at
     # lr/(1 − β) over the exact (inf at lr = 0.1, β = 0.9, past plain SGD's edge).
     B, lr = 32, np.array([0.01, 0.03, 0.1])
-    for beta, over_small, plug_over in [(0.5, [1.009, 1.028, 1.101], [1.014, 1.043, 1.172]),
-                                         (0.9, [1.018, 1.056, 1.213], [1.107, 1.429, np.inf])]:
+    for beta, over_small, plug_over in [
+        (0.5, [1.009, 1.028, 1.101], [1.014, 1.043, 1.172]),
+        (0.9, [1.018, 1.056, 1.213], [1.107, 1.429, np.inf]),
+    ]:
         exact = sgd_momentum_stationary_w_err_sq(lr, beta, B, d, s2)
         assert np.allclose(exact / (lr * d * s2 / ((1 - beta) * B)), over_small, atol=5e-4)
         assert np.allclose(sgd_stationary_w_err_sq(lr / (1 - beta), B, d, s2) / exact, plug_over, atol=5e-4)
@@ -584,9 +602,13 @@ def test_sgd_momentum_limits_and_the_small_step_law():
     # Broadcasting, and refusals.
     got = sgd_momentum_stationary_sq_error(0.01, np.array([[0.0], [0.9]]), [1, 32], d, s2)
     assert got.shape == (2, 2) and got[1, 1] == sgd_momentum_stationary_sq_error(0.01, 0.9, 32, d, s2)
-    with pytest.raises(ValueError, match="'momentum' parameter of sgd_momentum_stationary_w_err_sq must be a number from 0"):
+    with pytest.raises(
+        ValueError, match="'momentum' parameter of sgd_momentum_stationary_w_err_sq must be a number from 0"
+    ):
         sgd_momentum_stationary_w_err_sq(0.1, 1.0, 4, d, s2)
-    with pytest.raises(ValueError, match="'momentum' parameter of sgd_momentum_stability_edge must be a finite number >= 0"):
+    with pytest.raises(
+        ValueError, match="'momentum' parameter of sgd_momentum_stability_edge must be a finite number >= 0"
+    ):
         sgd_momentum_stability_edge(-0.1, 4, d)
     with pytest.raises(ValueError, match="'lr' parameter of sgd_momentum_effective_lr must be a finite number >= 0"):
         sgd_momentum_effective_lr(-0.1, 0.5, 4)
@@ -622,8 +644,17 @@ def test_sgd_with_weight_decay_settles_on_ridge_bias_and_variance_where_n_is_lar
     from study.theory import weight_decay_w_err_sq
 
     w = [2.0, -3.4]
-    grid = Grid(num_train=[2000], lr=[0.05], weight_decay=[weight_decay], average_from=[2], epoch=[10], noise=[0.3],
-                replicates=300, num_val=10, w=w)
+    grid = Grid(
+        num_train=[2000],
+        lr=[0.05],
+        weight_decay=[weight_decay],
+        average_from=[2],
+        epoch=[10],
+        noise=[0.3],
+        replicates=300,
+        num_val=10,
+        w=w,
+    )
     df = run_grid(grid, progress=False)
     sq = df.loc[df["epoch"] == 10, "w_err_norm"].to_numpy() ** 2
     noise_var = float(noise_variance(0.3))

@@ -11,8 +11,7 @@ from study.grid import Grid
 
 
 def test_the_vocabulary_imports_neither_torch_nor_pandas():
-    code = ("import sys, study.vocabulary; "
-            "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
+    code = "import sys, study.vocabulary; print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
