@@ -13,12 +13,12 @@ import tempfile
 from collections.abc import Sequence
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["check_int", "check_real", "check_choice", "check_vector", "check_output", "fail"]
 
 
-def fail(name: str, where: str, allowed: str, value: Any) -> None:
+def fail(name: str, where: str, allowed: str, value: Any) -> NoReturn:
     """Refuse a value: a ParameterError (a ValueError) that keeps its parts, so that a command
     can say it with the flag the user typed."""
     raise ParameterError(name, where, allowed, value)

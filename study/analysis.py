@@ -83,7 +83,11 @@ def _budget() -> int:
     scan's buffers and the hash tables)."""
     import re
 
-    number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)i?B?\s*", MEMORY_LIMIT.upper()).groups()
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)i?B?\s*", MEMORY_LIMIT.upper())
+    # Not guaranteed: a STUDY_MEMORY_LIMIT this pattern cannot read (DuckDB may take it, "2 gigabytes")
+    # stops here, as it stopped before the check (there as an AttributeError); it deserves a ValueError.
+    assert match is not None
+    number, unit = match.groups()
     return int(0.75 * float(number) * 1024 ** " KMGT".index(unit or " "))
 
 
@@ -363,18 +367,19 @@ class Table:
         A complete table of a grid answers from the grid (an axis of one value never varies,
         and the grid's rows are its every combination); others by one DISTINCT query.
         """
-        placed = [c for c in dict.fromkeys(placed) if c is not None]
-        candidates = [a for a in axes if a not in placed and a in self.columns]
+        named = [c for c in dict.fromkeys(placed) if c is not None]  # placed, without None
+        candidates = [a for a in axes if a not in named and a in self.columns]
         if not candidates:
             return {}
         known = {a: self._spec_values(a) for a in candidates}
-        if all(v is not None for v in known.values()) and all(p in AXES for p in placed):
-            return {a: self.values(a) for a in candidates if len(known[a]) > 1}
+        if all(v is not None for v in known.values()) and all(p in AXES for p in named):
+            # every v is a list here (the check above); the test again narrows it for mypy
+            return {a: self.values(a) for a, v in known.items() if v is not None and len(v) > 1}
         counts = ", ".join(f"count(DISTINCT {quote(a)}) AS {quote(a)}" for a in candidates)
-        if placed:
+        if named:
             sql = (
                 f"SELECT {', '.join(f'max({quote(a)})' for a in candidates)} FROM "
-                f"(SELECT {counts} FROM {self.relation} GROUP BY {', '.join(quote(p) for p in placed)})"
+                f"(SELECT {counts} FROM {self.relation} GROUP BY {', '.join(quote(p) for p in named)})"
             )
         else:
             sql = f"SELECT {counts} FROM {self.relation}"

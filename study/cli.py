@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -36,7 +37,7 @@ def _sigterm_as_interrupt():
         yield
         return
 
-    def terminate(signum, frame):
+    def terminate(signum, frame) -> NoReturn:
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, terminate)
@@ -58,7 +59,7 @@ _MAX_FAILURES_SHOWN = 10
 class _Parser(argparse.ArgumentParser):
     """argparse, with its complaints on one line (it prints the usage block otherwise)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         # argparse echoes what was typed: a control character in it (a stray \r) would break
         # the one line, so such characters are shown escaped.
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
@@ -562,7 +563,7 @@ def _output_path(path: Path, flag: str, suffixes: Sequence[str], *, default: boo
     import os
     import tempfile
 
-    def refuse(allowed: str) -> None:
+    def refuse(allowed: str) -> NoReturn:
         if default:  # the user typed no flag: the path is the command's own choice, and said so
             raise ValueError(
                 f"The default output {str(path)!r} (no {flag} given) must be {allowed}; give {flag} elsewhere."
@@ -666,6 +667,7 @@ def _in_flags(flags: dict[str, str], *, roles: bool = True, place: str | None = 
 def _columns_line(frame, width: int, keep: int):
     """The columns of frame that fit ``width`` characters (at least the first ``keep``), and
     those left out."""
+    dropped: list[str]
     columns, dropped = list(frame.columns), []
     sample = frame if len(frame) <= 400 else frame.iloc[list(range(200)) + list(range(len(frame) - 200, len(frame)))]
     while len(columns) > keep and _rendered_width(sample[columns]) > width:
@@ -894,7 +896,7 @@ def _chosen_rows(path: Path, items: Sequence[str] | None):
     where = parse_where(table, items or [], where="option")
     rows = table.select(where)
     if where and rows.count() == 0:
-        chosen = {}
+        chosen: dict[str, list] = {}
         for key, values in where.items():  # the first value that leaves no rows with those before it
             for value in values:
                 if table.select({**chosen, key: [value]}).count() == 0:

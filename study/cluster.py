@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ def dask_results(
     limit: int | None,
     chunk_timeout: float,
     options: Options = DEFAULT,
-) -> Iterator[tuple]:
+) -> Generator[tuple, None, None]:
     """Train chunks on a Dask cluster; yield ``(n, segment, None)`` or ``(n, None, reason)``
     for every chunk, each within ``chunk_timeout`` seconds of being handed to the cluster.
 
@@ -255,14 +255,14 @@ def _give_up(client: Any, future: Any) -> None:
         client.restart_workers(holders, timeout=DASK_CONNECT_TIMEOUT, raise_for_error=False)
 
 
-def _outcome(future: Any, attempt: _Attempt, killed_worker: type) -> tuple | None:
+def _outcome(future: Any, attempt: _Attempt, killed_worker: type[Any]) -> tuple | None:
     """What a finished attempt gives: the task's own ``(n, segment, reason)``, a failure, or None
     for a first attempt whose workers died under it (it is tried again, alone)."""
     if future.status == "finished":
         try:
             return future.result(timeout=DASK_CONNECT_TIMEOUT)
-        except Exception as err:  # the result was lost with its worker between done and here
-            return attempt.n, None, one_line(err)
+        except Exception as exc:  # the result was lost with its worker between done and here
+            return attempt.n, None, one_line(exc)
     if future.status == "cancelled":
         return attempt.n, None, "cancelled by the Dask cluster (was the scheduler restarted?)"
     err = future.exception()

@@ -143,7 +143,7 @@ class SyntheticRegressionData:
         self.stream = check_choice(stream, "stream", where, streams.STREAMS)
         self._epoch = 0
         if self.stream == "torch":
-            self.generator = torch.Generator().manual_seed(self.seed)
+            self.generator: torch.Generator | None = torch.Generator().manual_seed(self.seed)
             self.X, self.y = self._draw()
         else:
             self.generator = None

@@ -229,7 +229,7 @@ def local_results(
     they finish, from ``workers`` joblib workers of ``backend``; jobs go round the devices. Left
     early (Ctrl-C), the chunks still in flight are cancelled on the way out."""
     made = ((job[0].chunk(plan) if len(job) == 1 else [task.chunk(plan) for task in job], job[0].n) for job in jobs)
-    jobs = (
+    calls = (
         joblib.delayed(train_chunk)(chunk, checkpoints, engine, devices[i % len(devices)], n, options)
         for i, (chunk, n) in enumerate(made)
     )
@@ -238,7 +238,7 @@ def local_results(
         # Stopped early, joblib warns that it cancelled the chunks in flight: what run_grid's
         # caller is told says that already, and how to resume.
         warnings.filterwarnings("ignore", message=r".*still being processed by the workers have been cancelled")
-        results = joblib.Parallel(n_jobs=workers, return_as="generator_unordered")(jobs)
+        results = joblib.Parallel(n_jobs=workers, return_as="generator_unordered")(calls)
         try:
             yield results
         finally:

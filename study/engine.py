@@ -396,8 +396,9 @@ def train_batched_together(
     for t0, t1, k, Sk in spans:
         r, prod, th_k = r_all[..., :Sk], prod_all[..., :Sk], th[..., :Sk]
         halves = [(prod[:h], prod[s - h : s]) for h, s in tree_levels(bs)]  # the tree: prod[:h] += prod[s-h:s]
-        xw = xw_all[..., :Sk] if wide else None
-        features = [(xw[:, :h], xw[:, s - h : s]) for h, s in tree_levels(d)] if wide else None
+        # `is not None`, the same test as `wide` (xw_all is made exactly when wide), narrows for mypy
+        xw = xw_all[..., :Sk] if xw_all is not None else None
+        features = [(xw[:, :h], xw[:, s - h : s]) for h, s in tree_levels(d)] if xw is not None else None
         # prod[0], once the tree is summed: (d+1, m, S), Σ over the minibatch of z·r.
         loops.append(
             (
@@ -648,6 +649,9 @@ class _Part:
             def runs_last(values: np.ndarray, pad: float) -> torch.Tensor:
                 return per_slot(values, pad)[..., 0].T.contiguous()
 
+            # Chunk.__post_init__ fills every optimiser axis given as None
+            assert chunk.lr_decay is not None and chunk.momentum is not None and chunk.weight_decay is not None
+            assert chunk.average_from is not None
             scale = {size: (coef * torch.where(is_mean, 1.0 / size, 1.0))[..., 0].T.contiguous() for size in set(sizes)}
             self.gscale_t = [scale[size] for size in sizes]
             self.neg_lr_s = -lr[..., 0].T.contiguous()

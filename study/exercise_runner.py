@@ -39,7 +39,7 @@ __all__ = [
 #: that an installed wheel finds them as a checkout does.
 SPECS_FOLDER = "specs"
 #: Each exercise's study: the name of its spec (study/specs/NAME.toml) and what --quick changes in it.
-SPECS = {
+SPECS: dict[int, tuple[str, dict[str, Any]]] = {
     1: ("ex1_reduction", {"replicates": 3}),
     2: ("ex2_huber", {"replicates": 3, "num_train": [50, 200, 1000], "epoch": [1, 3, 10, 20]}),
     3: ("ex3_gradients", {"replicates": 3, "epoch": list(range(1, 11))}),
@@ -176,7 +176,7 @@ def run_studies(
             log(f"created folder {out_dir / folder}")
     workers = study_workers(numbers, n_jobs)
     order = sorted(numbers, key=lambda n: STUDY_COST.get(n, 0.0), reverse=True)
-    task = dict(out_dir=out_dir, formats=formats, keep=keep)
+    task: dict[str, Any] = dict(out_dir=out_dir, formats=formats, keep=keep)
     results: dict[int, Any] = {}
     if workers > 1:
         executor = study_executor(workers)

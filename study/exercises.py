@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -422,6 +422,7 @@ def step_ratio(sigma: float, residual: float | None = None) -> float:
     def slope(loss: str) -> float:
         y_hat = torch.tensor([[r]], dtype=torch.float64, requires_grad=True)
         LinearRegression(lr=1.0, loss=loss, sigma=sigma).loss(y_hat, torch.zeros(1, 1, dtype=torch.float64)).backward()
+        assert y_hat.grad is not None  # backward() above filled the leaf's gradient
         return float(y_hat.grad)
 
     return slope("huber") / slope("squared")
@@ -441,11 +442,12 @@ def huber_step_check(lr: float = 1.0, sigma: float = 1.0, epochs: int = 3) -> di
         replicates=3,
         w=[0.05, -0.05],
         b=0.0,
-        noise=0.01,
+        noise=[0.01],
         num_val=20,
         seed=5,
     )
     df = run_grid(grid, n_jobs=1, progress=False)
+    assert df is not None  # without out, run_grid returns the table
     last = df[df["epoch"] == epochs]
     cols = [c for c in df.columns if c.startswith("w_hat_")] + ["b_hat"]
     a = last[(last["loss"] == "squared") & (last["lr"] == squared_lr)].sort_values("replicate")[cols].to_numpy()
@@ -492,7 +494,7 @@ def ex2_huber(df: Any) -> Outcome:
     names = {"gaussian": "Gaussian noise", "outliers": f"{OUTLIER_FRACTION:.0%} gross outliers"}
     for col, kind in enumerate(["gaussian", "outliers"]):
         sub = _at(t, noise_kind=kind)
-        legend = False
+        legend: Literal[False] = False
         error_curve(
             _at(sub, num_train=mid).filter("epoch > 0"),
             x="epoch",
@@ -614,6 +616,8 @@ def gradient_access(seed: int = 0, epochs: int = 3) -> pd.DataFrame:
     data = SyntheticRegressionData(w=torch.tensor([2, -3.4]), b=4.2, seed=seed)
     trainer = Trainer(max_epochs=epochs).fit(model, data)
     last_batch = data.num_train - (data.num_train - 1) // data.batch_size * data.batch_size
+    # fit's last minibatch left its gradients in .grad
+    assert model.net.weight.grad is not None and model.net.bias.grad is not None
     grad_w = model.net.weight.grad.reshape(-1)
     full = trainer.history[-1]
     return pd.DataFrame(
@@ -1093,7 +1097,8 @@ def ex6_reaching_the_limit(df: Any) -> Outcome:
                 legend=False,
             )
             ax.set_title(f"num_train={n:,}, lr={lr:g}")
-    merged_legend(axes.flat, axes[0][-1], title="SGD")
+    # matplotlib types subplots(squeeze=False)'s axes as a bare ndarray: numpy cannot say .flat yields Axes
+    merged_legend(axes.flat, axes[0][-1], title="SGD")  # type: ignore[arg-type]
     fig.suptitle(
         "Study 6: a decaying lr, or the average of the iterates, against constant-lr SGD and least squares "
         "on the same data"
@@ -1216,7 +1221,10 @@ def ex7_weight_decay(df: Any) -> Outcome:
         xs, meds, los, his = [], [], [], []
         for lam, group in rows.groupby("lam", sort=True):
             e = _interval(group["v"].to_numpy())
-            xs.append(lam), meds.append(e.value), los.append(e.low), his.append(e.high)
+            xs.append(lam)
+            meds.append(e.value)
+            los.append(e.low)
+            his.append(e.high)
         ax.plot(xs, meds, marker="o", color=colour, label=kind)
         ax.fill_between(xs, los, his, color=colour, alpha=0.25, linewidth=0)
     ax.set_xscale("log"), ax.set_yscale("log")
@@ -1288,7 +1296,7 @@ def ex7_weight_decay(df: Any) -> Outcome:
     )
     for n in sizes:
         base, chosen = est(n, 0.0, "w_err_norm"), est(n, best[n], "w_err_norm")
-        ratio = _ratio(
+        paired = _ratio(
             _at(t, num_train=n, weight_decay=best[n], epoch=last),
             _at(t, num_train=n, weight_decay=0.0, epoch=last),
             "w_err_norm",
@@ -1301,7 +1309,7 @@ def ex7_weight_decay(df: Any) -> Outcome:
         else:
             parts.append(
                 f"at n = {n:,} the best λ of the grid, {best[n]:g}, gives ‖ŵ − w‖ = {chosen} against {base} "
-                f"without (paired ratio {ratio.factor()})"
+                f"without (paired ratio {paired.factor()})"
             )
     parts.append(
         f"no theory is drawn: ridge's closed form (study.theory.weight_decay_w_err_sq) holds for n ≫ d only, "
@@ -1469,6 +1477,7 @@ def draw_xy(
     ``title``: in place of the one made of those (the line of what is held fixed stays)."""
     where = "parameter of draw_xy"
     placed = [x, hue, style, col, row]
+    epoch_text: str | None
     rows, epoch_text = at_epoch(df, epoch, placed=placed, where=where)
     if "epoch" in placed and epoch is None:
         epoch_text = None
@@ -1533,10 +1542,10 @@ def draw_figure(
                 )
         return nested_loop(t, y=y, order=order, epoch=epoch, band=band or "ci", title=title)
     if name not in GENERIC_FIGURES:
-        for role, value in {**roles, "epoch": epoch, "band": band, "title": title}.items():
-            if value is not None:
+        for role, given in {**roles, "epoch": epoch, "band": band, "title": title}.items():
+            if given is not None:
                 raise ParameterError(
-                    role, where, f"left out with the exercise figure {name} (drawn as the exercise draws it)", value
+                    role, where, f"left out with the exercise figure {name} (drawn as the exercise draws it)", given
                 )
         study = next(s for s in STUDIES.values() if name.startswith(s.name.split("_")[0] + "_"))
         figures = study.analyse(t).figures
@@ -1549,12 +1558,13 @@ def draw_figure(
     placed += [v for v in roles.values() if v]
     rows, epoch_text = at_epoch(t, epoch, placed=placed, where=where)
     free = [a for a in _AUTO_AXES if a in rows.varying(placed, axes_of(y))]
-    auto = []
+    auto: list[str] = []
     for role in ("hue", "col", "row") if x is not None else ("col", "row"):
         if roles[role] is None and free:
-            roles[role] = free.pop(0)
+            axis = free.pop(0)
+            roles[role] = axis
             if role != "hue":
-                auto.append(roles[role])
+                auto.append(axis)
     if free:
         raise PoolingError({a: rows.values(a) for a in free}, f"the figure {name}")
     if x is None:

@@ -33,13 +33,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from ._checks import check_choice, check_int, check_real, check_vector, fail
+from ._checks import _is_int, _is_real, check_choice, check_int, check_real, check_vector, fail
 from .vocabulary import (
     APPLIES_ONLY,
     AXES,
@@ -68,7 +68,9 @@ def _check_whole(value: Any, name: str, where: str, *, low: int = 0) -> int:
     TOML has no exponent for integers, so ``num_train = 1e4`` reads as a float. The value is
     stored as a Python int, so that run keys, seeds and tables are those of the int spelling.
     """
-    if isinstance(value, Real) and not isinstance(value, (bool, Integral)):
+    # _is_real, not isinstance(value, Real): typeshed's numbers.Real cannot be compared with an int
+    # or passed to int(), so the value is left as it came (Any) for the checks below.
+    if _is_real(value) and not isinstance(value, Integral):
         if not (math.isfinite(value) and float(value).is_integer() and abs(value) <= _EXACT):
             fail(name, where, f"an integer >= {low} (a float only if whole and at most 2**53)", value)
         if int(value) < low:
@@ -106,9 +108,9 @@ def _log_range(lo: float, hi: float, per_decade: int, integer: bool) -> list:
 
 
 def _check_per_decade(value: Any, name: str, where: str) -> int:
-    if isinstance(value, Real) and not isinstance(value, bool):
+    if _is_real(value):  # not isinstance(value, Real): see _check_whole
         # An int is compared as it is (math.isfinite cannot take 10**400); a float must be whole.
-        if isinstance(value, Integral) or (math.isfinite(value) and float(value).is_integer()):
+        if _is_int(value) or (math.isfinite(value) and float(value).is_integer()):
             if 1 <= value <= _MAX_PER_DECADE:
                 return int(value)
     fail(name, where, f"an integer from 1 to {_MAX_PER_DECADE}", value)
@@ -130,7 +132,7 @@ def log_sizes(start: int, stop: int, per_decade: int = 3) -> list[int]:
 
 
 def _is_positive_finite(value: Any) -> bool:
-    if not isinstance(value, Real) or isinstance(value, bool):
+    if not _is_real(value):  # not isinstance(value, Real): see _check_whole
         return False
     try:
         return math.isfinite(value) and value > 0
@@ -151,7 +153,7 @@ def _log_axis(axis: str, table: Mapping[str, Any], where: str) -> list:
     """
     shown = dict(table)
 
-    def refuse(allowed: str) -> None:  # raises
+    def refuse(allowed: str) -> NoReturn:
         fail(axis, where, allowed, shown)
 
     if axis not in _LOG_AXES:  # a choice axis: the usual refusal says what is allowed
@@ -165,6 +167,8 @@ def _log_axis(axis: str, table: Mapping[str, Any], where: str) -> list:
     if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
         refuse("a log range whose 'log' is a pair [lo, hi]")
     integer = axis in _INT_AXES
+    lo: float  # ints on an integer axis
+    hi: float
     if integer:
         # A bound that is not a whole number >= 1 is refused with the range it came in.
         try:
@@ -200,7 +204,7 @@ def _check_axis_value(axis: str, value: Any, where: str) -> Any:
             return value
         fail(axis, where, "true or false", value)
     if axis == "momentum":
-        if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value < 1:
+        if _is_real(value) and math.isfinite(value) and 0 <= value < 1:  # _is_real: see _check_whole
             return float(value)
         fail(axis, where, "a number from 0 up to, not including, 1", value)
     if axis == "average_from":

@@ -8,6 +8,8 @@ initialized, from the run's own generator.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -18,7 +20,7 @@ from .vocabulary import LOSSES, REDUCTIONS
 __all__ = ["LinearRegression", "LOSSES", "REDUCTIONS", "INIT_STD", "draw_initial_weight", "per_example_loss"]
 
 
-def draw_initial_weight(num_inputs: int, generator: torch.Generator) -> torch.Tensor:
+def draw_initial_weight(num_inputs: int, generator: torch.Generator | None) -> torch.Tensor:
     """The starting weight (1, d) ~ N(0, INIT_STD²); the bias starts at exactly 0."""
     return torch.normal(0.0, INIT_STD, size=(1, num_inputs), generator=generator)
 
@@ -94,6 +96,7 @@ class LinearRegression(nn.Module):
         return self.net(X)
 
     def loss(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fn: nn.MSELoss | nn.SmoothL1Loss
         if self.loss_name == "squared":
             fn = nn.MSELoss(reduction=self.reduction)
         else:
@@ -104,8 +107,12 @@ class LinearRegression(nn.Module):
         if not self.momentum and not self.weight_decay:
             return torch.optim.SGD(self.parameters(), self.lr)
         # d2l §3.7: weight decay on the weight, none on the bias.
+        groups: list[dict[str, Any]] = [
+            {"params": self.net.weight, "weight_decay": self.weight_decay},
+            {"params": self.net.bias},
+        ]
         return torch.optim.SGD(
-            [{"params": self.net.weight, "weight_decay": self.weight_decay}, {"params": self.net.bias}],
+            groups,
             lr=self.lr,
             momentum=self.momentum,
         )

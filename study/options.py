@@ -11,9 +11,9 @@ part of the engine's revision: change it only to compare.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from numbers import Integral, Real
+from numbers import Integral
 
-from ._checks import fail
+from ._checks import _is_real, fail
 
 __all__ = ["Options", "DEFAULT"]
 
@@ -82,7 +82,8 @@ class Options:
                 if not isinstance(value, bool):
                     fail(f.name, where, "true or false", value)
             elif f.name == "bundle_seconds":
-                if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0:
+                # _is_real, not isinstance(value, Real): typeshed's numbers.Real has no >= with an int
+                if not _is_real(value) or not value >= 0:
                     fail(f.name, where, "a number of seconds >= 0", value)
             elif isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 fail(f.name, where, "an integer >= 1", value)

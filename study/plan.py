@@ -18,6 +18,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,9 @@ class Chunk:
     @property
     def plain(self) -> bool:
         """Whether every run is plain SGD (the optimiser's axes at their defaults)."""
+        # __post_init__ fills every optimiser axis given as None
+        assert self.lr_decay is not None and self.momentum is not None and self.weight_decay is not None
+        assert self.average_from is not None
         return not (
             self.lr_decay.any()
             or self.momentum.any()
@@ -256,6 +260,7 @@ class Plan:
         self.cell_rank = None if mask is None else np.cumsum(mask.ravel()) - 1
         self.n_runs = grid.n_runs
         specs = []
+        assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
         for i, num_train in enumerate(grid.num_train):
             for h, num_inputs in enumerate(grid.num_inputs):
                 for j, batch_size in enumerate(grid.batch_size):
@@ -286,6 +291,7 @@ class Plan:
         )
         full = np.ravel_multi_index((i_nt, i_ni, *optim, i_bs, i_dl, i_noise, i_kind, rep), self.shape)
         cols = self.runs_at(self._index_of(full))
+        assert g.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
         return Chunk(
             num_train=g.num_train[spec.num_train_i],
             batch_size=g.batch_size[spec.batch_size_i],
@@ -302,6 +308,7 @@ class Plan:
         """Runs' indices from their positions in the product of the axes (theirs: runs)."""
         if self.cells is None:
             return full
+        assert self.cell_rank is not None  # made with self.cells, from the same mask
         R = self.grid.replicates
         return self.cell_rank[full // R] * R + full % R
 
@@ -311,7 +318,7 @@ class Plan:
         R = self.grid.replicates
         return self.cells[index // R] * R + index % R
 
-    def runs_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+    def runs_at(self, index: np.ndarray) -> dict[str, Any]:
         """The runs at the given positions of the grid's order, as columns: every run axis (the
         string ones as object arrays, and as their positions among the grid's values in
         ``codes``), ``replicate``, ``seed``, ``index`` and ``key``; and ``applies``, per axis of
@@ -452,6 +459,7 @@ def grid_seconds(grid: Grid, seconds: Callable[..., float]) -> float:
     """Estimated one-core seconds of a whole grid, chunk overheads aside: ``seconds(num_train,
     batch_size, runs, max_epoch, num_val)`` per (num_train, batch_size) group."""
     runs = _group_runs(grid)
+    assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
     return len(grid.num_inputs) * sum(
         seconds(n, bs, runs, grid.max_epoch, grid.num_val) for n in grid.num_train for bs in grid.batch_size
     )
@@ -478,6 +486,7 @@ def chunk_cap(
     total = grid_seconds(grid, seconds)
 
     def cap(num_train: int, batch_size: int, _runs: int, num_inputs: int | None = None) -> int:
+        assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
         d = grid.num_inputs[0] if num_inputs is None else num_inputs
         limit = max_runs(num_train, grid.num_val, d, budget, per_stream)
         if engine == "reference":

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
@@ -40,9 +40,10 @@ matplotlib.use("Agg")  # figures are files; no display is needed or assumed
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.figure import Figure, SubFigure  # noqa: E402
 from matplotlib.transforms import Affine2D  # noqa: E402
 
 from . import theory  # noqa: E402
@@ -273,7 +274,7 @@ def error_curve(
     logx: bool | None = None,
     ylabel: str | None = None,
     legend_title: str | None = None,
-    legend: str | bool = "best",
+    legend: str | Literal[False] = "best",
     band: str = "ci",
     ci: float = 0.95,
 ) -> plt.Axes:
@@ -343,6 +344,7 @@ def error_curve(
 
     styles = _levels(t, style) if style else [None]
     markers = dict(zip(styles, MARKERS * 4)) if style else {None: "o"}
+    lines: list[tuple[Any, Any, str | None]]  # (hue value, colour, label)
     if hue:
         present = set(points.loc[points["kept"] > 0, hue].astype(object))
         lines = [(v, colours[v], format_value(v) + slope(t.select({hue: [v]}))) for v in levels if v in present]
@@ -441,16 +443,19 @@ def _emptiest_corner(ax: plt.Axes, size: tuple[float, float] = (0.42, 0.2)) -> t
     own legend is."""
     ax.autoscale_view()
     to_axes = ax.transData + ax.transAxes.inverted()
-    points = [to_axes.transform(line.get_xydata()) for line in ax.lines if len(line.get_xydata())]
+    # matplotlib types get_xydata() and Path.vertices as ArrayLike: they are arrays (N, 2)
+    points = [to_axes.transform(line.get_xydata()) for line in ax.lines if len(line.get_xydata())]  # type: ignore[arg-type]
     for collection in ax.collections:
         for path in collection.get_paths():
-            if len(path.vertices):
+            if len(path.vertices):  # type: ignore[arg-type]
                 points.append(to_axes.transform(path.vertices))
     xy = np.concatenate(points) if points else np.empty((0, 2))
     legend = ax.get_legend()
     box = None  # the legend's extent in axes coordinates, where it lies on the panel
     if legend is not None:
-        extent = legend.get_window_extent(ax.figure.canvas.get_renderer()).transformed(ax.transAxes.inverted())
+        # matplotlib types the canvas as FigureCanvasBase; under the Agg backend (set above) it has get_renderer
+        renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+        extent = legend.get_window_extent(renderer).transformed(ax.transAxes.inverted())
         if extent.x1 > 0 and extent.x0 < 1 and extent.y1 > 0 and extent.y0 < 1:
             box = extent
 
@@ -481,8 +486,9 @@ def merged_legend(axes: Sequence[plt.Axes], ax: plt.Axes, *, title: str | None =
     for a in axes:
         for handle, label in zip(*a.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-        if a.get_legend() is not None:
-            a.get_legend().remove()
+        old = a.get_legend()
+        if old is not None:
+            old.remove()
     ax.legend(
         list(entries.values()),
         list(entries),
@@ -493,12 +499,13 @@ def merged_legend(axes: Sequence[plt.Axes], ax: plt.Axes, *, title: str | None =
     )
 
 
-def _legend(ax: plt.Axes, legend: str | bool, title: str | None) -> None:
+def _legend(ax: plt.Axes, legend: str | Literal[False], title: str | None) -> None:
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))  # a label drawn in several places (a theory line per lr) once
     handles, labels = list(unique.values()), list(unique)
-    if ax.get_legend() is not None:
-        ax.get_legend().remove()
+    old = ax.get_legend()
+    if old is not None:
+        old.remove()
     if legend is False or not handles:
         return
     ax.legend(handles, labels, title=title, fontsize="small", title_fontsize="small", **_placement(legend))
@@ -1248,6 +1255,7 @@ def _draw_nested(
     runs: str,
 ) -> plt.Figure:
     n, factors = len(points), list(levels)
+    fig: Figure | SubFigure  # ax.figure: a given Axes may lie in a SubFigure
     made = ax is None
     if made:
         width = float(np.clip(3.0 + 0.11 * n, 7.5, 18.0))
@@ -1255,6 +1263,7 @@ def _draw_nested(
         height = 0.25 + _NESTED_PANEL + below
         fig = plt.figure(figsize=(width, height))
         ax = fig.add_axes((1.3 / width, below / height, 1 - 1.3 / width - 0.2 / width, _NESTED_PANEL / height))
+    assert ax is not None  # given, or made just above
     fig = ax.figure
     edges = np.arange(n + 1) - 0.5  # cell i spans [i - 1/2, i + 1/2]
     colour = sns.color_palette(PALETTE, 1)[0]
@@ -1294,8 +1303,8 @@ def _draw_nested(
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylabel(LABELS.get(y, y))
     ax.tick_params(axis="x", bottom=False, labelbottom=False)
-    low, high = ax.get_ylim()
-    ax.set_ylim(low, high * (high / low) ** 0.1)  # room at the top for the marks of cells that lost runs
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, top * (top / bottom) ** 0.1)  # room at the top for the marks of cells that lost runs
     _mark_lost(ax, points, shown)
     outer = edges[1:-1][np.diff(index[:, 0]) != 0]  # where the outermost factor changes
     for x in outer:
@@ -1330,6 +1339,7 @@ def _draw_nested(
         fig.suptitle(heading, x=0.5, y=1.0, va="bottom")
     else:
         ax.set_title(heading, fontsize="medium")
+    assert isinstance(fig, Figure)  # _draw_strips above stops on an Axes in a SubFigure
     return fig
 
 
@@ -1361,6 +1371,9 @@ def _draw_strips(ax: plt.Axes, index: np.ndarray, levels: dict[str, list], outer
     """One strip per factor beneath the panel: its level in each cell as a step line, its name
     on the left, its levels (low to high) on the right, and a level's value over its step where
     the step is wide enough to hold it."""
+    # Not handled: an Axes in a SubFigure (which has no get_figheight) stops here, as it did
+    # before this check (there as an AttributeError).
+    assert isinstance(ax.figure, Figure)
     panel = ax.get_position().height * ax.figure.get_figheight()  # inches
     height, gap = _NESTED_STRIP / panel, _NESTED_GAP / panel
     inches_per_cell = ax.get_position().width * ax.figure.get_figwidth() / max(len(index), 1)

@@ -201,7 +201,7 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file in the same folder, then rename: a reader sees the old
     file or the whole new one, never a part."""
     path = Path(path)
@@ -808,6 +808,7 @@ def _bootstrap_ratio(
             whole = np.sqrt(top.sum() / bottom.sum())
             boot = np.sqrt(top[pick].sum(1) / bottom[pick].sum(1))
         else:
+            assert bottom_n is not None  # unpaired: both sides' counts are given, or neither
             a, b = rng.integers(0, len(top), (n_boot, len(top))), rng.integers(0, len(bottom), (n_boot, len(bottom)))
             whole = np.sqrt((top.sum() / top_n.sum()) / (bottom.sum() / bottom_n.sum()))
             boot = np.sqrt((top[a].sum(1) / top_n[a].sum(1)) / (bottom[b].sum(1) / bottom_n[b].sum(1)))
@@ -945,6 +946,7 @@ def parse_where(table: Any, items: Sequence[str], *, where: str = "parameter of 
             )
         if key in chosen:
             raise ParameterError("where", where, f"given once for each axis ({key} is given twice)", item)
+        assert t is not None  # opened above whenever there are items
         present = t.values(key)
         values = []
         for part in text.split(","):
@@ -1039,7 +1041,7 @@ class PowerLaw:
 
 def fit_power_law(
     x: Any,
-    y: Sequence[float] | str,
+    y: Sequence[float] | np.ndarray | str,
     *,
     units: Sequence | None = None,
     n_boot: int = 1000,

@@ -85,7 +85,7 @@ __all__ = [
 
 #: ``device="auto"`` takes the GPU for the batched engine with the counter stream when the grid
 #: is estimated at more than this many one-core seconds: below it, starting CUDA (a second or
-#: two) costs more than the GPU saves (measured, see the README's benchmarks).
+#: two) costs more than the GPU saves (measured, see docs/performance.md).
 AUTO_GPU_MIN_SECONDS = 4.0
 _WHERE = "parameter of run_grid"
 
@@ -229,7 +229,7 @@ def plan_summary(
     an estimate of the time (of training every run: "at most" where the output's store holds
     runs, which cost nothing) and the size of the table (Parquet when ``out`` ends in .parquet,
     else CSV). The estimates are rough (the models behind them were fitted on this project's
-    machine and one H200; see the README's benchmarks)."""
+    machine and one H200; see docs/performance.md)."""
     devices = resolve_devices(device, engine, grid)
     plan = plan_grid(grid, chunk_size, devices, engine)
     rows = plan.n_runs * len(grid.checkpoints)
@@ -478,6 +478,7 @@ def table_bytes(grid: Grid) -> int:
 def table_columns(grid: Grid) -> int:
     """Columns of a grid's table: TABLE_COLUMNS, and two more for each feature past two with
     columns of its own (study.results.feature_columns)."""
+    assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
     return TABLE_COLUMNS + 2 * (feature_columns(grid.num_inputs) - 2)
 
 
@@ -489,6 +490,7 @@ def output_bytes(grid: Grid, out: Path) -> int:
     """The bytes a grid's output takes on disk, estimated: its table (CSV or Parquet, by the
     bytes a value takes in each, measured) and its store (8 bytes a measured value)."""
     per_column = PARQUET_BYTES_PER_COLUMN if out.suffix.lower() == ".parquet" else CSV_BYTES_PER_COLUMN
+    assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
     measured = len(metric_names(feature_columns(grid.num_inputs)))
     return int(grid.n_rows * (per_column * table_columns(grid) + 8 * measured))
 
@@ -682,6 +684,7 @@ def _execute(
     # the store holds any (a new grid is planned without making a chunk).
     tasks: list[Task] = []
     reused_chunks = 0
+    assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
     for spec in plan.specs:
         rows, missing = None, spec.runs
         if len(store):
@@ -816,8 +819,10 @@ def _execute(
     }
     if failures:
         partial = table_frame(plan, store, only_held=True) if frame else None
-        written, rows = None, 0
+        written, partial_rows = None, 0
         if out is not None:
+            # made from out just above
+            assert partial_table is not None and partial_meta is not None
             if len(store):
                 counter = _RowCounter()
                 write_table_blocks(
@@ -825,11 +830,13 @@ def _execute(
                     partial_table,
                     {**identity, "partial": True},
                 )
-                written, rows = partial_table, counter.rows
+                written, partial_rows = partial_table, counter.rows
             else:  # nothing finished: an older partial table would pass for this run's
                 partial_table.unlink(missing_ok=True)
             write_json(
-                metadata(rows, partial=True, complete_output=str(out), failed_chunks=[asdict(f) for f in failures]),
+                metadata(
+                    partial_rows, partial=True, complete_output=str(out), failed_chunks=[asdict(f) for f in failures]
+                ),
                 partial_meta,
             )
         raise ChunksFailed(failures, len(tasks) + reused_chunks, n_runs, partial, written, resumable=out is not None)
@@ -841,6 +848,7 @@ def _execute(
         else:
             write_table_blocks(table_blocks(plan, store), out, identity)
         write_json(metadata(n_rows), out.with_name(out.stem + ".meta.json"))
+        assert partial_table is not None and partial_meta is not None  # made from out above
         for stale in (partial_table, partial_meta):  # an earlier run's, now superseded
             stale.unlink(missing_ok=True)
         _remove_stale_temporaries(out)

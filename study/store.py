@@ -100,8 +100,13 @@ def save_segment(path: Path, segment: Segment, *, engine: str, stream: str) -> d
         },
         sort_keys=True,
     ).encode()
-    parts = [struct.pack("<Q", len(header)), header, np.ascontiguousarray(segment.keys, dtype="<u8").tobytes()]
-    parts += [memoryview(values).cast("B") for _, values in columns]
+    parts: list[bytes | memoryview] = [
+        struct.pack("<Q", len(header)),
+        header,
+        np.ascontiguousarray(segment.keys, dtype="<u8").tobytes(),
+    ]
+    # numpy declares ndarray.__buffer__ only for Python >= 3.12; on 3.11 it is a buffer all the same
+    parts += [memoryview(values).cast("B") for _, values in columns]  # type: ignore[arg-type]
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
@@ -177,13 +182,15 @@ def read_segment_head(path: Path, *, engine: str, stream: str, damage: list[Dama
     try:
         with open(path, "rb") as f:
             if f.read(len(MAGIC)) != MAGIC:
-                return damaged("it does not start as a segment of runs does")
+                damaged("it does not start as a segment of runs does")
+                return None
             expected = f.read(32)
             digest = hashlib.sha256()
             while piece := f.read(_HASH_PIECE):
                 digest.update(piece)
             if digest.digest() != expected:
-                return damaged("its contents fail their sha256 digest: truncated or altered", _header_runs(path))
+                damaged("its contents fail their sha256 digest: truncated or altered", _header_runs(path))
+                return None
             at = len(MAGIC) + 32
             f.seek(at)
             (size,) = struct.unpack("<Q", f.read(8))
@@ -202,7 +209,8 @@ def read_segment_head(path: Path, *, engine: str, stream: str, damage: list[Dama
         )
         return _Head(path, tuple(int(c) for c in header["checkpoints"]), keys, columns)
     except Exception as err:  # an unreadable file is recomputed, whatever broke in reading it
-        return damaged(f"it cannot be read: {type(err).__name__}", _header_runs(path))
+        damaged(f"it cannot be read: {type(err).__name__}", _header_runs(path))
+        return None
 
 
 class RunStore:
@@ -328,6 +336,7 @@ class RunStore:
         by_source = np.argsort(src, kind="stable")
         sources, starts = np.unique(src[by_source], return_index=True)
         groups = []
+        spans: list[tuple[Any, Any]] | None  # None: scattered rows, copied one by one
         for s, rows in zip(sources, np.split(by_source, starts[1:])):
             breaks = np.flatnonzero(np.diff(rows) != 1) + 1
             spans = list(zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])))
@@ -378,6 +387,7 @@ class RunStore:
                 return acc
             values = np.abs(self._read(source, f"w_err_{j}", where, scratch))
             acc = values.copy() if acc is None else np.maximum(acc, values)
+        raise AssertionError("unreachable: itertools.count() never ends")
 
     def _where(self, source: _Head | Segment, pos: np.ndarray) -> tuple[int, int, np.ndarray | None]:
         """Where the runs at ``pos`` of one source lie in each of its columns: the span of its
@@ -467,6 +477,7 @@ def table_blocks(
     """The table of the plan's grid, in the grid's order (run, then checkpoint), as DataFrames of
     at most about ``block_rows`` rows. Every run must be held, or with ``only_held`` the runs
     that are not are left out (a partial table)."""
+    assert plan.grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
     C = len(store.checkpoints)
     per = max(1, block_rows // C)
     for start in range(0, plan.n_runs, per):

@@ -131,7 +131,8 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[i
     the epoch and j alone, not on ``count`` nor on the other epochs drawn beside it.
     """
     one = isinstance(epoch, (int, np.integer))
-    epochs = [int(epoch)] if one else [int(e) for e in epoch]
+    # the test of `one` again: mypy narrows epoch on an isinstance, not on a bool that holds one
+    epochs = [int(epoch)] if isinstance(epoch, (int, np.integer)) else [int(e) for e in epoch]
     k0, k1 = seed_keys(seeds)
     device = k0.device
     S, E, B = k0.shape[0], len(epochs), -(-count // 4)

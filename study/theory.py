@@ -225,7 +225,8 @@ def _ols_args(num_train, d, noise_var, where: str) -> tuple[np.ndarray, np.ndarr
     n = _int_array(num_train, "num_train", where, low=1)
     d = _int_array(d, "d", where, low=1)
     noise_var = _real_array(noise_var, "noise_var", where)
-    return np.broadcast_arrays(n, d, noise_var)
+    n, d, noise_var = np.broadcast_arrays(n, d, noise_var)  # unpacked: numpy types it a tuple of any length
+    return n, d, noise_var
 
 
 def ols_w_err_sq_mean(num_train, d, noise_var) -> np.ndarray:

@@ -7,6 +7,7 @@ This loop is the readable statement of the method and the oracle that the batche
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -68,7 +69,8 @@ class Trainer:
         self.history = [self._checkpoint(model, data, 0, steps)]
         for epoch in range(1, self.max_epochs + 1):
             order = data.permutation()
-            averaging = averaged is not None and epoch > self.average_from
+            # averaged is made exactly when average_from is given (the checks narrow both for mypy)
+            averaging = averaged is not None and self.average_from is not None and epoch > self.average_from
             used = data.num_train - data.num_train % data.batch_size if self.drop_last else data.num_train
             for start in range(0, used, data.batch_size):
                 idx = order[start : start + data.batch_size]  # the last minibatch may be ragged
@@ -79,9 +81,10 @@ class Trainer:
                 steps += 1
                 if scheduler is not None:
                     scheduler.step()
-                if averaging:
+                if averaged is not None and averaging:
                     averaged.update_parameters(model)
-            reported = averaged.module if averaging else model
+            # AveragedModel keeps a deep copy of the LinearRegression it was given (torch types it a Module)
+            reported = cast(LinearRegression, averaged.module) if averaged is not None and averaging else model
             self.history.append(self._checkpoint(reported, data, epoch, steps))
         return self
 

@@ -115,7 +115,7 @@ DEFAULT_CHUNK_TIMEOUT = 3600.0
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
 
-def average_text(value: int | None) -> str:
+def average_text(value: float | None) -> str:
     """average_from as a table holds it: "none", or the epoch as text ("0", "2"): a column of one
     type, whose values sort as :data:`NO_AVERAGE` first, then by epoch."""
     return NO_AVERAGE if value is None else str(int(value))
