@@ -30,10 +30,12 @@ check: $(STAMP)
 	$(BIN)/mypy
 	$(MAKE) docs
 
-# The site, warnings as errors (mkdocs.yml: strict); the figures are the committed ones, copied in.
+# The site, warnings as errors (mkdocs.yml: strict); the figures and CHANGELOG.md are the
+# committed ones, copied in.
 docs: $(STAMP)
 	mkdir -p docs/figures
 	cp figures/*.png docs/figures/
+	cp CHANGELOG.md docs/changelog.md
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 bench: $(STAMP)
@@ -46,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_balance.py 100k
 
 clean:
-	rm -rf $(VENV) build *.egg-info site docs/figures
+	rm -rf $(VENV) build *.egg-info site docs/figures docs/changelog.md
