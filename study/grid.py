@@ -350,7 +350,7 @@ class Run:
         return int(stream_seeds(vars(self), self.base_seed, [self.replicate])[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Grid:
     """A grid of runs: each axis a list of values, each setting one value.
 

@@ -1057,7 +1057,7 @@ _METADATA = {
 }
 
 
-def save_figure(fig: plt.Figure, path: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
+def save_figure(fig: plt.Figure, path: str | Path, *, formats: Sequence[str] | None = None) -> list[Path]:
     """Write the figure to ``path`` in the format its extension names (PNG, SVG or PDF), or in
     each of ``formats`` (extensions, e.g. (".png", ".svg")) beside it; then close it.
 

@@ -441,9 +441,9 @@ def at_epoch(
 
 def summarize(
     table: Any,
+    *,
     by: str | Sequence[str] | None = None,
     stats: Sequence[str] = tuple(_STATS),
-    *,
     epoch: int | None = None,
     ci: float | None = None,
 ) -> pd.DataFrame:

@@ -307,6 +307,7 @@ def _check_scheduler(scheduler: Any, backend: str) -> str | None:
 
 def run_grid(
     grid: Grid,
+    *,
     out: str | Path | None = None,
     n_jobs: int = -1,
     device: str = "auto",
