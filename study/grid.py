@@ -284,8 +284,8 @@ def key_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
     (APPLIES_ONLY: σ of a squared run) is keyed at its fixed value, so that the run has one key
     whatever the grid lists there."""
     out = {k: v for k, v in cell.items() if k != "num_inputs" and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
-    for axis, (condition, values, keyed_at) in APPLIES_ONLY.items():
-        if axis in out and out.get(condition) not in values:
+    for axis, (_, _, keyed_at) in APPLIES_ONLY.items():
+        if axis in out and not applies(axis, out):
             out[axis] = keyed_at
     return out
 
@@ -516,13 +516,14 @@ class Grid:
     def runs(self) -> list[Run]:
         """Every run of the grid, in grid order (axes in AXES order, replicate innermost); a run
         an axis does not apply to (APPLIES_ONLY) once, at the axis's first value."""
+        mask = self.cell_mask()
+        kept = None if mask is None else mask.ravel()  # the cells that are runs, in the product's order
         cells = itertools.product(*(getattr(self, a) for a in RUN_AXES), range(self.replicates))
-        firsts = {axis: getattr(self, axis)[0] for axis in APPLIES_ONLY}
         runs: list[Run] = []
-        for cell in cells:
-            values = dict(zip(RUN_AXES, cell[:-1]))
-            if any(values[a] != first and not applies(a, values) for a, first in firsts.items()):
+        for i, cell in enumerate(cells):
+            if kept is not None and not kept[i // self.replicates]:
                 continue
+            values = dict(zip(RUN_AXES, cell[:-1]))
             runs.append(
                 Run(
                     **values,

@@ -246,19 +246,19 @@ class Plan:
     def __init__(self, grid: Grid, chunk_runs) -> None:
         self.grid = grid
         self.optim_shape = tuple(len(getattr(grid, a)) for a in OPTIM_AXES)
+        mask = grid.cell_mask()
         # The optimiser's cells that are runs (an axis that does not apply is a run at its first
         # value only: Grid.cell_mask), the same for every stream.
-        self.optim_cells = np.flatnonzero(_optim_mask(grid, self.optim_shape))
+        self.optim_cells = np.flatnonzero(_optim_mask(grid, mask))
         self.runs_per_stream = len(self.optim_cells)
         self.stream_shape = (len(grid.noise), len(grid.noise_kind), grid.replicates)
         self.streams_per_group = math.prod(self.stream_shape)
         self.shape = tuple(len(getattr(grid, a)) for a in RUN_AXES) + (grid.replicates,)
-        mask = grid.cell_mask()
         # A run's index is its position among the grid's runs; with cells left out, the cells'
         # positions in the product (and each cell's rank among the runs' cells) map it.
         self.cells = None if mask is None else np.flatnonzero(mask)
         self.cell_rank = None if mask is None else np.cumsum(mask.ravel()) - 1
-        self.n_runs = grid.n_runs
+        self.n_runs = (math.prod(self.shape[:-1]) if self.cells is None else len(self.cells)) * grid.replicates
         specs = []
         assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
         for i, num_train in enumerate(grid.num_train):
@@ -440,18 +440,19 @@ def keys_id(keys: np.ndarray, stream: str, checkpoints: Sequence[int], engine: s
     return hashlib.sha256(head + np.ascontiguousarray(keys, dtype="<u8").tobytes()).hexdigest()[:32]
 
 
-def _optim_mask(grid: Grid, optim_shape: tuple[int, ...]) -> np.ndarray:
-    """Which cells of the optimiser's axes are runs (Grid.cell_mask, on those axes alone)."""
-    mask = grid.cell_mask()
+def _optim_mask(grid: Grid, mask: np.ndarray | None = None) -> np.ndarray:
+    """Which cells of the optimiser's axes are runs: ``mask`` (Grid.cell_mask, made here where
+    not given) on those axes alone."""
+    mask = grid.cell_mask() if mask is None else mask
     if mask is None:
-        return np.ones(optim_shape, dtype=bool)
+        return np.ones(tuple(len(getattr(grid, a)) for a in OPTIM_AXES), dtype=bool)
     at = tuple(slice(None) if a in OPTIM_AXES else 0 for a in RUN_AXES)
     return mask[at]
 
 
 def _group_runs(grid: Grid) -> int:
     """Runs of one (num_train, num_inputs, batch_size) group."""
-    per_stream = int(_optim_mask(grid, tuple(len(getattr(grid, a)) for a in OPTIM_AXES)).sum())
+    per_stream = int(_optim_mask(grid).sum())
     return per_stream * math.prod(len(getattr(grid, a)) for a in ("drop_last", "noise", "noise_kind")) * grid.replicates
 
 
@@ -482,7 +483,7 @@ def chunk_cap(
     aims at 1 / (CHUNKS_PER_WORKER x cores) of the grid's work, but at least MIN_WORK_OVER_FIXED
     times its fixed cost; on a GPU (``cores`` = 0) it is as large as memory allows.
     """
-    per_stream = int(_optim_mask(grid, tuple(len(getattr(grid, a)) for a in OPTIM_AXES)).sum())
+    per_stream = int(_optim_mask(grid).sum())
     total = grid_seconds(grid, seconds)
 
     def cap(num_train: int, batch_size: int, _runs: int, num_inputs: int | None = None) -> int:

@@ -246,8 +246,7 @@ def plan_summary(
             seconds = max(sum(work) / workers, max(work)) + (WORKER_START_S if workers > 1 else 0.0)
         where = f"{', '.join(devices)}, {workers} worker{'s' if workers > 1 else ''}"
     parquet = out is not None and Path(out).suffix.lower() == ".parquet"
-    per_column = PARQUET_BYTES_PER_COLUMN if parquet else CSV_BYTES_PER_COLUMN
-    size = rows * per_column * table_columns(grid)
+    size = table_file_bytes(grid, parquet=parquet)
     estimate = "time unknown" if seconds is None else f"about {_duration(max(seconds, 1))}"
     store = store_path(Path(out)) if out is not None else None
     if seconds is not None and store is not None and any(store.glob(f"*{STORE_SUFFIX}")):
@@ -487,13 +486,19 @@ def table_columns(grid: Grid) -> int:
 TABLE_COLUMNS = len(COORDINATES) + len(metric_names(2))
 
 
+def table_file_bytes(grid: Grid, *, parquet: bool) -> float:
+    """The bytes of a grid's table as a file, estimated: CSV or Parquet, by the bytes a value
+    takes in each (measured)."""
+    per_column = PARQUET_BYTES_PER_COLUMN if parquet else CSV_BYTES_PER_COLUMN
+    return grid.n_rows * per_column * table_columns(grid)
+
+
 def output_bytes(grid: Grid, out: Path) -> int:
-    """The bytes a grid's output takes on disk, estimated: its table (CSV or Parquet, by the
-    bytes a value takes in each, measured) and its store (8 bytes a measured value)."""
-    per_column = PARQUET_BYTES_PER_COLUMN if out.suffix.lower() == ".parquet" else CSV_BYTES_PER_COLUMN
+    """The bytes a grid's output takes on disk, estimated: its table (:func:`table_file_bytes`)
+    and its store (8 bytes a measured value)."""
     assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
     measured = len(metric_names(feature_columns(grid.num_inputs)))
-    return int(grid.n_rows * (per_column * table_columns(grid) + 8 * measured))
+    return int(table_file_bytes(grid, parquet=out.suffix.lower() == ".parquet") + grid.n_rows * 8 * measured)
 
 
 def _free_bytes(out: Path) -> int | None:
