@@ -125,7 +125,7 @@ def grid_streams() -> list[str | None]:
     if "stream" not in {f.name for f in fields(Grid)}:
         return [None]
     try:
-        from study.streams import STREAMS
+        from study.vocabulary import STREAMS
     except ImportError:
         STREAMS = ("counter", "torch")
     return list(STREAMS)

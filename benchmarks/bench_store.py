@@ -161,8 +161,8 @@ def summarize_rows() -> None:
     replicates and seeds shifted, so that its runs and data streams are its own)."""
     import pandas as pd
 
-    from study.results import summarize
     from study.runner import run_grid
+    from study.summaries import summarize
 
     base = run_grid(_grid(1516), progress=False)
     copies = []

@@ -35,4 +35,4 @@ step 45 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
 step 90 profile_gpu $py benchmarks/profile_gpu.py 100k  # 1M under the profiler outlasts a minute
 step 190 bench_scaling $py benchmarks/bench_engines.py --rows scaling --out "$out/benchmarks.csv"
 step 100 device_tests $py -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_exercises.py tests/test_streams.py \
-  tests/test_data.py tests/test_results.py tests/test_runner.py
+  tests/test_data.py tests/test_schema.py tests/test_summaries.py tests/test_runner.py

@@ -15,7 +15,9 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["check_int", "check_real", "check_choice", "check_vector", "check_output", "fail"]
+from .errors import ParameterError
+
+__all__: list[str] = []  # private: see study/__init__.py
 
 
 def fail(name: str, where: str, allowed: str, value: Any) -> NoReturn:
@@ -91,16 +93,3 @@ def check_output(out: str | Path, where: str = "parameter of run_grid") -> Path:
     except OSError as err:  # too long a name, a read-only file system, no space left...
         fail("out", where, f"a path that can be written ({err.strerror or err})", str(out))
     return out
-
-
-class ParameterError(ValueError):
-    """A refused argument, in the one shape refusals take: "The 'by' parameter of summarize
-    must be ... Got ... instead." It keeps its parts, so that the command line can say the same
-    thing with the flag the user typed (``--by``) in place of the parameter's name."""
-
-    def __init__(self, name: str, where: str, allowed: str, value: Any):
-        self.name, self.where, self.allowed, self.value = name, where, allowed, value
-        super().__init__(f"The {name!r} {where} must be {allowed}. Got {value!r} instead.")
-
-    def as_option(self, flag: str) -> str:
-        return f"The {flag!r} option must be {self.allowed}. Got {self.value!r} instead."

@@ -14,7 +14,7 @@ the same numbers as numpy's on the same rows. Means are compensated sums (``favg
 a plain parallel ``avg`` changes its last bits with the threads' order, and a summary written
 twice must be the same bytes.
 
-All SQL of the package lives here; study.results says what the statistics mean, study.plots
+All SQL of the package lives here; study.summaries says what the statistics mean, study.plots
 draws them.
 """
 
@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .vocabulary import APPLIES_ONLY, AXES, LATER_DEFAULTS, LOSSES, NO_AVERAGE, NOISE_KINDS, REDUCTIONS, average_text
+from .errors import TableError
+from .vocabulary import APPLIES_ONLY, AXES, BOOL_AXES, CHOICES, LATER_DEFAULTS, average_text
 
-__all__ = ["Table", "open_table", "TableError", "REQUIRED", "MEMORY_LIMIT", "quote", "literal"]
+__all__ = ["open_table", "Table"]
 
 #: The columns every results table has: the coordinates, and what a summary cannot do without.
 #: A table written before the optimiser's axes existed lacks them: it holds their defaults.
@@ -49,21 +50,11 @@ REQUIRED = (
     "b_err",
     "diverged",
 )
-#: The string axes, and the order their values are listed in where no grid says otherwise
-#: (average_from: "none", then the epochs in order).
-_CANONICAL = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS, "average_from": (NO_AVERAGE,)}
+#: The string axes, and the order their values are listed in where no grid says otherwise.
+_CANONICAL = CHOICES
 #: Columns that must hold numbers (a CSV whose column holds text there is refused).
 _NUMERIC = (
-    "num_train",
-    "num_inputs",
-    "lr",
-    "epoch",
-    "sigma",
-    "lr_decay",
-    "momentum",
-    "weight_decay",
-    "batch_size",
-    "noise",
+    *(a for a in AXES if a not in CHOICES and a not in BOOL_AXES),
     "replicate",
     "seed",
     "w_err_norm",
@@ -89,10 +80,6 @@ def _budget() -> int:
     assert match is not None
     number, unit = match.groups()
     return int(0.75 * float(number) * 1024 ** " KMGT".index(unit or " "))
-
-
-class TableError(ValueError):
-    """A file that is not a results table, or a selection of it that holds no rows."""
 
 
 def quote(name: str) -> str:
@@ -535,7 +522,7 @@ class Table:
         compensated sums of the units' E, E² and E⁴ (y = E²); for each estimand in ``paired``
         (E -> its least-squares column on the same data), ``so{i}``, ``soo{i}``, ``syo{i}``: the
         sums of the least-squares error squared (o), o², and y·o. Means and sums of squares
-        about them follow (study.results.precision_columns); compensated sums keep them exact
+        about them follow (study.summaries.precision_columns); compensated sums keep them exact
         to about 1e-16 of the sums, and the same bits whatever the threads.
 
         ``ranks(n)`` gives the 1-based ranks (lo, hi) of a median's interval among n units, or

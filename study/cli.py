@@ -18,16 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from .errors import Terminated
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 #: A reader that went away (a pipe into head): the status of a process stopped by SIGPIPE, 128 + 13.
 EXIT_BROKEN_PIPE = 141
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be, so that it stops the same way: the chunks in
-    flight are cancelled, the finished ones are kept."""
 
 
 @contextlib.contextmanager
@@ -254,7 +251,7 @@ def _build_parser() -> _Parser:
     exercises = sub.add_parser(
         "exercises",
         help="answer the section's five exercises, and two studies beyond: tables, figures, answers",
-        description="Runs each exercise's grid (study/specs/exN_*.toml, package data) and writes under "
+        description="Runs each exercise's grid (study/exercises/specs/exN_*.toml, package data) and writes under "
         "--out-dir: results/ (summary CSVs and answers.md), results/raw/ (the raw tables) "
         "and figures/ (PNG, or --formats). " + _FOLDER_RULE,
     )
@@ -389,7 +386,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out, folders = _output_path(out, "--out", (".csv", ".parquet"), default=args.out is None)
     for warning in caught:
         _one_line_warning(warning.message, warning.category, warning.filename, warning.lineno)
-    from .runner import ChunksFailed, plan_summary, run_grid, store_path
+    from .errors import ChunksFailed
+    from .runner import plan_summary, run_grid, store_path
 
     if args.dry_run or not args.quiet:
         with _in_flags(_RUN_FLAGS):
@@ -465,7 +463,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"wrote {out} ({meta['runs']} runs, {meta['rows']} rows) and {out.with_name(out.stem + '.meta.json').name}; "
             f"{meta['runs_computed']} runs trained, {meta['runs_reused']} taken from {store}"
         )
-        from .results import default_by, summarize
+        from .selection import default_by
+        from .summaries import summarize
 
         # From the file just written, by the analysis engine: a table of any size, never loaded whole.
         by = [a for a in default_by(out) if a != "epoch"]  # the last checkpoint of each run
@@ -479,7 +478,7 @@ def _grow_to_target(grid, out: Path, args: argparse.Namespace, train):
     within ±--target-precision (its 95% interval's half-width over the median), or the cap. Each
     round trains only the replicates added (the others are in the store). Returns the last grid."""
     from .grid import Grid
-    from .results import precision_shortfall
+    from .summaries import precision_shortfall
 
     target, cap = args.target_precision, args.max_replicates
     for round_ in range(1, 100):
@@ -492,7 +491,7 @@ def _grow_to_target(grid, out: Path, args: argparse.Namespace, train):
                 f"±{cells['relative'].max():.3g})"
             )
             return grid
-        from .results import format_value
+        from .selection import format_value
 
         worst = short.loc[[short["relative"].idxmax()]].to_dict("records")[0]
         cell = ", ".join(f"{a} = {format_value(worst[a])}" for a in cells.columns[: cells.columns.get_loc("units")])
@@ -523,7 +522,7 @@ def _diverging_text(cells) -> str:
 
 def _predict_replicates(grid, out: Path, args: argparse.Namespace) -> None:
     """--dry-run --target-precision: the replicates the runs the output holds predict."""
-    from .results import precision_shortfall
+    from .summaries import precision_shortfall
 
     try:
         cells = precision_shortfall(out, metric=args.metric, target=args.target_precision)
@@ -643,7 +642,7 @@ def _in_flags(flags: dict[str, str], *, roles: bool = True, place: str | None = 
     """Refusals of the library, reworded with the flags of the command: a ParameterError names
     the flag in place of the parameter, a PoolingError the flags that place or fix an axis
     (``place``: how to place one, where the figure takes no roles but another flag)."""
-    from ._checks import ParameterError
+    from .errors import ParameterError, PoolingError  # light: no torch, no pandas
 
     try:
         yield
@@ -651,13 +650,9 @@ def _in_flags(flags: dict[str, str], *, roles: bool = True, place: str | None = 
         if err.name not in flags:
             raise
         raise ValueError(err.as_option(flags[err.name])) from None
-    except ValueError as err:
-        # A PoolingError comes from study.results, loaded by then; a command that never loads
-        # it (exercises: its studies run in workers) need not import it, with torch, to check.
-        results = sys.modules.get(f"{__package__}.results")
-        if results is None or not isinstance(err, results.PoolingError):
-            raise
-        describe_axes, format_value = results.describe_axes, results.format_value
+    except PoolingError as err:
+        from .selection import describe_axes, format_value
+
         fix = " ".join(f"--where {axis}={format_value(values[0])}" for axis, values in err.axes.items())
         if place is None:
             place = "put them on the figure (--hue/--style/--col/--row) or " if roles else ""
@@ -775,21 +770,24 @@ def _print_medians(summary) -> None:
 
 def _precision_columns(summary) -> set:
     """The columns summarize's ``ci`` added (the precision of each number), never a cell."""
-    from .results import ERROR_METRICS
+    from .summaries import ERROR_METRICS
 
     base = {f"{m}_{s}" for m in ERROR_METRICS for s in ("mean", "median", "q10", "q90")}
     return {c for c in summary.columns if c.startswith(("w_err_", "b_err_")) and c not in base}
 
 
 def _where_text(where: dict) -> str:
-    from .results import values_text
+    from .selection import values_text
 
     return ", ".join(f"{k} = {values_text(v)}" for k, v in where.items())
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
     with _in_flags(_TABLE_FLAGS):
-        from .results import ParameterError, describe_axes, diverged_runs, summarize, write_table
+        from .errors import ParameterError
+        from .schema import write_table
+        from .selection import describe_axes
+        from .summaries import diverged_runs, summarize
 
         out, folders = _output_path(args.out, "--out", (".csv", ".parquet")) if args.out else (None, [])
         by = None
@@ -838,7 +836,10 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     with _in_flags(_COMPARE_FLAGS, roles=False):
-        from .results import ParameterError, compare, format_value, write_table
+        from .comparisons import compare
+        from .errors import ParameterError
+        from .schema import write_table
+        from .selection import format_value
 
         out, folders = _output_path(args.out, "--out", (".csv", ".parquet")) if args.out else (None, [])
         by = None
@@ -890,7 +891,7 @@ def _chosen_rows(path: Path, items: Sequence[str] | None):
     """The table at ``path`` (study.analysis.Table: nothing is read whole) and the rows --where
     keeps, with the values chosen; an empty choice is refused, naming the value that has no rows."""
     from .analysis import open_table
-    from .results import format_value, parse_where
+    from .selection import format_value, parse_where
 
     table = open_table(path)
     where = parse_where(table, items or [], where="option")
@@ -910,7 +911,7 @@ def _chosen_rows(path: Path, items: Sequence[str] | None):
 def _cmd_exercises(args: argparse.Namespace) -> int:
     import time
 
-    from .exercise_runner import stop_workers
+    from .exercises.pool import stop_workers
 
     _start_study_workers(args)
     try:
@@ -923,7 +924,8 @@ def _exercises(args: argparse.Namespace, started: float) -> int:
     import time
 
     with _in_flags(_EXERCISES_FLAGS):
-        from .exercise_runner import LAYOUT, check_numbers, run_studies
+        from .exercises.catalog import LAYOUT, check_numbers
+        from .exercises.pool import run_studies
         from .vocabulary import FIGURE_FORMATS
 
         numbers = _only_numbers(args.only)
@@ -975,7 +977,8 @@ def _start_study_workers(args: argparse.Namespace) -> None:
     imported: their imports of torch and matplotlib (about 3 s) begin at once (none where the
     studies run in this process). A bad flag is refused later all the same; the workers are
     then stopped."""
-    from .exercise_runner import check_numbers, study_executor, study_workers, warm_up
+    from .exercises.catalog import check_numbers
+    from .exercises.pool import study_executor, study_workers, warm_up
 
     try:
         numbers = _only_numbers(args.only)
@@ -990,7 +993,7 @@ def _start_study_workers(args: argparse.Namespace) -> None:
             executor.submit(warm_up)
 
 
-#: The measured columns of the results schema (study.results.metric_columns): what a role may
+#: The measured columns of the results schema (study.schema.metric_columns): what a role may
 #: name besides the axes, whatever the table.
 _SCHEMA_COLUMN = re.compile(
     r"w_(hat|err)_\d+|w_err_norm|w_err_max|b_hat|b_err|train_loss|val_mse|grad_w_norm|grad_b|"
@@ -999,7 +1002,9 @@ _SCHEMA_COLUMN = re.compile(
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    exercise = args.figure is not None and not args.figure.startswith(("error-vs-", "heatmap", "nested-loop"))
+    from .exercises.catalog import EXERCISE_FIGURES  # light: the names, not the studies
+
+    exercise = args.figure in EXERCISE_FIGURES
     nested = args.figure == "nested-loop"
     if args.order is not None and not nested and (args.figure or args.x):  # neither: refused below
         shown = "--x" if args.figure is None else f"the figure {args.figure}"
@@ -1025,17 +1030,19 @@ def _cmd_plot(args: argparse.Namespace) -> int:
             )
     placing = "add them to --order or " if nested else None  # the nested-loop plot's factors are its roles
     with _in_flags(_PLOT_FLAGS, roles=not exercise, place=placing):
-        from .exercises import draw_figure, draw_xy, figure_names
-        from .plots import FIGURE_FORMATS, check_roles, save_figure
-        from .results import ParameterError
+        from .errors import ParameterError
+        from .plots import GENERIC_FIGURES, check_roles, draw_figure, draw_xy, save_figure
+        from .vocabulary import FIGURE_FORMATS
+
+        names = [*GENERIC_FIGURES, *EXERCISE_FIGURES]
 
         if args.figure is None and args.x is None:
             raise ValueError(
                 "The '--figure' or '--x' option must be given: a named figure, or the x axis of "
                 "your own (with --y, default w_err_norm). Got neither."
             )
-        if args.figure is not None and args.figure not in figure_names():
-            raise ParameterError("figure", "option", f"one of {figure_names()}", args.figure)
+        if args.figure is not None and args.figure not in names:
+            raise ParameterError("figure", "option", f"one of {names}", args.figure)
         y = args.y or "w_err_norm"
         rows, where = _chosen_rows(args.table, args.where)
         roles = {"hue": args.hue, "style": args.style, "col": args.col, "row": args.row}
@@ -1044,7 +1051,19 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         name = args.figure or f"{y}-vs-{args.x}"
         out = args.out or Path("figures") / f"{args.table.stem}_{name}.png"
         out, folders = _output_path(out, "--out", FIGURE_FORMATS, default=args.out is None)
-        if args.figure is not None:
+        if exercise:
+            for role, given in {**roles, "epoch": args.epoch, "band": args.band, "title": args.title}.items():
+                if given is not None:
+                    raise ParameterError(
+                        role,
+                        "option",
+                        f"left out with the exercise figure {args.figure} (drawn as the exercise draws it)",
+                        given,
+                    )
+            from .exercises import exercise_figure  # the studies, with torch: only for their figures
+
+            fig = exercise_figure(rows, args.figure)
+        elif args.figure is not None:
             fig = draw_figure(
                 rows,
                 args.figure,
@@ -1069,7 +1088,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .exercises import seed_example
+    from .exercises.demo import seed_example
 
     errors = seed_example(lr=args.lr, loss=args.loss, epochs=args.epochs, num_train=args.num_train, seed=args.seed)
     print(f"error in estimating w: {errors['w']}")

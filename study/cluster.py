@@ -29,7 +29,7 @@ from .dispatch import Task, one_line, train_chunk
 from .options import DEFAULT, Options
 from .plan import Chunk, Plan
 
-__all__ = ["dask_client", "dask_results", "check_dask_installed", "DASK_CONNECT_TIMEOUT"]
+__all__: list[str] = []  # private: see study/__init__.py
 
 #: Seconds to wait for a Dask scheduler to answer before giving up on it.
 DASK_CONNECT_TIMEOUT = 30

@@ -26,17 +26,9 @@ import torch
 
 from . import streams
 from ._checks import check_choice, check_int, check_real, check_vector, fail
-from .vocabulary import NOISE_KINDS
+from .vocabulary import NOISE_KINDS, STREAMS
 
-__all__ = [
-    "SyntheticRegressionData",
-    "draw_counter_data",
-    "counter_initial_weights",
-    "NOISE_KINDS",
-    "STUDENT_T_DF",
-    "OUTLIER_FRACTION",
-    "OUTLIER_SCALE",
-]
+__all__ = ["SyntheticRegressionData"]
 
 #: ``gaussian``: noise · N(0, 1), as in d2l.
 #: ``student_t``: noise · t with STUDENT_T_DF degrees of freedom (heavy tails, variance 3·noise²).
@@ -140,7 +132,7 @@ class SyntheticRegressionData:
         self.seed = check_int(seed, "seed", where, low=0)
         if self.seed >= 2**63:  # the counter stream keeps seeds in int64 tensors
             fail("seed", where, "an integer in [0, 2**63)", seed)
-        self.stream = check_choice(stream, "stream", where, streams.STREAMS)
+        self.stream = check_choice(stream, "stream", where, STREAMS)
         self._epoch = 0
         if self.stream == "torch":
             self.generator: torch.Generator | None = torch.Generator().manual_seed(self.seed)

@@ -25,21 +25,10 @@ import torch
 from . import engine as engines
 from .options import DEFAULT, Options
 from .plan import Chunk, ChunkSpec, Plan
-from .results import metric_columns
+from .schema import metric_columns
 from .store import Segment
 
-__all__ = [
-    "Task",
-    "train_chunk",
-    "local_results",
-    "worker_count",
-    "split_on_oom",
-    "local_device",
-    "init_worker",
-    "one_line",
-    "bundle",
-    "WORKER_START_S",
-]
+__all__: list[str] = []  # private: see study/__init__.py
 
 
 @dataclass(frozen=True)

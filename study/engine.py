@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,21 +40,8 @@ from .plan import Chunk
 from .sums import tree_levels, tree_sum_
 from .theory import least_squares, least_squares_from_moments
 from .train import Trainer
-from .vocabulary import ENGINES
 
-__all__ = [
-    "ChunkResult",
-    "estimated_seconds",
-    "train_batched",
-    "train_batched_together",
-    "train_reference",
-    "ENGINES",
-    "CHUNK_MEMORY_BUDGET",
-    "max_chunk_runs",
-    "chunk_bytes",
-    "as_chunk",
-    "past_stability_edge",
-]
+__all__: list[str] = []  # private: see study/__init__.py
 
 #: A run has diverged at a checkpoint once ŵ, b̂ or its training loss is not finite, or its
 #: training loss exceeds this many times its value at the start. A run that converges never
@@ -401,24 +389,24 @@ def train_batched_together(
         features = [(xw[:, :h], xw[:, s - h : s]) for h, s in tree_levels(d)] if xw is not None else None
         # prod[0], once the tree is summed: (d+1, m, S), Σ over the minibatch of z·r.
         loops.append(
-            (
-                t0,
-                t1,
-                k,
-                Sk,
-                r,
-                r[:, None],
-                prod,
-                halves,
-                prod[0],
-                th_k.unbind(0),
-                th_k[d],
-                th_k[: d + 1],
-                lo[:, :Sk],
-                hi[:, :Sk],
-                xw,
-                features,
-                th_k[:d],
+            _Span(
+                t0=t0,
+                t1=t1,
+                k=k,
+                Sk=Sk,
+                r=r,
+                r4=r[:, None],
+                prod=prod,
+                halves=halves,
+                update=prod[0],
+                th_j=th_k.unbind(0),
+                th_b=th_k[d],
+                th_wb=th_k[: d + 1],
+                th_w=th_k[:d],
+                lo=lo[:, :Sk],
+                hi=hi[:, :Sk],
+                xw=xw,
+                features=features,
             )
         )
 
@@ -431,14 +419,16 @@ def train_batched_together(
         avg = torch.zeros_like(wb) if q.any_average else None
         denom = torch.full_like(q.neg_lr_s, math.inf)  # per slot: iterates averaged + 1, inf while not averaging
 
-    def span_steps(Zp: torch.Tensor, span: tuple, epoch: int = 0) -> None:
+    def span_steps(Zp: torch.Tensor, span: _Span, epoch: int = 0) -> None:
         """A span's steps of one epoch, on its data Zp (t1 - t0, bs, d+2, 1, Sk), y negated.
 
         Plain SGD folds the step size into the update. With the optimiser's axes (``general``)
         a step is torch.optim.SGD's: the minibatch gradient g, g_w += λw, buf = β·buf + g (buf =
         g at the first step, from buf = 0), θ −= lr_t·buf with lr_t = lr·(1 + t)^−p after t
         steps; then the running average of the iterates, AveragedModel's, where a run averages."""
-        t0, t1, k, Sk, r, r4, prod, halves, update, th_j, th_b, th_wb, lo_k, hi_k, xw, features, th_w = span
+        t0, t1, r, r4, prod, halves, update = span.t0, span.t1, span.r, span.r4, span.prod, span.halves, span.update
+        th_j, th_b, th_wb, th_w, lo_k, hi_k = span.th_j, span.th_b, span.th_wb, span.th_w, span.lo, span.hi
+        xw, features = span.xw, span.features
         if general and avg is not None:
             denom.masked_fill_(q.average_from_s == epoch - 1, 1.0)  # averaging starts after epoch k
             active = torch.isfinite(denom).to(denom.dtype)
@@ -457,7 +447,7 @@ def train_batched_together(
         for t, (minus_y, *x, z_u, step_t, plain_t) in enumerate(per_step, start=(epoch - 1) * parts[0].T + t0):
             # The residuals r = x·w + b − y, (bs, m, S): fused multiply-adds from −y, then b;
             # wide, the products x_j w_j summed by the features' tree, then −y, then b.
-            if wide:
+            if xw is not None and features is not None:  # wide (xw and its tree are made exactly then)
                 torch.mul(x[0], th_w, out=xw)  # (bs, d, 1, S) x (d, m, S)
                 for low, high in features:
                     low.add_(high)
@@ -531,7 +521,7 @@ def train_batched_together(
         else:
             datas = [p.epoch_data(epoch, last) for p in parts]  # (T_p, bs, d+2, 1, S_p) each, y negated
             for span in loops:
-                t0, t1, k, Sk = span[:4]
+                t0, t1, k, Sk = span.t0, span.t1, span.k, span.Sk
                 if len(parts) == 1:
                     Zp = datas[0]
                 else:  # the span's steps of its k chunks, side by side
@@ -547,6 +537,29 @@ def train_batched_together(
                 p.theta.copy_(shown[:, : p.m, a:b].permute(2, 1, 0))
                 p.checkpoint(epoch * p.T)
     return [p.result() for p in made]
+
+
+class _Span(NamedTuple):
+    """One span of an epoch's steps (steps [t0, t1) over the first k chunks' Sk streams), and the
+    views its steps work on: made once a training, so that a step spends nothing on them."""
+
+    t0: int
+    t1: int
+    k: int
+    Sk: int
+    r: torch.Tensor  # the residuals (bs, m, Sk)
+    r4: torch.Tensor  # r as (bs, 1, m, Sk)
+    prod: torch.Tensor  # z·r (bs, d+1, m, Sk), summed over the minibatch in place by `halves`
+    halves: list  # the minibatch's pairwise tree: prod[:h] += prod[s-h:s]
+    update: torch.Tensor  # prod[0] once summed: Σ z·r (d+1, m, Sk)
+    th_j: tuple  # θ's coordinates, one (m, Sk) view each
+    th_b: torch.Tensor
+    th_wb: torch.Tensor  # (d+1, m, Sk)
+    th_w: torch.Tensor  # (d, m, Sk)
+    lo: torch.Tensor  # Huber's clamp, per slot (m, Sk)
+    hi: torch.Tensor
+    xw: torch.Tensor | None  # wide runs only: the products x_j w_j (bs, d, m, Sk)
+    features: list | None  # and their pairwise tree over the features
 
 
 class _Part:

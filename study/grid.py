@@ -43,6 +43,7 @@ from ._checks import _is_int, _is_real, check_choice, check_int, check_real, che
 from .vocabulary import (
     APPLIES_ONLY,
     AXES,
+    INT_AXES,
     LATER_DEFAULTS,
     LOSSES,
     NO_AVERAGE,
@@ -54,7 +55,7 @@ from .vocabulary import (
     STREAMS,
 )
 
-__all__ = ["Grid", "Run", "AXES", "SETTINGS", "STREAM_KEYS", "log_sizes", "load_grid", "stream_seeds", "run_keys"]
+__all__ = ["Grid", "load_grid", "log_sizes"]
 
 
 # Every integer up to 2**53 is a float, and none is lost on the way: a float past it may be
@@ -140,9 +141,8 @@ def _is_positive_finite(value: Any) -> bool:
         return False
 
 
-_INT_AXES = ("num_train", "num_inputs", "batch_size", "epoch")
 #: The axes a log range may give: every numeric one (noise too, though a range never holds 0).
-_LOG_AXES = (*_INT_AXES, "lr", "sigma", "noise")
+_LOG_AXES = (*INT_AXES, "lr", "sigma", "noise")
 _LOG_KEYS = ("log", "per_decade")
 
 
@@ -166,7 +166,7 @@ def _log_axis(axis: str, table: Mapping[str, Any], where: str) -> list:
     bounds = table["log"]
     if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
         refuse("a log range whose 'log' is a pair [lo, hi]")
-    integer = axis in _INT_AXES
+    integer = axis in INT_AXES
     lo: float  # ints on an integer axis
     hi: float
     if integer:
@@ -193,7 +193,7 @@ def _log_axis(axis: str, table: Mapping[str, Any], where: str) -> list:
 
 
 def _check_axis_value(axis: str, value: Any, where: str) -> Any:
-    if axis in _INT_AXES:
+    if axis in INT_AXES:
         return _check_whole(value, axis, where, low=1)
     if axis in ("lr", "sigma"):
         return check_real(value, axis, where)

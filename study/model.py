@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import ParameterError, check_choice, check_int, check_real
+from ._checks import check_choice, check_int, check_real
 from .data import INIT_STD
+from .errors import ParameterError
 from .vocabulary import LOSSES, REDUCTIONS
 
-__all__ = ["LinearRegression", "LOSSES", "REDUCTIONS", "INIT_STD", "draw_initial_weight", "per_example_loss"]
+__all__ = ["LinearRegression"]
 
 
 def draw_initial_weight(num_inputs: int, generator: torch.Generator | None) -> torch.Tensor:

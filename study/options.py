@@ -15,7 +15,7 @@ from numbers import Integral
 
 from ._checks import _is_real, fail
 
-__all__ = ["Options", "DEFAULT"]
+__all__ = ["Options"]
 
 _MiB, _GiB = 2**20, 2**30
 

@@ -22,21 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .grid import RUN_AXES, Grid, Run, applies, key_cell, run_keys, stream_seeds
-from .vocabulary import APPLIES_ONLY, OPTIMIZER_DEFAULTS
+from .grid import Grid, Run, applies, key_cell, run_keys, stream_seeds
+from .vocabulary import APPLIES_ONLY, OPTIMIZER_AXES, OPTIMIZER_DEFAULTS, RUN_AXES
 
-__all__ = [
-    "Chunk",
-    "ChunkSpec",
-    "Plan",
-    "chunk_id",
-    "keys_id",
-    "grid_seconds",
-    "chunk_cap",
-    "REFERENCE_CHUNK_RUNS",
-    "GPU_MEMORY_SHARE",
-    "CHUNKS_PER_WORKER",
-]
+__all__: list[str] = []  # private: see study/__init__.py
 
 #: Runs per chunk of the reference engine (a run takes milliseconds to seconds there): small
 #: enough that an interrupted grid resumes at a fine grain.
@@ -52,10 +41,9 @@ CHUNKS_PER_WORKER = 4
 MIN_WORK_OVER_FIXED = 4.0
 
 #: The axes that do not change a run's stream, in the grid's order.
-OPTIM_AXES = ("lr", "loss", "sigma", "reduction", *OPTIMIZER_DEFAULTS)
 # A stream's runs are the same in every stream (its chunk holds them all): so an axis that
 # applies to some runs only depends on an axis of the optimiser's, and is one.
-assert all(axis in OPTIM_AXES and condition in OPTIM_AXES for axis, (condition, *_) in APPLIES_ONLY.items())
+assert all(axis in OPTIMIZER_AXES and condition in OPTIMIZER_AXES for axis, (condition, *_) in APPLIES_ONLY.items())
 #: An average_from of None (the last iterate) in a chunk's column of ints.
 NO_AVERAGE_EPOCH = -1
 
@@ -245,7 +233,7 @@ class Plan:
 
     def __init__(self, grid: Grid, chunk_runs) -> None:
         self.grid = grid
-        self.optim_shape = tuple(len(getattr(grid, a)) for a in OPTIM_AXES)
+        self.optim_shape = tuple(len(getattr(grid, a)) for a in OPTIMIZER_AXES)
         mask = grid.cell_mask()
         # The optimiser's cells that are runs (an axis that does not apply is a run at its first
         # value only: Grid.cell_mask), the same for every stream.
@@ -281,7 +269,7 @@ class Plan:
         s = np.arange(spec.start, spec.stop)
         i_noise, i_kind, rep = np.unravel_index(s, self.stream_shape)
         L = self.runs_per_stream
-        # Runs in the grid's order: the optimiser's axes (OPTIM_AXES) outer, streams inner. A
+        # Runs in the grid's order: the optimiser's axes (OPTIMIZER_AXES) outer, streams inner. A
         # chunk's rows then land in L contiguous blocks of the table.
         optim = [np.repeat(a, len(s)) for a in np.unravel_index(self.optim_cells, self.optim_shape)]
         i_noise, i_kind, rep = (np.tile(a, L) for a in (i_noise, i_kind, rep))
@@ -301,7 +289,7 @@ class Plan:
             stream=g.stream,
             base_seed=g.seed,
             drop_last=g.drop_last[spec.drop_last_i],
-            **{k: cols[k] for k in (*OPTIM_AXES, "noise", "noise_kind", "replicate", "seed", "index", "key")},
+            **{k: cols[k] for k in (*OPTIMIZER_AXES, "noise", "noise_kind", "replicate", "seed", "index", "key")},
         )
 
     def _index_of(self, full: np.ndarray) -> np.ndarray:
@@ -445,8 +433,8 @@ def _optim_mask(grid: Grid, mask: np.ndarray | None = None) -> np.ndarray:
     not given) on those axes alone."""
     mask = grid.cell_mask() if mask is None else mask
     if mask is None:
-        return np.ones(tuple(len(getattr(grid, a)) for a in OPTIM_AXES), dtype=bool)
-    at = tuple(slice(None) if a in OPTIM_AXES else 0 for a in RUN_AXES)
+        return np.ones(tuple(len(getattr(grid, a)) for a in OPTIMIZER_AXES), dtype=bool)
+    at = tuple(slice(None) if a in OPTIMIZER_AXES else 0 for a in RUN_AXES)
     return mask[at]
 
 

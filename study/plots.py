@@ -48,43 +48,23 @@ from matplotlib.transforms import Affine2D  # noqa: E402
 
 from . import theory  # noqa: E402
 from .analysis import Table, literal, open_table, quote  # noqa: E402
-from .results import (  # noqa: E402
-    DATA_AXES,
-    LEAST_SQUARES,
-    MIN_FIT_LEVELS,
-    ParameterError,
-    PoolingError,
-    at_epoch,
-    axes_of,
-    describe_axes,
-    fewest_runs,
-    fit_power_law,
-    format_value,
-    median_ranks,
-)
-from .vocabulary import AXES, FIGURE_FORMATS, LATER_DEFAULTS, OPTIMIZER_DEFAULTS, average_text  # noqa: E402  (FIGURE_FORMATS: what save_figure writes)
+from .errors import ParameterError, PoolingError
+from .fits import MIN_FIT_LEVELS, fit_power_law
+from .selection import LEAST_SQUARES, at_epoch, axes_of, describe_axes, format_value, values_text
+from .summaries import PAIRED, fewest_runs, median_ranks
+from .vocabulary import AXES, DATA_AXES, FIGURE_FORMATS, LATER_DEFAULTS, OPTIMIZER_DEFAULTS, average_text  # noqa: E402
 
 __all__ = [
-    "PALETTE",
-    "LABELS",
-    "FLOORS",
-    "FIGURE_FORMATS",
-    "ROLES",
-    "error_curve",
     "error_facets",
+    "error_curve",
+    "nested_loop",
     "lr_epoch_heatmap",
     "heatmap_facets",
     "loss_shapes",
+    "draw_figure",
+    "draw_xy",
+    "GENERIC_FIGURES",
     "save_figure",
-    "merged_legend",
-    "left_out_note",
-    "check_roles",
-    "refuse_pooling",
-    "feature_count",
-    "held_fixed",
-    "BANDS",
-    "nested_loop",
-    "NESTED_ORDER",
 ]
 
 PALETTE = "colorblind"
@@ -106,7 +86,7 @@ LABELS = {
     "train_loss": "training loss",
 }
 #: The least-squares twin of an SGD error: the floor any method can reach on the same data.
-FLOORS = {"w_err_norm": "ols_w_err_norm", "b_err": "ols_b_err"}
+FLOORS = PAIRED
 #: The columns a figure puts its lines and panels on (x and y aside).
 ROLES = ("hue", "style", "col", "row")
 #: Panels in a row of a faceted figure with no ``row``, before it wraps to the next.
@@ -1422,3 +1402,160 @@ def _draw_strips(ax: plt.Axes, index: np.ndarray, levels: dict[str, list], outer
         strip.set_xlabel(
             f"the {len(index)} cells, in nested order: {' ▸ '.join(levels)} (outermost first)", fontsize="small"
         )
+
+
+#: Figures `study plot` draws from any results table: the error against one axis (its x), a
+#: heatmap, or the nested-loop plot of every cell (neither has one x).
+GENERIC_FIGURES = {
+    "error-vs-num_train": "num_train",
+    "error-vs-epoch": "epoch",
+    "error-vs-lr": "lr",
+    "heatmap": None,
+    "nested-loop": None,
+}
+
+
+#: The axes a named figure puts on its lines, then on its columns and rows, where the user did
+#: not: the first that vary, in this order.
+_AUTO_AXES = (
+    "lr",
+    "loss",
+    "num_train",
+    "reduction",
+    "sigma",
+    "noise_kind",
+    "noise",
+    "batch_size",
+    "lr_decay",
+    "momentum",
+    "weight_decay",
+    "average_from",
+    "drop_last",
+    "epoch",
+)
+
+
+def _title(y: str, x: str | None, epoch_text: str | None, fixed: dict | None, auto: list[str]) -> str:
+    parts = [f"{LABELS.get(y, y)}" + (f" against {x}" if x else "")]
+    if epoch_text:
+        parts.append(epoch_text)
+    if fixed:
+        parts.append(", ".join(f"{k} = {values_text(v if isinstance(v, list) else [v])}" for k, v in fixed.items()))
+    if auto:
+        parts.append(f"panels by {' and '.join(auto)} (chosen by the figure: the table varies in them)")
+    return "; ".join(parts)
+
+
+def draw_xy(
+    df: pd.DataFrame,
+    *,
+    x: str,
+    y: str = "w_err_norm",
+    hue: str | None = None,
+    style: str | None = None,
+    col: str | None = None,
+    row: str | None = None,
+    epoch: int | None = None,
+    fixed: dict | None = None,
+    auto: Sequence[str] = (),
+    band: str = "ci",
+    title: str | None = None,
+) -> plt.Figure:
+    """|y| against x, faceted (:func:`study.plots.error_facets`), at one checkpoint unless epoch
+    is on the figure: ``epoch`` or, by default, the last, named in the title. ``fixed``: the
+    values the rows were selected on (``--where``), for the title; ``band``: as error_curve's;
+    ``title``: in place of the one made of those (the line of what is held fixed stays)."""
+    where = "parameter of draw_xy"
+    placed = [x, hue, style, col, row]
+    epoch_text: str | None
+    rows, epoch_text = at_epoch(df, epoch, placed=placed, where=where)
+    if "epoch" in placed and epoch is None:
+        epoch_text = None
+    g = error_facets(
+        rows,
+        x=x,
+        y=y,
+        hue=hue,
+        style=style,
+        col=col,
+        row=row,
+        band=band,
+        title=title if title is not None else _title(y, x, epoch_text, fixed, list(auto)),
+    )
+    return g.figure
+
+
+def draw_figure(
+    df: pd.DataFrame,
+    name: str,
+    *,
+    y: str = "w_err_norm",
+    hue: str | None = None,
+    style: str | None = None,
+    col: str | None = None,
+    row: str | None = None,
+    epoch: int | None = None,
+    fixed: dict | None = None,
+    band: str | None = None,
+    title: str | None = None,
+    order: str | Sequence[str] | None = None,
+) -> plt.Figure:
+    """One named figure of any results table (:data:`GENERIC_FIGURES`); an exercise's own figures
+    are :func:`study.exercises.exercise_figure`'s.
+
+    A generic figure sets x (``error-vs-num_train`` ...) and puts the axes that vary, and that
+    the caller did not place, on hue, then col, then row, saying so in the title; more than
+    that is refused (PoolingError) rather than pooled. ``nested-loop`` draws every cell on one
+    axis (:func:`nested_loop`), its factors in ``order`` (outermost first; default: every axis
+    that varies); it alone takes ``order``, and it takes no hue, style, col or row.
+    """
+    where = "parameter of draw_figure"
+    if name not in GENERIC_FIGURES:
+        raise ParameterError("figure", where, f"one of {list(GENERIC_FIGURES)}", name)
+    t = open_table(df)
+    if y not in t.columns:
+        raise ParameterError("y", where, "a column of the table", y)
+    roles = {"hue": hue, "style": style, "col": col, "row": row}
+    if order is not None and name != "nested-loop":
+        raise ParameterError("order", where, f"left out with the figure {name} (only nested-loop takes it)", order)
+    if name == "nested-loop":
+        for role, value in roles.items():
+            if value is not None:
+                raise ParameterError(
+                    role,
+                    where,
+                    "left out with the nested-loop figure (every axis that varies is "
+                    "one of its factors, outermost first)",
+                    value,
+                )
+        return nested_loop(t, y=y, order=order, epoch=epoch, band=band or "ci", title=title)
+    x = GENERIC_FIGURES[name]
+    placed = ["lr", "epoch"] if x is None else [x]
+    placed += [v for v in roles.values() if v]
+    rows, epoch_text = at_epoch(t, epoch, placed=placed, where=where)
+    free = [a for a in _AUTO_AXES if a in rows.varying(placed, axes_of(y))]
+    auto: list[str] = []
+    for role in ("hue", "col", "row") if x is not None else ("col", "row"):
+        if roles[role] is None and free:
+            axis = free.pop(0)
+            roles[role] = axis
+            if role != "hue":
+                auto.append(axis)
+    if free:
+        raise PoolingError({a: rows.values(a) for a in free}, f"the figure {name}")
+    if x is None:
+        if hue or style:
+            raise ParameterError(
+                "hue" if hue else "style",
+                where,
+                "left out with the heatmap (its cells are lr × epoch; use col and row)",
+                hue or style,
+            )
+        return heatmap_facets(
+            rows,
+            value=y,
+            col=roles["col"],
+            row=roles["row"],
+            title=title if title is not None else _title(y, None, "every checkpoint but epoch 0", fixed, auto),
+        )
+    return draw_xy(t, x=x, y=y, **roles, epoch=epoch, fixed=fixed, auto=auto, band=band or "ci", title=title)

@@ -35,7 +35,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,12 @@ from . import engine as engines
 from ._checks import check_choice, check_output, check_real, fail
 from .cluster import check_dask_installed, dask_client, dask_results
 from .dispatch import WORKER_START_S, Task, bundle, local_results, worker_count
-from .grid import RUN_AXES, Grid
+from .errors import ChunkFailure, ChunksFailed, OutputBusy
+from .grid import Grid
 from .options import DEFAULT, Options
 from .plan import GPU_MEMORY_SHARE, Chunk, Plan, chunk_cap, grid_seconds, keys_id
 from .plan import chunk_id as _chunk_id
-from .results import (
+from .schema import (
     COORDINATES,
     SCHEMA_VERSION,
     feature_columns,
@@ -64,76 +65,15 @@ from .results import (
 )
 from .store import SUFFIX as STORE_SUFFIX
 from .store import RunStore, table_blocks, table_frame
-from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINE_REVISIONS
+from .vocabulary import BACKENDS, DEFAULT_CHUNK_TIMEOUT, ENGINE_REVISIONS, ENGINES, RUN_AXES
 
-__all__ = [
-    "run_grid",
-    "plan_grid",
-    "plan_chunks",
-    "chunk_id",
-    "resolve_devices",
-    "check_output",
-    "store_path",
-    "ChunkFailure",
-    "ChunksFailed",
-    "OutputBusy",
-    "plan_summary",
-    "BACKENDS",
-    "DEFAULT_CHUNK_TIMEOUT",
-    "AUTO_GPU_MIN_SECONDS",
-]
+__all__ = ["run_grid"]
 
 #: ``device="auto"`` takes the GPU for the batched engine with the counter stream when the grid
 #: is estimated at more than this many one-core seconds: below it, starting CUDA (a second or
 #: two) costs more than the GPU saves (measured, see docs/performance.md).
 AUTO_GPU_MIN_SECONDS = 4.0
 _WHERE = "parameter of run_grid"
-
-
-@dataclass(frozen=True)
-class ChunkFailure:
-    """A chunk that gave no rows: which runs it held and why."""
-
-    chunk_id: str
-    runs: int  # how many runs the chunk held
-    cells: str  # the grid coordinates its runs span, e.g. "num_train=13, batch_size=32, lr=[0.01, 0.1]"
-    reason: str
-
-    def __str__(self) -> str:
-        return f"chunk {self.chunk_id[:12]} ({self.runs} runs: {self.cells}): {self.reason}"
-
-
-class ChunksFailed(RuntimeError):
-    """Some chunks gave no rows; the others were saved (and written as ``NAME.partial.csv``).
-
-    Attributes
-    ----------
-    failures : list of ChunkFailure
-    partial : DataFrame or None
-        The rows of the runs that finished, in grid order (None if none did).
-    partial_path : Path or None
-        Where those rows were written, when run_grid had an output path.
-    """
-
-    def __init__(
-        self,
-        failures: Sequence[ChunkFailure],
-        n_chunks: int,
-        n_runs: int,
-        partial: pd.DataFrame | None = None,
-        partial_path: Path | None = None,
-        resumable: bool = False,
-    ) -> None:
-        self.failures = list(failures)
-        self.partial = partial
-        self.partial_path = partial_path
-        failed_runs = sum(f.runs for f in self.failures)
-        message = f"{len(self.failures)} of {n_chunks} chunks ({failed_runs} of {n_runs} runs) failed"
-        if partial_path is not None:
-            message += f"; the runs that finished are in {partial_path}"
-        if resumable:
-            message += "; run again to compute only the failed chunks"
-        super().__init__(message)
 
 
 def plan_grid(
@@ -377,7 +317,7 @@ def run_grid(
     -------
     DataFrame or None
         One row per run per checkpoint, in the grid's order; columns as in
-        :mod:`study.results`. None with ``frame=False``.
+        :mod:`study.schema`. None with ``frame=False``.
 
     Raises
     ------
@@ -399,7 +339,7 @@ def run_grid(
     elif not isinstance(options, Options):
         fail("options", _WHERE, "a study.options.Options, or None for the defaults", options)
     grid = grid.checked()  # a list of it changed in place since it was made is refused here
-    check_choice(engine, "engine", _WHERE, engines.ENGINES)
+    check_choice(engine, "engine", _WHERE, ENGINES)
     check_choice(backend, "backend", _WHERE, BACKENDS)
     if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or (n_jobs < 1 and n_jobs != -1):
         fail("n_jobs", _WHERE, "a positive integer or -1 (all cores)", n_jobs)
@@ -477,7 +417,7 @@ def table_bytes(grid: Grid) -> int:
 
 def table_columns(grid: Grid) -> int:
     """Columns of a grid's table: TABLE_COLUMNS, and two more for each feature past two with
-    columns of its own (study.results.feature_columns)."""
+    columns of its own (study.schema.feature_columns)."""
     assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
     return TABLE_COLUMNS + 2 * (feature_columns(grid.num_inputs) - 2)
 
@@ -600,10 +540,6 @@ class _LineProgress:
             self._line()
 
 
-class OutputBusy(RuntimeError):
-    """Another process is writing the same output."""
-
-
 @contextlib.contextmanager
 def _exclusive(out: Path | None) -> Iterator[None]:
     """Hold the output's lock (an flock on ``.NAME.lock`` beside it) while writing it: a second
@@ -654,6 +590,55 @@ def store_path(out: Path) -> Path:
     return out.with_name(out.name + ".store")
 
 
+def _missing_tasks(grid: Grid, plan: Plan, store: RunStore) -> tuple[list[Task], int]:
+    """What the store lacks, chunk by chunk, as tasks numbered largest first (so that the last
+    ones to finish are small: balance); and how many chunks the store holds whole. A chunk is
+    made here, to look its runs up, only when the store holds any (a new grid is planned
+    without making a chunk)."""
+    tasks: list[Task] = []
+    reused_chunks = 0
+    assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
+    for spec in plan.specs:
+        rows, missing = None, spec.runs
+        if len(store):
+            held = store.has(plan.chunk(spec).key)
+            missing = int((~held).sum())
+            if missing == 0:
+                reused_chunks += 1
+                continue
+            if missing < spec.runs:
+                rows = np.flatnonzero(~held)
+        memory = engines.chunk_bytes(
+            grid.num_train[spec.num_train_i],
+            grid.num_val,
+            grid.num_inputs[spec.num_inputs_i],
+            missing,
+            spec.stop - spec.start,
+        )
+        tasks.append(Task(0, spec, rows, missing, plan.seconds(spec, engines.estimated_seconds, missing), memory))
+    tasks.sort(key=lambda t: t.seconds, reverse=True)
+    return [Task(n, t.spec, t.rows, t.runs, t.seconds, t.memory) for n, t in enumerate(tasks)], reused_chunks
+
+
+def _progress(name: str, n_runs: int, initial: int, progress: bool, seconds: float):
+    """A tqdm bar on a terminal; elsewhere (a pipe, a log file, nohup) progress lines, or none
+    with ``progress=False``."""
+    if not progress or not _stderr_is_terminal():
+        return _LineProgress(n_runs, initial, name, progress, seconds)
+    # tqdm.auto only when a bar is shown: in a notebook without ipywidgets it warns on creation.
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_runs, initial=initial, unit="run", desc=name, smoothing=0.1)
+
+
+def _segments(outcome: Any, reason: str | None, n: int) -> list:
+    """Each of a job's ``n`` tasks' segment, or the reason it failed: a bundle gives a list, a
+    chunk its segment, a failure (None) its reason for every task it held."""
+    if isinstance(outcome, list):
+        return outcome
+    return [reason] * n if outcome is None else [outcome]
+
+
 def _execute(
     grid: Grid,
     out: Path | None,
@@ -686,32 +671,7 @@ def _execute(
     )
     for damage in store.damaged:  # repaired below, and said: a damaged disk is worth knowing of
         warnings.warn(f"{damage}; they are trained again", stacklevel=3)
-    # What the store lacks, chunk by chunk: a chunk is made here to look its runs up only when
-    # the store holds any (a new grid is planned without making a chunk).
-    tasks: list[Task] = []
-    reused_chunks = 0
-    assert grid.num_inputs is not None  # Grid.__post_init__ fills num_inputs (None: one, len(w))
-    for spec in plan.specs:
-        rows, missing = None, spec.runs
-        if len(store):
-            held = store.has(plan.chunk(spec).key)
-            missing = int((~held).sum())
-            if missing == 0:
-                reused_chunks += 1
-                continue
-            if missing < spec.runs:
-                rows = np.flatnonzero(~held)
-        memory = engines.chunk_bytes(
-            grid.num_train[spec.num_train_i],
-            grid.num_val,
-            grid.num_inputs[spec.num_inputs_i],
-            missing,
-            spec.stop - spec.start,
-        )
-        tasks.append(Task(0, spec, rows, missing, plan.seconds(spec, engines.estimated_seconds, missing), memory))
-    # The largest chunks first, so that the last ones to finish are small (balance).
-    tasks.sort(key=lambda t: t.seconds, reverse=True)
-    tasks = [Task(n, t.spec, t.rows, t.runs, t.seconds, t.memory) for n, t in enumerate(tasks)]
+    tasks, reused_chunks = _missing_tasks(grid, plan, store)
     to_compute = sum(t.runs for t in tasks)
     workers = worker_count(n_jobs, devices, [t.seconds for t in tasks])
     failed: list[tuple[int, ChunkFailure]] = []  # with the chunk's place in the plan
@@ -756,35 +716,16 @@ def _execute(
             )
             bundled.update((job[0].n, job) for job in jobs if len(job) > 1)
         initial = n_runs - to_compute
-        if not progress or not _stderr_is_terminal():  # a pipe, a log file, nohup: lines, not a bar
-            bar = stack.enter_context(
-                _LineProgress(n_runs, initial, grid.name, progress, sum(t.seconds for t in tasks))
-            )
-        else:
-            # tqdm.auto only when a bar is shown: in a notebook without ipywidgets it warns on creation.
-            from tqdm.auto import tqdm
-
-            bar = stack.enter_context(tqdm(total=n_runs, initial=initial, unit="run", desc=grid.name, smoothing=0.1))
+        bar = stack.enter_context(_progress(grid.name, n_runs, initial, progress, sum(t.seconds for t in tasks)))
         for n, outcome, reason in results:
             job = bundled.get(n, (tasks[n],))
-            # Each task's segment, or the reason it failed (a bundle gives one of them each).
-            if isinstance(outcome, list):
-                outcomes = outcome
-            elif outcome is None:
-                outcomes = [reason] * len(job)
-            else:
-                outcomes = [outcome]
-            for task, segment in zip(job, outcomes):
+            for task, segment in zip(job, _segments(outcome, reason, len(job))):
                 if isinstance(segment, str):
                     chunk = task.chunk(plan)
-                    failed.append(
-                        (
-                            position[task.spec],
-                            ChunkFailure(
-                                chunk_id(chunk, checkpoints, engine), task.runs, _describe(grid, chunk), segment
-                            ),
-                        )
+                    failure = ChunkFailure(
+                        chunk_id(chunk, checkpoints, engine), task.runs, _describe(grid, chunk), segment
                     )
+                    failed.append((position[task.spec], failure))
                     continue
                 store.add(segment, keys_id(segment.keys, grid.stream, segment.checkpoints, engine, SCHEMA_VERSION))
                 computed_runs += task.runs
@@ -811,8 +752,6 @@ def _execute(
         )
 
     failures = [f for _, f in sorted(failed, key=lambda pair: pair[0])]  # in the grid's order, not as they ended
-    partial_table = out.with_name(out.stem + ".partial" + out.suffix) if out is not None else None
-    partial_meta = out.with_name(out.stem + ".partial.meta.json") if out is not None else None
     # What a Parquet table carries inside: what defines its rows (no timing, so that the table of
     # a seeded grid is the same bytes run to run; the sidecar has the rest).
     identity = {
@@ -824,41 +763,61 @@ def _execute(
         "study": __version__,
     }
     if failures:
-        partial = table_frame(plan, store, only_held=True) if frame else None
-        written, partial_rows = None, 0
-        if out is not None:
-            # made from out just above
-            assert partial_table is not None and partial_meta is not None
-            if len(store):
-                counter = _RowCounter()
-                write_table_blocks(
-                    counter.count(table_blocks(plan, store, only_held=True)),
-                    partial_table,
-                    {**identity, "partial": True},
-                )
-                written, partial_rows = partial_table, counter.rows
-            else:  # nothing finished: an older partial table would pass for this run's
-                partial_table.unlink(missing_ok=True)
-            write_json(
-                metadata(
-                    partial_rows, partial=True, complete_output=str(out), failed_chunks=[asdict(f) for f in failures]
-                ),
-                partial_meta,
-            )
+        partial, written = _keep_partial(out, plan, store, identity, frame, metadata, failures)
         raise ChunksFailed(failures, len(tasks) + reused_chunks, n_runs, partial, written, resumable=out is not None)
-    n_rows = n_runs * len(checkpoints)
     df = table_frame(plan, store) if frame or out is None else None
     if out is not None:
-        if df is not None:
-            write_table(df, out, identity)
-        else:
-            write_table_blocks(table_blocks(plan, store), out, identity)
-        write_json(metadata(n_rows), out.with_name(out.stem + ".meta.json"))
-        assert partial_table is not None and partial_meta is not None  # made from out above
-        for stale in (partial_table, partial_meta):  # an earlier run's, now superseded
-            stale.unlink(missing_ok=True)
-        _remove_stale_temporaries(out)
+        _write_output(out, df, plan, store, identity, metadata(n_runs * len(checkpoints)))
     return df
+
+
+def _partial_paths(out: Path) -> tuple[Path, Path]:
+    """Where the runs that finished go when some chunks failed: NAME.partial.EXT and its sidecar."""
+    return out.with_name(out.stem + ".partial" + out.suffix), out.with_name(out.stem + ".partial.meta.json")
+
+
+def _keep_partial(
+    out: Path | None,
+    plan: Plan,
+    store: RunStore,
+    identity: dict,
+    frame: bool,
+    metadata: Any,
+    failures: list[ChunkFailure],
+) -> tuple[pd.DataFrame | None, Path | None]:
+    """Some chunks failed: the rows of the runs that finished (a frame with ``frame``), written
+    as NAME.partial.EXT with a sidecar that lists the failures; and the path written."""
+    partial = table_frame(plan, store, only_held=True) if frame else None
+    if out is None:
+        return partial, None
+    partial_table, partial_meta = _partial_paths(out)
+    written, partial_rows = None, 0
+    if len(store):
+        counter = _RowCounter()
+        write_table_blocks(
+            counter.count(table_blocks(plan, store, only_held=True)), partial_table, {**identity, "partial": True}
+        )
+        written, partial_rows = partial_table, counter.rows
+    else:  # nothing finished: an older partial table would pass for this run's
+        partial_table.unlink(missing_ok=True)
+    write_json(
+        metadata(partial_rows, partial=True, complete_output=str(out), failed_chunks=[asdict(f) for f in failures]),
+        partial_meta,
+    )
+    return partial, written
+
+
+def _write_output(out: Path, df: pd.DataFrame | None, plan: Plan, store: RunStore, identity: dict, meta: dict) -> None:
+    """The table (from the frame, or block by block from the store), then its sidecar; an
+    earlier run's partial table and temporaries go."""
+    if df is not None:
+        write_table(df, out, identity)
+    else:
+        write_table_blocks(table_blocks(plan, store), out, identity)
+    write_json(meta, out.with_name(out.stem + ".meta.json"))
+    for stale in _partial_paths(out):  # an earlier run's, now superseded
+        stale.unlink(missing_ok=True)
+    _remove_stale_temporaries(out)
 
 
 class _RowCounter:

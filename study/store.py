@@ -3,7 +3,7 @@
 A run's numbers are a pure function of its key (study.grid.run_keys: its cell, replicate, the
 grid's settings and stream), the engine, the schema and the checkpoints it was asked for. So
 results are kept per run. Each finished chunk is one *segment*: its runs' keys, the checkpoints
-they were trained to, and what training measured (study.results.metric_columns), one value
+they were trained to, and what training measured (study.schema.metric_columns), one value
 per run per checkpoint. The coordinates of a row (lr, replicate, seed, ...) are not stored:
 the grid gives them (study.plan.Plan.runs_at).
 
@@ -40,23 +40,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .grid import AXES
 from .plan import Plan
-from .results import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write, feature_columns, metric_names
-from .vocabulary import ENGINE_REVISIONS, average_text
+from .schema import ROW_GROUP_ROWS, SCHEMA_VERSION, STRING_AXES, atomic_write, feature_columns, metric_names
+from .vocabulary import AXES, ENGINE_REVISIONS, average_text
 
-__all__ = [
-    "Segment",
-    "RunStore",
-    "Damage",
-    "save_segment",
-    "read_segment_head",
-    "table_blocks",
-    "table_frame",
-    "held_table",
-    "SUFFIX",
-    "GRID_FILE",
-]
+__all__: list[str] = []  # private: see study/__init__.py
 
 #: A segment file starts with this line, then the sha256 of everything after the digest.
 MAGIC = b"study-runs 1\n"
@@ -376,7 +364,7 @@ class RunStore:
     ) -> np.ndarray | None:
         """Column ``name`` of a source at ``where`` (see :meth:`_read`), None where it has none.
         A segment from before ``w_err_max`` existed gives it from its w_err_j (the same
-        arithmetic as study.results.metric_columns: it held every feature's column)."""
+        arithmetic as study.schema.metric_columns: it held every feature's column)."""
         if name in source.columns:
             return self._read(source, name, where, scratch)
         if name != "w_err_max":
@@ -523,7 +511,7 @@ def held_table(folder: Path, into: Path) -> Held | None:
     metadata marks it partial: whether every run is held, :class:`Held` says). None where the
     store describes no grid."""
     from .grid import Grid
-    from .results import write_table_blocks
+    from .schema import write_table_blocks
 
     try:
         described = json.loads((folder / GRID_FILE).read_text())

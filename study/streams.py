@@ -41,18 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .vocabulary import STREAMS
-
-__all__ = [
-    "STREAMS",
-    "PURPOSES",
-    "philox4x32",
-    "words",
-    "uniforms",
-    "normals",
-    "permutations",
-    "seed_keys",
-]
+__all__: list[str] = []  # private: see study/__init__.py
 
 #: ``counter``: this module's Philox streams, drawn on the chunk's device for all runs at once.
 #: ``torch``: a per-run ``torch.Generator`` on the CPU, drawn in the documented order of

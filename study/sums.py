@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+__all__: list[str] = []  # private: see study/__init__.py
+
 
 def tree_sum_(x: torch.Tensor) -> torch.Tensor:
     """The sums over ``x``'s last dimension, as a pairwise tree of elementwise adds; ``x`` is

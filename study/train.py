@@ -15,7 +15,7 @@ from ._checks import check_int, check_real
 from .data import SyntheticRegressionData
 from .model import LinearRegression, per_example_loss
 
-__all__ = ["Trainer", "Checkpoint"]
+__all__ = ["Trainer"]
 
 
 @dataclass

@@ -8,27 +8,7 @@ torch nor pandas: the CLI answers at once.
 
 from __future__ import annotations
 
-__all__ = [
-    "AXES",
-    "OPTIMIZER_DEFAULTS",
-    "PER_FEATURE_COLUMNS_UP_TO",
-    "APPLIES_ONLY",
-    "LATER_DEFAULTS",
-    "NO_AVERAGE",
-    "average_text",
-    "SETTINGS",
-    "RUN_AXES",
-    "STREAM_KEYS",
-    "LOSSES",
-    "REDUCTIONS",
-    "NOISE_KINDS",
-    "STREAMS",
-    "ENGINES",
-    "ENGINE_REVISIONS",
-    "BACKENDS",
-    "DEFAULT_CHUNK_TIMEOUT",
-    "FIGURE_FORMATS",
-]
+__all__: list[str] = []  # private: see study/__init__.py
 
 #: The grid's axes (each a list of values), in the grid's order.
 AXES = (
@@ -88,6 +68,18 @@ REDUCTIONS = ("mean", "sum")
 NOISE_KINDS = ("gaussian", "student_t", "outliers")
 #: See study.streams.
 STREAMS = ("counter", "torch")
+#: The string axes, each with its values in the order they are listed where no grid says
+#: otherwise (average_from: "none", then the epochs in order).
+CHOICES = {"loss": LOSSES, "reduction": REDUCTIONS, "noise_kind": NOISE_KINDS, "average_from": (NO_AVERAGE,)}
+#: The axes of whole numbers, and of truth values; every other axis but CHOICES' is a real number.
+INT_AXES = ("num_train", "num_inputs", "batch_size", "epoch")
+BOOL_AXES = ("drop_last",)
+#: The axes that change how a run trains on its data, never the data: runs that differ only in
+#: them share their stream (common random numbers), so comparisons across them are paired.
+OPTIMIZER_AXES = ("lr", "loss", "sigma", "reduction", *OPTIMIZER_DEFAULTS)
+#: The axes least squares depends on: those that choose the data (STREAM_KEYS), and the number
+#: of features (runs of one replicate at several share their seed, not their data).
+DATA_AXES = tuple(a for a in AXES if a in STREAM_KEYS or a == "num_inputs")
 #: See study.engine.
 ENGINES = ("batched", "reference")
 #: Each engine's arithmetic, numbered: bumped whenever a change moves a run's numbers (even by an

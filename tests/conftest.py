@@ -50,3 +50,23 @@ def with_drawn_options(draw, argv: list, options: dict, *, unique: bool) -> list
     if draw(st.integers(0, 9)) == 0:
         argv.insert(draw(st.integers(0, len(argv))), draw(st.text(max_size=6)))
     return argv
+
+
+@pytest.fixture(scope="session")
+def quick(tmp_path_factory):
+    """Every study on its quick grid, once for the session: (the folder written, the outcomes)."""
+    from study.exercises import run_exercises
+
+    out = tmp_path_factory.mktemp("quick")
+    outcomes = run_exercises(quick=True, out_dir=out, n_jobs=1, progress=False, log=lambda _: None)
+    return out, outcomes
+
+
+@pytest.fixture(scope="session")
+def small_table():
+    """A small grid, run: 2 sizes × 2 lrs × 2 epochs × 5 replicates."""
+    from study.grid import Grid
+    from study.runner import run_grid
+
+    grid = Grid(num_train=[10, 100], lr=[0.03, 0.1], epoch=[1, 2], replicates=5, num_val=20)
+    return run_grid(grid, n_jobs=1, progress=False)

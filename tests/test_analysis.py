@@ -12,10 +12,13 @@ import pandas as pd
 import pytest
 
 from study import analysis
-from study.analysis import TableError, open_table
+from study.analysis import open_table
+from study.errors import TableError
 from study.grid import Grid
-from study.results import ERROR_METRICS, LEAST_SQUARES, diverged_runs, summarize, write_table
 from study.runner import run_grid
+from study.schema import write_table
+from study.selection import LEAST_SQUARES
+from study.summaries import ERROR_METRICS, diverged_runs, summarize
 
 GRID = Grid(
     num_train=[10, 20, 40],
@@ -198,7 +201,8 @@ def test_the_finished_runs_of_a_stopped_grid_are_read_from_its_store(files, tmp_
 
 def test_fit_power_law_of_a_table_fits_one_value_per_data_stream(files):
     """The table form takes |y| per data stream from the engine: the same fit as the numbers."""
-    from study.results import PoolingError, fit_power_law
+    from study.errors import PoolingError
+    from study.fits import fit_power_law
 
     df = files["frame"]
     at = df[(df["epoch"] == 2) & (df["lr"] == 0.03) & (df["loss"] == "squared")]
@@ -237,7 +241,7 @@ def test_medians_intervals_are_numpys_order_statistics_in_every_cell(files):
     """Cells of a real grid whose runs diverge in part (their units differ from the others'):
     each median and its interval are the order statistics numpy finds among the runs that did
     not diverge, whatever n each cell has."""
-    from study.results import median_ranks
+    from study.summaries import median_ranks
 
     df = files["frame"]
     got = summarize(files["parquet"], by=["num_train", "lr", "loss"], epoch=2, ci=0.95)

@@ -482,7 +482,7 @@ def test_run_grows_replicates_to_a_target_precision(tmp_path, tiny_spec, capsys)
     round training only the replicates it adds; --dry-run then predicts from the runs held."""
     import pandas as pd
 
-    from study.results import precision_shortfall
+    from study.summaries import precision_shortfall
 
     out = tmp_path / "tiny.csv"
     code = main(
@@ -879,7 +879,7 @@ def test_the_package_lists_its_lazy_names():
     import study
 
     assert {"run_grid", "summarize", "Grid", "SyntheticRegressionData"} <= set(dir(study))
-    assert study.summarize is __import__("study.results", fromlist=["summarize"]).summarize
+    assert study.summarize is __import__("study.summaries", fromlist=["summarize"]).summarize
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_spec, capsys):
@@ -1040,7 +1040,7 @@ def test_plot_refuses_a_role_no_table_could_hold_before_reading_the_table(tmp_pa
 
     from study.cli import _SCHEMA_COLUMN
     from study.engine import ChunkResult
-    from study.results import metric_columns
+    from study.schema import metric_columns
 
     R, C, d = 2, 3, 4
     result = ChunkResult(

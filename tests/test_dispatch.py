@@ -10,8 +10,8 @@ from study.engine import estimated_seconds
 from study.grid import Grid
 from study.options import DEFAULT
 from study.plan import Plan
-from study.results import metric_columns
 from study.runner import plan_grid
+from study.schema import metric_columns
 
 BUNDLE_RUNS, BUNDLE_SECONDS, CHUNK_MEMORY_BUDGET = (
     DEFAULT.bundle_runs,

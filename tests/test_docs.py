@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 #: The modules whose docstrings hold examples (``>>>``), each run as written.
-DOCUMENTED = ["study.data", "study.grid", "study.theory", "study.runner", "study.results"]
+DOCUMENTED = ["study.data", "study.grid", "study.theory", "study.runner", "study.summaries", "study.fits"]
 
 
 @pytest.mark.parametrize("name", DOCUMENTED)

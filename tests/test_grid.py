@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study.grid import AXES, SETTINGS, Grid, Run, load_grid, log_sizes
+from study.grid import Grid, Run, load_grid, log_sizes
+from study.vocabulary import AXES, SETTINGS
 
 INT64_MAX = 2**63 - 1
 
@@ -659,7 +660,7 @@ def test_load_grid_default_name_from_a_stem_with_a_space_loads(tmp_path):
 
 # Log ranges: `axis = { log = [lo, hi], per_decade = n }` -----------------------------------------
 
-_EXPERIMENTS = Path(__file__).resolve().parent.parent / "study" / "specs"
+_EXPERIMENTS = Path(__file__).resolve().parent.parent / "study" / "exercises" / "specs"
 
 
 @pytest.mark.parametrize("axis", ["num_train", "batch_size", "epoch"])

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from study.data import SyntheticRegressionData
-from study.model import INIT_STD, LinearRegression, per_example_loss
+from study.data import INIT_STD, SyntheticRegressionData
+from study.model import LinearRegression, per_example_loss
 from study.train import Trainer
 
 

@@ -50,7 +50,7 @@ def installed(tmp_path_factory):
 def test_the_installed_wheel_runs_the_exercises_and_a_spec_outside_any_checkout(installed):
     wheel, venv, away = installed
     names = zipfile.ZipFile(wheel).namelist()
-    assert {f"study/specs/ex{n}_{s}.toml" for n, s in ((1, "reduction"), (7, "weight_decay"))} <= set(names)
+    assert {f"study/exercises/specs/ex{n}_{s}.toml" for n, s in ((1, "reduction"), (7, "weight_decay"))} <= set(names)
     assert "study/py.typed" in names and wheel.name.startswith(f"estimation_study-{study.__version__}-")
     env = {**os.environ, "MPLBACKEND": "Agg"}
     env.pop("PYTHONPATH", None)
@@ -97,3 +97,52 @@ def test_provenance_names_this_checkouts_commit():
     if head.returncode != 0:
         pytest.skip("not a git checkout")
     assert _git_commit().split("-")[0] == head.stdout.strip()
+
+
+#: The modules that read, summarize and draw tables, and the closed forms: none needs torch, so a
+#: table is analysed on a machine (or in a notebook) that never trained it, and loads in a blink.
+WITHOUT_TORCH = (
+    "study.theory",
+    "study.schema",
+    "study.selection",
+    "study.summaries",
+    "study.comparisons",
+    "study.fits",
+    "study.analysis",
+    "study.plots",
+    "study.errors",
+    "study.exercises",
+    "study.exercises.catalog",
+)
+
+
+def test_analysis_and_figures_import_no_torch():
+    probe = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in WITHOUT_TORCH)
+    probe += "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_public_api_is_what_study_exports_and_the_documented_sub_modules():
+    """Every exported name resolves; a private module's ``__all__`` holds only names that
+    ``study`` exports from it, so there is one answer to "what may I import"."""
+    import importlib
+    import pkgutil
+
+    for name in study.__all__:
+        assert getattr(study, name) is not None, name
+    for module in study.PUBLIC_MODULES:
+        public = importlib.import_module(f"study.{module}")
+        assert public.__all__, module
+        for name in public.__all__:
+            assert getattr(public, name) is not None, f"study.{module}.{name}"
+    exported = set(study.__all__)
+    for info in pkgutil.iter_modules(study.__path__):
+        if info.name in study.PUBLIC_MODULES or info.name in ("__main__", "cli"):
+            continue
+        module = importlib.import_module(f"study.{info.name}")
+        assert hasattr(module, "__all__"), f"study.{info.name} lists no __all__"
+        assert set(module.__all__) <= exported, f"study.{info.name} exports {set(module.__all__) - exported}"
+        for name in module.__all__:
+            assert getattr(study, name) is getattr(module, name), name

@@ -7,6 +7,7 @@ import pytest
 import seaborn as sns
 
 from study import theory
+from study.errors import ParameterError, PoolingError
 from study.grid import Grid
 from study.plots import (
     error_curve,
@@ -19,8 +20,8 @@ from study.plots import (
     nested_loop,
     save_figure,
 )
-from study.results import ParameterError, PoolingError
 from study.runner import run_grid
+from study.schema import read_results
 
 
 @pytest.fixture(scope="module")
@@ -298,8 +299,8 @@ def test_error_facets_wraps_a_long_row_of_panels(runs):
 @pytest.mark.parametrize("band", ["ci", "both"])
 def test_the_band_is_the_medians_interval_by_default_and_says_so(band):
     """12 runs a point: the default band is the median's 95% interval, the order statistics of
-    study.results.median_ranks (ranks 3 and 10 of 12); "both" adds the 10-90% spread, lighter."""
-    from study.results import median_ranks
+    study.summaries.median_ranks (ranks 3 and 10 of 12); "both" adds the 10-90% spread, lighter."""
+    from study.summaries import median_ranks
 
     df = run_grid(Grid(num_train=[20, 50], lr=[0.1], epoch=[2], replicates=12, num_val=20), n_jobs=1, progress=False)
     at = df[df["epoch"] == 2]
@@ -341,8 +342,55 @@ def test_heatmap_facets_wrap_and_say_what_they_hold_fixed(runs):
     )
 
 
+def test_named_figures_of_the_exercises_raw_tables(quick):
+    from study.plots import draw_figure
+
+    out, _ = quick
+    raw = pd.read_parquet(out / "results" / "raw" / "ex4_lr_epochs.parquet")
+    fig = draw_figure(raw, "error-vs-epoch")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and fig.legends[0].get_title().get_text() == "lr"
+    assert len(draw_figure(raw, "heatmap").axes) == 2  # the heatmap and its colour bar
+    raw5 = read_results(out / "results" / "raw" / "ex5_data_size.parquet")
+    fig = draw_figure(raw5, "error-vs-num_train")
+    fixed = "held fixed: epoch 10, num_inputs = 2, sigma = 1, reduction = mean, batch_size = 32, noise = 0.01, noise_kind = gaussian"
+    assert fig.texts[0].get_text() == (
+        "‖ŵ − w‖₂ against num_train; epoch 10 (the last checkpoint); panels by loss "
+        "(chosen by the figure: the table varies in them)\n" + fixed
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["loss = squared", "loss = huber"]
+    fig = draw_figure(raw5, "error-vs-num_train", hue="loss", col="lr", epoch=1, fixed={"lr": [0.01, 0.1]})
+    assert fig.texts[0].get_text() == (
+        "‖ŵ − w‖₂ against num_train; epoch 1; lr = 0.01, 0.1\n" + fixed.replace("epoch 10", "epoch 1")
+    )
+    raw2 = read_results(
+        out / "results" / "raw" / "ex2_huber.parquet"
+    )  # loss, sigma, num_train, noise_kind: one too many
+    with pytest.raises(
+        PoolingError, match=r"the figure error-vs-epoch would pool over noise_kind \(gaussian, outliers\)"
+    ):
+        draw_figure(raw2, "error-vs-epoch")
+
+
+def test_a_named_figure_refuses_unknown_names_and_columns(quick):
+    from study.plots import draw_figure
+
+    out, _ = quick
+    raw = pd.read_parquet(out / "results" / "raw" / "ex4_lr_epochs.parquet")
+    with pytest.raises(
+        ValueError,
+        match=r"The 'figure' parameter of draw_figure must be one of \['error-vs-num_train', 'error-vs-epoch', "
+        r"'error-vs-lr', 'heatmap', 'nested-loop'\]\. Got 'ex4_lr_epochs'",
+    ):
+        draw_figure(raw, "ex4_lr_epochs")  # an exercise's own: study.exercises.exercise_figure
+    with pytest.raises(
+        ValueError, match=r"The 'y' parameter of draw_figure must be a column of the table\. Got 'nope'"
+    ):
+        draw_figure(raw, "heatmap", y="nope")
+
+
 def test_a_figures_title_can_be_given_and_the_held_fixed_line_stays(runs):
-    from study.exercises import draw_figure, draw_xy
+    from study.plots import draw_figure, draw_xy
 
     fig = draw_xy(runs, x="num_train", hue="lr", epoch=3, title="my title")
     assert (

@@ -23,8 +23,9 @@ from specs import default_sigint, long_spec
 
 import study.engine
 from study.cli import main
+from study.errors import ChunksFailed
 from study.grid import Grid, load_grid
-from study.runner import ChunksFailed, run_grid
+from study.runner import run_grid
 
 GRID = dict(num_train=[20, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 2], replicates=2, num_val=30)
 BROKEN_NUM_TRAIN = 40

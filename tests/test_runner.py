@@ -14,8 +14,8 @@ import pytest
 from specs import long_spec
 
 from study.grid import Grid
-from study.results import COORDINATES
 from study.runner import plan_chunks, resolve_devices, run_grid
+from study.schema import COORDINATES
 
 SMALL = dict(num_train=[5, 40, 100], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1, 3], replicates=2, num_val=50)
 
@@ -473,7 +473,8 @@ def test_sigma_applies_to_huber_runs_only_trained_once_for_squared_and_compared_
     apply to them: a missing value in the table). Nothing pools over the σ they lack: a summary
     by loss and sigma has one squared cell, and the comparison with the squared loss by σ pairs
     every Huber σ with the same squared runs."""
-    from study.results import compare, summarize
+    from study.comparisons import compare
+    from study.summaries import summarize
 
     grid = Grid(
         num_train=[40], lr=[0.05], loss=["squared", "huber"], sigma=[0.5, 2.0], epoch=[2], replicates=6, num_val=10

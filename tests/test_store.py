@@ -10,8 +10,8 @@ import pytest
 
 from study.grid import Grid
 from study.plan import Plan
-from study.results import read_results, write_csv, write_table_blocks
 from study.runner import run_grid
+from study.schema import read_results, write_csv, write_table_blocks
 from study.store import RunStore, Segment, read_segment_head, save_segment, table_blocks, table_frame
 
 

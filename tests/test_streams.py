@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from study.streams import PURPOSES, STREAMS, _to_uniform, normals, permutations, philox4x32, seed_keys, uniforms, words
+from study.streams import PURPOSES, _to_uniform, normals, permutations, philox4x32, seed_keys, uniforms, words
+from study.vocabulary import STREAMS
 
 MASK32 = 0xFFFFFFFF
 

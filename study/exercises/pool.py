@@ -3,88 +3,55 @@ are cores to spare.
 
 Importable without torch, pandas or matplotlib, which take about 3 s to import: ``study
 exercises`` starts its worker processes before anything heavy is imported, so that their imports
-overlap, and the studies themselves (:mod:`study.exercises`: the analyses, tables and figures)
-are imported only by the processes that run them. The studies are independent, and most of a
+overlap, and the studies themselves (:mod:`study.exercises.studies`: the analyses, tables and
+figures) are imported only by the processes that run them. The studies are independent, and most of a
 study's time is its figures, which one process draws alone: on two cores the five run in about
-half the time. Their specs are the package's data (study/specs/), found wherever it is installed.
+half the time. Their specs are in :mod:`study.exercises.catalog`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.resources
 import re
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._checks import ParameterError
-from .grid import Grid, load_grid, log_sizes
-from .vocabulary import FIGURE_FORMATS
+from ..errors import ParameterError
+from ..grid import Grid
+from ..vocabulary import FIGURE_FORMATS
 
-__all__ = [
-    "SPECS",
-    "LAYOUT",
-    "check_numbers",
-    "study_grid",
-    "study_workers",
-    "study_executor",
-    "stop_workers",
-    "warm_up",
-    "run_studies",
-]
+if TYPE_CHECKING:
+    from .common import Outcome
 
-#: The studies' specs: package data (study/specs/NAME.toml), read through importlib.resources, so
-#: that an installed wheel finds them as a checkout does.
-SPECS_FOLDER = "specs"
-#: Each exercise's study: the name of its spec (study/specs/NAME.toml) and what --quick changes in it.
-SPECS: dict[int, tuple[str, dict[str, Any]]] = {
-    1: ("ex1_reduction", {"replicates": 3}),
-    2: ("ex2_huber", {"replicates": 3, "num_train": [50, 200, 1000], "epoch": [1, 3, 10, 20]}),
-    3: ("ex3_gradients", {"replicates": 3, "epoch": list(range(1, 11))}),
-    4: ("ex4_lr_epochs", {"replicates": 3, "epoch": [1, 3, 10, 30]}),
-    5: ("ex5_data_size", {"replicates": 6, "num_train": log_sizes(5, 2000), "epoch": [1, 10]}),
-    6: ("ex6_reaching_the_limit", {"replicates": 6, "epoch": [1, 2, 20]}),
-    7: ("ex7_weight_decay", {"replicates": 6, "num_train": [20, 1000]}),
-}
-#: The studies that answer the book's exercises (§3.5's five); those after them go beyond.
-BOOK_EXERCISES = 5
+from .catalog import LAYOUT, SPECS, STUDY_COST, check_numbers, label, study_grid
 
 
-def label(number: int) -> str:
-    """How answers.md names a study: "Exercise 4" for the book's, "Study 6" for those beyond."""
-    return f"Exercise {number}" if number <= BOOK_EXERCISES else f"Study {number}"
+def run_exercises(
+    numbers=None,
+    *,
+    quick: bool = False,
+    out_dir: str | Path = ".",
+    n_jobs: int = -1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    formats: Sequence[str] = (".png",),
+) -> dict[int, Outcome]:
+    """Run the studies (all seven by default) and write their tables, figures and answers under
+    ``out_dir``: results/ (summary CSVs, answers.md), results/raw/ (the raw tables) and
+    figures/ (in each of ``formats``: ".png", ".svg", ".pdf"). ``out_dir`` must exist; the
+    folders under it are created as needed, each named through ``log``. With ``n_jobs`` -1 or
+    above 1, the studies run side by side, one process each (see :mod:`study.exercises.pool`).
 
-
-#: The folders an exercise run writes, under its out_dir.
-LAYOUT = ("results", "results/raw", "figures")
-#: Seconds each study takes in one process on this project's machine (training, tables and
-#: figures): the slowest are handed out first.
-STUDY_COST = {2: 40.0, 5: 20.0, 6: 10.0, 7: 8.0, 4: 4.0, 1: 3.0, 3: 2.5}
-
-
-def check_numbers(numbers: Any) -> list[int]:
-    """The exercise numbers, refused (ParameterError) unless each is one of SPECS."""
-    numbers = list(numbers)
-    unknown = [n for n in numbers if n not in SPECS]
-    if unknown or not numbers:
-        raise ParameterError(
-            "numbers",
-            "parameter of run_exercises",
-            f"among {sorted(SPECS)}",
-            unknown[0] if len(unknown) == 1 else unknown,
-        )
-    return numbers
-
-
-def study_grid(number: int, quick: bool = False) -> Grid:
-    """Exercise ``number``'s grid, from its spec (smaller with ``quick``)."""
-    name, smaller = SPECS[number]
-    spec = importlib.resources.files(__package__).joinpath(SPECS_FOLDER).joinpath(f"{name}.toml")
-    with importlib.resources.as_file(spec) as path:
-        grid = load_grid(path)
-    return Grid(**{**grid.to_dict(), **smaller}) if quick else grid
+    Returns
+    -------
+    dict
+        Exercise number -> :class:`Outcome` (its figures closed once written).
+    """
+    return run_studies(
+        numbers, quick=quick, out_dir=out_dir, n_jobs=n_jobs, progress=progress, log=log, formats=formats, keep=True
+    )
 
 
 def study_workers(numbers: Sequence[int] | None, n_jobs: int) -> int:
@@ -130,13 +97,13 @@ def warm_up() -> None:
     nothing (a module sent back would be imported by the caller)."""
     import importlib
 
-    importlib.import_module(f"{__package__}.exercises")
+    importlib.import_module(f"{__package__}.studies")
 
 
 def _study_task(
     number: int, grid: Grid, *, out_dir: Path, n_jobs: int, progress: bool, formats: tuple[str, ...], keep: bool
 ) -> tuple[int, Any, int, float, list[Path]]:
-    from .exercises import run_study
+    from .studies import run_study
 
     outcome, runs, seconds, written = run_study(
         number, grid, out_dir=out_dir, n_jobs=n_jobs, progress=progress, formats=formats

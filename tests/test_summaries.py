@@ -1,29 +1,15 @@
+"""Summaries and their Monte Carlo precision, from known answers."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from study.errors import ParameterError
 from study.grid import Grid
-from study.results import (
-    ParameterError,
-    diverged_runs,
-    fewest_runs,
-    fit_power_law,
-    median_ranks,
-    parse_where,
-    read_results,
-    select,
-    summarize,
-    write_csv,
-)
 from study.runner import run_grid
-
-
-@pytest.fixture(scope="module")
-def table() -> pd.DataFrame:
-    grid = Grid(num_train=[10, 100], lr=[0.03, 0.1], epoch=[1, 2], replicates=5, num_val=20)
-    return run_grid(grid, n_jobs=1, progress=False)
+from study.summaries import diverged_runs, fewest_runs, median_ranks, summarize
 
 
 def test_summarize_counts_and_known_quantiles():
@@ -123,33 +109,33 @@ def test_summarize_of_runs_that_all_diverged_counts_them_with_no_statistics():
     np.testing.assert_array_equal(both["w_err_norm_q90"].to_numpy(), [1.0, np.nan])
 
 
-def test_summarize_by_default_groups_the_varying_axes_and_epoch(table):
-    s = summarize(table)
+def test_summarize_by_default_groups_the_varying_axes_and_epoch(small_table):
+    s = summarize(small_table)
     assert list(s.columns[:3]) == ["num_train", "lr", "epoch"]
     assert len(s) == 2 * 2 * 3 and (s["count"] == 5).all()
 
 
-def test_summarize_without_epoch_uses_each_runs_last_checkpoint(table):
-    s = summarize(table, by=["lr"])
+def test_summarize_without_epoch_uses_each_runs_last_checkpoint(small_table):
+    s = summarize(small_table, by=["lr"])
     assert len(s) == 2 and (s["count"] == 10).all()
-    last = table[table["epoch"] == 2]
+    last = small_table[small_table["epoch"] == 2]
     expected = last.groupby("lr")["w_err_norm"].median().to_numpy()
     np.testing.assert_allclose(s["w_err_norm_median"], expected)
 
 
-def test_summarize_bad_by(table):
+def test_summarize_bad_by(small_table):
     with pytest.raises(
         ParameterError,
         match=r"The 'by' parameter of summarize must be columns of the table \(its "
         r"axes: num_train, num_inputs, lr, epoch, .*\)\. Got 'nope' instead\.",
     ):
-        summarize(table, by=["nope"])
+        summarize(small_table, by=["nope"])
     with pytest.raises(
         ParameterError,
         match=r"The 'epoch' parameter of summarize must be one of the table's "
         r"checkpoints \(0, 1, 2\)\. Got 5 instead\.",
     ):
-        summarize(table, by="lr", epoch=5)
+        summarize(small_table, by="lr", epoch=5)
 
 
 def _runs(**columns) -> pd.DataFrame:
@@ -203,15 +189,15 @@ def test_summarize_least_squares_over_every_run_once_per_stream():
     assert pooled.loc[0, "w_err_norm_median"] == 2.5  # of 1, 2, 3, 10: the diverged runs left out
 
 
-def test_summarize_names_the_epoch_it_shows_and_the_axes_it_pools(table):
-    s = summarize(table, by="lr")
+def test_summarize_names_the_epoch_it_shows_and_the_axes_it_pools(small_table):
+    s = summarize(small_table, by="lr")
     assert s["epoch"].tolist() == [2, 2] and s.attrs["epoch"] == "epoch 2 (the last checkpoint)"
     assert s.attrs["pooled"] == {"num_train": [10, 100]}
     assert (s["pooled_over"] == "num_train (10, 100)").all()
-    at1 = summarize(table, by=["num_train", "lr"], epoch=1)
+    at1 = summarize(small_table, by=["num_train", "lr"], epoch=1)
     assert (at1["epoch"] == 1).all() and at1.attrs["epoch"] == "epoch 1" and "pooled_over" not in at1
     assert at1.attrs["pooled"] == {}
-    every = summarize(table)
+    every = summarize(small_table)
     assert every.attrs["epoch"] == "every checkpoint (epochs 0, 1, 2)"
 
 
@@ -231,153 +217,11 @@ def test_diverged_runs_lists_each_run_once_with_its_first_diverged_checkpoint():
         diverged_runs(df, epoch=7)
 
 
-def test_parse_where_reads_each_value_as_its_columns_type(table):
-    assert parse_where(table, ["lr=0.1", "num_train=1e2"]) == {"lr": [0.1], "num_train": [100]}
-    assert parse_where(table, ["lr = 0.03,0.1"]) == {"lr": [0.03, 0.1]}
-    assert parse_where(table, ["loss=squared"]) == {"loss": ["squared"]}
-    assert len(select(table, parse_where(table, ["lr=0.1", "epoch=2"]))) == 2 * 5
-    for item, says in [
-        ("lr", r"KEY=VALUE, e\.g\. loss=huber"),
-        ("lrr=0.1", r"KEY one of the table's axes \(num_train"),
-        ("lr=0.5", r"one of the values lr takes in the table \(lr=0\.03, 0\.1\)\. Got 'lr=0\.5'"),
-        ("lr=fast", r"Got 'lr=fast'"),
-        ("loss=hubber", r"\(loss=squared\)"),
-    ]:
-        with pytest.raises(ParameterError, match=says):
-            parse_where(table, [item])
-    with pytest.raises(ParameterError, match=r"given once for each axis \(lr is given twice\)"):
-        parse_where(table, ["lr=0.1", "lr=0.03"])
-
-
-def test_fit_power_law_counts_each_data_stream_once():
-    """The exercise-5 bug: a least-squares error repeated for 3 lrs (the same data) is one
-    observation. Counted 3 times, the bootstrap interval shrinks by about sqrt(3)."""
-    rng = np.random.default_rng(3)
-    x = np.repeat([10, 100, 1000, 10000], 8)
-    y = x**-0.5 * np.exp(rng.normal(0, 0.4, len(x)))
-    seed = np.arange(len(x))
-    once = fit_power_law(x, y, units=seed)
-    thrice = fit_power_law(np.tile(x, 3), np.tile(y, 3), units=np.tile(seed, 3))
-    naive = fit_power_law(np.tile(x, 3), np.tile(y, 3))
-    assert (thrice.slope, thrice.low, thrice.high) == (once.slope, once.low, once.high)
-    assert once.units == 32 and once.levels == 4 and naive.units == 96
-    assert (naive.high - naive.low) < 0.75 * (once.high - once.low)
-    with pytest.raises(ValueError, match="a unit .* must have one x"):
-        fit_power_law([10, 100], [1.0, 2.0], units=[1, 1])
-
-
-def test_fit_power_law_needs_three_sizes_and_reads_its_sign():
-    with pytest.raises(ValueError, match=r"at 3 distinct x or more; got x levels \[1000\.0, 2000\.0\]"):
-        fit_power_law([1000, 1000, 2000, 2000], [1.0, 1.1, 0.9, 1.0])
-    x = np.repeat([10, 100, 1000], 5)
-    assert fit_power_law(x, x**-0.5).trend("n").startswith("falls as n^-0.50 (95% interval")
-    assert fit_power_law(x, x**0.2).trend("n").startswith("rises as n^0.20")
-    noisy = fit_power_law(x, np.exp(np.random.default_rng(0).normal(0, 1, len(x))))
-    assert noisy.low < 0 < noisy.high and noisy.trend("n").startswith("shows no clear trend in n (slope")
-
-
-def test_write_csv_is_atomic_and_round_trips(tmp_path, table):
-    path = tmp_path / "t.csv"
-    write_csv(table, path)
-    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary file left behind
-    back = read_results(path)
-    pd.testing.assert_frame_equal(back, table, check_dtype=False)
-
-
-def test_write_csv_failure_keeps_the_old_file(tmp_path, table):
-    path = tmp_path / "t.csv"
-    path.write_text("old")
-
-    class Boom(pd.DataFrame):
-        def to_csv(self, *a, **k):
-            raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        write_csv(Boom(table), path)
-    assert path.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
-
-
-def test_read_results_refuses_other_files(tmp_path):
-    other = tmp_path / "other.csv"
-    other.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="is not a results table: the CSV file lacks the columns num_train, lr"):
-        read_results(other)
-    with pytest.raises(FileNotFoundError, match="No results file at"):
-        read_results(tmp_path / "missing.csv")
-
-
-def test_power_law_bootstrap_interval_covers_the_truth_and_shrinks_with_data():
-    """Lognormal scatter around 3·x^-1/2: the slope is found, its 95% interval holds -1/2, and
-    four times the runs per level halve the interval's width (within the bootstrap's noise)."""
-    rng = np.random.default_rng(1)
-    levels = np.array([5, 10, 20, 50, 100, 200, 500, 1000])
-    widths = []
-    for per_level in (25, 100):
-        x = np.repeat(levels, per_level)
-        fit = fit_power_law(x, 3.0 * x**-0.5 * np.exp(rng.normal(0, 0.3, len(x))), n_boot=2000)
-        assert fit.low < -0.5 < fit.high and abs(fit.slope + 0.5) < 0.05
-        widths.append(fit.high - fit.low)
-    assert 0.35 < widths[1] / widths[0] < 0.7
-
-
-def test_write_csv_rounds_a_summary_to_its_significant_digits(tmp_path):
-    df = pd.DataFrame({"a": [0.123456789123, 1234567.891], "n": [3, 4]})
-    write_csv(df, tmp_path / "full.csv")
-    write_csv(df, tmp_path / "summary.csv", significant=6)
-    assert (tmp_path / "full.csv").read_text().splitlines()[1] == "0.123456789123,3"
-    assert (tmp_path / "summary.csv").read_text().splitlines()[1:] == ["0.123457,3", "1.23457e+06,4"]
-
-
 def test_summarize_takes_one_column_name_as_a_string():
     df = run_grid(Grid(num_train=[20], loss=["squared", "huber"], epoch=[1], replicates=3), n_jobs=1, progress=False)
     one, listed = summarize(df, by="loss"), summarize(df, by=["loss"])
     pd.testing.assert_frame_equal(one, listed)
     assert one["loss"].tolist() == ["squared", "huber"] and one["count"].tolist() == [3, 3]
-
-
-def test_a_parquet_table_is_the_frame_and_carries_its_spec(tmp_path):
-    """run_grid(out=*.parquet): the same rows and dtypes as the DataFrame it returns, the spec
-    inside the file, the same bytes for the same seeded grid, and the same numbers as the CSV."""
-    from study.results import table_metadata
-
-    grid = Grid(num_train=[20, 40], lr=[0.01, 0.1], loss=["squared", "huber"], epoch=[1], replicates=2, name="pq")
-    df = run_grid(grid, out=tmp_path / "a.parquet", n_jobs=1, progress=False)
-    back = read_results(tmp_path / "a.parquet")
-    pd.testing.assert_frame_equal(back, df)
-    assert isinstance(back["loss"].dtype, pd.CategoricalDtype) and back["loss"].cat.categories.tolist() == [
-        "squared",
-        "huber",
-    ]
-    meta = table_metadata(tmp_path / "a.parquet")
-    assert meta["spec"]["lr"] == [0.01, 0.1] and meta["stream"] == "counter" and "wall_time_s" not in meta
-    assert (tmp_path / "a.meta.json").is_file()
-    run_grid(grid, out=tmp_path / "b.parquet", n_jobs=1, progress=False)
-    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
-    run_grid(grid, out=tmp_path / "c.csv", n_jobs=1, progress=False)
-    pd.testing.assert_frame_equal(read_results(tmp_path / "c.csv"), back, check_exact=False, rtol=1e-15)
-
-
-def test_a_file_that_is_not_a_results_table_is_refused_in_one_line(tmp_path):
-    bad = tmp_path / "x.parquet"
-    bad.write_bytes(b"not parquet at all")
-    with pytest.raises(ValueError, match=r"x.parquet' is not a readable Parquet file: Parquet magic bytes not found"):
-        read_results(bad)
-
-
-def test_row_norms_are_numpys_to_the_bit_for_the_books_dimensions():
-    from study.results import _row_norms
-
-    rng = np.random.default_rng(3)
-    for d in (1, 2):
-        x = rng.standard_normal((10_000, d)) * rng.lognormal(0, 5, size=(10_000, 1))
-        x[0] = np.inf
-        x[1, 0] = np.nan
-        np.testing.assert_array_equal(_row_norms(x), np.linalg.norm(x, axis=1))
-    x = rng.standard_normal((1000, 7))
-    np.testing.assert_allclose(_row_norms(x), np.linalg.norm(x, axis=1), rtol=1e-15)
-
-
-# --- Monte Carlo precision (summarize's ci) ---------------------------------------------------------
 
 
 def _synthetic(cells: int, units: int, rng, runs_per_stream: int = 1) -> pd.DataFrame:
@@ -470,122 +314,9 @@ def test_precision_counts_data_streams_not_runs():
         summarize(df, ci=95)
 
 
-# --- paired comparisons -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crn() -> pd.DataFrame:
-    """Squared and Huber on the same data (common random numbers), Gaussian noise and outliers."""
-    grid = Grid(
-        num_train=[200, 1000],
-        lr=[0.03, 0.3],
-        loss=["squared", "huber"],
-        noise_kind=["gaussian", "outliers"],
-        epoch=[20],
-        replicates=30,
-        num_val=20,
-    )
-    return run_grid(grid, n_jobs=1, progress=False)
-
-
-def test_compare_pairs_runs_by_data_stream(crn):
-    """The paired ratio per stream, by hand: its median, its order-statistic interval, the wins."""
-    from study.results import compare
-
-    got = compare(crn, factor="loss", baseline="squared")
-    assert got.attrs["paired"] and list(got["loss"].unique()) == ["huber"] and len(got) == 8
-    at = crn[crn["epoch"] == 20]
-    for cell in got.to_dict("records"):
-        rows = at[
-            (at["num_train"] == cell["num_train"]) & (at["lr"] == cell["lr"]) & (at["noise_kind"] == cell["noise_kind"])
-        ]
-        pairs = rows.pivot(index="seed", columns="loss", values="w_err_norm")
-        ratios = np.sort((pairs["huber"] / pairs["squared"]).to_numpy())
-        low, high = median_ranks(len(ratios))
-        assert cell["streams"] == len(ratios) == 30
-        assert cell["ratio"] == pytest.approx(np.median(ratios), rel=1e-15)
-        assert (cell["ratio_lo"], cell["ratio_hi"]) == (ratios[low - 1], ratios[high - 1])
-        assert cell["wins"] == (pairs["huber"] < pairs["squared"]).mean()
-        rmse = np.sqrt((pairs["huber"] ** 2).sum() / (pairs["squared"] ** 2).sum())
-        assert cell["rmse_ratio"] == pytest.approx(rmse, rel=1e-12)
-        assert cell["rmse_ratio_lo"] <= cell["rmse_ratio"] <= cell["rmse_ratio_hi"]
-
-
-def test_paired_intervals_are_narrower_than_unpaired_on_common_random_numbers(crn):
-    from study.results import compare
-
-    paired = compare(crn, factor="loss", baseline="squared")
-    unpaired = compare(crn, factor="loss", baseline="squared", paired=False)
-    assert not unpaired.attrs["paired"] and unpaired["wins"].isna().all()
-    width = lambda c, name: np.log(c[f"{name}_hi"] / c[f"{name}_lo"])  # noqa: E731  (widths on the ratio's log scale)
-    for name in ("ratio", "rmse_ratio"):
-        assert (width(paired, name) < width(unpaired, name)).mean() >= 0.75, name
-        assert np.median(width(unpaired, name) / width(paired, name)) > 1.5, name
-
-
-def test_compare_counts_a_diverged_run_as_a_loss_and_refuses_to_pair_the_data():
-    from study.results import compare
-
-    rng = np.random.default_rng(5)
-    base = dict(
-        num_train=10,
-        epoch=1,
-        sigma=1.0,
-        reduction="mean",
-        batch_size=32,
-        noise=0.01,
-        noise_kind="gaussian",
-        b_err=0.0,
-        ols_w_err_norm=1.0,
-        ols_b_err=0.0,
-        gap_w_norm=0.0,
-        val_mse=0.0,
-    )
-    error = rng.lognormal(0, 0.1, 10)
-    df = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    **base,
-                    "lr": 0.1,
-                    "loss": "squared",
-                    "replicate": range(10),
-                    "seed": range(10),
-                    "w_err_norm": error,
-                    "diverged": False,
-                }
-            ),
-            pd.DataFrame(
-                {
-                    **base,
-                    "lr": 0.1,
-                    "loss": "huber",
-                    "replicate": range(10),
-                    "seed": range(10),
-                    "w_err_norm": np.where(np.arange(10) < 4, np.inf, error / 2),
-                    "diverged": np.arange(10) < 4,
-                }
-            ),
-        ],
-        ignore_index=True,
-    )
-    got = compare(df, factor="loss", baseline="squared").iloc[0]
-    assert got["streams"] == 10 and got["wins"] == 0.6  # the 4 diverged runs lost, never dropped
-    assert got["ratio_hi"] == np.inf and got["rmse_ratio"] == np.inf
-    with pytest.raises(ParameterError, match="The 'paired' parameter of compare must be False for num_train"):
-        compare(
-            df.assign(num_train=np.where(df["loss"] == "huber", 20, 10), lr=0.1, loss="squared"),
-            factor="num_train",
-            baseline=10,
-            paired=True,
-        )
-    with pytest.raises(ParameterError, match="The 'baseline' parameter of compare must be one of the values loss"):
-        compare(df, factor="loss", baseline="hubber")
-
-
 def test_precision_shortfall_predicts_replicates_from_the_intervals_width():
     """An interval narrows as 1/√n: a cell at ±r with n streams needs n (r/target)² for ±target."""
-    from study.results import precision_shortfall
+    from study.summaries import precision_shortfall
 
     df = _synthetic(2, 50, np.random.default_rng(6))
     s = summarize(df, by="num_train", ci=0.95)
@@ -600,7 +331,7 @@ def test_precision_shortfall_predicts_replicates_from_the_intervals_width():
 def test_precision_shortfall_leaves_out_cells_where_most_runs_diverged():
     """More replicates cannot give a finite median to a cell where most runs diverge: it needs
     none, and is marked; a cell where a few diverged is measured on the others."""
-    from study.results import precision_shortfall
+    from study.summaries import precision_shortfall
 
     df = _synthetic(2, 40, np.random.default_rng(7))
     diverged = ((df["num_train"] == 1) & (df["replicate"] % 4 != 0)) | (

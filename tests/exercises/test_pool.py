@@ -1,4 +1,4 @@
-"""Running the studies: their specs, the refusals, and the same files from worker processes as from one."""
+"""Running the studies: the refusals, the files they promise, and the same files from worker processes as from one."""
 
 from __future__ import annotations
 
@@ -7,13 +7,81 @@ import sys
 
 import pytest
 
-from study.exercise_runner import SPECS, check_numbers, run_studies, stop_workers, study_grid, study_workers
+from study.exercises import run_exercises
+from study.exercises.catalog import check_numbers
+from study.exercises.pool import run_studies, stop_workers, study_workers
+
+PROMISED = {
+    "results": [
+        "ex1_reduction.csv",
+        "ex1_best_lr.csv",
+        "ex2_huber.csv",
+        "ex3_gradients.csv",
+        "ex3_grad_access.csv",
+        "ex4_lr_epochs.csv",
+        "ex5_data_size.csv",
+        "ex5_slopes.csv",
+        "ex6_reaching_the_limit.csv",
+        "ex7_weight_decay.csv",
+        "answers.md",
+    ],
+    "figures": [
+        f"{name}.{ext}"
+        for name in (
+            "ex1_reduction",
+            "ex2_huber_losses",
+            "ex2_huber",
+            "ex3_gradients",
+            "ex4_lr_epochs",
+            "ex5_data_size",
+            "ex6_reaching_the_limit",
+            "ex7_weight_decay",
+        )
+        for ext in ("png",)
+    ],
+}
 
 
-def test_every_study_has_its_spec_and_quick_is_smaller():
-    for number, (name, _) in SPECS.items():
-        full, small = study_grid(number), study_grid(number, quick=True)
-        assert full.name == name and len(small.runs()) < len(full.runs())
+def test_run_exercises_quick_writes_every_promised_file(quick):
+    out, outcomes = quick
+    for folder, names in PROMISED.items():
+        for name in names:
+            assert (out / folder / name).is_file(), f"{folder}/{name}"
+    assert sorted(outcomes) == [1, 2, 3, 4, 5, 6, 7]
+    answers = (out / "results" / "answers.md").read_text()
+    assert all(f"**Exercise {n}.**" in answers for n in range(1, 6))
+    assert "**Study 6.**" in answers and "**Study 7.**" in answers
+
+
+def test_run_exercises_refuses_unknown_numbers_and_a_missing_folder(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'numbers' parameter of run_exercises must be among \[1, 2, 3, 4, 5, 6, 7\]\. "
+        r"Got 8",
+    ):
+        run_exercises([8], out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"The 'out_dir' parameter of run_exercises must be a folder that exists"):
+        run_exercises([1], out_dir=tmp_path / "nope")
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_exercises_logs_the_paths_it_writes(tmp_path):
+    lines = []
+    run_exercises(
+        [3], quick=True, out_dir=tmp_path, n_jobs=1, progress=False, log=lines.append, formats=(".png", ".svg")
+    )
+    assert lines[:3] == [f"created folder {tmp_path / f}" for f in ("results", "results/raw", "figures")]
+    written = lines[-1].split(" s: ", 1)[1].split(", ")
+    assert written == [
+        str(tmp_path / p)
+        for p in (
+            "results/ex3_gradients.csv",
+            "results/ex3_grad_access.csv",
+            "figures/ex3_gradients.png",
+            "figures/ex3_gradients.svg",
+        )
+    ]
+    assert all((tmp_path / p).is_file() for p in written)
 
 
 def test_numbers_formats_and_folders_are_refused_before_any_work(tmp_path):
