@@ -74,10 +74,11 @@ def _budget() -> int:
     scan's buffers and the hash tables)."""
     import re
 
-    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)i?B?\s*", MEMORY_LIMIT.upper())
-    # Not guaranteed: a STUDY_MEMORY_LIMIT this pattern cannot read (DuckDB may take it, "2 gigabytes")
-    # stops here, as it stopped before the check (there as an AttributeError); it deserves a ValueError.
-    assert match is not None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)i?B?\s*", MEMORY_LIMIT.upper())
+    if match is None:
+        raise ValueError(
+            f"The STUDY_MEMORY_LIMIT environment variable must be a size such as 600MB or 2GB. Got {MEMORY_LIMIT!r} instead."
+        )
     number, unit = match.groups()
     return int(0.75 * float(number) * 1024 ** " KMGT".index(unit or " "))
 

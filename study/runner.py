@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from . import __version__, pace
 from . import engine as engines
 from ._checks import check_choice, check_output, check_real, fail
 from .cluster import check_dask_installed, dask_client, dask_results
@@ -173,21 +173,22 @@ def plan_summary(
     devices = resolve_devices(device, engine, grid)
     plan = plan_grid(grid, chunk_size, devices, engine)
     rows = plan.n_runs * len(grid.checkpoints)
-    work = [plan.seconds(spec, engines.estimated_seconds) for spec in plan.specs]
+    work = [(spec, spec.runs, plan.seconds(spec, engines.estimated_seconds)) for spec in plan.specs]
+    paced = ""
     if backend == "dask":
         where, seconds = "a Dask cluster", None
     else:
-        workers = worker_count(n_jobs, devices, work)
-        if engine == "reference":
-            seconds = sum(spec.runs * plan.steps(spec) for spec in plan.specs) * REFERENCE_STEP_S / workers
-        elif devices[0].startswith("cuda"):
-            seconds = sum(plan.steps(s) * GPU_STEP_S + s.runs * GPU_RUN_S for s in plan.specs) / len(devices)
-        else:
-            seconds = max(sum(work) / workers, max(work)) + (WORKER_START_S if workers > 1 else 0.0)
+        workers = worker_count(n_jobs, devices, [w for _, _, w in work])
+        # The models' estimate, scaled by how far off they were on this machine before.
+        scale, measured = pace.factor(pace.kind(engine, devices))
+        seconds = _model_seconds(plan, work, devices, engine, workers) * scale
+        if measured:
+            runs = f"{measured} run{'s' if measured > 1 else ''} of {pace.MIN_SECONDS:g} s or more"
+            paced = f" (the models × {scale:.2g}: this machine's pace, from its last {runs})"
         where = f"{', '.join(devices)}, {workers} worker{'s' if workers > 1 else ''}"
     parquet = out is not None and Path(out).suffix.lower() == ".parquet"
     size = table_file_bytes(grid, parquet=parquet)
-    estimate = "time unknown" if seconds is None else f"about {_duration(max(seconds, 1))}"
+    estimate = "time unknown" if seconds is None else f"about {_duration(max(seconds, 1))}{paced}"
     store = store_path(Path(out)) if out is not None else None
     if seconds is not None and store is not None and any(store.glob(f"*{STORE_SUFFIX}")):
         # Which runs it holds is known only once its files are read (a pass over them): run_grid's
@@ -197,6 +198,21 @@ def plan_summary(
         f"{grid.name}: {plan.n_runs:,} runs, {rows:,} rows in {len(plan.specs):,} chunks on {where}; "
         f"{estimate}; the {'Parquet file' if parquet else 'CSV'} about {_size(size)}"
     )
+
+
+def _model_seconds(
+    plan: Plan, work: list[tuple[Any, int, float]], devices: list[str], engine: str, workers: int
+) -> float:
+    """The cost models' estimate of the wall time of training ``work`` (chunk spec, runs to
+    train, its estimated seconds on one CPU worker) on ``workers`` workers."""
+    if not work:
+        return 0.0
+    if engine == "reference":
+        return sum(runs * plan.steps(spec) for spec, runs, _ in work) * REFERENCE_STEP_S / workers
+    if devices[0].startswith("cuda"):
+        return sum(plan.steps(spec) * GPU_STEP_S + runs * GPU_RUN_S for spec, runs, _ in work) / len(devices)
+    seconds = [w for _, _, w in work]
+    return max(sum(seconds) / workers, max(seconds)) + (WORKER_START_S if workers > 1 else 0.0)
 
 
 def _duration(seconds: float) -> str:
@@ -694,6 +710,7 @@ def _execute(
             store.clear()
         store.describe(grid)  # so that `study table OUT` reads the finished runs while this runs
         bundled: dict[int, tuple[Task, ...]] = {}  # a bundle's first task's n -> its tasks (trained together)
+        training = time.perf_counter()
         if not tasks:
             results: Iterator[tuple] = iter(())
         elif backend == "dask":
@@ -733,6 +750,13 @@ def _execute(
                     bar.update(task.runs, task.seconds)
                 else:
                     bar.update(task.runs)
+    if tasks and not failed and backend != "dask":  # how far the models were off on this machine
+        work = [(t.spec, t.runs, t.seconds) for t in tasks]
+        pace.record(
+            pace.kind(engine, devices),
+            _model_seconds(plan, work, devices, engine, workers),
+            time.perf_counter() - training,
+        )
 
     def metadata(n_rows: int, **extra: Any) -> dict:
         return _metadata(

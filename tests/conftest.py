@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import os
+import tempfile
+
 import matplotlib
 import pytest
 import torch
 
 matplotlib.use("Agg")
+# The machine's pace (study.pace) is the tests' own, never the user's cache: a folder for the
+# session's fixtures, and one per test (below), so that no estimate depends on what ran before.
+os.environ["STUDY_CACHE_DIR"] = tempfile.mkdtemp(prefix="study-cache-")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(autouse=True)

@@ -291,3 +291,13 @@ def test_average_from_is_text_in_every_source_and_sorts_none_then_by_epoch(tmp_p
     t = open_table(tmp_path / "b.csv")
     assert t.values("average_from") == ["2", "10"] and t.columns["average_from"] == "VARCHAR"
     assert summarize(tmp_path / "b.csv", by="average_from")["average_from"].tolist() == ["2", "10"]
+
+
+def test_a_memory_limit_that_is_not_a_size_is_refused_in_words(monkeypatch):
+    from study import analysis
+
+    monkeypatch.setattr(analysis, "MEMORY_LIMIT", "2 gigabytes")
+    with pytest.raises(ValueError, match=r"^The STUDY_MEMORY_LIMIT environment variable must be a size such as 600MB"):
+        analysis._budget()
+    monkeypatch.setattr(analysis, "MEMORY_LIMIT", "1.5GB")
+    assert analysis._budget() == int(0.75 * 1.5 * 1024**3)
