@@ -27,7 +27,7 @@ _EXPORTS = {
     "Options": "options",
     "run_grid": "runner",
     # tables: reading, summaries with their precision, paired comparisons, fits
-    "read_results": "schema",
+    "read_results": "analysis",
     "open_table": "analysis",
     "Table": "analysis",
     "summarize": "summaries",

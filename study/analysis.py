@@ -36,9 +36,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import TableError
+from .schema import ordered_categorical
 from .vocabulary import APPLIES_ONLY, AXES, BOOL_AXES, CHOICES, LATER_DEFAULTS, average_text
 
-__all__ = ["open_table", "Table"]
+__all__ = ["open_table", "Table", "read_results"]
 
 #: The columns every results table has: the coordinates, and what a summary cannot do without.
 #: A table written before the optimiser's axes existed lacks them: it holds their defaults.
@@ -1112,3 +1113,16 @@ def _from_csv(path: Path, required: Sequence[str]) -> Table:
 def _stale(table: Path, sidecar: Path) -> bool:
     """A sidecar written before its table was (the table replaced since, by hand)."""
     return sidecar.stat().st_mtime + 60 < table.stat().st_mtime
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read a whole results table into memory, CSV or Parquet by extension, once it passed the
+    checks of :func:`open_table` (its format, columns and types). For tables of
+    any size, give the path itself to :func:`summarize`, :func:`diverged_runs` or the figures:
+    they read only what they need."""
+    path = Path(path)
+    open_table(path)
+    df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    for axis in CHOICES:  # as run_grid gives them
+        df[axis] = ordered_categorical(df[axis])
+    return df

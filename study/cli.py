@@ -491,7 +491,7 @@ def _grow_to_target(grid, out: Path, args: argparse.Namespace, train):
                 f"±{cells['relative'].max():.3g})"
             )
             return grid
-        from .selection import format_value
+        from .words import format_value
 
         worst = short.loc[[short["relative"].idxmax()]].to_dict("records")[0]
         cell = ", ".join(f"{a} = {format_value(worst[a])}" for a in cells.columns[: cells.columns.get_loc("units")])
@@ -651,7 +651,7 @@ def _in_flags(flags: dict[str, str], *, roles: bool = True, place: str | None = 
             raise
         raise ValueError(err.as_option(flags[err.name])) from None
     except PoolingError as err:
-        from .selection import describe_axes, format_value
+        from .words import describe_axes, format_value
 
         fix = " ".join(f"--where {axis}={format_value(values[0])}" for axis, values in err.axes.items())
         if place is None:
@@ -777,7 +777,7 @@ def _precision_columns(summary) -> set:
 
 
 def _where_text(where: dict) -> str:
-    from .selection import values_text
+    from .words import values_text
 
     return ", ".join(f"{k} = {values_text(v)}" for k, v in where.items())
 
@@ -786,8 +786,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
     with _in_flags(_TABLE_FLAGS):
         from .errors import ParameterError
         from .schema import write_table
-        from .selection import describe_axes
         from .summaries import diverged_runs, summarize
+        from .words import describe_axes
 
         out, folders = _output_path(args.out, "--out", (".csv", ".parquet")) if args.out else (None, [])
         by = None
@@ -839,7 +839,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         from .comparisons import compare
         from .errors import ParameterError
         from .schema import write_table
-        from .selection import format_value
+        from .words import format_value
 
         out, folders = _output_path(args.out, "--out", (".csv", ".parquet")) if args.out else (None, [])
         by = None
@@ -891,7 +891,8 @@ def _chosen_rows(path: Path, items: Sequence[str] | None):
     """The table at ``path`` (study.analysis.Table: nothing is read whole) and the rows --where
     keeps, with the values chosen; an empty choice is refused, naming the value that has no rows."""
     from .analysis import open_table
-    from .selection import format_value, parse_where
+    from .selection import parse_where
+    from .words import format_value
 
     table = open_table(path)
     where = parse_where(table, items or [], where="option")

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import ParameterError, PoolingError
-from .selection import at_epoch, column_list, default_by, matching_value, read_as, values_text
+from .selection import at_epoch, column_list, default_by, matching_value, read_as
 from .summaries import median_ranks
 from .vocabulary import AXES, DATA_AXES
+from .words import values_text
 
 __all__ = ["compare"]
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .words import describe_axes
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -48,8 +50,6 @@ class PoolingError(StudyError, ValueError):
     ``axes`` maps each axis to the values it takes, for a message that says what to choose."""
 
     def __init__(self, axes: dict[str, list], where: str):
-        from .selection import describe_axes  # the words of every table and figure
-
         self.axes = axes
         super().__init__(
             f"{where} would pool over {describe_axes(axes)}; put them on the figure "

@@ -50,9 +50,10 @@ from . import theory  # noqa: E402
 from .analysis import Table, literal, open_table, quote  # noqa: E402
 from .errors import ParameterError, PoolingError
 from .fits import MIN_FIT_LEVELS, fit_power_law
-from .selection import LEAST_SQUARES, at_epoch, axes_of, describe_axes, format_value, values_text
+from .selection import LEAST_SQUARES, at_epoch, axes_of
 from .summaries import PAIRED, fewest_runs, median_ranks
 from .vocabulary import AXES, DATA_AXES, FIGURE_FORMATS, LATER_DEFAULTS, OPTIMIZER_DEFAULTS, average_text  # noqa: E402
+from .words import describe_axes, format_value, values_text
 
 __all__ = [
     "error_facets",

@@ -34,7 +34,7 @@ from .vocabulary import AXES, CHOICES, PER_FEATURE_COLUMNS_UP_TO
 if TYPE_CHECKING:  # a table is read, summarized and drawn without torch
     from .engine import ChunkResult
 
-__all__ = ["read_results"]
+__all__: list[str] = []  # private: see study/__init__.py
 
 #: Bumped whenever a column is added, removed or changes meaning; stored runs of another
 #: version are never reused.
@@ -262,18 +262,3 @@ def table_metadata(path: str | Path) -> dict:
 
 def write_json(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
-
-
-def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a whole results table into memory, CSV or Parquet by extension, once it passed the
-    checks of :func:`study.analysis.open_table` (its format, columns and types). For tables of
-    any size, give the path itself to :func:`summarize`, :func:`diverged_runs` or the figures:
-    they read only what they need."""
-    from .analysis import open_table
-
-    path = Path(path)
-    open_table(path)
-    df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-    for axis in STRING_AXES:  # as run_grid gives them
-        df[axis] = ordered_categorical(df[axis])
-    return df

@@ -1,6 +1,6 @@
 """Which rows and axes a table, a figure or a summary shows, and what it would pool over.
 
-The words every refusal and title use ("loss (squared, huber)"), the rows at one checkpoint
+The axes a table varies in (what a figure would pool over), the rows at one checkpoint
 (:func:`at_epoch`) and the rows a ``--where KEY=VALUE`` chooses (:func:`parse_where`,
 :func:`select`). Nothing here imports torch."""
 
@@ -15,6 +15,7 @@ import pandas as pd
 
 from .errors import ParameterError
 from .vocabulary import AXES, DATA_AXES
+from .words import values_text
 
 __all__: list[str] = []  # private: see study/__init__.py
 
@@ -36,25 +37,6 @@ LEAST_SQUARES = ("ols_w_err_norm", "ols_b_err", "ols_b_err_abs")
 def axes_of(column: str) -> tuple[str, ...]:
     """The axes a column's values depend on: every axis, or the data's for least squares."""
     return DATA_AXES if column in LEAST_SQUARES else AXES
-
-
-def format_value(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
-
-
-def values_text(values: Sequence, limit: int = 8) -> str:
-    """'0.01, 0.03, 0.1', or the first and last few of a long list with the count."""
-    texts = [format_value(v) for v in values]
-    if len(texts) > limit:
-        texts = [*texts[: limit - 2], "…", texts[-1], f"({len(values)} values)"]
-        return ", ".join(texts[:-1]) + " " + texts[-1]
-    return ", ".join(texts)
-
-
-def describe_axes(axes: dict[str, list]) -> str:
-    """'loss (squared, huber) and lr (0.01, 0.03, 0.1)'."""
-    parts = [f"{axis} ({values_text(values)})" for axis, values in axes.items()]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def varying_axes(table: Any, placed: Sequence[str | None] = (), axes: Sequence[str] = AXES) -> dict[str, list]:

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import ParameterError
-from .selection import LEAST_SQUARES, at_epoch, column_list, default_by, describe_axes
+from .selection import LEAST_SQUARES, at_epoch, column_list, default_by
 from .vocabulary import AXES, RUN_AXES
+from .words import describe_axes
 
 __all__ = ["summarize", "diverged_runs"]
 

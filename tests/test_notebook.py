@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from study.analysis import read_results
 from study.fits import fit_power_law
-from study.schema import read_results
 
 # The dev extra's (`make test` installs it): a machine without it, such as the GPU image, skips
 # this file rather than failing its collection.

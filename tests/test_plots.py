@@ -7,6 +7,7 @@ import pytest
 import seaborn as sns
 
 from study import theory
+from study.analysis import read_results
 from study.errors import ParameterError, PoolingError
 from study.grid import Grid
 from study.plots import (
@@ -21,7 +22,6 @@ from study.plots import (
     save_figure,
 )
 from study.runner import run_grid
-from study.schema import read_results
 
 
 @pytest.fixture(scope="module")

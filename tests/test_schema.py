@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from study.analysis import read_results
 from study.grid import Grid
 from study.runner import run_grid
-from study.schema import read_results, write_csv
+from study.schema import write_csv
 
 
 def test_write_csv_is_atomic_and_round_trips(tmp_path, small_table):

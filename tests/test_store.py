@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from study.analysis import read_results
 from study.grid import Grid
 from study.plan import Plan
 from study.runner import run_grid
-from study.schema import read_results, write_csv, write_table_blocks
+from study.schema import write_csv, write_table_blocks
 from study.store import RunStore, Segment, read_segment_head, save_segment, table_blocks, table_frame
 
 

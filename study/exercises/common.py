@@ -16,9 +16,10 @@ from .. import theory
 from ..analysis import Table, quote
 from ..comparisons import compare
 from ..errors import ParameterError, PoolingError
-from ..selection import LEAST_SQUARES, values_text
+from ..selection import LEAST_SQUARES
 from ..summaries import fewest_runs, median_ranks, precision_shortfall
 from ..vocabulary import RUN_AXES
+from ..words import values_text
 
 
 @dataclass
