@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import streams
+from . import kernels, streams
 from .data import SyntheticRegressionData, counter_initial_weights, draw_counter_data
 from .grid import Run
 from .model import LinearRegression
@@ -273,12 +273,18 @@ class _Streams:
             self.starts = counter_initial_weights(self.seeds, d)
         self.Z = Z  # (S, d+2, n_total): z = (x, 1, y), examples along the last dimension
         self._orders: dict[int, torch.Tensor] = {}
+        self.compiled = options.compiled and device.type == "cpu" and kernels.AVAILABLE
 
     def order(self, epoch: int, last: int) -> torch.Tensor:
         """(S, num_train) int64: every stream's order of the training examples for ``epoch``
         (epochs are asked for in turn, up to ``last``)."""
         if self.chunk.stream == "torch":
             return torch.stack([data.permutation() for data in self.datas]).to(self.device)
+        if self.compiled:  # the same integers, by one compiled loop (study.kernels.permutations)
+            S, n = len(self.seeds), self.chunk.num_train
+            out = np.empty((1, S, n), dtype=np.int64)
+            kernels.permutations(self.seeds.numpy(), n, np.array([epoch], dtype=np.int64), out)
+            return torch.from_numpy(out[0])
         if epoch not in self._orders:
             # Several epochs' orders in one pass, as many as the order budget holds (words, keys and
             # their sort, int64 each): on a CPU a pass's fixed cost is most of a small chunk's.
@@ -343,6 +349,10 @@ def train_batched_together(
         # do not share: each is trained alone (its numbers are the same either way).
         return [train_batched_together([c], checkpoints, device, options)[0] for c in chunks]
     made = [_Part(chunk, device, options) for chunk in chunks]
+    if options.compiled and device.type == "cpu" and all(c.plain for c in chunks):
+        if kernels.AVAILABLE:
+            return _train_compiled(made, checkpoints, options)
+        kernels.say_unavailable()
     parts = sorted(made, key=lambda p: -p.T)  # stable: ties keep their order
     bs, d = parts[0].bs, parts[0].d
     m = max(p.m for p in parts)  # a chunk with fewer runs a stream is padded with idle slots
@@ -537,6 +547,34 @@ def train_batched_together(
                 p.theta.copy_(shown[:, : p.m, a:b].permute(2, 1, 0))
                 p.checkpoint(epoch * p.T)
     return [p.result() for p in made]
+
+
+def _train_compiled(parts: Sequence[_Part], checkpoints: Sequence[int], options: Options) -> list[ChunkResult]:
+    """Plain SGD on a CPU, each chunk's epoch one compiled loop (study.kernels.plain_epoch): the
+    tensor path's arithmetic in its order, so its bits. Chunks need not share a step loop here
+    (there is no dispatch to share): each runs alone, as its own runs would anyway."""
+    last = max(checkpoints)
+    results = []
+    for p in parts:
+        d = p.d
+        levels, feature_levels = kernels.tree_array(tree_levels(p.bs)), kernels.tree_array(tree_levels(d))
+        steps = torch.stack(p.steps_t).numpy() if p.T else np.zeros((0, p.m, p.S), np.float32)  # (T, m, S)
+        theta, Zpad = p.theta.numpy(), p.Zpad.numpy()
+        lo, hi = p.lo[..., 0].numpy(), p.hi[..., 0].numpy()
+        wide = d > options.chain_features
+        p.checkpoint(0)
+        args = (p.T, p.bs, theta, steps, lo, hi, p.any_huber, levels, feature_levels, wide)
+        done = 0
+        for epoch in checkpoints[1:]:
+            if p.chunk.stream == "counter":  # the epochs to this checkpoint in one call, orders drawn there
+                kernels.plain_epochs(Zpad, p.data.seeds.numpy(), done + 1, epoch, *args)
+            else:  # each epoch's order from the runs' generators, in Python
+                for e in range(done + 1, epoch + 1):
+                    kernels.plain_epoch(Zpad, p.data.order(e, last).numpy(), *args)
+            done = epoch
+            p.checkpoint(epoch * p.T)
+        results.append(p.result())
+    return results
 
 
 class _Span(NamedTuple):

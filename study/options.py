@@ -54,6 +54,10 @@ class Options:
         them (the arithmetic of engine revision 4, which their runs keep); past it, a pairwise
         tree over the features: d products at once and log2(d) adds, where the chain takes d
         dispatches a step (d2l §3.7's d = 200: 5x faster).
+    compiled : bool, default=True
+        On a CPU, each epoch's steps of plain SGD run as one compiled loop (study.kernels,
+        Numba) rather than a dozen tensor operations a step: the same arithmetic in the same
+        order, so the same bits. False, or where Numba is missing, takes the tensor path.
     bundle_runs, bundle_seconds : int, float, default=2048, 1.0
         On one CPU worker, chunks of one batch_size and number of features are trained together,
         in one step loop (study.engine.train_batched_together), up to this many runs and
@@ -71,6 +75,7 @@ class Options:
     order_budget: int = 64 * _MiB
     cuda_graphs: bool = True
     chain_features: int = 16
+    compiled: bool = True
     bundle_runs: int = 2048
     bundle_seconds: float = 1.0
 
@@ -78,7 +83,7 @@ class Options:
         where = "parameter of Options"
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "cuda_graphs":
+            if f.name in ("cuda_graphs", "compiled"):
                 if not isinstance(value, bool):
                     fail(f.name, where, "true or false", value)
             elif f.name == "bundle_seconds":

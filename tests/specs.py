@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import signal
 
-#: 144 runs that take a few seconds: long enough to be killed or interrupted midway. Two runs a
+#: 144 runs that take a few seconds with the compiled step loop (minutes with the tensor path):
+#: long enough to be killed or interrupted midway. Two runs a
 #: stream, so that ``--chunk-size 2`` cuts it into 72 chunks.
 LONG_GRID = """\
 [grid]
 num_train = [500, 1000, 2000]
 lr = [0.03]
 loss = ["squared", "huber"]
-epoch = [5, 20]
+epoch = [5, 2000]
 replicates = 24
 num_val = 100
 """

@@ -277,7 +277,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path):
     """Two `study run` on one --out at once: the second exits 1 at once, with one line naming
     the first's pid and writing nothing; the first finishes with the table a lone run gives."""
     spec = tmp_path / "faults.toml"
-    spec.write_text(SPEC.replace("epoch = [5, 20]", "epoch = [5, 100]"))  # long enough to be caught running
+    spec.write_text(SPEC.replace("epoch = [5, 2000]", "epoch = [5, 6000]"))  # long enough to be caught running
     out, store = tmp_path / "r.csv", tmp_path / "r.csv.store"
     args = ["run", spec, "--out", out, "--jobs", "1", "--chunk-size", "2", "--quiet"]
     first = subprocess.Popen(_study(*args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,131 @@
+"""The compiled step loop: the tensor path's numbers, bit for bit, and the tensor path where
+Numba is missing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from study import kernels
+from study.engine import train_batched, train_batched_together
+from study.grid import Grid
+from study.options import Options
+from study.plan import Plan
+
+needs_numba = pytest.mark.skipif(not kernels.AVAILABLE, reason="Numba is not installed")
+
+FIELDS = ("w_hat", "b_hat", "train_loss", "val_mse", "grad_w", "grad_b", "ols_w", "ols_b")
+
+
+def _chunks(grid: Grid) -> list:
+    plan = Plan(grid, lambda *_: 10**9)
+    return [plan.chunk(spec) for spec in plan.specs]
+
+
+def _assert_same_bits(a, b) -> None:
+    for field in FIELDS:
+        assert np.array_equal(getattr(a, field), getattr(b, field), equal_nan=True), field
+
+
+def test_torch_addcmul_is_a_fused_multiply_add_on_this_cpu():
+    """The premise of the compiled loop's bits: a + b·c rounded once, at every position."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(10_007, generator=g) for _ in range(3))
+    once = (a.double() + b.double() * c.double()).float()  # exact product, one rounding (to float64, then float32)
+    twice = a + b * c
+    assert torch.equal(torch.addcmul(a, b, c), once) and not torch.equal(twice, once)
+
+
+#: Plain SGD over every axis the compiled loop serves: both losses and reductions, σ, both
+#: streams, ragged and dropped last minibatches, a batch larger than the data, diverging lrs,
+#: and more features than chain_features (the residual's products by a tree).
+GRIDS = {
+    "losses and reductions": Grid(
+        num_train=[7, 100],
+        lr=[0.01, 0.3, 30.0],
+        loss=["squared", "huber"],
+        sigma=[0.1, 1.0],
+        reduction=["mean", "sum"],
+        epoch=[1, 3],
+        replicates=3,
+    ),
+    "torch stream": Grid(
+        num_train=[50], lr=[0.01, 3.0], loss=["squared", "huber"], epoch=[1, 2], replicates=3, stream="torch"
+    ),
+    "drop_last": Grid(num_train=[37], batch_size=[5, 64], drop_last=[True, False], lr=[0.1], epoch=[2], replicates=2),
+    "wide": Grid(
+        num_train=[40], num_inputs=[3, 20], w=0.01, lr=[0.01, 0.05], epoch=[2], replicates=2, noise_kind=["outliers"]
+    ),
+}
+
+
+@needs_numba
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_the_compiled_loop_gives_the_tensor_paths_bits(name):
+    grid = GRIDS[name]
+    for chunk in _chunks(grid):
+        tensor = train_batched(chunk, grid.checkpoints, options=Options(compiled=False))
+        compiled = train_batched(chunk, grid.checkpoints, options=Options(compiled=True))
+        _assert_same_bits(tensor, compiled)
+
+
+@needs_numba
+def test_chunks_trained_together_give_the_same_bits_compiled():
+    grid = Grid(num_train=[5, 20, 100], lr=[0.1, 1.0], loss=["squared", "huber"], epoch=[1, 2], replicates=4)
+    chunks = _chunks(grid)
+    tensor = train_batched_together(chunks, grid.checkpoints, options=Options(compiled=False))
+    compiled = train_batched_together(chunks, grid.checkpoints, options=Options(compiled=True))
+    for a, b in zip(tensor, compiled, strict=True):
+        _assert_same_bits(a, b)
+
+
+@needs_numba
+def test_plain_chunks_on_a_cpu_take_the_compiled_loop_and_others_do_not(monkeypatch):
+    calls = []
+    for name in ("plain_epoch", "plain_epochs"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *args, _real=real, _name=name: calls.append(_name) or _real(*args))
+    counter = Grid(num_train=[20], lr=[0.1], epoch=[2, 5], replicates=2)
+    train_batched(_chunks(counter)[0], counter.checkpoints)
+    assert calls == ["plain_epochs", "plain_epochs"]  # one call a checkpoint, every epoch's order drawn in it
+    calls.clear()
+    torch_stream = Grid(num_train=[20], lr=[0.1], epoch=[2], replicates=2, stream="torch")
+    train_batched(_chunks(torch_stream)[0], torch_stream.checkpoints)
+    assert calls == ["plain_epoch", "plain_epoch"]  # one an epoch: the orders come from the runs' generators
+    calls.clear()
+    general = Grid(num_train=[20], lr=[0.1], momentum=[0.5], epoch=[2], replicates=2)
+    train_batched(_chunks(general)[0], general.checkpoints)
+    train_batched(_chunks(counter)[0], counter.checkpoints, options=Options(compiled=False))
+    assert calls == []  # the optimiser's axes, and compiled=False, keep the tensor path
+
+
+@needs_numba
+def test_the_compiled_permutations_are_the_streams_integers():
+    from study import streams
+
+    for n, seeds, epochs in (
+        (1, [0], [1]),
+        (3, [5, 2**40 + 7], [1, 2]),
+        (1000, list(range(20)), [1, 2, 3]),
+        (10_000, [2**62 + 3], [7]),
+    ):
+        out = np.empty((len(epochs), len(seeds), n), np.int64)
+        kernels.permutations(np.array(seeds, np.int64), n, np.array(epochs, np.int64), out)
+        assert np.array_equal(out, streams.permutations(torch.tensor(seeds), n, epochs).numpy())
+
+
+def test_without_numba_the_tensor_path_runs_and_says_so_once(monkeypatch):
+    grid = Grid(num_train=[20], lr=[0.1], epoch=[2], replicates=2)
+    chunk = _chunks(grid)[0]
+    expected = train_batched(chunk, grid.checkpoints, options=Options(compiled=False))
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    monkeypatch.setattr(kernels, "_said", False)
+    with pytest.warns(RuntimeWarning, match="^Numba is not available here: the batched engine takes its tensor path"):
+        got = train_batched(chunk, grid.checkpoints)
+    _assert_same_bits(expected, got)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once a process, not once a chunk
+        train_batched(chunk, grid.checkpoints)
