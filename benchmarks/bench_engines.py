@@ -6,6 +6,10 @@ huber}, trained to 10 epochs (checkpoints 1, 2, 3, 5, 10), 66 runs a replicate. 
 - "ex5": W with 20 replicates, 1320 runs;
 - "100k": W with 1516 replicates, 100,056 runs;
 - "1M": W with 15,152 replicates, 1,000,032 runs;
+Engines: "reference", "batched" (on a CPU its compiled loops, study.kernels) and
+"batched-tensor" (the batched engine with ``Options(compiled=False)``: its tensor path, the same
+numbers).
+
 - "1M-onestep": num_train 5, one epoch (one SGD step a run), lr {0.01, 0.03, 0.1} x loss
   {squared, huber} x 166,667 replicates, 1,000,002 runs: what is left when training is nothing,
   the per-run cost of planning, drawing data and making the table.
@@ -120,9 +124,12 @@ def measure(workload: str, engine: str, jobs: int, device: str, stream: str = "c
     notebook's second run_grid finds them: what scales with the cores, without the one-off
     start-up of about two seconds."""
     from study.grid import Grid
+    from study.options import Options
     from study.runner import run_grid
 
     grid = grid_for(workload, stream)
+    # "batched-tensor": the batched engine with its compiled loops off (its tensor path, as before them)
+    options = Options(compiled=engine != "batched-tensor")
     if warm and jobs > 1:
         run_grid(
             Grid(num_train=[5], epoch=[1], replicates=jobs * 1000),
@@ -149,7 +156,7 @@ def measure(workload: str, engine: str, jobs: int, device: str, stream: str = "c
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
-    df = run_grid(grid, n_jobs=jobs, device=device, engine=engine, progress=False)
+    df = run_grid(grid, n_jobs=jobs, device=device, engine=engine.split("-")[0], progress=False, options=options)
     wall = time.perf_counter() - start
     done.set()
     sampler.join()
@@ -255,7 +262,7 @@ def record(rows: list[dict], out: Path) -> None:
     from study.vocabulary import ENGINE_REVISIONS
 
     table = pd.DataFrame(rows)
-    table["revision"] = [ENGINE_REVISIONS.get(e) for e in table["engine"]]  # none for a peer
+    table["revision"] = [ENGINE_REVISIONS.get(e.split("-")[0]) for e in table["engine"]]  # none for a peer
     table["date"] = datetime.date.today().isoformat()
     if out.exists():
         old = pd.read_csv(out)

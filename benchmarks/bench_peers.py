@@ -7,6 +7,8 @@ neither script overwrites the other's rows in results/benchmarks.csv.
 
 Rows (engine column):
 
+- ``batched-tensor``: the same with ``Options(compiled=False)``: the batched engine's tensor
+  path, as it ran before its compiled loops (study.kernels), the same numbers.
 - ``batched``: ``run_grid(Grid(...), n_jobs=1, device="cpu")`` on W, checkpoints at epochs
   1, 2, 3, 5, 10. Timed around run_grid alone, which includes making each run's data, the
   minibatch SGD (batch size 32), the full-batch checkpoints (training loss, validation MSE,
@@ -131,10 +133,11 @@ def grid_streams() -> list[str | None]:
     return list(STREAMS)
 
 
-def measure_batched(stream: str | None, repeats: int) -> dict:
+def measure_batched(stream: str | None, repeats: int, compiled: bool = True) -> dict:
     import torch
 
     from study.grid import Grid, log_sizes
+    from study.options import Options
     from study.runner import run_grid
 
     torch.set_num_threads(1)
@@ -153,11 +156,11 @@ def measure_batched(stream: str | None, repeats: int) -> dict:
     with _thread_limits():
         for _ in range(repeats):
             start = time.perf_counter()
-            df = run_grid(grid, n_jobs=1, device="cpu", progress=False)
+            df = run_grid(grid, n_jobs=1, device="cpu", progress=False, options=Options(compiled=compiled))
             best = min(best, time.perf_counter() - start)
     runs = len(df) // len(grid.checkpoints)
     steps = sum(math.ceil(n / BATCH) for n in SIZES) * EPOCHS * len(LRS) * len(LOSSES) * REPLICATES
-    return _row("batched", stream, runs, steps, best)
+    return _row("batched" if compiled else "batched-tensor", stream, runs, steps, best)
 
 
 def measure_sklearn(repeats: int) -> dict:
@@ -213,8 +216,8 @@ def measure_sklearn(repeats: int) -> dict:
 def measure(engine: str, stream: str | None = None, repeats: int = REPEATS) -> dict:
     """One row, measured in this process (called in a fresh subprocess by peer_rows)."""
     _pin_one_cpu()
-    if engine == "batched":
-        return measure_batched(stream, repeats)
+    if engine in ("batched", "batched-tensor"):
+        return measure_batched(stream, repeats, compiled=engine == "batched")
     return measure_sklearn(repeats)
 
 
@@ -243,6 +246,7 @@ def peer_rows(repeats: int = REPEATS, verbose: bool = False) -> list[dict]:
     """The rows of this benchmark: SGDRegressor, then the batched engine (one per stream), each
     measured in its own one-core process; columns as in results/benchmarks.csv, plus ``stream``."""
     specs = [{"engine": SKLEARN}] + [{"engine": "batched", "stream": s} for s in grid_streams()]
+    specs.append({"engine": "batched-tensor", "stream": grid_streams()[0]})  # its compiled loops off
     machine, rows = _machine(), []
     for spec in specs:
         row = _spawn({**spec, "repeats": repeats})
@@ -279,11 +283,11 @@ def main() -> None:
     rows = peer_rows(args.repeats, verbose=True)
     peer = next(r for r in rows if r["engine"] == SKLEARN)
     for row in rows:
-        if row["engine"] == "batched":
+        if row["engine"].startswith("batched"):
             which = f" (stream={row['stream']})" if row["stream"] else ""
             ratio = peer["wall_s"] / row["wall_s"]
             verdict = f"{ratio:.1f}x faster than" if ratio >= 1 else f"{1 / ratio:.1f}x slower than"
-            print(f"W on one core: batched{which} is {verdict} SGDRegressor")
+            print(f"W on one core: {row['engine']}{which} is {verdict} SGDRegressor")
     if args.no_write:
         return
 
