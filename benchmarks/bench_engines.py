@@ -81,8 +81,10 @@ def plan_rows(rows: str, quick: bool, cores: int) -> list[tuple]:
         return [
             ("ex5", "batched", 1, "cuda", "counter"),
             ("100k", "batched", 1, "cuda", "counter"),
+            ("100k", "batched-tensor", 1, "cuda", "counter"),
             ("1M", "batched", 1, "cuda", "counter"),
-            ("100k", "batched", 1, "cuda", "torch"),
+            ("1M", "batched-tensor", 1, "cuda", "counter"),
+            ("1M", "batched", 1, "cuda", "counter"),
             ("100k", "batched", cores, "cpu", "counter", True),
         ]
     if rows == "scaling":

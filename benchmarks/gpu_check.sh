@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check, one script within about 8 minutes: the GPU benchmark rows (with the same
-# machine's CPU cores for comparison), the CUDA tests, where the GPU's time goes on 100k runs of W
-# (profile_gpu.py), the CPU scaling rows (1, 2, 4, 8, 16 workers), then the tests that touch
-# devices. Run from the repository root on a machine with a CUDA GPU, the project importable
+# The GPU check, one script within about 8 minutes: the CUDA tests (the Triton kernel's bits
+# against the tensor path's first), the GPU benchmark rows (the kernel against the tensor path,
+# and the same machine's CPU cores for comparison), where the GPU's time goes on 1M runs of W
+# (profile_gpu.py), then the tests that touch devices. The CPU scaling rows:
+# `bench_engines.py --rows scaling`. Run from the repository root on a machine with a CUDA GPU, the project importable
 # from its checkout (dask may be absent: its tests skip):
 #
 #     PYTHONPATH=. bash benchmarks/gpu_check.sh [OUTDIR]
@@ -30,9 +31,10 @@ $py -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.versio
 # 3.12 -d wheels`) and it is installed offline here.
 $py -c "import duckdb" 2>/dev/null || $py -m pip install -q --no-index --find-links wheels duckdb \
   || echo "duckdb is missing: the tests of tables and figures will fail"
-step 100 bench_gpu $py benchmarks/bench_engines.py --rows gpu --out "$out/benchmarks.csv"
-step 45 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
-step 90 profile_gpu $py benchmarks/profile_gpu.py 100k  # 1M under the profiler outlasts a minute
-step 190 bench_scaling $py benchmarks/bench_engines.py --rows scaling --out "$out/benchmarks.csv"
-step 100 device_tests $py -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_exercises.py tests/test_streams.py \
-  tests/test_data.py tests/test_schema.py tests/test_summaries.py tests/test_runner.py
+$py -c "import triton; print('triton', triton.__version__)" || echo "Triton is missing: the GPU takes the tensor path"
+# The Triton kernel first: its bits against the tensor path's, then every CUDA test.
+step 90 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
+step 140 bench_gpu $py benchmarks/bench_engines.py --rows gpu --out "$out/benchmarks.csv"
+step 60 profile_gpu $py benchmarks/profile_gpu.py 1M --rows 30
+step 90 device_tests $py -m pytest -q -p no:cacheprovider -x tests/test_engine.py tests/test_streams.py \
+  tests/test_data.py tests/test_runner.py tests/test_gpu_kernels.py

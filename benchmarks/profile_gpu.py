@@ -7,6 +7,10 @@ the permutations' sort, the gathers, the checkpoints, drawing the data).
 
     PYTHONPATH=. python benchmarks/profile_gpu.py [WORKLOAD] [--rows 25]   # WORKLOAD: ex5, 100k, 1M (default)
     PYTHONPATH=. python benchmarks/profile_gpu.py ex5 --device cpu          # the same table for one CPU core
+    PYTHONPATH=. python benchmarks/profile_gpu.py 1M --host                 # the host's Python functions (cProfile)
+
+``--host`` answers the other question, once the GPU waits on the host: which of the host's
+functions (planning, drawing, copying results back, the table) hold it up.
 
 Prints only; records nothing (the profiler slows the run, so its wall time is not a benchmark).
 """
@@ -26,6 +30,7 @@ def main() -> None:
     parser.add_argument("workload", nargs="?", default="1M", choices=["ex5", "100k", "1M"])
     parser.add_argument("--rows", type=int, default=25, help="operators to list (default 25)")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--host", action="store_true", help="the host's functions by cProfile, not the operators")
     args = parser.parse_args()
 
     import torch
@@ -42,6 +47,19 @@ def main() -> None:
         torch.zeros(1, device="cuda")
         torch.cuda.synchronize()
     grid = grid_for(args.workload)
+    if args.host:
+        import cProfile
+        import pstats
+
+        with cProfile.Profile() as host:
+            start = time.perf_counter()
+            run_grid(grid, n_jobs=1, device=args.device, progress=False)
+            wall = time.perf_counter() - start
+        print(f"{args.workload} on {args.device}: {grid.n_runs:,} runs, {wall:.2f} s wall under cProfile")
+        stats = pstats.Stats(host)
+        stats.sort_stats("tottime").print_stats(args.rows)
+        stats.sort_stats("cumulative").print_stats(args.rows)
+        return
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
         start = time.perf_counter()
         run_grid(grid, n_jobs=1, device=args.device, progress=False)

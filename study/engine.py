@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import kernels, streams
+from . import gpu_kernels, kernels, streams
 from .data import SyntheticRegressionData, counter_initial_weights, draw_counter_data
 from .grid import Run
 from .model import LinearRegression
@@ -512,10 +512,20 @@ def train_batched_together(
     last = max(checkpoints)
     # A graph pays once it is replayed twice; one chunk alone (chunks are trained together on
     # CPU workers only). Its data go through one buffer, refilled each epoch before the replay.
-    graphed = options.cuda_graphs and device.type == "cuda" and len(parts) == 1 and last >= 3 and not general
+    # On a GPU, plain SGD's epoch as one Triton kernel (study.gpu_kernels): the same operations,
+    # fused, so the same bits; one chunk alone, as a GPU trains them.
+    fused = options.compiled and not general and len(parts) == 1 and gpu_kernels.usable(device, d, bs, wide)
+    steps_all = torch.stack(steps_t) if fused and steps_t else None  # (T, m, S)
+    graphed = (
+        options.cuda_graphs and device.type == "cuda" and len(parts) == 1 and last >= 3 and not general and not fused
+    )
     graph = static = None
     for epoch in range(1, last + 1):
-        if graphed and epoch >= 2:
+        if fused:
+            Zp = parts[0].epoch_data(epoch, last)  # drawn even with no step (drop_last): the stream moves on
+            if steps_all is not None:
+                gpu_kernels.plain_epoch(Zp, th, steps_all, lo, hi, any_huber, bs)
+        elif graphed and epoch >= 2:
             static = parts[0].epoch_data(epoch, last, out=static)
             # On the chunk's GPU, not the process's current one (a graph is captured on, and
             # replayed on, a stream of the current device).
