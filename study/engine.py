@@ -666,9 +666,16 @@ class _Part:
         pairs = [(j, k) for j in range(d + 2) for k in range(j + 1)]
         rows, cols = (torch.tensor(v, device=device) for v in zip(*pairs))
 
-        def second_moments(Zs: torch.Tensor) -> torch.Tensor:  # (S, d+2, count) -> (S, d+2, d+2)
+        # On a CPU with Numba, the same products and trees as one compiled loop (study.kernels).
+        self.compiled = options.compiled and device.type == "cpu" and kernels.AVAILABLE
+
+        def second_moments(first: int, end: int) -> torch.Tensor:  # examples first..end-1 -> (S, d+2, d+2)
+            Zs, count = Z[:, :, first:end], end - first
+            if self.compiled:
+                out = np.empty((S, d + 2, d + 2), dtype=np.float64)
+                kernels.second_moments(Z.numpy(), first, end, kernels.tree_array(tree_levels(count)), out)
+                return torch.from_numpy(out)
             G = torch.empty(S, d + 2, d + 2, dtype=torch.float64, device=device)
-            count = Zs.shape[2]
             # Streams in slices under the sum budget, and where one stream's products exceed it (many
             # features), its pairs in slices too: each product and each sum is the same whatever
             # the slices (a sum's tree runs over the examples alone).
@@ -683,7 +690,7 @@ class _Part:
                     G[a : a + per, j, k] = G[a : a + per, k, j] = tree_sum_(Zd[:, j] * Zd[:, k])
             return G
 
-        self.G_val, self.G_train = second_moments(Z[:, :, n:]), second_moments(Z[:, :, :n])
+        self.G_val, self.G_train = second_moments(n, Z.shape[2]), second_moments(0, n)
         # Both at once at a checkpoint: the validation MSE and a squared run's training loss.
         self.G_both = torch.stack([self.G_val, self.G_train], 1).flatten(-2)  # (S, 2, (d+2)²)
         # A Huber run's loss and gradient need every training example: from the clamped residual
@@ -759,28 +766,38 @@ class _Part:
         train_loss = sums[..., 1] / n  # squared: the mean of r²
         grad = tree_sum_(self.G_train[:, None, : d + 1, :] * t64[:, :, None, :]) * (2 / n)  # (S, m, d+1)
         if h0 < m:
-            # Per stream: r, q, q − 2r and d + 2 products, (m − h0) x n float32 each; streams
-            # in slices under the sum budget. addcmul_ is a fused multiply-add on every element
-            # alike (checked: its result does not depend on an element's position), so a run's
-            # r does not depend on its chunk.
-            hs, Zt, mh, S = slice(h0, m), Z[:, :, :n], m - h0, self.S
-            loss_h = torch.empty(S, mh, device=theta.device)
-            grad_h = torch.empty(S, mh, d + 1, device=theta.device)
-            per = max(1, self.options.sum_budget(theta.device.type) // (4 * (d + 5) * mh * n))
-            for a in range(0, S, per):
-                th, Zs = theta[a : a + per, hs], Zt[a : a + per]
-                r = th[:, :, :1] * Zs[:, None, 0, :]  # (s, m - h0, n)
-                for j in range(1, d + 2):
-                    r.addcmul_(th[:, :, j : j + 1], Zs[:, None, j, :])
-                q = torch.clamp(r, self.lo_h[a : a + per], self.hi_h[a : a + per])
-                # The loss's terms q (q − 2r) and the gradient's q z, summed in one tree.
-                terms = torch.empty(*q.shape[:2], d + 2, n, device=q.device)  # (s, m - h0, d+2, n)
-                torch.mul(q, torch.add(q, r, alpha=-2), out=terms[:, :, 0])
-                for j in range(d + 1):
-                    torch.mul(q, Zs[:, None, j, :], out=terms[:, :, 1 + j])
-                sums = tree_sum_(terms)
-                loss_h[a : a + per], grad_h[a : a + per] = sums[..., 0], sums[..., 1:]
-                del r, q, terms, sums
+            hs, mh = slice(h0, m), m - h0
+            if self.compiled:
+                # The same sums by one compiled loop (study.kernels.huber_sums), the same bits.
+                out = np.empty((self.S, mh, d + 2), dtype=np.float32)
+                levels = kernels.tree_array(tree_levels(n))
+                lo_h, hi_h = self.lo_h[..., 0].contiguous().numpy(), self.hi_h[..., 0].contiguous().numpy()
+                kernels.huber_sums(theta.contiguous().numpy(), h0, Z.numpy(), n, lo_h, hi_h, levels, out)
+                sums_h = torch.from_numpy(out)
+                loss_h, grad_h = sums_h[..., 0], sums_h[..., 1:]
+            else:
+                # Per stream: r, q, q − 2r and d + 2 products, (m − h0) x n float32 each; streams
+                # in slices under the sum budget. addcmul_ is a fused multiply-add on every element
+                # alike (checked: its result does not depend on an element's position), so a run's
+                # r does not depend on its chunk.
+                Zt, S = Z[:, :, :n], self.S
+                loss_h = torch.empty(S, mh, device=theta.device)
+                grad_h = torch.empty(S, mh, d + 1, device=theta.device)
+                per = max(1, self.options.sum_budget(theta.device.type) // (4 * (d + 5) * mh * n))
+                for a in range(0, S, per):
+                    th, Zs = theta[a : a + per, hs], Zt[a : a + per]
+                    r = th[:, :, :1] * Zs[:, None, 0, :]  # (s, m - h0, n)
+                    for j in range(1, d + 2):
+                        r.addcmul_(th[:, :, j : j + 1], Zs[:, None, j, :])
+                    q = torch.clamp(r, self.lo_h[a : a + per], self.hi_h[a : a + per])
+                    # The loss's terms q (q − 2r) and the gradient's q z, summed in one tree.
+                    terms = torch.empty(*q.shape[:2], d + 2, n, device=q.device)  # (s, m - h0, d+2, n)
+                    torch.mul(q, torch.add(q, r, alpha=-2), out=terms[:, :, 0])
+                    for j in range(d + 1):
+                        torch.mul(q, Zs[:, None, j, :], out=terms[:, :, 1 + j])
+                    sums = tree_sum_(terms)
+                    loss_h[a : a + per], grad_h[a : a + per] = sums[..., 0], sums[..., 1:]
+                    del r, q, terms, sums
             loss_h = loss_h / n * self.loss_scale_h
             grad_h = grad_h * self.grad_scale_h
             # Slots past h0 that are not Huber runs (a stream with another mix, padding) keep

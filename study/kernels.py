@@ -6,7 +6,9 @@ the same arithmetic runs as one compiled loop per epoch: for each stream, each s
 of the stream, the minibatch's residuals, their products and the update, in the very order of
 the tensor path, with the fused multiply-adds where it has them (``torch.addcmul`` is one on
 the CPU: checked bit for bit in tests/test_kernels.py). A run's numbers are the tensor path's,
-bit for bit, so neither the engine's revision nor any stored run changes.
+bit for bit, so neither the engine's revision nor any stored run changes. A checkpoint's sums
+(each stream's second moments, a Huber run's loss and gradient over every training example)
+are compiled loops too, summed by study.sums' pairwise trees.
 
 Compiled once per machine (``cache=True``: Numba keeps the machine code beside this file, or in
 ``NUMBA_CACHE_DIR``), on first use, never on import: ``study --help`` does not pay for it. Where
@@ -63,6 +65,109 @@ if AVAILABLE:
 
         return sig, codegen
 
+    # A minibatch of 32 (the default) as LLVM vectors: a residual's chain, its clamp and each
+    # coordinate's products and pairwise tree (study.sums.tree_levels(32) halves: 16, 8, 4, 2, 1)
+    # written as 32-wide vector operations, where the loops over a minibatch cost their set-up
+    # more than their arithmetic. The same operations on the same values, so the same bits.
+    _W = 32
+    _F32 = ir.FloatType()
+    _VEC = ir.VectorType(_F32, _W)
+    _I32 = ir.IntType(32)
+
+    def _row(context, builder, arrty, arr, offset):
+        """A pointer to the 32 floats of a C-contiguous array from a flat offset."""
+        data = context.make_array(arrty)(context, builder, arr).data
+        return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
+
+    def _splat(builder, x):
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
+        return builder.shuffle_vector(
+            v, ir.Constant(_VEC, ir.Undefined), ir.Constant(ir.VectorType(_I32, _W), [0] * _W)
+        )
+
+    def _vfma(builder, a, b, c):
+        fn = builder.module.declare_intrinsic(f"llvm.fma.v{_W}f32", (), ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
+        return builder.call(fn, [a, b, c])
+
+    @intrinsic
+    def _v_start(typingctx, r, z, x_row, y_row, w):
+        """r[:32] = fma(w, z[x_row], z[y_row]): a residual's first link, from −y."""
+        sig = types.void(r, z, x_row, y_row, w)
+
+        def codegen(context, builder, signature, args):
+            rt, zt = signature.args[:2]
+            x = builder.load(
+                _row(context, builder, zt, args[1], builder.mul(args[2], ir.Constant(args[2].type, _W))), align=4
+            )
+            y = builder.load(
+                _row(context, builder, zt, args[1], builder.mul(args[3], ir.Constant(args[3].type, _W))), align=4
+            )
+            builder.store(
+                _vfma(builder, _splat(builder, args[4]), x, y),
+                _row(context, builder, rt, args[0], ir.Constant(ir.IntType(64), 0)),
+                align=4,
+            )
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def _v_link(typingctx, r, z, x_row, w):
+        """r[:32] = fma(w, z[x_row], r): a residual's next link."""
+        sig = types.void(r, z, x_row, w)
+
+        def codegen(context, builder, signature, args):
+            rt, zt = signature.args[:2]
+            x = builder.load(
+                _row(context, builder, zt, args[1], builder.mul(args[2], ir.Constant(args[2].type, _W))), align=4
+            )
+            rp = _row(context, builder, rt, args[0], ir.Constant(ir.IntType(64), 0))
+            builder.store(_vfma(builder, _splat(builder, args[3]), x, builder.load(rp, align=4)), rp, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def _v_bias_clamp(typingctx, r, b, lo, hi):
+        """r[:32] = clamp(r + b, lo, hi), torch.clamp's (NaN stays NaN; ∓inf: no clamp)."""
+        sig = types.void(r, b, lo, hi)
+
+        def codegen(context, builder, signature, args):
+            rp = _row(context, builder, signature.args[0], args[0], ir.Constant(ir.IntType(64), 0))
+            v = builder.fadd(builder.load(rp, align=4), _splat(builder, args[1]))
+            low, high = _splat(builder, args[2]), _splat(builder, args[3])
+            v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
+            v = builder.select(builder.fcmp_ordered(">", v, high), high, v)
+            builder.store(v, rp, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def _v_dot_tree(typingctx, z, row, r):
+        """Σ z[row]·r over the 32: the products rounded, then summed by the pairwise tree."""
+        sig = types.float32(z, row, r)
+
+        def codegen(context, builder, signature, args):
+            zt, _, rt = signature.args
+            x = builder.load(
+                _row(context, builder, zt, args[0], builder.mul(args[1], ir.Constant(args[1].type, _W))), align=4
+            )
+            v = builder.fmul(
+                x, builder.load(_row(context, builder, rt, args[2], ir.Constant(ir.IntType(64), 0)), align=4)
+            )
+            n = _W
+            while n > 1:  # x[:h] += x[h:n], h = n // 2: tree_levels(32)
+                h = n // 2
+                undef = ir.Constant(ir.VectorType(_F32, n), ir.Undefined)
+                low = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, h), list(range(h))))
+                high = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, h), list(range(h, n))))
+                v = builder.fadd(low, high)
+                n = h
+            return builder.extract_element(v, ir.Constant(_I32, 0))
+
+        return sig, codegen
+
     _U32 = np.uint64(0xFFFFFFFF)
     _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
     _W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
@@ -81,52 +186,107 @@ if AVAILABLE:
         return c0, c1, c2, c3
 
     @numba.njit(cache=True, nogil=True)
-    def _permute(seed, epoch, n, words, bucket, start, row):  # pragma: no cover - compiled
-        """row[:n] = the seed's permutation of range(n) for ``epoch`` (study.streams.permutations):
-        the order of its n Philox words, ties broken by the index. A counting sort on the words'
-        top bits (n buckets, one word each on average, filled in index order), then an insertion
-        sort within each bucket on (word, index): linear time."""
-        useed, un = np.uint64(seed), np.uint64(n)
+    def philox_words(seeds, purpose, epochs, out):  # pragma: no cover - compiled
+        """out[e·S + s, 4j + lane] = lane ``lane`` of Philox block j of seed s for ``purpose``
+        and epochs[e]: study.streams.words' integers (its rows before they are cut to ``count``).
+        seeds, epochs: int64; out: (E·S, 4·B) int64."""
+        S, blocks = seeds.shape[0], out.shape[1] // 4
+        p = np.uint64(purpose)
+        for e in range(epochs.shape[0]):
+            ue = np.uint64(epochs[e])
+            for s in range(S):
+                useed = np.uint64(seeds[s])
+                k0, k1 = useed & _U32, useed >> np.uint64(32)
+                row = out[e * S + s]
+                for block in range(blocks):
+                    b = np.uint64(block)
+                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, k0, k1)
+                    row[4 * block] = np.int64(w0)
+                    row[4 * block + 1] = np.int64(w1)
+                    row[4 * block + 2] = np.int64(w2)
+                    row[4 * block + 3] = np.int64(w3)
+
+    _HALF, _ULP = np.float32(0.5), np.float32(2.0**-23)
+
+    @numba.njit(cache=True, nogil=True)
+    def philox_uniforms(seeds, purpose, epochs, out):  # pragma: no cover - compiled
+        """study.streams.uniforms' floats, ((w >> 9) + 0.5)·2⁻²³ of :func:`philox_words`' words
+        (each step exact in float32), written where the words would be; out: (E·S, 4·B) float32."""
+        S, blocks = seeds.shape[0], out.shape[1] // 4
+        p = np.uint64(purpose)
+        nine = np.uint64(9)
+        for e in range(epochs.shape[0]):
+            ue = np.uint64(epochs[e])
+            for s in range(S):
+                useed = np.uint64(seeds[s])
+                k0, k1 = useed & _U32, useed >> np.uint64(32)
+                row = out[e * S + s]
+                for block in range(blocks):
+                    b = np.uint64(block)
+                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, k0, k1)
+                    row[4 * block] = (np.float32(w0 >> nine) + _HALF) * _ULP
+                    row[4 * block + 1] = (np.float32(w1 >> nine) + _HALF) * _ULP
+                    row[4 * block + 2] = (np.float32(w2 >> nine) + _HALF) * _ULP
+                    row[4 * block + 3] = (np.float32(w3 >> nine) + _HALF) * _ULP
+
+    @numba.njit(cache=True, nogil=True)
+    def _words(seed, epoch, n, words):  # pragma: no cover - compiled
+        """words[:n] = the seed's n Philox words for ``epoch`` (study.streams.permutations'), four
+        a block; ``words`` has room for the last block's four."""
+        useed, e = np.uint64(seed), np.uint64(epoch)
         k0, k1 = useed & _U32, useed >> np.uint64(32)
         for block in range((n + 3) // 4):
             b = np.uint64(block)
-            lanes = _philox(b & _U32, b >> np.uint64(32), np.uint64(epoch), _PERMUTATION, k0, k1)
-            for lane in range(4):
-                j = 4 * block + lane
-                if j < n:
-                    words[j] = lanes[lane]
+            w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), e, _PERMUTATION, k0, k1)
+            words[4 * block] = w0
+            words[4 * block + 1] = w1
+            words[4 * block + 2] = w2
+            words[4 * block + 3] = w3
+
+    @numba.njit(cache=True, nogil=True)
+    def _permute(seed, epoch, n, words, start, keys, row):  # pragma: no cover - compiled
+        """row[:n] = the seed's permutation of range(n) for ``epoch`` (study.streams.permutations):
+        the order of its n Philox words, ties broken by the index. A counting sort on the words'
+        top bits (n buckets, one word each on average, filled in index order), each word copied
+        beside its index (``keys``), then an insertion sort on (word, index) over those copies,
+        read in order: linear time. Buffers: words (n + 3 uint64), start (n + 1), keys (n)."""
+        _words(seed, epoch, n, words)
+        un = np.uint64(n)
         start[: n + 1] = 0
         for j in range(n):
-            bucket[j] = np.int64((words[j] * un) >> np.uint64(32))  # monotone in the word
-            start[bucket[j] + 1] += 1
-        for q in range(n):
-            start[q + 1] += start[q]
+            start[np.int64((words[j] * un) >> np.uint64(32)) + 1] += 1  # the bucket, monotone in the word
+        for i in range(n):
+            start[i + 1] += start[i]
         for j in range(n):  # in index order: a bucket's equal words keep it
-            q = bucket[j]
-            row[start[q]] = j
-            start[q] += 1
-        lo = 0
-        for q in range(n):  # start[q] is now the end of bucket q
-            hi = start[q]
-            for a in range(lo + 1, hi):
-                item = row[a]
-                key = words[item]
-                c = a - 1
-                while c >= lo and (words[row[c]] > key or (words[row[c]] == key and row[c] > item)):
-                    row[c + 1] = row[c]
-                    c -= 1
-                row[c + 1] = item
-            lo = hi
+            word = words[j]
+            q = np.int64((word * un) >> np.uint64(32))
+            at = start[q]
+            row[at] = j
+            keys[at] = word
+            start[q] = at + 1
+        for a in range(1, n):
+            key, item = keys[a], row[a]
+            c = a - 1
+            if keys[c] < key or (keys[c] == key and row[c] < item):
+                continue  # in order already: the usual case, and always across a bucket's edge
+            while c >= 0 and (keys[c] > key or (keys[c] == key and row[c] > item)):
+                keys[c + 1] = keys[c]
+                row[c + 1] = row[c]
+                c -= 1
+            keys[c + 1] = key
+            row[c + 1] = item
+
+    @numba.njit(cache=True, nogil=True)
+    def _sort_buffers(n):  # pragma: no cover - compiled
+        return np.empty(n + 3, np.uint64), np.empty(n + 1, np.int32), np.empty(n, np.uint32)
 
     @numba.njit(cache=True, nogil=True)
     def permutations(seeds, n, epochs, out):  # pragma: no cover - compiled
         """out[e, s] = study.streams.permutations(seeds, n, epochs)[e, s], the same integers."""
-        words = np.empty(n, np.uint64)
-        bucket = np.empty(n, np.int64)
-        start = np.empty(n + 1, np.int64)
+        words, start, keys = _sort_buffers(n)
         for e in range(epochs.shape[0]):
             for s in range(seeds.shape[0]):
-                _permute(seeds[s], epochs[e], n, words, bucket, start, out[e, s])
+                _permute(seeds[s], epochs[e], n, words, start, keys, out[e, s])
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")
     def _stream_epoch(
@@ -146,6 +306,16 @@ if AVAILABLE:
                 for j in range(d + 1):
                     z[j, i] = Zpad[s, j, idx]
                 z[d + 1, i] = -Zpad[s, d + 1, idx]
+            if bs == _W and not wide:  # the minibatch as vectors (same operations, same bits)
+                for k in range(m):
+                    _v_start(r, z, 0, d + 1, theta[s, k, 0])
+                    for j in range(1, d):
+                        _v_link(r, z, j, theta[s, k, j])
+                    _v_bias_clamp(r, theta[s, k, d], lo[s, k], hi[s, k])
+                    step = steps[t, k, s]
+                    for j in range(d + 1):
+                        theta[s, k, j] = _fma(_v_dot_tree(z, j, r), step, theta[s, k, j])
+                continue
             for k in range(m):
                 if wide:
                     for j in range(d):
@@ -230,16 +400,81 @@ if AVAILABLE:
         nothing runs in Python from epoch to epoch. The other arguments are plain_epoch's."""
         n = Zpad.shape[2] - 1
         z, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs)
-        words = np.empty(n, np.uint64)
-        bucket = np.empty(n, np.int64)
-        start = np.empty(n + 1, np.int64)
-        row = np.empty(n, np.int64)
+        words, start, keys = _sort_buffers(n)
+        row = np.empty(n, np.int32)
         for epoch in range(first, last + 1):
             for s in range(Zpad.shape[0]):
-                _permute(seeds[s], epoch, n, words, bucket, start, row)
+                _permute(seeds[s], epoch, n, words, start, keys, row)
                 _stream_epoch(
                     Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, z, r, prod, xw
                 )
+
+    @numba.njit(cache=True, nogil=True)
+    def _tree_sum(buf, levels):  # pragma: no cover - compiled
+        """study.sums.tree_sum_ on one vector, in place: buf[:h] += buf[s-h:s] level by level."""
+        for lv in range(levels.shape[0]):
+            h, top = levels[lv, 0], levels[lv, 1]
+            low, high = buf[:h], buf[top - h : top]
+            for a in range(h):
+                low[a] = low[a] + high[a]
+        return buf[0]  # a length of 0 is the caller's (its sums are 0)
+
+    @numba.njit(cache=True, nogil=True)
+    def second_moments(Z, lo, hi, levels, G):  # pragma: no cover - compiled
+        """G[s] = Σ z zᵀ over examples lo..hi of stream s, in float64, each entry's products
+        summed by study.sums.tree_sum_'s tree (``levels``, for hi − lo): the tensor path's
+        ``second_moments``, bit for bit. Z: (S, d+2, n_total) float32; G: (S, d+2, d+2)."""
+        count = hi - lo
+        buf = np.empty(count, np.float64)
+        if count == 0:
+            G[:] = 0.0
+            return
+        for s in range(Z.shape[0]):
+            for j in range(Z.shape[1]):
+                zj = Z[s, j, lo:hi]
+                for k in range(j + 1):
+                    zk = Z[s, k, lo:hi]
+                    for i in range(count):
+                        buf[i] = np.float64(zj[i]) * np.float64(zk[i])
+                    G[s, j, k] = G[s, k, j] = _tree_sum(buf, levels)
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def huber_sums(theta, h0, Z, n, lo, hi, levels, out):  # pragma: no cover - compiled
+        """A checkpoint's sums for the Huber slots h0.. of each stream (study.engine's
+        ``checkpoint``): with r = θ·z over the n training examples (a product, then fused
+        multiply-adds) and q = clamp(r, lo, hi), out[s, k] = (Σ q (q − 2r), Σ q z_0, ..., Σ q z_d),
+        each summed by the tree ``levels`` (for n), in float32: the tensor path's bits.
+        theta: (S, m, d+2); Z: (S, d+2, n_total); lo, hi: (S, m − h0); out: (S, m − h0, d+2)."""
+        D = Z.shape[1]  # d + 2
+        r = np.empty(n, np.float32)
+        q = np.empty(n, np.float32)
+        buf = np.empty(n, np.float32)
+        for s in range(Z.shape[0]):
+            for k in range(out.shape[1]):
+                th = theta[s, h0 + k]
+                t0 = th[0]
+                for i in range(n):
+                    r[i] = t0 * Z[s, 0, i]
+                for j in range(1, D):
+                    tj = th[j]
+                    for i in range(n):
+                        r[i] = _fma(tj, Z[s, j, i], r[i])
+                lo_k, hi_k = lo[s, k], hi[s, k]
+                for i in range(n):
+                    v = r[i]
+                    # torch.clamp's: NaN stays NaN (no comparison holds for it)
+                    if v < lo_k:
+                        v = lo_k
+                    elif v > hi_k:
+                        v = hi_k
+                    q[i] = v
+                for i in range(n):
+                    buf[i] = q[i] * (q[i] + np.float32(-2.0) * r[i])
+                out[s, k, 0] = _tree_sum(buf, levels)
+                for j in range(D - 1):
+                    for i in range(n):
+                        buf[i] = q[i] * Z[s, j, i]
+                    out[s, k, 1 + j] = _tree_sum(buf, levels)
 
 else:  # pragma: no cover - exercised where Numba is missing
 
@@ -249,7 +484,19 @@ else:  # pragma: no cover - exercised where Numba is missing
     def permutations(*args, **kwargs):
         raise RuntimeError("Numba is not available")
 
+    def philox_words(*args, **kwargs):
+        raise RuntimeError("Numba is not available")
+
+    def philox_uniforms(*args, **kwargs):
+        raise RuntimeError("Numba is not available")
+
     def plain_epochs(*args, **kwargs):
+        raise RuntimeError("Numba is not available")
+
+    def second_moments(*args, **kwargs):
+        raise RuntimeError("Numba is not available")
+
+    def huber_sums(*args, **kwargs):
         raise RuntimeError("Numba is not available")
 
 

@@ -56,8 +56,10 @@ class Options:
         dispatches a step (d2l §3.7's d = 200: 5x faster).
     compiled : bool, default=True
         On a CPU, each epoch's steps of plain SGD run as one compiled loop (study.kernels,
-        Numba) rather than a dozen tensor operations a step: the same arithmetic in the same
-        order, so the same bits. False, or where Numba is missing, takes the tensor path.
+        Numba) rather than a dozen tensor operations a step, and so do a checkpoint's sums; on a
+        CUDA GPU an epoch is one Triton kernel (study.gpu_kernels). The same arithmetic in the
+        same order, so the same bits. False, or where Numba (CPU) or Triton (GPU) is missing,
+        takes the tensor path.
     bundle_runs, bundle_seconds : int, float, default=2048, 1.0
         On one CPU worker, chunks of one batch_size and number of features are trained together,
         in one step loop (study.engine.train_batched_together), up to this many runs and

@@ -122,6 +122,15 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[i
     one = isinstance(epoch, (int, np.integer))
     # the test of `one` again: mypy narrows epoch on an isinstance, not on a bool that holds one
     epochs = [int(epoch)] if isinstance(epoch, (int, np.integer)) else [int(e) for e in epoch]
+    from . import kernels  # here, not at the top: importing Numba costs a few tenths of a second
+
+    if seeds.device.type == "cpu" and kernels.AVAILABLE:
+        # The same integers by one compiled loop (a tensor pass costs a hundred operations).
+        seeds64 = seeds.to(torch.int64).reshape(-1).numpy()
+        full = np.empty((len(epochs) * len(seeds64), 4 * -(-count // 4)), dtype=np.int64)
+        kernels.philox_words(seeds64, PURPOSES[purpose], np.asarray(epochs, dtype=np.int64), full)
+        out = torch.from_numpy(full)[:, :count]
+        return out if one else out.view(len(epochs), len(seeds64), count)
     k0, k1 = seed_keys(seeds)
     device = k0.device
     S, E, B = k0.shape[0], len(epochs), -(-count // 4)
@@ -152,6 +161,13 @@ def _to_uniform(w: torch.Tensor) -> torch.Tensor:
 
 def uniforms(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:
     """(S, count) float32 uniforms in (0, 1), bit-identical on every device."""
+    from . import kernels
+
+    if seeds.device.type == "cpu" and kernels.AVAILABLE:  # the same floats, by one compiled loop
+        seeds64 = seeds.to(torch.int64).reshape(-1).numpy()
+        full = np.empty((len(seeds64), 4 * -(-count // 4)), dtype=np.float32)
+        kernels.philox_uniforms(seeds64, PURPOSES[purpose], np.array([epoch], dtype=np.int64), full)
+        return torch.from_numpy(full)[:, :count]
     return _to_uniform(words(seeds, purpose, count, epoch))
 
 

@@ -200,11 +200,17 @@ def test_streams_taken_in_slices_change_nothing():
         epoch=[2],
         replicates=5,
     ).runs()
-    whole = train_batched(runs, [0, 1, 2])
-    tiny = Options(sum_budget_cpu=1, sum_budget_cuda=1, draw_budget_cpu=1, draw_budget_cuda=1, order_budget=1)
+    # The tensor path's slices (the compiled loops, the default where Numba is, take none);
+    # the compiled loops' bits are those of a single slice too.
+    whole = train_batched(runs, [0, 1, 2], options=Options(compiled=False))
+    tiny = Options(
+        sum_budget_cpu=1, sum_budget_cuda=1, draw_budget_cpu=1, draw_budget_cuda=1, order_budget=1, compiled=False
+    )
     sliced = train_batched(runs, [0, 1, 2], options=tiny)
+    compiled = train_batched(runs, [0, 1, 2])
     for field in (*FIELDS, "ols_w", "ols_b"):
         np.testing.assert_array_equal(getattr(sliced, field), getattr(whole, field))
+        np.testing.assert_array_equal(getattr(compiled, field), getattr(whole, field))
 
 
 def test_train_batched_common_random_numbers_share_start_and_data():

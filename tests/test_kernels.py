@@ -115,6 +115,28 @@ def test_the_compiled_permutations_are_the_streams_integers():
         assert np.array_equal(out, streams.permutations(torch.tensor(seeds), n, epochs).numpy())
 
 
+@needs_numba
+def test_the_compiled_philox_words_are_the_tensor_paths(monkeypatch):
+    """streams.words and uniforms on a CPU take the compiled loops; the tensor path (a GPU's, or
+    a machine's without Numba) gives the same integers and floats, for any count, epochs and
+    seeds of 64 bits."""
+    from study import streams
+
+    seeds = torch.tensor([0, 1, 2**32 - 1, 2**40 + 7, 2**63 - 1])
+    cases = [("features", 1, 0), ("noise", 7, 3), ("permutation", 1001, [0, 1, 2**31]), ("init", 4, 5)]
+    compiled = [streams.words(seeds, *case) for case in cases]
+    floats = [
+        (f, f(seeds, p, n, 3))
+        for f in (streams.uniforms, streams.normals)
+        for p, n in (("noise", 1), ("features", 999))
+    ]
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    for case, got in zip(cases, compiled, strict=True):
+        assert torch.equal(got, streams.words(seeds, *case)), case
+    for (f, got), (p, n) in zip(floats, [("noise", 1), ("features", 999)] * 2, strict=True):
+        assert torch.equal(got, f(seeds, p, n, 3)), (f.__name__, p, n)
+
+
 def test_without_numba_the_tensor_path_runs_and_says_so_once(monkeypatch):
     grid = Grid(num_train=[20], lr=[0.1], epoch=[2], replicates=2)
     chunk = _chunks(grid)[0]
