@@ -174,15 +174,31 @@ if AVAILABLE:
     _PERMUTATION = np.uint64(6)  # study.streams.PURPOSES["permutation"]
 
     @numba.njit(cache=True, nogil=True)
-    def _philox(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
-        """Philox4x32-10 on one block (study.streams.philox4x32), words in uint64 < 2**32."""
+    def _schedule(seed, ks):  # pragma: no cover - compiled
+        """ks[r] = the key (k0, k1) of Philox's round r for ``seed`` (its two 32-bit halves, then
+        the Weyl increments): computed once a seed, so that the rounds over a row of blocks are
+        the same straight-line code for every block, which the compiler vectorises."""
+        useed = np.uint64(seed)
+        k0, k1 = useed & _U32, useed >> np.uint64(32)
         for r in range(10):
-            if r:
-                k0 = (k0 + _W0) & _U32
-                k1 = (k1 + _W1) & _U32
+            ks[r, 0] = k0
+            ks[r, 1] = k1
+            k0 = (k0 + _W0) & _U32
+            k1 = (k1 + _W1) & _U32
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _philox(c0, c1, c2, c3, ks):  # pragma: no cover - compiled
+        """Philox4x32-10 on one block (study.streams.philox4x32), words in uint64 < 2**32, the
+        rounds' keys ``ks`` (:func:`_schedule`)."""
+        for r in range(10):
             p0 = c0 * _M0
             p1 = c2 * _M1
-            c0, c1, c2, c3 = ((p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & _U32, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & _U32)
+            c0, c1, c2, c3 = (
+                (p1 >> np.uint64(32)) ^ c1 ^ ks[r, 0],
+                p1 & _U32,
+                (p0 >> np.uint64(32)) ^ c3 ^ ks[r, 1],
+                p0 & _U32,
+            )
         return c0, c1, c2, c3
 
     @numba.njit(cache=True, nogil=True)
@@ -192,15 +208,15 @@ if AVAILABLE:
         seeds, epochs: int64; out: (E·S, 4·B) int64."""
         S, blocks = seeds.shape[0], out.shape[1] // 4
         p = np.uint64(purpose)
+        ks = np.empty((10, 2), np.uint64)
         for e in range(epochs.shape[0]):
             ue = np.uint64(epochs[e])
             for s in range(S):
-                useed = np.uint64(seeds[s])
-                k0, k1 = useed & _U32, useed >> np.uint64(32)
+                _schedule(seeds[s], ks)
                 row = out[e * S + s]
                 for block in range(blocks):
                     b = np.uint64(block)
-                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, k0, k1)
+                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, ks)
                     row[4 * block] = np.int64(w0)
                     row[4 * block + 1] = np.int64(w1)
                     row[4 * block + 2] = np.int64(w2)
@@ -214,43 +230,44 @@ if AVAILABLE:
         (each step exact in float32), written where the words would be; out: (E·S, 4·B) float32."""
         S, blocks = seeds.shape[0], out.shape[1] // 4
         p = np.uint64(purpose)
+        ks = np.empty((10, 2), np.uint64)
         nine = np.uint64(9)
         for e in range(epochs.shape[0]):
             ue = np.uint64(epochs[e])
             for s in range(S):
-                useed = np.uint64(seeds[s])
-                k0, k1 = useed & _U32, useed >> np.uint64(32)
+                _schedule(seeds[s], ks)
                 row = out[e * S + s]
                 for block in range(blocks):
                     b = np.uint64(block)
-                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, k0, k1)
+                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, ks)
                     row[4 * block] = (np.float32(w0 >> nine) + _HALF) * _ULP
                     row[4 * block + 1] = (np.float32(w1 >> nine) + _HALF) * _ULP
                     row[4 * block + 2] = (np.float32(w2 >> nine) + _HALF) * _ULP
                     row[4 * block + 3] = (np.float32(w3 >> nine) + _HALF) * _ULP
 
     @numba.njit(cache=True, nogil=True)
-    def _words(seed, epoch, n, words):  # pragma: no cover - compiled
+    def _words(seed, epoch, n, words, ks):  # pragma: no cover - compiled
         """words[:n] = the seed's n Philox words for ``epoch`` (study.streams.permutations'), four
         a block; ``words`` has room for the last block's four."""
-        useed, e = np.uint64(seed), np.uint64(epoch)
-        k0, k1 = useed & _U32, useed >> np.uint64(32)
+        e = np.uint64(epoch)
+        _schedule(seed, ks)
         for block in range((n + 3) // 4):
             b = np.uint64(block)
-            w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), e, _PERMUTATION, k0, k1)
+            w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), e, _PERMUTATION, ks)
             words[4 * block] = w0
             words[4 * block + 1] = w1
             words[4 * block + 2] = w2
             words[4 * block + 3] = w3
 
     @numba.njit(cache=True, nogil=True)
-    def _permute(seed, epoch, n, words, start, keys, row):  # pragma: no cover - compiled
+    def _permute(seed, epoch, n, words, start, keys, ks, row):  # pragma: no cover - compiled
         """row[:n] = the seed's permutation of range(n) for ``epoch`` (study.streams.permutations):
         the order of its n Philox words, ties broken by the index. A counting sort on the words'
         top bits (n buckets, one word each on average, filled in index order), each word copied
         beside its index (``keys``), then an insertion sort on (word, index) over those copies,
-        read in order: linear time. Buffers: words (n + 3 uint64), start (n + 1), keys (n)."""
-        _words(seed, epoch, n, words)
+        read in order: linear time. Buffers: words (n + 3 uint64), start (n + 1), keys (n), ks
+        (Philox's key schedule)."""
+        _words(seed, epoch, n, words, ks)
         un = np.uint64(n)
         start[: n + 1] = 0
         for j in range(n):
@@ -278,15 +295,20 @@ if AVAILABLE:
 
     @numba.njit(cache=True, nogil=True)
     def _sort_buffers(n):  # pragma: no cover - compiled
-        return np.empty(n + 3, np.uint64), np.empty(n + 1, np.int32), np.empty(n, np.uint32)
+        return (
+            np.empty(n + 3, np.uint64),
+            np.empty(n + 1, np.int32),
+            np.empty(n, np.uint32),
+            np.empty((10, 2), np.uint64),
+        )
 
     @numba.njit(cache=True, nogil=True)
     def permutations(seeds, n, epochs, out):  # pragma: no cover - compiled
         """out[e, s] = study.streams.permutations(seeds, n, epochs)[e, s], the same integers."""
-        words, start, keys = _sort_buffers(n)
+        words, start, keys, ks = _sort_buffers(n)
         for e in range(epochs.shape[0]):
             for s in range(seeds.shape[0]):
-                _permute(seeds[s], epochs[e], n, words, start, keys, out[e, s])
+                _permute(seeds[s], epochs[e], n, words, start, keys, ks, out[e, s])
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")
     def _stream_epoch(
@@ -400,11 +422,11 @@ if AVAILABLE:
         nothing runs in Python from epoch to epoch. The other arguments are plain_epoch's."""
         n = Zpad.shape[2] - 1
         z, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs)
-        words, start, keys = _sort_buffers(n)
+        words, start, keys, ks = _sort_buffers(n)
         row = np.empty(n, np.int32)
         for epoch in range(first, last + 1):
             for s in range(Zpad.shape[0]):
-                _permute(seeds[s], epoch, n, words, start, keys, row)
+                _permute(seeds[s], epoch, n, words, start, keys, ks, row)
                 _stream_epoch(
                     Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, z, r, prod, xw
                 )
