@@ -568,7 +568,10 @@ def _train_compiled(parts: Sequence[_Part], checkpoints: Sequence[int], options:
     for p in parts:
         d = p.d
         levels, feature_levels = kernels.tree_array(tree_levels(p.bs)), kernels.tree_array(tree_levels(d))
-        steps = torch.stack(p.steps_t).numpy() if p.T else np.zeros((0, p.m, p.S), np.float32)  # (T, m, S)
+        # The step sizes of a full minibatch and of the epoch's last (which may be short), as
+        # (S, 2, m): a stream's runs read theirs from one cache line.
+        ends = [p.steps_t[0], p.steps_t[-1]] if p.T else [torch.zeros(p.m, p.S)] * 2
+        steps = np.ascontiguousarray(torch.stack(ends).numpy().transpose(2, 0, 1))
         theta, Zpad = p.theta.numpy(), p.Zpad.numpy()
         lo, hi = p.lo[..., 0].numpy(), p.hi[..., 0].numpy()
         wide = d > options.chain_features

@@ -74,16 +74,23 @@ if AVAILABLE:
     _VEC = ir.VectorType(_F32, _W)
     _I32 = ir.IntType(32)
 
-    def _row(context, builder, arrty, arr, offset):
-        """A pointer to the 32 floats of a C-contiguous array from a flat offset."""
+    def _rows_of_32(*arrays) -> bool:
+        """Typing: float32 arrays in C order (the vectors below read rows of 32 from them)."""
+        return all(isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C" for a in arrays)
+
+    def _row(context, builder, arrty, arr, row):
+        """A pointer to row ``row`` (32 floats) of a C-ordered float32 array."""
         data = context.make_array(arrty)(context, builder, arr).data
+        offset = builder.mul(row, ir.Constant(row.type, _W))
         return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
+
+    def _first(context, builder, arrty, arr):
+        return _row(context, builder, arrty, arr, ir.Constant(ir.IntType(64), 0))
 
     def _splat(builder, x):
         v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
-        return builder.shuffle_vector(
-            v, ir.Constant(_VEC, ir.Undefined), ir.Constant(ir.VectorType(_I32, _W), [0] * _W)
-        )
+        every = ir.Constant(ir.VectorType(_I32, _W), [0] * _W)
+        return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined), every)
 
     def _vfma(builder, a, b, c):
         fn = builder.module.declare_intrinsic(f"llvm.fma.v{_W}f32", (), ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
@@ -91,21 +98,17 @@ if AVAILABLE:
 
     @intrinsic
     def _v_start(typingctx, r, z, x_row, y_row, w):
-        """r[:32] = fma(w, z[x_row], z[y_row]): a residual's first link, from −y."""
+        """r = fma(w, z[x_row], z[y_row]): a residual's first link, from −y."""
+        if not _rows_of_32(r, z):
+            return None
         sig = types.void(r, z, x_row, y_row, w)
 
         def codegen(context, builder, signature, args):
             rt, zt = signature.args[:2]
-            x = builder.load(
-                _row(context, builder, zt, args[1], builder.mul(args[2], ir.Constant(args[2].type, _W))), align=4
-            )
-            y = builder.load(
-                _row(context, builder, zt, args[1], builder.mul(args[3], ir.Constant(args[3].type, _W))), align=4
-            )
+            x = builder.load(_row(context, builder, zt, args[1], args[2]), align=4)
+            y = builder.load(_row(context, builder, zt, args[1], args[3]), align=4)
             builder.store(
-                _vfma(builder, _splat(builder, args[4]), x, y),
-                _row(context, builder, rt, args[0], ir.Constant(ir.IntType(64), 0)),
-                align=4,
+                _vfma(builder, _splat(builder, args[4]), x, y), _first(context, builder, rt, args[0]), align=4
             )
             return context.get_dummy_value()
 
@@ -113,15 +116,15 @@ if AVAILABLE:
 
     @intrinsic
     def _v_link(typingctx, r, z, x_row, w):
-        """r[:32] = fma(w, z[x_row], r): a residual's next link."""
+        """r = fma(w, z[x_row], r): a residual's next link."""
+        if not _rows_of_32(r, z):
+            return None
         sig = types.void(r, z, x_row, w)
 
         def codegen(context, builder, signature, args):
             rt, zt = signature.args[:2]
-            x = builder.load(
-                _row(context, builder, zt, args[1], builder.mul(args[2], ir.Constant(args[2].type, _W))), align=4
-            )
-            rp = _row(context, builder, rt, args[0], ir.Constant(ir.IntType(64), 0))
+            x = builder.load(_row(context, builder, zt, args[1], args[2]), align=4)
+            rp = _first(context, builder, rt, args[0])
             builder.store(_vfma(builder, _splat(builder, args[3]), x, builder.load(rp, align=4)), rp, align=4)
             return context.get_dummy_value()
 
@@ -129,11 +132,13 @@ if AVAILABLE:
 
     @intrinsic
     def _v_bias_clamp(typingctx, r, b, lo, hi):
-        """r[:32] = clamp(r + b, lo, hi), torch.clamp's (NaN stays NaN; ∓inf: no clamp)."""
+        """r = clamp(r + b, lo, hi), torch.clamp's (NaN stays NaN; ∓inf: no clamp)."""
+        if not _rows_of_32(r):
+            return None
         sig = types.void(r, b, lo, hi)
 
         def codegen(context, builder, signature, args):
-            rp = _row(context, builder, signature.args[0], args[0], ir.Constant(ir.IntType(64), 0))
+            rp = _first(context, builder, signature.args[0], args[0])
             v = builder.fadd(builder.load(rp, align=4), _splat(builder, args[1]))
             low, high = _splat(builder, args[2]), _splat(builder, args[3])
             v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
@@ -146,18 +151,16 @@ if AVAILABLE:
     @intrinsic
     def _v_dot_tree(typingctx, z, row, r):
         """Σ z[row]·r over the 32: the products rounded, then summed by the pairwise tree."""
+        if not _rows_of_32(z, r):
+            return None
         sig = types.float32(z, row, r)
 
         def codegen(context, builder, signature, args):
             zt, _, rt = signature.args
-            x = builder.load(
-                _row(context, builder, zt, args[0], builder.mul(args[1], ir.Constant(args[1].type, _W))), align=4
-            )
-            v = builder.fmul(
-                x, builder.load(_row(context, builder, rt, args[2], ir.Constant(ir.IntType(64), 0)), align=4)
-            )
+            x = builder.load(_row(context, builder, zt, args[0], args[1]), align=4)
+            v = builder.fmul(x, builder.load(_first(context, builder, rt, args[2]), align=4))
             n = _W
-            while n > 1:  # x[:h] += x[h:n], h = n // 2: tree_levels(32)
+            while n > 1:  # v[:h] + v[h:n], h = n // 2: tree_levels(32)
                 h = n // 2
                 undef = ir.Constant(ir.VectorType(_F32, n), ir.Undefined)
                 low = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, h), list(range(h))))
@@ -322,6 +325,7 @@ if AVAILABLE:
         d, n = Zpad.shape[1] - 2, Zpad.shape[2] - 1
         m = theta.shape[1]
         for t in range(T):
+            last = 1 if t == T - 1 else 0  # the epoch's last minibatch may be short: its own step size
             for i in range(bs):
                 e = t * bs + i
                 idx = row[e] if e < n else n
@@ -334,7 +338,7 @@ if AVAILABLE:
                     for j in range(1, d):
                         _v_link(r, z, j, theta[s, k, j])
                     _v_bias_clamp(r, theta[s, k, d], lo[s, k], hi[s, k])
-                    step = steps[t, k, s]
+                    step = steps[s, last, k]
                     for j in range(d + 1):
                         theta[s, k, j] = _fma(_v_dot_tree(z, j, r), step, theta[s, k, j])
                 continue
@@ -381,7 +385,7 @@ if AVAILABLE:
                         low, high = prod[j, :h], prod[j, top - h : top]
                         for a in range(h):
                             low[a] = low[a] + high[a]
-                step = steps[t, k, s]
+                step = steps[s, last, k]
                 for j in range(d + 1):
                     theta[s, k, j] = _fma(prod[j, 0], step, theta[s, k, j])
 
@@ -403,9 +407,10 @@ if AVAILABLE:
         Zpad: (S, d+2, n+1) float32, each stream's examples z = (x, 1, y) and a last column of
         zeros (the ragged minibatch's padding); order: (S, n) int64, the epoch's order (its first
         T·bs only, with drop_last); theta: (S, m, d+2) float32, θ = (w, b, −1) per slot; steps:
-        (T, m, S) float32, each step's size; lo, hi: (S, m) Huber's clamp, applied where
-        ``clamp``; levels and feature_levels: the pairwise trees (h, s) over the minibatch and
-        over the features; ``wide``: the residual's products by the features' tree.
+        (S, 2, m) float32, the step sizes of a full minibatch and of the epoch's last (which may
+        be short); lo, hi: (S, m) Huber's clamp, applied where ``clamp``; levels and
+        feature_levels: the pairwise trees (h, s) over the minibatch and over the features;
+        ``wide``: the residual's products by the features' tree.
         """
         z, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs)
         for s in range(Zpad.shape[0]):
