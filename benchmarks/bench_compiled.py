@@ -8,7 +8,9 @@ side by side in one run: issue 22's three CPU targets.
    included) against SGDRegressor's per-fit cost on W spread over the same 2 cores (its W wall
    time / 1,320 fits x 1,000,002 / 2). Target: >= 50x.
 3. 100k W runs on 2 cores (bench_engines.py's "100k", cold), the compiled loops against the
-   engine's tensor path (``Options(compiled=False)``, the engine as it was before them).
+   engine's tensor path (``Options(compiled=False)``) and, with ``--before DIR``, against the
+   engine of a checkout from before the issue (``git worktree add DIR 4141065``: the tensor path
+   with its Philox words as tensor operations too, "today's engine" when the issue was filed).
    Target: >= 4x.
 
 Every row goes to results/benchmarks.csv (engine "batched" is the compiled path on a CPU,
@@ -17,12 +19,14 @@ measures. It takes a few minutes on this project's 2-core machine.
 
     python benchmarks/bench_compiled.py
     python benchmarks/bench_compiled.py --skip-100k     # targets 1 and 2 only (about a minute)
+    python benchmarks/bench_compiled.py --before /tmp/before   # target 3 against the engine before the issue
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,15 +39,25 @@ from bench_engines import _device_name, record  # noqa: E402
 from bench_peers import SKLEARN, _machine, _spawn  # noqa: E402
 
 
-def _engine_row(workload: str, engine: str, jobs: int) -> dict:
+def _engine_row(workload: str, engine: str, jobs: int, checkout: Path | None = None) -> dict:
+    """One row of bench_engines.py, in a fresh process; with ``checkout``, that checkout's engine
+    (its own bench_engines.py, its package first on the path), recorded as "<engine>-before"."""
     spec = json.dumps(dict(workload=workload, engine=engine, jobs=jobs, device="cpu", stream="counter", warm=False))
+    root = checkout or ROOT
+    env = {**os.environ, "PYTHONPATH": str(root)} if checkout else None
     done = subprocess.run(
-        [sys.executable, str(HERE / "bench_engines.py"), "--one", spec], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, str(root / "benchmarks" / "bench_engines.py"), "--one", spec],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
     )
     if done.returncode != 0:
         sys.exit(f"measurement {spec} failed:\n{done.stderr}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
     row["machine"] = _device_name("cpu")
+    if checkout:
+        row["engine"] = engine = f"{engine}-before"
     print(
         f"{workload:>10} {engine:>14} jobs={jobs}: {row['wall_s']:8.2f} s  {row['runs_per_s']:>10} runs/s", flush=True
     )
@@ -58,6 +72,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-100k", action="store_true", help="leave out target 3 (minutes of the tensor path)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks.csv")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of the engine before the issue (4141065): target 3 is measured against it too",
+    )
     args = parser.parse_args()
 
     machine, rows = _machine(), []
@@ -87,11 +106,19 @@ def main() -> None:
     )
     if not args.skip_100k:
         w100k = [_engine_row("100k", engine, 2) for engine in ("batched", "batched-tensor")]
+        if args.before:
+            w100k.append(_engine_row("100k", "batched", 2, args.before))
         rows += w100k
         ratio = w100k[1]["wall_s"] / w100k[0]["wall_s"]
         print(
-            f"3. 100k W runs on 2 cores: {w100k[0]['wall_s']:.2f} s against {w100k[1]['wall_s']:.2f} s: {_verdict(ratio, 4)}"
+            f"3. 100k W runs on 2 cores: {w100k[0]['wall_s']:.2f} s against {w100k[1]['wall_s']:.2f} s (the tensor "
+            f"path): {_verdict(ratio, 4)}"
         )
+        if args.before:
+            before = w100k[2]["wall_s"] / w100k[0]["wall_s"]
+            print(
+                f"   against the engine before the issue ({args.before}): {w100k[2]['wall_s']:.2f} s: {_verdict(before, 4)}"
+            )
     record(rows, args.out)
 
 
