@@ -36,5 +36,5 @@ $py -c "import triton; print('triton', triton.__version__)" || echo "Triton is m
 step 90 cuda_tests $py -m pytest -q -p no:cacheprovider -k "cuda" tests/
 step 140 bench_gpu $py benchmarks/bench_engines.py --rows gpu --out "$out/benchmarks.csv"
 step 60 profile_gpu $py benchmarks/profile_gpu.py 1M --rows 30
-step 90 device_tests $py -m pytest -q -p no:cacheprovider -x tests/test_engine.py tests/test_streams.py \
+step 150 device_tests $py -m pytest -q -p no:cacheprovider -x tests/test_engine.py tests/test_streams.py \
   tests/test_data.py tests/test_runner.py tests/test_gpu_kernels.py
