@@ -31,7 +31,7 @@ try:
     import numba
     from llvmlite import ir
     from numba import types
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 
     AVAILABLE = True
 except ImportError:  # an unsupported platform, or installed without it: the tensor path serves
@@ -204,11 +204,25 @@ if AVAILABLE:
             )
         return c0, c1, c2, c3
 
+    _NINE, _HALF, _ULP = np.uint64(9), np.float32(0.5), np.float32(2.0**-23)
+
+    def _from_word(w, out):  # the Python stub of the overload below
+        raise NotImplementedError
+
+    @overload(_from_word, inline="always")
+    def _from_word_typed(w, out):
+        """A word as ``out`` holds it: the word itself (int64), or study.streams._to_uniform's
+        float, ((w >> 9) + 0.5)·2⁻²³, each step exact in float32."""
+        if out.dtype == types.float32:
+            return lambda w, out: (np.float32(w >> _NINE) + _HALF) * _ULP
+        return lambda w, out: np.int64(w)
+
     @numba.njit(cache=True, nogil=True)
-    def philox_words(seeds, purpose, epochs, out):  # pragma: no cover - compiled
+    def philox_rows(seeds, purpose, epochs, out):  # pragma: no cover - compiled
         """out[e·S + s, 4j + lane] = lane ``lane`` of Philox block j of seed s for ``purpose``
-        and epochs[e]: study.streams.words' integers (its rows before they are cut to ``count``).
-        seeds, epochs: int64; out: (E·S, 4·B) int64."""
+        and epochs[e], as ``out`` holds it (_from_word): study.streams.words' integers (int64),
+        or its uniforms (float32), in its rows before they are cut to ``count``. seeds, epochs:
+        int64; out: (E·S, 4·B)."""
         S, blocks = seeds.shape[0], out.shape[1] // 4
         p = np.uint64(purpose)
         ks = np.empty((10, 2), np.uint64)
@@ -220,33 +234,10 @@ if AVAILABLE:
                 for block in range(blocks):
                     b = np.uint64(block)
                     w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, ks)
-                    row[4 * block] = np.int64(w0)
-                    row[4 * block + 1] = np.int64(w1)
-                    row[4 * block + 2] = np.int64(w2)
-                    row[4 * block + 3] = np.int64(w3)
-
-    _HALF, _ULP = np.float32(0.5), np.float32(2.0**-23)
-
-    @numba.njit(cache=True, nogil=True)
-    def philox_uniforms(seeds, purpose, epochs, out):  # pragma: no cover - compiled
-        """study.streams.uniforms' floats, ((w >> 9) + 0.5)·2⁻²³ of :func:`philox_words`' words
-        (each step exact in float32), written where the words would be; out: (E·S, 4·B) float32."""
-        S, blocks = seeds.shape[0], out.shape[1] // 4
-        p = np.uint64(purpose)
-        ks = np.empty((10, 2), np.uint64)
-        nine = np.uint64(9)
-        for e in range(epochs.shape[0]):
-            ue = np.uint64(epochs[e])
-            for s in range(S):
-                _schedule(seeds[s], ks)
-                row = out[e * S + s]
-                for block in range(blocks):
-                    b = np.uint64(block)
-                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, ks)
-                    row[4 * block] = (np.float32(w0 >> nine) + _HALF) * _ULP
-                    row[4 * block + 1] = (np.float32(w1 >> nine) + _HALF) * _ULP
-                    row[4 * block + 2] = (np.float32(w2 >> nine) + _HALF) * _ULP
-                    row[4 * block + 3] = (np.float32(w3 >> nine) + _HALF) * _ULP
+                    row[4 * block] = _from_word(w0, row)
+                    row[4 * block + 1] = _from_word(w1, row)
+                    row[4 * block + 2] = _from_word(w2, row)
+                    row[4 * block + 3] = _from_word(w3, row)
 
     @numba.njit(cache=True, nogil=True)
     def _words(seed, epoch, n, words, ks):  # pragma: no cover - compiled
@@ -511,10 +502,7 @@ else:  # pragma: no cover - exercised where Numba is missing
     def permutations(*args, **kwargs):
         raise RuntimeError("Numba is not available")
 
-    def philox_words(*args, **kwargs):
-        raise RuntimeError("Numba is not available")
-
-    def philox_uniforms(*args, **kwargs):
+    def philox_rows(*args, **kwargs):
         raise RuntimeError("Numba is not available")
 
     def plain_epochs(*args, **kwargs):

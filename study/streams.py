@@ -128,7 +128,7 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[i
         # The same integers by one compiled loop (a tensor pass costs a hundred operations).
         seeds64 = seeds.to(torch.int64).reshape(-1).numpy()
         full = np.empty((len(epochs) * len(seeds64), 4 * -(-count // 4)), dtype=np.int64)
-        kernels.philox_words(seeds64, PURPOSES[purpose], np.asarray(epochs, dtype=np.int64), full)
+        kernels.philox_rows(seeds64, PURPOSES[purpose], np.asarray(epochs, dtype=np.int64), full)
         out = torch.from_numpy(full)[:, :count]
         return out if one else out.view(len(epochs), len(seeds64), count)
     k0, k1 = seed_keys(seeds)
@@ -166,7 +166,7 @@ def uniforms(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> t
     if seeds.device.type == "cpu" and kernels.AVAILABLE:  # the same floats, by one compiled loop
         seeds64 = seeds.to(torch.int64).reshape(-1).numpy()
         full = np.empty((len(seeds64), 4 * -(-count // 4)), dtype=np.float32)
-        kernels.philox_uniforms(seeds64, PURPOSES[purpose], np.array([epoch], dtype=np.int64), full)
+        kernels.philox_rows(seeds64, PURPOSES[purpose], np.array([epoch], dtype=np.int64), full)
         return torch.from_numpy(full)[:, :count]
     return _to_uniform(words(seeds, purpose, count, epoch))
 
