@@ -1,4 +1,4 @@
-"""The steps of an epoch as one compiled loop (Numba), on a CPU.
+"""The steps of an epoch as one compiled loop (Numba), on a CPU, and the random numbers and sums around them.
 
 The batched engine's step is a dozen tensor operations over a chunk's runs; on a CPU each costs
 a microsecond or two of dispatch whatever its size, which is most of a small chunk's time. Here
@@ -6,9 +6,13 @@ the same arithmetic runs as one compiled loop per epoch: for each stream, each s
 of the stream, the minibatch's residuals, their products and the update, in the very order of
 the tensor path, with the fused multiply-adds where it has them (``torch.addcmul`` is one on
 the CPU: checked bit for bit in tests/test_kernels.py). A run's numbers are the tensor path's,
-bit for bit, so neither the engine's revision nor any stored run changes. A checkpoint's sums
-(each stream's second moments, a Huber run's loss and gradient over every training example)
-are compiled loops too, summed by study.sums' pairwise trees.
+bit for bit, so neither the engine's revision nor any stored run changes. A minibatch of 32 (the
+default) is a handful of 32-wide LLVM vector operations rather than loops (see ``_v_start``).
+
+Compiled too, the same integers and floats: the counter stream's permutations (Philox words and
+a linear-time sort, :func:`permutations`), every Philox word and uniform study.streams draws on a
+CPU (:func:`philox_rows`), and a checkpoint's sums (each stream's second moments, a Huber run's
+loss and gradient over every training example), summed by study.sums' pairwise trees.
 
 Compiled once per machine (``cache=True``: Numba keeps the machine code beside this file, or in
 ``NUMBA_CACHE_DIR``), on first use, never on import: ``study --help`` does not pay for it. Where
