@@ -77,9 +77,12 @@ if AVAILABLE:
     ):  # pragma: no cover - compiled (or interpreted: tests/test_gpu_kernels.py)
         # A block's lanes: BLOCK consecutive streams' runs of one rank k (slots q = k·S + s), so
         # that a minibatch's loads are contiguous along the lanes.
-        s = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        # Programs in one dimension (a grid's second is capped at 65,535): rank k's blocks of streams.
+        pid = tl.program_id(0).to(tl.int64)
+        blocks = (S + BLOCK - 1) // BLOCK
+        s = (pid % blocks) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
         live = s < S
-        q = tl.program_id(1).to(tl.int64) * S + s
+        q = (pid // blocks) * S + s
         col = tl.arange(0, BS)
         mask = live[:, None] & (col < bs)[None, :]
         width = (D + 2) * S  # an example's stride
@@ -132,7 +135,7 @@ def plain_epoch(Zp: torch.Tensor, theta: torch.Tensor, steps: torch.Tensor, lo, 
     T = Zp.shape[0]
     if T == 0 or m * S == 0:
         return
-    grid = (triton.cdiv(S, BLOCK), m)
+    grid = (triton.cdiv(S, BLOCK) * m,)
     _plain_epoch[grid](
         Zp,
         theta,

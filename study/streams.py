@@ -122,15 +122,9 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[i
     one = isinstance(epoch, (int, np.integer))
     # the test of `one` again: mypy narrows epoch on an isinstance, not on a bool that holds one
     epochs = [int(epoch)] if isinstance(epoch, (int, np.integer)) else [int(e) for e in epoch]
-    from . import kernels  # here, not at the top: importing Numba costs a few tenths of a second
-
-    if seeds.device.type == "cpu" and kernels.AVAILABLE:
-        # The same integers by one compiled loop (a tensor pass costs a hundred operations).
-        seeds64 = seeds.to(torch.int64).reshape(-1).numpy()
-        full = np.empty((len(epochs) * len(seeds64), 4 * -(-count // 4)), dtype=np.int64)
-        kernels.philox_rows(seeds64, PURPOSES[purpose], np.asarray(epochs, dtype=np.int64), full)
-        out = torch.from_numpy(full)[:, :count]
-        return out if one else out.view(len(epochs), len(seeds64), count)
+    compiled = _compiled_rows(seeds, purpose, epochs, count, np.int64)
+    if compiled is not None:
+        return compiled if one else compiled.view(len(epochs), -1, count)
     k0, k1 = seed_keys(seeds)
     device = k0.device
     S, E, B = k0.shape[0], len(epochs), -(-count // 4)
@@ -154,6 +148,22 @@ def words(seeds: torch.Tensor, purpose: str, count: int, epoch: int | Sequence[i
     return out if one else out.view(E, S, count)
 
 
+def _compiled_rows(
+    seeds: torch.Tensor, purpose: str, epochs: Sequence[int], count: int, dtype: type
+) -> torch.Tensor | None:
+    """(E·S, count) of :func:`words` (int64) or :func:`uniforms` (float32), the same integers and
+    floats by one compiled loop (study.kernels.philox_rows; a tensor pass costs a hundred
+    operations); None off a CPU or without Numba."""
+    from . import kernels  # here, not at the top: importing Numba costs a few tenths of a second
+
+    if seeds.device.type != "cpu" or not kernels.AVAILABLE:
+        return None
+    seeds64 = seeds.to(torch.int64).reshape(-1).numpy()
+    full: np.ndarray = np.empty((len(epochs) * len(seeds64), 4 * -(-count // 4)), dtype=dtype)
+    kernels.philox_rows(seeds64, PURPOSES[purpose], np.asarray(epochs, dtype=np.int64), full)
+    return torch.from_numpy(full)[:, :count]
+
+
 def _to_uniform(w: torch.Tensor) -> torch.Tensor:
     # 23 random bits and a half: exactly representable in float32, never 0 nor 1.
     return ((w >> 9).to(torch.float32) + 0.5) * (2.0**-23)
@@ -161,14 +171,8 @@ def _to_uniform(w: torch.Tensor) -> torch.Tensor:
 
 def uniforms(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:
     """(S, count) float32 uniforms in (0, 1), bit-identical on every device."""
-    from . import kernels
-
-    if seeds.device.type == "cpu" and kernels.AVAILABLE:  # the same floats, by one compiled loop
-        seeds64 = seeds.to(torch.int64).reshape(-1).numpy()
-        full = np.empty((len(seeds64), 4 * -(-count // 4)), dtype=np.float32)
-        kernels.philox_rows(seeds64, PURPOSES[purpose], np.array([epoch], dtype=np.int64), full)
-        return torch.from_numpy(full)[:, :count]
-    return _to_uniform(words(seeds, purpose, count, epoch))
+    rows = _compiled_rows(seeds, purpose, [epoch], count, np.float32)
+    return rows if rows is not None else _to_uniform(words(seeds, purpose, count, epoch))
 
 
 def normals(seeds: torch.Tensor, purpose: str, count: int, epoch: int = 0) -> torch.Tensor:
