@@ -33,12 +33,16 @@ def test_usable_only_where_the_kernel_serves():
 
 @on_cuda
 @pytest.mark.parametrize("name", list(GRIDS))
-def test_the_cuda_kernel_gives_the_tensor_paths_bits(name):
+def test_the_cuda_kernel_gives_the_tensor_paths_bits(name, monkeypatch):
+    calls = []
+    kernel = gpu_kernels.plain_epoch
+    monkeypatch.setattr(gpu_kernels, "plain_epoch", lambda *a, **k: (calls.append(1), kernel(*a, **k)))
     grid = GRIDS[name]
     for chunk in _chunks(grid):
         tensor = train_batched(chunk, grid.checkpoints, device="cuda", options=Options(compiled=False))
         fused = train_batched(chunk, grid.checkpoints, device="cuda", options=Options(compiled=True))
         _assert_same_bits(tensor, fused)
+    assert calls  # every grid has chunks the kernel serves (wide: its 3 features)
 
 
 @on_cuda
@@ -62,11 +66,14 @@ import sys; sys.path.insert(0, "tests")
 from test_kernels import GRIDS, _assert_same_bits, _chunks
 kernels.AVAILABLE = False  # the CPU's tensor path, where the interpreted kernel is asked for
 assert gpu_kernels.usable(__import__("torch").device("cpu"), 2, 32, wide=False)
+calls, kernel = [], gpu_kernels.plain_epoch
+gpu_kernels.plain_epoch = lambda *a, **k: (calls.append(1), kernel(*a, **k))
 for grid in GRIDS.values():
     for chunk in _chunks(grid):
         tensor = train_batched(chunk, grid.checkpoints, options=Options(compiled=False))
         fused = train_batched(chunk, grid.checkpoints, options=Options(compiled=True))
         _assert_same_bits(tensor, fused)
+assert calls
 print("same bits")
 """
 
