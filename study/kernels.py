@@ -215,47 +215,38 @@ if AVAILABLE:
 
     @overload(_from_word, inline="always")
     def _from_word_typed(w, out):
-        """A word as ``out`` holds it: the word itself (int64), or study.streams._to_uniform's
-        float, ((w >> 9) + 0.5)·2⁻²³, each step exact in float32."""
+        """A word as ``out`` holds it: the word itself (uint64 or int64), or
+        study.streams._to_uniform's float, ((w >> 9) + 0.5)·2⁻²³, each step exact in float32."""
         if out.dtype == types.float32:
             return lambda w, out: (np.float32(w >> _NINE) + _HALF) * _ULP
+        if out.dtype == types.uint64:
+            return lambda w, out: w
         return lambda w, out: np.int64(w)
 
     @numba.njit(cache=True, nogil=True)
-    def philox_rows(seeds, purpose, epochs, out):  # pragma: no cover - compiled
-        """out[e·S + s, 4j + lane] = lane ``lane`` of Philox block j of seed s for ``purpose``
-        and epochs[e], as ``out`` holds it (_from_word): study.streams.words' integers (int64),
-        or its uniforms (float32), in its rows before they are cut to ``count``. seeds, epochs:
-        int64; out: (E·S, 4·B)."""
-        S, blocks = seeds.shape[0], out.shape[1] // 4
-        p = np.uint64(purpose)
-        ks = np.empty((10, 2), np.uint64)
-        for e in range(epochs.shape[0]):
-            ue = np.uint64(epochs[e])
-            for s in range(S):
-                _schedule(seeds[s], ks)
-                row = out[e * S + s]
-                for block in range(blocks):
-                    b = np.uint64(block)
-                    w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), ue, p, ks)
-                    row[4 * block] = _from_word(w0, row)
-                    row[4 * block + 1] = _from_word(w1, row)
-                    row[4 * block + 2] = _from_word(w2, row)
-                    row[4 * block + 3] = _from_word(w3, row)
+    def _philox_row(seed, epoch, purpose, ks, row):  # pragma: no cover - compiled
+        """row[4j + lane] = lane ``lane`` of Philox block j of ``seed`` for ``purpose`` and
+        ``epoch``, as ``row`` holds it (_from_word), for every block the row has room for."""
+        e, p = np.uint64(epoch), np.uint64(purpose)
+        _schedule(seed, ks)
+        for block in range(row.shape[0] // 4):
+            b = np.uint64(block)
+            w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), e, p, ks)
+            row[4 * block] = _from_word(w0, row)
+            row[4 * block + 1] = _from_word(w1, row)
+            row[4 * block + 2] = _from_word(w2, row)
+            row[4 * block + 3] = _from_word(w3, row)
 
     @numba.njit(cache=True, nogil=True)
-    def _words(seed, epoch, n, words, ks):  # pragma: no cover - compiled
-        """words[:n] = the seed's n Philox words for ``epoch`` (study.streams.permutations'), four
-        a block; ``words`` has room for the last block's four."""
-        e = np.uint64(epoch)
-        _schedule(seed, ks)
-        for block in range((n + 3) // 4):
-            b = np.uint64(block)
-            w0, w1, w2, w3 = _philox(b & _U32, b >> np.uint64(32), e, _PERMUTATION, ks)
-            words[4 * block] = w0
-            words[4 * block + 1] = w1
-            words[4 * block + 2] = w2
-            words[4 * block + 3] = w3
+    def philox_rows(seeds, purpose, epochs, out):  # pragma: no cover - compiled
+        """out[e·S + s] = :func:`_philox_row` of seed s for ``purpose`` and epochs[e]:
+        study.streams.words' integers (int64), or its uniforms (float32), in its rows before they
+        are cut to ``count``. seeds, epochs: int64; out: (E·S, 4·B)."""
+        S = seeds.shape[0]
+        ks = np.empty((10, 2), np.uint64)
+        for e in range(epochs.shape[0]):
+            for s in range(S):
+                _philox_row(seeds[s], epochs[e], purpose, ks, out[e * S + s])
 
     @numba.njit(cache=True, nogil=True)
     def _permute(seed, epoch, n, words, start, keys, ks, row):  # pragma: no cover - compiled
@@ -265,7 +256,7 @@ if AVAILABLE:
         beside its index (``keys``), then an insertion sort on (word, index) over those copies,
         read in order: linear time. Buffers: words (n + 3 uint64), start (n + 1), keys (n), ks
         (Philox's key schedule)."""
-        _words(seed, epoch, n, words, ks)
+        _philox_row(seed, epoch, _PERMUTATION, ks, words[: 4 * ((n + 3) // 4)])
         un = np.uint64(n)
         start[: n + 1] = 0
         for j in range(n):
@@ -373,16 +364,9 @@ if AVAILABLE:
                 for j in range(d + 1):
                     for i in range(bs):
                         prod[j, i] = z[j, i] * r[i]
-                for lv in range(levels.shape[0]):
-                    h, top = levels[lv, 0], levels[lv, 1]
-                    for j in range(d + 1):
-                        # Two views, so that the compiler sees the halves apart (and vectorises)
-                        low, high = prod[j, :h], prod[j, top - h : top]
-                        for a in range(h):
-                            low[a] = low[a] + high[a]
                 step = steps[s, last, k]
                 for j in range(d + 1):
-                    theta[s, k, j] = _fma(prod[j, 0], step, theta[s, k, j])
+                    theta[s, k, j] = _fma(_tree_sum(prod[j], levels), step, theta[s, k, j])
 
     @numba.njit(cache=True, nogil=True)
     def _buffers(d, bs):  # pragma: no cover - compiled
@@ -436,6 +420,7 @@ if AVAILABLE:
         """study.sums.tree_sum_ on one vector, in place: buf[:h] += buf[s-h:s] level by level."""
         for lv in range(levels.shape[0]):
             h, top = levels[lv, 0], levels[lv, 1]
+            # Two views, so that the compiler sees the halves apart (and vectorises)
             low, high = buf[:h], buf[top - h : top]
             for a in range(h):
                 low[a] = low[a] + high[a]
