@@ -119,8 +119,9 @@ def _build_parser() -> _Parser:
     run.add_argument(
         "--backend",
         choices=BACKENDS,
-        default="loky",
-        help="a joblib backend, or dask: a Dask cluster (--scheduler), else a local one",
+        default="auto",
+        help="a joblib backend, or dask: a Dask cluster (--scheduler), else a local one; auto (the default): "
+        "threads where the chunks train in compiled loops, else loky's worker processes",
     )
     run.add_argument(
         "--scheduler",

@@ -23,10 +23,13 @@ import numpy as np
 import torch
 
 from . import engine as engines
+from . import kernels
+from .grid import Grid
 from .options import DEFAULT, Options
 from .plan import Chunk, ChunkSpec, Plan
 from .schema import metric_columns
 from .store import Segment
+from .vocabulary import OPTIMIZER_DEFAULTS
 
 __all__: list[str] = []  # private: see study/__init__.py
 
@@ -51,6 +54,36 @@ class Task:
 
 #: Seconds a new worker process takes to start and import torch (measured: about 1.5-2 s).
 WORKER_START_S = 2.0
+
+
+def local_backend(backend: str, grid: Grid, engine: str, devices: Sequence[str], options: Options = DEFAULT) -> str:
+    """The backend ``backend`` names; ``auto``: threads in this process where every chunk trains
+    in compiled loops (the batched engine's plain SGD on the CPU with the counter stream, and
+    Numba), else loky's worker processes.
+
+    The compiled loops release the GIL, so threads scale with the cores as processes do, and
+    they need neither a worker's start-up (about 2 s each, mostly importing torch) nor the
+    results' pickling. Elsewhere training is tensor operations whose dispatch holds the GIL
+    (measured: the torch stream's 100k W runs took as long on two threads as on two workers,
+    without their start-up), so loky's processes serve there.
+    """
+    if backend != "auto":
+        return backend
+    compiled = (
+        engine == "batched"
+        and list(devices) == ["cpu"]
+        and grid.stream == "counter"
+        and options.compiled
+        and kernels.AVAILABLE
+        and all(getattr(grid, axis) == [value] for axis, value in OPTIMIZER_DEFAULTS.items())
+    )
+    return "threading" if compiled else "loky"
+
+
+def start_seconds(backend: str) -> float:
+    """What one more worker of ``backend`` costs to start: a process's import of torch, or
+    nothing for a thread."""
+    return 0.0 if backend in ("threading", "sequential") else WORKER_START_S
 
 
 def bundle(
@@ -84,18 +117,21 @@ def bundle(
     return jobs
 
 
-def worker_count(n_jobs: int, devices: list[str], work: Sequence[float]) -> int:
+def worker_count(n_jobs: int, devices: list[str], work: Sequence[float], start_s: float = WORKER_START_S) -> int:
     """Workers for the chunks to do, given each chunk's estimated one-core seconds. An explicit
     n_jobs is obeyed up to one per chunk and, on CPUs, one per core: each worker trains with one
     torch thread, so workers x threads never exceeds the cores. With -1: one per GPU, or on CPUs
-    as many as pay for their start-up: a grid of a second's work runs in this process, since
-    starting workers would cost more than it saves."""
+    as many as pay for their start-up, ``start_s`` each (:func:`start_seconds`): with worker
+    processes a grid of a second's work runs in this process, since starting them would cost
+    more than it saves; threads start at once."""
     if n_jobs != -1:
         wanted = n_jobs if devices[0].startswith("cuda") else min(n_jobs, joblib.cpu_count())
     elif devices[0].startswith("cuda"):
         wanted = len(devices)
+    elif start_s > 0:
+        wanted = min(joblib.cpu_count(), int(sum(work) // start_s))
     else:
-        wanted = min(joblib.cpu_count(), int(sum(work) // WORKER_START_S))
+        wanted = joblib.cpu_count()
     return max(1, min(wanted, len(work)))
 
 

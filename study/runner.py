@@ -48,7 +48,7 @@ from . import __version__, pace
 from . import engine as engines
 from ._checks import check_choice, check_output, check_real, fail
 from .cluster import check_dask_installed, dask_client, dask_results
-from .dispatch import WORKER_START_S, Task, bundle, local_results, worker_count
+from .dispatch import Task, bundle, local_backend, local_results, start_seconds, worker_count
 from .errors import ChunkFailure, ChunksFailed, OutputBusy
 from .grid import Grid
 from .options import DEFAULT, Options
@@ -161,7 +161,7 @@ def plan_summary(
     n_jobs: int = -1,
     device: str = "auto",
     engine: str = "batched",
-    backend: str = "loky",
+    backend: str = "auto",
     chunk_size: int | None = None,
     out: str | Path | None = None,
 ) -> str:
@@ -178,14 +178,17 @@ def plan_summary(
     if backend == "dask":
         where, seconds = "a Dask cluster", None
     else:
-        workers = worker_count(n_jobs, devices, [w for _, _, w in work])
+        backend = local_backend(backend, grid, engine, devices)
+        start_s = start_seconds(backend)
+        workers = worker_count(n_jobs, devices, [w for _, _, w in work], start_s)
         # The models' estimate, scaled by how far off they were on this machine before.
         scale, measured = pace.factor(pace.kind(engine, devices))
-        seconds = _model_seconds(plan, work, devices, engine, workers) * scale
+        seconds = _model_seconds(plan, work, devices, engine, workers, start_s) * scale
         if measured:
             runs = f"{measured} run{'s' if measured > 1 else ''} of {pace.MIN_SECONDS:g} s or more"
             paced = f" (the models × {scale:.2g}: this machine's pace, from its last {runs})"
-        where = f"{', '.join(devices)}, {workers} worker{'s' if workers > 1 else ''}"
+        kind = " (threads)" if backend == "threading" and workers > 1 else ""
+        where = f"{', '.join(devices)}, {workers} worker{'s' if workers > 1 else ''}{kind}"
     parquet = out is not None and Path(out).suffix.lower() == ".parquet"
     size = table_file_bytes(grid, parquet=parquet)
     estimate = "time unknown" if seconds is None else f"about {_duration(max(seconds, 1))}{paced}"
@@ -201,10 +204,11 @@ def plan_summary(
 
 
 def _model_seconds(
-    plan: Plan, work: list[tuple[Any, int, float]], devices: list[str], engine: str, workers: int
+    plan: Plan, work: list[tuple[Any, int, float]], devices: list[str], engine: str, workers: int, start_s: float
 ) -> float:
     """The cost models' estimate of the wall time of training ``work`` (chunk spec, runs to
-    train, its estimated seconds on one CPU worker) on ``workers`` workers."""
+    train, its estimated seconds on one CPU worker) on ``workers`` workers, each started in
+    ``start_s`` (study.dispatch.start_seconds)."""
     if not work:
         return 0.0
     if engine == "reference":
@@ -212,7 +216,7 @@ def _model_seconds(
     if devices[0].startswith("cuda"):
         return sum(plan.steps(spec) * GPU_STEP_S + runs * GPU_RUN_S for spec, runs, _ in work) / len(devices)
     seconds = [w for _, _, w in work]
-    return max(sum(seconds) / workers, max(seconds)) + (WORKER_START_S if workers > 1 else 0.0)
+    return max(sum(seconds) / workers, max(seconds)) + (start_s if workers > 1 else 0.0)
 
 
 def _duration(seconds: float) -> str:
@@ -267,7 +271,7 @@ def run_grid(
     n_jobs: int = -1,
     device: str = "auto",
     engine: str = "batched",
-    backend: str = "loky",
+    backend: str = "auto",
     resume: bool = True,
     progress: bool = True,
     chunk_size: int | None = None,
@@ -297,10 +301,14 @@ def run_grid(
         ``auto``: the faster device for the engine and grid (see :func:`resolve_devices`).
     engine : {"batched", "reference"}, default="batched"
         ``reference`` trains one run at a time with :class:`~study.train.Trainer` (CPU only).
-    backend : {"loky", "threading", "sequential", "dask"}, default="loky"
+    backend : {"auto", "loky", "threading", "sequential", "dask"}, default="auto"
         A joblib backend, or ``dask``: the chunks go to a Dask cluster, the one at
         ``scheduler``, or without one a LocalCluster of ``n_jobs`` single-threaded worker
-        processes on 127.0.0.1 (needs the ``dask`` extra).
+        processes on 127.0.0.1 (needs the ``dask`` extra). ``auto``: threads in this process
+        where every chunk trains in compiled loops, which release the GIL (the batched
+        engine's plain SGD on the CPU with the counter stream, and Numba), so that no worker
+        process is started; loky's worker processes elsewhere (see
+        :func:`study.dispatch.local_backend`). The table's sidecar names the one used.
     resume : bool, default=True
         Reuse the runs kept in ``OUT.store/`` by earlier calls; False empties the store first.
     progress : bool, default=True
@@ -689,7 +697,8 @@ def _execute(
         warnings.warn(f"{damage}; they are trained again", stacklevel=3)
     tasks, reused_chunks = _missing_tasks(grid, plan, store)
     to_compute = sum(t.runs for t in tasks)
-    workers = worker_count(n_jobs, devices, [t.seconds for t in tasks])
+    backend = local_backend(backend, grid, engine, devices, options)  # "auto" resolved
+    workers = worker_count(n_jobs, devices, [t.seconds for t in tasks], start_seconds(backend))
     failed: list[tuple[int, ChunkFailure]] = []  # with the chunk's place in the plan
     position = {spec: i for i, spec in enumerate(plan.specs)}
     computed_runs = 0
@@ -754,7 +763,7 @@ def _execute(
         work = [(t.spec, t.runs, t.seconds) for t in tasks]
         pace.record(
             pace.kind(engine, devices),
-            _model_seconds(plan, work, devices, engine, workers),
+            _model_seconds(plan, work, devices, engine, workers, start_seconds(backend)),
             time.perf_counter() - training,
         )
 

@@ -97,8 +97,8 @@ ENGINES = ("batched", "reference")
 #: on its chunk); the residuals of runs of more than engine.CHAIN_FEATURES features by a tree.
 ENGINE_REVISIONS = {"batched": 5, "reference": 2}
 #: joblib's backends that hand chunks back as they finish (so that each is saved at once; its
-#: "multiprocessing" backend cannot), and Dask.
-BACKENDS = ("loky", "threading", "sequential", "dask")
+#: "multiprocessing" backend cannot), and Dask; "auto" picks threads or loky (study.dispatch.local_backend).
+BACKENDS = ("auto", "loky", "threading", "sequential", "dask")
 #: Seconds one attempt of a chunk may take on a Dask cluster before it is given up. A chunk
 #: under the memory budget takes seconds to minutes; an hour leaves room for the reference
 #: engine and slow workers, and still ends a run whose workers hang or are gone.

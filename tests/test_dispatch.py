@@ -5,10 +5,11 @@ from __future__ import annotations
 import joblib
 import numpy as np
 
-from study.dispatch import Task, bundle, local_device, split_on_oom, train_chunk, worker_count
+from study import kernels
+from study.dispatch import Task, bundle, local_backend, local_device, split_on_oom, train_chunk, worker_count
 from study.engine import estimated_seconds
 from study.grid import Grid
-from study.options import DEFAULT
+from study.options import DEFAULT, Options
 from study.plan import Plan
 from study.runner import plan_grid
 from study.schema import metric_columns
@@ -60,6 +61,27 @@ def test_workers_never_outnumber_the_cores():
         assert 1 <= worker_count(n_jobs, ["cpu"], work) <= cores
     assert worker_count(-1, ["cpu"], work) == cores  # a big grid takes every core
     assert worker_count(-1, ["cpu"], [0.1, 0.2]) == 1  # a second's work stays in this process
+    assert worker_count(-1, ["cpu"], [0.1, 0.2], start_s=0.0) == min(cores, 2)  # threads start at once
+
+
+def test_auto_takes_threads_where_every_chunk_trains_compiled_and_worker_processes_elsewhere():
+    """Threads where the chunks' training releases the GIL (the compiled loops: plain SGD, the
+    counter stream, the batched engine on the CPU); loky wherever a chunk would take the tensor
+    path, whose dispatch holds the GIL. A backend named is the one used."""
+    plain = Grid(num_train=[20], lr=[0.01, 0.1])
+    assert local_backend("auto", plain, "batched", ["cpu"]) == ("threading" if kernels.AVAILABLE else "loky")
+    for grid, engine, devices, options in [
+        (Grid(num_train=[20], stream="torch"), "batched", ["cpu"], DEFAULT),
+        (Grid(num_train=[20], momentum=[0.0, 0.9]), "batched", ["cpu"], DEFAULT),
+        (Grid(num_train=[20], average_from=["none", 1]), "batched", ["cpu"], DEFAULT),
+        (plain, "reference", ["cpu"], DEFAULT),
+        (plain, "batched", ["cuda:0"], DEFAULT),
+        (plain, "batched", ["cuda:0", "cuda:1"], DEFAULT),
+        (plain, "batched", ["cpu"], Options(compiled=False)),
+    ]:
+        assert local_backend("auto", grid, engine, devices, options) == "loky", (grid, engine, devices)
+    for named in ("loky", "threading", "sequential", "dask"):
+        assert local_backend(named, plain, "batched", ["cpu"]) == named
 
 
 def test_a_task_trains_its_runs_and_returns_their_keys_and_measures():

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from specs import long_spec
 
+from study import kernels
 from study.grid import Grid
 from study.runner import plan_chunks, resolve_devices, run_grid
 from study.schema import COORDINATES
@@ -86,12 +87,17 @@ def test_run_grid_workers_backends_and_chunk_sizes_change_nothing(tmp_path):
         "chunk1": dict(n_jobs=2, chunk_size=1),
         "chunk5": dict(n_jobs=1, chunk_size=5),
         "threads": dict(n_jobs=2, backend="threading", chunk_size=3),
+        "processes": dict(n_jobs=2, backend="loky", chunk_size=2),
     }
     for name, kw in outs.items():
         run_grid(grid, out=tmp_path / f"{name}.csv", progress=False, **kw)
     first = (tmp_path / "one.csv").read_bytes()
     for name in outs:
         assert (tmp_path / f"{name}.csv").read_bytes() == first, name
+    # the sidecar names the backend "auto" took: threads for these compiled chunks (plain SGD)
+    meta = json.loads((tmp_path / "two.meta.json").read_text())
+    assert meta["backend"] == ("threading" if kernels.AVAILABLE else "loky")
+    assert json.loads((tmp_path / "processes.meta.json").read_text())["backend"] == "loky"
 
 
 def test_run_grid_common_random_numbers_across_lr_and_loss():
@@ -179,7 +185,7 @@ def test_resolve_devices_without_gpu_is_cpu():
         (dict(out="results.txt"), r"'out' parameter of run_grid must be a path ending in \.csv"),
         (
             dict(backend="multiprocessing"),
-            r"'backend' parameter of run_grid must be one of \['loky', 'threading', "
+            r"'backend' parameter of run_grid must be one of \['auto', 'loky', 'threading', "
             r"'sequential', 'dask'\]\. Got 'multiprocessing'",
         ),
         (
