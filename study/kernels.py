@@ -301,23 +301,30 @@ if AVAILABLE:
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")
     def _stream_epoch(
-        Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, z, r, prod, xw
+        Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, blocks, r, prod, xw
     ):  # pragma: no cover - compiled
         """One epoch's steps of stream s's runs (see :func:`plain_epoch`), its order ``row``.
 
-        The minibatch is gathered once a step into a block z (d+2, bs), y negated, and the
-        stream's m runs step over it: each run's operations are the tensor path's, in its order,
-        over contiguous rows of bs values (which the compiler vectorises)."""
+        The epoch's examples are first gathered in its order, y negated, into ``blocks`` (T, d+2,
+        bs), a minibatch's block z each, one coordinate at a time (a pass reads one row of Zpad:
+        15% faster than gathering each step's minibatch as it comes). Then the stream's m runs
+        step over each block: each run's operations are the tensor path's, in its order, over
+        contiguous rows of bs values (which the compiler vectorises)."""
         d, n = Zpad.shape[1] - 2, Zpad.shape[2] - 1
         m = theta.shape[1]
+        for j in range(d + 2):
+            src = Zpad[s, j]
+            for t in range(T):
+                dst = blocks[t, j]
+                for i in range(bs):
+                    e = t * bs + i
+                    dst[i] = src[row[e] if e < n else n]  # past n: the padding's zeros
+                if j == d + 1:
+                    for i in range(bs):
+                        dst[i] = -dst[i]
         for t in range(T):
             last = 1 if t == T - 1 else 0  # the epoch's last minibatch may be short: its own step size
-            for i in range(bs):
-                e = t * bs + i
-                idx = row[e] if e < n else n
-                for j in range(d + 1):
-                    z[j, i] = Zpad[s, j, idx]
-                z[d + 1, i] = -Zpad[s, d + 1, idx]
+            z = blocks[t]
             if bs == _W and not wide:  # the minibatch as vectors (same operations, same bits)
                 for k in range(m):
                     _v_start(r, z, 0, d + 1, theta[s, k, 0])
@@ -369,9 +376,9 @@ if AVAILABLE:
                     theta[s, k, j] = _fma(_tree_sum(prod[j], levels), step, theta[s, k, j])
 
     @numba.njit(cache=True, nogil=True)
-    def _buffers(d, bs):  # pragma: no cover - compiled
+    def _buffers(d, bs, T):  # pragma: no cover - compiled
         return (
-            np.empty((d + 2, bs), np.float32),
+            np.empty((T, d + 2, bs), np.float32),
             np.empty(bs, np.float32),
             np.empty((d + 1, bs), np.float32),
             np.empty((max(d, 1), bs), np.float32),
@@ -391,10 +398,10 @@ if AVAILABLE:
         feature_levels: the pairwise trees (h, s) over the minibatch and over the features;
         ``wide``: the residual's products by the features' tree.
         """
-        z, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs)
+        blocks, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs, T)
         for s in range(Zpad.shape[0]):
             _stream_epoch(
-                Zpad, order[s], s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, z, r, prod, xw
+                Zpad, order[s], s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, blocks, r, prod, xw
             )
 
     @numba.njit(cache=True, nogil=True)
@@ -405,14 +412,14 @@ if AVAILABLE:
         drawn here (:func:`permutations`' integers): one call between two checkpoints, so that
         nothing runs in Python from epoch to epoch. The other arguments are plain_epoch's."""
         n = Zpad.shape[2] - 1
-        z, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs)
+        blocks, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs, T)
         words, start, keys, ks = _sort_buffers(n)
         row = np.empty(n, np.int32)
         for epoch in range(first, last + 1):
             for s in range(Zpad.shape[0]):
                 _permute(seeds[s], epoch, n, words, start, keys, ks, row)
                 _stream_epoch(
-                    Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, z, r, prod, xw
+                    Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, blocks, r, prod, xw
                 )
 
     @numba.njit(cache=True, nogil=True)
@@ -432,26 +439,29 @@ if AVAILABLE:
         summed by study.sums.tree_sum_'s tree (``levels``, for hi − lo): the tensor path's
         ``second_moments``, bit for bit. Z: (S, d+2, n_total) float32; G: (S, d+2, d+2)."""
         count = hi - lo
-        buf = np.empty(count, np.float64)
         if count == 0:
             G[:] = 0.0
             return
+        # The tree's first level (x[a] += x[a + count − h], a < h) added as the products are
+        # made: the same additions, half the buffer.
+        h, off = count // 2, count - count // 2
+        buf = np.empty(off, np.float64)
+        rest = levels[1:]
         for s in range(Z.shape[0]):
             for j in range(Z.shape[1]):
                 zj = Z[s, j, lo:hi]
                 for k in range(j + 1):
                     zk = Z[s, k, lo:hi]
-                    for i in range(count):
-                        buf[i] = np.float64(zj[i]) * np.float64(zk[i])
-                    G[s, j, k] = G[s, k, j] = _tree_sum(buf, levels)
+                    for a in range(h):
+                        b = a + off
+                        buf[a] = np.float64(zj[a]) * np.float64(zk[a]) + np.float64(zj[b]) * np.float64(zk[b])
+                    for a in range(h, off):  # the middle one, where count is odd
+                        buf[a] = np.float64(zj[a]) * np.float64(zk[a])
+                    G[s, j, k] = G[s, k, j] = _tree_sum(buf, rest)
 
     @numba.njit(cache=True, nogil=True, error_model="numpy")
-    def huber_sums(theta, h0, Z, n, lo, hi, levels, out):  # pragma: no cover - compiled
-        """A checkpoint's sums for the Huber slots h0.. of each stream (study.engine's
-        ``checkpoint``): with r = θ·z over the n training examples (a product, then fused
-        multiply-adds) and q = clamp(r, lo, hi), out[s, k] = (Σ q (q − 2r), Σ q z_0, ..., Σ q z_d),
-        each summed by the tree ``levels`` (for n), in float32: the tensor path's bits.
-        theta: (S, m, d+2); Z: (S, d+2, n_total); lo, hi: (S, m − h0); out: (S, m − h0, d+2)."""
+    def _huber_sums_general(theta, h0, Z, n, lo, hi, levels, out):  # pragma: no cover - compiled
+        """huber_sums for any d: r, q and each sum's terms a pass over the examples each."""
         D = Z.shape[1]  # d + 2
         r = np.empty(n, np.float32)
         q = np.empty(n, np.float32)
@@ -482,6 +492,58 @@ if AVAILABLE:
                     for i in range(n):
                         buf[i] = q[i] * Z[s, j, i]
                     out[s, k, 1 + j] = _tree_sum(buf, levels)
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    def _huber_terms(th, Zs, i, lo_k, hi_k):  # pragma: no cover - compiled
+        """Example i's four terms for d = 2 (z = x_0, x_1, 1, y): q(q − 2r), q x_0, q x_1, q, with
+        r and q formed as _huber_sums_general forms them."""
+        r = th[0] * Zs[0, i]
+        r = _fma(th[1], Zs[1, i], r)
+        r = _fma(th[2], Zs[2, i], r)
+        r = _fma(th[3], Zs[3, i], r)
+        q = r
+        if q < lo_k:  # torch.clamp's: NaN stays NaN
+            q = lo_k
+        elif q > hi_k:
+            q = hi_k
+        return q * (q + np.float32(-2.0) * r), q * Zs[0, i], q * Zs[1, i], q * Zs[2, i]
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def _huber_sums_d2(theta, h0, Z, n, lo, hi, levels, out):  # pragma: no cover - compiled
+        """huber_sums for d = 2 (the book's model), n > 1: an example's four terms in one pass,
+        and the tree's first level (x[a] += x[a + n − h], a < h = n // 2) added as they are made:
+        the same values and additions as _huber_sums_general, without its passes over buffers
+        of n (2.4x faster at n = 10,000)."""
+        h, off = n // 2, n - n // 2
+        B = np.empty((4, off), np.float32)
+        for s in range(Z.shape[0]):
+            Zs = Z[s]
+            for k in range(out.shape[1]):
+                th = theta[s, h0 + k]
+                lo_k, hi_k = lo[s, k], hi[s, k]
+                for a in range(h):
+                    a0, a1, a2, a3 = _huber_terms(th, Zs, a, lo_k, hi_k)
+                    b0, b1, b2, b3 = _huber_terms(th, Zs, a + off, lo_k, hi_k)
+                    B[0, a] = a0 + b0
+                    B[1, a] = a1 + b1
+                    B[2, a] = a2 + b2
+                    B[3, a] = a3 + b3
+                for a in range(h, off):  # the middle example, where n is odd
+                    B[0, a], B[1, a], B[2, a], B[3, a] = _huber_terms(th, Zs, a, lo_k, hi_k)
+                for j in range(4):
+                    out[s, k, j] = _tree_sum(B[j], levels[1:])
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def huber_sums(theta, h0, Z, n, lo, hi, levels, out):  # pragma: no cover - compiled
+        """A checkpoint's sums for the Huber slots h0.. of each stream (study.engine's
+        ``checkpoint``): with r = θ·z over the n training examples (a product, then fused
+        multiply-adds) and q = clamp(r, lo, hi), out[s, k] = (Σ q (q − 2r), Σ q z_0, ..., Σ q z_d),
+        each summed by the tree ``levels`` (for n), in float32: the tensor path's bits.
+        theta: (S, m, d+2); Z: (S, d+2, n_total); lo, hi: (S, m − h0); out: (S, m − h0, d+2)."""
+        if Z.shape[1] == 4 and n > 1:
+            _huber_sums_d2(theta, h0, Z, n, lo, hi, levels, out)
+        else:
+            _huber_sums_general(theta, h0, Z, n, lo, hi, levels, out)
 
 else:  # pragma: no cover - exercised where Numba is missing
 

@@ -101,6 +101,47 @@ def test_plain_chunks_on_a_cpu_take_the_compiled_loop_and_others_do_not(monkeypa
 
 
 @needs_numba
+def test_the_huber_sums_of_two_features_are_the_general_loops_bits():
+    """d = 2 has its own loop (an example's terms in one pass, the tree's first level added as
+    they are made): the general loop's sums, bit for bit, for even and odd n, clamped and
+    unclamped residuals, and infinite and NaN parameters (a diverged run's)."""
+    from study.sums import tree_levels
+
+    rng = np.random.default_rng(7)
+    S, m, h0 = 3, 5, 1
+    for n in [2, 3, 4, 5, 31, 32, 33, 100, 999, 1000]:
+        Z = rng.standard_normal((S, 4, n + 3)).astype(np.float32)
+        Z[:, 2] = 1.0  # z = (x_0, x_1, 1, y), and validation examples past n
+        theta = (rng.standard_normal((S, m, 4)) * 3).astype(np.float32)
+        theta[..., 3] = -1.0
+        theta[0, 2, 0], theta[1, 3, 1], theta[2, 4, 2] = np.inf, np.nan, -np.inf
+        lo = np.full((S, m - h0), -1.0, np.float32)
+        hi = np.full((S, m - h0), 0.5, np.float32)
+        lo[0, 0], hi[0, 0] = -np.inf, np.inf  # a Huber threshold no residual reaches
+        levels = kernels.tree_array(tree_levels(n))
+        fast, general = (np.empty((S, m - h0, 4), np.float32) for _ in range(2))
+        kernels.huber_sums(theta, h0, Z, n, lo, hi, levels, fast)
+        kernels._huber_sums_general(theta, h0, Z, n, lo, hi, levels, general)
+        assert np.array_equal(fast.view(np.uint32), general.view(np.uint32)), n
+        assert np.isnan(fast[1, 2]).all() and np.isfinite(fast[2, 0]).all()
+
+
+@needs_numba
+def test_the_compiled_second_moments_are_the_trees_sums():
+    """G[s] = Σ z zᵀ over examples lo..hi in float64, each entry summed by study.sums' tree (the
+    compiled loop adds the tree's first level as it makes the products), for even and odd counts."""
+    from study.sums import tree_levels, tree_sum_
+
+    Z = np.random.default_rng(3).standard_normal((2, 4, 1010)).astype(np.float32)
+    for lo, hi in [(0, 1), (0, 2), (3, 6), (0, 33), (10, 1010), (5, 1004)]:
+        G = np.empty((2, 4, 4))
+        kernels.second_moments(Z, lo, hi, kernels.tree_array(tree_levels(hi - lo)), G)
+        Zd = torch.from_numpy(Z[:, :, lo:hi]).double()
+        want = tree_sum_(Zd[:, :, None, :] * Zd[:, None, :, :])
+        assert np.array_equal(G, want.numpy()), (lo, hi)
+
+
+@needs_numba
 def test_the_compiled_permutations_are_the_streams_integers():
     from study import streams
 
