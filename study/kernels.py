@@ -252,10 +252,11 @@ if AVAILABLE:
     def _permute(seed, epoch, n, words, start, keys, ks, row):  # pragma: no cover - compiled
         """row[:n] = the seed's permutation of range(n) for ``epoch`` (study.streams.permutations):
         the order of its n Philox words, ties broken by the index. A counting sort on the words'
-        top bits (n buckets, one word each on average, filled in index order), each word copied
-        beside its index (``keys``), then an insertion sort on (word, index) over those copies,
-        read in order: linear time. Buffers: words (n + 3 uint64), start (n + 1), keys (n), ks
-        (Philox's key schedule)."""
+        top bits (n buckets, one word each on average, filled in index order) of the keys
+        word·2³² + index (``keys``: so one comparison orders both), then a pass that swaps each
+        pair out of order without a branch (most ties are pairs), then an insertion sort, which
+        seldom has anything left to move: linear time. Buffers: words (n + 3 uint64), start
+        (n + 1), keys (n uint64), ks (Philox's key schedule)."""
         _philox_row(seed, epoch, _PERMUTATION, ks, words[: 4 * ((n + 3) // 4)])
         un = np.uint64(n)
         start[: n + 1] = 0
@@ -263,31 +264,41 @@ if AVAILABLE:
             start[np.int64((words[j] * un) >> np.uint64(32)) + 1] += 1  # the bucket, monotone in the word
         for i in range(n):
             start[i + 1] += start[i]
-        for j in range(n):  # in index order: a bucket's equal words keep it
+        for j in range(n):
             word = words[j]
             q = np.int64((word * un) >> np.uint64(32))
             at = start[q]
-            row[at] = j
-            keys[at] = word
+            keys[at] = (word << np.uint64(32)) | np.uint64(j)
             start[q] = at + 1
+        if n == 0:
+            return
+        # One bubble pass, min and max (no branch to mispredict): a tie's pair in order. What it
+        # leaves (some ties of three or more) the insertion sort finishes; the result is the
+        # sorted keys either way (they are distinct), 25% faster than the insertion sort alone.
+        carry = keys[0]
         for a in range(1, n):
-            key, item = keys[a], row[a]
+            key = keys[a]
+            keys[a - 1] = min(carry, key)
+            carry = max(carry, key)
+        keys[n - 1] = carry
+        for a in range(1, n):
+            key = keys[a]
+            if keys[a - 1] < key:
+                continue  # in order already: almost always
             c = a - 1
-            if keys[c] < key or (keys[c] == key and row[c] < item):
-                continue  # in order already: the usual case, and always across a bucket's edge
-            while c >= 0 and (keys[c] > key or (keys[c] == key and row[c] > item)):
+            while c >= 0 and keys[c] > key:
                 keys[c + 1] = keys[c]
-                row[c + 1] = row[c]
                 c -= 1
             keys[c + 1] = key
-            row[c + 1] = item
+        for a in range(n):
+            row[a] = np.int64(keys[a] & _U32)
 
     @numba.njit(cache=True, nogil=True)
     def _sort_buffers(n):  # pragma: no cover - compiled
         return (
             np.empty(n + 3, np.uint64),
             np.empty(n + 1, np.int32),
-            np.empty(n, np.uint32),
+            np.empty(n, np.uint64),
             np.empty((10, 2), np.uint64),
         )
 
