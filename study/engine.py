@@ -264,7 +264,11 @@ class _Streams:
                 settings.setdefault((float(chunk.noise[r]), str(chunk.noise_kind[r])), []).append(i)
             for (noise, kind), members in settings.items():
                 for lo in range(0, len(members), per):
-                    idx = torch.tensor(members[lo : lo + per], device=device)
+                    part = members[lo : lo + per]
+                    # Consecutive streams (the usual case: one noise setting) as a slice: Z's rows
+                    # copied in place, not scattered by indexing (a tenth of a chunk's set-up).
+                    consecutive = part[-1] - part[0] == len(part) - 1
+                    idx = slice(part[0], part[-1] + 1) if consecutive else torch.tensor(part, device=device)
                     X, y = draw_counter_data(self.seeds[idx], w, chunk.b, noise, kind, chunk.num_train, chunk.num_val)
                     Z[idx, :d] = X.transpose(1, 2)
                     Z[idx, d + 1] = y
@@ -760,14 +764,28 @@ class _Part:
         """Record the runs' parameters (self.theta), training loss, validation MSE and gradient."""
         theta, n, d, m, h0 = self.theta, self.n, self.d, self.m, self.h0
         Z = self.data.Z
-        t64 = theta.double()
 
         # The mean r² is θᵀ G θ / count: (S, m, 2), validation then training.
-        outer = (t64[:, :, :, None] * t64[:, :, None, :]).flatten(-2)  # (S, m, (d+2)²)
-        sums = tree_sum_(outer[:, :, None, :] * self.G_both[:, None])
+        if self.compiled:  # the same products and trees by one compiled loop
+            sums = torch.empty(self.S, m, 2, dtype=torch.float64)
+            grad = torch.empty(self.S, m, d + 1, dtype=torch.float64)
+            trees = (kernels.tree_array(tree_levels((d + 2) ** 2)), kernels.tree_array(tree_levels(d + 2)))
+            kernels.squared_sums(
+                theta.contiguous().numpy(),
+                self.G_both.numpy(),
+                self.G_train.numpy(),
+                *trees,
+                sums.numpy(),
+                grad.numpy(),
+            )
+        else:
+            t64 = theta.double()
+            outer = (t64[:, :, :, None] * t64[:, :, None, :]).flatten(-2)  # (S, m, (d+2)²)
+            sums = tree_sum_(outer[:, :, None, :] * self.G_both[:, None])
+            grad = tree_sum_(self.G_train[:, None, : d + 1, :] * t64[:, :, None, :])  # (S, m, d+1)
         val_mse = sums[..., 0] / (Z.shape[2] - n)
         train_loss = sums[..., 1] / n  # squared: the mean of r²
-        grad = tree_sum_(self.G_train[:, None, : d + 1, :] * t64[:, :, None, :]) * (2 / n)  # (S, m, d+1)
+        grad = grad * (2 / n)
         if h0 < m:
             hs, mh = slice(h0, m), m - h0
             if self.compiled:

@@ -470,6 +470,33 @@ if AVAILABLE:
                         buf[a] = np.float64(zj[a]) * np.float64(zk[a])
                     G[s, j, k] = G[s, k, j] = _tree_sum(buf, rest)
 
+    @numba.njit(cache=True, nogil=True)
+    def squared_sums(theta, G_both, G_train, levels_outer, levels_row, sums, grad):  # pragma: no cover - compiled
+        """A checkpoint's sums from the second moments (study.engine's ``checkpoint``), in float64:
+        sums[s, k, g] = Σ_e (θ_j θ_l)·G_both[s, g, e] over e = (j, l), and grad[s, k, j] =
+        Σ_l G_train[s, j, l]·θ_l for j ≤ d, each summed by study.sums' tree (``levels_outer`` for
+        (d+2)², ``levels_row`` for d+2): the tensor path's products and trees, so its bits.
+        theta: (S, m, d+2) float32; G_both: (S, 2, (d+2)²); G_train: (S, d+2, d+2); sums:
+        (S, m, 2); grad: (S, m, d+1)."""
+        D = theta.shape[2]
+        outer = np.empty(D * D)
+        buf = np.empty(D * D)
+        row = np.empty(D)
+        for s in range(theta.shape[0]):
+            for k in range(theta.shape[1]):
+                th = theta[s, k]
+                for j in range(D):
+                    for i in range(D):
+                        outer[j * D + i] = np.float64(th[j]) * np.float64(th[i])
+                for g in range(2):
+                    for e in range(D * D):
+                        buf[e] = outer[e] * G_both[s, g, e]
+                    sums[s, k, g] = _tree_sum(buf, levels_outer)
+                for j in range(D - 1):
+                    for i in range(D):
+                        row[i] = G_train[s, j, i] * np.float64(th[i])
+                    grad[s, k, j] = _tree_sum(row, levels_row)
+
     @numba.njit(cache=True, nogil=True, error_model="numpy")
     def _huber_sums_general(theta, h0, Z, n, lo, hi, levels, out):  # pragma: no cover - compiled
         """huber_sums for any d: r, q and each sum's terms a pass over the examples each."""
@@ -574,6 +601,9 @@ else:  # pragma: no cover - exercised where Numba is missing
         raise RuntimeError("Numba is not available")
 
     def huber_sums(*args, **kwargs):
+        raise RuntimeError("Numba is not available")
+
+    def squared_sums(*args, **kwargs):
         raise RuntimeError("Numba is not available")
 
 
