@@ -81,9 +81,9 @@ def local_backend(backend: str, grid: Grid, engine: str, devices: Sequence[str],
 
 
 def start_seconds(backend: str) -> float:
-    """What one more worker of ``backend`` costs to start: a process's import of torch, or
-    nothing for a thread."""
-    return 0.0 if backend in ("threading", "sequential") else WORKER_START_S
+    """What one more worker of ``backend`` costs to start: nothing for a thread, else (a
+    process) its import of torch."""
+    return 0.0 if backend == "threading" else WORKER_START_S
 
 
 def bundle(
@@ -239,6 +239,40 @@ def init_worker(parent: int) -> None:
 _ORPHAN_POLL_S = 0.5
 
 
+class _ThreadedTraining:
+    """train_chunk for the threads of this process (the threading backend), which knows the
+    chunks in flight, so that run_grid, stopped early, waits for them before it returns.
+
+    A thread cannot be stopped, and joblib's abort leaves the ones training running: a process
+    that then exits while one is inside torch's or Numba's code is aborted by the C++ runtime as
+    it tears down ("terminate called without an active exception", measured in 2 of 15 stops by
+    SIGTERM). A chunk takes a second or so (its memory budget bounds it), so the wait is short.
+    Chunks that a thread picks up after the stop return at once, untrained."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._stopped = False
+        self._changed = threading.Condition()
+
+    def __call__(self, *args):
+        with self._changed:
+            if self._stopped:
+                return args[4], None, "stopped"  # (n, no segment, a reason): nobody reads it
+            self._running += 1
+        try:
+            return train_chunk(*args)
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    def settle(self) -> None:
+        """No chunk starts from now on; returns once none is training."""
+        with self._changed:
+            self._stopped = True
+            self._changed.wait_for(lambda: self._running == 0)
+
+
 @contextlib.contextmanager
 def local_results(
     plan: Plan,
@@ -252,10 +286,13 @@ def local_results(
 ) -> Iterator[Iterator[tuple]]:
     """The jobs' outcomes as :func:`train_chunk` gives them (``n`` a job's first task's), as
     they finish, from ``workers`` joblib workers of ``backend``; jobs go round the devices. Left
-    early (Ctrl-C), the chunks still in flight are cancelled on the way out."""
+    early (Ctrl-C), the chunks still in flight are cancelled on the way out (threads', which
+    cannot be, are waited for: see :class:`_ThreadedTraining`)."""
     made = ((job[0].chunk(plan) if len(job) == 1 else [task.chunk(plan) for task in job], job[0].n) for job in jobs)
+    threads = _ThreadedTraining() if backend == "threading" else None
+    train = train_chunk if threads is None else threads
     calls = (
-        joblib.delayed(train_chunk)(chunk, checkpoints, engine, devices[i % len(devices)], n, options)
+        joblib.delayed(train)(chunk, checkpoints, engine, devices[i % len(devices)], n, options)
         for i, (chunk, n) in enumerate(made)
     )
     init = {"initializer": init_worker, "initargs": (os.getpid(),)} if backend == "loky" else {}
@@ -268,3 +305,5 @@ def local_results(
             yield results
         finally:
             results.close()
+            if threads is not None:  # left early: the chunks still training end first
+                threads.settle()

@@ -318,7 +318,7 @@ if AVAILABLE:
 
         The epoch's examples are first gathered in its order, y negated, into ``blocks`` (T, d+2,
         bs), a minibatch's block z each, one coordinate at a time (a pass reads one row of Zpad:
-        15% faster than gathering each step's minibatch as it comes). Then the stream's m runs
+        16-22% less a run-step than gathering each step's minibatch as it comes). Then the stream's m runs
         step over each block: each run's operations are the tensor path's, in its order, over
         contiguous rows of bs values (which the compiler vectorises)."""
         d, n = Zpad.shape[1] - 2, Zpad.shape[2] - 1

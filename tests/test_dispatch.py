@@ -84,6 +84,39 @@ def test_auto_takes_threads_where_every_chunk_trains_compiled_and_worker_process
         assert local_backend(named, plain, "batched", ["cpu"]) == named
 
 
+def test_threads_left_early_end_their_chunks_first_and_start_no_other(monkeypatch):
+    """A thread cannot be stopped: leaving local_results early (Ctrl-C, SIGTERM) waits for the
+    chunks the threads are training, so that the process never exits with one inside torch's or
+    Numba's code, and no chunk starts after."""
+    import threading
+    import time
+
+    from study import dispatch
+
+    lock, active, started = threading.Lock(), [0], []
+
+    def slow(chunk, checkpoints, engine, device, n, options):
+        with lock:
+            active[0] += 1
+            started.append(n)
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+        return n, None, "slow"
+
+    monkeypatch.setattr(dispatch, "train_chunk", slow)
+    grid = Grid(num_train=[20], replicates=12)
+    plan = Plan(grid, lambda *_: 2)  # chunks of 2 runs
+    jobs = [(Task(i, spec, None, spec.runs, 0.1),) for i, spec in enumerate(plan.specs)]
+    assert len(jobs) >= 6
+    with dispatch.local_results(plan, jobs, grid.checkpoints, "batched", ["cpu"], "threading", 2) as results:
+        next(results)  # one chunk done, others training or queued: leave now
+    assert active[0] == 0  # none still training
+    count = len(started)
+    time.sleep(0.5)
+    assert len(started) == count < len(jobs)  # and none started since
+
+
 def test_a_task_trains_its_runs_and_returns_their_keys_and_measures():
     grid = Grid(num_train=[30], lr=[0.01, 0.1], epoch=[2], replicates=3)
     plan = Plan(grid, lambda *_: 10**6)
