@@ -673,8 +673,9 @@ class _Part:
         pairs = [(j, k) for j in range(d + 2) for k in range(j + 1)]
         rows, cols = (torch.tensor(v, device=device) for v in zip(*pairs))
 
-        # On a CPU with Numba, the same products and trees as one compiled loop (study.kernels).
-        self.compiled = options.compiled and device.type == "cpu" and kernels.AVAILABLE
+        # On a CPU with Numba (as the chunk's data found), the same products and trees as one
+        # compiled loop (study.kernels).
+        self.compiled = data.compiled
 
         def second_moments(first: int, end: int) -> torch.Tensor:  # examples first..end-1 -> (S, d+2, d+2)
             Zs, count = Z[:, :, first:end], end - first
