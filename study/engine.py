@@ -581,15 +581,21 @@ def _train_compiled(parts: Sequence[_Part], checkpoints: Sequence[int], options:
         wide = d > options.chain_features
         p.checkpoint(0)
         args = (p.T, p.bs, theta, steps, lo, hi, p.any_huber, levels, feature_levels, wide)
-        done = 0
-        for epoch in checkpoints[1:]:
-            if p.chunk.stream == "counter":  # the epochs to this checkpoint in one call, orders drawn there
-                kernels.plain_epochs(Zpad, p.data.seeds.numpy(), done + 1, epoch, *args)
-            else:  # each epoch's order from the runs' generators, in Python
+        marks = checkpoints[1:]
+        if p.chunk.stream == "counter":  # every epoch in one call, orders drawn there, θ kept at each mark
+            kept = np.empty((len(marks), *theta.shape), dtype=np.float32)
+            if len(marks):
+                kernels.plain_epochs(Zpad, p.data.seeds.numpy(), np.asarray(marks, dtype=np.int64), *args, kept)
+            for epoch, theta_at in zip(marks, kept):
+                theta[:] = theta_at  # p.theta's memory
+                p.checkpoint(epoch * p.T)
+        else:  # each epoch's order from the runs' generators, in Python
+            done = 0
+            for epoch in marks:
                 for e in range(done + 1, epoch + 1):
                     kernels.plain_epoch(Zpad, p.data.order(e, last).numpy(), *args)
-            done = epoch
-            p.checkpoint(epoch * p.T)
+                done = epoch
+                p.checkpoint(epoch * p.T)
         results.append(p.result())
     return results
 
