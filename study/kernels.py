@@ -249,9 +249,10 @@ if AVAILABLE:
                 _philox_row(seeds[s], epochs[e], purpose, ks, out[e * S + s])
 
     @numba.njit(cache=True, nogil=True)
-    def _permute(seed, epoch, n, words, start, keys, ks, row):  # pragma: no cover - compiled
-        """row[:n] = the seed's permutation of range(n) for ``epoch`` (study.streams.permutations):
-        the order of its n Philox words, ties broken by the index. A counting sort on the words'
+    def _sorted_keys(seed, epoch, n, words, start, keys, ks):  # pragma: no cover - compiled
+        """keys[:n] = word·2³² + index of the seed's n Philox words for ``epoch``, sorted: the low
+        32 bits of keys[a] are entry a of its permutation of range(n) (study.streams.permutations),
+        the order of the words, ties broken by the index. A counting sort on the words'
         top bits (n buckets, one word each on average, filled in index order) of the keys
         word·2³² + index (``keys``: so one comparison orders both), then a pass that swaps each
         pair out of order without a branch (most ties are pairs), then an insertion sort, which
@@ -290,6 +291,11 @@ if AVAILABLE:
                 keys[c + 1] = keys[c]
                 c -= 1
             keys[c + 1] = key
+
+    @numba.njit(cache=True, nogil=True)
+    def _permute(seed, epoch, n, words, start, keys, ks, row):  # pragma: no cover - compiled
+        """row[:n] = the seed's permutation of range(n) for ``epoch`` (:func:`_sorted_keys`)."""
+        _sorted_keys(seed, epoch, n, words, start, keys, ks)
         for a in range(n):
             row[a] = np.int64(keys[a] & _U32)
 
@@ -314,7 +320,8 @@ if AVAILABLE:
     def _stream_epoch(
         Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, blocks, r, prod, xw
     ):  # pragma: no cover - compiled
-        """One epoch's steps of stream s's runs (see :func:`plain_epoch`), its order ``row``.
+        """One epoch's steps of stream s's runs (see :func:`plain_epoch`), its order the low 32
+        bits of ``row``'s entries (an int64 order, or :func:`_sorted_keys`' keys).
 
         The epoch's examples are first gathered in its order, y negated, into ``blocks`` (T, d+2,
         bs), a minibatch's block z each, one coordinate at a time (a pass reads one row of Zpad:
@@ -338,7 +345,7 @@ if AVAILABLE:
                 dst = blocks[t, j]
                 for i in range(bs):
                     e = t * bs + i
-                    dst[i] = src[row[e] if e < n else n]  # past n: the padding's zeros
+                    dst[i] = src[np.uint32(row[e]) if e < n else np.uint32(n)]  # past n: the padding's zeros
                 if j == d + 1:
                     for i in range(bs):
                         dst[i] = -dst[i]
@@ -438,13 +445,12 @@ if AVAILABLE:
         n = Zpad.shape[2] - 1
         blocks, r, prod, xw = _buffers(Zpad.shape[1] - 2, bs, T)
         words, start, keys, ks = _sort_buffers(n)
-        row = np.empty(n, np.int32)
         for s in range(Zpad.shape[0]):
             c = 0
             for epoch in range(1, marks[-1] + 1):
-                _permute(seeds[s], epoch, n, words, start, keys, ks, row)
-                _stream_epoch(
-                    Zpad, row, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, blocks, r, prod, xw
+                _sorted_keys(seeds[s], epoch, n, words, start, keys, ks)
+                _stream_epoch(  # the order: the keys' low 32 bits
+                    Zpad, keys, s, T, bs, theta, steps, lo, hi, clamp, levels, feature_levels, wide, blocks, r, prod, xw
                 )
                 if epoch == marks[c]:
                     kept[c, s] = theta[s]
