@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import re
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,7 @@ def study_executor(workers: int):
         stop_workers()
         from joblib.externals.loky import ProcessPoolExecutor
 
-        _executor = (workers, ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts))
+        _executor = (workers, ProcessPoolExecutor(max_workers=workers, initializer=_init_worker))
     return _executor[1]
 
 
@@ -88,8 +89,19 @@ def stop_workers() -> None:
         _executor = None
 
 
-def _ignore_interrupts() -> None:
+def _init_worker() -> None:
+    """A study worker's start: Ctrl-C is the parent's to handle, and no restart for growing.
+
+    loky restarts a worker whose memory grew 300 MB past its size after its first task (the
+    warm-up), taking it for a leak. A study's tables and figures grow it that much by design; the
+    restart cost a new worker's imports (seconds) and printed "A worker stopped while some jobs
+    were given to the executor ... memory leak" in ``make run``. A study's memory is freed when
+    it ends, and ``study exercises`` stops its workers when done (stop_workers). (The limit is a
+    private name of loky's, read at each check.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from joblib.externals.loky import process_executor
+
+    process_executor._MAX_MEMORY_LEAK_SIZE = sys.maxsize
 
 
 def warm_up() -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
 from study.exercises import run_exercises
 from study.exercises.catalog import check_numbers
-from study.exercises.pool import run_studies, stop_workers, study_workers
+from study.exercises.pool import run_studies, stop_workers, study_executor, study_workers
 
 PROMISED = {
     "results": [
@@ -120,6 +123,30 @@ def test_studies_in_worker_processes_write_what_one_process_writes(tmp_path):
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file() and "raw" not in p.parts)
     for f in files:
         assert (one / f).read_bytes() == (two / f).read_bytes(), f
+
+
+_HELD: list = []
+
+
+def _hold(megabytes: int) -> int:
+    """In a study worker: keep ``megabytes`` resident (as a study's tables and figures are) past
+    loky's check interval (1 s), and say which process it is."""
+    _HELD.append(np.ones(megabytes * 2**20 // 8))
+    time.sleep(1.2)
+    return os.getpid()
+
+
+def test_a_study_worker_that_grows_is_not_restarted():
+    """loky takes 300 MB of growth past a worker's first task for a leak, and restarts it (a new
+    worker's imports, and a warning in make run): a study grows that much by design."""
+    pytest.importorskip("psutil")  # loky checks memory only with it
+    stop_workers()
+    executor = study_executor(1)
+    try:
+        pids = [executor.submit(_hold, 350).result() for _ in range(3)]
+    finally:
+        stop_workers()
+    assert len(set(pids)) == 1, pids
 
 
 def test_study_exercises_imports_no_torch_in_its_own_process(tmp_path):
